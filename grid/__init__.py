@@ -1,0 +1,1 @@
+"""grid: a peer-to-peer in-memory data grid for Python."""

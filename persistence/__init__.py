@@ -1,0 +1,1 @@
+"""Durable partitions: append-only log segments, snapshots and recovery."""
