@@ -1,0 +1,232 @@
+"""The asyncio client: `grid.AsyncClient` and its maps.
+
+Every method builds protobuf operations, hands them to the shared connection
+(which coalesces concurrent callers into batches) and turns the results into
+Python values. `get_many`/`put_many` are one batch: one round trip.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, NamedTuple
+
+from grid.client.codec import Codec, resolve
+from grid.client.connection import AsyncConnection, ConnectionOptions
+from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
+from grid.errors import CasFailed, InvalidArgument, Status, error_for
+from proto import grid_pb2 as pb
+from replication.hlc import Version
+
+GET, PUT, DELETE, EXPIRE, TTL, CONTAINS, INCR, SIZE, SCAN, CLEAR, TOUCH = (
+    pb.GET, pb.PUT, pb.DELETE, pb.EXPIRE, pb.TTL, pb.CONTAINS, pb.INCR, pb.SIZE, pb.SCAN,
+    pb.CLEAR, pb.TOUCH)
+
+
+class EntryView(NamedTuple):
+    """A value with its version (for compare_and_set) and remaining TTL in seconds."""
+
+    value: Any
+    version: Version
+    ttl: float | None
+
+
+def check(r: pb.Result) -> pb.Result:
+    """Raise the exception for a failed result; NOT_FOUND passes (it is an answer)."""
+    if r.status and r.status != Status.NOT_FOUND:
+        raise error_for(r.status, r.error)
+    return r
+
+
+def encode_value(codec: Codec, value: Any) -> bytes:
+    if value is None:
+        raise InvalidArgument("None cannot be stored; delete the key instead")
+    return codec.encode(value)
+
+
+class AsyncMap:
+    """A named map on the grid, seen through an AsyncClient."""
+
+    def __init__(self, conn: AsyncConnection, name: str, codec: str | Codec = "msgpack",
+                 raw_keys: bool = False) -> None:
+        self._conn = conn
+        self.name = name
+        self.codec = resolve(codec)
+        self.raw_keys = raw_keys
+
+    def _op(self, code: int, key: Key, **fields: Any) -> pb.Op:
+        return pb.Op(code=code, map=self.name, key=encode_key(key), **fields)
+
+    async def _one(self, op: pb.Op, timeout: float | None, idempotent: bool = True
+                   ) -> pb.Result:
+        return check((await self._conn.call((op,), timeout, idempotent))[0])
+
+    # ---- reads -------------------------------------------------------------------------------
+    async def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
+        r = await self._one(self._op(GET, key), timeout)
+        return default if r.status == Status.NOT_FOUND else self.codec.decode(r.value)
+
+    async def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
+        r = await self._one(self._op(GET, key), timeout)
+        if r.status == Status.NOT_FOUND:
+            return None
+        return EntryView(self.codec.decode(r.value), Version(r.version_ts, r.version_member),
+                         from_ms(r.ttl_ms) if r.ttl_ms else None)
+
+    async def get_many(self, keys: Iterable[Key], *, timeout: float | None = None
+                       ) -> dict[Key, Any]:
+        """The found keys and their values (missing keys are left out), in one round trip."""
+        keys = list(keys)
+        results = await self._conn.call([self._op(GET, k) for k in keys], timeout)
+        decode = self.codec.decode
+        out: dict[Key, Any] = {}
+        for k, r in zip(keys, results, strict=True):
+            if check(r).status != Status.NOT_FOUND:
+                out[k] = decode(r.value)
+        return out
+
+    async def contains(self, key: Key, *, timeout: float | None = None) -> bool:
+        return bool((await self._one(self._op(CONTAINS, key), timeout)).count)
+
+    async def ttl(self, key: Key, *, timeout: float | None = None) -> float | None:
+        """Seconds left before the key expires; math.inf if it never does; None if absent."""
+        r = await self._one(self._op(TTL, key), timeout)
+        if r.status == Status.NOT_FOUND:
+            return None
+        return math.inf if r.count < 0 else from_ms(r.count)
+
+    async def size(self, *, timeout: float | None = None) -> int:
+        return (await self._one(pb.Op(code=SIZE, map=self.name), timeout)).count
+
+    async def scan_page(self, cursor: bytes = b"", count: int = 0, *,
+                        timeout: float | None = None) -> tuple[list[Key], bytes]:
+        """One page of keys and the cursor for the next (b"" when the scan is complete)."""
+        r = await self._one(pb.Op(code=SCAN, map=self.name, cursor=cursor, limit=count), timeout)
+        return [decode_key(k, self.raw_keys) for k in r.keys], r.cursor
+
+    async def scan(self, count: int = 0) -> AsyncIterator[Key]:
+        """Every key, page by page; a key present for the whole scan is seen exactly once."""
+        cursor = b""
+        while True:
+            keys, cursor = await self.scan_page(cursor, count)
+            for k in keys:
+                yield k
+            if not cursor:
+                return
+
+    # ---- writes ------------------------------------------------------------------------------
+    def _put_op(self, key: Key, value: Any, ttl: Duration, max_idle: Duration,
+                condition: int = pb.ALWAYS, expected: Version | None = None) -> pb.Op:
+        op = self._op(PUT, key, value=encode_value(self.codec, value), ttl_ms=to_ms(ttl),
+                      max_idle_ms=to_ms(max_idle), condition=condition)
+        if expected is not None:
+            op.expected_ts, op.expected_member = expected
+        return op
+
+    async def put(self, key: Key, value: Any, *, ttl: Duration = None, max_idle: Duration = None,
+                  timeout: float | None = None) -> Version:
+        """Store a value; ttl and max_idle in seconds (None: never). Returns the new version."""
+        r = await self._one(self._put_op(key, value, ttl, max_idle), timeout)
+        return Version(r.version_ts, r.version_member)
+
+    async def _conditional(self, op: pb.Op, timeout: float | None) -> bool:
+        try:
+            await self._one(op, timeout)
+        except CasFailed:
+            return False
+        return True
+
+    async def put_if_absent(self, key: Key, value: Any, *, ttl: Duration = None,
+                            max_idle: Duration = None, timeout: float | None = None) -> bool:
+        """Store only if the key is absent (Redis SET NX). True if stored."""
+        return await self._conditional(
+            self._put_op(key, value, ttl, max_idle, pb.IF_ABSENT), timeout)
+
+    async def replace(self, key: Key, value: Any, *, ttl: Duration = None,
+                      max_idle: Duration = None, timeout: float | None = None) -> bool:
+        """Store only if the key exists (Redis SET XX). True if stored."""
+        return await self._conditional(
+            self._put_op(key, value, ttl, max_idle, pb.IF_PRESENT), timeout)
+
+    async def compare_and_set(self, key: Key, expected: Version, value: Any, *,
+                              ttl: Duration = None, max_idle: Duration = None,
+                              timeout: float | None = None) -> bool:
+        """Store only if the entry still has `expected` (from get_entry). True if stored."""
+        return await self._conditional(
+            self._put_op(key, value, ttl, max_idle, pb.IF_VERSION, expected), timeout)
+
+    async def put_many(self, items: Mapping[Key, Any] | Iterable[tuple[Key, Any]], *,
+                       ttl: Duration = None, max_idle: Duration = None,
+                       timeout: float | None = None) -> None:
+        """Store many values in one round trip."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        ops = [self._put_op(k, v, ttl, max_idle) for k, v in pairs]
+        for r in await self._conn.call(ops, timeout):
+            check(r)
+
+    async def delete(self, key: Key, *, timeout: float | None = None) -> bool:
+        """Remove the key; True if it existed."""
+        return bool((await self._one(self._op(DELETE, key), timeout)).count)
+
+    async def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
+        results = await self._conn.call([self._op(DELETE, k) for k in keys], timeout)
+        return sum(check(r).count for r in results)
+
+    async def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:
+        """Give the key a new TTL from now (None removes it). True if the key exists."""
+        return bool((await self._one(self._op(EXPIRE, key, ttl_ms=to_ms(ttl)), timeout)).count)
+
+    async def touch(self, key: Key, *, timeout: float | None = None) -> bool:
+        """Count an access: restarts the max-idle clock (sliding expiry). True if it exists."""
+        return bool((await self._one(self._op(TOUCH, key), timeout)).count)
+
+    async def incr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
+                   timeout: float | None = None) -> int:
+        """Add to a counter, creating it at `delta` with `ttl` if absent; returns the new value.
+
+        Not retried once sent: a lost answer could otherwise count twice.
+        """
+        op = self._op(INCR, key, delta=delta, ttl_ms=to_ms(ttl))
+        return (await self._one(op, timeout, idempotent=False)).count
+
+    async def decr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
+                   timeout: float | None = None) -> int:
+        return await self.incr(key, -delta, ttl=ttl, timeout=timeout)
+
+    async def clear(self, *, timeout: float | None = None) -> int:
+        """Remove every entry; returns how many."""
+        return (await self._one(pb.Op(code=CLEAR, map=self.name), timeout)).count
+
+
+class AsyncClient:
+    """A connection to a grid member for asyncio code.
+
+        async with grid.AsyncClient("127.0.0.1:5701") as client:
+            users = client.map("users")
+            await users.put("u1", {"name": "Ada"}, ttl=3600)
+    """
+
+    def __init__(self, address: str = "127.0.0.1:5701", *, timeout: float = 5.0,
+                 codec: str | Codec = "msgpack", options: ConnectionOptions | None = None
+                 ) -> None:
+        self.address = address
+        self.codec = resolve(codec)
+        self._conn = AsyncConnection(address, options or ConnectionOptions(timeout=timeout))
+
+    def map(self, name: str, *, codec: str | Codec | None = None,
+            raw_keys: bool = False) -> AsyncMap:
+        return AsyncMap(self._conn, name, codec or self.codec, raw_keys)
+
+    async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        from grid.stats_view import stats_dict
+
+        return stats_dict(await self._conn.stats(timeout))
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,167 @@
+"""The blocking client: `grid.Client`, a facade over AsyncClient on a private loop thread.
+
+One implementation of the protocol (connection.py) serves both APIs, so the
+sync client gets the same batching, pipelining, deadlines and retries. Calls
+from many threads share the one stream and coalesce into batches exactly as
+concurrent asyncio callers do. The price is one thread hop per call, which
+the benchmark reports (sequential get vs redis-py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from grid.client.aio import AsyncClient, AsyncMap, EntryView
+from grid.client.codec import Codec
+from grid.client.connection import ConnectionOptions
+from grid.client.keys import Duration, Key
+from replication.hlc import Version
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, and a way to run coroutines on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class Map:
+    """A named map on the grid, seen through a (blocking) Client. Same API as AsyncMap."""
+
+    def __init__(self, amap: AsyncMap, run: Any) -> None:
+        self._m = amap
+        self._run = run
+        self.name = amap.name
+
+    def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
+        return self._run(self._m.get(key, default, timeout=timeout))
+
+    def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
+        return self._run(self._m.get_entry(key, timeout=timeout))
+
+    def get_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> dict[Key, Any]:
+        return self._run(self._m.get_many(keys, timeout=timeout))
+
+    def contains(self, key: Key, *, timeout: float | None = None) -> bool:
+        return self._run(self._m.contains(key, timeout=timeout))
+
+    def ttl(self, key: Key, *, timeout: float | None = None) -> float | None:
+        return self._run(self._m.ttl(key, timeout=timeout))
+
+    def size(self, *, timeout: float | None = None) -> int:
+        return self._run(self._m.size(timeout=timeout))
+
+    def scan_page(self, cursor: bytes = b"", count: int = 0, *,
+                  timeout: float | None = None) -> tuple[list[Key], bytes]:
+        return self._run(self._m.scan_page(cursor, count, timeout=timeout))
+
+    def scan(self, count: int = 0) -> Iterator[Key]:
+        cursor = b""
+        while True:
+            keys, cursor = self.scan_page(cursor, count)
+            yield from keys
+            if not cursor:
+                return
+
+    def put(self, key: Key, value: Any, *, ttl: Duration = None, max_idle: Duration = None,
+            timeout: float | None = None) -> Version:
+        return self._run(self._m.put(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout))
+
+    def put_if_absent(self, key: Key, value: Any, *, ttl: Duration = None,
+                      max_idle: Duration = None, timeout: float | None = None) -> bool:
+        return self._run(self._m.put_if_absent(key, value, ttl=ttl, max_idle=max_idle,
+                                               timeout=timeout))
+
+    def replace(self, key: Key, value: Any, *, ttl: Duration = None,
+                max_idle: Duration = None, timeout: float | None = None) -> bool:
+        return self._run(self._m.replace(key, value, ttl=ttl, max_idle=max_idle,
+                                         timeout=timeout))
+
+    def compare_and_set(self, key: Key, expected: Version, value: Any, *,
+                        ttl: Duration = None, max_idle: Duration = None,
+                        timeout: float | None = None) -> bool:
+        return self._run(self._m.compare_and_set(key, expected, value, ttl=ttl,
+                                                 max_idle=max_idle, timeout=timeout))
+
+    def put_many(self, items: Mapping[Key, Any] | Iterable[tuple[Key, Any]], *,
+                 ttl: Duration = None, max_idle: Duration = None,
+                 timeout: float | None = None) -> None:
+        return self._run(self._m.put_many(items, ttl=ttl, max_idle=max_idle, timeout=timeout))
+
+    def delete(self, key: Key, *, timeout: float | None = None) -> bool:
+        return self._run(self._m.delete(key, timeout=timeout))
+
+    def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
+        return self._run(self._m.delete_many(keys, timeout=timeout))
+
+    def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:
+        return self._run(self._m.expire(key, ttl, timeout=timeout))
+
+    def touch(self, key: Key, *, timeout: float | None = None) -> bool:
+        return self._run(self._m.touch(key, timeout=timeout))
+
+    def incr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
+             timeout: float | None = None) -> int:
+        return self._run(self._m.incr(key, delta, ttl=ttl, timeout=timeout))
+
+    def decr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
+             timeout: float | None = None) -> int:
+        return self._run(self._m.decr(key, delta, ttl=ttl, timeout=timeout))
+
+    def clear(self, *, timeout: float | None = None) -> int:
+        return self._run(self._m.clear(timeout=timeout))
+
+
+class Client:
+    """A connection to a grid member for blocking code; safe to share between threads.
+
+        with grid.Client("127.0.0.1:5701") as client:
+            users = client.map("users")
+            users.put("u1", {"name": "Ada"}, ttl=3600)
+    """
+
+    def __init__(self, address: str = "127.0.0.1:5701", *, timeout: float = 5.0,
+                 codec: str | Codec = "msgpack", options: ConnectionOptions | None = None
+                 ) -> None:
+        self.address = address
+        self._thread = _LoopThread(f"grid-client-{address}")
+        opts = options or ConnectionOptions(timeout=timeout)
+
+        async def make() -> AsyncClient:
+            return AsyncClient(address, codec=codec, options=opts)
+
+        self._aclient = self._thread.run(make())
+
+    def map(self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False) -> Map:
+        return Map(self._aclient.map(name, codec=codec, raw_keys=raw_keys), self._thread.run)
+
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._thread.run(self._aclient.stats(timeout=timeout))
+
+    def close(self) -> None:
+        if self._thread.loop.is_closed():
+            return
+        self._thread.run(self._aclient.close())
+        self._thread.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

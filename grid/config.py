@@ -1,0 +1,292 @@
+"""Member configuration: every option, its default and why, in one place.
+
+Precedence, lowest to highest: the defaults below < a TOML file (`--config`
+or `GRID_CONFIG`) < `GRID_<OPTION>` environment variables < command-line
+flags < keyword arguments given to `grid.Node(...)` in code. This is the usual
+twelve-factor order: the file describes the deployment, the environment the
+instance, the flags the one run.
+
+docs/configuration.md is generated from the `help` texts here
+(`python -m grid.config > docs/configuration.md`), and a test keeps it in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from partitioning.keys import DEFAULT_PARTITION_COUNT
+
+EVICTION_POLICIES = ("lru", "lfu", "random", "volatile-ttl", "noeviction")
+FSYNC_POLICIES = ("always", "interval", "never")
+LOG_FORMATS = ("auto", "console", "json")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+          "tb": 1000**4, "tib": 1024**4}
+
+
+class ConfigError(ValueError):
+    """An option has a value the member cannot run with; the message names it."""
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string such as "512MiB", "2gb", "1024"."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(value)
+    if not m:
+        raise ConfigError(f"not a size: {value!r} (use e.g. 1024, 64KiB, 512MB, 2GiB)")
+    unit = (m.group(2) or "").lower()
+    if unit not in _UNITS:
+        raise ConfigError(f"unknown size unit in {value!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    """All member options. See the module docstring for where values come from."""
+
+    # --- identity and network ------------------------------------------------------------
+    name: str = _opt(
+        "",
+        "Member name, unique in the cluster. Empty: `<hostname>-<port>`, stable across "
+        "restarts of the same member so its identity (and version tie-breaker) is too.",
+    )
+    host: str = _opt(
+        "127.0.0.1",
+        "Address the gRPC server binds. Loopback by default so a member started by hand "
+        "is never exposed by accident; set 0.0.0.0 (or an interface) to serve a network.",
+    )
+    port: int = _opt(
+        5701,
+        "gRPC port for clients and members. 5701 is Hazelcast's, familiar to operators. "
+        "0 picks a free port (tests, `grid cluster up`).",
+    )
+    advertise: str = _opt(
+        "",
+        "host:port other members and clients should use to reach this one. Empty: "
+        "host:port (the bound port when port is 0).",
+    )
+    # --- data layout -----------------------------------------------------------------------
+    partitions: int = _opt(
+        DEFAULT_PARTITION_COUNT,
+        "Number of partitions, fixed for the life of a cluster. 271 (Hazelcast's default) "
+        "is prime and moves data in small pieces when members change.",
+    )
+    # --- memory and eviction ---------------------------------------------------------------
+    max_memory: int = _opt(
+        0,
+        "Member-wide memory bound for stored entries, in bytes (accepts 512MiB, 2GB, ...). "
+        "0 = unbounded. Counted with the store's estimate of keys, values and per-entry "
+        "overhead, which tests hold within 20% of the real process growth.",
+        parse=parse_size,
+    )
+    eviction_policy: str = _opt(
+        "lru",
+        "What to evict when max_memory is reached: lru, lfu, random, volatile-ttl (entries "
+        "with a TTL, soonest expiry first), noeviction (writes fail with OUT_OF_MEMORY). "
+        "lru by default because a bounded cache that refuses writes surprises more users "
+        "than one that forgets cold entries (Redis defaults to noeviction as a database).",
+        choices=EVICTION_POLICIES,
+    )
+    eviction_samples: int = _opt(
+        5,
+        "Keys sampled per eviction (Redis's maxmemory-samples). 5 approximates true LRU "
+        "closely at a fraction of its cost; 10 is closer and slower.",
+    )
+    lfu_log_factor: int = _opt(
+        10,
+        "LFU counter logarithm factor (Redis's lfu-log-factor): higher means a counter needs "
+        "more hits to grow; 10 saturates the 8-bit counter at about a million hits.",
+    )
+    lfu_decay_minutes: int = _opt(
+        1,
+        "LFU counter decrements by one per this many idle minutes (Redis's "
+        "lfu-decay-time), so keys that were hot long ago stop looking hot.",
+    )
+    # --- expiry -----------------------------------------------------------------------------
+    expiry_sweep_interval_ms: int = _opt(
+        100,
+        "How often the active expiry cycle runs (Redis's hz 10). Expired entries are also "
+        "removed lazily on access; the sweep reclaims memory of keys nobody reads.",
+    )
+    expiry_sweep_budget_ms: int = _opt(
+        5,
+        "Most time one expiry cycle may take, so a burst of expiries never stalls requests "
+        "(Redis uses 25% of a cycle; 5 ms of 100 ms here).",
+    )
+    # --- limits (every decoder is bounded) ---------------------------------------------------
+    max_key_bytes: int = _opt(1024, "Largest key accepted (TOO_LARGE beyond).", parse=parse_size)
+    max_value_bytes: int = _opt(
+        16 * 1024 * 1024,
+        "Largest value accepted (TOO_LARGE beyond). 16 MiB: big enough for documents and "
+        "rendered pages, small enough that one value cannot stall a member.",
+        parse=parse_size,
+    )
+    max_batch_ops: int = _opt(
+        10_000,
+        "Most operations in one request; larger batches are refused whole with TOO_LARGE so "
+        "one client cannot monopolise the member's loop.",
+    )
+    max_message_bytes: int = _opt(
+        64 * 1024 * 1024,
+        "Largest gRPC message accepted or sent: a few max-size values plus framing.",
+        parse=parse_size,
+    )
+    scan_page: int = _opt(100, "Keys per scan page when the client does not say (Redis's COUNT).")
+    # --- persistence (issue 4) ----------------------------------------------------------------
+    data_dir: str = _opt(
+        "",
+        "Directory for the partition logs and snapshots. Empty: memory only; a restart "
+        "starts empty.",
+    )
+    fsync: str = _opt(
+        "interval",
+        "always (group commit; a write is acknowledged after fsync), interval (fsync every "
+        "second: a crash loses at most the last second), never (leave it to the OS).",
+        choices=FSYNC_POLICIES,
+    )
+    # --- runtime -------------------------------------------------------------------------------
+    shutdown_grace_s: float = _opt(
+        5.0,
+        "On SIGTERM/SIGINT, how long in-flight requests may take to finish before the member "
+        "exits anyway.",
+    )
+    log_level: str = _opt("info", "debug, info, warning or error.")
+    log_format: str = _opt(
+        "auto",
+        "console (coloured, for a terminal), json (one object a line, for log shippers) or "
+        "auto (console when stderr is a terminal, else json).",
+        choices=LOG_FORMATS,
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ConfigError naming the first option that cannot work."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, "
+                                  f"not {getattr(self, f.name)!r}")
+        if not 1 <= self.partitions <= 65_536:
+            raise ConfigError("partitions must be between 1 and 65536")
+        if not 0 <= self.port <= 65_535:
+            raise ConfigError(f"port {self.port} is not a TCP port")
+        for name in ("max_key_bytes", "max_value_bytes", "max_batch_ops", "max_message_bytes",
+                     "eviction_samples", "scan_page", "expiry_sweep_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.max_memory < 0:
+            raise ConfigError("max_memory must be >= 0 (0 = unbounded)")
+        if self.max_message_bytes < self.max_value_bytes + self.max_key_bytes + 1024:
+            raise ConfigError("max_message_bytes must exceed max_value_bytes + max_key_bytes")
+
+    @property
+    def member_name(self) -> str:
+        return self.name or f"{socket.gethostname()}-{self.port}"
+
+    def with_overrides(self, **overrides: Any) -> Config:
+        """A copy with some options replaced (values parsed and validated)."""
+        return dataclasses.replace(self, **_coerce(overrides))
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        flags: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Defaults < TOML file < GRID_* environment < flags (None values are ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = file or env.get("GRID_CONFIG")
+        if path:
+            try:
+                with open(path, "rb") as fh:
+                    data = tomllib.load(fh)
+            except OSError as e:
+                raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+            data = data.get("member", data)  # accept a [member] table or top-level keys
+            unknown = set(data) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ConfigError(f"unknown option(s) in {path}: {', '.join(sorted(unknown))}")
+            values.update(data)
+        for f in fields(cls):
+            key = "GRID_" + f.name.upper()
+            if key in env:
+                values[f.name] = env[key]
+        for k, v in (flags or {}).items():
+            if v is not None:
+                values[k] = v
+        return cls(**_coerce(values))
+
+
+def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn strings from env/TOML/flags into each option's type."""
+    by_name = {f.name: f for f in fields(Config)}
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        f = by_name.get(k)
+        if f is None:
+            raise ConfigError(f"unknown option {k!r}")
+        parse = f.metadata.get("parse")
+        try:
+            if parse is not None:
+                v = parse(v)
+            elif f.type in ("int", int) and not isinstance(v, int):
+                v = int(v)
+            elif f.type in ("float", float) and not isinstance(v, float):
+                v = float(v)
+            elif f.type in ("str", str):
+                v = str(v)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"{k}: cannot use {v!r} ({e})") from e
+        out[k] = v
+    return out
+
+
+def reference_markdown() -> str:
+    """The option table for docs/configuration.md."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from `grid/config.py` by `python -m grid.config > docs/configuration.md`.",
+        "",
+        "Precedence, lowest to highest: defaults < TOML file (`--config FILE` or "
+        "`GRID_CONFIG`, keys at top level or under `[member]`) < `GRID_<OPTION>` environment "
+        "variables < command-line flags (`--max-memory 256MiB`) < keyword arguments to "
+        "`grid.Node(...)`.",
+        "",
+        "| option | env | default | what and why |",
+        "|---|---|---|---|",
+    ]
+    for f in fields(Config):
+        default = f.default if f.default != "" else '""'
+        help_text = " ".join(str(f.metadata["help"]).split())
+        lines.append(f"| `{f.name}` | `GRID_{f.name.upper()}` | `{default}` | {help_text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")
+

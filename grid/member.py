@@ -1,0 +1,106 @@
+"""A member's lifecycle: store + gRPC server + background tasks, started and stopped as one.
+
+Used by `grid node` (a dedicated member process) and by `grid.Node` (the same
+member inside a user's process). Shutdown is graceful: health turns
+NOT_SERVING first so load balancers and clients move away, then in-flight
+requests get `shutdown_grace_s` to finish, then the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+import grpc
+import xxhash
+
+from grid import logs
+from grid.config import Config
+from grid.server import NOT_SERVING, SERVING, GridService, add_health, server_options
+from grid.store import Store, wall_ms
+
+log = logs.get("grid.member")
+
+
+def member_id(name: str) -> int:
+    """A stable 32-bit id from the member name: the version tie-breaker across restarts."""
+    return xxhash.xxh32_intdigest(name.encode())
+
+
+class Member:
+    def __init__(self, config: Config, clock: Callable[[], int] = wall_ms) -> None:
+        self.config = config
+        self.clock = clock
+        self.store: Store | None = None
+        self.service: GridService | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self.name = ""
+        self.address = ""
+
+    async def start(self) -> None:
+        cfg = self.config
+        server = grpc.aio.server(options=server_options(cfg))
+        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if port == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port} (in use or not permitted)")
+        self.address = cfg.advertise or f"{cfg.host}:{port}"
+        self.name = cfg.name or cfg.with_overrides(port=port).member_name
+        self.store = Store(cfg, member_id(self.name), self.clock)
+        self.service = GridService(self.store, cfg, self.name, self.address)
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        self._health = add_health(server)
+        await server.start()
+        self._server = server
+        await self._health.set("", SERVING)
+        await self._health.set("grid.v1.Grid", SERVING)
+        self._tasks.append(asyncio.create_task(self._expiry_loop(), name="grid-expiry"))
+        log.info("member ready", member=self.name, address=self.address,
+                 partitions=cfg.partitions, max_memory=cfg.max_memory,
+                 eviction_policy=cfg.eviction_policy)
+
+    async def _expiry_loop(self) -> None:
+        assert self.store is not None
+        interval = self.config.expiry_sweep_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.store.expire_cycle()
+            except Exception:  # a bug here must not stop expiry for the member's lifetime
+                log.exception("expiry cycle failed")
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._server is None:
+            return
+        grace = self.config.shutdown_grace_s if grace is None else grace
+        log.info("member stopping", member=self.name, grace_s=grace)
+        with contextlib.suppress(Exception):
+            await self._health.set("", NOT_SERVING)
+            await self._health.set("grid.v1.Grid", NOT_SERVING)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self._server.stop(grace)
+        self._server = None
+        self._stopped.set()
+        log.info("member stopped", member=self.name)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def run_member(config: Config) -> None:
+    """Run a member until SIGTERM or SIGINT, then shut it down gracefully."""
+    member = Member(config)
+    await member.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await member.stop()

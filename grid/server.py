@@ -1,0 +1,112 @@
+"""The gRPC face of a member: the Grid service on grpc.aio, plus standard health.
+
+Handlers take and return raw bytes and parse the protobuf themselves, so that
+a malformed message is answered with INVALID_ARGUMENT and a precise message
+(grpc's own deserializer would answer INTERNAL) and the member carries on.
+Message size limits are enforced by grpc itself (max_message_bytes), which
+answers RESOURCE_EXHAUSTED before a byte of an oversized message is parsed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from grid import __version__, logs
+from grid.config import Config
+from grid.executor import BatchExecutor
+from grid.store import Store
+from proto import grid_pb2 as pb
+
+log = logs.get("grid.server")
+SERVICE = "grid.v1.Grid"
+
+
+class GridService:
+    def __init__(self, store: Store, config: Config, name: str, address: str) -> None:
+        self.store = store
+        self.config = config
+        self.name = name
+        self.address = address
+        self.executor = BatchExecutor(store, config)
+        self.started = time.monotonic()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Execute": grpc.unary_unary_rpc_method_handler(self.execute),
+            "Stream": grpc.stream_stream_rpc_method_handler(self.stream),
+            "Stats": grpc.unary_unary_rpc_method_handler(self.stats),
+        })
+
+    def _parse(self, data: bytes) -> pb.BatchRequest | None:
+        try:
+            return pb.BatchRequest.FromString(data)
+        except DecodeError:
+            self.executor.rejected += 1
+            return None
+
+    async def execute(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = self._parse(data)
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"malformed BatchRequest ({len(data)} bytes)")
+        return self.executor.execute(request).SerializeToString()
+
+    async def stream(self, requests: AsyncIterator[bytes],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """Replies in arrival order; the ids let a client pipeline many batches."""
+        execute = self.executor.execute
+        async for data in requests:
+            request = self._parse(data)
+            if request is None:
+                log.warning("malformed batch on stream", peer=context.peer(), size=len(data))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"malformed BatchRequest ({len(data)} bytes)")
+            yield execute(request).SerializeToString()
+
+    async def stats(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return self.stats_reply().SerializeToString()
+
+    def stats_reply(self) -> pb.StatsReply:
+        store = self.store
+        ex = self.executor
+        with store.lock:
+            maps = [_map_stats(name, rmap.stats) for name, rmap in sorted(store.maps.items())]
+            total = _map_stats("", store.totals())
+        return pb.StatsReply(
+            member=self.name, address=self.address, version=__version__,
+            partitions=store.partitions, uptime_s=time.monotonic() - self.started,
+            max_memory=store.max_memory, eviction_policy=store.evictor.policy,
+            total=total, maps=maps, requests=ex.requests, operations=ex.operations,
+            rejected=ex.rejected,
+        )
+
+
+def _map_stats(name: str, s: object) -> pb.MapStats:
+    return pb.MapStats(name=name, **{f: getattr(s, f) for f in (
+        "entries", "bytes", "hits", "misses", "puts", "deletes", "evictions", "expirations")})
+
+
+def server_options(config: Config) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # two members must never share a port by accident
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

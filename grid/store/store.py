@@ -1,0 +1,417 @@
+"""The member's record store: named maps, TTL, eviction and memory accounting.
+
+Every operation the member serves ends here, whether it came over gRPC or
+from an embedded `grid.Node` in the same process, so validation lives here
+too: the limits hold however a request arrives.
+
+Concurrency: the store is not re-entrant. The gRPC server (event loop thread)
+and embedded callers in other threads both take `lock` around their calls; a
+batch takes it once. Nothing inside blocks or awaits, so the lock is held for
+microseconds.
+
+Time: `clock()` returns wall milliseconds and is injected, so tests drive TTL,
+max-idle and LFU decay without sleeping. Expiry times are absolute wall ms,
+which is what gets replicated (DESIGN.md: "time is absolute").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from random import Random
+
+import msgpack
+
+from grid.config import Config
+from grid.errors import CasFailed, InvalidArgument, OutOfMemory, TooLarge
+from grid.store.entry import ENTRY_OVERHEAD, VOLATILE_OVERHEAD, Entry
+from grid.store.eviction import LFU_INIT, Evictor, lfu_touch
+from grid.store.expiry import expire_cycle
+from grid.store.recordmap import RecordMap
+from grid.store.slots import SlotList
+from grid.store.stats import MapStats
+from partitioning.keys import partition_of
+from replication.hlc import HybridClock
+
+ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION = 0, 1, 2, 3  # proto Condition values
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_MAP_NAME = 255
+MAX_SCAN_PAGE = 10_000
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _monotonic_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+def _size(key: bytes, value: bytes, volatile: bool) -> int:
+    return ENTRY_OVERHEAD + len(key) + len(value) + (VOLATILE_OVERHEAD if volatile else 0)
+
+
+class Store:
+    def __init__(
+        self,
+        config: Config,
+        member_id: int,
+        clock: Callable[[], int] = wall_ms,
+        rng: Random | None = None,
+    ) -> None:
+        self.config = config
+        self.partitions = config.partitions
+        self.max_memory = config.max_memory
+        self.max_key = config.max_key_bytes
+        self.max_value = config.max_value_bytes
+        self.clock = clock
+        self.rng = rng or Random()
+        self.lock = threading.Lock()
+        self.maps: dict[str, RecordMap] = {}
+        self.all = SlotList("slot")
+        self.volatile = SlotList("vslot")
+        self.used = 0  # accounted bytes of all entries
+        self.hlc = HybridClock(member_id, clock)
+        self.evictor = Evictor(config.eviction_policy, config.eviction_samples, self.all,
+                               self.volatile, self.rng, config.lfu_decay_minutes)
+        self._lfu = config.eviction_policy == "lfu"
+        self._decay_ms = config.lfu_decay_minutes * 60_000
+        self._log_factor = config.lfu_log_factor
+
+    # ---- maps -----------------------------------------------------------------------------
+    def map(self, name: str) -> RecordMap:
+        """The map called `name`, created on first use (as in Hazelcast and Redis)."""
+        rmap = self.maps.get(name)
+        if rmap is None:
+            if not name:
+                raise InvalidArgument("map name is empty")
+            if len(name.encode()) > MAX_MAP_NAME:
+                raise InvalidArgument(f"map name is over {MAX_MAP_NAME} bytes")
+            rmap = self.maps[name] = RecordMap(name, self.partitions)
+        return rmap
+
+    # ---- validation -----------------------------------------------------------------------
+    def check_key(self, key: bytes) -> None:
+        if not key:
+            raise InvalidArgument("key is empty")
+        if len(key) > self.max_key:
+            raise TooLarge(f"key is {len(key)} bytes; max_key_bytes is {self.max_key}")
+
+    def _check_value(self, value: bytes) -> None:
+        if len(value) > self.max_value:
+            raise TooLarge(f"value is {len(value)} bytes; max_value_bytes is {self.max_value}")
+
+    @staticmethod
+    def _check_ms(name: str, ms: int) -> None:
+        if ms < 0:
+            raise InvalidArgument(f"{name} is negative ({ms} ms)")
+
+    # ---- lookups ----------------------------------------------------------------------------
+    def _live(self, rmap: RecordMap, key: bytes, now: int) -> Entry | None:
+        """The entry under key unless absent or expired (an expired one is removed here)."""
+        e = rmap.parts[partition_of(key, self.partitions)].get(key)
+        if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
+            self.remove_expired(e)
+            return None
+        return e
+
+    def _access(self, e: Entry, now: int) -> None:
+        if self._lfu:
+            lfu_touch(e, now, self._decay_ms, self._log_factor, self.rng)
+        e.last_access = now
+
+    def get(self, rmap: RecordMap, key: bytes, now: int) -> Entry | None:
+        """The live entry, counted as a hit or miss and as an access for eviction."""
+        self.check_key(key)
+        e = rmap.parts[partition_of(key, self.partitions)].get(key)
+        if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
+            self.remove_expired(e)
+            e = None
+        if e is None:
+            rmap.stats.misses += 1
+            return None
+        if self._lfu:
+            lfu_touch(e, now, self._decay_ms, self._log_factor, self.rng)
+        e.last_access = now
+        rmap.stats.hits += 1
+        return e
+
+    def contains(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+        """Whether a live entry exists; not an access (as Redis's EXISTS)."""
+        self.check_key(key)
+        return self._live(rmap, key, now) is not None
+
+    def ttl(self, rmap: RecordMap, key: bytes, now: int) -> int | None:
+        """Remaining ms before expiry, -1 for none, None if absent; not an access."""
+        self.check_key(key)
+        e = self._live(rmap, key, now)
+        if e is None:
+            return None
+        deadline = e.deadline()
+        return deadline - now if deadline else -1
+
+    def touch(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+        """Count an access without reading: restarts the max-idle clock."""
+        self.check_key(key)
+        e = self._live(rmap, key, now)
+        if e is None:
+            return False
+        self._access(e, now)
+        return True
+
+    def size(self, rmap: RecordMap) -> int:
+        return rmap.stats.entries
+
+    def scan(self, rmap: RecordMap, cursor: bytes, limit: int, now: int
+             ) -> tuple[list[bytes], bytes]:
+        """A page of keys and the cursor for the next one (b"" when done).
+
+        The cursor is (partition, last key returned); within a partition keys come in
+        byte order. So a key that exists for the whole scan is returned exactly once,
+        whatever is written or deleted meanwhile (Redis's SCAN promises at least once).
+        """
+        limit = limit or self.config.scan_page
+        if not 0 < limit <= MAX_SCAN_PAGE:
+            raise InvalidArgument(f"scan limit must be 1..{MAX_SCAN_PAGE}")
+        part_no, after = _decode_cursor(cursor, self.partitions, self.max_key)
+        keys: list[bytes] = []
+        while part_no < self.partitions:
+            want = limit - len(keys)
+            # Expired keys are skipped, not removed: scan is a read; expiry reclaims them.
+            found = sorted(k for k, e in rmap.parts[part_no].items()
+                           if k > after and not e.expired(now))
+            if len(found) > want:
+                keys.extend(found[:want])
+                return keys, msgpack.packb([part_no, keys[-1]])
+            keys.extend(found)
+            part_no += 1
+            after = b""
+            if len(keys) == limit:
+                break
+        return keys, msgpack.packb([part_no, b""]) if part_no < self.partitions else b""
+
+    # ---- writes -----------------------------------------------------------------------------
+    def put(
+        self,
+        rmap: RecordMap,
+        key: bytes,
+        value: bytes,
+        now: int,
+        ttl_ms: int = 0,
+        max_idle_ms: int = 0,
+        condition: int = ALWAYS,
+        expected: tuple[int, int] | None = None,
+    ) -> Entry:
+        """Write a value; returns the stored entry (its ts/member are the new version)."""
+        self.check_key(key)
+        self._check_value(value)
+        if ttl_ms or max_idle_ms:
+            self._check_ms("ttl", ttl_ms)
+            self._check_ms("max_idle", max_idle_ms)
+        part = rmap.parts[partition_of(key, self.partitions)]
+        e = part.get(key)
+        if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
+            self.remove_expired(e)
+            e = None
+        if condition:
+            _check_condition(condition, e, expected)
+        volatile = bool(ttl_ms or max_idle_ms)
+        new_size = _size(key, value, volatile)
+        if e is None:
+            self._reserve(new_size, now, None)
+            ts = self.hlc.tick()
+            e = Entry(key, value, ts.ts, ts.member, now + ttl_ms if ttl_ms else 0,
+                      max_idle_ms, now, LFU_INIT, rmap)
+            part[key] = e
+            self.all.add(e)
+            if volatile:
+                self.volatile.add(e)
+            stats = rmap.stats
+            stats.entries += 1
+        else:
+            delta = new_size - _size(key, e.value, e.vslot >= 0)
+            if delta > 0:
+                self._reserve(delta, now, e)
+            ts = self.hlc.tick()
+            e.value = value
+            e.ts = ts.ts
+            e.member = ts.member
+            e.expire_at = now + ttl_ms if ttl_ms else 0
+            e.max_idle = max_idle_ms
+            self._access(e, now)
+            if volatile and e.vslot < 0:
+                self.volatile.add(e)
+            elif not volatile and e.vslot >= 0:
+                self.volatile.remove(e)
+            stats = rmap.stats
+            new_size = delta
+        self.used += new_size
+        stats.bytes += new_size
+        stats.puts += 1
+        return e
+
+    def delete(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+        self.check_key(key)
+        e = self._live(rmap, key, now)
+        if e is None:
+            return False
+        self._unlink(e)
+        rmap.stats.deletes += 1
+        return True
+
+    def expire(self, rmap: RecordMap, key: bytes, ttl_ms: int, now: int) -> bool:
+        """Set a new TTL from now (0 removes it, like Redis's PERSIST). A write: new version."""
+        self.check_key(key)
+        self._check_ms("ttl", ttl_ms)
+        e = self._live(rmap, key, now)
+        if e is None:
+            return False
+        was_volatile = e.vslot >= 0
+        e.expire_at = now + ttl_ms if ttl_ms else 0
+        volatile = bool(e.expire_at or e.max_idle)
+        if volatile != was_volatile:
+            delta = VOLATILE_OVERHEAD if volatile else -VOLATILE_OVERHEAD
+            (self.volatile.add if volatile else self.volatile.remove)(e)
+            self.used += delta
+            rmap.stats.bytes += delta
+        ts = self.hlc.tick()
+        e.ts, e.member = ts.ts, ts.member
+        return True
+
+    def incr(self, rmap: RecordMap, key: bytes, delta: int, ttl_ms: int, now: int) -> int:
+        """Add delta to a counter (a msgpack integer); create it at delta with ttl_ms if absent.
+
+        The TTL applies only on creation, which is what a fixed-window rate limiter
+        needs: the window starts with the first hit and later hits do not extend it.
+        """
+        self.check_key(key)
+        self._check_ms("ttl", ttl_ms)
+        if not INT64_MIN <= delta <= INT64_MAX:
+            raise InvalidArgument("delta is outside the 64-bit integer range")
+        e = self._live(rmap, key, now)
+        current = 0 if e is None else decode_counter(e.value)
+        result = current + delta
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise InvalidArgument("increment or decrement would overflow")
+        value = msgpack.packb(result)
+        if e is None:
+            self.put(rmap, key, value, now, ttl_ms=ttl_ms)
+        else:
+            grow = len(value) - len(e.value)
+            if grow > 0:
+                self._reserve(grow, now, e)
+            ts = self.hlc.tick()
+            e.value = value
+            e.ts, e.member = ts.ts, ts.member
+            self._access(e, now)
+            self.used += grow
+            rmap.stats.bytes += grow
+            rmap.stats.puts += 1
+        return result
+
+    def clear(self, rmap: RecordMap) -> int:
+        removed = 0
+        for part in rmap.parts:
+            for e in list(part.values()):
+                self._unlink(e)
+                removed += 1
+        rmap.stats.deletes += removed
+        return removed
+
+    # ---- removal, eviction, expiry ----------------------------------------------------------
+    def _unlink(self, e: Entry) -> None:
+        rmap = e.rmap
+        del rmap.parts[partition_of(e.key, self.partitions)][e.key]
+        volatile = e.vslot >= 0
+        if volatile:
+            self.volatile.remove(e)
+        self.all.remove(e)
+        size = _size(e.key, e.value, volatile)
+        self.used -= size
+        stats = rmap.stats
+        stats.bytes -= size
+        stats.entries -= 1
+
+    def remove_expired(self, e: Entry) -> None:
+        self._unlink(e)
+        e.rmap.stats.expirations += 1
+
+    def _reserve(self, need: int, now: int, protect: Entry | None) -> None:
+        """Evict until `need` more bytes fit under max_memory, or raise OutOfMemory."""
+        limit = self.max_memory
+        if not limit or self.used + need <= limit:
+            return
+        spared = 0
+        while self.used + need > limit:
+            victim = self.evictor.victim(now)
+            if victim is protect and victim is not None:
+                spared += 1  # never evict the entry being written; look again
+                if spared < 8:
+                    continue
+                victim = None
+            if victim is None:
+                raise OutOfMemory(
+                    f"max_memory {limit} bytes reached ({self.used} used, {need} more needed) "
+                    f"and eviction_policy {self.evictor.policy} frees nothing")
+            self._unlink(victim)
+            victim.rmap.stats.evictions += 1
+
+    def expire_cycle(self, budget_ms: float | None = None) -> int:
+        """One active expiry cycle (see grid/store/expiry.py). Takes the lock."""
+        budget = self.config.expiry_sweep_budget_ms if budget_ms is None else budget_ms
+        with self.lock:
+            return expire_cycle(self, self.clock(), budget, _monotonic_ms)
+
+    # ---- introspection ------------------------------------------------------------------------
+    def totals(self) -> MapStats:
+        total = MapStats()
+        for rmap in self.maps.values():
+            total.add(rmap.stats)
+        return total
+
+    def entries(self, rmap: RecordMap, partition: int) -> Iterator[Entry]:
+        """The entries of one partition (for snapshots, migration, debugging)."""
+        return iter(list(rmap.parts[partition].values()))
+
+
+def decode_counter(value: bytes) -> int:
+    """The integer a counter holds, or InvalidArgument if the value is not one."""
+    if len(value) <= 9:  # a msgpack int is at most 9 bytes
+        try:
+            n = msgpack.unpackb(value)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            n = None
+        if type(n) is int:
+            return n
+    raise InvalidArgument("value is not an integer (incr needs a msgpack integer)")
+
+
+def _check_condition(condition: int, e: Entry | None, expected: tuple[int, int] | None) -> None:
+    if condition == IF_ABSENT:
+        if e is not None:
+            raise CasFailed("key exists (if_absent)")
+    elif condition == IF_PRESENT:
+        if e is None:
+            raise CasFailed("key does not exist (if_present)")
+    elif condition == IF_VERSION:
+        if e is None:
+            raise CasFailed("key does not exist (if_version)")
+        if expected is None or (e.ts, e.member) != tuple(expected):
+            raise CasFailed("version differs (if_version)")
+    elif condition != ALWAYS:
+        raise InvalidArgument(f"unknown put condition {condition}")
+
+
+def _decode_cursor(cursor: bytes, partitions: int, max_key: int) -> tuple[int, bytes]:
+    if not cursor:
+        return 0, b""
+    if len(cursor) > max_key + 16:
+        raise InvalidArgument("scan cursor is too long")
+    try:
+        part_no, after = msgpack.unpackb(cursor)
+    except Exception as e:  # any malformed cursor is the caller's mistake, said plainly
+        raise InvalidArgument("scan cursor is malformed") from e
+    if type(part_no) is not int or not isinstance(after, bytes) or not 0 <= part_no < partitions:
+        raise InvalidArgument("scan cursor is malformed")
+    return part_no, after

@@ -1,0 +1,1 @@
+"""The wire contracts (`.proto`) and their generated modules."""

@@ -1,0 +1,189 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OK: _ClassVar[Status]
+    NOT_FOUND: _ClassVar[Status]
+    CAS_FAILED: _ClassVar[Status]
+    INVALID_ARGUMENT: _ClassVar[Status]
+    TOO_LARGE: _ClassVar[Status]
+    OUT_OF_MEMORY: _ClassVar[Status]
+    NOT_OWNER: _ClassVar[Status]
+    UNAVAILABLE: _ClassVar[Status]
+
+class OpCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OP_UNSPECIFIED: _ClassVar[OpCode]
+    GET: _ClassVar[OpCode]
+    PUT: _ClassVar[OpCode]
+    DELETE: _ClassVar[OpCode]
+    EXPIRE: _ClassVar[OpCode]
+    TTL: _ClassVar[OpCode]
+    CONTAINS: _ClassVar[OpCode]
+    INCR: _ClassVar[OpCode]
+    SIZE: _ClassVar[OpCode]
+    SCAN: _ClassVar[OpCode]
+    CLEAR: _ClassVar[OpCode]
+    TOUCH: _ClassVar[OpCode]
+
+class Condition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALWAYS: _ClassVar[Condition]
+    IF_ABSENT: _ClassVar[Condition]
+    IF_PRESENT: _ClassVar[Condition]
+    IF_VERSION: _ClassVar[Condition]
+OK: Status
+NOT_FOUND: Status
+CAS_FAILED: Status
+INVALID_ARGUMENT: Status
+TOO_LARGE: Status
+OUT_OF_MEMORY: Status
+NOT_OWNER: Status
+UNAVAILABLE: Status
+OP_UNSPECIFIED: OpCode
+GET: OpCode
+PUT: OpCode
+DELETE: OpCode
+EXPIRE: OpCode
+TTL: OpCode
+CONTAINS: OpCode
+INCR: OpCode
+SIZE: OpCode
+SCAN: OpCode
+CLEAR: OpCode
+TOUCH: OpCode
+ALWAYS: Condition
+IF_ABSENT: Condition
+IF_PRESENT: Condition
+IF_VERSION: Condition
+
+class Op(_message.Message):
+    __slots__ = ("code", "map", "key", "value", "ttl_ms", "max_idle_ms", "condition", "expected_ts", "expected_member", "delta", "cursor", "limit")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IDLE_MS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_TS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    code: OpCode
+    map: str
+    key: bytes
+    value: bytes
+    ttl_ms: int
+    max_idle_ms: int
+    condition: Condition
+    expected_ts: int
+    expected_member: int
+    delta: int
+    cursor: bytes
+    limit: int
+    def __init__(self, code: _Optional[_Union[OpCode, str]] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., max_idle_ms: _Optional[int] = ..., condition: _Optional[_Union[Condition, str]] = ..., expected_ts: _Optional[int] = ..., expected_member: _Optional[int] = ..., delta: _Optional[int] = ..., cursor: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("status", "value", "count", "version_ts", "version_member", "ttl_ms", "keys", "cursor", "error")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_TS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    value: bytes
+    count: int
+    version_ts: int
+    version_member: int
+    ttl_ms: int
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    cursor: bytes
+    error: str
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., value: _Optional[bytes] = ..., count: _Optional[int] = ..., version_ts: _Optional[int] = ..., version_member: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., cursor: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+
+class BatchRequest(_message.Message):
+    __slots__ = ("id", "ops")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ops: _containers.RepeatedCompositeFieldContainer[Op]
+    def __init__(self, id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ...) -> None: ...
+
+class BatchReply(_message.Message):
+    __slots__ = ("id", "results", "status", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    status: Status
+    error: str
+    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MapStats(_message.Message):
+    __slots__ = ("name", "entries", "bytes", "hits", "misses", "puts", "deletes", "evictions", "expirations")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    PUTS_FIELD_NUMBER: _ClassVar[int]
+    DELETES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    puts: int
+    deletes: int
+    evictions: int
+    expirations: int
+    def __init__(self, name: _Optional[str] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., puts: _Optional[int] = ..., deletes: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ...) -> None: ...
+
+class StatsReply(_message.Message):
+    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected")
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    EVICTION_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    address: str
+    version: str
+    partitions: int
+    uptime_s: float
+    max_memory: int
+    eviction_policy: str
+    total: MapStats
+    maps: _containers.RepeatedCompositeFieldContainer[MapStats]
+    requests: int
+    operations: int
+    rejected: int
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
