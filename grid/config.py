@@ -28,9 +28,22 @@ FSYNC_POLICIES = ("always", "interval", "never")
 LOG_FORMATS = ("auto", "console", "json")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-          "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
-          "tb": 1000**4, "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
 
 
 class ConfigError(ValueError):
@@ -181,14 +194,22 @@ class Config:
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, "
-                                  f"not {getattr(self, f.name)!r}")
+                raise ConfigError(
+                    f"{f.name} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}"
+                )
         if not 1 <= self.partitions <= 65_536:
             raise ConfigError("partitions must be between 1 and 65536")
         if not 0 <= self.port <= 65_535:
             raise ConfigError(f"port {self.port} is not a TCP port")
-        for name in ("max_key_bytes", "max_value_bytes", "max_batch_ops", "max_message_bytes",
-                     "eviction_samples", "scan_page", "expiry_sweep_interval_ms"):
+        for name in (
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_batch_ops",
+            "max_message_bytes",
+            "eviction_samples",
+            "scan_page",
+            "expiry_sweep_interval_ms",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.max_memory < 0:
@@ -289,4 +310,3 @@ def reference_markdown() -> str:
 
 if __name__ == "__main__":
     print(reference_markdown(), end="")
-

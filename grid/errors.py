@@ -71,8 +71,8 @@ class CodecError(GridError):
 
 
 _BY_STATUS: dict[Status, type[GridError]] = {
-    cls.status: cls for cls in (CasFailed, InvalidArgument, TooLarge, OutOfMemory, NotOwner,
-                                Unavailable)
+    cls.status: cls
+    for cls in (CasFailed, InvalidArgument, TooLarge, OutOfMemory, NotOwner, Unavailable)
 }
 
 

@@ -53,8 +53,9 @@ class BatchExecutor:
         if len(ops) > self.config.max_batch_ops:
             self.rejected += 1
             reply.status = pb.TOO_LARGE
-            reply.error = (f"batch has {len(ops)} operations; max_batch_ops is "
-                           f"{self.config.max_batch_ops}")
+            reply.error = (
+                f"batch has {len(ops)} operations; max_batch_ops is {self.config.max_batch_ops}"
+            )
             return reply
         self.operations += len(ops)
         results = reply.results
@@ -105,8 +106,16 @@ class BatchExecutor:
 
     def _put(self, op: pb.Op, r: pb.Result, now: int) -> None:
         expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None
-        e = self.store.put(self.store.map(op.map), op.key, op.value, now, op.ttl_ms,
-                           op.max_idle_ms, op.condition, expected)
+        e = self.store.put(
+            self.store.map(op.map),
+            op.key,
+            op.value,
+            now,
+            op.ttl_ms,
+            op.max_idle_ms,
+            op.condition,
+            expected,
+        )
         r.version_ts = e.ts
         r.version_member = e.member
 

@@ -59,9 +59,14 @@ class Member:
         await self._health.set("", SERVING)
         await self._health.set("grid.v1.Grid", SERVING)
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="grid-expiry"))
-        log.info("member ready", member=self.name, address=self.address,
-                 partitions=cfg.partitions, max_memory=cfg.max_memory,
-                 eviction_policy=cfg.eviction_policy)
+        log.info(
+            "member ready",
+            member=self.name,
+            address=self.address,
+            partitions=cfg.partitions,
+            max_memory=cfg.max_memory,
+            eviction_policy=cfg.eviction_policy,
+        )
 
     async def _expiry_loop(self) -> None:
         assert self.store is not None

@@ -36,11 +36,14 @@ class GridService:
         self.started = time.monotonic()
 
     def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            "Execute": grpc.unary_unary_rpc_method_handler(self.execute),
-            "Stream": grpc.stream_stream_rpc_method_handler(self.stream),
-            "Stats": grpc.unary_unary_rpc_method_handler(self.stats),
-        })
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Execute": grpc.unary_unary_rpc_method_handler(self.execute),
+                "Stream": grpc.stream_stream_rpc_method_handler(self.stream),
+                "Stats": grpc.unary_unary_rpc_method_handler(self.stats),
+            },
+        )
 
     def _parse(self, data: bytes) -> pb.BatchRequest | None:
         try:
@@ -52,20 +55,23 @@ class GridService:
     async def execute(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = self._parse(data)
         if request is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"malformed BatchRequest ({len(data)} bytes)")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
+            )
         return self.executor.execute(request).SerializeToString()
 
-    async def stream(self, requests: AsyncIterator[bytes],
-                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def stream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         """Replies in arrival order; the ids let a client pipeline many batches."""
         execute = self.executor.execute
         async for data in requests:
             request = self._parse(data)
             if request is None:
                 log.warning("malformed batch on stream", peer=context.peer(), size=len(data))
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"malformed BatchRequest ({len(data)} bytes)")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
+                )
             yield execute(request).SerializeToString()
 
     async def stats(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -78,17 +84,38 @@ class GridService:
             maps = [_map_stats(name, rmap.stats) for name, rmap in sorted(store.maps.items())]
             total = _map_stats("", store.totals())
         return pb.StatsReply(
-            member=self.name, address=self.address, version=__version__,
-            partitions=store.partitions, uptime_s=time.monotonic() - self.started,
-            max_memory=store.max_memory, eviction_policy=store.evictor.policy,
-            total=total, maps=maps, requests=ex.requests, operations=ex.operations,
+            member=self.name,
+            address=self.address,
+            version=__version__,
+            partitions=store.partitions,
+            uptime_s=time.monotonic() - self.started,
+            max_memory=store.max_memory,
+            eviction_policy=store.evictor.policy,
+            total=total,
+            maps=maps,
+            requests=ex.requests,
+            operations=ex.operations,
             rejected=ex.rejected,
         )
 
 
 def _map_stats(name: str, s: object) -> pb.MapStats:
-    return pb.MapStats(name=name, **{f: getattr(s, f) for f in (
-        "entries", "bytes", "hits", "misses", "puts", "deletes", "evictions", "expirations")})
+    return pb.MapStats(
+        name=name,
+        **{
+            f: getattr(s, f)
+            for f in (
+                "entries",
+                "bytes",
+                "hits",
+                "misses",
+                "puts",
+                "deletes",
+                "evictions",
+                "expirations",
+            )
+        },
+    )
 
 
 def server_options(config: Config) -> list[tuple[str, int]]:

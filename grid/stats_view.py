@@ -10,8 +10,9 @@ from proto import grid_pb2 as pb
 
 
 def stats_dict(reply: pb.StatsReply) -> dict[str, Any]:
-    d = MessageToDict(reply, preserving_proto_field_name=True,
-                      always_print_fields_with_no_presence=True)
+    d = MessageToDict(
+        reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
     for m in [d["total"], *d["maps"]]:
         for k, v in list(m.items()):
             if k != "name":

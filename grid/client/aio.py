@@ -19,8 +19,18 @@ from proto import grid_pb2 as pb
 from replication.hlc import Version
 
 GET, PUT, DELETE, EXPIRE, TTL, CONTAINS, INCR, SIZE, SCAN, CLEAR, TOUCH = (
-    pb.GET, pb.PUT, pb.DELETE, pb.EXPIRE, pb.TTL, pb.CONTAINS, pb.INCR, pb.SIZE, pb.SCAN,
-    pb.CLEAR, pb.TOUCH)
+    pb.GET,
+    pb.PUT,
+    pb.DELETE,
+    pb.EXPIRE,
+    pb.TTL,
+    pb.CONTAINS,
+    pb.INCR,
+    pb.SIZE,
+    pb.SCAN,
+    pb.CLEAR,
+    pb.TOUCH,
+)
 
 
 class EntryView(NamedTuple):
@@ -47,8 +57,13 @@ def encode_value(codec: Codec, value: Any) -> bytes:
 class AsyncMap:
     """A named map on the grid, seen through an AsyncClient."""
 
-    def __init__(self, conn: AsyncConnection, name: str, codec: str | Codec = "msgpack",
-                 raw_keys: bool = False) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        name: str,
+        codec: str | Codec = "msgpack",
+        raw_keys: bool = False,
+    ) -> None:
         self._conn = conn
         self.name = name
         self.codec = resolve(codec)
@@ -57,8 +72,7 @@ class AsyncMap:
     def _op(self, code: int, key: Key, **fields: Any) -> pb.Op:
         return pb.Op(code=code, map=self.name, key=encode_key(key), **fields)
 
-    async def _one(self, op: pb.Op, timeout: float | None, idempotent: bool = True
-                   ) -> pb.Result:
+    async def _one(self, op: pb.Op, timeout: float | None, idempotent: bool = True) -> pb.Result:
         return check((await self._conn.call((op,), timeout, idempotent))[0])
 
     # ---- reads -------------------------------------------------------------------------------
@@ -70,11 +84,15 @@ class AsyncMap:
         r = await self._one(self._op(GET, key), timeout)
         if r.status == Status.NOT_FOUND:
             return None
-        return EntryView(self.codec.decode(r.value), Version(r.version_ts, r.version_member),
-                         from_ms(r.ttl_ms) if r.ttl_ms else None)
+        return EntryView(
+            self.codec.decode(r.value),
+            Version(r.version_ts, r.version_member),
+            from_ms(r.ttl_ms) if r.ttl_ms else None,
+        )
 
-    async def get_many(self, keys: Iterable[Key], *, timeout: float | None = None
-                       ) -> dict[Key, Any]:
+    async def get_many(
+        self, keys: Iterable[Key], *, timeout: float | None = None
+    ) -> dict[Key, Any]:
         """The found keys and their values (missing keys are left out), in one round trip."""
         keys = list(keys)
         results = await self._conn.call([self._op(GET, k) for k in keys], timeout)
@@ -98,8 +116,9 @@ class AsyncMap:
     async def size(self, *, timeout: float | None = None) -> int:
         return (await self._one(pb.Op(code=SIZE, map=self.name), timeout)).count
 
-    async def scan_page(self, cursor: bytes = b"", count: int = 0, *,
-                        timeout: float | None = None) -> tuple[list[Key], bytes]:
+    async def scan_page(
+        self, cursor: bytes = b"", count: int = 0, *, timeout: float | None = None
+    ) -> tuple[list[Key], bytes]:
         """One page of keys and the cursor for the next (b"" when the scan is complete)."""
         r = await self._one(pb.Op(code=SCAN, map=self.name, cursor=cursor, limit=count), timeout)
         return [decode_key(k, self.raw_keys) for k in r.keys], r.cursor
@@ -115,16 +134,36 @@ class AsyncMap:
                 return
 
     # ---- writes ------------------------------------------------------------------------------
-    def _put_op(self, key: Key, value: Any, ttl: Duration, max_idle: Duration,
-                condition: int = pb.ALWAYS, expected: Version | None = None) -> pb.Op:
-        op = self._op(PUT, key, value=encode_value(self.codec, value), ttl_ms=to_ms(ttl),
-                      max_idle_ms=to_ms(max_idle), condition=condition)
+    def _put_op(
+        self,
+        key: Key,
+        value: Any,
+        ttl: Duration,
+        max_idle: Duration,
+        condition: int = pb.ALWAYS,
+        expected: Version | None = None,
+    ) -> pb.Op:
+        op = self._op(
+            PUT,
+            key,
+            value=encode_value(self.codec, value),
+            ttl_ms=to_ms(ttl),
+            max_idle_ms=to_ms(max_idle),
+            condition=condition,
+        )
         if expected is not None:
             op.expected_ts, op.expected_member = expected
         return op
 
-    async def put(self, key: Key, value: Any, *, ttl: Duration = None, max_idle: Duration = None,
-                  timeout: float | None = None) -> Version:
+    async def put(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> Version:
         """Store a value; ttl and max_idle in seconds (None: never). Returns the new version."""
         r = await self._one(self._put_op(key, value, ttl, max_idle), timeout)
         return Version(r.version_ts, r.version_member)
@@ -136,28 +175,57 @@ class AsyncMap:
             return False
         return True
 
-    async def put_if_absent(self, key: Key, value: Any, *, ttl: Duration = None,
-                            max_idle: Duration = None, timeout: float | None = None) -> bool:
+    async def put_if_absent(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
         """Store only if the key is absent (Redis SET NX). True if stored."""
         return await self._conditional(
-            self._put_op(key, value, ttl, max_idle, pb.IF_ABSENT), timeout)
+            self._put_op(key, value, ttl, max_idle, pb.IF_ABSENT), timeout
+        )
 
-    async def replace(self, key: Key, value: Any, *, ttl: Duration = None,
-                      max_idle: Duration = None, timeout: float | None = None) -> bool:
+    async def replace(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
         """Store only if the key exists (Redis SET XX). True if stored."""
         return await self._conditional(
-            self._put_op(key, value, ttl, max_idle, pb.IF_PRESENT), timeout)
+            self._put_op(key, value, ttl, max_idle, pb.IF_PRESENT), timeout
+        )
 
-    async def compare_and_set(self, key: Key, expected: Version, value: Any, *,
-                              ttl: Duration = None, max_idle: Duration = None,
-                              timeout: float | None = None) -> bool:
+    async def compare_and_set(
+        self,
+        key: Key,
+        expected: Version,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
         """Store only if the entry still has `expected` (from get_entry). True if stored."""
         return await self._conditional(
-            self._put_op(key, value, ttl, max_idle, pb.IF_VERSION, expected), timeout)
+            self._put_op(key, value, ttl, max_idle, pb.IF_VERSION, expected), timeout
+        )
 
-    async def put_many(self, items: Mapping[Key, Any] | Iterable[tuple[Key, Any]], *,
-                       ttl: Duration = None, max_idle: Duration = None,
-                       timeout: float | None = None) -> None:
+    async def put_many(
+        self,
+        items: Mapping[Key, Any] | Iterable[tuple[Key, Any]],
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> None:
         """Store many values in one round trip."""
         pairs = items.items() if isinstance(items, Mapping) else items
         ops = [self._put_op(k, v, ttl, max_idle) for k, v in pairs]
@@ -180,8 +248,9 @@ class AsyncMap:
         """Count an access: restarts the max-idle clock (sliding expiry). True if it exists."""
         return bool((await self._one(self._op(TOUCH, key), timeout)).count)
 
-    async def incr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
-                   timeout: float | None = None) -> int:
+    async def incr(
+        self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
+    ) -> int:
         """Add to a counter, creating it at `delta` with `ttl` if absent; returns the new value.
 
         Not retried once sent: a lost answer could otherwise count twice.
@@ -189,8 +258,9 @@ class AsyncMap:
         op = self._op(INCR, key, delta=delta, ttl_ms=to_ms(ttl))
         return (await self._one(op, timeout, idempotent=False)).count
 
-    async def decr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
-                   timeout: float | None = None) -> int:
+    async def decr(
+        self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
+    ) -> int:
         return await self.incr(key, -delta, ttl=ttl, timeout=timeout)
 
     async def clear(self, *, timeout: float | None = None) -> int:
@@ -201,20 +271,26 @@ class AsyncMap:
 class AsyncClient:
     """A connection to a grid member for asyncio code.
 
-        async with grid.AsyncClient("127.0.0.1:5701") as client:
-            users = client.map("users")
-            await users.put("u1", {"name": "Ada"}, ttl=3600)
+    async with grid.AsyncClient("127.0.0.1:5701") as client:
+        users = client.map("users")
+        await users.put("u1", {"name": "Ada"}, ttl=3600)
     """
 
-    def __init__(self, address: str = "127.0.0.1:5701", *, timeout: float = 5.0,
-                 codec: str | Codec = "msgpack", options: ConnectionOptions | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        address: str = "127.0.0.1:5701",
+        *,
+        timeout: float = 5.0,
+        codec: str | Codec = "msgpack",
+        options: ConnectionOptions | None = None,
+    ) -> None:
         self.address = address
         self.codec = resolve(codec)
         self._conn = AsyncConnection(address, options or ConnectionOptions(timeout=timeout))
 
-    def map(self, name: str, *, codec: str | Codec | None = None,
-            raw_keys: bool = False) -> AsyncMap:
+    def map(
+        self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False
+    ) -> AsyncMap:
         return AsyncMap(self._conn, name, codec or self.codec, raw_keys)
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:

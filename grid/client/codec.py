@@ -84,8 +84,10 @@ def resolve(codec: str | Codec) -> Codec:
         try:
             return CODECS[codec]
         except KeyError:
-            raise ValueError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)} "
-                             "or an object with name, encode and decode") from None
+            raise ValueError(
+                f"unknown codec {codec!r}; use one of {', '.join(CODECS)} "
+                "or an object with name, encode and decode"
+            ) from None
     if not isinstance(codec, Codec):
         raise TypeError("a codec needs name, encode(value) -> bytes and decode(bytes)")
     return codec

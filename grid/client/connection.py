@@ -84,12 +84,15 @@ class AsyncConnection:
     def __init__(self, address: str, options: ConnectionOptions | None = None) -> None:
         self.address = address
         self.options = opts = options or ConnectionOptions()
-        self._channel = grpc.aio.insecure_channel(address, options=[
-            ("grpc.max_receive_message_length", opts.max_message_bytes),
-            ("grpc.max_send_message_length", opts.max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.enable_retries", 0),  # retries are ours: we know what is idempotent
-        ])
+        self._channel = grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", opts.max_message_bytes),
+                ("grpc.max_send_message_length", opts.max_message_bytes),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.enable_retries", 0),  # retries are ours: we know what is idempotent
+            ],
+        )
         self._open_stream = self._channel.stream_stream(STREAM_METHOD)
         self._stats = self._channel.unary_unary(STATS_METHOD)
         self._stream: grpc.aio.StreamStreamCall | None = None
@@ -102,8 +105,9 @@ class AsyncConnection:
         self._closed = False
 
     # ---- public ------------------------------------------------------------------------------
-    async def call(self, ops: Sequence[pb.Op], timeout: float | None = None,
-                   idempotent: bool = True) -> list[pb.Result]:
+    async def call(
+        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+    ) -> list[pb.Result]:
         """Run ops on the member and return one result per op, in order."""
         if self._closed:
             raise Unavailable("the client is closed")
@@ -113,13 +117,15 @@ class AsyncConnection:
         if len(chunks) == 1:
             return await self._call_with_retry(chunks[0], deadline, idempotent)
         parts = await asyncio.gather(
-            *(self._call_with_retry(c, deadline, idempotent) for c in chunks))
+            *(self._call_with_retry(c, deadline, idempotent) for c in chunks)
+        )
         return [r for part in parts for r in part]
 
     async def stats(self, timeout: float | None = None) -> pb.StatsReply:
         try:
-            data = await self._stats(pb.StatsRequest().SerializeToString(),
-                                     timeout=timeout or self.options.timeout)
+            data = await self._stats(
+                pb.StatsRequest().SerializeToString(), timeout=timeout or self.options.timeout
+            )
         except grpc.aio.AioRpcError as e:
             raise Unavailable(f"stats from {self.address}: {e.details()}") from e
         return pb.StatsReply.FromString(data)
@@ -138,8 +144,11 @@ class AsyncConnection:
     def _split(self, ops: Sequence[pb.Op]) -> list[list[pb.Op]]:
         """Cut a call into chunks that fit one stream message each."""
         max_ops, max_bytes = self.options.max_batch_ops, self.options.max_batch_bytes
-        if len(ops) <= max_ops and len(ops) * 64 < max_bytes and all(
-                len(op.value) < 4096 for op in ops):
+        if (
+            len(ops) <= max_ops
+            and len(ops) * 64 < max_bytes
+            and all(len(op.value) < 4096 for op in ops)
+        ):
             return [list(ops)]
         chunks: list[list[pb.Op]] = [[]]
         size = 0
@@ -152,8 +161,9 @@ class AsyncConnection:
             size += n
         return chunks
 
-    async def _call_with_retry(self, ops: list[pb.Op], deadline: float,
-                               idempotent: bool) -> list[pb.Result]:
+    async def _call_with_retry(
+        self, ops: list[pb.Op], deadline: float, idempotent: bool
+    ) -> list[pb.Result]:
         loop = asyncio.get_running_loop()
         body = pb.BatchRequest(ops=ops).SerializeToString()
         attempt = 0
@@ -169,14 +179,17 @@ class AsyncConnection:
             except TimeoutError:
                 with contextlib.suppress(ValueError):
                     self._pending.remove(call)
-                raise DeadlineExceeded(f"no answer from {self.address} before the deadline"
-                                       ) from None
+                raise DeadlineExceeded(
+                    f"no answer from {self.address} before the deadline"
+                ) from None
             except _Lost as lost:
                 if lost.sent and not idempotent:
-                    raise Unavailable(f"connection to {self.address} lost ({lost}); the "
-                                      "operation may or may not have been applied") from None
+                    raise Unavailable(
+                        f"connection to {self.address} lost ({lost}); the "
+                        "operation may or may not have been applied"
+                    ) from None
                 attempt += 1
-                delay = min(self.options.retry_cap, self.options.retry_base * 2 ** attempt)
+                delay = min(self.options.retry_cap, self.options.retry_base * 2**attempt)
                 delay *= 0.5 + random.random() / 2
                 if loop.time() + delay >= deadline:
                     raise Unavailable(f"{self.address} unavailable: {lost}") from None
@@ -196,8 +209,13 @@ class AsyncConnection:
                 batch: list[_Call] = []
                 n_ops = n_bytes = 0
                 pending = self._pending
-                while pending and (not batch or (n_ops + pending[0].count <= max_ops and
-                                                 n_bytes + len(pending[0].body) <= max_bytes)):
+                while pending and (
+                    not batch
+                    or (
+                        n_ops + pending[0].count <= max_ops
+                        and n_bytes + len(pending[0].body) <= max_bytes
+                    )
+                ):
                     call = pending.popleft()
                     if call.future.done():  # timed out while queued
                         continue
@@ -215,8 +233,12 @@ class AsyncConnection:
                     for c in batch:
                         c.sent = True
                     await stream.write(message)
-                except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
-                        ConnectionError) as e:
+                except (
+                    grpc.aio.AioRpcError,
+                    grpc.aio.UsageError,
+                    asyncio.InvalidStateError,
+                    ConnectionError,
+                ) as e:
                     self._reset(str(e) or type(e).__name__)
 
     def _get_stream(self) -> grpc.aio.StreamStreamCall:

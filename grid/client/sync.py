@@ -10,6 +10,7 @@ the benchmark reports (sequential get vs redis-py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -35,6 +36,17 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
+        """Cancel and await what is left on the loop (grpc's own call tasks), then stop it."""
+
+        async def drain() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(drain(), self.loop).result(timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
@@ -67,8 +79,9 @@ class Map:
     def size(self, *, timeout: float | None = None) -> int:
         return self._run(self._m.size(timeout=timeout))
 
-    def scan_page(self, cursor: bytes = b"", count: int = 0, *,
-                  timeout: float | None = None) -> tuple[list[Key], bytes]:
+    def scan_page(
+        self, cursor: bytes = b"", count: int = 0, *, timeout: float | None = None
+    ) -> tuple[list[Key], bytes]:
         return self._run(self._m.scan_page(cursor, count, timeout=timeout))
 
     def scan(self, count: int = 0) -> Iterator[Key]:
@@ -79,29 +92,65 @@ class Map:
             if not cursor:
                 return
 
-    def put(self, key: Key, value: Any, *, ttl: Duration = None, max_idle: Duration = None,
-            timeout: float | None = None) -> Version:
+    def put(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> Version:
         return self._run(self._m.put(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout))
 
-    def put_if_absent(self, key: Key, value: Any, *, ttl: Duration = None,
-                      max_idle: Duration = None, timeout: float | None = None) -> bool:
-        return self._run(self._m.put_if_absent(key, value, ttl=ttl, max_idle=max_idle,
-                                               timeout=timeout))
+    def put_if_absent(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
+        return self._run(
+            self._m.put_if_absent(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        )
 
-    def replace(self, key: Key, value: Any, *, ttl: Duration = None,
-                max_idle: Duration = None, timeout: float | None = None) -> bool:
-        return self._run(self._m.replace(key, value, ttl=ttl, max_idle=max_idle,
-                                         timeout=timeout))
+    def replace(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
+        return self._run(self._m.replace(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout))
 
-    def compare_and_set(self, key: Key, expected: Version, value: Any, *,
-                        ttl: Duration = None, max_idle: Duration = None,
-                        timeout: float | None = None) -> bool:
-        return self._run(self._m.compare_and_set(key, expected, value, ttl=ttl,
-                                                 max_idle=max_idle, timeout=timeout))
+    def compare_and_set(
+        self,
+        key: Key,
+        expected: Version,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
+        return self._run(
+            self._m.compare_and_set(
+                key, expected, value, ttl=ttl, max_idle=max_idle, timeout=timeout
+            )
+        )
 
-    def put_many(self, items: Mapping[Key, Any] | Iterable[tuple[Key, Any]], *,
-                 ttl: Duration = None, max_idle: Duration = None,
-                 timeout: float | None = None) -> None:
+    def put_many(
+        self,
+        items: Mapping[Key, Any] | Iterable[tuple[Key, Any]],
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> None:
         return self._run(self._m.put_many(items, ttl=ttl, max_idle=max_idle, timeout=timeout))
 
     def delete(self, key: Key, *, timeout: float | None = None) -> bool:
@@ -116,12 +165,14 @@ class Map:
     def touch(self, key: Key, *, timeout: float | None = None) -> bool:
         return self._run(self._m.touch(key, timeout=timeout))
 
-    def incr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
-             timeout: float | None = None) -> int:
+    def incr(
+        self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
+    ) -> int:
         return self._run(self._m.incr(key, delta, ttl=ttl, timeout=timeout))
 
-    def decr(self, key: Key, delta: int = 1, *, ttl: Duration = None,
-             timeout: float | None = None) -> int:
+    def decr(
+        self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
+    ) -> int:
         return self._run(self._m.decr(key, delta, ttl=ttl, timeout=timeout))
 
     def clear(self, *, timeout: float | None = None) -> int:
@@ -131,14 +182,19 @@ class Map:
 class Client:
     """A connection to a grid member for blocking code; safe to share between threads.
 
-        with grid.Client("127.0.0.1:5701") as client:
-            users = client.map("users")
-            users.put("u1", {"name": "Ada"}, ttl=3600)
+    with grid.Client("127.0.0.1:5701") as client:
+        users = client.map("users")
+        users.put("u1", {"name": "Ada"}, ttl=3600)
     """
 
-    def __init__(self, address: str = "127.0.0.1:5701", *, timeout: float = 5.0,
-                 codec: str | Codec = "msgpack", options: ConnectionOptions | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        address: str = "127.0.0.1:5701",
+        *,
+        timeout: float = 5.0,
+        codec: str | Codec = "msgpack",
+        options: ConnectionOptions | None = None,
+    ) -> None:
         self.address = address
         self._thread = _LoopThread(f"grid-client-{address}")
         opts = options or ConnectionOptions(timeout=timeout)

@@ -4,5 +4,13 @@ from grid.store.entry import Entry
 from grid.store.stats import MapStats
 from grid.store.store import ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION, Store, wall_ms
 
-__all__ = ["ALWAYS", "IF_ABSENT", "IF_PRESENT", "IF_VERSION", "Entry", "MapStats", "Store",
-           "wall_ms"]
+__all__ = [
+    "ALWAYS",
+    "IF_ABSENT",
+    "IF_PRESENT",
+    "IF_VERSION",
+    "Entry",
+    "MapStats",
+    "Store",
+    "wall_ms",
+]

@@ -31,8 +31,9 @@ SAMPLE = 20
 STALE_FRACTION = 0.10
 
 
-def expire_cycle(store: Store, now: int, budget_ms: float,
-                 monotonic_ms: Callable[[], float]) -> int:
+def expire_cycle(
+    store: Store, now: int, budget_ms: float, monotonic_ms: Callable[[], float]
+) -> int:
     """Run one cycle; returns how many entries it removed. Caller holds store.lock."""
     removed = 0
     start = monotonic_ms()

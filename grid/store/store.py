@@ -73,8 +73,14 @@ class Store:
         self.volatile = SlotList("vslot")
         self.used = 0  # accounted bytes of all entries
         self.hlc = HybridClock(member_id, clock)
-        self.evictor = Evictor(config.eviction_policy, config.eviction_samples, self.all,
-                               self.volatile, self.rng, config.lfu_decay_minutes)
+        self.evictor = Evictor(
+            config.eviction_policy,
+            config.eviction_samples,
+            self.all,
+            self.volatile,
+            self.rng,
+            config.lfu_decay_minutes,
+        )
         self._lfu = config.eviction_policy == "lfu"
         self._decay_ms = config.lfu_decay_minutes * 60_000
         self._log_factor = config.lfu_log_factor
@@ -163,8 +169,9 @@ class Store:
     def size(self, rmap: RecordMap) -> int:
         return rmap.stats.entries
 
-    def scan(self, rmap: RecordMap, cursor: bytes, limit: int, now: int
-             ) -> tuple[list[bytes], bytes]:
+    def scan(
+        self, rmap: RecordMap, cursor: bytes, limit: int, now: int
+    ) -> tuple[list[bytes], bytes]:
         """A page of keys and the cursor for the next one (b"" when done).
 
         The cursor is (partition, last key returned); within a partition keys come in
@@ -179,8 +186,9 @@ class Store:
         while part_no < self.partitions:
             want = limit - len(keys)
             # Expired keys are skipped, not removed: scan is a read; expiry reclaims them.
-            found = sorted(k for k, e in rmap.parts[part_no].items()
-                           if k > after and not e.expired(now))
+            found = sorted(
+                k for k, e in rmap.parts[part_no].items() if k > after and not e.expired(now)
+            )
             if len(found) > want:
                 keys.extend(found[:want])
                 return keys, msgpack.packb([part_no, keys[-1]])
@@ -221,8 +229,17 @@ class Store:
         if e is None:
             self._reserve(new_size, now, None)
             ts = self.hlc.tick()
-            e = Entry(key, value, ts.ts, ts.member, now + ttl_ms if ttl_ms else 0,
-                      max_idle_ms, now, LFU_INIT, rmap)
+            e = Entry(
+                key,
+                value,
+                ts.ts,
+                ts.member,
+                now + ttl_ms if ttl_ms else 0,
+                max_idle_ms,
+                now,
+                LFU_INIT,
+                rmap,
+            )
             part[key] = e
             self.all.add(e)
             if volatile:
@@ -353,7 +370,8 @@ class Store:
             if victim is None:
                 raise OutOfMemory(
                     f"max_memory {limit} bytes reached ({self.used} used, {need} more needed) "
-                    f"and eviction_policy {self.evictor.policy} frees nothing")
+                    f"and eviction_policy {self.evictor.policy} frees nothing"
+                )
             self._unlink(victim)
             victim.rmap.stats.evictions += 1
 

@@ -1,0 +1,3 @@
+from grid.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""`grid cluster up`: N members on loopback, a progress bar while they start."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from grid.cli.status import wide_console
+from grid.cluster import LocalCluster, MemberProcess
+
+
+def start_with_progress(cluster: LocalCluster, console: Console) -> None:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting members", total=cluster.size)
+
+        def ready(m: MemberProcess) -> None:
+            bar.update(task, advance=1, description=f"{m.name} ready at {m.address}")
+
+        cluster.start(on_ready=ready)
+
+
+def cluster_table(cluster: LocalCluster) -> Table:
+    t = Table(title="local cluster", title_justify="left")
+    for col in ("member", "address", "pid", "log"):
+        t.add_column(col)
+    for m in cluster.members:
+        t.add_row(m.name, m.address, str(m.pid), str(m.log_path))
+    return t
+
+
+def cluster_up(n: int, base_port: int, member_args: list[str]) -> int:
+    console = wide_console()
+    cluster = LocalCluster(n, base_port=base_port, member_args=member_args)
+    try:
+        start_with_progress(cluster, console)
+    except (RuntimeError, TimeoutError) as e:
+        console.print(f"[red]cluster failed to start:[/red] {e}")
+        return 1
+    console.print(cluster_table(cluster))
+    if n > 1:
+        console.print(
+            "[yellow]note:[/yellow] members do not find each other yet (membership "
+            "is a later issue); each serves its own data."
+        )
+    console.print(
+        f"try: grid put hello world -a {cluster.addresses[0]} && "
+        f"grid status -a {cluster.addresses[0]}"
+    )
+    console.print("Ctrl-C stops the cluster.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            dead = [m for m in cluster.members if not m.alive()]
+            if dead:
+                console.print(f"[red]{dead[0].name} exited[/red]:\n{dead[0].log_tail()}")
+                break
+    except KeyboardInterrupt:
+        pass
+    console.print("stopping members ...")
+    cluster.stop()
+    return 0

@@ -1,0 +1,209 @@
+"""`grid`: run members, poke at data, look at a cluster.
+
+    grid node [--config FILE] [--port 5701] [--max-memory 1GiB] ...   run a member
+    grid get KEY | put KEY VALUE [--ttl S] | del KEY | incr KEY [--by N]
+    grid status [--address HOST:PORT ...]                              stats tables
+    grid cluster up -n 3                                               local cluster
+    grid demo                                                          cluster + workload
+    grid bench                                                         vs Redis
+
+Client commands talk to --address (or GRID_ADDRESS, default 127.0.0.1:5701).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from dataclasses import fields
+from typing import Any
+
+from grid.config import Config, ConfigError
+
+DEFAULT_ADDRESS = "127.0.0.1:5701"
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML config file (or GRID_CONFIG)")
+    for f in fields(Config):
+        choices = f.metadata.get("choices")
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            choices=choices,
+            metavar=None if choices else f.name.upper(),
+            help=" ".join(str(f.metadata["help"]).split()) + f" [{f.default!r}]",
+        )
+
+
+def _client_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--address",
+        "-a",
+        default=os.environ.get("GRID_ADDRESS", DEFAULT_ADDRESS),
+        help="member to talk to [GRID_ADDRESS or %(default)s]",
+    )
+    p.add_argument("--map", "-m", default="default", help="map name [%(default)s]")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds [%(default)s]")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grid", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    client = _client_parent()
+
+    node = sub.add_parser("node", help="run a member until SIGTERM/SIGINT")
+    _add_config_flags(node)
+
+    get = sub.add_parser("get", parents=[client], help="print a key's value")
+    get.add_argument("key")
+    put = sub.add_parser("put", parents=[client], help="store a value (JSON or text)")
+    put.add_argument("key")
+    put.add_argument("value", help="parsed as JSON if it is JSON (42, [1], {...}), else text")
+    put.add_argument("--ttl", type=float, help="seconds to live")
+    put.add_argument("--max-idle", type=float, help="seconds without access before expiry")
+    dele = sub.add_parser("del", parents=[client], help="delete a key")
+    dele.add_argument("key")
+    incr = sub.add_parser("incr", parents=[client], help="add to a counter")
+    incr.add_argument("key")
+    incr.add_argument("--by", type=int, default=1)
+    incr.add_argument(
+        "--ttl", type=float, help="window in seconds, set when the counter is created"
+    )
+
+    status = sub.add_parser("status", help="member and map statistics")
+    status.add_argument(
+        "--address", "-a", action="append", help="member(s) to ask [GRID_ADDRESS or 127.0.0.1:5701]"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    cluster = sub.add_parser("cluster", help="local clusters on loopback")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True)
+    up = csub.add_parser("up", help="start N members and keep them running until Ctrl-C")
+    up.add_argument("-n", type=int, default=3, help="members [%(default)s]")
+    up.add_argument("--base-port", type=int, default=5701, help="first port [%(default)s]")
+    up.add_argument(
+        "member_args",
+        nargs=argparse.REMAINDER,
+        help="after --: flags for every member, e.g. -- --max-memory 256MiB",
+    )
+
+    demo = sub.add_parser(
+        "demo", help="start a local cluster, run the cache workloads, show the stats, stop"
+    )
+    demo.add_argument("-n", type=int, default=1, help="members [%(default)s]")
+    demo.add_argument("--keep", action="store_true", help="keep the cluster running after")
+
+    bench = sub.add_parser("bench", help="benchmark a member against Redis on loopback")
+    bench.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    bench.add_argument("--no-redis", action="store_true", help="skip the Redis side")
+    bench.add_argument("--only", action="append", help="run only these workloads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as e:
+        print(f"grid: configuration error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from grid import logs
+
+    if args.command == "node":
+        flags = {f.name: getattr(args, f.name) for f in fields(Config)}
+        config = Config.load(file=args.config, flags=flags)
+        logs.configure(config.log_level, config.log_format)
+        from grid.member import run_member
+
+        try:
+            asyncio.run(run_member(config))
+        except OSError as e:
+            print(f"grid node: {e}", file=sys.stderr)
+            return 1
+        return 0
+    logs.configure("warning")
+    if args.command in ("get", "put", "del", "incr"):
+        return _data_command(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "cluster":
+        from grid.cli.cluster_cmd import cluster_up
+
+        member_args = [a for a in args.member_args if a != "--"]
+        return cluster_up(args.n, args.base_port, member_args)
+    if args.command == "demo":
+        from grid.cli.demo import run_demo
+
+        return run_demo(args.n, keep=args.keep)
+    if args.command == "bench":
+        from grid.bench.main import run_bench
+
+        return run_bench(quick=args.quick, redis=not args.no_redis, only=args.only)
+    raise AssertionError(args.command)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _data_command(args: argparse.Namespace) -> int:
+    from grid.client.sync import Client
+    from grid.errors import GridError
+
+    try:
+        with Client(args.address, timeout=args.timeout) as client:
+            m = client.map(args.map)
+            if args.command == "get":
+                value = m.get(args.key)
+                if value is None:
+                    print("(not found)", file=sys.stderr)
+                    return 1
+                print(value if isinstance(value, str) else json.dumps(value, default=repr))
+            elif args.command == "put":
+                m.put(args.key, _parse_value(args.value), ttl=args.ttl, max_idle=args.max_idle)
+                print("OK")
+            elif args.command == "del":
+                print(1 if m.delete(args.key) else 0)
+            else:
+                print(m.incr(args.key, args.by, ttl=args.ttl))
+    except GridError as e:
+        print(f"grid {args.command}: {e.status.name}: {e.message or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from grid.cli.status import print_status
+    from grid.client.sync import Client
+    from grid.errors import GridError
+
+    addresses = args.address or [os.environ.get("GRID_ADDRESS", DEFAULT_ADDRESS)]
+    stats = []
+    for address in addresses:
+        try:
+            with Client(address, timeout=3) as client:
+                stats.append(client.stats())
+        except GridError as e:
+            print(f"grid status: {address}: {e}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print_status(stats)
+    return 0

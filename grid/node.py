@@ -1,0 +1,112 @@
+"""`grid.Node`: a full member inside your process, with local maps.
+
+    with grid.Node(port=0) as node:          # sync: the member's loop runs in a thread
+        node.map("users").put("u1", {...})
+
+    async with grid.Node(port=0) as node:    # async: the member runs on your loop
+        await node.map("users").put("u1", {...})
+
+It is a real member: it serves other clients over gRPC at `node.address`
+while your code reads and writes its maps directly. `node.map()` returns a
+blocking map when the node was started with `with`/`open()`, and a map of
+coroutines when started with `async with`/`await start()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grid.client.codec import Codec
+from grid.client.sync import _LoopThread
+from grid.config import Config
+from grid.localmap import AsyncLocalMap, LocalMap
+from grid.member import Member
+from grid.stats_view import stats_dict
+
+
+class Node:
+    def __init__(self, config: Config | None = None, **options: Any) -> None:
+        """`config` if given, else defaults < GRID_* environment; then `options` on top."""
+        if config is None:
+            self.config = Config.load(flags=options)
+        else:
+            self.config = config.with_overrides(**options) if options else config
+        self._member = Member(self.config)
+        self._thread: _LoopThread | None = None
+        self._mode: str | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def open(self) -> Node:
+        """Start the member on a background thread (for blocking code)."""
+        self._require_stopped()
+        self._thread = _LoopThread(f"grid-node-{self.config.port}")
+        try:
+            self._thread.run(self._member.start())
+        except BaseException:
+            self._thread.stop()
+            self._thread = None
+            raise
+        self._mode = "sync"
+        return self
+
+    def close(self) -> None:
+        if self._mode != "sync" or self._thread is None:
+            return
+        self._thread.run(self._member.stop(0.5))
+        self._thread.stop()
+        self._thread = None
+        self._mode = None
+
+    async def start(self) -> Node:
+        """Start the member on the running event loop (for asyncio code)."""
+        self._require_stopped()
+        await self._member.start()
+        self._mode = "async"
+        return self
+
+    async def stop(self) -> None:
+        if self._mode == "async":
+            await self._member.stop(0.5)
+            self._mode = None
+
+    def _require_stopped(self) -> None:
+        if self._mode is not None:
+            raise RuntimeError("the node is already running")
+
+    def __enter__(self) -> Node:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- use ------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return self._member.address
+
+    @property
+    def name(self) -> str:
+        return self._member.name
+
+    def map(self, name: str, *, codec: str | Codec = "msgpack", raw_keys: bool = False) -> Any:
+        """A LocalMap (sync mode) or AsyncLocalMap (async mode) over this member's store."""
+        if self._mode is None or self._member.store is None:
+            raise RuntimeError("start the node first (with/open() or async with/start())")
+        local = LocalMap(self._member.store, name, codec, raw_keys)
+        return local if self._mode == "sync" else AsyncLocalMap(local)
+
+    def stats(self) -> dict[str, Any]:
+        if self._member.service is None:
+            raise RuntimeError("the node is not running")
+        return stats_dict(self._member.service.stats_reply())
+
+    def run_expiry_cycle(self) -> int:
+        """Run one active-expiry cycle now (normally every expiry_sweep_interval_ms)."""
+        assert self._member.store is not None
+        return self._member.store.expire_cycle()
