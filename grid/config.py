@@ -7,7 +7,7 @@ twelve-factor order: the file describes the deployment, the environment the
 instance, the flags the one run.
 
 docs/configuration.md is generated from the `help` texts here
-(`python -m grid.config > docs/configuration.md`), and a test keeps it in step.
+(`grid config --reference > docs/configuration.md`), and a test keeps it in step.
 """
 
 from __future__ import annotations
@@ -291,7 +291,8 @@ def reference_markdown() -> str:
     lines = [
         "# Configuration",
         "",
-        "Generated from `grid/config.py` by `python -m grid.config > docs/configuration.md`.",
+        "Generated from `grid/config.py` by `grid config --reference > docs/configuration.md`; "
+        "`grid config` prints the configuration a member would run with.",
         "",
         "Precedence, lowest to highest: defaults < TOML file (`--config FILE` or "
         "`GRID_CONFIG`, keys at top level or under `[member]`) < `GRID_<OPTION>` environment "
@@ -306,7 +307,3 @@ def reference_markdown() -> str:
         help_text = " ".join(str(f.metadata["help"]).split())
         lines.append(f"| `{f.name}` | `GRID_{f.name.upper()}` | `{default}` | {help_text} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(reference_markdown(), end="")

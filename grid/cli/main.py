@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     node = sub.add_parser("node", help="run a member until SIGTERM/SIGINT")
     _add_config_flags(node)
 
+    conf = sub.add_parser("config", help="print the effective member configuration (TOML)")
+    _add_config_flags(conf)
+    conf.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the option reference (docs/configuration.md) instead",
+    )
+
     get = sub.add_parser("get", parents=[client], help="print a key's value")
     get.add_argument("key")
     put = sub.add_parser("put", parents=[client], help="store a value (JSON or text)")
@@ -117,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `grid config | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -134,6 +145,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"grid node: {e}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "config":
+        return _config(args)
     logs.configure("warning")
     if args.command in ("get", "put", "del", "incr"):
         return _data_command(args)
@@ -153,6 +166,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_bench(quick=args.quick, redis=not args.no_redis, only=args.only)
     raise AssertionError(args.command)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from grid.config import reference_markdown
+
+    if args.reference:
+        print(reference_markdown(), end="")
+        return 0
+    flags = {f.name: getattr(args, f.name) for f in fields(Config)}
+    config = Config.load(file=args.config, flags=flags)
+    print("[member]")
+    for f in fields(Config):
+        print(f"{f.name} = {json.dumps(getattr(config, f.name))}")
+    return 0
 
 
 def _parse_value(text: str) -> Any:

@@ -78,7 +78,8 @@ def test_volatile_ttl_evicts_soonest_expiring_and_spares_persistent_keys() -> No
     assert m.stats.evictions == len(evicted) > 0
     assert all(s.contains(m, b"n%03d" % i, clock()) for i in range(10))  # latest expiry
     assert sum(evicted) / len(evicted) < sum(remaining) / len(remaining) - 5, (
-        "mostly the soonest-expiring went first")
+        "mostly the soonest-expiring went first"
+    )
 
 
 def test_volatile_ttl_without_volatile_keys_is_out_of_memory() -> None:

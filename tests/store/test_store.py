@@ -147,8 +147,13 @@ def test_incr_creates_with_ttl_and_keeps_window(clock: Clock) -> None:
 def test_incr_rejects_non_integers_and_overflow(clock: Clock) -> None:
     s = make_store(clock)
     m = s.map("m")
-    for value in (msgpack.packb("12"), msgpack.packb(1.5), b"\xc1", msgpack.packb(True),
-                  b"x" * 100):
+    for value in (
+        msgpack.packb("12"),
+        msgpack.packb(1.5),
+        b"\xc1",
+        msgpack.packb(True),
+        b"x" * 100,
+    ):
         s.put(m, b"v", value, clock())
         with pytest.raises(InvalidArgument, match="not an integer"):
             s.incr(m, b"v", 1, 0, clock())
@@ -209,8 +214,12 @@ def test_scan_skips_expired_and_rejects_bad_cursors(clock: Clock) -> None:
     clock.advance(5)
     keys, cursor = s.scan(m, b"", 100, clock())
     assert keys == [b"b"] and cursor == b""
-    for bad in (b"garbage", msgpack.packb([999999, b""]), msgpack.packb(["x", b""]),
-                b"\x92" + b"\x00" * 5000):
+    for bad in (
+        b"garbage",
+        msgpack.packb([999999, b""]),
+        msgpack.packb(["x", b""]),
+        b"\x92" + b"\x00" * 5000,
+    ):
         with pytest.raises(InvalidArgument, match="cursor"):
             s.scan(m, bad, 10, clock())
     with pytest.raises(InvalidArgument, match="limit"):

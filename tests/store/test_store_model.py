@@ -36,7 +36,7 @@ class StoreVsModel(RuleBasedStateMachine):
         rec = self.model.get(key)
         if rec is None:
             return None
-        value, exp, idle, last = rec
+        _, exp, idle, last = rec
         now = self.clock.now
         if (exp and exp <= now) or (idle and now - last >= idle):
             del self.model[key]
@@ -48,8 +48,13 @@ class StoreVsModel(RuleBasedStateMachine):
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
 
-    @rule(key=KEYS, value=VALUES, ttl=MS, idle=MS,
-          cond=st.sampled_from([ALWAYS, ALWAYS, IF_ABSENT, IF_PRESENT]))
+    @rule(
+        key=KEYS,
+        value=VALUES,
+        ttl=MS,
+        idle=MS,
+        cond=st.sampled_from([ALWAYS, ALWAYS, IF_ABSENT, IF_PRESENT]),
+    )
     def put(self, key: bytes, value: bytes, ttl: int, idle: int, cond: int) -> None:
         now = self.clock.now
         live = self._live(key)
@@ -152,8 +157,11 @@ class StoreVsModel(RuleBasedStateMachine):
         for i, e in enumerate(s.volatile.items):
             assert e.vslot == i and (e.expire_at or e.max_idle)
         assert len(s.volatile) == sum(1 for e in entries if e.expire_at or e.max_idle)
-        assert s.used == self.m.stats.bytes == sum(
-            _size(e.key, e.value, e.vslot >= 0) for e in entries)
+        assert (
+            s.used
+            == self.m.stats.bytes
+            == sum(_size(e.key, e.value, e.vslot >= 0) for e in entries)
+        )
 
 
 TestStoreVsModel = StoreVsModel.TestCase

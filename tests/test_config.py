@@ -1,0 +1,80 @@
+"""Configuration: precedence, parsing, validation, and the generated reference doc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grid.config import Config, ConfigError, parse_size, reference_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_precedence_default_file_env_flags(tmp_path: Path) -> None:
+    f = tmp_path / "grid.toml"
+    f.write_text('[member]\nmax_memory = "1MiB"\neviction_policy = "lfu"\nport = 6000\n')
+    assert Config.load(env={}).max_memory == 0
+    c = Config.load(file=f, env={})
+    assert (c.max_memory, c.eviction_policy, c.port) == (1024**2, "lfu", 6000)
+    c = Config.load(file=f, env={"GRID_MAX_MEMORY": "2MiB", "GRID_PORT": "6001"})
+    assert (c.max_memory, c.eviction_policy, c.port) == (2 * 1024**2, "lfu", 6001)
+    c = Config.load(
+        file=f, env={"GRID_MAX_MEMORY": "2MiB"}, flags={"max_memory": "3MiB", "port": None}
+    )
+    assert c.max_memory == 3 * 1024**2 and c.port == 6000  # None flags do not override
+    c = Config.load(env={"GRID_CONFIG": str(f)})
+    assert c.eviction_policy == "lfu"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1024", 1024),
+        ("64KiB", 65536),
+        ("1kb", 1000),
+        ("512MB", 512_000_000),
+        ("2GiB", 2 * 1024**3),
+        (" 1.5 MiB ", 1572864),
+        (7, 7),
+    ],
+)
+def test_parse_size(text: str | int, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"eviction_policy": "lrfu"}, "eviction_policy must be one of"),
+        ({"max_memory": "lots"}, "not a size"),
+        ({"port": 70000}, "not a TCP port"),
+        ({"partitions": 0}, "partitions"),
+        ({"max_key_bytes": 0}, "max_key_bytes must be positive"),
+        ({"max_message_bytes": "1MiB"}, "max_message_bytes must exceed"),
+        ({"fsync": "sometimes"}, "fsync must be one of"),
+        ({"nonsense": 1}, "unknown option"),
+        ({"port": "eighty"}, "port: cannot use"),
+    ],
+)
+def test_bad_values_name_the_option(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.load(env={}, flags=options)
+
+
+def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_memory = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Config.load(file=bad, env={})
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown option"):
+        Config.load(file=unknown, env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        Config.load(file=tmp_path / "missing.toml", env={})
+
+
+def test_reference_doc_is_generated_from_the_code() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert doc == reference_markdown(), "run: grid config --reference > docs/configuration.md"
