@@ -45,9 +45,13 @@ class Member:
     async def start(self) -> None:
         cfg = self.config
         server = grpc.aio.server(options=server_options(cfg))
-        port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        try:
+            port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        except RuntimeError:  # grpc's way of saying the bind failed
+            port = 0
         if port == 0:
-            raise OSError(f"cannot bind {cfg.host}:{cfg.port} (in use or not permitted)")
+            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: the port is in use or the "
+                          "address is not this machine's")
         self.address = cfg.advertise or f"{cfg.host}:{port}"
         self.name = cfg.name or cfg.with_overrides(port=port).member_name
         self.store = Store(cfg, member_id(self.name), self.clock)

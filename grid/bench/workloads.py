@@ -29,23 +29,12 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("get", "sequential get (sync Client)", "redis-py GET", None),
-    Spec("put", "sequential put (sync Client)", "redis-py SET", None),
+    Spec("get", "seq get (Client)", "GET", None),
+    Spec("put", "seq put (Client)", "SET", None),
     Spec("get_many", f"get_many {BATCH}", f"pipeline {BATCH} GET", 0.5, per_batch=True),
     Spec("put_many", f"put_many {BATCH}", f"pipeline {BATCH} SET", 0.5, per_batch=True),
-    Spec(
-        "async",
-        f"{CONCURRENCY} concurrent get (AsyncClient)",
-        f"redis.asyncio, {CONCURRENCY} tasks",
-        1.0,
-    ),
-    Spec(
-        "embedded",
-        "embedded node.map().get",
-        "cachetools TTLCache + unpackb",
-        0.5,
-        network=False,
-    ),
+    Spec("async", f"async get x{CONCURRENCY}", f"redis.asyncio x{CONCURRENCY}", 1.0),
+    Spec("embedded", "embedded get", "TTLCache+unpackb", 0.5, network=False),
 )
 BY_NAME = {s.name: s for s in SPECS}
 
