@@ -233,13 +233,10 @@ class AsyncConnection:
                     for c in batch:
                         c.sent = True
                     await stream.write(message)
-                except (
-                    grpc.aio.AioRpcError,
-                    grpc.aio.UsageError,
-                    asyncio.InvalidStateError,
-                    ConnectionError,
-                ) as e:
-                    self._reset(str(e) or type(e).__name__)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # any failure to send: fail in-flight calls, reconnect
+                    self._reset(f"{type(e).__name__}: {e}")
 
     def _get_stream(self) -> grpc.aio.StreamStreamCall:
         if self._stream is None:
