@@ -50,8 +50,10 @@ class Member:
         except RuntimeError:  # grpc's way of saying the bind failed
             port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {cfg.host}:{cfg.port}: the port is in use or the "
-                          "address is not this machine's")
+            raise OSError(
+                f"cannot listen on {cfg.host}:{cfg.port}: the port is in use or the "
+                "address is not this machine's"
+            )
         self.address = cfg.advertise or f"{cfg.host}:{port}"
         self.name = cfg.name or cfg.with_overrides(port=port).member_name
         self.store = Store(cfg, member_id(self.name), self.clock)
