@@ -211,6 +211,9 @@ def run_bench(
     except KeyboardInterrupt:
         console.print("[yellow]grid bench: interrupted; servers stopped[/yellow]")
         return 130
+    except SystemExit:  # SIGTERM, see _sigterm_as_exit
+        console.print("[yellow]grid bench: terminated; servers stopped[/yellow]")
+        raise
     except Exception as e:  # a failed run is an error: say what, exit non-zero
         console.print(f"[red]grid bench: {type(e).__name__}: {e}[/red]")
         return 1

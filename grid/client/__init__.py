@@ -1,0 +1,1 @@
+"""The client SDK: grid.Client (sync) and grid.AsyncClient (asyncio)."""
