@@ -19,11 +19,22 @@ from grid.store.recordmap import RecordMap
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.executor")
+REPLY_HEADROOM = 64 * 1024
+REPLY_FULL = "reply would exceed max_message_bytes; retry this operation in a smaller batch"
 Handler = Callable[["BatchExecutor", pb.Op, pb.Result, int], None]
 
 
 class BatchExecutor:
-    __slots__ = ("_empty", "_handlers", "config", "operations", "rejected", "requests", "store")
+    __slots__ = (
+        "_empty",
+        "_handlers",
+        "_reply_budget",
+        "config",
+        "operations",
+        "rejected",
+        "requests",
+        "store",
+    )
 
     def __init__(self, store: Store, config: Config) -> None:
         self.store = store
@@ -32,6 +43,7 @@ class BatchExecutor:
         self.operations = 0
         self.rejected = 0
         self._empty = RecordMap("", 0)
+        self._reply_budget = 0
         self._handlers: dict[int, Handler] = {
             pb.GET: BatchExecutor._get,
             pb.PUT: BatchExecutor._put,
@@ -58,6 +70,10 @@ class BatchExecutor:
             )
             return reply
         self.operations += len(ops)
+        # Replies are bounded like requests: reads that would push this reply past the
+        # member's message limit answer UNAVAILABLE ("retry in a smaller batch"), and the
+        # SDK re-asks for exactly those. A single value always fits (config validation).
+        self._reply_budget = self.config.max_message_bytes - REPLY_HEADROOM
         results = reply.results
         handlers = self._handlers
         store = self.store
@@ -79,6 +95,19 @@ class BatchExecutor:
                     r.error = f"internal error: {type(e).__name__}: {e}"
         return reply
 
+    def _spend(self, size: int) -> bool:
+        """Charge a result's payload to this reply; False if it no longer fits."""
+        full = self.config.max_message_bytes - REPLY_HEADROOM
+        if size > self._reply_budget and self._reply_budget < full:  # the first always fits
+            return False
+        self._reply_budget -= size + 16
+        return True
+
+    @staticmethod
+    def _reply_full(r: pb.Result) -> None:
+        r.status = pb.UNAVAILABLE
+        r.error = REPLY_FULL
+
     # ---- one method per opcode; each fills `r` --------------------------------------------------
     def _read_map(self, name: str) -> RecordMap:
         rmap = self.store.maps.get(name)
@@ -98,6 +127,8 @@ class BatchExecutor:
         if e is None:
             r.status = pb.NOT_FOUND
             return
+        if not self._spend(len(e.value)):
+            return self._reply_full(r)
         r.value = e.value
         r.version_ts = e.ts
         r.version_member = e.member
@@ -153,6 +184,8 @@ class BatchExecutor:
 
     def _scan(self, op: pb.Op, r: pb.Result, now: int) -> None:
         keys, cursor = self.store.scan(self._read_map(op.map), op.cursor, op.limit, now)
+        if not self._spend(sum(map(len, keys)) + 4 * len(keys)):
+            return self._reply_full(r)
         r.keys.extend(keys)
         r.cursor = cursor
 

@@ -27,17 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
 
-from grid.errors import DeadlineExceeded, GridError, Status, Unavailable, error_for
+from grid.errors import DeadlineExceeded, GridError, Status, TooLarge, Unavailable, error_for
 from proto import grid_pb2 as pb
 
 STREAM_METHOD = "/grid.v1.Grid/Stream"
 STATS_METHOD = "/grid.v1.Grid/Stats"
+_LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
+FRAMING = 1024  # bytes of headroom for the id field and gRPC framing
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,10 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+class _Resplit(Exception):
+    """The member's message limit was learned and this chunk no longer fits: split again."""
 
 
 class _Call:
@@ -103,6 +110,7 @@ class AsyncConnection:
         self._wakeup = asyncio.Event()
         self._next_id = 1
         self._closed = False
+        self._member_limit = 0  # the member's max message size, once an error has told us
 
     # ---- public ------------------------------------------------------------------------------
     async def call(
@@ -113,13 +121,29 @@ class AsyncConnection:
             raise Unavailable("the client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.options.timeout if timeout is None else timeout)
-        chunks = self._split(ops)
-        if len(chunks) == 1:
-            return await self._call_with_retry(chunks[0], deadline, idempotent)
-        parts = await asyncio.gather(
-            *(self._call_with_retry(c, deadline, idempotent) for c in chunks)
-        )
-        return [r for part in parts for r in part]
+        while True:
+            chunks = self._split(ops)
+            try:
+                if len(chunks) == 1:
+                    results = await self._call_with_retry(chunks[0], deadline, idempotent)
+                else:
+                    parts = await asyncio.gather(
+                        *(self._call_with_retry(c, deadline, idempotent) for c in chunks)
+                    )
+                    results = [r for part in parts for r in part]
+            except _Resplit:
+                continue  # chunks already applied are idempotent, the only kind split
+            break
+        # Ops the member could not fit in its reply come back UNAVAILABLE: ask again for
+        # just those (always fewer, so this ends), within the same deadline.
+        again = [i for i, r in enumerate(results) if r.status == Status.UNAVAILABLE]
+        if idempotent and again and len(again) < len(ops):
+            left = deadline - loop.time()
+            if left > 0:
+                retried = await self.call([ops[i] for i in again], left, idempotent)
+                for i, r in zip(again, retried, strict=True):
+                    results[i] = r
+        return results
 
     async def stats(self, timeout: float | None = None) -> pb.StatsReply:
         try:
@@ -141,9 +165,15 @@ class AsyncConnection:
         await self._channel.close()
 
     # ---- submission --------------------------------------------------------------------------
+    def _max_bytes(self) -> int:
+        limit = self.options.max_batch_bytes
+        if self._member_limit:
+            limit = min(limit, self._member_limit - FRAMING)
+        return limit
+
     def _split(self, ops: Sequence[pb.Op]) -> list[list[pb.Op]]:
         """Cut a call into chunks that fit one stream message each."""
-        max_ops, max_bytes = self.options.max_batch_ops, self.options.max_batch_bytes
+        max_ops, max_bytes = self.options.max_batch_ops, self._max_bytes()
         if (
             len(ops) <= max_ops
             and len(ops) * 64 < max_bytes
@@ -168,6 +198,13 @@ class AsyncConnection:
         body = pb.BatchRequest(ops=ops).SerializeToString()
         attempt = 0
         while True:
+            if self._member_limit and len(body) + FRAMING > self._member_limit:
+                if len(ops) > 1:
+                    raise _Resplit
+                raise TooLarge(
+                    f"request is {len(body)} bytes; {self.address} accepts messages of at "
+                    f"most {self._member_limit} bytes (its max_message_bytes)"
+                )
             future: asyncio.Future[list[pb.Result]] = loop.create_future()
             call = _Call(body, len(ops), future)
             self._pending.append(call)
@@ -201,11 +238,12 @@ class AsyncConnection:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
-        max_ops, max_bytes = self.options.max_batch_ops, self.options.max_batch_bytes
+        max_ops = self.options.max_batch_ops
         while not self._closed:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                max_bytes = self._max_bytes()
                 batch: list[_Call] = []
                 n_ops = n_bytes = 0
                 pending = self._pending
@@ -254,6 +292,9 @@ class AsyncConnection:
                 self._deliver(pb.BatchReply.FromString(data))
         except grpc.aio.AioRpcError as e:
             why = f"{e.code().name}: {e.details()}"
+            limit = _LIMIT.search(e.details() or "")
+            if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and limit:
+                self._member_limit = int(limit.group(2))
         except asyncio.CancelledError:
             return
         if self._stream is stream:
