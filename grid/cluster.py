@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,6 +163,8 @@ class LocalCluster:
                     os.killpg(m.process.pid, signal.SIGKILL)
                 m.process.wait(5)
         self.members.clear()
+        if self._own_log_dir:  # a temporary directory this cluster made: leave nothing behind
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -278,9 +278,9 @@ def _coerce(values: Mapping[str, Any]) -> dict[str, Any]:
                 v = float(v)
             elif f.type in ("str", str):
                 v = str(v)
+        except ConfigError as e:
+            raise ConfigError(f"{k}: {e}") from e
         except (TypeError, ValueError) as e:
-            if isinstance(e, ConfigError):
-                raise
             raise ConfigError(f"{k}: cannot use {v!r} ({e})") from e
         out[k] = v
     return out

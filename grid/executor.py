@@ -65,6 +65,7 @@ class BatchExecutor:
         if len(ops) > self.config.max_batch_ops:
             self.rejected += 1
             reply.status = pb.TOO_LARGE
+            reply.max_batch_ops = self.config.max_batch_ops
             reply.error = (
                 f"batch has {len(ops)} operations; max_batch_ops is {self.config.max_batch_ops}"
             )

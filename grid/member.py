@@ -96,6 +96,8 @@ class Member:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.service is not None:
+            self.service.end_idle_streams()
         await self._server.stop(grace)
         self._server = None
         self._stopped.set()

@@ -102,7 +102,7 @@ class Node:
         return local if self._mode == "sync" else AsyncLocalMap(local)
 
     def stats(self) -> dict[str, Any]:
-        if self._member.service is None:
+        if self._mode is None or self._member.service is None:
             raise RuntimeError("the node is not running")
         return stats_dict(self._member.service.stats_reply())
 

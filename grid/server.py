@@ -9,8 +9,10 @@ answers RESOURCE_EXHAUSTED before a byte of an oversized message is parsed.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -34,6 +36,8 @@ class GridService:
         self.address = address
         self.executor = BatchExecutor(store, config)
         self.started = time.monotonic()
+        self._idle_streams: set[asyncio.Task[Any] | None] = set()
+        self._stopping = False
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -62,17 +66,42 @@ class GridService:
 
     async def stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        """Replies in arrival order; the ids let a client pipeline many batches."""
+    ) -> None:
+        """Replies in arrival order; the ids let a client pipeline many batches.
+
+        While waiting for the next batch the stream is marked idle, so a shutdown can end
+        it at once instead of waiting out the grace period for a client that has nothing
+        more to send (a connected SDK keeps its stream open for its whole life).
+        """
+        task = asyncio.current_task()
+        idle = self._idle_streams
         execute = self.executor.execute
-        async for data in requests:
+        while not self._stopping:
+            idle.add(task)
+            try:
+                data = await context.read()
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                break  # our own shutdown cancelled the wait: end the RPC properly below
+            finally:
+                idle.discard(task)
+            if data is grpc.aio.EOF:
+                return
             request = self._parse(data)
             if request is None:
                 log.warning("malformed batch on stream", peer=context.peer(), size=len(data))
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
                 )
-            yield execute(request).SerializeToString()
+            await context.write(execute(request).SerializeToString())
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "member shutting down")
+
+    def end_idle_streams(self) -> None:
+        """For shutdown: streams waiting for input end now; busy ones after their reply."""
+        self._stopping = True
+        for task in list(self._idle_streams):
+            task.cancel()
 
     async def stats(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return self.stats_reply().SerializeToString()

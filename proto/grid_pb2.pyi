@@ -123,16 +123,18 @@ class BatchRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ...) -> None: ...
 
 class BatchReply(_message.Message):
-    __slots__ = ("id", "results", "status", "error")
+    __slots__ = ("id", "results", "status", "error", "max_batch_ops")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_OPS_FIELD_NUMBER: _ClassVar[int]
     id: int
     results: _containers.RepeatedCompositeFieldContainer[Result]
     status: Status
     error: str
-    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ...) -> None: ...
+    max_batch_ops: int
+    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ..., max_batch_ops: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -73,6 +73,10 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+class _Refused(Exception):
+    """The member refused the whole batch unapplied (over its max_batch_ops): send again."""
+
+
 class _Resplit(Exception):
     """The member's message limit was learned and this chunk no longer fits: split again."""
 
@@ -111,6 +115,7 @@ class AsyncConnection:
         self._next_id = 1
         self._closed = False
         self._member_limit = 0  # the member's max message size, once an error has told us
+        self._member_batch_ops = 0  # the member's max_batch_ops, once a refusal has told us
 
     # ---- public ------------------------------------------------------------------------------
     async def call(
@@ -171,9 +176,13 @@ class AsyncConnection:
             limit = min(limit, self._member_limit - FRAMING)
         return limit
 
+    def _max_ops(self) -> int:
+        limit = self.options.max_batch_ops
+        return min(limit, self._member_batch_ops) if self._member_batch_ops else limit
+
     def _split(self, ops: Sequence[pb.Op]) -> list[list[pb.Op]]:
         """Cut a call into chunks that fit one stream message each."""
-        max_ops, max_bytes = self.options.max_batch_ops, self._max_bytes()
+        max_ops, max_bytes = self._max_ops(), self._max_bytes()
         if (
             len(ops) <= max_ops
             and len(ops) * 64 < max_bytes
@@ -198,6 +207,8 @@ class AsyncConnection:
         body = pb.BatchRequest(ops=ops).SerializeToString()
         attempt = 0
         while True:
+            if len(ops) > self._max_ops():
+                raise _Resplit
             if self._member_limit and len(body) + FRAMING > self._member_limit:
                 if len(ops) > 1:
                     raise _Resplit
@@ -219,6 +230,8 @@ class AsyncConnection:
                 raise DeadlineExceeded(
                     f"no answer from {self.address} before the deadline"
                 ) from None
+            except _Refused:
+                continue  # not applied: resend at once, split to the limit now known
             except _Lost as lost:
                 if lost.sent and not idempotent:
                     raise Unavailable(
@@ -238,12 +251,11 @@ class AsyncConnection:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
-        max_ops = self.options.max_batch_ops
         while not self._closed:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                max_bytes = self._max_bytes()
+                max_ops, max_bytes = self._max_ops(), self._max_bytes()
                 batch: list[_Call] = []
                 n_ops = n_bytes = 0
                 pending = self._pending
@@ -303,6 +315,12 @@ class AsyncConnection:
     def _deliver(self, reply: pb.BatchReply) -> None:
         calls = self._inflight.pop(reply.id, None)
         if calls is None:
+            return
+        if reply.status == Status.TOO_LARGE and reply.max_batch_ops:
+            self._member_batch_ops = reply.max_batch_ops
+            for c in calls:
+                if not c.future.done():
+                    c.future.set_exception(_Refused())
             return
         if reply.status != Status.OK:
             error = error_for(reply.status, reply.error)

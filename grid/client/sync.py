@@ -19,6 +19,7 @@ from grid.client.aio import AsyncClient, AsyncMap, EntryView
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
 from grid.client.keys import Duration, Key
+from grid.errors import Unavailable
 from replication.hlc import Version
 
 T = TypeVar("T")
@@ -33,6 +34,9 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.loop.is_closed() or not self._thread.is_alive():
+            coro.close()
+            raise Unavailable("the client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:

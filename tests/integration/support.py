@@ -1,0 +1,174 @@
+"""Helpers shared by the integration tests: polling, raw gRPC, async bridges, canaries.
+
+Nothing here mocks a grid component: the raw gRPC helpers speak the wire
+contract (proto/grid.proto) to a real member, and the async bridge runs the
+real AsyncClient/AsyncLocalMap on an event loop owned by the test thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+import grid
+from grid.cluster import is_serving
+from proto import grid_pb2 as pb
+
+T = TypeVar("T")
+
+EXECUTE = "/grid.v1.Grid/Execute"
+STREAM = "/grid.v1.Grid/Stream"
+STATS = "/grid.v1.Grid/Stats"
+
+
+# ---- polling -------------------------------------------------------------------------------------
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def wait_paused(pid: int, timeout: float = 5.0) -> None:
+    """Wait until a process stopped by SIGSTOP is really stopped (state T in /proc)."""
+
+    def stopped() -> bool:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+    wait_until(stopped, timeout, 0.005, what=f"process {pid} to stop")
+
+
+# ---- raw gRPC ------------------------------------------------------------------------------------
+def raw_channel(address: str, max_message: int = 64 * 1024 * 1024) -> grpc.Channel:
+    """A plain channel with no (de)serializers: requests and replies are bytes."""
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_send_message_length", max_message),
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.enable_retries", 0),
+        ],
+    )
+
+
+def execute_bytes(address: str, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to Execute; raises grpc.RpcError on a non-OK gRPC status."""
+    with raw_channel(address) as ch:
+        return ch.unary_unary(EXECUTE)(data, timeout=timeout)
+
+
+def execute(address: str, ops: Sequence[pb.Op], request_id: int = 1) -> pb.BatchReply:
+    """One BatchRequest through the unary Execute method."""
+    data = pb.BatchRequest(id=request_id, ops=ops).SerializeToString()
+    return pb.BatchReply.FromString(execute_bytes(address, data))
+
+
+def raw_stats(address: str, timeout: float = 3.0) -> pb.StatsReply:
+    with raw_channel(address) as ch:
+        return pb.StatsReply.FromString(
+            ch.unary_unary(STATS)(pb.StatsRequest().SerializeToString(), timeout=timeout)
+        )
+
+
+def assert_member_healthy(address: str) -> pb.StatsReply:
+    """The member answers its health check (SERVING) and Stats; returns the stats."""
+    assert is_serving(address, timeout=3.0), f"member at {address} is not SERVING"
+    return raw_stats(address)
+
+
+class Canary:
+    """Known data written before a hostile request and checked unchanged after it."""
+
+    MAP = "canary"
+
+    def __init__(self, address: str, tag: str, n: int = 20) -> None:
+        self.address = address
+        self.items = {f"{tag}:{i}": {"i": i, "tag": tag, "blob": "c" * i} for i in range(n)}
+        self.counter = f"{tag}:counter"
+
+    def write(self) -> None:
+        with grid.Client(self.address, timeout=5) as client:
+            m = client.map(self.MAP)
+            m.put_many(self.items)
+            m.delete(self.counter)
+            assert m.incr(self.counter, 7) == 7
+
+    def check(self) -> None:
+        """Member up, and every canary entry still holds exactly what was written."""
+        assert_member_healthy(self.address)
+        with grid.Client(self.address, timeout=5) as client:
+            m = client.map(self.MAP)
+            assert m.get_many(self.items) == self.items
+            assert m.get(self.counter) == 7
+
+
+# ---- asyncio from a synchronous test -------------------------------------------------------------
+class AsyncRunner:
+    """An event loop owned by the test thread: `run(coro)` drives it until coro is done.
+
+    pytest-asyncio is not a dependency, so async fixtures live on this loop. Between
+    `run` calls the loop is idle, which is what a quiet asyncio service looks like too.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        tasks = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
+async def _collect(agen: AsyncIterator[T]) -> list[T]:
+    return [item async for item in agen]
+
+
+class BlockingMap:
+    """The blocking map API over an AsyncMap or AsyncLocalMap, driven on an AsyncRunner.
+
+    Lets the scenario functions in grid/scenarios.py (written against the blocking API)
+    run unchanged through the asyncio flavours.
+    """
+
+    def __init__(self, amap: Any, runner: AsyncRunner) -> None:
+        self._m = amap
+        self._runner = runner
+        self.name = amap.name
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._m, attr)
+        if attr == "scan":
+
+            def scan(count: int = 0) -> Iterator[Any]:
+                return iter(self._runner.run(_collect(target(count))))
+
+            return scan
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._runner.run(target(*args, **kwargs))
+
+        return call

@@ -1,0 +1,199 @@
+"""grid.Node: a full member inside the test process, used directly and over gRPC.
+
+The embedded maps read and write the member's store in the caller's thread;
+remote clients reach the same store through the member's gRPC server at
+`node.address`. Both must see one consistent map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import grid
+from tests.integration.support import AsyncRunner, assert_member_healthy, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_sync_node_lifecycle_and_map_ops(no_grid_env: None) -> None:
+    """`with grid.Node(port=0)`: a serving member with blocking maps; stopped on exit."""
+    n = grid.Node(port=0)
+    with pytest.raises(RuntimeError, match="start the node first"):
+        n.map("m")
+    with n as node:
+        host, port = node.address.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        assert node.name
+        assert_member_healthy(node.address)
+        with pytest.raises(RuntimeError, match="already running"):
+            node.open()
+        m = node.map("m")
+        assert isinstance(m, grid.LocalMap)
+        assert m.get("k") is None
+        version = m.put("k", {"v": 1}, ttl=60)
+        assert isinstance(version, grid.Version)
+        assert m.get("k") == {"v": 1}
+        assert 59 < (m.ttl("k") or 0) <= 60
+        assert m.incr("c", 3) == 3 and m.decr("c") == 2
+        assert m.put_if_absent("k", 2) is False
+        assert m.compare_and_set("k", version, {"v": 2}) is True
+        assert m.get_many(["k", "c", "x"]) == {"k": {"v": 2}, "c": 2}
+        assert sorted(m.scan()) == ["c", "k"]
+        address = node.address
+    assert not grid.cluster.is_serving(address, timeout=0.5)
+    with pytest.raises(RuntimeError, match="start the node first"):
+        n.map("m")
+
+
+def test_async_node_with_async_client_on_the_same_loop(no_grid_env: None) -> None:
+    """`async with grid.Node(port=0)`: async maps, and an AsyncClient on the same loop sees them."""
+
+    async def main() -> None:
+        async with grid.Node(port=0) as node:
+            m = node.map("m")
+            assert isinstance(m, grid.AsyncLocalMap)
+            await m.put("local", [1, 2])
+            assert await m.incr("c", 5) == 5
+            async with grid.AsyncClient(node.address, timeout=5) as client:
+                r = client.map("m")
+                assert await r.get("local") == [1, 2]
+                assert await r.incr("c") == 6
+                await r.put("remote", "x", ttl=30)
+            assert await m.get("remote") == "x"
+            assert await m.get("c") == 6
+            assert 29 < (await m.ttl("remote") or 0) <= 30
+            assert sorted([k async for k in m.scan()]) == ["c", "local", "remote"]
+            address = node.address
+        assert not grid.cluster.is_serving(address, timeout=0.5)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_async_node_fixture(aio: AsyncRunner, async_node: grid.Node) -> None:
+    """`await node.start()` on a loop owned by the test: maps are coroutines."""
+    m = async_node.map("m")
+    aio.run(m.put_many({"a": 1, "b": 2}))
+    assert aio.run(m.get_many(["a", "b", "c"])) == {"a": 1, "b": 2}
+    assert aio.run(m.size()) == 2
+
+
+def test_remote_client_sees_embedded_data(node: grid.Node) -> None:
+    """Writes through node.map are visible to a Client at node.address, and the reverse."""
+    local = node.map("shared")
+    local.put_many({f"k{i}": i for i in range(50)}, ttl=100)
+    local.put("doc", {"a": [1, 2]})
+    with grid.Client(node.address, timeout=5) as client:
+        remote = client.map("shared")
+        assert remote.get_many([f"k{i}" for i in range(50)]) == {f"k{i}": i for i in range(50)}
+        assert remote.get("doc") == {"a": [1, 2]}
+        assert 99 < (remote.ttl("k7") or 0) <= 100
+        e_local, e_remote = local.get_entry("doc"), remote.get_entry("doc")
+        assert e_local is not None and e_remote is not None
+        assert e_local.version == e_remote.version  # one store, one version
+        assert remote.compare_and_set("doc", e_local.version, "new") is True
+        remote.delete("k0")
+        remote.put("from-remote", b"\x00")
+        assert remote.size() == local.size() == 51
+    assert local.get("doc") == "new"
+    assert local.get("k0") is None
+    assert local.get("from-remote") == b"\x00"
+
+
+def test_threads_and_remote_client_keep_counters_exact(node: grid.Node) -> None:
+    """4 threads on the embedded map and 2 threads on a remote Client hammer one counter:
+    the total is exact, and every thread's own keys hold what it wrote."""
+    local_rounds, remote_rounds = 1500, 300
+    m = node.map("hammer")
+    start = threading.Barrier(6, timeout=10)
+
+    with grid.Client(node.address, timeout=10) as client:
+        remote = client.map("hammer")
+
+        def embedded(t: int) -> int:
+            start.wait()
+            for i in range(local_rounds):
+                m.incr("total")
+                m.put(f"e{t}:{i % 50}", i)
+            return m.get(f"e{t}:49")
+
+        def over_grpc(t: int) -> int:
+            start.wait()
+            for i in range(remote_rounds):
+                remote.incr("total")
+                remote.incr(f"r{t}")
+                remote.put(f"r{t}:{i % 20}", i)
+            return remote.get(f"r{t}")
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(embedded, t) for t in range(4)]
+            futures += [pool.submit(over_grpc, t) for t in range(2)]
+            results = [f.result(timeout=90) for f in futures]
+
+        expected_total = 4 * local_rounds + 2 * remote_rounds
+        assert results == [local_rounds - 1] * 4 + [remote_rounds] * 2
+        assert m.get("total") == expected_total
+        assert remote.get("total") == expected_total
+        assert m.get_many([f"e0:{i}" for i in range(50)]) == {
+            f"e0:{i}": local_rounds - 50 + i for i in range(50)
+        }
+        assert m.size() == 1 + 4 * 50 + 2 * (20 + 1)
+
+
+def test_node_stats(node: grid.Node) -> None:
+    """node.stats(): identity, per-map counters for embedded ops, requests for remote batches."""
+    m = node.map("st")
+    m.put("a", 1)
+    m.get("a")
+    m.get("missing")
+    m.delete("a")
+    st = node.stats()
+    assert st["member"] == node.name and st["address"] == node.address
+    assert st["version"] == grid.__version__ and st["partitions"] == 271
+    assert st["max_memory"] == 0 and st["eviction_policy"] == "lru"
+    (ms,) = [x for x in st["maps"] if x["name"] == "st"]
+    assert (ms["puts"], ms["hits"], ms["misses"], ms["deletes"], ms["entries"]) == (1, 1, 1, 1, 0)
+    assert ms["hit_ratio"] == 0.5
+    with grid.Client(node.address) as client:
+        client.map("st").get_many(["x", "y", "z"])
+        after = node.stats()
+        assert after["requests"] == st["requests"] + 1
+        assert after["operations"] == st["operations"] + 3
+        assert client.stats()["member"] == node.name
+
+
+def test_node_options_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node(**options) beats GRID_* environment, which beats defaults; config= is honoured."""
+    for key in [k for k in os.environ if k.startswith("GRID_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("GRID_MAX_MEMORY", "2MB")
+    monkeypatch.setenv("GRID_EVICTION_POLICY", "random")
+    with grid.Node(port=0, eviction_policy="lfu") as node:
+        st = node.stats()
+        assert (st["max_memory"], st["eviction_policy"]) == (2_000_000, "lfu")
+    cfg = grid.Config(port=0, max_memory=1_000_000, eviction_policy="volatile-ttl")
+    with grid.Node(cfg, max_memory="3MB") as node:
+        st = node.stats()
+        assert (st["max_memory"], st["eviction_policy"]) == (3_000_000, "volatile-ttl")
+    with pytest.raises(grid.ConfigError, match="eviction_policy"):
+        grid.Node(port=0, eviction_policy="sometimes")
+
+
+def test_embedded_active_expiry_reclaims_unread_entries(no_grid_env: None) -> None:
+    """Entries with a TTL that nobody reads are removed by the member's sweep, not just lazily."""
+    with grid.Node(port=0, expiry_sweep_interval_ms=20) as node:
+        m = node.map("exp")
+        m.put_many({f"k{i}": i for i in range(200)}, ttl=0.2)
+        m.put("keep", 1)
+
+        def reclaimed() -> bool:
+            return node.stats()["total"]["entries"] == 1
+
+        wait_until(reclaimed, timeout=5, what="the expiry sweep")
+        (ms,) = node.stats()["maps"]
+        assert ms["expirations"] == 200
+        assert m.get("keep") == 1
