@@ -159,6 +159,43 @@ class Config:
         parse=parse_size,
     )
     scan_page: int = _opt(100, "Keys per scan page when the client does not say (Redis's COUNT).")
+    # --- membership (issue 3) -----------------------------------------------------------------
+    cluster_name: str = _opt(
+        "grid",
+        "Members only admit members with the same cluster name (and partition count), so two "
+        "clusters on one network never merge by accident.",
+    )
+    seeds: str = _opt(
+        "",
+        "Comma-separated host:port gossip addresses of members to join through. Empty: start a "
+        "new cluster (or wait to be joined).",
+    )
+    discovery_dns: str = _opt(
+        "",
+        "A DNS name resolving to the members' addresses (a Kubernetes headless service), "
+        "re-resolved while this member has no peers. Combined with seeds.",
+    )
+    gossip_host: str = _opt(
+        "",
+        "Address the membership transport (UDP + TCP) binds. Empty: the same as host.",
+    )
+    gossip_port: int = _opt(
+        0,
+        "Port of the membership transport (UDP and TCP). 0: the gRPC port + 1000 (6701 by "
+        "default), so a member needs one setting for its ports.",
+    )
+    zone: str = _opt("", "Failure zone (rack, availability zone) announced to other members.")
+    secret: str = _opt(
+        "",
+        "Shared secret authenticating every membership message (HMAC). Members with another "
+        "secret are never admitted. Empty: messages are not authenticated (loopback/dev only).",
+    )
+    encryption_keys: str = _opt(
+        "",
+        "Comma-separated base64 AES-GCM keys (16, 24 or 32 bytes). The first encrypts; all "
+        "decrypt, so keys rotate without downtime: add the new key second everywhere, then "
+        "make it first, then remove the old. Empty: no encryption.",
+    )
     # --- persistence (issue 4) ----------------------------------------------------------------
     data_dir: str = _opt(
         "",
@@ -170,6 +207,11 @@ class Config:
         "always (group commit; a write is acknowledged after fsync), interval (fsync every "
         "second: a crash loses at most the last second), never (leave it to the OS).",
         choices=FSYNC_POLICIES,
+    )
+    snapshot_ratio: float = _opt(
+        2.0,
+        "Snapshot a partition when its log exceeds this multiple of its live data, so "
+        "recovery replays at most about that much and the disk holds about that much.",
     )
     # --- runtime -------------------------------------------------------------------------------
     shutdown_grace_s: float = _opt(

@@ -49,6 +49,16 @@ class GridStub:
                 request_serializer=proto_dot_grid__pb2.StatsRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.StatsReply.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/grid.v1.Grid/Members',
+                request_serializer=proto_dot_grid__pb2.MembersRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.MembersReply.FromString,
+                _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/grid.v1.Grid/Backup',
+                request_serializer=proto_dot_grid__pb2.BackupRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.BackupReply.FromString,
+                _registered_method=True)
 
 
 class GridServicer:
@@ -72,6 +82,18 @@ class GridServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GridServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +111,16 @@ def add_GridServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=proto_dot_grid__pb2.StatsRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.StatsReply.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=proto_dot_grid__pb2.MembersRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.MembersReply.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=proto_dot_grid__pb2.BackupRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.BackupReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +204,60 @@ class Grid:
             '/grid.v1.Grid/Stats',
             proto_dot_grid__pb2.StatsRequest.SerializeToString,
             proto_dot_grid__pb2.StatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/Members',
+            proto_dot_grid__pb2.MembersRequest.SerializeToString,
+            proto_dot_grid__pb2.MembersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/Backup',
+            proto_dot_grid__pb2.BackupRequest.SerializeToString,
+            proto_dot_grid__pb2.BackupReply.FromString,
             options,
             channel_credentials,
             insecure,
