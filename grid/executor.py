@@ -9,10 +9,11 @@ it, so a client cannot make the member allocate maps by reading random names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from grid import logs
 from grid.config import Config
+from grid.durability import DISK_FULL_WRITE, Durability
 from grid.errors import GridError, InvalidArgument, Status
 from grid.store import Store
 from grid.store.recordmap import RecordMap
@@ -30,6 +31,8 @@ class BatchExecutor:
         "_handlers",
         "_reply_budget",
         "config",
+        "durability",
+        "last_token",
         "operations",
         "rejected",
         "requests",
@@ -44,6 +47,8 @@ class BatchExecutor:
         self.rejected = 0
         self._empty = RecordMap("", 0)
         self._reply_budget = 0
+        self.durability: Durability | None = None  # set by the member when it has a data_dir
+        self.last_token = 0  # log token of the last batch's changes (0: none)
         self._handlers: dict[int, Handler] = {
             pb.GET: BatchExecutor._get,
             pb.PUT: BatchExecutor._put,
@@ -94,6 +99,10 @@ class BatchExecutor:
                     log.exception("operation failed", code=op.code, map=op.map)
                     r.status = pb.UNAVAILABLE
                     r.error = f"internal error: {type(e).__name__}: {e}"
+            if self.durability is not None:
+                self.last_token = self.durability.flush()
+                if self.durability.write_failed:
+                    fail_writes(ops, results, DISK_FULL_WRITE)
         return reply
 
     def _spend(self, size: int) -> bool:
@@ -198,6 +207,17 @@ class BatchExecutor:
         rmap = self._read_map(op.map)
         self.store.check_key(op.key)
         r.count = int(rmap is not self._empty and self.store.touch(rmap, op.key, now))
+
+
+WRITES = frozenset({pb.PUT, pb.DELETE, pb.EXPIRE, pb.INCR, pb.CLEAR})
+
+
+def fail_writes(ops: Sequence[pb.Op], results: Sequence[pb.Result], why: str) -> None:
+    """Turn the successful writes of a batch into UNAVAILABLE (they did not reach disk)."""
+    for op, r in zip(ops, results, strict=True):
+        if op.code in WRITES and r.status == pb.OK:
+            r.status = pb.UNAVAILABLE
+            r.error = why
 
 
 assert {s.name: s.value for s in Status} == dict(pb.Status.items()), "Status drifted from proto"

@@ -31,9 +31,9 @@ class LocalMap:
         self, store: Store, name: str, codec: str | Codec = "msgpack", raw_keys: bool = False
     ) -> None:
         self._store = store
-        self._lock = store.lock
+        self._lock = store.guard
         self._clock = store.clock
-        with self._lock:
+        with store.lock:
             self._rmap = store.map(name)
         self.name = name
         self.codec = resolve(codec)

@@ -21,4 +21,8 @@ def stats_dict(reply: pb.StatsReply) -> dict[str, Any]:
         m["hit_ratio"] = m["hits"] / lookups if lookups else 0.0
     for k in ("max_memory", "requests", "operations", "rejected"):
         d[k] = int(d[k])
+    persistence = d.get("persistence", {})
+    for f in pb.PersistenceStats.DESCRIPTOR.fields:
+        if f.type == f.TYPE_UINT64 and f.name in persistence:
+            persistence[f.name] = int(persistence[f.name])
     return d

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from random import Random
+from typing import Any
 
 import msgpack
 
@@ -35,6 +36,11 @@ from partitioning.keys import partition_of
 from replication.hlc import HybridClock
 
 ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION = 0, 1, 2, 3  # proto Condition values
+# What a sink is told about each applied change (the persistence record ops).
+PUT, DELETE, EXPIRED, INCR, EVICTED, CLEAR = 1, 2, 3, 4, 5, 6
+Sink = Callable[[int, int, str, bytes, "bytes | None", int, int, int, int], None]
+"""sink(partition, op, map, key, value, ts, member, expire_at, max_idle): called under the
+store lock for every change the store applied, in order, with the resulting state."""
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_MAP_NAME = 255
 MAX_SCAN_PAGE = 10_000
@@ -68,6 +74,9 @@ class Store:
         self.clock = clock
         self.rng = rng or Random()
         self.lock = threading.Lock()
+        # What embedded maps hold around an operation: the lock, or a durable guard that
+        # also flushes to the log (grid/durability.py).
+        self.guard: Any = self.lock
         self.maps: dict[str, RecordMap] = {}
         self.all = SlotList("slot")
         self.volatile = SlotList("vslot")
@@ -81,6 +90,9 @@ class Store:
             self.rng,
             config.lfu_decay_minutes,
         )
+        self.sink: Sink | None = None  # persistence (and later replication) listen here
+        # Called before any client write touches memory; raises to refuse it (disk full).
+        self.write_gate: Callable[[], None] | None = None
         self._lfu = config.eviction_policy == "lfu"
         self._decay_ms = config.lfu_decay_minutes * 60_000
         self._log_factor = config.lfu_log_factor
@@ -212,12 +224,15 @@ class Store:
         expected: tuple[int, int] | None = None,
     ) -> Entry:
         """Write a value; returns the stored entry (its ts/member are the new version)."""
+        if self.write_gate is not None:
+            self.write_gate()
         self.check_key(key)
         self._check_value(value)
         if ttl_ms or max_idle_ms:
             self._check_ms("ttl", ttl_ms)
             self._check_ms("max_idle", max_idle_ms)
-        part = rmap.parts[partition_of(key, self.partitions)]
+        p = partition_of(key, self.partitions)
+        part = rmap.parts[p]
         e = part.get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
@@ -266,19 +281,28 @@ class Store:
         self.used += new_size
         stats.bytes += new_size
         stats.puts += 1
+        if self.sink is not None:
+            self.sink(p, PUT, rmap.name, key, value, e.ts, e.member, e.expire_at, e.max_idle)
         return e
 
     def delete(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+        if self.write_gate is not None:
+            self.write_gate()
         self.check_key(key)
         e = self._live(rmap, key, now)
         if e is None:
             return False
-        self._unlink(e)
+        p = self._unlink(e)
         rmap.stats.deletes += 1
+        if self.sink is not None:
+            v = self.hlc.tick()
+            self.sink(p, DELETE, rmap.name, key, None, v.ts, v.member, 0, 0)
         return True
 
     def expire(self, rmap: RecordMap, key: bytes, ttl_ms: int, now: int) -> bool:
         """Set a new TTL from now (0 removes it, like Redis's PERSIST). A write: new version."""
+        if self.write_gate is not None:
+            self.write_gate()
         self.check_key(key)
         self._check_ms("ttl", ttl_ms)
         e = self._live(rmap, key, now)
@@ -294,6 +318,7 @@ class Store:
             rmap.stats.bytes += delta
         ts = self.hlc.tick()
         e.ts, e.member = ts.ts, ts.member
+        self._emit(PUT, e)
         return True
 
     def incr(self, rmap: RecordMap, key: bytes, delta: int, ttl_ms: int, now: int) -> int:
@@ -302,6 +327,8 @@ class Store:
         The TTL applies only on creation, which is what a fixed-window rate limiter
         needs: the window starts with the first hit and later hits do not extend it.
         """
+        if self.write_gate is not None:
+            self.write_gate()
         self.check_key(key)
         self._check_ms("ttl", ttl_ms)
         if not INT64_MIN <= delta <= INT64_MAX:
@@ -325,21 +352,45 @@ class Store:
             self.used += grow
             rmap.stats.bytes += grow
             rmap.stats.puts += 1
+            self._emit(INCR, e)
         return result
 
     def clear(self, rmap: RecordMap) -> int:
+        if self.write_gate is not None:
+            self.write_gate()
         removed = 0
-        for part in rmap.parts:
+        v = self.hlc.tick()
+        for p, part in enumerate(rmap.parts):
+            if not part:
+                continue
             for e in list(part.values()):
                 self._unlink(e)
                 removed += 1
+            if self.sink is not None:
+                self.sink(p, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
         rmap.stats.deletes += removed
         return removed
 
     # ---- removal, eviction, expiry ----------------------------------------------------------
-    def _unlink(self, e: Entry) -> None:
+    def _emit(self, op: int, e: Entry) -> None:
+        if self.sink is not None:
+            self.sink(
+                partition_of(e.key, self.partitions),
+                op,
+                e.rmap.name,
+                e.key,
+                e.value if op in (PUT, INCR) else None,
+                e.ts,
+                e.member,
+                e.expire_at,
+                e.max_idle,
+            )
+
+    def _unlink(self, e: Entry) -> int:
+        """Remove the entry from every structure; returns its partition."""
         rmap = e.rmap
-        del rmap.parts[partition_of(e.key, self.partitions)][e.key]
+        p = partition_of(e.key, self.partitions)
+        del rmap.parts[p][e.key]
         volatile = e.vslot >= 0
         if volatile:
             self.volatile.remove(e)
@@ -349,10 +400,12 @@ class Store:
         stats = rmap.stats
         stats.bytes -= size
         stats.entries -= 1
+        return p
 
     def remove_expired(self, e: Entry) -> None:
         self._unlink(e)
         e.rmap.stats.expirations += 1
+        self._emit(EXPIRED, e)
 
     def _reserve(self, need: int, now: int, protect: Entry | None) -> None:
         """Evict until `need` more bytes fit under max_memory, or raise OutOfMemory."""
@@ -374,12 +427,42 @@ class Store:
                 )
             self._unlink(victim)
             victim.rmap.stats.evictions += 1
+            self._emit(EVICTED, victim)
 
     def expire_cycle(self, budget_ms: float | None = None) -> int:
         """One active expiry cycle (see grid/store/expiry.py). Takes the lock."""
         budget = self.config.expiry_sweep_budget_ms if budget_ms is None else budget_ms
         with self.lock:
             return expire_cycle(self, self.clock(), budget, _monotonic_ms)
+
+    def restore(
+        self,
+        rmap: RecordMap,
+        key: bytes,
+        value: bytes,
+        ts: int,
+        member: int,
+        expire_at: int,
+        max_idle: int,
+        now: int,
+    ) -> None:
+        """Load a recovered entry as it was (its own version; last access = now).
+
+        Not reported to the sink: it is already on disk. Memory is reserved like any
+        write, so a data directory bigger than max_memory is cut down by the policy.
+        """
+        volatile = bool(expire_at or max_idle)
+        size = _size(key, value, volatile)
+        self._reserve(size, now, None)
+        e = Entry(key, value, ts, member, expire_at, max_idle, now, LFU_INIT, rmap)
+        rmap.parts[partition_of(key, self.partitions)][key] = e
+        self.all.add(e)
+        if volatile:
+            self.volatile.add(e)
+        rmap.stats.entries += 1
+        rmap.stats.bytes += size
+        self.used += size
+        self.hlc.observe(ts)
 
     # ---- introspection ------------------------------------------------------------------------
     def totals(self) -> MapStats:

@@ -1,0 +1,391 @@
+"""Durability: the member's store on disk, through the persistence library.
+
+How a write becomes durable
+===========================
+
+The store reports every change it applies to a *sink* (grid/store/store.py),
+under the store lock and in order: puts and counter results as their new
+state, deletes as tombstones, TTL changes as puts with the new expiry,
+evictions and expirations as removals, clears per partition. This module is
+that sink. It buffers the changes per partition and `flush()` (called at the
+end of every batch, still under the lock) gives each its partition's next
+sequence number and appends them to the partition's log as one frame: one
+write syscall per partition touched by the batch, however many operations.
+
+When the client's answer waits for the disk depends on `fsync`:
+
+- always: the batch's reply is held until an fsync covers its log token. One
+  background task runs fsync after fsync in a worker thread; everything
+  appended while one fsync runs is covered by the next (group commit), so 64
+  concurrent writers share a handful of fsyncs, not 64.
+- interval (default): the same task fsyncs once a second. kill -9 loses
+  nothing (every append is in the kernel before the reply); a power cut loses
+  at most the last second.
+- never: the kernel writes back when it likes; a clean stop still fsyncs.
+
+Snapshots: every few seconds the member looks for partitions whose log is
+over `snapshot_ratio` times their share of live data, copies such a
+partition's entries under the lock (microseconds to a few milliseconds),
+rolls its log, and writes the snapshot in a worker thread while writes go
+on. The partition's share of live data is the member's live bytes / P: keys
+spread evenly over partitions by hash, and an exact per-partition count
+would cost every write.
+
+Disk full: an append or fsync that fails with ENOSPC marks the member
+`disk_full`. Writes are then refused with UNAVAILABLE before they touch
+memory (reads go on); the failed batch's changes are applied in memory but
+not on disk, so the affected partitions are re-persisted by a snapshot as
+soon as space returns (a repair task retries every second), and then writes
+resume. Nothing on disk is corrupted: the library cuts a failed append back
+to the last whole frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import persistence
+from grid import logs
+from grid.config import Config
+from grid.errors import Unavailable
+from grid.store import Store
+from grid.store.store import CLEAR, DELETE, INCR, PUT
+from persistence import DiskFull, FsyncPolicy, Log, should_snapshot
+
+log = logs.get("grid.durability")
+
+SNAPSHOT_CHECK_S = 2.0
+MIN_SNAPSHOT_LOG_BYTES = 1 << 20  # never snapshot a partition for less than 1 MiB of log
+SYNC_THREADS = 8  # parallel per-partition fsyncs commit together in the journal
+CLIENT_WRITES = frozenset({PUT, DELETE, INCR, CLEAR})
+DISK_FULL_WRITE = (
+    "disk full: this write is applied in memory but not on disk; writes are refused "
+    "until space returns"
+)
+
+
+@dataclass
+class Counters:
+    snapshots: int = 0
+    fsyncs: int = 0
+    last_error: str = ""
+
+
+class Durability:
+    def __init__(self, config: Config, store: Store, clock: Callable[[], int]) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.policy = FsyncPolicy(config.fsync)
+        self.log = Log.open(
+            persistence.Config(
+                data_dir=Path(config.data_dir),
+                fsync=self.policy,
+                snapshot_ratio=config.snapshot_ratio,
+            )
+        )
+        self._pending: dict[int, list[tuple[Any, ...]]] = {}
+        self._seq: dict[int, int] = {}
+        self._needs_snapshot: set[int] = set()  # partitions whose disk state is behind
+        self.disk_full = False
+        self.write_failed = False  # the last flush lost a client's write (disk full)
+        self.counters = Counters()
+        self.report: persistence.MemberRecoveryReport | None = None
+        self.entries_recovered = 0
+        self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="grid-fsync")
+        self._durable_changed: asyncio.Event | None = None
+        self._work = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- start: recovery ---------------------------------------------------------------------
+    def recover(self) -> persistence.MemberRecoveryReport:
+        """Load every partition on disk into the store, then start journaling."""
+        store = self.store
+        now = self.clock()
+        states, report = self.log.recover(now)
+        store.sink = self._record  # evictions while loading are logged like any other
+        store.write_gate = self.check_writable
+        loaded = 0
+        for p, state in states.items():
+            self._seq[p] = state.seq
+            for name, entries in state.maps.items():
+                rmap = store.map(name)
+                for key, (value, ts, member, expire_at, max_idle) in entries.items():
+                    if value is None:  # a tombstone: the key is deleted
+                        store.hlc.observe(ts)
+                        continue
+                    store.restore(rmap, key, value, ts, member, expire_at, max_idle, now)
+                    loaded += 1
+        self.flush()
+        self.report = report
+        self.entries_recovered = loaded
+        log.info(
+            "recovery done",
+            data_dir=self.config.data_dir,
+            entries=loaded,
+            summary=report.summary(),
+            problems=report.problems or None,
+        )
+        return report
+
+    def start(self) -> None:
+        """Background work: fsync (always/interval), snapshots, disk-full repair."""
+        self._durable_changed = asyncio.Event()
+        if self.policy is not FsyncPolicy.NEVER:
+            self._tasks.append(asyncio.create_task(self._sync_loop(), name="grid-fsync"))
+        self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="grid-snapshot"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with self.store.lock:
+            self.flush()
+            if self.disk_full:
+                log.error("stopping with the disk full: the last writes are not on disk")
+            try:
+                self.log.close()  # fsyncs everything, whatever the policy
+            except OSError as e:
+                log.error("closing the log failed", error=str(e))
+        self._pool.shutdown(wait=True)
+
+    # ---- the write path ----------------------------------------------------------------------
+    def _record(
+        self,
+        partition: int,
+        op: int,
+        map_name: str,
+        key: bytes,
+        value: bytes | None,
+        ts: int,
+        member: int,
+        expire_at: int,
+        max_idle: int,
+    ) -> None:
+        """The store's sink: buffer one change (under the store lock)."""
+        pending = self._pending.get(partition)
+        if pending is None:
+            pending = self._pending[partition] = []
+        pending.append((op, map_name, key, value, ts, member, expire_at, max_idle))
+
+    def check_writable(self) -> None:
+        """Refuse a write before it touches memory while the disk is full."""
+        if self.disk_full:
+            raise Unavailable(
+                "disk full: writes are refused until space returns (reads go on); "
+                f"data_dir {self.config.data_dir}"
+            )
+
+    def flush(self) -> int:
+        """Append what the store changed since the last flush; return the log token of
+        this flush's appends (0 if it appended nothing).
+
+        Caller holds the store lock, so sequence numbers follow the order of changes.
+        Never raises: when an append fails (disk full), `write_failed` says whether a
+        client's write was among the changes lost (removals by expiry or eviction are
+        not a client's write); those partitions are re-persisted by a snapshot from
+        memory once space returns.
+        """
+        self.write_failed = False
+        pending = self._pending
+        if not pending:
+            return 0
+        self._pending = {}
+        token = 0
+        for p, changes in pending.items():
+            if p not in self._needs_snapshot:
+                seq = self._seq.get(p, 0)
+                records = [(seq := seq + 1, *c) for c in changes]
+                try:
+                    token = self.log.append(p, records)
+                    self._seq[p] = seq
+                    continue
+                except DiskFull:
+                    self._disk_trouble([p], "append failed: no space left on the device")
+                except OSError as e:  # EIO and friends: the same treatment, louder
+                    log.error("log append failed", partition=p, error=str(e))
+                    self._disk_trouble([p], f"append failed: {e}")
+            if any(c[0] in CLIENT_WRITES for c in changes):
+                self.write_failed = True
+        if token:
+            self._work.set()
+        return token
+
+    def _disk_trouble(self, partitions: list[int], why: str) -> None:
+        if not self.disk_full:
+            log.error("disk full: refusing writes", data_dir=self.config.data_dir, why=why)
+        self.disk_full = True
+        self.counters.last_error = why
+        self._needs_snapshot.update(partitions)
+
+    @property
+    def holds_replies(self) -> bool:
+        return self.policy is FsyncPolicy.ALWAYS
+
+    async def wait_durable(self, token: int) -> None:
+        """Under `always`, return once an fsync covers `token` (immediately otherwise)."""
+        if self.policy is not FsyncPolicy.ALWAYS:
+            return
+        assert self._durable_changed is not None
+        while self.log.durable_token < token:
+            if self.disk_full:
+                raise Unavailable("disk full: the write could not be made durable")
+            self._work.set()
+            await self._durable_changed.wait()
+
+    def commit_blocking(self, token: int) -> None:
+        """The same for embedded callers in other threads: fsync in the caller's thread."""
+        if self.policy is FsyncPolicy.ALWAYS and self.log.durable_token < token:
+            try:
+                self.log.sync(self._pool)
+            except (DiskFull, OSError) as e:
+                raise Unavailable(f"disk full: the write could not be made durable ({e})") from e
+
+    # ---- background work -----------------------------------------------------------------------
+    async def _sync_loop(self) -> None:
+        interval = self.policy is FsyncPolicy.INTERVAL
+        assert self._durable_changed is not None
+        while True:
+            if interval:
+                await asyncio.sleep(self.log.config.fsync_interval_s)
+            else:
+                await self._work.wait()
+            self._work.clear()
+            if self.log.durable_token >= self.log.token:
+                continue
+            try:
+                await asyncio.to_thread(self.log.sync, self._pool)
+                self.counters.fsyncs += 1
+            except DiskFull as e:
+                self._disk_trouble(list(e.partitions), f"fsync failed: {e}")
+            except OSError as e:
+                self._disk_trouble(self.log.partitions(), f"fsync failed: {e}")
+            event, self._durable_changed = self._durable_changed, asyncio.Event()
+            event.set()  # wake every waiter; they re-check their token
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0 if self.disk_full else SNAPSHOT_CHECK_S)
+            try:
+                if self._needs_snapshot:
+                    await self._repair()
+                else:
+                    await self.snapshot_due()
+            except Exception as e:  # keep the loop alive; the next round retries
+                log.exception("snapshot round failed", error=str(e))
+
+    async def _repair(self) -> None:
+        """Re-persist partitions whose changes did not reach the disk; then allow writes."""
+        for p in sorted(self._needs_snapshot):
+            try:
+                await self.snapshot(p)
+            except (DiskFull, OSError) as e:
+                self.counters.last_error = f"still no space: {e}"
+                return
+            self._needs_snapshot.discard(p)
+        if self.disk_full:
+            log.info("disk has space again: writes resume", data_dir=self.config.data_dir)
+        self.disk_full = False
+
+    async def snapshot_due(self) -> int:
+        """Snapshot every partition whose log outgrew its data; returns how many."""
+        share = self.store.used / self.store.partitions
+        done = 0
+        for p in self.log.partitions():
+            size = self.log.log_bytes(p)
+            if size >= MIN_SNAPSHOT_LOG_BYTES and should_snapshot(
+                size, int(share), self.config.snapshot_ratio
+            ):
+                await self.snapshot(p)
+                done += 1
+        return done
+
+    async def snapshot(self, p: int) -> None:
+        """Copy partition p under the lock (short), write it in a worker thread."""
+        store = self.store
+        with store.lock:
+            self.flush()
+            seq = self._seq.get(p, 0)
+            records = [
+                (seq, PUT, rmap.name, e.key, e.value, e.ts, e.member, e.expire_at, e.max_idle)
+                for rmap in store.maps.values()
+                for e in rmap.parts[p].values()
+            ]
+            # A partition whose log lost records is rewritten from memory (install).
+            job = None if p in self._needs_snapshot else self.log.begin_snapshot(p, seq)
+        started = time.monotonic()
+        if job is None:
+            await asyncio.to_thread(self.log.install, p, seq, records)
+        else:
+            await asyncio.to_thread(job.write, records)
+            self.log.end_snapshot(job)
+        self.counters.snapshots += 1
+        log.info(
+            "snapshot written",
+            partition=p,
+            records=len(records),
+            seq=seq,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    # ---- backup and stats ------------------------------------------------------------------------
+    async def backup(self, dest: str) -> dict[str, Any]:
+        with self.store.lock:
+            self.flush()
+        return await asyncio.to_thread(persistence.backup, self.log, Path(dest))
+
+    def stats(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "enabled": True,
+            "data_dir": self.config.data_dir,
+            "fsync": self.policy.value,
+            "partitions_recovered": len(r.partitions) if r else 0,
+            "records_loaded": r.records_loaded if r else 0,
+            "records_skipped": r.total("records_skipped") if r else 0,
+            "records_dropped": (r.total("frames_dropped") + r.total("records_expired")) if r else 0,
+            "bytes_truncated": r.total("bytes_truncated") if r else 0,
+            "recovery_s": r.duration_s if r else 0.0,
+            "entries_recovered": self.entries_recovered,
+            "log_bytes": sum(self.log.log_bytes(p) for p in self.log.partitions()),
+            "snapshots": self.counters.snapshots,
+            "fsyncs": self.counters.fsyncs,
+            "disk_full": self.disk_full,
+            "last_error": self.counters.last_error,
+        }
+
+
+class DurableGuard:
+    """The store lock for embedded maps of a member with a data_dir: on release it
+    flushes the changes to the log and, under fsync=always, waits for the fsync in the
+    caller's thread (after releasing the lock, so other threads go on meanwhile)."""
+
+    __slots__ = ("_durability", "_lock")
+
+    def __init__(self, lock: Any, durability: Durability) -> None:
+        self._lock = lock
+        self._durability = durability
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        d = self._durability
+        try:
+            token = d.flush()
+            failed = d.write_failed
+        finally:
+            self._lock.release()
+        if exc_type is not None:
+            return
+        if failed:
+            raise Unavailable(DISK_FULL_WRITE)
+        if token:
+            d.commit_blocking(token)
