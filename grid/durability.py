@@ -307,8 +307,20 @@ class Durability:
                 done += 1
         return done
 
-    async def snapshot(self, p: int) -> None:
-        """Copy partition p under the lock (short), write it in a worker thread."""
+    async def snapshot_all(self) -> tuple[int, int]:
+        """Snapshot every partition that has data or a log; returns (partitions, records)."""
+        partitions = sorted(
+            set(self.log.partitions())
+            | {p for rmap in self.store.maps.values() for p, part in enumerate(rmap.parts) if part}
+        )
+        records = 0
+        for p in partitions:
+            records += await self.snapshot(p)
+        return len(partitions), records
+
+    async def snapshot(self, p: int) -> int:
+        """Copy partition p under the lock (short), write it in a worker thread; returns
+        the number of records written."""
         store = self.store
         with store.lock:
             self.flush()
@@ -334,6 +346,7 @@ class Durability:
             seq=seq,
             seconds=round(time.monotonic() - started, 3),
         )
+        return len(records)
 
     # ---- backup and stats ------------------------------------------------------------------------
     async def backup(self, dest: str) -> dict[str, Any]:

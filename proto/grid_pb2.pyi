@@ -273,3 +273,17 @@ class BackupReply(_message.Message):
     files: int
     bytes: int
     def __init__(self, manifest: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotReply(_message.Message):
+    __slots__ = ("partitions", "records", "seconds")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    partitions: int
+    records: int
+    seconds: float
+    def __init__(self, partitions: _Optional[int] = ..., records: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...

@@ -59,6 +59,11 @@ class GridStub:
                 request_serializer=proto_dot_grid__pb2.BackupRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.BackupReply.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/grid.v1.Grid/Snapshot',
+                request_serializer=proto_dot_grid__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.SnapshotReply.FromString,
+                _registered_method=True)
 
 
 class GridServicer:
@@ -94,6 +99,12 @@ class GridServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GridServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_GridServicer_to_server(servicer, server):
                     servicer.Backup,
                     request_deserializer=proto_dot_grid__pb2.BackupRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.BackupReply.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=proto_dot_grid__pb2.SnapshotRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.SnapshotReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Grid:
             '/grid.v1.Grid/Backup',
             proto_dot_grid__pb2.BackupRequest.SerializeToString,
             proto_dot_grid__pb2.BackupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/Snapshot',
+            proto_dot_grid__pb2.SnapshotRequest.SerializeToString,
+            proto_dot_grid__pb2.SnapshotReply.FromString,
             options,
             channel_credentials,
             insecure,

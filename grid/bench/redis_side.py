@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgpack
@@ -38,11 +38,20 @@ def find_redis_server() -> str | None:
 class RedisServer:
     """A throwaway redis-server process: memory only, loopback only, its own session."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(
+        self, binary: str, extra_args: Sequence[str] = (), directory: str | None = None
+    ) -> None:
         self.binary = binary
         self.port = free_port()
-        self._dir = tempfile.mkdtemp(prefix="grid-bench-redis-")
+        # Later options win in redis-server's command line, so extra_args override the
+        # memory-only defaults (the durability bench turns the AOF on).
+        self.extra_args = list(extra_args)
+        self._dir = directory or tempfile.mkdtemp(prefix="grid-bench-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def directory(self) -> str:
+        return self._dir
 
     @property
     def pid(self) -> int | None:
@@ -65,6 +74,7 @@ class RedisServer:
             "no",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         log = open(Path(self._dir) / "redis.log", "ab")  # noqa: SIM115 - the child owns it
         with log:
@@ -95,7 +105,7 @@ class RedisServer:
             return (Path(self._dir) / "redis.log").read_text(errors="replace")[-2000:]
         return ""
 
-    def stop(self) -> None:
+    def stop(self, remove_dir: bool = True) -> None:
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -104,7 +114,8 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if remove_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""`grid backup` and `grid restore` (docs/operations.md has the procedures)."""
+"""`grid backup`, `grid restore` and `grid snapshot` (docs/operations.md: procedures)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,26 @@ def run_backup(dest: str, addresses: list[str], timeout: float = 600.0) -> int:
                 f"{stats.member} ({address}): {reply.files} files, "
                 f"{human_bytes(reply.bytes)} -> {target}"
             )
+    return 0
+
+
+def run_snapshot(addresses: list[str], timeout: float = 600.0) -> int:
+    console = Console(stderr=True)
+    for address in addresses:
+        with grpc.insecure_channel(address) as ch:
+            try:
+                reply = pb.SnapshotReply.FromString(
+                    ch.unary_unary("/grid.v1.Grid/Snapshot")(
+                        pb.SnapshotRequest().SerializeToString(), timeout=timeout
+                    )
+                )
+            except grpc.RpcError as e:
+                console.print(f"[red]{address}: {e.code().name}: {e.details()}[/red]")
+                return 1
+        console.print(
+            f"{address}: {reply.partitions} partitions, {reply.records:,} records in "
+            f"{reply.seconds:.2f}s"
+        )
     return 0
 
 
