@@ -43,6 +43,7 @@ to the last whole frame.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,8 @@ class Durability:
         self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="grid-fsync")
         self._durable_changed: asyncio.Event | None = None
         self._work = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- start: recovery ---------------------------------------------------------------------
@@ -137,6 +140,9 @@ class Durability:
     def start(self) -> None:
         """Background work: fsync (always/interval), snapshots, disk-full repair."""
         self._durable_changed = asyncio.Event()
+        if self.policy is FsyncPolicy.ALWAYS:  # interval syncs on a timer: no wake-ups
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
         if self.policy is not FsyncPolicy.NEVER:
             self._tasks.append(asyncio.create_task(self._sync_loop(), name="grid-fsync"))
         self._tasks.append(asyncio.create_task(self._snapshot_loop(), name="grid-snapshot"))
@@ -214,9 +220,17 @@ class Durability:
                     self._disk_trouble([p], f"append failed: {e}")
             if any(c[0] in CLIENT_WRITES for c in changes):
                 self.write_failed = True
-        if token:
-            self._work.set()
+        if token and self._loop is not None:
+            self._wake()
         return token
+
+    def _wake(self) -> None:
+        """Tell the fsync task there is work (under `always`); safe from any thread."""
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            self._work.set()
+        else:  # an embedded caller's thread: asyncio objects belong to the loop's
+            self._loop.call_soon_threadsafe(self._work.set)
 
     def _disk_trouble(self, partitions: list[int], why: str) -> None:
         if not self.disk_full:
@@ -237,7 +251,7 @@ class Durability:
         while self.log.durable_token < token:
             if self.disk_full:
                 raise Unavailable("disk full: the write could not be made durable")
-            self._work.set()
+            self._wake()
             await self._durable_changed.wait()
 
     def commit_blocking(self, token: int) -> None:
