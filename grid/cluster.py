@@ -2,8 +2,10 @@
 
 Used by `grid cluster up`, `grid demo`, the benchmarks and the integration
 tests: the same harness everywhere, so what the tests exercise is what a user
-starts. Each member is `python -m grid node` with its own port and log file;
-readiness is the member's standard gRPC health check answering SERVING.
+starts. Each member is `python -m grid node` with its own port, gossip port and
+log file; readiness is the member's standard gRPC health check answering
+SERVING. Members after the first join through member-1's gossip address
+(`--seeds`), so they form one cluster.
 """
 
 from __future__ import annotations
@@ -31,6 +33,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_gossip_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP (the membership transport binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError(f"no port free for both UDP and TCP on {host}")
+
+
 def is_serving(address: str, timeout: float = 0.5) -> bool:
     try:
         with grpc.insecure_channel(address) as ch:
@@ -48,6 +65,8 @@ class MemberProcess:
     address: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    gossip_address: str = ""
+    cmd: tuple[str, ...] = ()
 
     @property
     def pid(self) -> int:
@@ -72,7 +91,10 @@ class LocalCluster:
         member_args: Sequence[str] = (),
         log_dir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
+        join: bool = True,
     ) -> None:
+        """join=False: members are started without --seeds (each its own cluster)."""
+        self.join = join
         self.size = size
         self.base_port = base_port
         self.host = host
@@ -88,9 +110,11 @@ class LocalCluster:
 
     def start_member(self, index: int, extra_args: Sequence[str] = ()) -> MemberProcess:
         port = self.base_port + index if self.base_port else free_port(self.host)
+        gossip_port = port + 1000 if self.base_port else free_gossip_port(self.host)
         name = f"member-{index + 1}"
-        log_path = self.log_dir / f"{name}.log"
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        seeds: list[str] = []
+        if self.join and self.members and index > 0:
+            seeds = ["--seeds", self.members[0].gossip_address]
         cmd = [
             sys.executable,
             "-m",
@@ -102,18 +126,46 @@ class LocalCluster:
             self.host,
             "--port",
             str(port),
+            "--gossip-port",
+            str(gossip_port),
             "--log-format",
             "json",
+            *seeds,
             *self.member_args,
             *extra_args,
         ]
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        member = MemberProcess(name, f"{self.host}:{port}", proc, log_path)
+        member = MemberProcess(
+            name,
+            f"{self.host}:{port}",
+            self._spawn(cmd, self.log_dir / f"{name}.log"),
+            self.log_dir / f"{name}.log",
+            f"{self.host}:{gossip_port}",
+            tuple(cmd),
+        )
         self.members.append(member)
         return member
+
+    def _spawn(self, cmd: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def restart(self, member: MemberProcess) -> MemberProcess:
+        """Start a member that exited (or was killed) again, same name, ports and flags."""
+        if member.alive():
+            raise RuntimeError(f"{member.name} is still running")
+        fresh = MemberProcess(
+            member.name,
+            member.address,
+            self._spawn(member.cmd, member.log_path),
+            member.log_path,
+            member.gossip_address,
+            member.cmd,
+        )
+        self.members[self.members.index(member)] = fresh
+        return fresh
 
     def start(
         self, on_ready: Callable[[MemberProcess], None] | None = None, timeout: float = 30.0

@@ -16,10 +16,13 @@ from collections.abc import Callable
 import grpc
 import xxhash
 
-from grid import logs
+from grid import __version__, logs
 from grid.config import Config
+from grid.durability import Durability, DurableGuard
+from grid.gossip.runtime import GossipRuntime, MemberListener
 from grid.server import NOT_SERVING, SERVING, GridService, add_health, server_options
 from grid.store import Store, wall_ms
+from persistence import PersistenceError
 
 log = logs.get("grid.member")
 
@@ -34,7 +37,10 @@ class Member:
         self.config = config
         self.clock = clock
         self.store: Store | None = None
+        self.durability: Durability | None = None
         self.service: GridService | None = None
+        self.gossip: GossipRuntime | None = None
+        self.member_listeners: list[MemberListener] = []  # (kind, member), see grid.Node
         self._server: grpc.aio.Server | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -58,13 +64,28 @@ class Member:
         self.name = cfg.name or cfg.with_overrides(port=port).member_name
         self.store = Store(cfg, member_id(self.name), self.clock)
         self.service = GridService(self.store, cfg, self.name, self.address)
+        if cfg.data_dir:
+            self.durability = self._open_durability()  # recovers before anyone is served
+            self.service.executor.durability = self.durability
         server.add_generic_rpc_handlers((self.service.handler(),))
         self._health = add_health(server)
         await server.start()
         self._server = server
+        # membership after gRPC is up, so the address we advertise already answers
+        self.gossip = GossipRuntime(
+            cfg, self.name, self.address, __version__, listeners=self.member_listeners
+        )
+        self.service.membership = self.gossip
+        try:
+            await self.gossip.start()
+        except BaseException:
+            await self.stop(0)
+            raise
         await self._health.set("", SERVING)
         await self._health.set("grid.v1.Grid", SERVING)
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="grid-expiry"))
+        if self.durability is not None:
+            self.durability.start()
         log.info(
             "member ready",
             member=self.name,
@@ -74,6 +95,16 @@ class Member:
             eviction_policy=cfg.eviction_policy,
         )
 
+    def _open_durability(self) -> Durability:
+        assert self.store is not None
+        try:
+            durability = Durability(self.config, self.store, self.clock)
+        except PersistenceError as e:  # locked by another member, not writable, ...
+            raise OSError(f"data_dir {self.config.data_dir}: {e}") from e
+        durability.recover()
+        self.store.guard = DurableGuard(self.store.lock, durability)
+        return durability
+
     async def _expiry_loop(self) -> None:
         assert self.store is not None
         interval = self.config.expiry_sweep_interval_ms / 1000
@@ -81,6 +112,9 @@ class Member:
             await asyncio.sleep(interval)
             try:
                 self.store.expire_cycle()
+                if self.durability is not None:
+                    with self.store.lock:
+                        self.durability.flush()
             except Exception:  # a bug here must not stop expiry for the member's lifetime
                 log.exception("expiry cycle failed")
 
@@ -92,6 +126,8 @@ class Member:
         with contextlib.suppress(Exception):
             await self._health.set("", NOT_SERVING)
             await self._health.set("grid.v1.Grid", NOT_SERVING)
+        if self.gossip is not None:  # graceful leave: others see "left" at once, not "dead"
+            await self.gossip.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -100,6 +136,8 @@ class Member:
             self.service.end_idle_streams()
         await self._server.stop(grace)
         self._server = None
+        if self.durability is not None:
+            await self.durability.close()
         self._stopped.set()
         log.info("member stopped", member=self.name)
 

@@ -14,11 +14,13 @@ coroutines when started with `async with`/`await start()`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from grid.client.codec import Codec
 from grid.client.sync import _LoopThread
 from grid.config import Config
+from grid.gossip.view import ClusterMember
 from grid.localmap import AsyncLocalMap, LocalMap
 from grid.member import Member
 from grid.stats_view import stats_dict
@@ -34,6 +36,7 @@ class Node:
         self._member = Member(self.config)
         self._thread: _LoopThread | None = None
         self._mode: str | None = None
+        self._listeners = self._member.member_listeners
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Node:
@@ -105,6 +108,32 @@ class Node:
         if self._mode is None or self._member.service is None:
             raise RuntimeError("the node is not running")
         return stats_dict(self._member.service.stats_reply())
+
+    def members(self) -> list[ClusterMember]:
+        """The cluster as this member sees it: itself first, then the others by name
+        (dead and left members included until they are forgotten)."""
+        gossip = self._member.gossip
+        if self._mode is None or gossip is None:
+            raise RuntimeError("the node is not running")
+        return gossip.members()
+
+    def membership_counters(self) -> dict[str, int]:
+        """Gossip packets in/out and rejected ones by reason (docs/membership.md)."""
+        gossip = self._member.gossip
+        if self._mode is None or gossip is None:
+            raise RuntimeError("the node is not running")
+        return gossip.counters()
+
+    def add_member_listener(self, callback: Callable[[str, ClusterMember], None]) -> None:
+        """Call `callback(kind, member)` on every change of this member's view; kind is
+        joined, updated, suspect, alive, dead or left.  It runs on the member's event
+        loop (the node's thread in sync mode): keep it short and do not block.
+        Listeners added before start() are kept and see every event."""
+        self._listeners.append(callback)
+
+    def remove_member_listener(self, callback: Callable[[str, ClusterMember], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
 
     def run_expiry_cycle(self) -> int:
         """Run one active-expiry cycle now (normally every expiry_sweep_interval_ms)."""

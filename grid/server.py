@@ -10,6 +10,7 @@ answers RESOURCE_EXHAUSTED before a byte of an oversized message is parsed.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,12 +21,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from grid import __version__, logs
 from grid.config import Config
-from grid.executor import BatchExecutor
+from grid.errors import Unavailable
+from grid.executor import BatchExecutor, fail_writes
 from grid.store import Store
+from persistence import PersistenceError
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.server")
 SERVICE = "grid.v1.Grid"
+NO_DATA_DIR = "this member keeps no data on disk (no data_dir)"
 
 
 class GridService:
@@ -36,6 +40,8 @@ class GridService:
         self.address = address
         self.executor = BatchExecutor(store, config)
         self.started = time.monotonic()
+        self.membership: Any = None
+        """The member's GossipRuntime (grid/gossip/runtime.py), set once it runs."""
         self._idle_streams: set[asyncio.Task[Any] | None] = set()
         self._stopping = False
 
@@ -46,6 +52,9 @@ class GridService:
                 "Execute": grpc.unary_unary_rpc_method_handler(self.execute),
                 "Stream": grpc.stream_stream_rpc_method_handler(self.stream),
                 "Stats": grpc.unary_unary_rpc_method_handler(self.stats),
+                "Members": grpc.unary_unary_rpc_method_handler(self.members),
+                "Backup": grpc.unary_unary_rpc_method_handler(self.backup),
+                "Snapshot": grpc.unary_unary_rpc_method_handler(self.snapshot),
             },
         )
 
@@ -62,7 +71,20 @@ class GridService:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
             )
-        return self.executor.execute(request).SerializeToString()
+        reply = self.executor.execute(request)
+        token = self.executor.last_token
+        if token and self.executor.durability is not None:
+            await self._durable(reply, request, token)
+        return reply.SerializeToString()
+
+    async def _durable(self, reply: pb.BatchReply, request: pb.BatchRequest, token: int) -> None:
+        """Hold a reply until its writes are on disk (fsync=always); fail them if they
+        cannot be."""
+        assert self.executor.durability is not None
+        try:
+            await self.executor.durability.wait_durable(token)
+        except Unavailable as e:
+            fail_writes(request.ops, reply.results, e.message)
 
     async def stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -75,7 +97,10 @@ class GridService:
         """
         task = asyncio.current_task()
         idle = self._idle_streams
-        execute = self.executor.execute
+        executor = self.executor
+        execute = executor.execute
+        held: set[asyncio.Task[None]] = set()  # replies waiting for an fsync
+        write_lock = asyncio.Lock()  # replies held for fsync are written from other tasks
         while not self._stopping:
             idle.add(task)
             try:
@@ -94,8 +119,35 @@ class GridService:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
                 )
-            await context.write(execute(request).SerializeToString())
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "member shutting down")
+            reply = execute(request)
+            token = executor.last_token
+            if token and executor.durability is not None and executor.durability.holds_replies:
+                # Answer when the fsync covering it is done; meanwhile read on, so the
+                # next batches join the same group commit.
+                t = asyncio.create_task(
+                    self._write_durable(context, write_lock, reply, request, token)
+                )
+                held.add(t)
+                t.add_done_callback(held.discard)
+                continue
+            async with write_lock:
+                await context.write(reply.SerializeToString())
+        if held:
+            await asyncio.gather(*held, return_exceptions=True)
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "member shutting down")
+
+    async def _write_durable(
+        self,
+        context: grpc.aio.ServicerContext,
+        write_lock: asyncio.Lock,
+        reply: pb.BatchReply,
+        request: pb.BatchRequest,
+        token: int,
+    ) -> None:
+        await self._durable(reply, request, token)
+        async with write_lock:
+            await context.write(reply.SerializeToString())
 
     def end_idle_streams(self) -> None:
         """For shutdown: streams waiting for input end now; busy ones after their reply."""
@@ -105,6 +157,54 @@ class GridService:
 
     async def stats(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return self.stats_reply().SerializeToString()
+
+    async def members(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """This member's membership view; its gossip counters ride in trailing metadata."""
+        from grid.gossip.view import counters_metadata, members_reply
+
+        gossip = self.membership
+        if gossip is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "membership is not running")
+        context.set_trailing_metadata(counters_metadata(gossip.counters()))
+        return members_reply(self.name, gossip.members()).SerializeToString()
+
+    async def snapshot(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        durability = self.executor.durability
+        if durability is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_DATA_DIR)
+        started = time.monotonic()
+        try:
+            partitions, records = await durability.snapshot_all()
+        except (PersistenceError, OSError) as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"snapshot failed: {e}")
+        return pb.SnapshotReply(
+            partitions=partitions, records=records, seconds=time.monotonic() - started
+        ).SerializeToString()
+
+    async def backup(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            request = pb.BackupRequest.FromString(data)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed BackupRequest")
+        durability = self.executor.durability
+        if durability is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this member keeps no data on disk (no data_dir)",
+            )
+        if not request.dir:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "backup needs a directory")
+        try:
+            manifest = await durability.backup(request.dir)
+        except (PersistenceError, OSError) as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"backup failed: {e}")
+        files = manifest["files"]
+        log.info("backup written", dir=request.dir, files=len(files))
+        return pb.BackupReply(
+            manifest=json.dumps(manifest),
+            files=len(files),
+            bytes=sum(f["size"] for f in files),
+        ).SerializeToString()
 
     def stats_reply(self) -> pb.StatsReply:
         store = self.store
@@ -125,6 +225,9 @@ class GridService:
             requests=ex.requests,
             operations=ex.operations,
             rejected=ex.rejected,
+            persistence=pb.PersistenceStats(**ex.durability.stats())
+            if ex.durability is not None
+            else None,
         )
 
 

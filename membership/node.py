@@ -290,6 +290,19 @@ class Node:
             self._joined = True
         return self._flush()
 
+    def join(self, seeds: list[str] | tuple[str, ...], now: float) -> list[Action]:
+        """Try to join through more addresses (discovery found new ones, e.g. a DNS
+        name re-resolved while we are alone).  They become seeds too, so later
+        push-pull rounds retry them while we have no peers."""
+        if not self._started:
+            raise RuntimeError("start() first")
+        new = [s for s in seeds if s != self.addr and s not in self._seeds]
+        self._seeds.extend(new)
+        if not self._left and not self._join_refused:
+            for seed in [s for s in seeds if s != self.addr]:
+                self._send_push_pull(seed, join=True, reply=False)
+        return self._flush()
+
     def install(self, states: list[MemberInfo], now: float) -> None:
         """Adopt a member list without gossiping it (the push-pull merge of a
         join reply, minus the network).  For simulators that start from a

@@ -204,6 +204,11 @@ class Cluster:
     def pause(self, name: str, duration: float) -> None:
         self.net.pause(name, duration)
 
+    def slow(self, name: str, lag: float, duration: float) -> None:
+        """CPU starvation: for `duration`, `name` handles each inbound message
+        `lag` seconds late while its timers run on time (see SimNetwork.slow)."""
+        self.net.slow(name, lag, duration)
+
     def partition(self, *groups: list[str]) -> None:
         self.net.partition(*groups)
 

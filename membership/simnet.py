@@ -14,7 +14,10 @@ wall clock.  Same seed and same calls give the same run, bit for bit, which
 
 Faults: per-link loss/delay/jitter, partitions between groups of hosts,
 pausing a host (a CPU stall: its timers and inbound messages wait until it
-resumes, then run in their original order), and crashing a host (its pending
+resumes, then run in their original order), slowing a host (a CPU-starved or
+overloaded process: every inbound message is handled `lag` seconds late, in
+order, while its timers still fire on time -- the Lifeguard paper's model of
+a slow member, which misses acks and accuses healthy members), and crashing a host (its pending
 timers and in-flight inbound messages are discarded; a restart attaches a
 fresh receiver to the same address).
 
@@ -101,7 +104,17 @@ class Link:
 
 
 class _Host:
-    __slots__ = ("addr", "deferred", "epoch", "paused", "receiver", "up")
+    __slots__ = (
+        "addr",
+        "deferred",
+        "epoch",
+        "lag",
+        "lag_tail",
+        "lag_until",
+        "paused",
+        "receiver",
+        "up",
+    )
 
     def __init__(self, addr: str, receiver: Receiver) -> None:
         self.addr = addr
@@ -109,6 +122,9 @@ class _Host:
         self.up = True
         self.paused = False
         self.epoch = 0
+        self.lag = 0.0
+        self.lag_until = 0.0
+        self.lag_tail = 0.0
         self.deferred: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
 
 
@@ -154,6 +170,7 @@ class SimNetwork:
         host.receiver = receiver
         host.up = True
         host.paused = False
+        host.lag = 0.0
         host.deferred.clear()
         host.epoch += 1
 
@@ -181,6 +198,15 @@ class SimNetwork:
             return
         host.paused = True
         self.loop.call_later(duration, self._resume, host, host.epoch)
+
+    def slow(self, addr: str, lag: float, duration: float) -> None:
+        """Starve the host for `duration`: each message that arrives meanwhile is
+        handled `lag` seconds after it arrives (FIFO, like a backlogged socket
+        buffer), while its timers fire on time.  It answers probes late and
+        reads the answers to its own probes late."""
+        host = self._hosts[addr]
+        host.lag = lag
+        host.lag_until = self.loop.now + duration
 
     def _resume(self, host: _Host, epoch: int) -> None:
         if host.epoch != epoch or not host.paused:
@@ -289,6 +315,26 @@ class SimNetwork:
             loop._seq += 1
             host.deferred.append(
                 (loop.now, loop._seq, self._deliver, (host, epoch, src, payload, reliable))
+            )
+            return
+        if host.lag and self.loop.now < host.lag_until:
+            when = max(self.loop.now + host.lag, host.lag_tail)
+            host.lag_tail = when
+            self.loop.call_at(when, self._deliver_late, host, epoch, src, payload, reliable)
+            return
+        self._deliver_late(host, epoch, src, payload, reliable)
+
+    def _deliver_late(
+        self, host: _Host, epoch: int, src: str, payload: bytes, reliable: bool
+    ) -> None:
+        if host.epoch != epoch or not host.up:
+            self.stats.cut += 1
+            return
+        if host.paused:
+            loop = self.loop
+            loop._seq += 1
+            host.deferred.append(
+                (loop.now, loop._seq, self._deliver_late, (host, epoch, src, payload, reliable))
             )
             return
         self.stats.delivered += 1

@@ -32,10 +32,10 @@ def start_with_progress(cluster: LocalCluster, console: Console) -> None:
 
 def cluster_table(cluster: LocalCluster) -> Table:
     t = Table(title="local cluster", title_justify="left")
-    for col in ("member", "address", "pid", "log"):
+    for col in ("member", "address", "gossip", "pid", "log"):
         t.add_column(col)
     for m in cluster.members:
-        t.add_row(m.name, m.address, str(m.pid), str(m.log_path))
+        t.add_row(m.name, m.address, m.gossip_address, str(m.pid), str(m.log_path))
     return t
 
 
@@ -50,8 +50,9 @@ def cluster_up(n: int, base_port: int, member_args: list[str]) -> int:
     console.print(cluster_table(cluster))
     if n > 1:
         console.print(
-            "[yellow]note:[/yellow] members do not find each other yet (membership "
-            "is a later issue); each serves its own data."
+            f"members joined one cluster through {cluster.members[0].name}'s gossip address "
+            f"{cluster.members[0].gossip_address}. Data is not partitioned across them yet "
+            "(replication is a later issue): each serves its own data."
         )
     console.print(
         f"try: grid put hello world -a {cluster.addresses[0]} && "

@@ -17,7 +17,7 @@ import asyncio
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Any
 
 from grid.config import Config, ConfigError
@@ -92,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    backup = sub.add_parser(
+        "backup", help="online, consistent backup of running members into DIR (one folder each)"
+    )
+    backup.add_argument("dir", help="an empty or new directory on the members' host")
+    backup.add_argument(
+        "--address", "-a", action="append", help="member(s) [GRID_ADDRESS or 127.0.0.1:5701]"
+    )
+    snap = sub.add_parser("snapshot", help="snapshot every partition of running members now")
+    snap.add_argument(
+        "--address", "-a", action="append", help="member(s) [GRID_ADDRESS or 127.0.0.1:5701]"
+    )
+    restore = sub.add_parser("restore", help="restore a member's backup into a new data_dir")
+    restore.add_argument("dir", help="a backup folder (with manifest.json)")
+    restore.add_argument("--data-dir", required=True, help="the member's data_dir (must be empty)")
+
     cluster = sub.add_parser("cluster", help="local clusters on loopback")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
     up = csub.add_parser("up", help="start N members and keep them running until Ctrl-C")
@@ -152,6 +167,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _data_command(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "snapshot":
+        from grid.cli.backup_cmd import run_snapshot
+
+        return run_snapshot(args.address or [os.environ.get("GRID_ADDRESS", DEFAULT_ADDRESS)])
+    if args.command in ("backup", "restore"):
+        from grid.cli.backup_cmd import run_backup, run_restore
+
+        if args.command == "backup":
+            return run_backup(
+                args.dir, args.address or [os.environ.get("GRID_ADDRESS", DEFAULT_ADDRESS)]
+            )
+        return run_restore(args.dir, args.data_dir)
     if args.command == "cluster":
         from grid.cli.cluster_cmd import cluster_up
 
@@ -226,6 +253,7 @@ def _status(args: argparse.Namespace) -> int:
         try:
             with Client(address, timeout=3) as client:
                 stats.append(client.stats())
+                stats[-1]["cluster"] = [asdict(m) for m in client.members()]  # its view
         except GridError as e:
             print(f"grid status: {address}: {e}", file=sys.stderr)
             return 1

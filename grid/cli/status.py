@@ -90,8 +90,46 @@ def maps_table(stats: list[dict[str, Any]]) -> Table:
     return t
 
 
+STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+
+
+def human_age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def membership_table(view: list[dict[str, Any]], seen_by: str) -> Table:
+    """The membership view of one member: who it thinks is in the cluster, and how."""
+    alive = sum(1 for m in view if m["state"] == "alive")
+    t = Table(
+        title=f"cluster ({alive} alive, as {seen_by} sees it)",
+        title_justify="left",
+    )
+    for col in ("member", "state", "incarnation", "address", "gossip", "zone", "age"):
+        t.add_column(col, justify="right" if col in ("incarnation", "age") else "left")
+    for m in view:
+        style = STATE_STYLE.get(m["state"], "")
+        t.add_row(
+            m["name"],
+            f"[{style}]{m['state']}[/{style}]" if style else m["state"],
+            str(m["incarnation"]),
+            m["address"],
+            m["gossip_address"],
+            m["zone"] or "-",
+            human_age(m["age"]),
+        )
+    return t
+
+
 def print_status(stats: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or wide_console()
+    views = [s for s in stats if s.get("cluster")]
+    if views:
+        console.print(membership_table(views[0]["cluster"], views[0]["member"]))
     console.print(members_table(stats))
     if any(s["maps"] for s in stats):
         console.print(maps_table(stats))

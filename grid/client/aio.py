@@ -11,12 +11,17 @@ import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, NamedTuple
 
+import grpc
+
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
-from grid.errors import CasFailed, InvalidArgument, Status, error_for
+from grid.errors import CasFailed, InvalidArgument, Status, Unavailable, error_for
+from grid.gossip.view import ClusterMember, counters_from_metadata
 from proto import grid_pb2 as pb
 from replication.hlc import Version
+
+MEMBERS_METHOD = "/grid.v1.Grid/Members"
 
 GET, PUT, DELETE, EXPIRE, TTL, CONTAINS, INCR, SIZE, SCAN, CLEAR, TOUCH = (
     pb.GET,
@@ -297,6 +302,30 @@ class AsyncClient:
         from grid.stats_view import stats_dict
 
         return stats_dict(await self._conn.stats(timeout))
+
+    async def members(self, *, timeout: float | None = None) -> list[ClusterMember]:
+        """The cluster as the member we talk to sees it: itself first, then the others
+        (dead and left members included until they are forgotten)."""
+        reply, _ = await self._members(timeout)
+        return [ClusterMember.from_proto(m) for m in reply.members]
+
+    async def membership_counters(self, *, timeout: float | None = None) -> dict[str, int]:
+        """The member's gossip counters: datagrams/streams in and out, and rejected
+        messages in total (`rejected`) and by reason (`rejected_bad_mac`, ...)."""
+        _, counters = await self._members(timeout)
+        return counters
+
+    async def _members(self, timeout: float | None) -> tuple[pb.MembersReply, dict[str, int]]:
+        conn = self._conn
+        call = conn._channel.unary_unary(MEMBERS_METHOD)(
+            pb.MembersRequest().SerializeToString(), timeout=timeout or conn.options.timeout
+        )
+        try:
+            data = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as e:
+            raise Unavailable(f"members from {self.address}: {e.details()}") from e
+        return pb.MembersReply.FromString(data), counters_from_metadata(trailing)
 
     async def close(self) -> None:
         await self._conn.close()

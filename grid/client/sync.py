@@ -20,6 +20,7 @@ from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
 from grid.client.keys import Duration, Key
 from grid.errors import Unavailable
+from grid.gossip.view import ClusterMember
 from replication.hlc import Version
 
 T = TypeVar("T")
@@ -213,6 +214,14 @@ class Client:
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._thread.run(self._aclient.stats(timeout=timeout))
+
+    def members(self, *, timeout: float | None = None) -> list[ClusterMember]:
+        """The cluster as the member we talk to sees it (see AsyncClient.members)."""
+        return self._thread.run(self._aclient.members(timeout=timeout))
+
+    def membership_counters(self, *, timeout: float | None = None) -> dict[str, int]:
+        """The member's gossip counters (see AsyncClient.membership_counters)."""
+        return self._thread.run(self._aclient.membership_counters(timeout=timeout))
 
     def close(self) -> None:
         if self._thread.loop.is_closed():

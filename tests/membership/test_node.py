@@ -209,6 +209,20 @@ def test_join_retries_until_the_seed_answers():
     assert b.joined and a.state_of("b") is MemberState.ALIVE
 
 
+def test_join_later_through_addresses_found_by_discovery():
+    """A member started alone (DNS listed nobody yet) joins when join() is given peers."""
+    a, b = make_node("a"), make_node("b")
+    net = Net(a, b)
+    net.absorb("a", a.start(0.0))
+    net.absorb("b", b.start(0.0))
+    net.run(0.0, 1.0)
+    assert a.num_alive() == 1 and b.num_alive() == 1
+    net.absorb("b", b.join(["b", "a"], 1.0))  # our own address is skipped
+    net.run(1.0, 2.0)
+    assert a.state_of("b") is MemberState.ALIVE and b.state_of("a") is MemberState.ALIVE
+    assert net.kinds("a", "b") == ["joined"]
+
+
 @pytest.mark.parametrize(
     ("meta", "reason"),
     [

@@ -189,6 +189,35 @@ def test_simnet_pause_defers_timers_and_messages_in_order():
     assert loop.now == 2.0
 
 
+def test_simnet_slow_host_handles_messages_late_in_order_but_timers_on_time():
+    loop, net, got = _net()
+    fired: list[float] = []
+    net.slow("b", 0.5, duration=1.0)
+    net.call_at("b", 0.2, lambda now: fired.append(now))
+    net.send("a", "b", b"1", False)
+    net.send("a", "b", b"2", True)
+    loop.run_until(until=0.4)
+    assert fired == [0.2] and got["b"] == []  # the timer ran on time, the messages wait
+    loop.run_until(until=1.0)
+    assert [(round(t, 3), p) for t, _, p, _ in got["b"]] == [(0.501, b"1"), (0.501, b"2")]
+    loop.run_until(until=1.5)
+    net.send("a", "b", b"3", False)  # the slow spell is over
+    loop.run_until(until=2.0)
+    assert round(got["b"][-1][0], 3) == 1.501
+
+
+def test_lifeguard_spares_healthy_members_from_a_slow_prober():
+    """The bench's slow scenario, short: one CPU-starved member (inbound handled 2.5 s
+    late for 10 s in every 30 s) accuses healthy members; without Lifeguard its
+    suspicions expire before it reads the refutations, with Lifeguard they do not."""
+    from membership.bench import false_deaths
+
+    on = false_deaths(10, 1, Config(), "slow", 120.0)
+    off = false_deaths(10, 1, Config().without_lifeguard(), "slow", 120.0)
+    assert off.healthy >= 20
+    assert on.healthy * 10 <= off.healthy
+
+
 def test_simnet_crash_drops_inbound_and_timers_partition_cuts():
     loop, net, got = _net()
     fired: list[float] = []

@@ -1,0 +1,13 @@
+"""The membership runtime: the sans-IO SWIM core of `membership/` on real sockets.
+
+| module | concern |
+|---|---|
+| transport.py | asyncio UDP endpoint, TCP server and one-shot TCP sends, bounded frames |
+| security.py | HMAC-SHA256 with the cluster secret, AES-GCM keyring, rejection counters |
+| discovery.py | static seeds and a DNS name resolved to many addresses |
+| runtime.py | drives `membership.Node`: inputs, timers, actions, events, leave |
+| view.py | `ClusterMember` and its protobuf form (shared with the client SDK) |
+
+Nothing is imported here, so the SDK can import `grid.gossip.view` without
+pulling in sockets or cryptography.  See docs/membership.md.
+"""
