@@ -125,6 +125,26 @@ def membership_table(view: list[dict[str, Any]], seen_by: str) -> Table:
     return t
 
 
+def persistence_table(stats: list[dict[str, Any]]) -> Table:
+    """Durability per member: policy, what recovery loaded and dropped, the log now."""
+    t = Table(title="persistence", title_justify="left")
+    columns = "member fsync recovered loaded skipped dropped truncated recovery log snapshots disk"
+    for col in columns.split():
+        t.add_column(col, justify="left" if col in ("member", "fsync", "disk") else "right")
+    for s in stats:
+        p = s.get("persistence") or {}
+        if not p.get("enabled"):
+            continue
+        t.add_row(
+            s["member"], p["fsync"], f"{p['entries_recovered']:,}", f"{p['records_loaded']:,}",
+            f"{p['records_skipped']:,}", f"{p['records_dropped']:,}",
+            human_bytes(p["bytes_truncated"]), f"{p['recovery_s']:.2f}s",
+            human_bytes(p["log_bytes"]), f"{p['snapshots']:,}",
+            "[red]FULL[/red]" if p["disk_full"] else "ok",
+        )  # fmt: skip
+    return t
+
+
 def print_status(stats: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or wide_console()
     views = [s for s in stats if s.get("cluster")]
@@ -133,3 +153,5 @@ def print_status(stats: list[dict[str, Any]], console: Console | None = None) ->
     console.print(members_table(stats))
     if any(s["maps"] for s in stats):
         console.print(maps_table(stats))
+    if any((s.get("persistence") or {}).get("enabled") for s in stats):
+        console.print(persistence_table(stats))
