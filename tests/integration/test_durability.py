@@ -33,6 +33,13 @@ def start(cluster: LocalCluster, index: int = 0, args: tuple[str, ...] = ()) -> 
     return member
 
 
+def grid_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `grid` command line as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "grid", *args], capture_output=True, text=True, timeout=60
+    )
+
+
 def persistence_stats(address: str) -> dict:
     with grid.Client(address) as client:
         return client.stats()["persistence"]
@@ -271,40 +278,14 @@ def test_backup_and_restore_through_the_cli(tmp_path: Path) -> None:
         with grid.Client(member.address) as c:
             m = c.map("m")
             m.put_many({f"k{i}": i for i in range(3000)})
-            backup = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "grid",
-                    "backup",
-                    str(tmp_path / "bk"),
-                    "-a",
-                    member.address,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
+            backup = grid_cli("backup", str(tmp_path / "bk"), "-a", member.address)
             assert backup.returncode == 0, backup.stderr
             m.put("after-backup", 1)  # not in the backup
         folders = list((tmp_path / "bk").iterdir())
         assert len(folders) == 1 and (folders[0] / "manifest.json").exists()
         manifest = json.loads((folders[0] / "manifest.json").read_text())
         assert manifest["files"] and all("sha256" in f for f in manifest["files"])
-        restore = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "grid",
-                "restore",
-                str(folders[0]),
-                "--data-dir",
-                str(tmp_path / "restored"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        restore = grid_cli("restore", str(folders[0]), "--data-dir", str(tmp_path / "restored"))
         assert restore.returncode == 0, restore.stderr
         copy = start(cluster, 1, ("--data-dir", str(tmp_path / "restored")))
         with grid.Client(copy.address) as c:
@@ -315,20 +296,7 @@ def test_backup_and_restore_through_the_cli(tmp_path: Path) -> None:
         # a tampered backup is refused
         victim = folders[0] / manifest["files"][0]["path"]
         victim.write_bytes(victim.read_bytes()[:-1] + b"X")
-        bad = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "grid",
-                "restore",
-                str(folders[0]),
-                "--data-dir",
-                str(tmp_path / "again"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        bad = grid_cli("restore", str(folders[0]), "--data-dir", str(tmp_path / "again"))
         assert bad.returncode == 1 and "does not verify" in bad.stderr
 
 
