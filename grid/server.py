@@ -89,7 +89,11 @@ class GridService:
     async def stream(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
-        """Replies in arrival order; the ids let a client pipeline many batches.
+        """Answers each batch as it arrives; the ids let a client pipeline many batches.
+
+        Under fsync=always a batch with writes is answered once its fsync is done, while
+        later batches are read and answered meanwhile (so they join the next group
+        commit): replies can then come out of order, which the ids make harmless.
 
         While waiting for the next batch the stream is marked idle, so a shutdown can end
         it at once instead of waiting out the grace period for a client that has nothing
@@ -112,7 +116,7 @@ class GridService:
             finally:
                 idle.discard(task)
             if data is grpc.aio.EOF:
-                return
+                break  # the client is done sending; still answer what waits for an fsync
             request = self._parse(data)
             if request is None:
                 log.warning("malformed batch on stream", peer=context.peer(), size=len(data))
