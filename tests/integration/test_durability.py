@@ -370,3 +370,25 @@ def test_embedded_threads_write_durably_under_always(data_dir: Path) -> None:
         assert m.size() == 4 * 300 + 4 + 300
         assert all(m.get(f"ctr{t}") == 300 for t in range(4))
         assert m.get("t3:299") == 299 and m.get("remote299") == 299
+
+
+def test_stream_half_closed_after_writes_still_gets_every_reply(data_dir: Path) -> None:
+    """Under fsync=always replies wait for the fsync; a client that stops sending right
+    after its writes (half-close) must still receive all of them."""
+    import grpc
+
+    from proto import grid_pb2 as pb
+
+    with LocalCluster(0) as cluster:
+        member = start(cluster, 0, ("--data-dir", str(data_dir), "--fsync", "always"))
+        requests = [
+            pb.BatchRequest(
+                id=i, ops=[pb.Op(code=pb.PUT, map="m", key=b"k%d" % i, value=b"\x01")]
+            ).SerializeToString()
+            for i in range(1, 6)
+        ]
+        with grpc.insecure_channel(member.address) as ch:
+            call = ch.stream_stream("/grid.v1.Grid/Stream")
+            replies = [pb.BatchReply.FromString(r) for r in call(iter(requests), timeout=10)]
+        assert sorted(r.id for r in replies) == [1, 2, 3, 4, 5]
+        assert all(r.results[0].status == pb.OK for r in replies)
