@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## make run: a local cluster on loopback, the cache workloads through the SDK, the stats.
 run: $(STAMP)
-	$(BIN)/grid demo
+	$(BIN)/grid demo -n 3
 
 ## make test: lint, then the whole default test suite (what CI runs).
 test: $(STAMP) lint

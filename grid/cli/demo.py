@@ -7,6 +7,7 @@ so what a person sees here is what their service would get.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console
@@ -130,7 +131,12 @@ def run_demo(n: int = 1, keep: bool = False) -> int:
             ok_evict, _ = run_eviction(console)
             ok = ok and ok_evict
             console.print()
-            print_status([client.stats()], console)
+            stats = [client.stats()]
+            stats[0]["cluster"] = [asdict(m) for m in client.members()]  # member-1's view
+            for address in cluster.addresses[1:]:
+                with Client(address) as other:
+                    stats.append(other.stats())
+            print_status(stats, console)
         console.print(
             f"\ndone in {time.perf_counter() - t0:.1f}s: "
             + (
