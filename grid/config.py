@@ -182,7 +182,8 @@ class Config:
     gossip_port: int = _opt(
         0,
         "Port of the membership transport (UDP and TCP). 0: the gRPC port + 1000 (6701 by "
-        "default), so a member needs one setting for its ports.",
+        "default), so a member needs one setting for its ports; any free port when the gRPC "
+        "port is 0 too.",
     )
     zone: str = _opt("", "Failure zone (rack, availability zone) announced to other members.")
     secret: str = _opt(

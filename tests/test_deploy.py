@@ -30,9 +30,11 @@ def test_dockerfile_command_parses_and_copies_existing_paths() -> None:
 
 def test_compose_member_commands_parse() -> None:
     text = (DEPLOY / "docker-compose.yml").read_text()
-    commands = [json.loads(c) for c in re.findall(r"^\s+command: (\[.*\])$", text, re.M)]
+    commands = [json.loads(c) for c in re.findall(r"^\s+command: (\[.*?\])$", text, re.M | re.S)]
     assert len(commands) == 3
     for cmd in commands:
         _parse_node_args(cmd)
     names = [cmd[cmd.index("--name") + 1] for cmd in commands]
     assert len(set(names)) == 3
+    # every member but the first joins through the first one's gossip port (6701 = 5701 + 1000)
+    assert [cmd[cmd.index("--seeds") + 1] for cmd in commands[1:]] == [f"{names[0]}:6701"] * 2
