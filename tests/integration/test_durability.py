@@ -329,7 +329,8 @@ def test_log_is_snapshotted_when_it_outgrows_the_data(data_dir: Path) -> None:
         member = start(cluster, 0, ("--data-dir", str(data_dir)))
         with grid.Client(member.address) as c:
             assert c.map("m").get("{hot}k49") == f"39{value}"
-            assert persistence_stats(member.address)["records_skipped"] >= 0
+            # recovery started from the snapshot: without it, it would replay all 2,000 puts
+            assert persistence_stats(member.address)["records_loaded"] < 2000
 
 
 def test_embedded_node_with_data_dir(data_dir: Path) -> None:
