@@ -44,7 +44,6 @@ class Member:
         self._server: grpc.aio.Server | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = asyncio.Event()
         self.name = ""
         self.address = ""
 
@@ -138,11 +137,7 @@ class Member:
         self._server = None
         if self.durability is not None:
             await self.durability.close()
-        self._stopped.set()
         log.info("member stopped", member=self.name)
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 async def run_member(config: Config) -> None:

@@ -134,8 +134,3 @@ class Node:
     def remove_member_listener(self, callback: Callable[[str, ClusterMember], None]) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
-
-    def run_expiry_cycle(self) -> int:
-        """Run one active-expiry cycle now (normally every expiry_sweep_interval_ms)."""
-        assert self._member.store is not None
-        return self._member.store.expire_cycle()

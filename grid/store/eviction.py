@@ -116,7 +116,3 @@ class Evictor:
             if getattr(e, in_source) >= 0:
                 return e
         return None
-
-    def forget(self) -> None:
-        """Drop pooled candidates (after a clear, so the pool holds no stale entries)."""
-        self._pool.clear()

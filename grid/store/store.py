@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from random import Random
 from typing import Any
 
@@ -470,10 +470,6 @@ class Store:
         for rmap in self.maps.values():
             total.add(rmap.stats)
         return total
-
-    def entries(self, rmap: RecordMap, partition: int) -> Iterator[Entry]:
-        """The entries of one partition (for snapshots, migration, debugging)."""
-        return iter(list(rmap.parts[partition].values()))
 
 
 def decode_counter(value: bytes) -> int:
