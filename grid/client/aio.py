@@ -11,12 +11,10 @@ import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, NamedTuple
 
-import grpc
-
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
-from grid.errors import CasFailed, InvalidArgument, Status, Unavailable, error_for
+from grid.errors import CasFailed, InvalidArgument, Status, error_for
 from grid.gossip.view import ClusterMember, counters_from_metadata
 from proto import grid_pb2 as pb
 from replication.hlc import Version
@@ -316,15 +314,8 @@ class AsyncClient:
         return counters
 
     async def _members(self, timeout: float | None) -> tuple[pb.MembersReply, dict[str, int]]:
-        conn = self._conn
-        call = conn._channel.unary_unary(MEMBERS_METHOD)(
-            pb.MembersRequest().SerializeToString(), timeout=timeout or conn.options.timeout
-        )
-        try:
-            data = await call
-            trailing = await call.trailing_metadata()
-        except grpc.aio.AioRpcError as e:
-            raise Unavailable(f"members from {self.address}: {e.details()}") from e
+        request = pb.MembersRequest().SerializeToString()
+        data, trailing = await self._conn.unary(MEMBERS_METHOD, request, timeout)
         return pb.MembersReply.FromString(data), counters_from_metadata(trailing)
 
     async def close(self) -> None:

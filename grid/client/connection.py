@@ -105,7 +105,6 @@ class AsyncConnection:
             ],
         )
         self._open_stream = self._channel.stream_stream(STREAM_METHOD)
-        self._stats = self._channel.unary_unary(STATS_METHOD)
         self._stream: grpc.aio.StreamStreamCall | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -150,13 +149,22 @@ class AsyncConnection:
                     results[i] = r
         return results
 
-    async def stats(self, timeout: float | None = None) -> pb.StatsReply:
+    async def unary(
+        self, method: str, request: bytes, timeout: float | None = None
+    ) -> tuple[bytes, grpc.aio.Metadata]:
+        """A plain unary call on this connection's channel (stats, members): the reply's
+        bytes and its trailing metadata; gRPC errors become Unavailable."""
+        call = self._channel.unary_unary(method)(request, timeout=timeout or self.options.timeout)
         try:
-            data = await self._stats(
-                pb.StatsRequest().SerializeToString(), timeout=timeout or self.options.timeout
-            )
+            data = await call
+            trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as e:
-            raise Unavailable(f"stats from {self.address}: {e.details()}") from e
+            raise Unavailable(f"{method.rsplit('/', 1)[-1]} from {self.address}: "
+                              f"{e.details()}") from e  # fmt: skip
+        return data, trailing
+
+    async def stats(self, timeout: float | None = None) -> pb.StatsReply:
+        data, _ = await self.unary(STATS_METHOD, pb.StatsRequest().SerializeToString(), timeout)
         return pb.StatsReply.FromString(data)
 
     async def close(self) -> None:
