@@ -234,13 +234,6 @@ class GossipRuntime:
         await self.transport.close()
 
     # ---- queries --------------------------------------------------------------------------
-    def add_listener(self, listener: MemberListener) -> None:
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: MemberListener) -> None:
-        with contextlib.suppress(ValueError):
-            self._listeners.remove(listener)
-
     def members(self) -> list[ClusterMember]:
         """Everything this member knows, itself first, then by name (tombstones included)."""
         if self.node is None:

@@ -102,6 +102,6 @@ def _measure_overhead() -> tuple[int, int]:
 ENTRY_OVERHEAD, VOLATILE_OVERHEAD = _measure_overhead()
 
 
-def entry_size(key: bytes, value: bytes) -> int:
-    """Accounted bytes for a non-volatile entry with this key and value."""
-    return ENTRY_OVERHEAD + len(key) + len(value)
+def entry_size(key: bytes, value: bytes, volatile: bool) -> int:
+    """Accounted bytes of an entry: what max_memory is enforced against."""
+    return ENTRY_OVERHEAD + len(key) + len(value) + (VOLATILE_OVERHEAD if volatile else 0)

@@ -28,8 +28,3 @@ class MapStats:
     def add(self, other: MapStats) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-    def as_dict(self) -> dict[str, float]:
-        d: dict[str, float] = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["hit_ratio"] = self.hit_ratio
-        return d

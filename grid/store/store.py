@@ -26,7 +26,7 @@ import msgpack
 
 from grid.config import Config
 from grid.errors import CasFailed, InvalidArgument, OutOfMemory, TooLarge
-from grid.store.entry import ENTRY_OVERHEAD, VOLATILE_OVERHEAD, Entry
+from grid.store.entry import VOLATILE_OVERHEAD, Entry, entry_size
 from grid.store.eviction import LFU_INIT, Evictor, lfu_touch
 from grid.store.expiry import expire_cycle
 from grid.store.recordmap import RecordMap
@@ -52,10 +52,6 @@ def wall_ms() -> int:
 
 def _monotonic_ms() -> float:
     return time.monotonic() * 1000.0
-
-
-def _size(key: bytes, value: bytes, volatile: bool) -> int:
-    return ENTRY_OVERHEAD + len(key) + len(value) + (VOLATILE_OVERHEAD if volatile else 0)
 
 
 class Store:
@@ -240,7 +236,7 @@ class Store:
         if condition:
             _check_condition(condition, e, expected)
         volatile = bool(ttl_ms or max_idle_ms)
-        new_size = _size(key, value, volatile)
+        new_size = entry_size(key, value, volatile)
         if e is None:
             self._reserve(new_size, now, None)
             ts = self.hlc.tick()
@@ -262,7 +258,7 @@ class Store:
             stats = rmap.stats
             stats.entries += 1
         else:
-            delta = new_size - _size(key, e.value, e.vslot >= 0)
+            delta = new_size - entry_size(key, e.value, e.vslot >= 0)
             if delta > 0:
                 self._reserve(delta, now, e)
             ts = self.hlc.tick()
@@ -395,7 +391,7 @@ class Store:
         if volatile:
             self.volatile.remove(e)
         self.all.remove(e)
-        size = _size(e.key, e.value, volatile)
+        size = entry_size(e.key, e.value, volatile)
         self.used -= size
         stats = rmap.stats
         stats.bytes -= size
@@ -452,7 +448,7 @@ class Store:
         write, so a data directory bigger than max_memory is cut down by the policy.
         """
         volatile = bool(expire_at or max_idle)
-        size = _size(key, value, volatile)
+        size = entry_size(key, value, volatile)
         self._reserve(size, now, None)
         e = Entry(key, value, ts, member, expire_at, max_idle, now, LFU_INIT, rmap)
         rmap.parts[partition_of(key, self.partitions)][key] = e

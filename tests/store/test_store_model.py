@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from grid.errors import CasFailed, InvalidArgument
 from grid.store import ALWAYS, IF_ABSENT, IF_PRESENT
-from grid.store.store import _size
+from grid.store.entry import entry_size
 from tests.store.helpers import Clock, make_store
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"{t}x", b"{t}y", b"long" * 10])
@@ -160,7 +160,7 @@ class StoreVsModel(RuleBasedStateMachine):
         assert (
             s.used
             == self.m.stats.bytes
-            == sum(_size(e.key, e.value, e.vslot >= 0) for e in entries)
+            == sum(entry_size(e.key, e.value, e.vslot >= 0) for e in entries)
         )
 
 
