@@ -176,10 +176,14 @@ class Durability:
         max_idle: int,
     ) -> None:
         """The store's sink: buffer one change (under the store lock)."""
+        # Sequence numbers are given here, under the lock and in the order of changes, so
+        # the record is built once. A partition whose append fails keeps counting: it is
+        # rewritten by install() at its current seq, which may be any number.
+        seq = self._seq[partition] = self._seq.get(partition, 0) + 1
         pending = self._pending.get(partition)
         if pending is None:
             pending = self._pending[partition] = []
-        pending.append((op, map_name, key, value, ts, member, expire_at, max_idle))
+        pending.append((seq, op, map_name, key, value, ts, member, expire_at, max_idle))
 
     def check_writable(self) -> None:
         """Refuse a write before it touches memory while the disk is full."""
@@ -207,18 +211,15 @@ class Durability:
         token = 0
         for p, changes in pending.items():
             if p not in self._needs_snapshot:
-                seq = self._seq.get(p, 0)
-                records = [(seq := seq + 1, *c) for c in changes]
                 try:
-                    token = self.log.append(p, records, trusted=True)
-                    self._seq[p] = seq
+                    token = self.log.append(p, changes, trusted=True)
                     continue
                 except DiskFull:
                     self._disk_trouble([p], "append failed: no space left on the device")
                 except OSError as e:  # EIO and friends: the same treatment, louder
                     log.error("log append failed", partition=p, error=str(e))
                     self._disk_trouble([p], f"append failed: {e}")
-            if any(c[0] in CLIENT_WRITES for c in changes):
+            if any(c[1] in CLIENT_WRITES for c in changes):
                 self.write_failed = True
         if token and self._loop is not None:
             self._wake()

@@ -368,10 +368,11 @@ class Store:
         return removed
 
     # ---- removal, eviction, expiry ----------------------------------------------------------
-    def _emit(self, op: int, e: Entry) -> None:
+    def _emit(self, op: int, e: Entry, partition: int | None = None) -> None:
+        """Report a change of `e` to the sink (partition: pass it when already known)."""
         if self.sink is not None:
             self.sink(
-                partition_of(e.key, self.partitions),
+                partition_of(e.key, self.partitions) if partition is None else partition,
                 op,
                 e.rmap.name,
                 e.key,
@@ -399,9 +400,9 @@ class Store:
         return p
 
     def remove_expired(self, e: Entry) -> None:
-        self._unlink(e)
+        p = self._unlink(e)
         e.rmap.stats.expirations += 1
-        self._emit(EXPIRED, e)
+        self._emit(EXPIRED, e, p)
 
     def _reserve(self, need: int, now: int, protect: Entry | None) -> None:
         """Evict until `need` more bytes fit under max_memory, or raise OutOfMemory."""
@@ -421,9 +422,9 @@ class Store:
                     f"max_memory {limit} bytes reached ({self.used} used, {need} more needed) "
                     f"and eviction_policy {self.evictor.policy} frees nothing"
                 )
-            self._unlink(victim)
+            p = self._unlink(victim)
             victim.rmap.stats.evictions += 1
-            self._emit(EVICTED, victim)
+            self._emit(EVICTED, victim, p)
 
     def expire_cycle(self, budget_ms: float | None = None) -> int:
         """One active expiry cycle (see grid/store/expiry.py). Takes the lock."""
