@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from partitioning.config import DEFAULT_VIRTUAL_NODES, MAX_BACKUPS
 from partitioning.keys import DEFAULT_PARTITION_COUNT
 
 EVICTION_POLICIES = ("lru", "lfu", "random", "volatile-ttl", "noeviction")
@@ -214,6 +215,47 @@ class Config:
         "Snapshot a partition when its log exceeds this multiple of its live data, so "
         "recovery replays at most about that much and the disk holds about that much.",
     )
+    # --- partitioning and migration (issue 5) --------------------------------------------------
+    backups: int = _opt(
+        1,
+        "Backup copies of every partition on other members (0..6). Writes reach them "
+        "asynchronously; a crashed primary's first backup takes over.",
+    )
+    virtual_nodes: int = _opt(
+        DEFAULT_VIRTUAL_NODES,
+        "Points per member on the consistent-hash ring. More spread partitions more evenly "
+        "and cost a little more to compute; every member and client must agree.",
+    )
+    max_forward_hops: int = _opt(
+        2,
+        "How many times a batch may be forwarded between members before an operation for "
+        "another member's partition is answered NOT_OWNER (smart clients then refresh their "
+        "table and retry). Bounds ping-pong while two members disagree about a table.",
+    )
+    migration_max_parallel: int = _opt(
+        8,
+        "Partitions copied at once when members join or leave. Each copy is one partition "
+        "(1/271 of the data by default), so a few in parallel keep every member busy "
+        "without flooding the network.",
+    )
+    migration_max_bytes_per_s: int = _opt(
+        64 * 1024 * 1024,
+        "Snapshot bytes a member sends per second to members filling partitions (0 = no "
+        "limit). Live changes are never throttled. Keeps a join from starving client "
+        "traffic; raise it to move data faster.",
+        parse=parse_size,
+    )
+    restart_wait_s: float = _opt(
+        30.0,
+        "After a restart with a saved partition table, how long to wait for the members it "
+        "names before their partitions are given to others (a whole-cluster restart must "
+        "not hand out partitions whose only copies are on members still starting).",
+    )
+    leave_timeout_s: float = _opt(
+        120.0,
+        "On a graceful stop, how long the member may spend handing its partitions to others "
+        "before it leaves anyway.",
+    )
     # --- runtime -------------------------------------------------------------------------------
     shutdown_grace_s: float = _opt(
         5.0,
@@ -255,6 +297,13 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if not 0 <= self.backups <= MAX_BACKUPS:
+            raise ConfigError(f"backups must be between 0 and {MAX_BACKUPS}")
+        for name in ("virtual_nodes", "migration_max_parallel", "max_forward_hops"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.migration_max_bytes_per_s < 0:
+            raise ConfigError("migration_max_bytes_per_s must be >= 0 (0 = no limit)")
         if self.max_memory < 0:
             raise ConfigError("max_memory must be >= 0 (0 = unbounded)")
         if self.max_message_bytes < self.max_value_bytes + self.max_key_bytes + 1024:

@@ -10,6 +10,7 @@ it, so a client cannot make the member allocate maps by reading random names.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from grid import logs
 from grid.config import Config
@@ -32,10 +33,13 @@ class BatchExecutor:
         "_reply_budget",
         "config",
         "durability",
+        "fanout",
         "last_token",
+        "misrouted",
         "operations",
         "rejected",
         "requests",
+        "routing",
         "store",
     )
 
@@ -51,6 +55,9 @@ class BatchExecutor:
         self._reply_budget = 0
         self.durability: Durability | None = None  # set by the member when it has a data_dir
         self.last_token = 0  # log token of the last batch's changes (0: none)
+        self.routing: Any = None  # grid/routing.py Routing, once the member is in a cluster
+        self.misrouted = 0  # operations of the last batch answered NOT_OWNER
+        self.fanout = False  # the last batch had a map-wide operation (SIZE, CLEAR)
         self._handlers: dict[int, Handler] = {
             pb.GET: BatchExecutor._get,
             pb.PUT: BatchExecutor._put,
@@ -67,8 +74,12 @@ class BatchExecutor:
 
     def execute(self, request: pb.BatchRequest) -> pb.BatchReply:
         reply = pb.BatchReply(id=request.id)
+        if self.routing is not None:
+            reply.table_version = self.routing.version
         ops = request.ops
         self.requests += 1
+        self.misrouted = 0
+        self.fanout = False
         if len(ops) > self.config.max_batch_ops:
             self.rejected += 1
             reply.status = pb.TOO_LARGE
@@ -97,6 +108,8 @@ class BatchExecutor:
                 except GridError as e:
                     r.status = e.status  # type: ignore[assignment]
                     r.error = e.message
+                    if e.status == Status.NOT_OWNER:
+                        self.misrouted += 1
                 except Exception as e:  # a bug: answer this op, keep serving the others
                     log.exception("operation failed", code=op.code, map=op.map)
                     r.status = pb.UNAVAILABLE
@@ -178,6 +191,7 @@ class BatchExecutor:
 
     def _size(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = self.store.size(self._read_map(op.map))
+        self.fanout = True
 
     def _scan(self, op: pb.Op, r: pb.Result, now: int) -> None:
         keys, cursor = self.store.scan(self._read_map(op.map), op.cursor, op.limit, now)
@@ -188,6 +202,7 @@ class BatchExecutor:
 
     def _clear(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = self.store.clear(self._read_map(op.map))
+        self.fanout = True
 
     def _touch(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = int(self.store.touch(self._read_map(op.map), op.key, now))

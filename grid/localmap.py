@@ -8,18 +8,25 @@ cost an order of magnitude more per call; see docs/benchmarks.md).
 
 Semantics are the store's, so they match the remote client's exactly; the
 test suite runs one scenario suite against all four map flavours.
+
+In a cluster, a key whose partition another member serves raises NotOwner in
+the store before anything is touched; the map then sends that call through
+the node's own smart client (`remote`), which routes it to the owner like any
+client. Map-wide calls (size, scan, clear) go through it whenever the cluster
+has other members. So the local path costs nothing extra and the remote one
+is exactly the client's.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from grid.client.aio import EntryView, encode_value
 from grid.client.codec import Codec, resolve
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
-from grid.errors import CasFailed
+from grid.errors import CasFailed, NotOwner
 from grid.store import ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION, Store
 from replication.hlc import Version
 
@@ -28,8 +35,16 @@ class LocalMap:
     """Blocking map API over the local store (embedded `grid.Node` in sync mode)."""
 
     def __init__(
-        self, store: Store, name: str, codec: str | Codec = "msgpack", raw_keys: bool = False
+        self,
+        store: Store,
+        name: str,
+        codec: str | Codec = "msgpack",
+        raw_keys: bool = False,
+        remote: Callable[[], Any] | None = None,
+        clustered: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._remote = remote  # the same map through the node's smart client (sync mode)
+        self.clustered = clustered  # whether other members hold partitions
         self._store = store
         self._lock = store.guard
         self._clock = store.clock
@@ -41,16 +56,30 @@ class LocalMap:
         self.raw_keys = raw_keys
 
     # ---- reads -------------------------------------------------------------------------------
+    def remote(self) -> Any:
+        if self._remote is None:
+            raise NotOwner("another member serves this key's partition")
+        return self._remote()
+
     def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
         k = key.encode() if key.__class__ is str else encode_key(key)
-        with self._lock:
-            e = self._store.get(self._rmap, k, self._clock())
-            if e is None:
-                return default
-            value = e.value
+        try:
+            with self._lock:
+                e = self._store.get(self._rmap, k, self._clock())
+                if e is None:
+                    return default
+                value = e.value
+        except NotOwner:
+            return self.remote().get(key, default, timeout=timeout)
         return self._decode(value)
 
     def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
+        try:
+            return self._get_entry(key)
+        except NotOwner:
+            return self.remote().get_entry(key, timeout=timeout)
+
+    def _get_entry(self, key: Key) -> EntryView | None:
         k = encode_key(key)
         with self._lock:
             now = self._clock()
@@ -63,39 +92,61 @@ class LocalMap:
         )
 
     def get_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> dict[Key, Any]:
+        found, elsewhere = self.get_many_local(keys)
+        if elsewhere:
+            found.update(self.remote().get_many(elsewhere, timeout=timeout))
+        return found
+
+    def get_many_local(self, keys: Iterable[Key]) -> tuple[dict[Key, Any], list[Key]]:
+        """The values of the keys this member serves, and the keys it does not."""
         keys = list(keys)
         encoded = [encode_key(k) for k in keys]
         store, rmap = self._store, self._rmap
         found: list[tuple[Key, bytes]] = []
+        elsewhere: list[Key] = []
         with self._lock:
             now = self._clock()
             for k, ek in zip(keys, encoded, strict=True):
-                e = store.get(rmap, ek, now)
+                try:
+                    e = store.get(rmap, ek, now)
+                except NotOwner:
+                    elsewhere.append(k)
+                    continue
                 if e is not None:
                     found.append((k, e.value))
         decode = self._decode
-        return {k: decode(v) for k, v in found}
+        return {k: decode(v) for k, v in found}, elsewhere
 
     def contains(self, key: Key, *, timeout: float | None = None) -> bool:
         k = encode_key(key)
-        with self._lock:
-            return self._store.contains(self._rmap, k, self._clock())
+        try:
+            with self._lock:
+                return self._store.contains(self._rmap, k, self._clock())
+        except NotOwner:
+            return self.remote().contains(key, timeout=timeout)
 
     def ttl(self, key: Key, *, timeout: float | None = None) -> float | None:
         k = encode_key(key)
-        with self._lock:
-            left = self._store.ttl(self._rmap, k, self._clock())
+        try:
+            with self._lock:
+                left = self._store.ttl(self._rmap, k, self._clock())
+        except NotOwner:
+            return self.remote().ttl(key, timeout=timeout)
         if left is None:
             return None
         return math.inf if left < 0 else from_ms(left)
 
     def size(self, *, timeout: float | None = None) -> int:
+        if self.clustered():
+            return self.remote().size(timeout=timeout)
         with self._lock:
             return self._store.size(self._rmap)
 
     def scan_page(
         self, cursor: bytes = b"", count: int = 0, *, timeout: float | None = None
     ) -> tuple[list[Key], bytes]:
+        if self.clustered():
+            return self.remote().scan_page(cursor, count, timeout=timeout)
         with self._lock:
             keys, cursor = self._store.scan(self._rmap, cursor, count, self._clock())
         return [decode_key(k, self.raw_keys) for k in keys], cursor
@@ -121,11 +172,26 @@ class LocalMap:
         k = encode_key(key)
         v = encode_value(self.codec, value)
         ttl_ms, idle_ms = to_ms(ttl), to_ms(max_idle)
-        with self._lock:
-            e = self._store.put(
-                self._rmap, k, v, self._clock(), ttl_ms, idle_ms, condition, expected
-            )
-            return Version(e.ts, e.member)
+        try:
+            with self._lock:
+                e = self._store.put(
+                    self._rmap, k, v, self._clock(), ttl_ms, idle_ms, condition, expected
+                )
+                return Version(e.ts, e.member)
+        except NotOwner:
+            remote = self.remote()
+            if condition == ALWAYS:
+                return remote.put(key, value, ttl=ttl, max_idle=max_idle)  # type: ignore[no-any-return]
+            ok = {
+                IF_ABSENT: lambda: remote.put_if_absent(key, value, ttl=ttl, max_idle=max_idle),
+                IF_PRESENT: lambda: remote.replace(key, value, ttl=ttl, max_idle=max_idle),
+                IF_VERSION: lambda: remote.compare_and_set(
+                    key, expected, value, ttl=ttl, max_idle=max_idle
+                ),
+            }[condition]()
+            if not ok:
+                raise CasFailed("condition did not hold") from None
+            return Version(0, 0)
 
     def put(
         self,
@@ -195,42 +261,84 @@ class LocalMap:
         max_idle: Duration = None,
         timeout: float | None = None,
     ) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
+        elsewhere = self.put_many_local(items, ttl, max_idle)
+        if elsewhere:
+            self.remote().put_many(elsewhere, ttl=ttl, max_idle=max_idle, timeout=timeout)
+
+    def put_many_local(
+        self,
+        items: Mapping[Key, Any] | Iterable[tuple[Key, Any]],
+        ttl: Duration,
+        max_idle: Duration,
+    ) -> list[tuple[Key, Any]]:
+        """Write the pairs this member serves; return the others."""
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
         encoded = [(encode_key(k), encode_value(self.codec, v)) for k, v in pairs]
         ttl_ms, idle_ms = to_ms(ttl), to_ms(max_idle)
         store, rmap = self._store, self._rmap
+        elsewhere: list[tuple[Key, Any]] = []
         with self._lock:
             now = self._clock()
-            for k, v in encoded:
-                store.put(rmap, k, v, now, ttl_ms, idle_ms)
+            for pair, (k, v) in zip(pairs, encoded, strict=True):
+                try:
+                    store.put(rmap, k, v, now, ttl_ms, idle_ms)
+                except NotOwner:
+                    elsewhere.append(pair)
+        return elsewhere
 
     def delete(self, key: Key, *, timeout: float | None = None) -> bool:
         k = encode_key(key)
-        with self._lock:
-            return self._store.delete(self._rmap, k, self._clock())
+        try:
+            with self._lock:
+                return self._store.delete(self._rmap, k, self._clock())
+        except NotOwner:
+            return self.remote().delete(key, timeout=timeout)  # type: ignore[no-any-return]
 
     def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
+        count, elsewhere = self.delete_many_local(keys)
+        if elsewhere:
+            count += self.remote().delete_many(elsewhere, timeout=timeout)
+        return count
+
+    def delete_many_local(self, keys: Iterable[Key]) -> tuple[int, list[Key]]:
+        keys = list(keys)
         encoded = [encode_key(k) for k in keys]
+        count = 0
+        elsewhere: list[Key] = []
         with self._lock:
             now = self._clock()
-            return sum(self._store.delete(self._rmap, k, now) for k in encoded)
+            for key, k in zip(keys, encoded, strict=True):
+                try:
+                    count += self._store.delete(self._rmap, k, now)
+                except NotOwner:
+                    elsewhere.append(key)
+        return count, elsewhere
 
     def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:
         k = encode_key(key)
-        with self._lock:
-            return self._store.expire(self._rmap, k, to_ms(ttl), self._clock())
+        try:
+            with self._lock:
+                return self._store.expire(self._rmap, k, to_ms(ttl), self._clock())
+        except NotOwner:
+            return self.remote().expire(key, ttl, timeout=timeout)  # type: ignore[no-any-return]
 
     def touch(self, key: Key, *, timeout: float | None = None) -> bool:
         k = encode_key(key)
-        with self._lock:
-            return self._store.touch(self._rmap, k, self._clock())
+        try:
+            with self._lock:
+                return self._store.touch(self._rmap, k, self._clock())
+        except NotOwner:
+            return self.remote().touch(key, timeout=timeout)  # type: ignore[no-any-return]
 
     def incr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
         k = encode_key(key)
-        with self._lock:
-            return self._store.incr(self._rmap, k, delta, to_ms(ttl), self._clock())
+        try:
+            with self._lock:
+                return self._store.incr(self._rmap, k, delta, to_ms(ttl), self._clock())
+        except NotOwner:
+            return self.remote().incr(key, delta, ttl=ttl, timeout=timeout)  # type: ignore[no-any-return]
 
     def decr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
@@ -238,45 +346,78 @@ class LocalMap:
         return self.incr(key, -delta, ttl=ttl)
 
     def clear(self, *, timeout: float | None = None) -> int:
+        if self.clustered():
+            return self.remote().clear(timeout=timeout)  # type: ignore[no-any-return]
         with self._lock:
             return self._store.clear(self._rmap)
 
 
 class AsyncLocalMap:
-    """The same map for asyncio code: coroutines that complete without suspending."""
+    """The same map for asyncio code: coroutines that complete without suspending when
+    this member serves the key, and await the node's async smart client when not."""
 
-    def __init__(self, local: LocalMap) -> None:
+    def __init__(self, local: LocalMap, remote: Callable[[], Any] | None = None) -> None:
         self._m = local
+        self._remote = remote
         self.name = local.name
 
+    def remote(self) -> Any:
+        if self._remote is None:
+            raise NotOwner("another member serves this key's partition")
+        return self._remote()
+
     async def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
-        return self._m.get(key, default)
+        try:
+            return self._m.get(key, default)
+        except NotOwner:
+            return await self.remote().get(key, default, timeout=timeout)
 
     async def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
-        return self._m.get_entry(key)
+        try:
+            return self._m.get_entry(key)
+        except NotOwner:
+            return await self.remote().get_entry(key, timeout=timeout)  # type: ignore[no-any-return]
 
     async def get_many(
         self, keys: Iterable[Key], *, timeout: float | None = None
     ) -> dict[Key, Any]:
-        return self._m.get_many(keys)
+        found, elsewhere = self._m.get_many_local(keys)
+        if elsewhere:
+            found.update(await self.remote().get_many(elsewhere, timeout=timeout))
+        return found
 
     async def contains(self, key: Key, *, timeout: float | None = None) -> bool:
-        return self._m.contains(key)
+        try:
+            return self._m.contains(key)
+        except NotOwner:
+            return await self.remote().contains(key, timeout=timeout)  # type: ignore[no-any-return]
 
     async def ttl(self, key: Key, *, timeout: float | None = None) -> float | None:
-        return self._m.ttl(key)
+        try:
+            return self._m.ttl(key)
+        except NotOwner:
+            return await self.remote().ttl(key, timeout=timeout)  # type: ignore[no-any-return]
 
     async def size(self, *, timeout: float | None = None) -> int:
+        if self._m.clustered():
+            return await self.remote().size(timeout=timeout)  # type: ignore[no-any-return]
         return self._m.size()
 
     async def scan_page(
         self, cursor: bytes = b"", count: int = 0, *, timeout: float | None = None
     ) -> tuple[list[Key], bytes]:
+        if self._m.clustered():
+            return await self.remote().scan_page(cursor, count, timeout=timeout)  # type: ignore[no-any-return]
         return self._m.scan_page(cursor, count)
 
     async def scan(self, count: int = 0) -> AsyncIterator[Key]:
-        for k in self._m.scan(count):
-            yield k
+        cursor = b""
+        while True:
+            keys, cursor = await self.scan_page(cursor, count)
+            for k in keys:
+                yield k
+            if not cursor:
+                return
 
     async def put(
         self,
@@ -287,7 +428,10 @@ class AsyncLocalMap:
         max_idle: Duration = None,
         timeout: float | None = None,
     ) -> Version:
-        return self._m.put(key, value, ttl=ttl, max_idle=max_idle)
+        try:
+            return self._m.put(key, value, ttl=ttl, max_idle=max_idle)
+        except NotOwner:
+            return await self.remote().put(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout)  # type: ignore[no-any-return]
 
     async def put_if_absent(
         self,
@@ -298,7 +442,12 @@ class AsyncLocalMap:
         max_idle: Duration = None,
         timeout: float | None = None,
     ) -> bool:
-        return self._m.put_if_absent(key, value, ttl=ttl, max_idle=max_idle)
+        try:
+            return self._m.put_if_absent(key, value, ttl=ttl, max_idle=max_idle)
+        except NotOwner:
+            return await self.remote().put_if_absent(  # type: ignore[no-any-return]
+                key, value, ttl=ttl, max_idle=max_idle, timeout=timeout
+            )
 
     async def replace(
         self,
@@ -309,7 +458,12 @@ class AsyncLocalMap:
         max_idle: Duration = None,
         timeout: float | None = None,
     ) -> bool:
-        return self._m.replace(key, value, ttl=ttl, max_idle=max_idle)
+        try:
+            return self._m.replace(key, value, ttl=ttl, max_idle=max_idle)
+        except NotOwner:
+            return await self.remote().replace(  # type: ignore[no-any-return]
+                key, value, ttl=ttl, max_idle=max_idle, timeout=timeout
+            )
 
     async def compare_and_set(
         self,
@@ -321,7 +475,12 @@ class AsyncLocalMap:
         max_idle: Duration = None,
         timeout: float | None = None,
     ) -> bool:
-        return self._m.compare_and_set(key, expected, value, ttl=ttl, max_idle=max_idle)
+        try:
+            return self._m.compare_and_set(key, expected, value, ttl=ttl, max_idle=max_idle)
+        except NotOwner:
+            return await self.remote().compare_and_set(  # type: ignore[no-any-return]
+                key, expected, value, ttl=ttl, max_idle=max_idle, timeout=timeout
+            )
 
     async def put_many(
         self,
@@ -331,29 +490,48 @@ class AsyncLocalMap:
         max_idle: Duration = None,
         timeout: float | None = None,
     ) -> None:
-        self._m.put_many(items, ttl=ttl, max_idle=max_idle)
+        elsewhere = self._m.put_many_local(items, ttl, max_idle)
+        if elsewhere:
+            await self.remote().put_many(elsewhere, ttl=ttl, max_idle=max_idle, timeout=timeout)
 
     async def delete(self, key: Key, *, timeout: float | None = None) -> bool:
-        return self._m.delete(key)
+        try:
+            return self._m.delete(key)
+        except NotOwner:
+            return await self.remote().delete(key, timeout=timeout)  # type: ignore[no-any-return]
 
     async def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
-        return self._m.delete_many(keys)
+        count, elsewhere = self._m.delete_many_local(keys)
+        if elsewhere:
+            count += await self.remote().delete_many(elsewhere, timeout=timeout)
+        return count
 
     async def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:
-        return self._m.expire(key, ttl)
+        try:
+            return self._m.expire(key, ttl)
+        except NotOwner:
+            return await self.remote().expire(key, ttl, timeout=timeout)  # type: ignore[no-any-return]
 
     async def touch(self, key: Key, *, timeout: float | None = None) -> bool:
-        return self._m.touch(key)
+        try:
+            return self._m.touch(key)
+        except NotOwner:
+            return await self.remote().touch(key, timeout=timeout)  # type: ignore[no-any-return]
 
     async def incr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
-        return self._m.incr(key, delta, ttl=ttl)
+        try:
+            return self._m.incr(key, delta, ttl=ttl)
+        except NotOwner:
+            return await self.remote().incr(key, delta, ttl=ttl, timeout=timeout)  # type: ignore[no-any-return]
 
     async def decr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
-        return self._m.decr(key, delta, ttl=ttl)
+        return await self.incr(key, -delta, ttl=ttl, timeout=timeout)
 
     async def clear(self, *, timeout: float | None = None) -> int:
+        if self._m.clustered():
+            return await self.remote().clear(timeout=timeout)  # type: ignore[no-any-return]
         return self._m.clear()

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import xxhash
 
 from grid import __version__, logs
+from grid.cluster_runtime import ClusterRuntime
 from grid.config import Config
 from grid.durability import Durability, DurableGuard
 from grid.gossip.runtime import GossipRuntime, MemberListener
+from grid.peer import PeerService
 from grid.server import NOT_SERVING, SERVING, GridService, add_health, server_options
 from grid.store import Store, wall_ms
 from persistence import PersistenceError
@@ -40,6 +44,7 @@ class Member:
         self.durability: Durability | None = None
         self.service: GridService | None = None
         self.gossip: GossipRuntime | None = None
+        self.cluster: ClusterRuntime | None = None
         self.member_listeners: list[MemberListener] = []  # (kind, member), see grid.Node
         self._server: grpc.aio.Server | None = None
         self._health = None
@@ -60,13 +65,31 @@ class Member:
                 "address is not this machine's"
             )
         self.address = cfg.advertise or f"{cfg.host}:{port}"
-        self.name = cfg.name or cfg.with_overrides(port=port).member_name
+        # A member that keeps data keeps its name: the partition table saved with the data
+        # names it, and a restart on another port must still be the same member.
+        self.name = (
+            cfg.name or _saved_name(cfg.data_dir) or cfg.with_overrides(port=port).member_name
+        )
         self.store = Store(cfg, member_id(self.name), self.clock)
         self.service = GridService(self.store, cfg, self.name, self.address)
         if cfg.data_dir:
             self.durability = self._open_durability()  # recovers before anyone is served
             self.service.executor.durability = self.durability
-        server.add_generic_rpc_handlers((self.service.handler(),))
+            _save_name(cfg.data_dir, self.name)
+        self.cluster = ClusterRuntime(
+            self.name,
+            self.address,
+            cfg,
+            self.store,
+            self.service.executor,
+            self.durability,
+            lambda: self.gossip.members() if self.gossip is not None else [],
+        )
+        self.service.cluster = self.cluster
+        self.member_listeners.append(self.cluster.coordinator.on_member)
+        server.add_generic_rpc_handlers(
+            (self.service.handler(), PeerService(self.cluster).handler())
+        )
         self._health = add_health(server)
         await server.start()
         self._server = server
@@ -77,6 +100,7 @@ class Member:
         self.service.membership = self.gossip
         try:
             await self.gossip.start()
+            await self.cluster.start()  # serves nothing until it has a partition table
         except BaseException:
             await self.stop(0)
             raise
@@ -122,6 +146,13 @@ class Member:
             return
         grace = self.config.shutdown_grace_s if grace is None else grace
         log.info("member stopping", member=self.name, grace_s=grace)
+        if self.cluster is not None and grace > 0:
+            # graceful leave: hand every partition to others before going (they keep
+            # serving meanwhile; the old owner forwards until each hand-off is done)
+            try:
+                await self.cluster.leave()
+            except Exception:
+                log.exception("hand-off before leaving failed")
         with contextlib.suppress(Exception):
             await self._health.set("", NOT_SERVING)
             await self._health.set("grid.v1.Grid", NOT_SERVING)
@@ -131,6 +162,8 @@ class Member:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.service is not None:
             self.service.end_idle_streams()
         await self._server.stop(grace)
@@ -138,6 +171,30 @@ class Member:
         if self.durability is not None:
             await self.durability.close()
         log.info("member stopped", member=self.name)
+
+
+NAME_FILE = "member.json"
+
+
+def _saved_name(data_dir: str) -> str:
+    if not data_dir:
+        return ""
+    try:
+        data = json.loads((Path(data_dir) / NAME_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _save_name(data_dir: str, name: str) -> None:
+    path = Path(data_dir) / NAME_FILE
+    if _saved_name(data_dir) == name:
+        return
+    try:
+        path.write_text(json.dumps({"name": name}))
+    except OSError as e:
+        log.warning("cannot save the member name", path=str(path), error=str(e))
 
 
 async def run_member(config: Config) -> None:

@@ -37,6 +37,7 @@ class Node:
         self._thread: _LoopThread | None = None
         self._mode: str | None = None
         self._listeners = self._member.member_listeners
+        self._client: Any = None  # the node's own smart client, for keys others serve
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Node:
@@ -55,6 +56,9 @@ class Node:
     def close(self) -> None:
         if self._mode != "sync" or self._thread is None:
             return
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         self._thread.run(self._member.stop(0.5))
         self._thread.stop()
         self._thread = None
@@ -69,6 +73,9 @@ class Node:
 
     async def stop(self) -> None:
         if self._mode == "async":
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
             await self._member.stop(0.5)
             self._mode = None
 
@@ -101,8 +108,37 @@ class Node:
         """A LocalMap (sync mode) or AsyncLocalMap (async mode) over this member's store."""
         if self._mode is None or self._member.store is None:
             raise RuntimeError("start the node first (with/open() or async with/start())")
-        local = LocalMap(self._member.store, name, codec, raw_keys)
-        return local if self._mode == "sync" else AsyncLocalMap(local)
+        if self._mode == "sync":
+            return LocalMap(
+                self._member.store,
+                name,
+                codec,
+                raw_keys,
+                remote=lambda: self._smart_client().map(name, codec=codec, raw_keys=raw_keys),
+                clustered=self._clustered,
+            )
+        local = LocalMap(self._member.store, name, codec, raw_keys, clustered=self._clustered)
+        return AsyncLocalMap(
+            local, lambda: self._smart_client().map(name, codec=codec, raw_keys=raw_keys)
+        )
+
+    def _clustered(self) -> bool:
+        cluster = self._member.cluster
+        return cluster is not None and len(cluster.routing.members()) > 1
+
+    def _smart_client(self) -> Any:
+        """A client of the cluster through this member (created on first need): calls for
+        partitions other members serve go straight to them, as from any client."""
+        if self._client is None:
+            if self._mode == "sync":
+                from grid.client.sync import Client
+
+                self._client = Client(self.address)
+            else:
+                from grid.client.aio import AsyncClient
+
+                self._client = AsyncClient(self.address)
+        return self._client
 
     def stats(self) -> dict[str, Any]:
         if self._mode is None or self._member.service is None:

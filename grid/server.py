@@ -24,6 +24,7 @@ from grid.config import Config
 from grid.errors import Unavailable
 from grid.executor import BatchExecutor, fail_writes
 from grid.store import Store
+from partitioning import partition_of
 from persistence import PersistenceError
 from proto import grid_pb2 as pb
 
@@ -42,6 +43,8 @@ class GridService:
         self.started = time.monotonic()
         self.membership: Any = None
         """The member's GossipRuntime (grid/gossip/runtime.py), set once it runs."""
+        self.cluster: Any = None
+        """The member's ClusterRuntime (grid/cluster_runtime.py): routing, forwarding."""
         self._idle_streams: set[asyncio.Task[Any] | None] = set()
         self._stopping = False
 
@@ -55,6 +58,9 @@ class GridService:
                 "Members": grpc.unary_unary_rpc_method_handler(self.members),
                 "Backup": grpc.unary_unary_rpc_method_handler(self.backup),
                 "Snapshot": grpc.unary_unary_rpc_method_handler(self.snapshot),
+                "Table": grpc.unary_unary_rpc_method_handler(self.table),
+                "WatchTable": grpc.unary_stream_rpc_method_handler(self.watch_table),
+                "LocalKeys": grpc.unary_unary_rpc_method_handler(self.local_keys),
             },
         )
 
@@ -71,10 +77,14 @@ class GridService:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
             )
-        reply = self.executor.execute(request)
-        token = self.executor.last_token
-        if token and self.executor.durability is not None:
+        executor = self.executor
+        reply = executor.execute(request)
+        token = executor.last_token
+        elsewhere = executor.misrouted or executor.fanout
+        if token and executor.durability is not None:
             await self._durable(reply, request, token)
+        if elsewhere and self.cluster is not None:
+            await self.cluster.forwarder.complete(request, reply)
         return reply.SerializeToString()
 
     async def _durable(self, reply: pb.BatchReply, request: pb.BatchRequest, token: int) -> None:
@@ -125,6 +135,15 @@ class GridService:
                 )
             reply = execute(request)
             token = executor.last_token
+            if (executor.misrouted or executor.fanout) and self.cluster is not None:
+                # Some operations belong to other members: answer once they have
+                # (meanwhile read on; the ids make out-of-order replies harmless).
+                t = asyncio.create_task(
+                    self._write_forwarded(context, write_lock, reply, request, token)
+                )
+                held.add(t)
+                t.add_done_callback(held.discard)
+                continue
             if token and executor.durability is not None and executor.durability.holds_replies:
                 # Answer when the fsync covering it is done; meanwhile read on, so the
                 # next batches join the same group commit.
@@ -153,11 +172,27 @@ class GridService:
         async with write_lock:
             await context.write(reply.SerializeToString())
 
+    async def _write_forwarded(
+        self,
+        context: grpc.aio.ServicerContext,
+        write_lock: asyncio.Lock,
+        reply: pb.BatchReply,
+        request: pb.BatchRequest,
+        token: int,
+    ) -> None:
+        if token and self.executor.durability is not None:
+            await self._durable(reply, request, token)
+        await self.cluster.forwarder.complete(request, reply)
+        async with write_lock:
+            await context.write(reply.SerializeToString())
+
     def end_idle_streams(self) -> None:
         """For shutdown: streams waiting for input end now; busy ones after their reply."""
         self._stopping = True
         for task in list(self._idle_streams):
             task.cancel()
+        if self.cluster is not None:
+            self.cluster.routing.end_watches()
 
     async def stats(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return self.stats_reply().SerializeToString()
@@ -171,6 +206,59 @@ class GridService:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "membership is not running")
         context.set_trailing_metadata(counters_metadata(gossip.counters()))
         return members_reply(self.name, gossip.members()).SerializeToString()
+
+    async def table(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """The partition table this member routes by (version 0: none yet)."""
+        if self.cluster is None:
+            return pb.PartitionTable().SerializeToString()
+        return self.cluster.routing.to_proto().SerializeToString()
+
+    async def watch_table(
+        self, data: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """The table now if newer than the caller's, then every newer one as installed."""
+        try:
+            request = pb.TableRequest.FromString(data)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed TableRequest")
+        if self.cluster is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this member has no table yet")
+        routing = self.cluster.routing
+        queue = routing.watch()
+        try:
+            known = request.known_version
+            if routing.version and routing.version != known:
+                known = routing.version
+                yield routing.to_proto().SerializeToString()
+            while not self._stopping:
+                msg = await queue.get()
+                if not msg.version:
+                    break  # the member is stopping
+                if msg.version != known:
+                    known = msg.version
+                    yield msg.SerializeToString()
+        finally:
+            routing.unwatch(queue)
+
+    async def local_keys(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Admin/debug: which of these keys this member holds itself, and in which role."""
+        try:
+            request = pb.LocalKeysRequest.FromString(data)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed LocalKeysRequest")
+        store = self.store
+        roles = []
+        with store.lock:
+            rmap = store.maps.get(request.map)
+            for key in request.keys:
+                p = partition_of(key, store.partitions)
+                if rmap is None or key not in rmap.parts[p]:
+                    roles.append(0)
+                elif self.cluster is None:
+                    roles.append(1)
+                else:
+                    roles.append(self.cluster.routing.role(p))
+        return pb.LocalKeysReply(roles=roles).SerializeToString()
 
     async def snapshot(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         durability = self.executor.durability
@@ -232,6 +320,7 @@ class GridService:
             persistence=pb.PersistenceStats(**ex.durability.stats())
             if ex.durability is not None
             else None,
+            migration=self.cluster.stats() if self.cluster is not None else None,
         )
 
 

@@ -65,6 +65,20 @@ class PartitionTable:
     def __post_init__(self) -> None:
         _validate(self)
 
+    @classmethod
+    def of_layout(
+        cls,
+        epoch: int,
+        partition_count: int,
+        backups: int,
+        members: tuple[str, ...],
+        layout: Layout,
+    ) -> PartitionTable:
+        """A table for an arbitrary layout (an interim table during migration)."""
+        members = tuple(sorted(members))
+        fp = fingerprint(partition_count, backups, members, layout)
+        return cls(make_version(epoch, fp), partition_count, backups, members, tuple(layout))
+
     @property
     def epoch(self) -> int:
         return self.version >> 32
@@ -150,11 +164,16 @@ def _validate(table: PartitionTable) -> None:
         raise ValueError(f"backups must be in [0, {MAX_BACKUPS}], got {table.backups}")
     if not table.members or list(table.members) != sorted(set(table.members)):
         raise ValueError("members must be non-empty, sorted and distinct")
+    # A table in effect may list fewer replicas than placement wants while new backups are
+    # being filled (grid/coordinator.py publishes such interim tables); never none.
     wanted = min(1 + table.backups, len(table.members))
     live = set(table.members)
     for p, replicas in enumerate(table.replica_lists):
-        if len(replicas) != wanted or len(set(replicas)) != wanted or not live.issuperset(replicas):
-            raise ValueError(f"partition {p}: need {wanted} distinct members, got {replicas!r}")
+        n = len(replicas)
+        if not 1 <= n <= wanted or len(set(replicas)) != n or not live.issuperset(replicas):
+            raise ValueError(
+                f"partition {p}: need 1 to {wanted} distinct members, got {replicas!r}"
+            )
     expected = fingerprint(table.partition_count, table.backups, table.members, table.replica_lists)
     if table.fingerprint != expected:
         raise ValueError(

@@ -39,6 +39,15 @@ class Condition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IF_ABSENT: _ClassVar[Condition]
     IF_PRESENT: _ClassVar[Condition]
     IF_VERSION: _ClassVar[Condition]
+
+class ChunkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MUTATIONS: _ClassVar[ChunkKind]
+    SNAPSHOT_BEGIN: _ClassVar[ChunkKind]
+    SNAPSHOT: _ClassVar[ChunkKind]
+    SNAPSHOT_END: _ClassVar[ChunkKind]
+    HANDOFF: _ClassVar[ChunkKind]
+    REFUSED: _ClassVar[ChunkKind]
 OK: Status
 NOT_FOUND: Status
 CAS_FAILED: Status
@@ -63,6 +72,12 @@ ALWAYS: Condition
 IF_ABSENT: Condition
 IF_PRESENT: Condition
 IF_VERSION: Condition
+MUTATIONS: ChunkKind
+SNAPSHOT_BEGIN: ChunkKind
+SNAPSHOT: ChunkKind
+SNAPSHOT_END: ChunkKind
+HANDOFF: ChunkKind
+REFUSED: ChunkKind
 
 class Op(_message.Message):
     __slots__ = ("code", "map", "key", "value", "ttl_ms", "max_idle_ms", "condition", "expected_ts", "expected_member", "delta", "cursor", "limit")
@@ -115,26 +130,30 @@ class Result(_message.Message):
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., value: _Optional[bytes] = ..., count: _Optional[int] = ..., version_ts: _Optional[int] = ..., version_member: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., cursor: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
 
 class BatchRequest(_message.Message):
-    __slots__ = ("id", "ops")
+    __slots__ = ("id", "ops", "hops")
     ID_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
     id: int
     ops: _containers.RepeatedCompositeFieldContainer[Op]
-    def __init__(self, id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ...) -> None: ...
+    hops: int
+    def __init__(self, id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ..., hops: _Optional[int] = ...) -> None: ...
 
 class BatchReply(_message.Message):
-    __slots__ = ("id", "results", "status", "error", "max_batch_ops")
+    __slots__ = ("id", "results", "status", "error", "max_batch_ops", "table_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_OPS_FIELD_NUMBER: _ClassVar[int]
+    TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: int
     results: _containers.RepeatedCompositeFieldContainer[Result]
     status: Status
     error: str
     max_batch_ops: int
-    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ..., max_batch_ops: _Optional[int] = ...) -> None: ...
+    table_version: int
+    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., status: _Optional[_Union[Status, str]] = ..., error: _Optional[str] = ..., max_batch_ops: _Optional[int] = ..., table_version: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()
@@ -196,8 +215,36 @@ class PersistenceStats(_message.Message):
     last_error: str
     def __init__(self, enabled: _Optional[bool] = ..., data_dir: _Optional[str] = ..., fsync: _Optional[str] = ..., partitions_recovered: _Optional[int] = ..., records_loaded: _Optional[int] = ..., records_skipped: _Optional[int] = ..., records_dropped: _Optional[int] = ..., bytes_truncated: _Optional[int] = ..., recovery_s: _Optional[float] = ..., entries_recovered: _Optional[int] = ..., log_bytes: _Optional[int] = ..., snapshots: _Optional[int] = ..., fsyncs: _Optional[int] = ..., disk_full: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
+class MigrationStats(_message.Message):
+    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending")
+    TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRIMARIES_FIELD_NUMBER: _ClassVar[int]
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    FILLS_DONE_FIELD_NUMBER: _ClassVar[int]
+    HANDOFFS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
+    NOT_OWNER_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    table_version: int
+    primaries: int
+    backups: int
+    in_flight: int
+    fills_done: int
+    handoffs: int
+    bytes_received: int
+    bytes_sent: int
+    forwarded: int
+    not_owner: int
+    coordinator: bool
+    pending: int
+    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ...) -> None: ...
+
 class StatsReply(_message.Message):
-    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence")
+    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +258,7 @@ class StatsReply(_message.Message):
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     PERSISTENCE_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
     member: str
     address: str
     version: str
@@ -224,7 +272,8 @@ class StatsReply(_message.Message):
     operations: int
     rejected: int
     persistence: PersistenceStats
-    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ...) -> None: ...
+    migration: MigrationStats
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("name", "address", "gossip_address", "state", "incarnation", "age_s", "zone", "version")
@@ -287,3 +336,177 @@ class SnapshotReply(_message.Message):
     records: int
     seconds: float
     def __init__(self, partitions: _Optional[int] = ..., records: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class TableRequest(_message.Message):
+    __slots__ = ("known_version",)
+    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    known_version: int
+    def __init__(self, known_version: _Optional[int] = ...) -> None: ...
+
+class TableMember(_message.Message):
+    __slots__ = ("name", "address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class Replicas(_message.Message):
+    __slots__ = ("members",)
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, members: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PartitionTable(_message.Message):
+    __slots__ = ("version", "partition_count", "backups", "members", "replicas")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    partition_count: int
+    backups: int
+    members: _containers.RepeatedCompositeFieldContainer[TableMember]
+    replicas: _containers.RepeatedCompositeFieldContainer[Replicas]
+    def __init__(self, version: _Optional[int] = ..., partition_count: _Optional[int] = ..., backups: _Optional[int] = ..., members: _Optional[_Iterable[_Union[TableMember, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[Replicas, _Mapping]]] = ...) -> None: ...
+
+class LocalKeysRequest(_message.Message):
+    __slots__ = ("map", "keys")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, map: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LocalKeysReply(_message.Message):
+    __slots__ = ("roles",)
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    roles: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, roles: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ("op", "map", "key", "value", "ts", "member", "expire_at", "max_idle")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IDLE_FIELD_NUMBER: _ClassVar[int]
+    op: int
+    map: str
+    key: bytes
+    value: bytes
+    ts: int
+    member: int
+    expire_at: int
+    max_idle: int
+    def __init__(self, op: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ts: _Optional[int] = ..., member: _Optional[int] = ..., expire_at: _Optional[int] = ..., max_idle: _Optional[int] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("partition", "kind", "seq", "records", "error", "term")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    kind: ChunkKind
+    seq: int
+    records: _containers.RepeatedCompositeFieldContainer[Record]
+    error: str
+    term: int
+    def __init__(self, partition: _Optional[int] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., error: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
+
+class ReplicaBatch(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ...) -> None: ...
+
+class Subscribe(_message.Message):
+    __slots__ = ("partition", "have_seq", "have_term")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    HAVE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HAVE_TERM_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    have_seq: int
+    have_term: int
+    def __init__(self, partition: _Optional[int] = ..., have_seq: _Optional[int] = ..., have_term: _Optional[int] = ...) -> None: ...
+
+class FollowMessage(_message.Message):
+    __slots__ = ("follower", "subscribe", "unsubscribe", "ack_partitions", "ack_seqs")
+    FOLLOWER_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    ACK_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    ACK_SEQS_FIELD_NUMBER: _ClassVar[int]
+    follower: str
+    subscribe: _containers.RepeatedCompositeFieldContainer[Subscribe]
+    unsubscribe: _containers.RepeatedScalarFieldContainer[int]
+    ack_partitions: _containers.RepeatedScalarFieldContainer[int]
+    ack_seqs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, follower: _Optional[str] = ..., subscribe: _Optional[_Iterable[_Union[Subscribe, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[int]] = ..., ack_partitions: _Optional[_Iterable[int]] = ..., ack_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PublishReply(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class FillRequest(_message.Message):
+    __slots__ = ("partitions", "source", "source_address")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    source: str
+    source_address: str
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., source: _Optional[str] = ..., source_address: _Optional[str] = ...) -> None: ...
+
+class FillReply(_message.Message):
+    __slots__ = ("ready", "failed", "error")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ready: _containers.RepeatedScalarFieldContainer[int]
+    failed: _containers.RepeatedScalarFieldContainer[int]
+    error: str
+    def __init__(self, ready: _Optional[_Iterable[int]] = ..., failed: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class HandoffRequest(_message.Message):
+    __slots__ = ("partitions", "to")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    to: str
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., to: _Optional[str] = ...) -> None: ...
+
+class HandoffReply(_message.Message):
+    __slots__ = ("done", "failed", "error")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    done: _containers.RepeatedScalarFieldContainer[int]
+    failed: _containers.RepeatedScalarFieldContainer[int]
+    error: str
+    def __init__(self, done: _Optional[_Iterable[int]] = ..., failed: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("member",)
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    member: str
+    def __init__(self, member: _Optional[str] = ...) -> None: ...
+
+class LeaveReply(_message.Message):
+    __slots__ = ("done", "error", "coordinator")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    error: str
+    coordinator: str
+    def __init__(self, done: _Optional[bool] = ..., error: _Optional[str] = ..., coordinator: _Optional[str] = ...) -> None: ...

@@ -64,6 +64,21 @@ class GridStub:
                 request_serializer=proto_dot_grid__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.SnapshotReply.FromString,
                 _registered_method=True)
+        self.Table = channel.unary_unary(
+                '/grid.v1.Grid/Table',
+                request_serializer=proto_dot_grid__pb2.TableRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.PartitionTable.FromString,
+                _registered_method=True)
+        self.WatchTable = channel.unary_stream(
+                '/grid.v1.Grid/WatchTable',
+                request_serializer=proto_dot_grid__pb2.TableRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.PartitionTable.FromString,
+                _registered_method=True)
+        self.LocalKeys = channel.unary_unary(
+                '/grid.v1.Grid/LocalKeys',
+                request_serializer=proto_dot_grid__pb2.LocalKeysRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.LocalKeysReply.FromString,
+                _registered_method=True)
 
 
 class GridServicer:
@@ -105,6 +120,24 @@ class GridServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Table(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LocalKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GridServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +170,21 @@ def add_GridServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=proto_dot_grid__pb2.SnapshotRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.SnapshotReply.SerializeToString,
+            ),
+            'Table': grpc.unary_unary_rpc_method_handler(
+                    servicer.Table,
+                    request_deserializer=proto_dot_grid__pb2.TableRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.PartitionTable.SerializeToString,
+            ),
+            'WatchTable': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTable,
+                    request_deserializer=proto_dot_grid__pb2.TableRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.PartitionTable.SerializeToString,
+            ),
+            'LocalKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.LocalKeys,
+                    request_deserializer=proto_dot_grid__pb2.LocalKeysRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.LocalKeysReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +349,336 @@ class Grid:
             '/grid.v1.Grid/Snapshot',
             proto_dot_grid__pb2.SnapshotRequest.SerializeToString,
             proto_dot_grid__pb2.SnapshotReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Table(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/Table',
+            proto_dot_grid__pb2.TableRequest.SerializeToString,
+            proto_dot_grid__pb2.PartitionTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/grid.v1.Grid/WatchTable',
+            proto_dot_grid__pb2.TableRequest.SerializeToString,
+            proto_dot_grid__pb2.PartitionTable.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LocalKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/LocalKeys',
+            proto_dot_grid__pb2.LocalKeysRequest.SerializeToString,
+            proto_dot_grid__pb2.LocalKeysReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PeerStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Publish = channel.unary_unary(
+                '/grid.v1.Peer/Publish',
+                request_serializer=proto_dot_grid__pb2.PartitionTable.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.PublishReply.FromString,
+                _registered_method=True)
+        self.Follow = channel.stream_stream(
+                '/grid.v1.Peer/Follow',
+                request_serializer=proto_dot_grid__pb2.FollowMessage.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.ReplicaBatch.FromString,
+                _registered_method=True)
+        self.Fill = channel.unary_unary(
+                '/grid.v1.Peer/Fill',
+                request_serializer=proto_dot_grid__pb2.FillRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.FillReply.FromString,
+                _registered_method=True)
+        self.Handoff = channel.unary_unary(
+                '/grid.v1.Peer/Handoff',
+                request_serializer=proto_dot_grid__pb2.HandoffRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.HandoffReply.FromString,
+                _registered_method=True)
+        self.Leave = channel.unary_unary(
+                '/grid.v1.Peer/Leave',
+                request_serializer=proto_dot_grid__pb2.LeaveRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.LeaveReply.FromString,
+                _registered_method=True)
+
+
+class PeerServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Publish(self, request, context):
+        """coordinator -> members
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Follow(self, request_iterator, context):
+        """follower <-> primary
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Fill(self, request, context):
+        """coordinator -> new replica
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Handoff(self, request, context):
+        """coordinator -> primary
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Leave(self, request, context):
+        """leaving member -> coordinator
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PeerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Publish': grpc.unary_unary_rpc_method_handler(
+                    servicer.Publish,
+                    request_deserializer=proto_dot_grid__pb2.PartitionTable.FromString,
+                    response_serializer=proto_dot_grid__pb2.PublishReply.SerializeToString,
+            ),
+            'Follow': grpc.stream_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=proto_dot_grid__pb2.FollowMessage.FromString,
+                    response_serializer=proto_dot_grid__pb2.ReplicaBatch.SerializeToString,
+            ),
+            'Fill': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fill,
+                    request_deserializer=proto_dot_grid__pb2.FillRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.FillReply.SerializeToString,
+            ),
+            'Handoff': grpc.unary_unary_rpc_method_handler(
+                    servicer.Handoff,
+                    request_deserializer=proto_dot_grid__pb2.HandoffRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.HandoffReply.SerializeToString,
+            ),
+            'Leave': grpc.unary_unary_rpc_method_handler(
+                    servicer.Leave,
+                    request_deserializer=proto_dot_grid__pb2.LeaveRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.LeaveReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'grid.v1.Peer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('grid.v1.Peer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Peer:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Publish(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/Publish',
+            proto_dot_grid__pb2.PartitionTable.SerializeToString,
+            proto_dot_grid__pb2.PublishReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Follow(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/grid.v1.Peer/Follow',
+            proto_dot_grid__pb2.FollowMessage.SerializeToString,
+            proto_dot_grid__pb2.ReplicaBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/Fill',
+            proto_dot_grid__pb2.FillRequest.SerializeToString,
+            proto_dot_grid__pb2.FillReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Handoff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/Handoff',
+            proto_dot_grid__pb2.HandoffRequest.SerializeToString,
+            proto_dot_grid__pb2.HandoffReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Leave(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/Leave',
+            proto_dot_grid__pb2.LeaveRequest.SerializeToString,
+            proto_dot_grid__pb2.LeaveReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 
 from grid.config import Config
-from grid.errors import CasFailed, InvalidArgument, OutOfMemory, TooLarge
+from grid.errors import CasFailed, InvalidArgument, NotOwner, OutOfMemory, TooLarge
 from grid.store.entry import VOLATILE_OVERHEAD, Entry, entry_size
 from grid.store.eviction import LFU_INIT, Evictor, lfu_touch
 from grid.store.expiry import expire_cycle
@@ -89,6 +89,10 @@ class Store:
         self.sink: Sink | None = None  # persistence (and later replication) listen here
         # Called before any client write touches memory; raises to refuse it (disk full).
         self.write_gate: Callable[[], None] | None = None
+        # Partitions this member serves as primary (1) or not (0); None: all of them (a
+        # member on its own). Client operations on other partitions raise NotOwner before
+        # touching anything, and the server forwards them (grid/routing.py keeps this).
+        self.owned: bytearray | None = None
         self._lfu = config.eviction_policy == "lfu"
         self._decay_ms = config.lfu_decay_minutes * 60_000
         self._log_factor = config.lfu_log_factor
@@ -116,6 +120,16 @@ class Store:
         if len(value) > self.max_value:
             raise TooLarge(f"value is {len(value)} bytes; max_value_bytes is {self.max_value}")
 
+    def _owner_check(self, key: bytes) -> int:
+        """The key's partition; raises NotOwner if this member does not serve it."""
+        p = partition_of(key, self.partitions)
+        if self.owned is not None and not self.owned[p]:
+            raise NotOwner(f"partition {p} is not served by this member")
+        return p
+
+    def owns(self, partition: int) -> bool:
+        return self.owned is None or bool(self.owned[partition])
+
     @staticmethod
     def _check_ms(name: str, ms: int) -> None:
         if ms < 0:
@@ -138,7 +152,7 @@ class Store:
     def get(self, rmap: RecordMap, key: bytes, now: int) -> Entry | None:
         """The live entry, counted as a hit or miss and as an access for eviction."""
         self.check_key(key)
-        e = rmap.parts[partition_of(key, self.partitions)].get(key)
+        e = rmap.parts[self._owner_check(key)].get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
             e = None
@@ -154,11 +168,13 @@ class Store:
     def contains(self, rmap: RecordMap, key: bytes, now: int) -> bool:
         """Whether a live entry exists; not an access (as Redis's EXISTS)."""
         self.check_key(key)
+        self._owner_check(key)
         return self._live(rmap, key, now) is not None
 
     def ttl(self, rmap: RecordMap, key: bytes, now: int) -> int | None:
         """Remaining ms before expiry, -1 for none, None if absent; not an access."""
         self.check_key(key)
+        self._owner_check(key)
         e = self._live(rmap, key, now)
         if e is None:
             return None
@@ -168,6 +184,7 @@ class Store:
     def touch(self, rmap: RecordMap, key: bytes, now: int) -> bool:
         """Count an access without reading: restarts the max-idle clock."""
         self.check_key(key)
+        self._owner_check(key)
         e = self._live(rmap, key, now)
         if e is None:
             return False
@@ -175,7 +192,11 @@ class Store:
         return True
 
     def size(self, rmap: RecordMap) -> int:
-        return rmap.stats.entries
+        """Entries in the partitions this member serves (backup copies are not counted)."""
+        owned = self.owned
+        if owned is None:
+            return rmap.stats.entries
+        return sum(len(part) for p, part in enumerate(rmap.parts) if owned[p])
 
     def scan(
         self, rmap: RecordMap, cursor: bytes, limit: int, now: int
@@ -190,8 +211,13 @@ class Store:
         if not 0 < limit <= MAX_SCAN_PAGE:
             raise InvalidArgument(f"scan limit must be 1..{MAX_SCAN_PAGE}")
         part_no, after = _decode_cursor(cursor, self.partitions, self.max_key)
+        owned = self.owned
+        if owned is not None and not owned[part_no]:
+            raise NotOwner(f"partition {part_no} is not served by this member")
         keys: list[bytes] = []
         while part_no < self.partitions:
+            if owned is not None and not owned[part_no]:
+                break  # the next page starts on the member that serves this partition
             want = limit - len(keys)
             # Expired keys are skipped, not removed: scan is a read; expiry reclaims them.
             found = sorted(
@@ -220,14 +246,14 @@ class Store:
         expected: tuple[int, int] | None = None,
     ) -> Entry:
         """Write a value; returns the stored entry (its ts/member are the new version)."""
+        self.check_key(key)
+        p = self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
-        self.check_key(key)
         self._check_value(value)
         if ttl_ms or max_idle_ms:
             self._check_ms("ttl", ttl_ms)
             self._check_ms("max_idle", max_idle_ms)
-        p = partition_of(key, self.partitions)
         part = rmap.parts[p]
         e = part.get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
@@ -282,9 +308,10 @@ class Store:
         return e
 
     def delete(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+        self.check_key(key)
+        self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
-        self.check_key(key)
         e = self._live(rmap, key, now)
         if e is None:
             return False
@@ -297,9 +324,10 @@ class Store:
 
     def expire(self, rmap: RecordMap, key: bytes, ttl_ms: int, now: int) -> bool:
         """Set a new TTL from now (0 removes it, like Redis's PERSIST). A write: new version."""
+        self.check_key(key)
+        self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
-        self.check_key(key)
         self._check_ms("ttl", ttl_ms)
         e = self._live(rmap, key, now)
         if e is None:
@@ -323,9 +351,10 @@ class Store:
         The TTL applies only on creation, which is what a fixed-window rate limiter
         needs: the window starts with the first hit and later hits do not extend it.
         """
+        self.check_key(key)
+        self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
-        self.check_key(key)
         self._check_ms("ttl", ttl_ms)
         if not INT64_MIN <= delta <= INT64_MAX:
             raise InvalidArgument("delta is outside the 64-bit integer range")
@@ -356,8 +385,9 @@ class Store:
             self.write_gate()
         removed = 0
         v = self.hlc.tick()
+        owned = self.owned
         for p, part in enumerate(rmap.parts):
-            if not part:
+            if not part or (owned is not None and not owned[p]):
                 continue
             for e in list(part.values()):
                 self._unlink(e)
@@ -460,6 +490,98 @@ class Store:
         rmap.stats.bytes += size
         self.used += size
         self.hlc.observe(ts)
+
+    # ---- replication: changes from a partition's primary --------------------------------------
+    def apply(
+        self,
+        partition: int,
+        op: int,
+        map_name: str,
+        key: bytes,
+        value: bytes | None,
+        ts: int,
+        member: int,
+        expire_at: int,
+        max_idle: int,
+        now: int,
+    ) -> bool:
+        """Apply one change replicated from the partition's primary; False if it lost.
+
+        One rule decides (DESIGN.md): last writer wins on (hlc ts, member id), so a
+        change applied twice, late or out of order leaves the same state. Removals
+        (delete, expired, evicted) win over an entry whose version is not newer.
+        Ownership is not checked (backups hold partitions they do not serve) and the
+        change goes to the sink, so this member's own log keeps the copy.
+        """
+        self.hlc.observe(ts)
+        rmap = self.map(map_name)
+        part = rmap.parts[partition]
+        if op == CLEAR:
+            for e in list(part.values()):
+                if (e.ts, e.member) <= (ts, member):
+                    self._unlink(e)
+            if self.sink is not None:
+                self.sink(partition, CLEAR, map_name, b"", None, ts, member, 0, 0)
+            return True
+        e = part.get(key)
+        if op in (PUT, INCR):
+            assert value is not None
+            if e is not None:
+                if (e.ts, e.member) >= (ts, member):
+                    return False
+                self._unlink(e)
+            volatile = bool(expire_at or max_idle)
+            size = entry_size(key, value, volatile)
+            self._reserve(size, now, None)
+            e = Entry(key, value, ts, member, expire_at, max_idle, now, LFU_INIT, rmap)
+            part[key] = e
+            self.all.add(e)
+            if volatile:
+                self.volatile.add(e)
+            rmap.stats.entries += 1
+            rmap.stats.bytes += size
+            self.used += size
+            if self.sink is not None:
+                self.sink(partition, op, map_name, key, value, ts, member, expire_at, max_idle)
+            return True
+        if e is None or (e.ts, e.member) > (ts, member):
+            return False
+        self._unlink(e)
+        if self.sink is not None:
+            self.sink(partition, op, map_name, key, None, ts, member, 0, 0)
+        return True
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget this member's copy of a partition (it moved away, or a fresh copy is
+        coming); the sink is told, so the copy leaves the log too. Returns entries dropped."""
+        dropped = 0
+        v = self.hlc.tick()
+        for rmap in self.maps.values():
+            part = rmap.parts[partition]
+            if not part:
+                continue
+            for e in list(part.values()):
+                self._unlink(e)
+                dropped += 1
+            if self.sink is not None:
+                self.sink(partition, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
+        return dropped
+
+    def partition_entries(
+        self, partition: int, now: int
+    ) -> list[tuple[str, bytes, bytes, int, int, int, int]]:
+        """A copy of a partition's live entries: (map, key, value, ts, member, expire_at,
+        max_idle). Taken under the lock in one go, so it is the state at one instant."""
+        out = []
+        for rmap in self.maps.values():
+            for e in rmap.parts[partition].values():
+                if (e.expire_at or e.max_idle) and e.expired(now):
+                    continue
+                out.append((rmap.name, e.key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
+        return out
+
+    def partition_count(self, partition: int) -> int:
+        return sum(len(rmap.parts[partition]) for rmap in self.maps.values())
 
     # ---- introspection ------------------------------------------------------------------------
     def totals(self) -> MapStats:

@@ -272,8 +272,11 @@ def test_full_disk_refuses_writes_keeps_reads_and_recovers(tmp_path: Path) -> No
 
 
 def test_backup_and_restore_through_the_cli(tmp_path: Path) -> None:
-    """grid backup of a running member under writes, grid restore, a member on it."""
-    with LocalCluster(0) as cluster:
+    """grid backup of a running member under writes, grid restore, a member on it.
+
+    The restored member starts a cluster of its own: a member that joins a running
+    cluster takes its partitions from that cluster (docs/operations.md)."""
+    with LocalCluster(0, join=False) as cluster:
         member = start(cluster, 0, ("--data-dir", str(tmp_path / "data")))
         with grid.Client(member.address) as c:
             m = c.map("m")

@@ -1,0 +1,127 @@
+"""The member's part in the cluster's data: routing, streams, moves, forwarding.
+
+One object owns the pieces so the member (grid/member.py) starts and stops
+them as one, and the services reach them through one name:
+
+* Routing: the table and what this member serves (grid/routing.py);
+* Replicator: partitions this member is primary of, and their followers
+  (grid/replica.py);
+* Followers: partitions this member copies from others (grid/follower.py);
+* Coordinator: the table's writer, active on one member (grid/coordinator.py);
+* Forwarder: operations for other members' partitions (grid/forwarding.py);
+* Peers: the gRPC channels to other members (grid/peers.py).
+
+The store's change sink is shared: durability journals every change, the
+replicator streams the changes of partitions this member is primary of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from grid.config import Config
+from grid.coordinator import Coordinator
+from grid.durability import Durability
+from grid.executor import BatchExecutor
+from grid.follower import Followers
+from grid.forwarding import Forwarder
+from grid.gossip.view import ClusterMember
+from grid.peers import Peers
+from grid.replica import Replicator
+from grid.routing import Routing, table_from_proto
+from grid.store import Store
+from proto import grid_pb2 as pb
+
+FIRST_TABLE_TIMEOUT_S = 30.0
+
+
+class ClusterRuntime:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        config: Config,
+        store: Store,
+        executor: BatchExecutor,
+        durability: Durability | None,
+        membership: Callable[[], list[ClusterMember]],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.durability = durability
+        self.peers = Peers(config.max_message_bytes)
+        self.routing = Routing(name, address, store, config.data_dir)
+        self.replicator = Replicator(name, store, self.routing, config.migration_max_bytes_per_s)
+        flush = durability.flush if durability is not None else _nothing
+        self.followers = Followers(
+            name, store, self.routing, self.replicator, self.peers.channel, lambda: flush()
+        )
+        self.coordinator = Coordinator(
+            name,
+            address,
+            config,
+            self.routing,
+            self.replicator,
+            self.followers,
+            self.peers,
+            membership,
+        )
+        self.forwarder = Forwarder(self, executor)
+        executor.routing = self.routing
+        self._wire_sink()
+
+    def _wire_sink(self) -> None:
+        record = self.replicator.record
+        journal = self.store.sink  # durability's, when the member keeps data on disk
+        if journal is None:
+            self.store.sink = record
+            return
+
+        def sink(*change: object) -> None:
+            journal(*change)  # type: ignore[arg-type]
+            record(*change)  # type: ignore[arg-type]
+
+        self.store.sink = sink  # type: ignore[assignment]
+
+    def install_proto(self, msg: pb.PartitionTable) -> None:
+        """A table from the coordinator (raises ValueError if malformed)."""
+        table, addresses = table_from_proto(msg)
+        self.coordinator._install(table, addresses)
+
+    async def start(self) -> None:
+        self.replicator.bind_loop()
+        self.coordinator.restore_saved()
+        self.coordinator.start()
+        await self.coordinator.first_table(FIRST_TABLE_TIMEOUT_S)
+
+    async def leave(self) -> bool:
+        return await self.coordinator.leave_cluster()
+
+    async def stop(self) -> None:
+        await self.coordinator.stop()
+        self.followers.close()
+        await self.peers.close()
+
+    def stats(self) -> pb.MigrationStats:
+        table = self.routing.table
+        me = self.routing.me
+        held = table.partitions_of(me) if table is not None else None
+        owned = self.store.owned
+        return pb.MigrationStats(
+            table_version=self.routing.version,
+            primaries=sum(owned) if owned is not None else self.store.partitions,
+            backups=len(held.backup) if held is not None else 0,
+            in_flight=self.followers.in_flight(),
+            fills_done=self.followers.fills_done,
+            handoffs=self.replicator.handoffs,
+            bytes_received=self.followers.bytes_received,
+            bytes_sent=self.replicator.bytes_sent,
+            forwarded=self.forwarder.forwarded,
+            not_owner=self.forwarder.not_owner,
+            coordinator=self.coordinator.acting,
+            pending=self.coordinator.pending,
+        )
+
+
+def _nothing() -> int:
+    return 0

@@ -1,0 +1,431 @@
+"""The partition table's one writer: who computes it, and how partitions move.
+
+Every member runs this loop; one acts. The coordinator is the live member
+with the smallest name that is not leaving, which every member computes the
+same way from its membership view (Hazelcast uses its oldest member; a name
+is as good and needs no extra state). When the coordinator dies, the next
+name takes over with the last table it was sent.
+
+A round (on every membership event, on a leave request, and every second):
+
+1. No table yet: ask the live members for theirs and adopt the newest; if
+   nobody has one (a new cluster), build it from the live members.
+2. Members that are gone leave every replica list at once (a crashed
+   primary's first backup becomes primary: failover). A member restarting
+   from disk is waited for (`restart_wait_s`) if the saved table names it.
+3. The target is the placement of the live, non-leaving members
+   (partitioning.build_table). Partitions that differ move in waves of
+   `migration_max_parallel`: every new replica is filled from the current
+   primary (snapshot plus live changes, grid/follower.py), then, where the
+   primary changes, the old primary hands the partition over
+   (grid/replica.py), then the wave's new replica lists are published. A
+   partition whose fill fails keeps its old list and is retried next round.
+
+The coordinator publishes only between waves, never while a hand-off is in
+flight, so any table a member installs after a hand-off already shows it.
+Graceful leave: the leaving member asks the coordinator (`Leave`), which
+moves every replica off it and answers once the published table no longer
+names it; only then does the member leave the gossip and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import grpc
+
+from grid import logs
+from grid.config import Config
+from grid.follower import Followers
+from grid.gossip.view import ClusterMember
+from grid.peers import Peers
+from grid.replica import Replicator
+from grid.routing import Routing, table_from_proto
+from partitioning import PartitionTable, PlacementConfig, build_table
+
+log = logs.get("grid.coordinator")
+
+TICK_S = 1.0
+RPC_TIMEOUT_S = 5.0
+MAX_LEAVE_REDIRECTS = 6
+LIVE_STATES = ("alive", "suspect")
+
+
+class Coordinator:
+    def __init__(
+        self,
+        me: str,
+        address: str,
+        config: Config,
+        routing: Routing,
+        replicator: Replicator,
+        followers: Followers,
+        peers: Peers,
+        membership: Callable[[], list[ClusterMember]],
+    ) -> None:
+        self.me = me
+        self.address = address
+        self.config = config
+        self.routing = routing
+        self.replicator = replicator
+        self.followers = followers
+        self.peers = peers
+        self.membership = membership
+        self.placement = PlacementConfig(
+            partition_count=config.partitions,
+            backups=config.backups,
+            virtual_nodes=config.virtual_nodes,
+        )
+        self.leaving: set[str] = set()
+        self.expected: set[str] = set()  # named by the saved table, not seen since start
+        self.started = time.monotonic()
+        self.pending = 0  # partitions still to move (coordinator only)
+        self.acting = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._published: dict[str, int] = {}
+        self._left_done = asyncio.Event()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def restore_saved(self) -> None:
+        """Start from the table saved before a restart, waiting for the members it names."""
+        saved = self.routing.load_saved()
+        if saved is None:
+            return
+        table, addresses = saved
+        self.routing.install(table, addresses)
+        self.expected = set(table.members) - {self.me}
+        log.info("saved partition table loaded", version=table.version,
+                 waiting_for=sorted(self.expected))  # fmt: skip
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="grid-coordinator")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_member(self, kind: str, member: ClusterMember) -> None:
+        if kind in ("joined", "alive", "updated"):
+            self.expected.discard(member.name)
+        if member.address and kind not in ("dead", "left"):
+            self.routing.set_address(member.name, member.address)
+        self._wake.set()
+
+    async def first_table(self, timeout: float) -> bool:
+        """Wait until this member has a table (it serves nothing before)."""
+        deadline = time.monotonic() + timeout
+        while self.routing.table is None and time.monotonic() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.02)
+        return self.routing.table is not None
+
+    # ---- who is here --------------------------------------------------------------------------
+    def live(self) -> dict[str, str]:
+        out = {self.me: self.address}
+        for m in self.membership():
+            if m.state in LIVE_STATES and m.name != self.me:
+                out[m.name] = m.address
+                self.expected.discard(m.name)
+        return out
+
+    def coordinator_of(self, live: dict[str, str]) -> str:
+        candidates = [m for m in live if m not in self.leaving]
+        return min(candidates) if candidates else self.me
+
+    def _waiting_for(self) -> set[str]:
+        if time.monotonic() - self.started > self.config.restart_wait_s:
+            self.expected.clear()
+        return self.expected
+
+    # ---- the loop -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let a bug stop partition management for good
+                log.exception("coordinator round failed")
+                await asyncio.sleep(TICK_S)
+
+    async def _round(self) -> None:
+        live = self.live()
+        if self.routing.table is None:
+            await self._adopt(live)
+        self.acting = self.coordinator_of(live) == self.me and self.me not in self.leaving
+        if not self.acting:
+            self.pending = 0
+            return
+        if self.routing.table is None:
+            members = [m for m in live if m not in self.leaving]
+            table = build_table(members, 1, self.placement)
+            log.info("new cluster: first partition table", members=members)
+            await self._publish(table, live)
+            return
+        await self._rebalance(live)
+
+    async def _adopt(self, live: dict[str, str]) -> None:
+        """Take the newest table any live member has."""
+        best = None
+        for name, address in live.items():
+            if name == self.me or not address:
+                continue
+            try:
+                msg = await self.peers.table(address)
+            except grpc.aio.AioRpcError:
+                continue
+            if msg.version and (best is None or msg.version > best.version):
+                best = msg
+        if best is not None:
+            try:
+                table, addresses = table_from_proto(best)
+            except ValueError as e:
+                log.warning("peer table refused", error=str(e))
+                return
+            self._install(table, addresses)
+
+    def _install(self, table: PartitionTable, addresses: dict[str, str]) -> None:
+        if self.routing.install(table, addresses):
+            self.replicator.on_table()
+            self.followers.reconcile()
+
+    async def _publish(self, table: PartitionTable, live: dict[str, str]) -> None:
+        self._install(table, live)
+        msg = self.routing.to_proto()
+        targets = [(m, a) for m, a in live.items() if m != self.me and a]
+
+        async def one(name: str, address: str) -> None:
+            try:
+                self._published[name] = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                log.debug("publish failed", member=name, error=e.code().name)
+
+        await asyncio.gather(*(one(m, a) for m, a in targets))
+
+    def _layout_table(self, layout: list[list[str]], live: dict[str, str]) -> PartitionTable:
+        current = self.routing.table
+        assert current is not None
+        members = {m for r in layout for m in r} | {m for m in live if m not in self.leaving}
+        return PartitionTable.of_layout(
+            current.epoch + 1,
+            current.partition_count,
+            self.config.backups,
+            tuple(members),
+            tuple(tuple(r) for r in layout),
+        )
+
+    async def _rebalance(self, live: dict[str, str]) -> None:
+        table = self.routing.table
+        assert table is not None
+        waiting = self._waiting_for()
+        # members behind on the table (a publish failed) get it again
+        behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
+        if behind:
+            await self._publish_to(behind, live)
+        # 1. the gone leave every list now (failover)
+        gone = {m for m in table.members if m not in live and m not in waiting}
+        layout = [list(r) for r in table.replica_lists]
+        target_members = [m for m in live if m not in self.leaving] + sorted(waiting)
+        target = build_table(sorted(set(target_members)), table.epoch + 1, self.placement)
+        if gone:
+            lost = 0
+            for p, r in enumerate(layout):
+                kept = [m for m in r if m not in gone]
+                if not kept:
+                    kept = [target.owner(p)]  # no copy survives: start empty
+                    lost += 1
+                layout[p] = kept
+            log.warning("members gone: replicas removed", gone=sorted(gone),
+                        partitions_without_copy=lost)  # fmt: skip
+            await self._publish(self._layout_table(layout, live), live)
+        # 2. move what differs from the target, a wave at a time
+        todo = [p for p in range(table.partition_count) if tuple(layout[p]) != target.replicas(p)]
+        self.pending = len(todo)
+        if not todo:
+            return
+        started = time.monotonic()
+        log.info("rebalancing", partitions=len(todo), members=sorted(target.members))
+        wave_size = self.config.migration_max_parallel
+        for i in range(0, len(todo), wave_size):
+            if self.coordinator_of(self.live()) != self.me:
+                return  # someone else took over (a smaller name joined)
+            wave = todo[i : i + wave_size]
+            changed = await self._move(wave, layout, target, live)
+            self.pending = max(0, len(todo) - i - len(wave))
+            if changed:
+                await self._publish(self._layout_table(layout, live), live)
+        self.pending = 0
+        settled = sum(1 for p in todo if tuple(layout[p]) == target.replicas(p))
+        log.info("rebalance round done", settled=settled, of=len(todo),
+                 seconds=round(time.monotonic() - started, 3),
+                 table_version=self.routing.version)  # fmt: skip
+
+    async def _publish_to(self, names: list[str], live: dict[str, str]) -> None:
+        msg = self.routing.to_proto()
+        for name in names:
+            address = live.get(name)
+            if not address:
+                continue
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                self._published[name] = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
+
+    async def _move(
+        self, wave: list[int], layout: list[list[str]], target: PartitionTable, live: dict[str, str]
+    ) -> bool:
+        """Fill, hand off and re-list one wave of partitions; True if any list changed."""
+        timeout = self._fill_timeout()
+        # fills: group by (new member, current primary)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for p in wave:
+            primary = layout[p][0]
+            if primary not in live:
+                continue  # its primary is still starting (restart wait)
+            for m in target.replicas(p):
+                if m not in layout[p] and m in live:
+                    groups.setdefault((m, primary), []).append(p)
+        failed: set[int] = set()
+
+        async def fill(member: str, source: str, parts: list[int]) -> None:
+            request = _fill_request(parts, source, live[source])
+            try:
+                reply = await self.peers.fill(live[member], request, timeout + RPC_TIMEOUT_S)
+                failed.update(reply.failed)
+            except grpc.aio.AioRpcError as e:
+                log.warning("fill failed", member=member, source=source, error=e.code().name)
+                failed.update(parts)
+
+        await asyncio.gather(*(fill(m, s, parts) for (m, s), parts in groups.items()))
+        # hand-offs: group by (current primary, new primary)
+        handoffs: dict[tuple[str, str], list[int]] = {}
+        for p in wave:
+            if p in failed:
+                continue
+            new, old = target.owner(p), layout[p][0]
+            if new != old and old in live and new in live:
+                handoffs.setdefault((old, new), []).append(p)
+
+        async def handoff(old: str, new: str, parts: list[int]) -> None:
+            request = _handoff_request(parts, new)
+            try:
+                if old == self.me:
+                    _, bad = await self.replicator.handoff(parts, new)
+                    failed.update(bad)
+                else:
+                    reply = await self.peers.handoff(live[old], request, 2 * RPC_TIMEOUT_S + 10)
+                    failed.update(reply.failed)
+            except grpc.aio.AioRpcError as e:
+                log.warning("hand-off failed", source=old, to=new, error=e.code().name)
+                failed.update(parts)
+
+        await asyncio.gather(*(handoff(o, n, parts) for (o, n), parts in handoffs.items()))
+        changed = False
+        for p in wave:
+            if p in failed or layout[p][0] not in live or target.owner(p) not in live:
+                continue  # keep the old list; the next round tries again
+            new = [m for m in target.replicas(p) if m in live]
+            if new != layout[p]:
+                layout[p] = new
+                changed = True
+        if failed:
+            log.warning("partition moves failed; retrying next round", partitions=sorted(failed))
+        return changed
+
+    def _fill_timeout(self) -> float:
+        """Time for one partition's snapshot at the throttled rate, with a generous floor."""
+        return 30.0
+
+    # ---- graceful leave -------------------------------------------------------------------------
+    async def leave(self, member: str, timeout: float) -> tuple[bool, str, str]:
+        """Move every replica off `member`: (done, error, coordinator to ask instead).
+
+        Every Leave a member receives is remembered, so when a whole cluster is told to
+        stop at once the members learn from each other's requests that nobody stays,
+        and answer at once instead of moving partitions to members about to go.
+        """
+        self.leaving.add(member)
+        live = self.live()
+        if all(m in self.leaving for m in live):
+            return True, "no member stays to take the partitions", ""
+        if self.me in self.leaving and member != self.me:
+            return False, f"{self.me} is leaving too", ""
+        coordinator = self.coordinator_of(live)
+        if coordinator != self.me:
+            return False, f"{coordinator} coordinates", coordinator
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._wake.set()
+            table = self.routing.table
+            if table is not None and not _holds_anything(table, member):
+                return True, "", ""
+            if self.me in self.leaving and member != self.me:
+                return False, f"{self.me} is leaving too", ""
+            await asyncio.sleep(0.05)
+        return False, "timed out before every partition was moved", ""
+
+    async def leave_cluster(self) -> bool:
+        """Called by this member on a graceful stop: hand everything off first."""
+        self.leaving.add(self.me)
+        timeout = self.config.leave_timeout_s
+        started = time.monotonic()
+        asked: list[str] = []
+        live = self.live()
+        target = None
+        for _ in range(MAX_LEAVE_REDIRECTS):
+            stays = [m for m in live if m not in self.leaving]
+            if not stays:
+                log.info("no member stays; leaving without hand-off")
+                return True
+            target = target if target in stays else min(stays)
+            asked.append(target)
+            log.info("handing off partitions before leaving", coordinator=target)
+            try:
+                reply = await self.peers.leave(live[target], self.me, timeout + RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                log.warning("leave hand-off failed", coordinator=target, error=e.code().name)
+                self.leaving.add(target)  # it does not answer: try the next
+                target = None
+                continue
+            if reply.done:
+                log.info("partitions handed off", seconds=round(time.monotonic() - started, 3),
+                         note=reply.error or None)  # fmt: skip
+                return True
+            if not reply.coordinator or reply.coordinator in asked:
+                if reply.error.endswith("is leaving too"):
+                    self.leaving.add(target)
+                    target = None
+                    continue
+                log.warning("leaving without full hand-off", coordinator=target, error=reply.error)
+                return False
+            target = reply.coordinator
+        log.warning("leaving without hand-off: no coordinator found", asked=asked)
+        return False
+
+
+def _holds_anything(table: PartitionTable, member: str) -> bool:
+    held = table.partitions_of(member)
+    return bool(held.primary or held.backup)
+
+
+def _fill_request(parts: list[int], source: str, address: str):
+    from proto import grid_pb2 as pb
+
+    return pb.FillRequest(partitions=parts, source=source, source_address=address)
+
+
+def _handoff_request(parts: list[int], to: str):
+    from proto import grid_pb2 as pb
+
+    return pb.HandoffRequest(partitions=parts, to=to)

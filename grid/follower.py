@@ -1,0 +1,345 @@
+"""The follower side of partition streams: backups, and members being filled.
+
+A member follows a partition when the table names it a backup, or while the
+coordinator has it filling the partition before a hand-off (`fill`). Per
+primary it keeps one `Follow` stream (grid/replica.py is the other end)
+carrying every partition it follows there; subscribing to one more is a
+message on the open stream, not a new call.
+
+What it wants follows the table: on every new table `reconcile` subscribes to
+the primary of each partition it backs up (moving the subscription when the
+primary changed), unsubscribes the rest, and drops its copy of partitions in
+which it has no role any more. Applying is `Store.apply` under the store lock
+(last writer wins, so a duplicate or a late change is harmless) and then the
+durability journal, so a backup's copy is on its disk too.
+
+When a stream breaks, the follower reconnects with backoff and subscribes
+again with what it has, `(term, seq)` per partition; the primary answers with
+the missing changes, or a snapshot if it no longer has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+
+import grpc
+
+from grid import logs
+from grid.replica import Replicator
+from grid.routing import Routing
+from grid.store import Store
+from proto import grid_pb2 as pb
+from replication.stream import FollowerLog, Phase, PrimaryLog, Verdict
+
+log = logs.get("grid.follower")
+
+FOLLOW_METHOD = "/grid.v1.Peer/Follow"
+FILL_LINGER_S = 60.0  # a filled copy the table never adopted is dropped after this
+RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
+
+
+class Upstream:
+    """One Follow stream to one primary."""
+
+    def __init__(self, owner: Followers, source: str, address: str) -> None:
+        self.owner = owner
+        self.source = source
+        self.address = address
+        self.partitions: set[int] = set()
+        self.out: asyncio.Queue[pb.FollowMessage] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(), name=f"grid-follow-{source}")
+
+    def subscribe(self, partitions: list[int]) -> None:
+        msg = pb.FollowMessage()
+        for p in partitions:
+            self.partitions.add(p)
+            st = self.owner.state.setdefault(p, FollowerLog())
+            st.resubscribe()
+            msg.subscribe.add(partition=p, have_term=st.term, have_seq=st.seq)
+        self.out.put_nowait(msg)
+
+    def unsubscribe(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self.partitions.discard(p)
+        self.out.put_nowait(pb.FollowMessage(unsubscribe=partitions))
+
+    async def _run(self) -> None:
+        attempt = 0
+        while self.partitions or attempt == 0:
+            channel = self.owner.channel(self.address)
+            call = channel.stream_stream(
+                FOLLOW_METHOD, request_serializer=pb.FollowMessage.SerializeToString
+            )()
+            hello = pb.FollowMessage(follower=self.owner.me)
+            for p in sorted(self.partitions):
+                st = self.owner.state.setdefault(p, FollowerLog())
+                st.resubscribe()
+                hello.subscribe.add(partition=p, have_term=st.term, have_seq=st.seq)
+            # anything queued before is covered by the hello's subscriptions
+            while not self.out.empty():
+                self.out.get_nowait()
+            writer = asyncio.create_task(self._write(call, hello))
+            try:
+                async for data in call:
+                    attempt = 0
+                    acks = self.owner.apply(self, pb.ReplicaBatch.FromString(data))
+                    if acks:
+                        self.out.put_nowait(
+                            pb.FollowMessage(
+                                ack_partitions=list(acks), ack_seqs=list(acks.values())
+                            )
+                        )
+            except asyncio.CancelledError:
+                writer.cancel()
+                call.cancel()
+                raise
+            except grpc.aio.AioRpcError as e:
+                log.debug("follow stream broke", source=self.source, error=e.code().name)
+            except Exception:
+                log.exception("follow stream failed", source=self.source)
+            writer.cancel()
+            call.cancel()
+            self.owner.stream_lost(self)
+            attempt += 1
+            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * (0.5 + random.random() / 2)
+            await asyncio.sleep(delay)
+
+    async def _write(self, call: grpc.aio.StreamStreamCall, hello: pb.FollowMessage) -> None:
+        with contextlib.suppress(Exception):
+            await call.write(hello)
+            while True:
+                await call.write(await self.out.get())
+
+    def close(self) -> None:
+        self.task.cancel()
+
+
+class Followers:
+    def __init__(
+        self,
+        me: str,
+        store: Store,
+        routing: Routing,
+        replicator: Replicator,
+        channel: Callable[[str], grpc.aio.Channel],
+        after_apply: Callable[[], None],
+    ) -> None:
+        self.me = me
+        self.store = store
+        self.routing = routing
+        self.replicator = replicator
+        self.channel = channel
+        self.after_apply = after_apply  # the durability journal's flush
+        self.state: dict[int, FollowerLog] = replicator.positions
+        self.upstreams: dict[str, Upstream] = {}
+        self.source_of: dict[int, str] = {}
+        self.fills: dict[int, tuple[str, float]] = {}  # partition -> (source, since)
+        self._ready: dict[int, list[asyncio.Future[bool]]] = {}
+        self.bytes_received = 0
+        self.fills_done = 0
+        self.handed_over: dict[int, asyncio.Event] = {}
+
+    # ---- what to follow ------------------------------------------------------------------------
+    def wanted(self) -> dict[int, str]:
+        table = self.routing.table
+        want: dict[int, str] = {}
+        if table is not None:
+            me = self.me
+            for p in table.partitions_of(me).backup:
+                owner = self.routing.owner(p)
+                if owner and owner != me:
+                    want[p] = owner
+        now = time.monotonic()
+        for p, (source, since) in list(self.fills.items()):
+            if p in want or self.routing.serves(p):
+                del self.fills[p]  # the table adopted the copy (or we own it now)
+            elif now - since > FILL_LINGER_S:
+                del self.fills[p]
+            else:
+                want[p] = source
+        return want
+
+    def reconcile(self) -> None:
+        """Make subscriptions match the table and the fills; drop copies with no role."""
+        want = self.wanted()
+        by_source: dict[str, list[int]] = {}
+        stop: dict[str, list[int]] = {}
+        for p, src in list(self.source_of.items()):
+            if want.get(p) != src:
+                stop.setdefault(src, []).append(p)
+                del self.source_of[p]
+        for p, src in want.items():
+            if self.source_of.get(p) != src:
+                by_source.setdefault(src, []).append(p)
+                self.source_of[p] = src
+        for src, parts in stop.items():
+            up = self.upstreams.get(src)
+            if up is not None:
+                up.unsubscribe(parts)
+        for src, parts in by_source.items():
+            address = self.routing.address_of(src)
+            if not address:
+                log.warning("no address for primary", member=src, partitions=len(parts))
+                for p in parts:
+                    self.source_of.pop(p, None)
+                continue
+            up = self.upstreams.get(src)
+            if up is None or up.address != address or up.task.done():
+                if up is not None:
+                    up.close()
+                up = self.upstreams[src] = Upstream(self, src, address)
+            up.subscribe(parts)
+        for src, up in list(self.upstreams.items()):
+            if not up.partitions and src not in by_source:
+                up.close()
+                del self.upstreams[src]
+        self._drop_unheld(want)
+
+    def _drop_unheld(self, want: dict[int, str]) -> None:
+        table = self.routing.table
+        if table is None:
+            return
+        with self.store.lock:
+            dropped = 0
+            for p in range(self.store.partitions):
+                if p in want or self.routing.serves(p) or p in self.replicator.logs:
+                    continue
+                if self.me in table.replicas(p):
+                    continue
+                if self.store.partition_count(p):
+                    dropped += self.store.drop_partition(p)
+                self.state.pop(p, None)
+            if dropped:
+                self.after_apply()
+                log.info("dropped copies this member no longer holds", entries=dropped)
+
+    async def fill(
+        self, partitions: list[int], source: str, address: str, timeout: float
+    ) -> tuple[list[int], list[int]]:
+        """Follow these partitions from `source` until each is live; (ready, failed)."""
+        if address:
+            self.routing.set_address(source, address)
+        now = time.monotonic()
+        futures: dict[int, asyncio.Future[bool]] = {}
+        loop = asyncio.get_running_loop()
+        for p in partitions:
+            self.fills[p] = (source, now)
+            fut = loop.create_future()
+            self._ready.setdefault(p, []).append(fut)
+            futures[p] = fut
+        # a partition already followed from this source and live needs no new snapshot
+        for p in partitions:
+            st = self.state.get(p)
+            if self.source_of.get(p) == source and st is not None and st.phase is Phase.LIVE:
+                self._resolve(p, True)
+        self.reconcile()
+        ready, failed = [], []
+        for p, fut in futures.items():
+            try:
+                ok = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                ok = False
+            (ready if ok else failed).append(p)
+        return ready, failed
+
+    def _resolve(self, p: int, ok: bool) -> None:
+        for fut in self._ready.pop(p, []):
+            if not fut.done():
+                fut.set_result(ok)
+
+    # ---- applying ------------------------------------------------------------------------
+    def apply(self, up: Upstream, batch: pb.ReplicaBatch) -> dict[int, int]:
+        """Apply one message from a primary; returns acks (partition -> applied seq)."""
+        self.bytes_received += batch.ByteSize()
+        acks: dict[int, int] = {}
+        resync: list[int] = []
+        store = self.store
+        with store.lock:
+            now = store.clock()
+            apply = store.apply
+            for chunk in batch.chunks:
+                p = chunk.partition
+                if p not in up.partitions:
+                    continue  # unsubscribed meanwhile
+                st = self.state.setdefault(p, FollowerLog())
+                kind = chunk.kind
+                if kind == pb.MUTATIONS:
+                    verdict, skip = st.mutations(chunk.seq, len(chunk.records))
+                    if verdict is Verdict.RESYNC:
+                        resync.append(p)
+                        continue
+                    for r in chunk.records[skip:]:
+                        apply(p, r.op, r.map, r.key, r.value if r.op in (1, 4) else None,
+                              r.ts, r.member, r.expire_at, r.max_idle, now)  # fmt: skip
+                    acks[p] = st.seq
+                elif kind == pb.SNAPSHOT:
+                    if st.snapshot_records() is Verdict.RESYNC:
+                        resync.append(p)
+                        continue
+                    for r in chunk.records:
+                        apply(p, 1, r.map, r.key, r.value, r.ts, r.member, r.expire_at,
+                              r.max_idle, now)  # fmt: skip
+                elif kind == pb.SNAPSHOT_BEGIN:
+                    st.snapshot_begin()
+                    store.drop_partition(p)
+                elif kind == pb.SNAPSHOT_END:
+                    if st.snapshot_end(chunk.term, chunk.seq) is Verdict.RESYNC:
+                        resync.append(p)
+                        continue
+                    acks[p] = st.seq
+                    if p in self.fills:
+                        self.fills_done += 1
+                    self._resolve(p, True)
+                elif kind == pb.HANDOFF:
+                    # everything before it is applied: the partition is ours from here on
+                    self.routing.handed_over(p)
+                    self.replicator.logs[p] = PrimaryLog(chunk.term, chunk.seq)
+                    self.state.pop(p, None)
+                    up.partitions.discard(p)
+                    self.source_of.pop(p, None)
+                    self.fills.pop(p, None)
+                    acks[p] = chunk.seq
+                    ev = self.handed_over.pop(p, None)
+                    if ev is not None:
+                        ev.set()
+                elif kind == pb.REFUSED:
+                    up.partitions.discard(p)
+                    if self.source_of.get(p) == up.source:
+                        del self.source_of[p]
+                    self.fills.pop(p, None)
+                    self._resolve(p, False)
+                    log.debug("subscription refused", partition=p, source=up.source,
+                              why=chunk.error)  # fmt: skip
+            self.after_apply()
+        if resync:
+            for p in resync:
+                st = self.state[p]
+                st.term, st.seq = 0, 0  # ask for a snapshot
+            up.subscribe(resync)
+        return acks
+
+    def stream_lost(self, up: Upstream) -> None:
+        for p in up.partitions:
+            st = self.state.get(p)
+            if st is not None and st.phase is Phase.SNAPSHOT:
+                st.term, st.seq = 0, 0  # a half-received snapshot is worth nothing
+
+    def wait_handover(self, partition: int) -> asyncio.Event | None:
+        """An event set when the partition is handed to us, if we are following it."""
+        if partition not in self.source_of:
+            return None
+        return self.handed_over.setdefault(partition, asyncio.Event())
+
+    def in_flight(self) -> int:
+        return sum(
+            1 for p in self.fills if (st := self.state.get(p)) is None or st.phase is not Phase.LIVE
+        )
+
+    def close(self) -> None:
+        for up in self.upstreams.values():
+            up.close()
+        self.upstreams.clear()

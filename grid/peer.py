@@ -1,0 +1,90 @@
+"""The member-to-member gRPC service (`grid.v1.Peer`): tables, follow streams, moves.
+
+Handlers parse bytes themselves, like the client-facing service, so a
+malformed message gets INVALID_ARGUMENT with a reason and the member goes on.
+The logic lives elsewhere; this module only adapts the wire to it:
+tables to grid/routing.py, Follow to grid/replica.py, Fill to
+grid/follower.py, Handoff to grid/replica.py, Leave to grid/coordinator.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from grid import logs
+from proto import grid_pb2 as pb
+
+if TYPE_CHECKING:
+    from grid.cluster_runtime import ClusterRuntime
+
+log = logs.get("grid.peer")
+SERVICE = "grid.v1.Peer"
+
+
+class PeerService:
+    def __init__(self, runtime: ClusterRuntime) -> None:
+        self.rt = runtime
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Publish": grpc.unary_unary_rpc_method_handler(self.publish),
+                "Follow": grpc.stream_stream_rpc_method_handler(self.follow),
+                "Fill": grpc.unary_unary_rpc_method_handler(self.fill),
+                "Handoff": grpc.unary_unary_rpc_method_handler(self.handoff),
+                "Leave": grpc.unary_unary_rpc_method_handler(self.leave),
+            },
+        )
+
+    @staticmethod
+    async def _parse(cls: Any, data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return cls.FromString(data)
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed {cls.__name__} ({len(data)} bytes)"
+            )
+
+    async def publish(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.PartitionTable, data, context)
+        try:
+            self.rt.install_proto(msg)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad partition table: {e}")
+        return pb.PublishReply(version=self.rt.routing.version).SerializeToString()
+
+    async def follow(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            await self.rt.replicator.serve_follow(context)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed FollowMessage")
+
+    async def fill(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.FillRequest, data, context)
+        parts = [p for p in msg.partitions if 0 <= p < self.rt.store.partitions]
+        ready, failed = await self.rt.followers.fill(
+            parts, msg.source, msg.source_address, timeout=60.0
+        )
+        return pb.FillReply(ready=ready, failed=failed).SerializeToString()
+
+    async def handoff(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.HandoffRequest, data, context)
+        parts = [p for p in msg.partitions if 0 <= p < self.rt.store.partitions]
+        done, failed = await self.rt.replicator.handoff(parts, msg.to)
+        return pb.HandoffReply(done=done, failed=failed).SerializeToString()
+
+    async def leave(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.LeaveRequest, data, context)
+        if not msg.member:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Leave names no member")
+        done, error, coordinator = await self.rt.coordinator.leave(
+            msg.member, self.rt.config.leave_timeout_s
+        )
+        return pb.LeaveReply(done=done, error=error, coordinator=coordinator).SerializeToString()

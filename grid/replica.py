@@ -1,0 +1,372 @@
+"""The primary side of partition streams: sequence numbers, followers, hand-offs.
+
+Every member is the primary of some partitions. For each of them it keeps a
+`replication.PrimaryLog` (term, next seq, recent changes) and the set of
+followers: backups, and members being filled before they take the partition
+over (replication/stream.py explains the conversation).
+
+Changes reach followers through the store's sink, under the store lock and in
+the order they were applied: the sink gives the change its sequence number
+and appends it to each follower's queue. One sender per follower stream
+drains its queue into `ReplicaBatch` messages, so a burst of writes becomes a
+few messages, not one per write. Snapshot chunks pass a byte-rate throttle
+(`migration_max_bytes_per_s`); live changes never wait for it.
+
+A hand-off (grid/coordinator.py asks for it once the new owner is live):
+under the store lock this member stops serving the partition
+(`Routing.handed_off`: the server forwards from then on) and queues HANDOFF
+behind the last change; the follower applies everything before it, takes the
+partition with the same term and seq, and acknowledges. No change is applied
+by both, none by neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from grid import logs
+from grid.routing import Routing
+from grid.store import Store
+from proto import grid_pb2 as pb
+from replication.stream import FollowerLog, Phase, PrimaryLog, new_term
+
+log = logs.get("grid.replica")
+
+SNAPSHOT_CHUNK_RECORDS = 1024
+BATCH_MAX_BYTES = 1 << 20  # one ReplicaBatch message, roughly
+HANDOFF_ACK_TIMEOUT_S = 10.0
+
+# queue items: (kind, partition, a, b); kinds below
+_MUT, _BEGIN, _SNAP, _END, _HANDOFF, _REFUSED = range(6)
+
+
+class Throttle:
+    """A token bucket over bytes per second (0 = unlimited), shared by all senders."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._tokens = float(rate)
+        self._at = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        if not self.rate:
+            return
+        while True:
+            now = time.monotonic()
+            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= n or self._tokens >= self.rate:  # big chunks pass when full
+                self._tokens -= n
+                return
+            await asyncio.sleep(min(0.1, (n - self._tokens) / self.rate))
+
+
+class Session:
+    """One follower's stream: its queue, its partitions, its acknowledgements."""
+
+    def __init__(self, follower: str, wake: Callable[[Session], None]) -> None:
+        self.follower = follower
+        self.queue: deque[tuple[int, int, Any, Any]] = deque()
+        self.event = asyncio.Event()
+        self.scheduled = False
+        self.partitions: set[int] = set()
+        self.acked: dict[int, int] = {}
+        self._waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._wake = wake
+        self.closed = False
+
+    def push(self, item: tuple[int, int, Any, Any]) -> None:
+        self.queue.append(item)
+        if not self.scheduled:
+            self.scheduled = True
+            self._wake(self)
+
+    def ack(self, partition: int, seq: int) -> None:
+        if seq > self.acked.get(partition, 0):
+            self.acked[partition] = seq
+        waiters = self._waiters.get(partition)
+        if waiters:
+            keep = []
+            for want, fut in waiters:
+                if seq >= want:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((want, fut))
+            self._waiters[partition] = keep
+
+    def wait_ack(self, partition: int, seq: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.acked.get(partition, 0) >= seq:
+            fut.set_result(None)
+        else:
+            self._waiters.setdefault(partition, []).append((seq, fut))
+        return fut
+
+    def close(self) -> None:
+        self.closed = True
+        for waiters in self._waiters.values():
+            for _, fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ConnectionError(f"{self.follower} stream closed"))
+        self._waiters.clear()
+
+
+class Replicator:
+    def __init__(self, me: str, store: Store, routing: Routing, rate: int) -> None:
+        self.me = me
+        self.store = store
+        self.routing = routing
+        self.logs: dict[int, PrimaryLog] = {}
+        self.followers: dict[int, set[Session]] = {}
+        self.sessions: dict[str, Session] = {}
+        self.positions: dict[int, FollowerLog] = {}  # where a former primary stands
+        self.throttle = Throttle(rate)
+        self.bytes_sent = 0
+        self.handoffs = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    def bind_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
+    # ---- the sink: every change of a partition this member is primary of --------------------
+    def record(
+        self,
+        partition: int,
+        op: int,
+        map_name: str,
+        key: bytes,
+        value: bytes | None,
+        ts: int,
+        member: int,
+        expire_at: int,
+        max_idle: int,
+    ) -> None:
+        plog = self.logs.get(partition)
+        if plog is None:
+            return  # a backup's copy changing: not ours to stream
+        rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
+        seq = plog.append(rec)
+        subs = self.followers.get(partition)
+        if subs:
+            for s in subs:
+                s.push((_MUT, partition, seq, rec))
+
+    def _wake(self, session: Session) -> None:
+        if threading.get_ident() == self._loop_thread or self._loop is None:
+            session.event.set()
+        else:  # an embedded caller's thread
+            self._loop.call_soon_threadsafe(session.event.set)
+
+    # ---- roles follow the table ------------------------------------------------------------
+    def on_table(self) -> None:
+        """Start a log for every partition this member now serves (a promotion or the first
+        table: a new term), end the logs of partitions it no longer serves."""
+        with self.store.lock:
+            for p in range(self.store.partitions):
+                serving = self.routing.serves(p)
+                if serving and p not in self.logs:
+                    pos = self.positions.pop(p, None)
+                    self.logs[p] = PrimaryLog(new_term(), pos.seq if pos else 0)
+                elif not serving and p in self.logs:
+                    plog = self.logs.pop(p)
+                    self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
+                    for s in self.followers.pop(p, set()):
+                        s.partitions.discard(p)
+                        s.push((_REFUSED, p, "no longer the primary", None))
+
+    # ---- the Follow stream (server side) ---------------------------------------------------
+    async def serve_follow(self, context: grpc.aio.ServicerContext) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        msg = pb.FollowMessage.FromString(first)
+        if not msg.follower:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Follow: first message names no follower"
+            )
+        old = self.sessions.get(msg.follower)
+        if old is not None:
+            self._end(old)
+        session = Session(msg.follower, self._wake)
+        self.sessions[msg.follower] = session
+        self._handle(session, msg)
+        reader = asyncio.create_task(self._read(session, context))
+        try:
+            await self._send(session, context)
+        finally:
+            reader.cancel()
+            self._end(session)
+
+    async def _read(self, session: Session, context: grpc.aio.ServicerContext) -> None:
+        try:
+            while True:
+                data = await context.read()
+                if data is grpc.aio.EOF:
+                    break
+                self._handle(session, pb.FollowMessage.FromString(data))
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        except Exception:
+            log.exception("follow stream: bad message", follower=session.follower)
+        session.closed = True
+        session.event.set()
+
+    def _handle(self, session: Session, msg: pb.FollowMessage) -> None:
+        for p, seq in zip(msg.ack_partitions, msg.ack_seqs, strict=False):
+            session.ack(p, seq)
+        if msg.unsubscribe:
+            with self.store.lock:
+                for p in msg.unsubscribe:
+                    session.partitions.discard(p)
+                    subs = self.followers.get(p)
+                    if subs is not None:
+                        subs.discard(session)
+        if msg.subscribe:
+            with self.store.lock:
+                now = self.store.clock()
+                for sub in msg.subscribe:
+                    self._subscribe(session, sub.partition, sub.have_term, sub.have_seq, now)
+
+    def _subscribe(self, session: Session, p: int, term: int, seq: int, now: int) -> None:
+        """Under the store lock: queue what the follower lacks, then follow live changes."""
+        if not 0 <= p < self.store.partitions:
+            return
+        plog = self.logs.get(p)
+        if plog is None or not self.routing.serves(p):
+            session.push((_REFUSED, p, f"{self.me} is not the primary of partition {p}", None))
+            return
+        missing = plog.since(term, seq)
+        if missing is not None:
+            session.push((_END, p, plog.term, seq))  # "you are current at (term, seq)"
+            for s, rec in missing:
+                session.push((_MUT, p, s, rec))
+        else:
+            entries = self.store.partition_entries(p, now)
+            session.push((_BEGIN, p, None, None))
+            for i in range(0, len(entries), SNAPSHOT_CHUNK_RECORDS):
+                session.push((_SNAP, p, entries[i : i + SNAPSHOT_CHUNK_RECORDS], None))
+            session.push((_END, p, plog.term, plog.seq))
+        session.partitions.add(p)
+        self.followers.setdefault(p, set()).add(session)
+
+    async def _send(self, session: Session, context: grpc.aio.ServicerContext) -> None:
+        queue = session.queue
+        while not session.closed:
+            await session.event.wait()
+            session.event.clear()
+            session.scheduled = False
+            while queue and not session.closed:
+                batch = pb.ReplicaBatch()
+                size = 0
+                snap_bytes = 0
+                chunk: pb.Chunk | None = None
+                while queue and size < BATCH_MAX_BYTES:
+                    kind, p, a, b = queue.popleft()
+                    if kind == _MUT:
+                        if chunk is None or chunk.partition != p or chunk.kind != pb.MUTATIONS:
+                            chunk = batch.chunks.add(partition=p, kind=pb.MUTATIONS, seq=a)
+                        op, name, key, value, ts, member, exp, idle = b
+                        chunk.records.add(
+                            op=op, map=name, key=key, value=value or b"", ts=ts, member=member,
+                            expire_at=exp, max_idle=idle,
+                        )  # fmt: skip
+                        size += len(key) + len(value or b"") + 32
+                        continue
+                    chunk = None
+                    if kind == _SNAP:
+                        c = batch.chunks.add(partition=p, kind=pb.SNAPSHOT)
+                        for name, key, value, ts, member, exp, idle in a:
+                            c.records.add(
+                                op=1, map=name, key=key, value=value, ts=ts, member=member,
+                                expire_at=exp, max_idle=idle,
+                            )  # fmt: skip
+                            n = len(key) + len(value) + 32
+                            size += n
+                            snap_bytes += n
+                    elif kind == _BEGIN:
+                        batch.chunks.add(partition=p, kind=pb.SNAPSHOT_BEGIN)
+                    elif kind == _END:
+                        batch.chunks.add(partition=p, kind=pb.SNAPSHOT_END, term=a, seq=b)
+                    elif kind == _HANDOFF:
+                        batch.chunks.add(partition=p, kind=pb.HANDOFF, term=a, seq=b)
+                    elif kind == _REFUSED:
+                        batch.chunks.add(partition=p, kind=pb.REFUSED, error=a)
+                if snap_bytes:
+                    await self.throttle.take(snap_bytes)
+                data = batch.SerializeToString()
+                self.bytes_sent += len(data)
+                await context.write(data)
+        if session.closed:
+            return
+
+    def _end(self, session: Session) -> None:
+        session.close()
+        session.event.set()
+        if self.sessions.get(session.follower) is session:
+            del self.sessions[session.follower]
+        with self.store.lock:
+            for p in session.partitions:
+                subs = self.followers.get(p)
+                if subs is not None:
+                    subs.discard(session)
+            session.partitions.clear()
+
+    # ---- hand-off ------------------------------------------------------------------------------
+    async def handoff(self, partitions: list[int], to: str) -> tuple[list[int], list[int]]:
+        """Hand these partitions to follower `to`; returns (done, failed)."""
+        session = self.sessions.get(to)
+        done: list[int] = []
+        failed: list[int] = []
+        waits: list[tuple[int, asyncio.Future[None]]] = []
+        with self.store.lock:
+            for p in partitions:
+                plog = self.logs.get(p)
+                if (
+                    session is None
+                    or session.closed
+                    or plog is None
+                    or p not in session.partitions
+                    or not self.routing.serves(p)
+                ):
+                    failed.append(p)
+                    continue
+                self.routing.handed_off(p, to)
+                session.push((_HANDOFF, p, plog.term, plog.seq))
+                del self.logs[p]
+                self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
+                for s in self.followers.pop(p, set()):
+                    s.partitions.discard(p)
+                    if s is not session:
+                        s.push((_REFUSED, p, f"partition {p} moved to {to}", None))
+                waits.append((p, session.wait_ack(p, plog.seq)))
+        for p, fut in waits:
+            try:
+                await asyncio.wait_for(fut, HANDOFF_ACK_TIMEOUT_S)
+                done.append(p)
+                self.handoffs += 1
+            except (TimeoutError, ConnectionError) as e:
+                # The new owner did not confirm: serve the partition again rather than
+                # leave it with nobody. (If it did take over and only the ack was lost,
+                # the next table settles who serves it.)
+                log.warning("hand-off not confirmed; serving again", partition=p, to=to,
+                            error=str(e) or type(e).__name__)  # fmt: skip
+                with self.store.lock:
+                    pos = self.positions.pop(p, None)
+                    self.routing.take_back(p)
+                    if pos is not None and self.routing.serves(p):
+                        self.logs[p] = PrimaryLog(new_term(), pos.seq)
+                failed.append(p)
+        return done, failed
+
+    def stats(self) -> dict[str, int]:
+        return {"bytes_sent": self.bytes_sent, "handoffs": self.handoffs}
