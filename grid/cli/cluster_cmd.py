@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
+import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from grid.cli.status import wide_console
 from grid.cluster import LocalCluster, MemberProcess
+from proto import grid_pb2 as pb
+
+STATS = "/grid.v1.Grid/Stats"
 
 
 def start_with_progress(cluster: LocalCluster, console: Console) -> None:
@@ -30,6 +35,48 @@ def start_with_progress(cluster: LocalCluster, console: Console) -> None:
         cluster.start(on_ready=ready)
 
 
+def settled(addresses: list[str]) -> tuple[int, int] | None:
+    """(partitions still to move, partitions being filled) over the cluster, or None when
+    a member does not answer; both 0 and one table version everywhere = settled."""
+    pending = filling = 0
+    versions = set()
+    for address in addresses:
+        try:
+            with grpc.insecure_channel(address) as ch:
+                data = ch.unary_unary(STATS)(pb.StatsRequest().SerializeToString(), timeout=2)
+        except grpc.RpcError:
+            return None
+        m = pb.StatsReply.FromString(data).migration
+        pending += m.pending
+        filling += m.in_flight
+        versions.add(m.table_version)
+    if len(versions) > 1:
+        pending = max(pending, 1)
+    return pending, filling
+
+
+def wait_for_migrations(addresses: list[str], console: Console, timeout: float = 300.0) -> bool:
+    """A progress bar while the partitions settle on their members."""
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("placing partitions", total=None)
+        while time.monotonic() < deadline:
+            state = settled(addresses)
+            if state == (0, 0):
+                return True
+            if state is not None:
+                bar.update(task, description=f"placing partitions: {state[0]} to move, "
+                           f"{state[1]} filling")  # fmt: skip
+            time.sleep(0.2)
+    return False
+
+
 def cluster_table(cluster: LocalCluster) -> Table:
     t = Table(title="local cluster", title_justify="left")
     for col in ("member", "address", "gossip", "pid", "log"):
@@ -47,12 +94,14 @@ def cluster_up(n: int, base_port: int, member_args: list[str]) -> int:
     except (RuntimeError, TimeoutError) as e:
         console.print(f"[red]cluster failed to start:[/red] {e}")
         return 1
+    if n > 1 and not wait_for_migrations(cluster.addresses, console):
+        console.print("[yellow]partitions did not settle in time; see grid status[/yellow]")
     console.print(cluster_table(cluster))
     if n > 1:
         console.print(
             f"members joined one cluster through {cluster.members[0].name}'s gossip address "
-            f"{cluster.members[0].gossip_address}. Data is not partitioned across them yet "
-            "(replication is a later issue): each serves its own data."
+            f"{cluster.members[0].gossip_address}; keys are spread over them by partition, "
+            "each partition with its backups on other members."
         )
     console.print(
         f"try: grid put hello world -a {cluster.addresses[0]} && "

@@ -249,14 +249,23 @@ def _status(args: argparse.Namespace) -> int:
 
     addresses = args.address or [os.environ.get("GRID_ADDRESS", DEFAULT_ADDRESS)]
     stats = []
-    for address in addresses:
+    i = 0
+    while i < len(addresses):  # the members the first one knows are added as they are seen
+        address = addresses[i]
+        i += 1
         try:
             with Client(address, timeout=3) as client:
                 stats.append(client.stats())
-                stats[-1]["cluster"] = [asdict(m) for m in client.members()]  # its view
+                view = client.members()
+                stats[-1]["cluster"] = [asdict(m) for m in view]  # its view
         except GridError as e:
             print(f"grid status: {address}: {e}", file=sys.stderr)
             return 1
+        if i == 1 and len(args.address or ()) <= 1:  # one address: show its whole cluster
+            addresses += [
+                m.address for m in view
+                if m.state in ("alive", "suspect") and m.address and m.address not in addresses
+            ]  # fmt: skip
     if args.json:
         print(json.dumps(stats, indent=2))
     else:

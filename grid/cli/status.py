@@ -145,12 +145,36 @@ def persistence_table(stats: list[dict[str, Any]]) -> Table:
     return t
 
 
+def partitions_table(stats: list[dict[str, Any]]) -> Table:
+    """Partitions per member and partition movement (DESIGN.md: migration)."""
+    t = Table(title="partitions", title_justify="left")
+    columns = "member primaries backups filling fills handoffs received sent forwarded table"
+    for col in columns.split():
+        t.add_column(col, justify="left" if col in ("member", "table") else "right")
+    for s in stats:
+        m = s.get("migration") or {}
+        role = " (coordinator)" if m.get("coordinator") else ""
+        pending = m.get("pending", 0)
+        table = f"v{int(m.get('table_version', 0)) >> 32}" + (
+            f", {pending} to move" if pending else ""
+        )
+        t.add_row(
+            s["member"] + role, str(m.get("primaries", 0)), str(m.get("backups", 0)),
+            str(m.get("in_flight", 0)), f"{int(m.get('fills_done', 0)):,}",
+            f"{int(m.get('handoffs', 0)):,}", human_bytes(int(m.get("bytes_received", 0))),
+            human_bytes(int(m.get("bytes_sent", 0))), f"{int(m.get('forwarded', 0)):,}", table,
+        )  # fmt: skip
+    return t
+
+
 def print_status(stats: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or wide_console()
     views = [s for s in stats if s.get("cluster")]
     if views:
         console.print(membership_table(views[0]["cluster"], views[0]["member"]))
     console.print(members_table(stats))
+    if any(s.get("migration") for s in stats):
+        console.print(partitions_table(stats))
     if any(s["maps"] for s in stats):
         console.print(maps_table(stats))
     if any((s.get("persistence") or {}).get("enabled") for s in stats):
