@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-DEFAULT_KEEP = 8192
-"""Changes a primary keeps per partition for catch-up without a snapshot. A backup that
-reconnects within a few seconds at a few thousand writes/s per partition is covered; for
-longer gaps a snapshot of one partition (1/271 of the data) is cheap anyway."""
+DEFAULT_KEEP = 256
+"""Changes a primary keeps per partition for catch-up without a snapshot. They hold
+references to values the store may already have replaced, so this is memory outside the
+store's accounting: 271 x 256 changes of 100 B values is about 17 MB. It covers a
+hand-off (the old primary follows the new one from the hand-off point) and a stream
+that reconnects after a short blip; a longer gap costs a snapshot of one partition
+(1/271 of the data), which is cheap."""
 
 
 def new_term(rng: random.Random | None = None) -> int:
