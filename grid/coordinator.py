@@ -122,7 +122,14 @@ class Coordinator:
         self._wake.set()
 
     async def first_table(self, timeout: float) -> bool:
-        """Wait until this member has a table (it serves nothing before)."""
+        """Wait until this member has a table (it serves nothing before).
+
+        A member restarting with a saved table first asks the live members for theirs:
+        if the cluster went on without it, the cluster's newer table wins before this
+        member serves (or, as the smallest name, coordinates) anything by its old one.
+        """
+        if self.routing.table is not None:
+            await self._adopt(self.live())
         deadline = time.monotonic() + timeout
         while self.routing.table is None and time.monotonic() < deadline:
             self._wake.set()
@@ -189,7 +196,7 @@ class Coordinator:
                 continue
             if msg.version and (best is None or msg.version > best.version):
                 best = msg
-        if best is not None:
+        if best is not None and best.version != self.routing.version:
             try:
                 table, addresses = table_from_proto(best)
             except ValueError as e:
