@@ -1,21 +1,25 @@
 """The asyncio client: `grid.AsyncClient` and its maps.
 
-Every method builds protobuf operations, hands them to the shared connection
-(which coalesces concurrent callers into batches) and turns the results into
-Python values. `get_many`/`put_many` are one batch: one round trip.
+Every method builds protobuf operations, hands them to the client's router
+(router.py: it sends each op to the member that owns the key's partition, one
+coalescing stream per member) and turns the results into Python values.
+`get_many`/`put_many` are one batch per owning member, sent in parallel: one
+round trip.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
+from grid.client.router import Router, parse_seeds
 from grid.errors import CasFailed, InvalidArgument, Status, error_for
 from grid.gossip.view import ClusterMember, counters_from_metadata
+from partitioning import PartitionTable
 from proto import grid_pb2 as pb
 from replication.hlc import Version
 
@@ -62,7 +66,7 @@ class AsyncMap:
 
     def __init__(
         self,
-        conn: AsyncConnection,
+        conn: Router | AsyncConnection,
         name: str,
         codec: str | Codec = "msgpack",
         raw_keys: bool = False,
@@ -272,24 +276,35 @@ class AsyncMap:
 
 
 class AsyncClient:
-    """A connection to a grid member for asyncio code.
+    """A client of a grid cluster for asyncio code.
 
     async with grid.AsyncClient("127.0.0.1:5701") as client:
         users = client.map("users")
         await users.put("u1", {"name": "Ada"}, ttl=3600)
+
+    `address` is one member ("host:port") or several seeds (a list, or comma-separated):
+    the first seed that answers gives the partition table, which names every member, so
+    one seed finds the whole cluster. Operations then go straight to the member that
+    owns each key (smart routing; `smart_routing=False` sends everything to the seed,
+    which forwards, for networks where the members' own addresses are not reachable).
+    A member without a table (or an older one) is used exactly as a single member.
     """
 
     def __init__(
         self,
-        address: str = "127.0.0.1:5701",
+        address: str | Sequence[str] = "127.0.0.1:5701",
         *,
         timeout: float = 5.0,
         codec: str | Codec = "msgpack",
         options: ConnectionOptions | None = None,
+        smart_routing: bool = True,
     ) -> None:
-        self.address = address
+        seeds = parse_seeds(address)
+        self.address = seeds[0]
+        """The seed member: `stats()` are its statistics."""
         self.codec = resolve(codec)
-        self._conn = AsyncConnection(address, options or ConnectionOptions(timeout=timeout))
+        options = options or ConnectionOptions(timeout=timeout)
+        self._conn = Router(seeds, options, smart=smart_routing)
 
     def map(
         self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False
@@ -297,13 +312,28 @@ class AsyncClient:
         return AsyncMap(self._conn, name, codec or self.codec, raw_keys)
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The seed member's statistics (each member counts only what it served)."""
         from grid.stats_view import stats_dict
 
         return stats_dict(await self._conn.stats(timeout))
 
+    async def table(self, *, timeout: float | None = None) -> PartitionTable | None:
+        """The partition table the client routes by (fetched first if no call has yet),
+        kept current by a watch on a member; None when the seed has no table, so
+        everything goes to the seed."""
+        await self._conn.discover(timeout)
+        return self._conn.table
+
+    async def addresses(self, *, timeout: float | None = None) -> dict[str, str]:
+        """Member name -> gRPC address of every member in the partition table ({} without
+        a table): the members this client sends operations to."""
+        await self._conn.discover(timeout)
+        return self._conn.addresses
+
     async def members(self, *, timeout: float | None = None) -> list[ClusterMember]:
-        """The cluster as the member we talk to sees it: itself first, then the others
-        (dead and left members included until they are forgotten)."""
+        """The cluster as the seed member sees it (another member of the table if the seed
+        is unreachable): itself first, then the others (dead and left members included
+        until they are forgotten)."""
         reply, _ = await self._members(timeout)
         return [ClusterMember.from_proto(m) for m in reply.members]
 

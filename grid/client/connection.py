@@ -20,6 +20,12 @@ flight fails with a retryable error and the next write opens a new stream.
 Idempotent calls (everything but incr) retry with jittered exponential
 backoff until their deadline; a non-idempotent call that may have reached the
 member is not retried (it could apply twice) and raises Unavailable.
+
+With `ConnectionOptions.fail_fast` a lost stream is not retried here at all: the
+call raises `StreamLost` at once, saying whether the batch may have been sent.
+The smart client's router (router.py) uses that for its per-member connections:
+when a member dies, waiting for it until the deadline is wrong; the router
+refreshes its partition table and sends the operations to the new owner.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import contextlib
 import random
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -54,6 +60,30 @@ class ConnectionOptions:
     max_message_bytes: int = 64 * 1024 * 1024
     retry_base: float = 0.05
     retry_cap: float = 1.0
+    fail_fast: bool = False
+    """Raise StreamLost as soon as the stream breaks instead of retrying until the deadline:
+    for a caller (the smart client's router) that retries elsewhere and must know at once."""
+
+
+class StreamLost(Unavailable):
+    """The stream to the member broke under a call (fail_fast connections only).
+
+    `sent` is False only when the operations certainly never left this process: then even
+    a non-idempotent call may be sent again, to this member or another.
+    """
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class CallFailed(Unavailable):
+    """A unary or server-streaming call failed; `code` is gRPC's status (UNIMPLEMENTED tells
+    an older member from one that is down)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Lost(Exception):
@@ -115,6 +145,13 @@ class AsyncConnection:
         self._closed = False
         self._member_limit = 0  # the member's max message size, once an error has told us
         self._member_batch_ops = 0  # the member's max_batch_ops, once a refusal has told us
+        self.table_version = 0
+        """The highest partition table version the member's replies have carried: a smart
+        client compares it with its own table to notice that it is stale."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # ---- public ------------------------------------------------------------------------------
     async def call(
@@ -137,6 +174,10 @@ class AsyncConnection:
                     results = [r for part in parts for r in part]
             except _Resplit:
                 continue  # chunks already applied are idempotent, the only kind split
+            except StreamLost as lost:
+                if len(chunks) > 1 and not lost.sent:  # another chunk may have gone out
+                    raise StreamLost(str(lost), sent=True) from None
+                raise
             break
         # Ops the member could not fit in its reply come back UNAVAILABLE: ask again for
         # just those (always fewer, so this ends), within the same deadline.
@@ -159,9 +200,26 @@ class AsyncConnection:
             data = await call
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as e:
-            raise Unavailable(f"{method.rsplit('/', 1)[-1]} from {self.address}: "
-                              f"{e.details()}") from e  # fmt: skip
+            raise CallFailed(f"{method.rsplit('/', 1)[-1]} from {self.address}: "
+                             f"{e.details()}", e.code()) from e  # fmt: skip
         return data, trailing
+
+    async def watch(self, method: str, request: bytes) -> AsyncIterator[bytes]:
+        """A server-streaming call on this connection's channel (WatchTable): each message's
+        bytes until the member ends the stream; gRPC errors become CallFailed. No deadline:
+        the stream lives as long as the caller iterates (cancel the task to stop it)."""
+        call = self._channel.unary_stream(method)(request)
+        try:
+            while True:
+                data = await call.read()
+                if data is grpc.aio.EOF:
+                    return
+                yield data
+        except grpc.aio.AioRpcError as e:
+            raise CallFailed(f"{method.rsplit('/', 1)[-1]} from {self.address}: "
+                             f"{e.details()}", e.code()) from e  # fmt: skip
+        finally:
+            call.cancel()
 
     async def stats(self, timeout: float | None = None) -> pb.StatsReply:
         data, _ = await self.unary(STATS_METHOD, pb.StatsRequest().SerializeToString(), timeout)
@@ -241,6 +299,10 @@ class AsyncConnection:
             except _Refused:
                 continue  # not applied: resend at once, split to the limit now known
             except _Lost as lost:
+                if self.options.fail_fast:
+                    raise StreamLost(
+                        f"connection to {self.address} lost ({lost})", lost.sent
+                    ) from None
                 if lost.sent and not idempotent:
                     raise Unavailable(
                         f"connection to {self.address} lost ({lost}); the "
@@ -321,6 +383,8 @@ class AsyncConnection:
             self._reset(why)
 
     def _deliver(self, reply: pb.BatchReply) -> None:
+        if reply.table_version > self.table_version:
+            self.table_version = reply.table_version
         calls = self._inflight.pop(reply.id, None)
         if calls is None:
             return

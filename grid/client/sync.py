@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from grid.client.aio import AsyncClient, AsyncMap, EntryView
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
 from grid.client.keys import Duration, Key
+from grid.client.router import parse_seeds
 from grid.errors import Unavailable
 from grid.gossip.view import ClusterMember
+from partitioning import PartitionTable
 from replication.hlc import Version
 
 T = TypeVar("T")
@@ -185,27 +187,33 @@ class Map:
 
 
 class Client:
-    """A connection to a grid member for blocking code; safe to share between threads.
+    """A client of a grid cluster for blocking code; safe to share between threads.
 
     with grid.Client("127.0.0.1:5701") as client:
         users = client.map("users")
         users.put("u1", {"name": "Ada"}, ttl=3600)
+
+    `address` is one member or several seeds; operations go straight to the owner of
+    each key (see AsyncClient, which this runs on a private event loop thread).
     """
 
     def __init__(
         self,
-        address: str = "127.0.0.1:5701",
+        address: str | Sequence[str] = "127.0.0.1:5701",
         *,
         timeout: float = 5.0,
         codec: str | Codec = "msgpack",
         options: ConnectionOptions | None = None,
+        smart_routing: bool = True,
     ) -> None:
-        self.address = address
-        self._thread = _LoopThread(f"grid-client-{address}")
+        seeds = parse_seeds(address)
+        self.address = seeds[0]
+        """The seed member: `stats()` are its statistics."""
+        self._thread = _LoopThread(f"grid-client-{self.address}")
         opts = options or ConnectionOptions(timeout=timeout)
 
         async def make() -> AsyncClient:
-            return AsyncClient(address, codec=codec, options=opts)
+            return AsyncClient(seeds, codec=codec, options=opts, smart_routing=smart_routing)
 
         self._aclient = self._thread.run(make())
 
@@ -213,10 +221,19 @@ class Client:
         return Map(self._aclient.map(name, codec=codec, raw_keys=raw_keys), self._thread.run)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The seed member's statistics (each member counts only what it served)."""
         return self._thread.run(self._aclient.stats(timeout=timeout))
 
+    def table(self, *, timeout: float | None = None) -> PartitionTable | None:
+        """The partition table the client routes by (see AsyncClient.table)."""
+        return self._thread.run(self._aclient.table(timeout=timeout))
+
+    def addresses(self, *, timeout: float | None = None) -> dict[str, str]:
+        """Member name -> gRPC address of every member in the table (see AsyncClient)."""
+        return self._thread.run(self._aclient.addresses(timeout=timeout))
+
     def members(self, *, timeout: float | None = None) -> list[ClusterMember]:
-        """The cluster as the member we talk to sees it (see AsyncClient.members)."""
+        """The cluster as the seed member sees it (see AsyncClient.members)."""
         return self._thread.run(self._aclient.members(timeout=timeout))
 
     def membership_counters(self, *, timeout: float | None = None) -> dict[str, int]:
