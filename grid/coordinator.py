@@ -45,6 +45,7 @@ from grid.peers import Peers
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
 from partitioning import PartitionTable, PlacementConfig, build_table
+from proto import grid_pb2 as pb
 
 log = logs.get("grid.coordinator")
 
@@ -306,7 +307,7 @@ class Coordinator:
         failed: set[int] = set()
 
         async def fill(member: str, source: str, parts: list[int]) -> None:
-            request = _fill_request(parts, source, live[source])
+            request = pb.FillRequest(partitions=parts, source=source, source_address=live[source])
             try:
                 reply = await self.peers.fill(live[member], request, timeout + RPC_TIMEOUT_S)
                 failed.update(reply.failed)
@@ -324,11 +325,13 @@ class Coordinator:
             if new != old and old in live and new in live:
                 handoffs.setdefault((old, new), []).append(p)
 
+        confirm = self.routing.table.epoch + 1  # type: ignore[union-attr]  # the next publish
+
         async def handoff(old: str, new: str, parts: list[int]) -> None:
-            request = _handoff_request(parts, new)
+            request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
             try:
                 if old == self.me:
-                    _, bad = await self.replicator.handoff(parts, new)
+                    _, bad = await self.replicator.handoff(parts, new, confirm)
                     failed.update(bad)
                 else:
                     reply = await self.peers.handoff(live[old], request, 2 * RPC_TIMEOUT_S + 10)
@@ -424,15 +427,3 @@ class Coordinator:
 def _holds_anything(table: PartitionTable, member: str) -> bool:
     held = table.partitions_of(member)
     return bool(held.primary or held.backup)
-
-
-def _fill_request(parts: list[int], source: str, address: str):
-    from proto import grid_pb2 as pb
-
-    return pb.FillRequest(partitions=parts, source=source, source_address=address)
-
-
-def _handoff_request(parts: list[int], to: str):
-    from proto import grid_pb2 as pb
-
-    return pb.HandoffRequest(partitions=parts, to=to)

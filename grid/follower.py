@@ -296,7 +296,7 @@ class Followers:
                     self._resolve(p, True)
                 elif kind == pb.HANDOFF:
                     # everything before it is applied: the partition is ours from here on
-                    self.routing.handed_over(p)
+                    self.routing.handed_over(p, chunk.epoch)
                     self.replicator.logs[p] = PrimaryLog(chunk.term, chunk.seq)
                     self.state.pop(p, None)
                     up.partitions.discard(p)

@@ -77,7 +77,7 @@ class PeerService:
     async def handoff(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         msg = await self._parse(pb.HandoffRequest, data, context)
         parts = [p for p in msg.partitions if 0 <= p < self.rt.store.partitions]
-        done, failed = await self.rt.replicator.handoff(parts, msg.to)
+        done, failed = await self.rt.replicator.handoff(parts, msg.to, msg.confirm_epoch)
         return pb.HandoffReply(done=done, failed=failed).SerializeToString()
 
     async def leave(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:

@@ -298,7 +298,7 @@ class Replicator:
                     elif kind == _END:
                         batch.chunks.add(partition=p, kind=pb.SNAPSHOT_END, term=a, seq=b)
                     elif kind == _HANDOFF:
-                        batch.chunks.add(partition=p, kind=pb.HANDOFF, term=a, seq=b)
+                        batch.chunks.add(partition=p, kind=pb.HANDOFF, term=a[0], epoch=a[1], seq=b)
                     elif kind == _REFUSED:
                         batch.chunks.add(partition=p, kind=pb.REFUSED, error=a)
                 if snap_bytes:
@@ -322,8 +322,11 @@ class Replicator:
             session.partitions.clear()
 
     # ---- hand-off ------------------------------------------------------------------------------
-    async def handoff(self, partitions: list[int], to: str) -> tuple[list[int], list[int]]:
-        """Hand these partitions to follower `to`; returns (done, failed)."""
+    async def handoff(
+        self, partitions: list[int], to: str, epoch: int
+    ) -> tuple[list[int], list[int]]:
+        """Hand these partitions to follower `to`; returns (done, failed). `epoch`: the
+        first table epoch that will show the hand-off (see grid/routing.py)."""
         session = self.sessions.get(to)
         done: list[int] = []
         failed: list[int] = []
@@ -340,8 +343,8 @@ class Replicator:
                 ):
                     failed.append(p)
                     continue
-                self.routing.handed_off(p, to)
-                session.push((_HANDOFF, p, plog.term, plog.seq))
+                self.routing.handed_off(p, to, epoch)
+                session.push((_HANDOFF, p, (plog.term, epoch), plog.seq))
                 del self.logs[p]
                 self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
                 for s in self.followers.pop(p, set()):

@@ -5,10 +5,14 @@ The partition table (partitioning/table.py) comes from the coordinator
 It changes in steps, and between two steps a hand-off may already have
 happened that the next table will only confirm:
 
-* `moved[p] = N`: this member handed partition p to N (grid/replica.py) and
-  must not serve it any more, whatever its table still says;
-* `early`: partitions handed *to* this member that its table does not show
-  as its own yet.
+* `moved[p] = (N, e)`: this member handed partition p to N (grid/replica.py)
+  and must not serve it any more, whatever a table older than epoch e says;
+* `early[p] = e`: partitions handed *to* this member that its tables do not
+  show as its own before epoch e.
+
+The epoch comes from the coordinator with the hand-off: its next table. A
+table of an earlier epoch that arrives late (a slow publish) cannot undo the
+hand-off, so neither member drops or stops serving what it should hold.
 
 `store.owned` is the one thing the hot path reads: a bytearray of the
 partitions this member serves as primary right now (table, minus moved,
@@ -48,8 +52,8 @@ class Routing:
         self.partitions = store.partitions
         self.table: PartitionTable | None = None
         self.addresses: dict[str, str] = {me: address}
-        self.moved: dict[int, str] = {}
-        self.early: set[int] = set()
+        self.moved: dict[int, tuple[str, int]] = {}
+        self.early: dict[int, int] = {}
         self.listeners: list[TableListener] = []
         self._watchers: set[asyncio.Queue[pb.PartitionTable]] = set()
         self._path = Path(data_dir) / TABLE_FILE if data_dir else None
@@ -79,11 +83,10 @@ class Routing:
         self.addresses = {**self.addresses, **addresses, self.me: self.address}
         self._proto = None
         with self.store.lock:
-            # hand-offs the table now shows are settled
-            for p in list(self.moved):
-                if table.owner(p) != self.me:
-                    del self.moved[p]
-            self.early = {p for p in self.early if table.owner(p) != self.me}
+            # hand-offs a table of their epoch or later has settled (shown or undone)
+            epoch = table.epoch
+            self.moved = {p: m for p, m in self.moved.items() if m[1] > epoch}
+            self.early = {p: e for p, e in self.early.items() if e > epoch}
             self._recompute()
         self._save()
         for q in list(self._watchers):
@@ -116,16 +119,16 @@ class Routing:
             owned[p] = 1
         self.store.owned = owned
 
-    def handed_off(self, partition: int, to: str) -> None:
+    def handed_off(self, partition: int, to: str, epoch: int) -> None:
         """This member gave the partition away (caller holds the store lock)."""
-        self.moved[partition] = to
-        self.early.discard(partition)
+        self.moved[partition] = (to, epoch)
+        self.early.pop(partition, None)
         assert self.store.owned is not None
         self.store.owned[partition] = 0
 
-    def handed_over(self, partition: int) -> None:
+    def handed_over(self, partition: int, epoch: int) -> None:
         """The partition was handed to this member (caller holds the store lock)."""
-        self.early.add(partition)
+        self.early[partition] = epoch
         self.moved.pop(partition, None)
         assert self.store.owned is not None
         self.store.owned[partition] = 1
@@ -143,7 +146,7 @@ class Routing:
     def owner(self, partition: int) -> str | None:
         """Who serves the partition, as far as this member knows (None: no table yet)."""
         if partition in self.moved:
-            return self.moved[partition]
+            return self.moved[partition][0]
         if partition in self.early:
             return self.me
         return self.table.owner(partition) if self.table is not None else None

@@ -406,20 +406,22 @@ class Record(_message.Message):
     def __init__(self, op: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ts: _Optional[int] = ..., member: _Optional[int] = ..., expire_at: _Optional[int] = ..., max_idle: _Optional[int] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("partition", "kind", "seq", "records", "error", "term")
+    __slots__ = ("partition", "kind", "seq", "records", "error", "term", "epoch")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     partition: int
     kind: ChunkKind
     seq: int
     records: _containers.RepeatedCompositeFieldContainer[Record]
     error: str
     term: int
-    def __init__(self, partition: _Optional[int] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., error: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, partition: _Optional[int] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., error: _Optional[str] = ..., term: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReplicaBatch(_message.Message):
     __slots__ = ("chunks",)
@@ -478,12 +480,14 @@ class FillReply(_message.Message):
     def __init__(self, ready: _Optional[_Iterable[int]] = ..., failed: _Optional[_Iterable[int]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class HandoffRequest(_message.Message):
-    __slots__ = ("partitions", "to")
+    __slots__ = ("partitions", "to", "confirm_epoch")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_EPOCH_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedScalarFieldContainer[int]
     to: str
-    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., to: _Optional[str] = ...) -> None: ...
+    confirm_epoch: int
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., to: _Optional[str] = ..., confirm_epoch: _Optional[int] = ...) -> None: ...
 
 class HandoffReply(_message.Message):
     __slots__ = ("done", "failed", "error")
