@@ -248,6 +248,8 @@ class Coordinator:
         layout = [list(r) for r in table.replica_lists]
         target_members = [m for m in live if m not in self.leaving] + sorted(waiting)
         target = build_table(sorted(set(target_members)), table.epoch + 1, self.placement)
+        todo = [p for p in range(table.partition_count) if tuple(layout[p]) != target.replicas(p)]
+        self.pending = len(todo) or len(gone)
         if gone:
             lost = 0
             for p, r in enumerate(layout):

@@ -40,6 +40,7 @@ log = logs.get("grid.follower")
 FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 FILL_LINGER_S = 60.0  # a filled copy the table never adopted is dropped after this
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
+REFUSED_RETRY_S = 0.2  # a refused subscription is tried again this soon, while still wanted
 
 
 class Upstream:
@@ -86,11 +87,13 @@ class Upstream:
             try:
                 async for data in call:
                     attempt = 0
-                    acks = self.owner.apply(self, pb.ReplicaBatch.FromString(data))
-                    if acks:
+                    acks, taken = self.owner.apply(self, pb.ReplicaBatch.FromString(data))
+                    if acks or taken:
                         self.out.put_nowait(
                             pb.FollowMessage(
-                                ack_partitions=list(acks), ack_seqs=list(acks.values())
+                                ack_partitions=list(acks),
+                                ack_seqs=list(acks.values()),
+                                taken_over=taken,
                             )
                         )
             except asyncio.CancelledError:
@@ -142,6 +145,7 @@ class Followers:
         self.bytes_received = 0
         self.fills_done = 0
         self.handed_over: dict[int, asyncio.Event] = {}
+        self._retry: asyncio.TimerHandle | None = None
 
     # ---- what to follow ------------------------------------------------------------------------
     def wanted(self) -> dict[int, str]:
@@ -252,11 +256,14 @@ class Followers:
                 fut.set_result(ok)
 
     # ---- applying ------------------------------------------------------------------------
-    def apply(self, up: Upstream, batch: pb.ReplicaBatch) -> dict[int, int]:
-        """Apply one message from a primary; returns acks (partition -> applied seq)."""
+    def apply(self, up: Upstream, batch: pb.ReplicaBatch) -> tuple[dict[int, int], list[int]]:
+        """Apply one message from a primary; returns (acks: partition -> applied seq,
+        partitions taken over by HANDOFF)."""
         self.bytes_received += batch.ByteSize()
         acks: dict[int, int] = {}
+        taken: list[int] = []
         resync: list[int] = []
+        refused = False
         store = self.store
         with store.lock:
             now = store.clock()
@@ -303,6 +310,7 @@ class Followers:
                     self.source_of.pop(p, None)
                     self.fills.pop(p, None)
                     acks[p] = chunk.seq
+                    taken.append(p)
                     ev = self.handed_over.pop(p, None)
                     if ev is not None:
                         ev.set()
@@ -310,8 +318,8 @@ class Followers:
                     up.partitions.discard(p)
                     if self.source_of.get(p) == up.source:
                         del self.source_of[p]
-                    self.fills.pop(p, None)
                     self._resolve(p, False)
+                    refused = True
                     log.debug("subscription refused", partition=p, source=up.source,
                               why=chunk.error)  # fmt: skip
             self.after_apply()
@@ -320,7 +328,20 @@ class Followers:
                 st = self.state[p]
                 st.term, st.seq = 0, 0  # ask for a snapshot
             up.subscribe(resync)
-        return acks
+        if refused:
+            # The primary may just not have installed the table that makes it primary
+            # yet: look again shortly (subscribes what is still wanted, from its owner).
+            self._retry_later()
+        return acks, taken
+
+    def _retry_later(self) -> None:
+        if self._retry is None:
+            loop = asyncio.get_running_loop()
+            self._retry = loop.call_later(REFUSED_RETRY_S, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        self.reconcile()
 
     def stream_lost(self, up: Upstream) -> None:
         for p in up.partitions:
@@ -340,6 +361,8 @@ class Followers:
         )
 
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         for up in self.upstreams.values():
             up.close()
         self.upstreams.clear()

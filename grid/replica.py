@@ -79,6 +79,7 @@ class Session:
         self.partitions: set[int] = set()
         self.acked: dict[int, int] = {}
         self._waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = {}
+        self._takeovers: dict[int, asyncio.Future[None]] = {}
         self._wake = wake
         self.closed = False
 
@@ -110,6 +111,18 @@ class Session:
             self._waiters.setdefault(partition, []).append((seq, fut))
         return fut
 
+    def wait_takeover(self, partition: int) -> asyncio.Future[None]:
+        """Resolved when the follower says it applied HANDOFF and serves the partition
+        (not by an ordinary ack: a caught-up follower has acked the same seq already)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._takeovers[partition] = fut
+        return fut
+
+    def taken_over(self, partition: int) -> None:
+        fut = self._takeovers.pop(partition, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
     def close(self) -> None:
         self.closed = True
         for waiters in self._waiters.values():
@@ -117,6 +130,10 @@ class Session:
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"{self.follower} stream closed"))
         self._waiters.clear()
+        for fut in self._takeovers.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"{self.follower} stream closed"))
+        self._takeovers.clear()
 
 
 class Replicator:
@@ -224,6 +241,8 @@ class Replicator:
     def _handle(self, session: Session, msg: pb.FollowMessage) -> None:
         for p, seq in zip(msg.ack_partitions, msg.ack_seqs, strict=False):
             session.ack(p, seq)
+        for p in msg.taken_over:
+            session.taken_over(p)
         if msg.unsubscribe:
             with self.store.lock:
                 for p in msg.unsubscribe:
@@ -351,7 +370,7 @@ class Replicator:
                     s.partitions.discard(p)
                     if s is not session:
                         s.push((_REFUSED, p, f"partition {p} moved to {to}", None))
-                waits.append((p, session.wait_ack(p, plog.seq)))
+                waits.append((p, session.wait_takeover(p)))
         for p, fut in waits:
             try:
                 await asyncio.wait_for(fut, HANDOFF_ACK_TIMEOUT_S)

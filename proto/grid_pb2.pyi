@@ -440,18 +440,20 @@ class Subscribe(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., have_seq: _Optional[int] = ..., have_term: _Optional[int] = ...) -> None: ...
 
 class FollowMessage(_message.Message):
-    __slots__ = ("follower", "subscribe", "unsubscribe", "ack_partitions", "ack_seqs")
+    __slots__ = ("follower", "subscribe", "unsubscribe", "ack_partitions", "ack_seqs", "taken_over")
     FOLLOWER_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     ACK_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     ACK_SEQS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_OVER_FIELD_NUMBER: _ClassVar[int]
     follower: str
     subscribe: _containers.RepeatedCompositeFieldContainer[Subscribe]
     unsubscribe: _containers.RepeatedScalarFieldContainer[int]
     ack_partitions: _containers.RepeatedScalarFieldContainer[int]
     ack_seqs: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, follower: _Optional[str] = ..., subscribe: _Optional[_Iterable[_Union[Subscribe, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[int]] = ..., ack_partitions: _Optional[_Iterable[int]] = ..., ack_seqs: _Optional[_Iterable[int]] = ...) -> None: ...
+    taken_over: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, follower: _Optional[str] = ..., subscribe: _Optional[_Iterable[_Union[Subscribe, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[int]] = ..., ack_partitions: _Optional[_Iterable[int]] = ..., ack_seqs: _Optional[_Iterable[int]] = ..., taken_over: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PublishReply(_message.Message):
     __slots__ = ("version",)
