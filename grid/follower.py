@@ -21,7 +21,6 @@ the missing changes, or a snapshot if it no longer has them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -112,10 +111,15 @@ class Upstream:
             await asyncio.sleep(delay)
 
     async def _write(self, call: grpc.aio.StreamStreamCall, hello: pb.FollowMessage) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await call.write(hello)
             while True:
                 await call.write(await self.out.get())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the stream is broken; the reader sees it and reconnects
+            log.info("follow stream: cannot send", source=self.source, error=repr(e))
+            call.cancel()
 
     def close(self) -> None:
         self.task.cancel()

@@ -371,12 +371,17 @@ class Replicator:
                     if s is not session:
                         s.push((_REFUSED, p, f"partition {p} moved to {to}", None))
                 waits.append((p, session.wait_takeover(p)))
+        if waits:  # one deadline for all: a silent follower costs 10 s, not 10 s a partition
+            await asyncio.wait([f for _, f in waits], timeout=HANDOFF_ACK_TIMEOUT_S)
         for p, fut in waits:
             try:
-                await asyncio.wait_for(fut, HANDOFF_ACK_TIMEOUT_S)
+                if not fut.done():
+                    fut.cancel()
+                    raise TimeoutError
+                fut.result()
                 done.append(p)
                 self.handoffs += 1
-            except (TimeoutError, ConnectionError) as e:
+            except (TimeoutError, ConnectionError, asyncio.CancelledError) as e:
                 # The new owner did not confirm: serve the partition again rather than
                 # leave it with nobody. (If it did take over and only the ack was lost,
                 # the next table settles who serves it.)

@@ -78,3 +78,14 @@ def test_bad_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_reference_doc_is_generated_from_the_code() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     assert doc == reference_markdown(), "run: grid config --reference > docs/configuration.md"
+
+
+@pytest.mark.parametrize("command", ["node", "config", "cluster"])
+def test_cli_help_renders(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse %-formats help texts; option help with a literal % once crashed it."""
+    from grid.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out

@@ -35,7 +35,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             default=None,
             choices=choices,
             metavar=None if choices else f.name.upper(),
-            help=" ".join(str(f.metadata["help"]).split()) + f" [{f.default!r}]",
+            # argparse %-formats help texts: a literal % must be doubled
+            help=(" ".join(str(f.metadata["help"]).split()) + f" [{f.default!r}]").replace(
+                "%", "%%"
+            ),
         )
 
 
