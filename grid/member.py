@@ -75,6 +75,7 @@ class Member:
         if cfg.data_dir:
             self.durability = self._open_durability()  # recovers before anyone is served
             self.service.executor.durability = self.durability
+            self.durability.start()  # its fsync task must run before any write is served
             _save_name(cfg.data_dir, self.name)
         self.cluster = ClusterRuntime(
             self.name,
@@ -107,8 +108,6 @@ class Member:
         await self._health.set("", SERVING)
         await self._health.set("grid.v1.Grid", SERVING)
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="grid-expiry"))
-        if self.durability is not None:
-            self.durability.start()
         log.info(
             "member ready",
             member=self.name,
