@@ -261,7 +261,11 @@ class Coordinator:
             log.warning("members gone: replicas removed", gone=sorted(gone),
                         partitions_without_copy=lost)  # fmt: skip
             await self._publish(self._layout_table(layout, live), live)
-        # 2. move what differs from the target, a wave at a time
+        # 2. leaving members: their primaries go to their own backups at once
+        leavers = {m for m in self.leaving if m in live}
+        if leavers and await self._release(leavers, layout, live):
+            await self._publish(self._layout_table(layout, live), live)
+        # 3. move what differs from the target, a wave at a time
         todo = [p for p in range(table.partition_count) if tuple(layout[p]) != target.replicas(p)]
         self.pending = len(todo)
         if not todo:
@@ -272,6 +276,10 @@ class Coordinator:
         for i in range(0, len(todo), wave_size):
             if self.coordinator_of(self.live()) != self.me:
                 return  # someone else took over (a smaller name joined)
+            if {m for m in self.leaving if m in live} - leavers:
+                return  # a member asked to leave: release it first (next round, at once)
+            if set(live) - set(self.live()):
+                return  # a member is gone: fail over first (next round, at once)
             wave = todo[i : i + wave_size]
             changed = await self._move(wave, layout, target, live)
             self.pending = max(0, len(todo) - i - len(wave))
@@ -282,6 +290,54 @@ class Coordinator:
         log.info("rebalance round done", settled=settled, of=len(todo),
                  seconds=round(time.monotonic() - started, 3),
                  table_version=self.routing.version)  # fmt: skip
+
+    async def _release(
+        self, leavers: set[str], layout: list[list[str]], live: dict[str, str]
+    ) -> bool:
+        """Free leaving members in one step: each primary they hold is handed to its
+        first backup that stays (a live follower: nothing to copy), and they leave every
+        backup list. Partitions with no such backup keep them until filled by the waves.
+        The stayers' replica count is restored by the next waves, after they left.
+        Returns whether the layout changed."""
+        handoffs: dict[tuple[str, str], list[int]] = {}
+        for p, r in enumerate(layout):
+            if r[0] in leavers:
+                heir = next((m for m in r[1:] if m not in leavers and m in live), None)
+                if heir is not None:
+                    handoffs.setdefault((r[0], heir), []).append(p)
+        failed: set[int] = set()
+        confirm = self.routing.table.epoch + 1  # type: ignore[union-attr]
+
+        async def handoff(old: str, new: str, parts: list[int]) -> None:
+            request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
+            try:
+                if old == self.me:
+                    _, bad = await self.replicator.handoff(parts, new, confirm)
+                    failed.update(bad)
+                else:
+                    reply = await self.peers.handoff(live[old], request, 2 * RPC_TIMEOUT_S + 10)
+                    failed.update(reply.failed)
+            except grpc.aio.AioRpcError as e:
+                log.warning("hand-off failed", source=old, to=new, error=e.code().name)
+                failed.update(parts)
+
+        await asyncio.gather(*(handoff(o, n, parts) for (o, n), parts in handoffs.items()))
+        changed = False
+        for (_, heir), parts in handoffs.items():
+            for p in parts:
+                if p not in failed:
+                    layout[p] = [heir] + [m for m in layout[p] if m != heir]
+                    changed = True
+        for p, r in enumerate(layout):
+            if r[0] not in leavers:  # a leaver left as a backup only: it goes
+                kept = [m for m in r if m not in leavers]
+                if kept != r:
+                    layout[p] = kept
+                    changed = True
+        if handoffs:
+            log.info("leaving members released", leavers=sorted(leavers),
+                     handed_off=sum(len(v) for v in handoffs.values()) - len(failed))  # fmt: skip
+        return changed
 
     async def _publish_to(self, names: list[str], live: dict[str, str]) -> None:
         msg = self.routing.to_proto()

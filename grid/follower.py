@@ -352,6 +352,8 @@ class Followers:
             st = self.state.get(p)
             if st is not None and st.phase is Phase.SNAPSHOT:
                 st.term, st.seq = 0, 0  # a half-received snapshot is worth nothing
+            if p in self.fills and (st is None or st.phase is not Phase.LIVE):
+                self._resolve(p, False)  # the coordinator learns now, not at its timeout
 
     def wait_handover(self, partition: int) -> asyncio.Event | None:
         """An event set when the partition is handed to us, if we are following it."""

@@ -199,10 +199,10 @@ def _save_name(data_dir: str, name: str) -> None:
 async def run_member(config: Config) -> None:
     """Run a member until SIGTERM or SIGINT, then shut it down gracefully."""
     member = Member(config)
-    await member.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a stop during it is graceful
         loop.add_signal_handler(sig, stop.set)
+    await member.start()
     await stop.wait()
     await member.stop()
