@@ -21,6 +21,7 @@ the missing changes, or a snapshot if it no longer has them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from collections.abc import Callable
@@ -150,6 +151,8 @@ class Followers:
         self.fills_done = 0
         self.handed_over: dict[int, asyncio.Event] = {}
         self._retry: asyncio.TimerHandle | None = None
+        self._dropper: asyncio.Task[None] | None = None
+        self._drop_again = False
 
     # ---- what to follow ------------------------------------------------------------------------
     def wanted(self) -> dict[int, str]:
@@ -205,25 +208,41 @@ class Followers:
             if not up.partitions and src not in by_source:
                 up.close()
                 del self.upstreams[src]
-        self._drop_unheld(want)
+        self._drop_again = True
+        if self._dropper is None or self._dropper.done():
+            self._dropper = asyncio.get_running_loop().create_task(self._drop_unheld())
 
-    def _drop_unheld(self, want: dict[int, str]) -> None:
+    def _unheld(self, p: int) -> bool:
+        """Whether this member holds a copy of p it has no role for (caller holds the lock)."""
         table = self.routing.table
-        if table is None:
-            return
-        with self.store.lock:
-            dropped = 0
+        return not (
+            table is None
+            or p in self.source_of
+            or p in self.fills
+            or self.routing.serves(p)
+            or p in self.replicator.logs
+            or self.me in table.replicas(p)
+        )
+
+    async def _drop_unheld(self) -> None:
+        """Drop copies with no role, one partition at a time: a partition of a large map
+        takes milliseconds to drop, and clients must not wait for all of them at once.
+        Each is checked again under the lock just before it goes (a newer table may have
+        given it a role meanwhile)."""
+        dropped = 0
+        while self._drop_again:  # a table installed meanwhile: look over every partition again
+            self._drop_again = False
             for p in range(self.store.partitions):
-                if p in want or self.routing.serves(p) or p in self.replicator.logs:
-                    continue
-                if self.me in table.replicas(p):
-                    continue
-                if self.store.partition_count(p):
-                    dropped += self.store.drop_partition(p)
-                self.state.pop(p, None)
-            if dropped:
-                self.after_apply()
-                log.info("dropped copies this member no longer holds", entries=dropped)
+                with self.store.lock:
+                    if not self._unheld(p):
+                        continue
+                    self.state.pop(p, None)
+                    if self.store.partition_count(p):
+                        dropped += self.store.drop_partition(p)
+                        self.after_apply()
+                await asyncio.sleep(0)
+        if dropped:
+            log.info("dropped copies this member no longer holds", entries=dropped)
 
     async def fill(
         self, partitions: list[int], source: str, address: str, timeout: float
@@ -305,6 +324,7 @@ class Followers:
                     if p in self.fills:
                         self.fills_done += 1
                     self._resolve(p, True)
+                    gc.freeze()  # a filled copy is long-lived: see grid/member.py
                 elif kind == pb.HANDOFF:
                     # everything before it is applied: the partition is ours from here on
                     self.routing.handed_over(p, chunk.epoch)
@@ -369,6 +389,8 @@ class Followers:
     def close(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
+        if self._dropper is not None:
+            self._dropper.cancel()
         for up in self.upstreams.values():
             up.close()
         self.upstreams.clear()
