@@ -88,6 +88,7 @@ class Coordinator:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._published: dict[str, int] = {}
+        self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._left_done = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class Coordinator:
 
     async def _publish(self, table: PartitionTable, live: dict[str, str]) -> None:
         self._install(table, live)
+        self._sent_addresses = {m: self.routing.addresses.get(m, "") for m in table.members}
         msg = self.routing.to_proto()
         targets = [(m, a) for m, a in live.items() if m != self.me and a]
 
@@ -243,6 +245,17 @@ class Coordinator:
         behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
         if behind:
             await self._publish_to(behind, live)
+        moved_address = [
+            m
+            for m in table.members
+            if m in live and live[m] and self._sent_addresses.get(m) != live[m]
+        ]
+        if moved_address:  # a member restarted on another address: clients must learn it
+            log.info("member addresses changed; republishing the table", members=moved_address)
+            layout = [list(r) for r in table.replica_lists]
+            await self._publish(self._layout_table(layout, live), live)
+            table = self.routing.table
+            assert table is not None
         # 1. the gone leave every list now (failover)
         gone = {m for m in table.members if m not in live and m not in waiting}
         layout = [list(r) for r in table.replica_lists]

@@ -259,8 +259,21 @@ def _repair(
                 if other not in came_from and other not in lists[moved] and caps[other] > 0:
                     came_from[other] = (member, moved)
                     queue.append(other)
-    # No augmenting path (earlier ranks left no feasible choice; seen only with
-    # skewed weights): overflow onto the eligible member furthest below its cap.
+    # No augmenting path within this rank: every member with room already holds the
+    # partition at an earlier rank. Swap that earlier slot with another partition's
+    # holder at the same rank (both keep their per-rank loads, so no prefix bound
+    # moves), which frees the member with room to take this rank. Deterministic:
+    # members and partitions are tried in sorted order.
+    for x in sorted(m for m in caps if load[m] < caps[m] and m in lists[partition]):
+        j = lists[partition].index(x)
+        for q in sorted(owner):
+            z = lists[q][j] if j < len(lists[q]) else None
+            if z is None or x in lists[q] or owner[q] == x or z in lists[partition]:
+                continue
+            lists[partition][j], lists[q][j] = z, x
+            return x
+    # Nothing to swap either (seen with skewed weights): overflow onto the eligible
+    # member furthest below its cap.
     return min(eligible, key=lambda m: load[m] - caps[m])
 
 

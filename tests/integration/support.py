@@ -83,6 +83,18 @@ def raw_stats(address: str, timeout: float = 3.0) -> pb.StatsReply:
         )
 
 
+def partitions_settled(addresses: Sequence[str]) -> bool:
+    """Every member has the same partition table and no partition is moving."""
+    migrations = [raw_stats(a).migration for a in addresses]
+    return len({m.table_version for m in migrations}) == 1 and all(
+        m.pending == 0 and m.in_flight == 0 for m in migrations
+    )
+
+
+def wait_partitions_settled(addresses: Sequence[str], timeout: float = 60.0) -> None:
+    wait_until(lambda: partitions_settled(addresses), timeout, 0.1, "partitions to settle")
+
+
 def assert_member_healthy(address: str) -> pb.StatsReply:
     """The member answers its health check (SERVING) and Stats; returns the stats."""
     assert is_serving(address, timeout=3.0), f"member at {address} is not SERVING"

@@ -23,6 +23,7 @@ import pytest
 
 import grid
 from grid.cluster import LocalCluster, MemberProcess
+from tests.integration.support import wait_partitions_settled
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +175,8 @@ def test_whole_cluster_killed_and_restarted_keeps_every_acknowledged_write(
             start(cluster, i, ("--data-dir", str(tmp_path / f"m{i}"), "--fsync", "always"))
             for i in range(3)
         ]
+        # the load's short deadlines are for the kill, not for partitions still moving
+        wait_partitions_settled([m.address for m in members])
 
         async def load() -> None:
             await asyncio.gather(

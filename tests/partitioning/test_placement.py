@@ -5,7 +5,7 @@ import sys
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from uhashring import HashRing
 
@@ -57,6 +57,10 @@ def test_weighted_primaries_within_caps(members, config):
 
 
 @given(member_sets, configs)
+@example(  # found by hypothesis: the last rank could only go to members holding it already
+    members=[f"10.0.0.{i}:5701" for i in (1, 16, 2, 3, 13, 4, 5, 6)],
+    config=PlacementConfig(partition_count=3, backups=4, virtual_nodes=4, load_factor=1.0),
+)
 def test_unweighted_bound_is_the_simple_formula(members, config):
     """Every rank prefix (primaries, primaries + backup 1, ...) within the load bound."""
     layout = place(members, config)
