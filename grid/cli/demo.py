@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from grid import scenarios
-from grid.cli.cluster_cmd import cluster_table, start_with_progress
+from grid.cli.cluster_cmd import cluster_table, start_with_progress, wait_for_migrations
 from grid.cli.status import print_status, wide_console
 from grid.client.sync import Client
 from grid.cluster import LocalCluster
@@ -121,11 +121,14 @@ def run_demo(n: int = 1, keep: bool = False) -> int:
     cluster = LocalCluster(n)
     start_with_progress(cluster, console)
     try:
+        if n > 1 and not wait_for_migrations(cluster.addresses, console):
+            console.print("[yellow]partitions did not settle in time; going on[/yellow]")
         console.print(cluster_table(cluster))
         t0 = time.perf_counter()
         with Client(cluster.addresses[0]) as client:
             console.print(
-                f"\n[bold]cache workloads[/bold] through the SDK against {cluster.addresses[0]}"
+                f"\n[bold]cache workloads[/bold] through the SDK (seed {cluster.addresses[0]}; "
+                "each call goes to its key's owner)"
             )
             ok = run_workloads(client, console)
             ok_evict, _ = run_eviction(console)
