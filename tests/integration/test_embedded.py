@@ -197,3 +197,67 @@ def test_embedded_active_expiry_reclaims_unread_entries(no_grid_env: None) -> No
         (ms,) = node.stats()["maps"]
         assert ms["expirations"] == 200
         assert m.get("keep") == 1
+
+
+def _roles(address: str, map_name: str, keys: list[str]) -> list[int]:
+    from proto import grid_pb2 as pb
+    from tests.integration.support import raw_channel
+
+    request = pb.LocalKeysRequest(map=map_name, keys=[k.encode() for k in keys])
+    with raw_channel(address) as ch:
+        data = ch.unary_unary("/grid.v1.Grid/LocalKeys")(request.SerializeToString(), timeout=5)
+    return list(pb.LocalKeysReply.FromString(data).roles)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_embedded_node_in_a_cluster_routes_what_it_does_not_serve(
+    no_grid_env: None, mode: str
+) -> None:
+    """An embedded node joined to a member process: its maps serve their own partitions
+    from the store and send the rest to the owner (through the node's smart client), so
+    every key lands on the primary the table names, whichever side wrote it."""
+    from grid.cluster import LocalCluster
+    from tests.integration.support import wait_partitions_settled
+
+    keys = [f"{mode}-k{i}" for i in range(400)]
+    with LocalCluster(1) as cluster:
+        cluster.start()
+        other = cluster.members[0]
+        node_options = {"port": 0, "seeds": other.gossip_address, "backups": 0}
+
+        def check(node: grid.Node) -> None:
+            wait_partitions_settled([node.address, other.address])
+            held_here = [r == 1 for r in _roles(node.address, "m", keys)]
+            held_there = [r == 1 for r in _roles(other.address, "m", keys)]
+            assert all(a != b for a, b in zip(held_here, held_there, strict=True))
+            assert 0 < sum(held_here) < len(keys), "both members should hold some keys"
+            with grid.Client(other.address) as client:
+                assert client.map("m").get_many(keys) == {k: i for i, k in enumerate(keys)}
+                assert client.map("m").size() == len(keys)
+
+        if mode == "sync":
+            with grid.Node(**node_options) as node:
+                wait_partitions_settled([node.address, other.address])
+                m = node.map("m")
+                for i, k in enumerate(keys[:200]):
+                    m.put(k, i)
+                m.put_many({k: i for i, k in enumerate(keys) if i >= 200})
+                assert m.get_many(keys) == {k: i for i, k in enumerate(keys)}
+                assert m.size() == len(keys)
+                assert m.incr(keys[0] + "-ctr", 5) == 5 and m.get(keys[0] + "-ctr") == 5
+                m.delete(keys[0] + "-ctr")
+                check(node)
+        else:
+
+            async def main() -> None:
+                async with grid.Node(**node_options) as node:
+                    await asyncio.to_thread(wait_partitions_settled, [node.address, other.address])
+                    m = node.map("m")
+                    for i, k in enumerate(keys[:200]):
+                        await m.put(k, i)
+                    await m.put_many({k: i for i, k in enumerate(keys) if i >= 200})
+                    assert await m.get_many(keys) == {k: i for i, k in enumerate(keys)}
+                    assert await m.size() == len(keys)
+                    await asyncio.to_thread(check, node)
+
+            asyncio.run(main())
