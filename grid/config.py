@@ -221,6 +221,22 @@ class Config:
         "Backup copies of every partition on other members (0..6). Writes reach them "
         "asynchronously; a crashed primary's first backup takes over.",
     )
+    sync_backups: int = _opt(
+        0,
+        "Backups that must have applied a write before the primary answers it (0 = all "
+        "backups asynchronous). Capped by the backups a partition has. With 1, a write "
+        "acknowledged to a client survives the loss of any one member.",
+    )
+    map_sync_backups: str = _opt(
+        "",
+        "Per-map sync_backups, overriding the default: 'orders=1,sessions=0'.",
+    )
+    sync_backup_timeout_s: float = _opt(
+        5.0,
+        "How long a write waits for its sync backups. Past it the write is answered "
+        "UNAVAILABLE ('applied on the primary, not confirmed by its backups'): it is in "
+        "memory on the primary but may not survive the primary's loss.",
+    )
     virtual_nodes: int = _opt(
         DEFAULT_VIRTUAL_NODES,
         "Points per member on the consistent-hash ring. More spread partitions more evenly "
@@ -297,6 +313,9 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if not 0 <= self.sync_backups <= MAX_BACKUPS:
+            raise ConfigError(f"sync_backups must be between 0 and {MAX_BACKUPS}")
+        self.sync_backups_by_map()  # raises on a malformed map_sync_backups
         if not 0 <= self.backups <= MAX_BACKUPS:
             raise ConfigError(f"backups must be between 0 and {MAX_BACKUPS}")
         for name in ("virtual_nodes", "migration_max_parallel", "max_forward_hops"):
@@ -308,6 +327,18 @@ class Config:
             raise ConfigError("max_memory must be >= 0 (0 = unbounded)")
         if self.max_message_bytes < self.max_value_bytes + self.max_key_bytes + 1024:
             raise ConfigError("max_message_bytes must exceed max_value_bytes + max_key_bytes")
+
+    def sync_backups_by_map(self) -> dict[str, int]:
+        """map_sync_backups parsed: {map name: sync backups}."""
+        out: dict[str, int] = {}
+        for item in filter(None, (i.strip() for i in self.map_sync_backups.split(","))):
+            name, sep, n = item.rpartition("=")
+            if not sep or not name.strip() or not n.strip().isdigit():
+                raise ConfigError(f"map_sync_backups: {item!r} is not map=N")
+            if int(n) > MAX_BACKUPS:
+                raise ConfigError(f"map_sync_backups: {item!r} is over {MAX_BACKUPS}")
+            out[name.strip()] = int(n)
+        return out
 
     @property
     def member_name(self) -> str:

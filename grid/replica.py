@@ -151,6 +151,8 @@ class Replicator:
         self.throttle = Throttle(rate)
         self.bytes_sent = 0
         self.handoffs = 0
+        self.sync_timeouts = 0
+        self._touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -176,6 +178,7 @@ class Replicator:
             return  # a backup's copy changing: not ours to stream
         rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
         seq = plog.append(rec)
+        self._touched[partition] = seq
         subs = self.followers.get(partition)
         if subs:
             for s in subs:
@@ -397,6 +400,67 @@ class Replicator:
                         self.logs[p] = PrimaryLog(new_term(), pos.seq)
                 failed.append(p)
         return done, failed
+
+    # ---- sync backups ------------------------------------------------------------------------
+    def take_touched(self) -> dict[int, int]:
+        """Partitions changed (as primary) since the last call, with their last seq."""
+        touched, self._touched = self._touched, {}
+        return touched
+
+    async def wait_backups(self, touched: dict[int, int], n: int, timeout: float) -> bool:
+        """Until, for every partition, min(n, its backups in the table) backups have
+        applied its changes up to the seq given; False at the timeout. The table is
+        read again as it changes: a backup that died and left the table stops counting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            missing = self._unconfirmed(touched, n)
+            if not missing:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                self.sync_timeouts += 1
+                return False
+            futs = [s.wait_ack(p, seq) for p, seq in missing for s in self._backup_sessions(p)]
+            if futs:
+                await asyncio.wait(
+                    futs, timeout=min(left, 0.1), return_when=asyncio.FIRST_COMPLETED
+                )
+                for f in futs:
+                    if not f.done():
+                        f.cancel()
+                    elif not f.cancelled():
+                        f.exception()  # retrieve it: a closed stream is just "not yet"
+            else:
+                await asyncio.sleep(min(left, 0.05))
+
+    def _backup_sessions(self, p: int) -> list[Session]:
+        table = self.routing.table
+        if table is None:
+            return []
+        out = []
+        for m in table.replicas(p)[1:]:
+            s = self.sessions.get(m)
+            if s is not None and not s.closed and p in s.partitions:
+                out.append(s)
+        return out
+
+    def _unconfirmed(self, touched: dict[int, int], n: int) -> list[tuple[int, int]]:
+        table = self.routing.table
+        missing = []
+        for p, seq in touched.items():
+            if table is None or not self.routing.serves(p):
+                continue  # handed off or failed over meanwhile: its new primary answers
+            need = min(n, len(table.replicas(p)) - 1)
+            if need <= 0:
+                continue
+            acked = sum(
+                1 for m in table.replicas(p)[1:]
+                if (s := self.sessions.get(m)) is not None and s.acked.get(p, 0) >= seq
+            )  # fmt: skip
+            if acked < need:
+                missing.append((p, seq))
+        return missing
 
     def stats(self) -> dict[str, int]:
         return {"bytes_sent": self.bytes_sent, "handoffs": self.handoffs}

@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grid import __version__, logs
 from grid.config import Config
 from grid.errors import Unavailable
-from grid.executor import BatchExecutor, fail_writes
+from grid.executor import WRITES, BatchExecutor, fail_writes
 from grid.store import Store
 from partitioning import partition_of
 from persistence import PersistenceError
@@ -31,6 +31,10 @@ from proto import grid_pb2 as pb
 log = logs.get("grid.server")
 SERVICE = "grid.v1.Grid"
 NO_DATA_DIR = "this member keeps no data on disk (no data_dir)"
+SYNC_NOT_CONFIRMED = (
+    "applied on the primary but not confirmed by its sync backups in time "
+    "(sync_backup_timeout_s): it may not survive the loss of the primary"
+)
 
 
 class GridService:
@@ -47,6 +51,9 @@ class GridService:
         """The member's ClusterRuntime (grid/cluster_runtime.py): routing, forwarding."""
         self._idle_streams: set[asyncio.Task[Any] | None] = set()
         self._stopping = False
+        self._sync_default = config.sync_backups
+        self._sync_maps = config.sync_backups_by_map()
+        self._sync_any = bool(config.sync_backups or any(self._sync_maps.values()))
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -78,14 +85,43 @@ class GridService:
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
             )
         executor = self.executor
+        if self._sync_any and self.cluster is not None:
+            self.cluster.replicator.take_touched()  # only this batch's changes count
         reply = executor.execute(request)
-        token = executor.last_token
-        elsewhere = executor.misrouted or executor.fanout
+        await self._finish(reply, request, executor.last_token, self._sync_for(request))
+        return reply.SerializeToString()
+
+    def _sync_for(self, request: pb.BatchRequest) -> tuple[dict[int, int], int]:
+        """(partitions this batch changed -> seq, backups that must confirm them)."""
+        if not self._sync_any or self.cluster is None:
+            return {}, 0
+        n = 0
+        for op in request.ops:
+            if op.code in WRITES:
+                n = max(n, self._sync_maps.get(op.map, self._sync_default))
+        touched = self.cluster.replicator.take_touched()
+        return (touched, n) if n and touched else ({}, 0)
+
+    async def _finish(
+        self,
+        reply: pb.BatchReply,
+        request: pb.BatchRequest,
+        token: int,
+        sync: tuple[dict[int, int], int],
+    ) -> None:
+        """What a reply may wait for: its fsync, its sync backups, its forwarded ops."""
+        executor = self.executor
         if token and executor.durability is not None:
             await self._durable(reply, request, token)
-        if elsewhere and self.cluster is not None:
+        touched, n = sync
+        if n:
+            confirmed = await self.cluster.replicator.wait_backups(
+                touched, n, self.config.sync_backup_timeout_s
+            )
+            if not confirmed:
+                fail_writes(request.ops, reply.results, SYNC_NOT_CONFIRMED)
+        if (executor.misrouted or executor.fanout) and self.cluster is not None:
             await self.cluster.forwarder.complete(request, reply)
-        return reply.SerializeToString()
 
     async def _durable(self, reply: pb.BatchReply, request: pb.BatchRequest, token: int) -> None:
         """Hold a reply until its writes are on disk (fsync=always); fail them if they
@@ -133,22 +169,21 @@ class GridService:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
                 )
+            if self._sync_any and self.cluster is not None:
+                self.cluster.replicator.take_touched()  # only this batch's changes count
             reply = execute(request)
             token = executor.last_token
-            if (executor.misrouted or executor.fanout) and self.cluster is not None:
-                # Some operations belong to other members: answer once they have
-                # (meanwhile read on; the ids make out-of-order replies harmless).
+            sync = self._sync_for(request)
+            elsewhere = (executor.misrouted or executor.fanout) and self.cluster is not None
+            durable = (
+                token and executor.durability is not None and executor.durability.holds_replies
+            )
+            if elsewhere or durable or sync[1]:
+                # Answer once its fsync / sync backups / forwarded ops are done; meanwhile
+                # read on (the next batches join the same group commit), and the ids make
+                # out-of-order replies harmless.
                 t = asyncio.create_task(
-                    self._write_forwarded(context, write_lock, reply, request, token)
-                )
-                held.add(t)
-                t.add_done_callback(held.discard)
-                continue
-            if token and executor.durability is not None and executor.durability.holds_replies:
-                # Answer when the fsync covering it is done; meanwhile read on, so the
-                # next batches join the same group commit.
-                t = asyncio.create_task(
-                    self._write_durable(context, write_lock, reply, request, token)
+                    self._write_later(context, write_lock, reply, request, token, sync)
                 )
                 held.add(t)
                 t.add_done_callback(held.discard)
@@ -160,29 +195,16 @@ class GridService:
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "member shutting down")
 
-    async def _write_durable(
+    async def _write_later(
         self,
         context: grpc.aio.ServicerContext,
         write_lock: asyncio.Lock,
         reply: pb.BatchReply,
         request: pb.BatchRequest,
         token: int,
+        sync: tuple[dict[int, int], int],
     ) -> None:
-        await self._durable(reply, request, token)
-        async with write_lock:
-            await context.write(reply.SerializeToString())
-
-    async def _write_forwarded(
-        self,
-        context: grpc.aio.ServicerContext,
-        write_lock: asyncio.Lock,
-        reply: pb.BatchReply,
-        request: pb.BatchRequest,
-        token: int,
-    ) -> None:
-        if token and self.executor.durability is not None:
-            await self._durable(reply, request, token)
-        await self.cluster.forwarder.complete(request, reply)
+        await self._finish(reply, request, token, sync)
         async with write_lock:
             await context.write(reply.SerializeToString())
 
