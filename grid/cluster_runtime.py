@@ -107,7 +107,12 @@ class ClusterRuntime:
         me = self.routing.me
         held = table.partitions_of(me) if table is not None else None
         owned = self.store.owned
+        lag_max, lag_total, lag_s = self.replicator.lag()
         return pb.MigrationStats(
+            lag_changes_max=lag_max,
+            lag_changes_total=lag_total,
+            lag_seconds_max=lag_s,
+            sync_timeouts=self.replicator.sync_timeouts,
             table_version=self.routing.version,
             primaries=sum(owned) if owned is not None else self.store.partitions,
             backups=len(held.backup) if held is not None else 0,

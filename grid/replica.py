@@ -177,7 +177,7 @@ class Replicator:
         if plog is None:
             return  # a backup's copy changing: not ours to stream
         rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
-        seq = plog.append(rec)
+        seq = plog.append(rec, time.monotonic())
         self._touched[partition] = seq
         subs = self.followers.get(partition)
         if subs:
@@ -462,5 +462,26 @@ class Replicator:
                 missing.append((p, seq))
         return missing
 
-    def stats(self) -> dict[str, int]:
-        return {"bytes_sent": self.bytes_sent, "handoffs": self.handoffs}
+    def lag(self) -> tuple[int, int, float]:
+        """(worst partition's unacknowledged changes, their sum, oldest one's age in s)
+        over the partitions this member is primary of and their backups in the table."""
+        table = self.routing.table
+        if table is None:
+            return 0, 0, 0.0
+        now = time.monotonic()
+        worst = total = 0
+        oldest = 0.0
+        with self.store.lock:
+            for p, plog in self.logs.items():
+                for m in table.replicas(p)[1:]:
+                    s = self.sessions.get(m)
+                    acked = s.acked.get(p, 0) if s is not None and p in s.partitions else 0
+                    behind = max(0, plog.seq - acked)
+                    if not behind:
+                        continue
+                    worst = max(worst, behind)
+                    total += behind
+                    at = plog.applied_at(acked + 1)
+                    if at:
+                        oldest = max(oldest, now - at)
+        return worst, total, oldest

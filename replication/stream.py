@@ -55,12 +55,19 @@ class PrimaryLog:
     def __init__(self, term: int, seq: int = 0, keep: int = DEFAULT_KEEP) -> None:
         self.term = term
         self.seq = seq
-        self.recent: deque[tuple[int, Any]] = deque(maxlen=keep)
+        self.recent: deque[tuple[int, Any, float]] = deque(maxlen=keep)
 
-    def append(self, record: Any) -> int:
+    def append(self, record: Any, at: float = 0.0) -> int:
+        """Give a change the next seq; `at` (any clock) is kept for lag in seconds."""
         self.seq += 1
-        self.recent.append((self.seq, record))
+        self.recent.append((self.seq, record, at))
         return self.seq
+
+    def applied_at(self, seq: int) -> float | None:
+        """When change `seq` was appended, if it is still kept."""
+        if not self.recent or not self.recent[0][0] <= seq <= self.seq:
+            return None
+        return self.recent[seq - self.recent[0][0]][2]
 
     def since(self, term: int, seq: int) -> list[tuple[int, Any]] | None:
         """The changes after (term, seq), or None when a snapshot is needed."""
@@ -71,7 +78,7 @@ class PrimaryLog:
         if not self.recent or self.recent[0][0] > seq + 1:
             return None  # the gap reaches back further than what is kept
         start = seq + 1 - self.recent[0][0]
-        return list(self.recent)[start:]
+        return [(s, rec) for s, rec, _ in list(self.recent)[start:]]
 
 
 class Phase(Enum):

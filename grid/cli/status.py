@@ -148,7 +148,7 @@ def persistence_table(stats: list[dict[str, Any]]) -> Table:
 def partitions_table(stats: list[dict[str, Any]]) -> Table:
     """Partitions per member and partition movement (DESIGN.md: migration)."""
     t = Table(title="partitions", title_justify="left")
-    columns = "member primaries backups filling fills handoffs received sent forwarded table"
+    columns = "member primaries backups filling fills handoffs received sent forwarded lag table"
     for col in columns.split():
         t.add_column(col, justify="left" if col in ("member", "table") else "right")
     for s in stats:
@@ -162,7 +162,9 @@ def partitions_table(stats: list[dict[str, Any]]) -> Table:
             s["member"] + role, str(m.get("primaries", 0)), str(m.get("backups", 0)),
             str(m.get("in_flight", 0)), f"{int(m.get('fills_done', 0)):,}",
             f"{int(m.get('handoffs', 0)):,}", human_bytes(int(m.get("bytes_received", 0))),
-            human_bytes(int(m.get("bytes_sent", 0))), f"{int(m.get('forwarded', 0)):,}", table,
+            human_bytes(int(m.get("bytes_sent", 0))), f"{int(m.get('forwarded', 0)):,}",
+            f"{int(m.get('lag_changes_max', 0)):,} / {float(m.get('lag_seconds_max', 0)):.2f}s",
+            table,
         )  # fmt: skip
     return t
 
