@@ -22,6 +22,7 @@ from collections.abc import Callable
 from grid.config import Config
 from grid.coordinator import Coordinator
 from grid.durability import Durability
+from grid.errors import Unavailable
 from grid.executor import BatchExecutor
 from grid.follower import Followers
 from grid.forwarding import Forwarder
@@ -69,6 +70,27 @@ class ClusterRuntime:
         self.forwarder = Forwarder(self, executor)
         executor.routing = self.routing
         self._wire_sink()
+        self._wire_write_gate()
+
+    def _wire_write_gate(self) -> None:
+        """min_cluster_size: refuse writes while too few members are in sight (after a
+        split, the smaller side). Checked before a write touches anything."""
+        need = self.config.min_cluster_size
+        if need <= 1:
+            return
+        coordinator = self.coordinator
+        disk = self.store.write_gate  # durability's disk-full check, if any
+
+        def gate() -> None:
+            if coordinator.live_count < need:
+                raise Unavailable(
+                    f"this member sees {coordinator.live_count} live members and "
+                    f"min_cluster_size is {need}: writes are refused until more are back"
+                )
+            if disk is not None:
+                disk()
+
+        self.store.write_gate = gate
 
     def _wire_sink(self) -> None:
         record = self.replicator.record

@@ -237,6 +237,12 @@ class Config:
         "UNAVAILABLE ('applied on the primary, not confirmed by its backups'): it is in "
         "memory on the primary but may not survive the primary's loss.",
     )
+    min_cluster_size: int = _opt(
+        0,
+        "Refuse writes (UNAVAILABLE) while this member sees fewer live members than this, "
+        "itself included; reads go on. Set it to a majority (2 of 3, 3 of 5) so that after "
+        "a network split only the larger side takes writes. 0 = always accept (AP).",
+    )
     virtual_nodes: int = _opt(
         DEFAULT_VIRTUAL_NODES,
         "Points per member on the consistent-hash ring. More spread partitions more evenly "
@@ -316,6 +322,8 @@ class Config:
         if not 0 <= self.sync_backups <= MAX_BACKUPS:
             raise ConfigError(f"sync_backups must be between 0 and {MAX_BACKUPS}")
         self.sync_backups_by_map()  # raises on a malformed map_sync_backups
+        if self.min_cluster_size < 0:
+            raise ConfigError("min_cluster_size must be >= 0")
         if not 0 <= self.backups <= MAX_BACKUPS:
             raise ConfigError(f"backups must be between 0 and {MAX_BACKUPS}")
         for name in ("virtual_nodes", "migration_max_parallel", "max_forward_hops"):

@@ -85,6 +85,7 @@ class Coordinator:
         self.started = time.monotonic()
         self.pending = 0  # partitions still to move (coordinator only)
         self.acting = False
+        self.live_count = 1  # members this member sees alive, itself included
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._published: dict[str, int] = {}
@@ -117,6 +118,7 @@ class Coordinator:
         self._wake.set()
 
     def on_member(self, kind: str, member: ClusterMember) -> None:
+        self.live()  # keep live_count current for the write gate (min_cluster_size)
         if kind in ("joined", "alive", "updated"):
             self.expected.discard(member.name)
         if member.address and kind not in ("dead", "left"):
@@ -145,6 +147,7 @@ class Coordinator:
             if m.state in LIVE_STATES and m.name != self.me:
                 out[m.name] = m.address
                 self.expected.discard(m.name)
+        self.live_count = len(out)
         return out
 
     def coordinator_of(self, live: dict[str, str]) -> str:

@@ -212,3 +212,47 @@ def test_sync_backups_option_is_validated() -> None:
             Config(map_sync_backups=bad)
     with pytest.raises(ConfigError):
         Config(sync_backups=7)
+
+
+@pytest.mark.parametrize(
+    "cluster_of_three",
+    [["--min-cluster-size", "2", "--backups", "2"]],  # every member holds every partition
+    indirect=True,
+    ids=["min=2"],
+)
+def test_min_cluster_size_refuses_writes_on_a_side_too_small(
+    cluster_of_three: LocalCluster,
+) -> None:
+    """With two of three members gone the last one is the small side of a split as far
+    as it can tell: it refuses writes with a clear error and goes on answering reads."""
+    cluster = cluster_of_three
+    seed = cluster.members[0]
+    with grid.Client(seed.address, timeout=10) as client:
+        m = client.map("m")
+        m.put_many({f"k{i}": i for i in range(300)})
+        time.sleep(0.5)  # asynchronous backups catch up
+        for victim in cluster.members[1:]:
+            cluster.kill(victim, signal.SIGKILL)
+            victim.process.wait(5)
+
+        def refused() -> str:
+            try:
+                with grid.Client(seed.address, timeout=2, smart_routing=False) as c:
+                    c.map("m").put("probe", 1)
+            except grid.GridError as e:
+                return str(e)
+            return ""
+
+        why = wait_until(refused, timeout=20, interval=0.2, what="writes to be refused")
+        assert "min_cluster_size is 2" in why
+    expected = {f"k{i}": i for i in range(300)}
+
+    def all_readable() -> bool:
+        try:
+            with grid.Client(seed.address, timeout=5, smart_routing=False) as c:
+                return c.map("m").get_many(list(expected)) == expected
+        except grid.GridError:
+            return False  # the table still names a dead owner: failover is under way
+
+    wait_until(all_readable, timeout=20, interval=0.2, what="every key readable")
+    assert "min_cluster_size is 2" in refused(), "still refused once failed over"
