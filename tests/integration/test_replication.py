@@ -256,3 +256,46 @@ def test_min_cluster_size_refuses_writes_on_a_side_too_small(
 
     wait_until(all_readable, timeout=20, interval=0.2, what="every key readable")
     assert "min_cluster_size is 2" in refused(), "still refused once failed over"
+
+
+@pytest.mark.parametrize("cluster_of_three", [[]], indirect=True, ids=["async"])
+def test_50000_keys_survive_a_primary_killed_after_the_lag_drained(
+    cluster_of_three: LocalCluster,
+) -> None:
+    """backups=1 asynchronous: once the replication lag reported by every member is zero,
+    kill -9 of any one member loses nothing; its partitions' first backups take over."""
+    cluster = cluster_of_three
+    seed = cluster.members[0]
+    items = {f"key-{i}": i for i in range(50_000)}
+    with grid.Client(seed.address, timeout=30) as client:
+        m = client.map("fifty")
+        keys = list(items)
+        for i in range(0, len(keys), 2_000):
+            m.put_many({k: items[k] for k in keys[i : i + 2_000]})
+
+        def drained() -> bool:
+            return all(
+                raw_stats(x.address).migration.lag_changes_total == 0 for x in cluster.members
+            )
+
+        wait_until(drained, timeout=20, what="replication lag to drain")
+        victim = cluster.members[2]
+        t0 = time.monotonic()
+        cluster.kill(victim, signal.SIGKILL)
+        victim.process.wait(5)
+        survivors = [x.address for x in cluster.members if x is not victim]
+
+        def failed_over() -> bool:
+            table = client.table()
+            return table is not None and victim.name not in table.members
+
+        wait_until(failed_over, timeout=30, interval=0.05, what="a table without the victim")
+        took = time.monotonic() - t0
+        got: dict[str, object] = {}
+        for i in range(0, len(keys), 5_000):
+            got.update(m.get_many(keys[i : i + 5_000]))
+        missing = [k for k in keys if got.get(k) != items[k]]
+        print(f"\nfailover: the victim left the client's table {took:.2f}s after kill -9")
+        assert not missing, f"{len(missing)} keys lost, e.g. {missing[:5]}"
+        wait_partitions_settled(survivors)
+        assert m.size() == len(items)
