@@ -90,6 +90,7 @@ class Coordinator:
         self._task: asyncio.Task[None] | None = None
         self._published: dict[str, int] = {}
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
+        self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
         self._left_done = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -222,18 +223,31 @@ class Coordinator:
 
         async def one(name: str, address: str) -> None:
             try:
-                self._published[name] = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
+                self._published[name] = v = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
             except grpc.aio.AioRpcError as e:
                 log.debug("publish failed", member=name, error=e.code().name)
+                return
+            self._note_epoch(v)
 
         await asyncio.gather(*(one(m, a) for m, a in targets))
+
+    def _note_epoch(self, version: int) -> None:
+        """A member answered with a table newer than ours (the other side of a healed
+        split had its own coordinator): our next table must be newer still, or that
+        member would ignore it."""
+        if version >> 32 > self.routing.version >> 32:
+            self._epoch_floor = max(self._epoch_floor, version >> 32)
+            self._wake.set()
+
+    def _next_epoch(self) -> int:
+        return max(self.routing.version >> 32, self._epoch_floor) + 1
 
     def _layout_table(self, layout: list[list[str]], live: dict[str, str]) -> PartitionTable:
         current = self.routing.table
         assert current is not None
         members = {m for r in layout for m in r} | {m for m in live if m not in self.leaving}
         return PartitionTable.of_layout(
-            current.epoch + 1,
+            self._next_epoch(),
             current.partition_count,
             self.config.backups,
             tuple(members),
@@ -248,6 +262,14 @@ class Coordinator:
         behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
         if behind:
             await self._publish_to(behind, live)
+        if self._epoch_floor > table.epoch:  # members ignore our table: overtake theirs
+            log.info("a member has a newer table; republishing above it",
+                     theirs=self._epoch_floor, ours=table.epoch)  # fmt: skip
+            await self._publish(
+                self._layout_table([list(r) for r in table.replica_lists], live), live
+            )
+            table = self.routing.table
+            assert table is not None
         moved_address = [
             m
             for m in table.members
@@ -322,7 +344,7 @@ class Coordinator:
                 if heir is not None:
                     handoffs.setdefault((r[0], heir), []).append(p)
         failed: set[int] = set()
-        confirm = self.routing.table.epoch + 1  # type: ignore[union-attr]
+        confirm = self._next_epoch()
 
         async def handoff(old: str, new: str, parts: list[int]) -> None:
             request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
@@ -361,8 +383,11 @@ class Coordinator:
             address = live.get(name)
             if not address:
                 continue
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                self._published[name] = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
+            try:
+                self._published[name] = v = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError:
+                continue
+            self._note_epoch(v)
 
     async def _move(
         self, wave: list[int], layout: list[list[str]], target: PartitionTable, live: dict[str, str]
@@ -399,7 +424,7 @@ class Coordinator:
             if new != old and old in live and new in live:
                 handoffs.setdefault((old, new), []).append(p)
 
-        confirm = self.routing.table.epoch + 1  # type: ignore[union-attr]  # the next publish
+        confirm = self._next_epoch()  # the next publish shows the hand-offs
 
         async def handoff(old: str, new: str, parts: list[int]) -> None:
             request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
