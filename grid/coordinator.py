@@ -176,13 +176,16 @@ class Coordinator:
 
     async def _round(self) -> None:
         live = self.live()
+        everyone_answered = True
         if self.routing.table is None:
-            await self._adopt(live)
+            everyone_answered = await self._adopt(live)
         self.acting = self.coordinator_of(live) == self.me and self.me not in self.leaving
         if not self.acting:
             self.pending = 0
             return
         if self.routing.table is None:
+            if not everyone_answered:
+                return  # a member that did not answer may have a table: never guess
             members = [m for m in live if m not in self.leaving]
             table = build_table(members, 1, self.placement)
             log.info("new cluster: first partition table", members=members)
@@ -190,15 +193,19 @@ class Coordinator:
             return
         await self._rebalance(live)
 
-    async def _adopt(self, live: dict[str, str]) -> None:
-        """Take the newest table any live member has."""
+    async def _adopt(self, live: dict[str, str]) -> bool:
+        """Take the newest table any live member has; False if some did not answer."""
         best = None
+        answered = True
         for name, address in live.items():
-            if name == self.me or not address:
+            if name == self.me:
                 continue
             try:
-                msg = await self.peers.table(address)
+                msg = await self.peers.table(address) if address else None
             except grpc.aio.AioRpcError:
+                msg = None
+            if msg is None:
+                answered = False
                 continue
             if msg.version and (best is None or msg.version > best.version):
                 best = msg
@@ -207,8 +214,9 @@ class Coordinator:
                 table, addresses = table_from_proto(best)
             except ValueError as e:
                 log.warning("peer table refused", error=str(e))
-                return
+                return False
             self._install(table, addresses)
+        return answered
 
     def _install(self, table: PartitionTable, addresses: dict[str, str]) -> None:
         if self.routing.install(table, addresses):
