@@ -914,16 +914,22 @@ def main(argv: list[str] | None = None) -> int:
     report(console, result, s, rate, parallel)
     console.print(f"total run time {time.monotonic() - started:.0f} s")
     if args.json:
-        meta = {
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine(),
-            "settings": vars(s),
-            "migration_max_bytes_per_s": rate,
-            "migration_max_parallel": parallel,
-        }
-        Path(args.json).write_text(json.dumps({**meta, **result}, indent=2) + "\n")
-        console.print(f"results written to {args.json}")
+        write_json(
+            console,
+            args.json,
+            result,
+            settings=vars(s),
+            migration_max_bytes_per_s=rate,
+            migration_max_parallel=parallel,
+        )
     return 0
+
+
+def write_json(console: Console, path: str, result: dict[str, Any], **meta: Any) -> None:
+    """The run's results with the date and the machine, for docs/benchmarks.md."""
+    head = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
+    Path(path).write_text(json.dumps({**head, **meta, **result}, indent=2) + "\n")
+    console.print(f"results written to {path}")
 
 
 if __name__ == "__main__":
