@@ -29,7 +29,7 @@ from collections.abc import Callable
 import grpc
 
 from grid import logs
-from grid.replica import Replicator
+from grid.replica import Replicator, unpack_records
 from grid.routing import Routing
 from grid.store import Store
 from proto import grid_pb2 as pb
@@ -291,6 +291,8 @@ class Followers:
         with store.lock:
             now = store.clock()
             apply = store.apply
+            unpack = unpack_records
+            max_value = store.max_value
             for chunk in batch.chunks:
                 p = chunk.partition
                 if p not in up.partitions:
@@ -298,21 +300,19 @@ class Followers:
                 st = self.state.setdefault(p, FollowerLog())
                 kind = chunk.kind
                 if kind == pb.MUTATIONS:
-                    verdict, skip = st.mutations(chunk.seq, len(chunk.records))
+                    verdict, skip = st.mutations(chunk.seq, chunk.count)
                     if verdict is Verdict.RESYNC:
                         resync.append(p)
                         continue
-                    for r in chunk.records[skip:]:
-                        apply(p, r.op, r.map, r.key, r.value if r.op in (1, 4) else None,
-                              r.ts, r.member, r.expire_at, r.max_idle, now)  # fmt: skip
+                    for r in unpack(chunk, max_value)[skip:]:
+                        apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
                     acks[p] = st.seq
                 elif kind == pb.SNAPSHOT:
                     if st.snapshot_records() is Verdict.RESYNC:
                         resync.append(p)
                         continue
-                    for r in chunk.records:
-                        apply(p, 1, r.map, r.key, r.value, r.ts, r.member, r.expire_at,
-                              r.max_idle, now)  # fmt: skip
+                    for r in unpack(chunk, max_value):
+                        apply(p, 1, *r, now)  # a live entry: a put of it
                 elif kind == pb.SNAPSHOT_BEGIN:
                     st.snapshot_begin()
                     store.drop_partition(p)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import msgpack
 
 from grid import logs
 from grid.routing import Routing
@@ -48,6 +49,30 @@ HANDOFF_ACK_TIMEOUT_S = 10.0
 
 # queue items: (kind, partition, a, b); kinds below
 _MUT, _BEGIN, _SNAP, _END, _HANDOFF, _REFUSED = range(6)
+
+
+def _seal(chunk: pb.Chunk | None, records: list[Any]) -> None:
+    """Pack a chunk's records (see Chunk.records in proto/grid.proto)."""
+    if chunk is not None and records:
+        chunk.records = msgpack.packb(records)
+        chunk.count = len(records)
+
+
+def unpack_records(chunk: pb.Chunk, max_value: int) -> list[Any]:
+    """A chunk's records; bounded like every decoder, and checked to be what the count
+    says (a peer is a member, but a damaged message must not be applied half-way)."""
+    records = msgpack.unpackb(
+        chunk.records,
+        use_list=False,
+        max_bin_len=max_value + (1 << 16),
+        max_str_len=1 << 16,
+        max_array_len=max(chunk.count, 8),
+        max_map_len=0,
+        max_ext_len=0,
+    )
+    if not isinstance(records, tuple) or len(records) != chunk.count:
+        raise ValueError(f"chunk of partition {chunk.partition}: malformed records")
+    return records  # type: ignore[return-value]
 
 
 class Throttle:
@@ -295,29 +320,24 @@ class Replicator:
                 size = 0
                 snap_bytes = 0
                 chunk: pb.Chunk | None = None
+                records: list[Any] = []
                 while queue and size < BATCH_MAX_BYTES:
                     kind, p, a, b = queue.popleft()
                     if kind == _MUT:
-                        if chunk is None or chunk.partition != p or chunk.kind != pb.MUTATIONS:
+                        if chunk is None or chunk.partition != p:
+                            _seal(chunk, records)
                             chunk = batch.chunks.add(partition=p, kind=pb.MUTATIONS, seq=a)
-                        op, name, key, value, ts, member, exp, idle = b
-                        chunk.records.add(
-                            op=op, map=name, key=key, value=value or b"", ts=ts, member=member,
-                            expire_at=exp, max_idle=idle,
-                        )  # fmt: skip
-                        size += len(key) + len(value or b"") + 32
+                            records = []
+                        records.append(b)
+                        size += len(b[2]) + len(b[3] or b"") + 32
                         continue
+                    _seal(chunk, records)
                     chunk = None
                     if kind == _SNAP:
-                        c = batch.chunks.add(partition=p, kind=pb.SNAPSHOT)
-                        for name, key, value, ts, member, exp, idle in a:
-                            c.records.add(
-                                op=1, map=name, key=key, value=value, ts=ts, member=member,
-                                expire_at=exp, max_idle=idle,
-                            )  # fmt: skip
-                            n = len(key) + len(value) + 32
-                            size += n
-                            snap_bytes += n
+                        n = sum(len(e[1]) + len(e[2]) + 32 for e in a)
+                        _seal(batch.chunks.add(partition=p, kind=pb.SNAPSHOT), a)
+                        size += n
+                        snap_bytes += n
                     elif kind == _BEGIN:
                         batch.chunks.add(partition=p, kind=pb.SNAPSHOT_BEGIN)
                     elif kind == _END:
@@ -326,6 +346,7 @@ class Replicator:
                         batch.chunks.add(partition=p, kind=pb.HANDOFF, term=a[0], epoch=a[1], seq=b)
                     elif kind == _REFUSED:
                         batch.chunks.add(partition=p, kind=pb.REFUSED, error=a)
+                _seal(chunk, records)
                 if snap_bytes:
                     await self.throttle.take(snap_bytes)
                 data = batch.SerializeToString()

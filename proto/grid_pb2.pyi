@@ -393,43 +393,25 @@ class LocalKeysReply(_message.Message):
     roles: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, roles: _Optional[_Iterable[int]] = ...) -> None: ...
 
-class Record(_message.Message):
-    __slots__ = ("op", "map", "key", "value", "ts", "member", "expire_at", "max_idle")
-    OP_FIELD_NUMBER: _ClassVar[int]
-    MAP_FIELD_NUMBER: _ClassVar[int]
-    KEY_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    TS_FIELD_NUMBER: _ClassVar[int]
-    MEMBER_FIELD_NUMBER: _ClassVar[int]
-    EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
-    MAX_IDLE_FIELD_NUMBER: _ClassVar[int]
-    op: int
-    map: str
-    key: bytes
-    value: bytes
-    ts: int
-    member: int
-    expire_at: int
-    max_idle: int
-    def __init__(self, op: _Optional[int] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ts: _Optional[int] = ..., member: _Optional[int] = ..., expire_at: _Optional[int] = ..., max_idle: _Optional[int] = ...) -> None: ...
-
 class Chunk(_message.Message):
-    __slots__ = ("partition", "kind", "seq", "records", "error", "term", "epoch")
+    __slots__ = ("partition", "kind", "seq", "records", "count", "error", "term", "epoch")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     partition: int
     kind: ChunkKind
     seq: int
-    records: _containers.RepeatedCompositeFieldContainer[Record]
+    records: bytes
+    count: int
     error: str
     term: int
     epoch: int
-    def __init__(self, partition: _Optional[int] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., seq: _Optional[int] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., error: _Optional[str] = ..., term: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+    def __init__(self, partition: _Optional[int] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., seq: _Optional[int] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ..., error: _Optional[str] = ..., term: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReplicaBatch(_message.Message):
     __slots__ = ("chunks",)
