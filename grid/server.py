@@ -88,7 +88,9 @@ class GridService:
         if self._sync_any and self.cluster is not None:
             self.cluster.replicator.take_touched()  # only this batch's changes count
         reply = executor.execute(request)
-        await self._finish(reply, request, executor.last_token, self._sync_for(request))
+        elsewhere = bool(executor.misrouted or executor.fanout)
+        sync = self._sync_for(request)
+        await self._finish(reply, request, executor.last_token, sync, elsewhere)
         return reply.SerializeToString()
 
     def _sync_for(self, request: pb.BatchRequest) -> tuple[dict[int, int], int]:
@@ -108,8 +110,11 @@ class GridService:
         request: pb.BatchRequest,
         token: int,
         sync: tuple[dict[int, int], int],
+        elsewhere: bool,
     ) -> None:
-        """What a reply may wait for: its fsync, its sync backups, its forwarded ops."""
+        """What a reply may wait for: its fsync, its sync backups, its forwarded ops.
+        (Everything about the batch is passed in: by the time this runs the executor may
+        have served other batches.)"""
         executor = self.executor
         if token and executor.durability is not None:
             await self._durable(reply, request, token)
@@ -120,7 +125,7 @@ class GridService:
             )
             if not confirmed:
                 fail_writes(request.ops, reply.results, SYNC_NOT_CONFIRMED)
-        if (executor.misrouted or executor.fanout) and self.cluster is not None:
+        if elsewhere and self.cluster is not None:
             await self.cluster.forwarder.complete(request, reply)
 
     async def _durable(self, reply: pb.BatchReply, request: pb.BatchRequest, token: int) -> None:
@@ -149,8 +154,8 @@ class GridService:
         idle = self._idle_streams
         executor = self.executor
         execute = executor.execute
-        held: set[asyncio.Task[None]] = set()  # replies waiting for an fsync
-        write_lock = asyncio.Lock()  # replies held for fsync are written from other tasks
+        held: set[asyncio.Task[None]] = set()  # replies waiting (fsync, backups, owners)
+        write_lock = asyncio.Lock()  # held replies are written from other tasks
         while not self._stopping:
             idle.add(task)
             try:
@@ -174,7 +179,7 @@ class GridService:
             reply = execute(request)
             token = executor.last_token
             sync = self._sync_for(request)
-            elsewhere = (executor.misrouted or executor.fanout) and self.cluster is not None
+            elsewhere = bool(executor.misrouted or executor.fanout) and self.cluster is not None
             durable = (
                 token and executor.durability is not None and executor.durability.holds_replies
             )
@@ -183,7 +188,7 @@ class GridService:
                 # read on (the next batches join the same group commit), and the ids make
                 # out-of-order replies harmless.
                 t = asyncio.create_task(
-                    self._write_later(context, write_lock, reply, request, token, sync)
+                    self._write_later(context, write_lock, reply, request, token, sync, elsewhere)
                 )
                 held.add(t)
                 t.add_done_callback(held.discard)
@@ -203,8 +208,9 @@ class GridService:
         request: pb.BatchRequest,
         token: int,
         sync: tuple[dict[int, int], int],
+        elsewhere: bool,
     ) -> None:
-        await self._finish(reply, request, token, sync)
+        await self._finish(reply, request, token, sync, elsewhere)
         async with write_lock:
             await context.write(reply.SerializeToString())
 

@@ -846,3 +846,49 @@ def test_kill_9_of_one_of_three_fails_over_to_the_backups(
     result = check_placement(admin, survivors, mp, keys)
     assert result.table.version == after.version
     assert all(len(after.replicas(p)) == 2 for p in range(after.partition_count))
+
+
+def test_pipelined_batches_each_get_their_own_forwarding(no_grid_env: None, tmp_path: Path) -> None:
+    """On one stream, a batch that needs forwarding followed at once by one that does
+    not: the first is still forwarded. Under fsync=always its reply is finished from a
+    task after its fsync, by when the executor has served the next batches."""
+    from grid.routing import table_from_proto
+    from tests.integration.support import raw_channel, wait_partitions_settled
+
+    with LocalCluster(0) as cluster:
+        for i in range(2):
+            args = ["--data-dir", str(tmp_path / f"m{i}"), "--fsync", "always"]
+            cluster.wait_ready(cluster.start_member(i, args))
+        wait_partitions_settled(cluster.addresses)
+        first = cluster.members[0]
+        with raw_channel(first.address) as ch:
+            table, _ = table_from_proto(
+                pb.PartitionTable.FromString(ch.unary_unary("/grid.v1.Grid/Table")(b""))
+            )
+            mine = [k for k in (f"k{i}".encode() for i in range(500))
+                    if table.owner(partition_of(k, 271)) == first.name]  # fmt: skip
+            theirs = [k for k in (f"k{i}".encode() for i in range(500))
+                      if table.owner(partition_of(k, 271)) != first.name]  # fmt: skip
+            puts = [pb.Op(code=pb.PUT, map="p", key=k, value=b"v") for k in mine + theirs]
+            ch.unary_unary("/grid.v1.Grid/Execute")(
+                pb.BatchRequest(id=1, ops=puts).SerializeToString(), timeout=10
+            )
+            # each batch writes one owned key (so it waits for an fsync) and reads keys
+            # of one side or the other
+            requests = [
+                pb.BatchRequest(
+                    id=i,
+                    ops=[pb.Op(code=pb.PUT, map="w", key=mine[i], value=b"v")]
+                    + [pb.Op(code=pb.GET, map="p", key=k) for k in keys],
+                ).SerializeToString()
+                for i, keys in ((1, theirs[:50]), (2, mine[:50]), (3, mine[50:100]))
+            ]
+            call = ch.stream_stream("/grid.v1.Grid/Stream")
+            replies = {
+                r.id: r
+                for r in (pb.BatchReply.FromString(d) for d in call(iter(requests), timeout=10))
+            }
+    assert sorted(replies) == [1, 2, 3]
+    for r in replies.values():
+        statuses = [x.status for x in r.results]
+        assert statuses == [pb.OK] * 51, [x.error for x in r.results if x.status][:1]
