@@ -53,9 +53,13 @@ class ClusterRuntime:
         self.peers = Peers(config.max_message_bytes)
         self.routing = Routing(name, address, store, config.data_dir)
         self.replicator = Replicator(name, store, self.routing, config.migration_max_bytes_per_s)
-        flush = durability.flush if durability is not None else _nothing
         self.followers = Followers(
-            name, store, self.routing, self.replicator, self.peers.channel, lambda: flush()
+            name,
+            store,
+            self.routing,
+            self.replicator,
+            self.peers.channel,
+            durability.flush if durability is not None else _nothing,
         )
         self.coordinator = Coordinator(
             name,

@@ -51,6 +51,7 @@ log = logs.get("grid.coordinator")
 
 TICK_S = 1.0
 RPC_TIMEOUT_S = 5.0
+FILL_TIMEOUT_S = 30.0  # how long a member follows a partition waiting for it to be live
 MAX_LEAVE_REDIRECTS = 6
 LIVE_STATES = ("alive", "suspect")
 
@@ -351,23 +352,7 @@ class Coordinator:
                 heir = next((m for m in r[1:] if m not in leavers and m in live), None)
                 if heir is not None:
                     handoffs.setdefault((r[0], heir), []).append(p)
-        failed: set[int] = set()
-        confirm = self._next_epoch()
-
-        async def handoff(old: str, new: str, parts: list[int]) -> None:
-            request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
-            try:
-                if old == self.me:
-                    _, bad = await self.replicator.handoff(parts, new, confirm)
-                    failed.update(bad)
-                else:
-                    reply = await self.peers.handoff(live[old], request, 2 * RPC_TIMEOUT_S + 10)
-                    failed.update(reply.failed)
-            except grpc.aio.AioRpcError as e:
-                log.warning("hand-off failed", source=old, to=new, error=e.code().name)
-                failed.update(parts)
-
-        await asyncio.gather(*(handoff(o, n, parts) for (o, n), parts in handoffs.items()))
+        failed = await self._hand_off(handoffs, live)
         changed = False
         for (_, heir), parts in handoffs.items():
             for p in parts:
@@ -401,7 +386,6 @@ class Coordinator:
         self, wave: list[int], layout: list[list[str]], target: PartitionTable, live: dict[str, str]
     ) -> bool:
         """Fill, hand off and re-list one wave of partitions; True if any list changed."""
-        timeout = self._fill_timeout()
         # fills: group by (new member, current primary)
         groups: dict[tuple[str, str], list[int]] = {}
         for p in wave:
@@ -416,7 +400,7 @@ class Coordinator:
         async def fill(member: str, source: str, parts: list[int]) -> None:
             request = pb.FillRequest(partitions=parts, source=source, source_address=live[source])
             try:
-                reply = await self.peers.fill(live[member], request, timeout + RPC_TIMEOUT_S)
+                reply = await self.peers.fill(live[member], request, FILL_TIMEOUT_S + RPC_TIMEOUT_S)
                 failed.update(reply.failed)
             except grpc.aio.AioRpcError as e:
                 log.warning("fill failed", member=member, source=source, error=e.code().name)
@@ -432,22 +416,7 @@ class Coordinator:
             if new != old and old in live and new in live:
                 handoffs.setdefault((old, new), []).append(p)
 
-        confirm = self._next_epoch()  # the next publish shows the hand-offs
-
-        async def handoff(old: str, new: str, parts: list[int]) -> None:
-            request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
-            try:
-                if old == self.me:
-                    _, bad = await self.replicator.handoff(parts, new, confirm)
-                    failed.update(bad)
-                else:
-                    reply = await self.peers.handoff(live[old], request, 2 * RPC_TIMEOUT_S + 10)
-                    failed.update(reply.failed)
-            except grpc.aio.AioRpcError as e:
-                log.warning("hand-off failed", source=old, to=new, error=e.code().name)
-                failed.update(parts)
-
-        await asyncio.gather(*(handoff(o, n, parts) for (o, n), parts in handoffs.items()))
+        failed |= await self._hand_off(handoffs, live)
         changed = False
         for p in wave:
             if p in failed or layout[p][0] not in live or target.owner(p) not in live:
@@ -460,9 +429,30 @@ class Coordinator:
             log.warning("partition moves failed; retrying next round", partitions=sorted(failed))
         return changed
 
-    def _fill_timeout(self) -> float:
-        """Time for one partition's snapshot at the throttled rate, with a generous floor."""
-        return 30.0
+    async def _hand_off(
+        self, groups: dict[tuple[str, str], list[int]], live: dict[str, str]
+    ) -> set[int]:
+        """Run hand-offs grouped by (old primary, new primary), all at once; returns the
+        partitions whose hand-off failed (they keep their old primary). The epoch is
+        that of the next publish, which will show them (grid/routing.py)."""
+        failed: set[int] = set()
+        confirm = self._next_epoch()
+
+        async def one(old: str, new: str, parts: list[int]) -> None:
+            try:
+                if old == self.me:
+                    _, bad = await self.replicator.handoff(parts, new, confirm)
+                    failed.update(bad)
+                else:
+                    request = pb.HandoffRequest(partitions=parts, to=new, confirm_epoch=confirm)
+                    reply = await self.peers.handoff(live[old], request, 2 * RPC_TIMEOUT_S + 10)
+                    failed.update(reply.failed)
+            except grpc.aio.AioRpcError as e:
+                log.warning("hand-off failed", source=old, to=new, error=e.code().name)
+                failed.update(parts)
+
+        await asyncio.gather(*(one(o, n, parts) for (o, n), parts in groups.items()))
+        return failed
 
     # ---- graceful leave -------------------------------------------------------------------------
     async def leave(self, member: str, timeout: float) -> tuple[bool, str, str]:

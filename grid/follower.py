@@ -134,7 +134,7 @@ class Followers:
         routing: Routing,
         replicator: Replicator,
         channel: Callable[[str], grpc.aio.Channel],
-        after_apply: Callable[[], None],
+        after_apply: Callable[[], object],
     ) -> None:
         self.me = me
         self.store = store

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from grid import logs
+from grid.coordinator import FILL_TIMEOUT_S
 from proto import grid_pb2 as pb
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class PeerService:
         msg = await self._parse(pb.FillRequest, data, context)
         parts = [p for p in msg.partitions if 0 <= p < self.rt.store.partitions]
         ready, failed = await self.rt.followers.fill(
-            parts, msg.source, msg.source_address, timeout=60.0
+            parts, msg.source, msg.source_address, timeout=FILL_TIMEOUT_S
         )
         return pb.FillReply(ready=ready, failed=failed).SerializeToString()
 

@@ -352,8 +352,6 @@ class Replicator:
                 data = batch.SerializeToString()
                 self.bytes_sent += len(data)
                 await context.write(data)
-        if session.closed:
-            return
 
     def _end(self, session: Session) -> None:
         session.close()

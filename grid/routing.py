@@ -156,10 +156,8 @@ class Routing:
         if not address or member == self.me or self.addresses.get(member) == address:
             return
         self.addresses[member] = address
-        if self.table is not None and member in self.table.members:
-            self._proto = None
-            for q in list(self._watchers):
-                q.put_nowait(self.to_proto())
+        self._proto = None  # Table answers carry it now; the coordinator republishes the
+        # table (a new version) so that watching clients learn it too
 
     def address_of(self, member: str) -> str | None:
         return self.addresses.get(member)

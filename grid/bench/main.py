@@ -75,7 +75,7 @@ def measure(spec: Spec, grid: Side, ref: Side | None, timing: Timing) -> Row:
 
 
 @contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
+def sigterm_as_exit() -> Iterator[None]:
     """Turn SIGTERM into SystemExit so the servers we started are stopped on the way out."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -203,7 +203,7 @@ def run_bench(
     )
     rows: list[Row] = []
     try:
-        with _sigterm_as_exit():
+        with sigterm_as_exit():
             network = [s for s in specs if s.network]
             if network:
                 rows += _network_rows(network, timing, redis, console, notes, meta)
@@ -211,7 +211,7 @@ def run_bench(
     except KeyboardInterrupt:
         console.print("[yellow]grid bench: interrupted; servers stopped[/yellow]")
         return 130
-    except SystemExit:  # SIGTERM, see _sigterm_as_exit
+    except SystemExit:  # SIGTERM, see sigterm_as_exit
         console.print("[yellow]grid bench: terminated; servers stopped[/yellow]")
         raise
     except Exception as e:  # a failed run is an error: say what, exit non-zero

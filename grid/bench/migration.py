@@ -43,16 +43,12 @@ import json
 import os
 import random
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -68,6 +64,7 @@ from rich.progress import (
 from rich.table import Table
 
 import grid
+from grid.bench.main import sigterm_as_exit
 from grid.bench.report import machine
 from grid.bench.stats import percentile, process_cpu_s
 from grid.cli.status import wide_console
@@ -807,23 +804,6 @@ def report(console: Console, r: dict[str, Any], s: Settings, rate: int, parallel
 
 
 # ---- driver ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """SIGTERM becomes SystemExit, so the members are stopped on the way out."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m grid.bench.migration",
@@ -893,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     started = time.monotonic()
     try:
-        with _sigterm_as_exit(), LocalCluster(3, member_args=member_args, log_dir=log_dir) as c:
+        with sigterm_as_exit(), LocalCluster(3, member_args=member_args, log_dir=log_dir) as c:
             result = asyncio.run(run(console, c, s, defaults.virtual_nodes))
             with console.status("stopping the members"):
                 c.stop()

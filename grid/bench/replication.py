@@ -60,10 +60,10 @@ from rich.console import Console
 from rich.table import Table
 
 import grid
+from grid.bench.main import sigterm_as_exit
 from grid.bench.migration import (
     Poll,
     Probe,
-    _sigterm_as_exit,
     cpu_now,
     load,
     rebalance_span,
@@ -1121,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     started = time.monotonic()
     try:
-        with _sigterm_as_exit():
+        with sigterm_as_exit():
             try:
                 result = asyncio.run(run_all(console, clusters, s))
             finally:

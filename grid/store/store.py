@@ -136,9 +136,10 @@ class Store:
             raise InvalidArgument(f"{name} is negative ({ms} ms)")
 
     # ---- lookups ----------------------------------------------------------------------------
-    def _live(self, rmap: RecordMap, key: bytes, now: int) -> Entry | None:
-        """The entry under key unless absent or expired (an expired one is removed here)."""
-        e = rmap.parts[partition_of(key, self.partitions)].get(key)
+    def _live(self, rmap: RecordMap, key: bytes, partition: int, now: int) -> Entry | None:
+        """The entry under key unless absent or expired (an expired one is removed here).
+        `partition`: the key's, from the ownership check every caller makes first."""
+        e = rmap.parts[partition].get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
             return None
@@ -168,14 +169,14 @@ class Store:
     def contains(self, rmap: RecordMap, key: bytes, now: int) -> bool:
         """Whether a live entry exists; not an access (as Redis's EXISTS)."""
         self.check_key(key)
-        self._owner_check(key)
-        return self._live(rmap, key, now) is not None
+        p = self._owner_check(key)
+        return self._live(rmap, key, p, now) is not None
 
     def ttl(self, rmap: RecordMap, key: bytes, now: int) -> int | None:
         """Remaining ms before expiry, -1 for none, None if absent; not an access."""
         self.check_key(key)
-        self._owner_check(key)
-        e = self._live(rmap, key, now)
+        p = self._owner_check(key)
+        e = self._live(rmap, key, p, now)
         if e is None:
             return None
         deadline = e.deadline()
@@ -184,8 +185,8 @@ class Store:
     def touch(self, rmap: RecordMap, key: bytes, now: int) -> bool:
         """Count an access without reading: restarts the max-idle clock."""
         self.check_key(key)
-        self._owner_check(key)
-        e = self._live(rmap, key, now)
+        p = self._owner_check(key)
+        e = self._live(rmap, key, p, now)
         if e is None:
             return False
         self._access(e, now)
@@ -309,10 +310,10 @@ class Store:
 
     def delete(self, rmap: RecordMap, key: bytes, now: int) -> bool:
         self.check_key(key)
-        self._owner_check(key)
+        p = self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
-        e = self._live(rmap, key, now)
+        e = self._live(rmap, key, p, now)
         if e is None:
             return False
         p = self._unlink(e)
@@ -325,11 +326,11 @@ class Store:
     def expire(self, rmap: RecordMap, key: bytes, ttl_ms: int, now: int) -> bool:
         """Set a new TTL from now (0 removes it, like Redis's PERSIST). A write: new version."""
         self.check_key(key)
-        self._owner_check(key)
+        p = self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
         self._check_ms("ttl", ttl_ms)
-        e = self._live(rmap, key, now)
+        e = self._live(rmap, key, p, now)
         if e is None:
             return False
         was_volatile = e.vslot >= 0
@@ -342,7 +343,7 @@ class Store:
             rmap.stats.bytes += delta
         ts = self.hlc.tick()
         e.ts, e.member = ts.ts, ts.member
-        self._emit(PUT, e)
+        self._emit(PUT, e, p)
         return True
 
     def incr(self, rmap: RecordMap, key: bytes, delta: int, ttl_ms: int, now: int) -> int:
@@ -352,13 +353,13 @@ class Store:
         needs: the window starts with the first hit and later hits do not extend it.
         """
         self.check_key(key)
-        self._owner_check(key)
+        p = self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
         self._check_ms("ttl", ttl_ms)
         if not INT64_MIN <= delta <= INT64_MAX:
             raise InvalidArgument("delta is outside the 64-bit integer range")
-        e = self._live(rmap, key, now)
+        e = self._live(rmap, key, p, now)
         current = 0 if e is None else decode_counter(e.value)
         result = current + delta
         if not INT64_MIN <= result <= INT64_MAX:
@@ -377,7 +378,7 @@ class Store:
             self.used += grow
             rmap.stats.bytes += grow
             rmap.stats.puts += 1
-            self._emit(INCR, e)
+            self._emit(INCR, e, p)
         return result
 
     def clear(self, rmap: RecordMap) -> int:
@@ -478,18 +479,35 @@ class Store:
         Not reported to the sink: it is already on disk. Memory is reserved like any
         write, so a data directory bigger than max_memory is cut down by the policy.
         """
+        p = partition_of(key, self.partitions)
+        self._insert(rmap, p, key, value, ts, member, expire_at, max_idle, now)
+        self.hlc.observe(ts)
+
+    def _insert(
+        self,
+        rmap: RecordMap,
+        partition: int,
+        key: bytes,
+        value: bytes,
+        ts: int,
+        member: int,
+        expire_at: int,
+        max_idle: int,
+        now: int,
+    ) -> None:
+        """Add an entry with a version of its own (recovered or replicated; the key must
+        be absent), reserving its memory like any write."""
         volatile = bool(expire_at or max_idle)
         size = entry_size(key, value, volatile)
         self._reserve(size, now, None)
         e = Entry(key, value, ts, member, expire_at, max_idle, now, LFU_INIT, rmap)
-        rmap.parts[partition_of(key, self.partitions)][key] = e
+        rmap.parts[partition][key] = e
         self.all.add(e)
         if volatile:
             self.volatile.add(e)
         rmap.stats.entries += 1
         rmap.stats.bytes += size
         self.used += size
-        self.hlc.observe(ts)
 
     # ---- replication: changes from a partition's primary --------------------------------------
     def apply(
@@ -530,17 +548,7 @@ class Store:
                 if (e.ts, e.member) >= (ts, member):
                     return False
                 self._unlink(e)
-            volatile = bool(expire_at or max_idle)
-            size = entry_size(key, value, volatile)
-            self._reserve(size, now, None)
-            e = Entry(key, value, ts, member, expire_at, max_idle, now, LFU_INIT, rmap)
-            part[key] = e
-            self.all.add(e)
-            if volatile:
-                self.volatile.add(e)
-            rmap.stats.entries += 1
-            rmap.stats.bytes += size
-            self.used += size
+            self._insert(rmap, partition, key, value, ts, member, expire_at, max_idle, now)
             if self.sink is not None:
                 self.sink(partition, op, map_name, key, value, ts, member, expire_at, max_idle)
             return True

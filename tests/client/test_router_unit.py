@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -329,6 +329,15 @@ def get(key: bytes) -> pb.Op:
 KEYS = [f"k{i}".encode() for i in range(300)]
 
 
+async def until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll a condition on the running loop (the router works in background tasks);
+    return when it holds, or at the timeout (the caller's assertion then says what)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def make_router(cluster: FakeCluster, seeds: Sequence[str] | None = None) -> Router:
     return Router(
         list(seeds or [addr("member-1")]),
@@ -377,10 +386,7 @@ def test_watch_installs_pushed_tables_and_retires_connections() -> None:
         member3 = next(c for c in cluster.conns if c.address == addr("member-3"))
         newer = table3(2, NAMES[:2])
         cluster.install(newer)
-        for _ in range(100):
-            if router.version == newer.version:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: router.version == newer.version, 1)
         assert router.table == newer
         assert addr("member-3") not in router.addresses.values()
         assert member3 in router._retired  # closed after a grace period, not under a call
@@ -519,10 +525,7 @@ def test_no_table_yet_then_the_watch_delivers_one() -> None:
         assert router.table is None
         cluster.tableless = False
         cluster.install(table3())
-        for _ in range(100):
-            if router.table is not None:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: router.table is not None, 1)
         assert router.table == cluster.table
         await router.close()
 
@@ -538,10 +541,7 @@ def test_watch_moves_to_another_member_when_its_stream_breaks() -> None:
         await asyncio.sleep(0.05)
         newer = table3(2, NAMES[1:])
         cluster.install(newer)
-        for _ in range(300):
-            if router.version == newer.version:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: router.version == newer.version, 6)
         assert router.table == newer
         await router.close()
 

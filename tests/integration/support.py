@@ -95,6 +95,21 @@ def wait_partitions_settled(addresses: Sequence[str], timeout: float = 60.0) -> 
     wait_until(lambda: partitions_settled(addresses), timeout, 0.1, "partitions to settle")
 
 
+def wait_replicated(addresses: Sequence[str], timeout: float = 20.0) -> None:
+    """Until no member reports replication lag: every backup applied every change."""
+    wait_until(
+        lambda: all(raw_stats(a).migration.lag_changes_total == 0 for a in addresses),
+        timeout,
+        0.05,
+        "backups to catch up",
+    )
+
+
+def live(cluster: Any) -> list[Any]:
+    """The members of a LocalCluster whose process still runs."""
+    return [m for m in cluster.members if m.alive()]
+
+
 def assert_member_healthy(address: str) -> pb.StatsReply:
     """The member answers its health check (SERVING) and Stats; returns the stats."""
     assert is_serving(address, timeout=3.0), f"member at {address} is not SERVING"

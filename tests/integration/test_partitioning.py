@@ -48,7 +48,7 @@ from grid.cluster import LocalCluster, MemberProcess
 from grid.routing import table_from_proto
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
-from tests.integration.support import execute, raw_channel, wait_until
+from tests.integration.support import execute, live, raw_channel, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -119,10 +119,6 @@ def admin() -> Iterator[Admin]:
         yield a
     finally:
         a.close()
-
-
-def live(cluster: LocalCluster) -> list[MemberProcess]:
-    return [m for m in cluster.members if m.alive()]
 
 
 def settled(admin: Admin, members: Sequence[MemberProcess]) -> PartitionTable | None:

@@ -25,7 +25,7 @@ import grid
 from grid.cluster import LocalCluster, MemberProcess, free_port
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
-from tests.integration.support import raw_channel, raw_stats, wait_until
+from tests.integration.support import live, raw_channel, raw_stats, wait_replicated, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +58,6 @@ def client(seed: MemberProcess) -> Iterator[grid.Client]:
         yield c
     finally:
         c.close()
-
-
-def live(cluster: LocalCluster) -> list[MemberProcess]:
-    return [m for m in cluster.members if m.alive()]
 
 
 def stats_of(cluster: LocalCluster) -> dict[str, pb.StatsReply]:
@@ -248,7 +244,7 @@ def test_kill_9_idempotent_calls_ride_over_the_table_change(
     survivors = [m for m in three.members if m is not victim]
     table_before = client.table()
     assert table_before is not None and table_before.partitions_of(victim.name).primary
-    time.sleep(1.0)  # let asynchronous backups catch up with the writes of the tests above
+    wait_replicated([m.address for m in three.members])  # the writes of the tests above
 
     writer = Writer(client)
     writer.start()
