@@ -26,6 +26,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from proto import grid_pb2 as pb
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -57,6 +59,38 @@ def is_serving(address: str, timeout: float = 0.5) -> bool:
             return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
         return False
+
+
+def migration_state(addresses: Sequence[str], timeout: float = 2.0) -> tuple[int, int] | None:
+    """(partitions still to move, partitions being filled) over these members, or None
+    when one does not answer. (0, 0) means settled: one table version everywhere, nothing
+    moving, and every member named holds primaries.
+
+    The last condition matters right after start: a member that has joined the gossip
+    but not yet been given partitions reports the same table as everyone else and
+    nothing pending, because the coordinator has not planned its moves yet.
+    """
+    pending = filling = 0
+    versions = set()
+    primaries = []
+    for address in addresses:
+        try:
+            with grpc.insecure_channel(address) as ch:
+                data = ch.unary_unary("/grid.v1.Grid/Stats")(
+                    pb.StatsRequest().SerializeToString(), timeout=timeout
+                )
+        except grpc.RpcError:
+            return None
+        m = pb.StatsReply.FromString(data).migration
+        pending += m.pending
+        filling += m.in_flight
+        versions.add(m.table_version)
+        primaries.append(m.primaries)
+    empty = sum(1 for n in primaries if n == 0)
+    # (fewer partitions than members leaves some members empty for good)
+    if len(versions) > 1 or (empty and sum(primaries) >= len(addresses)):
+        pending = max(pending, 1)
+    return pending, filling
 
 
 @dataclass

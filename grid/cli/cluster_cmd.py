@@ -6,16 +6,12 @@ import signal
 import threading
 import time
 
-import grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from grid.cli.status import wide_console
-from grid.cluster import LocalCluster, MemberProcess
-from proto import grid_pb2 as pb
-
-STATS = "/grid.v1.Grid/Stats"
+from grid.cluster import LocalCluster, MemberProcess, migration_state
 
 
 def start_with_progress(cluster: LocalCluster, console: Console) -> None:
@@ -35,26 +31,6 @@ def start_with_progress(cluster: LocalCluster, console: Console) -> None:
         cluster.start(on_ready=ready)
 
 
-def settled(addresses: list[str]) -> tuple[int, int] | None:
-    """(partitions still to move, partitions being filled) over the cluster, or None when
-    a member does not answer; both 0 and one table version everywhere = settled."""
-    pending = filling = 0
-    versions = set()
-    for address in addresses:
-        try:
-            with grpc.insecure_channel(address) as ch:
-                data = ch.unary_unary(STATS)(pb.StatsRequest().SerializeToString(), timeout=2)
-        except grpc.RpcError:
-            return None
-        m = pb.StatsReply.FromString(data).migration
-        pending += m.pending
-        filling += m.in_flight
-        versions.add(m.table_version)
-    if len(versions) > 1:
-        pending = max(pending, 1)
-    return pending, filling
-
-
 def wait_for_migrations(addresses: list[str], console: Console, timeout: float = 300.0) -> bool:
     """A progress bar while the partitions settle on their members."""
     deadline = time.monotonic() + timeout
@@ -67,7 +43,7 @@ def wait_for_migrations(addresses: list[str], console: Console, timeout: float =
     ) as bar:
         task = bar.add_task("placing partitions", total=None)
         while time.monotonic() < deadline:
-            state = settled(addresses)
+            state = migration_state(addresses)
             if state == (0, 0):
                 return True
             if state is not None:

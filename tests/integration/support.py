@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 import grid
-from grid.cluster import is_serving
+from grid.cluster import is_serving, migration_state
 from proto import grid_pb2 as pb
 
 T = TypeVar("T")
@@ -84,11 +84,8 @@ def raw_stats(address: str, timeout: float = 3.0) -> pb.StatsReply:
 
 
 def partitions_settled(addresses: Sequence[str]) -> bool:
-    """Every member has the same partition table and no partition is moving."""
-    migrations = [raw_stats(a).migration for a in addresses]
-    return len({m.table_version for m in migrations}) == 1 and all(
-        m.pending == 0 and m.in_flight == 0 for m in migrations
-    )
+    """Every member has the same partition table, holds primaries, and nothing moves."""
+    return migration_state(addresses, timeout=3.0) == (0, 0)
 
 
 def wait_partitions_settled(addresses: Sequence[str], timeout: float = 60.0) -> None:

@@ -865,6 +865,7 @@ def test_pipelined_batches_each_get_their_own_forwarding(no_grid_env: None, tmp_
                     if table.owner(partition_of(k, 271)) == first.name]  # fmt: skip
             theirs = [k for k in (f"k{i}".encode() for i in range(500))
                       if table.owner(partition_of(k, 271)) != first.name]  # fmt: skip
+            assert len(mine) >= 100 and len(theirs) >= 50, (len(mine), len(theirs))
             puts = [pb.Op(code=pb.PUT, map="p", key=k, value=b"v") for k in mine + theirs]
             ch.unary_unary("/grid.v1.Grid/Execute")(
                 pb.BatchRequest(id=1, ops=puts).SerializeToString(), timeout=10
