@@ -252,7 +252,7 @@ class MigrationStats(_message.Message):
     def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration")
+    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -267,6 +267,7 @@ class StatsReply(_message.Message):
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     PERSISTENCE_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    ANTI_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     member: str
     address: str
     version: str
@@ -281,7 +282,28 @@ class StatsReply(_message.Message):
     rejected: int
     persistence: PersistenceStats
     migration: MigrationStats
-    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ...) -> None: ...
+    anti_entropy: AntiEntropyStats
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ..., anti_entropy: _Optional[_Union[AntiEntropyStats, _Mapping]] = ...) -> None: ...
+
+class AntiEntropyStats(_message.Message):
+    __slots__ = ("rounds", "partitions_compared", "partitions_differing", "keys_repaired", "keys_sent", "last_round_s", "tombstones", "tombstones_collected")
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    KEYS_REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    KEYS_SENT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROUND_S_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONES_COLLECTED_FIELD_NUMBER: _ClassVar[int]
+    rounds: int
+    partitions_compared: int
+    partitions_differing: int
+    keys_repaired: int
+    keys_sent: int
+    last_round_s: float
+    tombstones: int
+    tombstones_collected: int
+    def __init__(self, rounds: _Optional[int] = ..., partitions_compared: _Optional[int] = ..., partitions_differing: _Optional[int] = ..., keys_repaired: _Optional[int] = ..., keys_sent: _Optional[int] = ..., last_round_s: _Optional[float] = ..., tombstones: _Optional[int] = ..., tombstones_collected: _Optional[int] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("name", "address", "gossip_address", "state", "incarnation", "age_s", "zone", "version")
@@ -386,6 +408,30 @@ class LocalKeysRequest(_message.Message):
     map: str
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, map: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class DigestsRequest(_message.Message):
+    __slots__ = ("partitions",)
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PartitionDigest(_message.Message):
+    __slots__ = ("partition", "root", "role", "seq")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    root: int
+    role: int
+    seq: int
+    def __init__(self, partition: _Optional[int] = ..., root: _Optional[int] = ..., role: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class DigestsReply(_message.Message):
+    __slots__ = ("digests",)
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    digests: _containers.RepeatedCompositeFieldContainer[PartitionDigest]
+    def __init__(self, digests: _Optional[_Iterable[_Union[PartitionDigest, _Mapping]]] = ...) -> None: ...
 
 class LocalKeysReply(_message.Message):
     __slots__ = ("roles",)
@@ -506,3 +552,53 @@ class LeaveReply(_message.Message):
     error: str
     coordinator: str
     def __init__(self, done: _Optional[bool] = ..., error: _Optional[str] = ..., coordinator: _Optional[str] = ...) -> None: ...
+
+class CompareRequest(_message.Message):
+    __slots__ = ("primary", "cut", "partitions")
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    primary: str
+    cut: int
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionDigest]
+    def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionDigest, _Mapping]]] = ...) -> None: ...
+
+class BucketDigests(_message.Message):
+    __slots__ = ("partition", "buckets")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    buckets: bytes
+    def __init__(self, partition: _Optional[int] = ..., buckets: _Optional[bytes] = ...) -> None: ...
+
+class CompareReply(_message.Message):
+    __slots__ = ("differing",)
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    differing: _containers.RepeatedCompositeFieldContainer[BucketDigests]
+    def __init__(self, differing: _Optional[_Iterable[_Union[BucketDigests, _Mapping]]] = ...) -> None: ...
+
+class RepairRequest(_message.Message):
+    __slots__ = ("primary", "cut", "partition", "buckets", "records", "count")
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    primary: str
+    cut: int
+    partition: int
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    records: bytes
+    count: int
+    def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partition: _Optional[int] = ..., buckets: _Optional[_Iterable[int]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+
+class RepairReply(_message.Message):
+    __slots__ = ("records", "count", "applied")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    records: bytes
+    count: int
+    applied: int
+    def __init__(self, records: _Optional[bytes] = ..., count: _Optional[int] = ..., applied: _Optional[int] = ...) -> None: ...

@@ -79,6 +79,11 @@ class GridStub:
                 request_serializer=proto_dot_grid__pb2.LocalKeysRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.LocalKeysReply.FromString,
                 _registered_method=True)
+        self.Digests = channel.unary_unary(
+                '/grid.v1.Grid/Digests',
+                request_serializer=proto_dot_grid__pb2.DigestsRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.DigestsReply.FromString,
+                _registered_method=True)
 
 
 class GridServicer:
@@ -138,6 +143,12 @@ class GridServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Digests(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GridServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +196,11 @@ def add_GridServicer_to_server(servicer, server):
                     servicer.LocalKeys,
                     request_deserializer=proto_dot_grid__pb2.LocalKeysRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.LocalKeysReply.SerializeToString,
+            ),
+            'Digests': grpc.unary_unary_rpc_method_handler(
+                    servicer.Digests,
+                    request_deserializer=proto_dot_grid__pb2.DigestsRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.DigestsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +456,33 @@ class Grid:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Digests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/Digests',
+            proto_dot_grid__pb2.DigestsRequest.SerializeToString,
+            proto_dot_grid__pb2.DigestsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
@@ -474,6 +517,16 @@ class PeerStub:
                 '/grid.v1.Peer/Leave',
                 request_serializer=proto_dot_grid__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.LeaveReply.FromString,
+                _registered_method=True)
+        self.Compare = channel.unary_unary(
+                '/grid.v1.Peer/Compare',
+                request_serializer=proto_dot_grid__pb2.CompareRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.CompareReply.FromString,
+                _registered_method=True)
+        self.Repair = channel.unary_unary(
+                '/grid.v1.Peer/Repair',
+                request_serializer=proto_dot_grid__pb2.RepairRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.RepairReply.FromString,
                 _registered_method=True)
 
 
@@ -515,6 +568,20 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compare(self, request, context):
+        """primary -> backup
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Repair(self, request, context):
+        """primary -> backup
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -542,6 +609,16 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=proto_dot_grid__pb2.LeaveRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.LeaveReply.SerializeToString,
+            ),
+            'Compare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compare,
+                    request_deserializer=proto_dot_grid__pb2.CompareRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.CompareReply.SerializeToString,
+            ),
+            'Repair': grpc.unary_unary_rpc_method_handler(
+                    servicer.Repair,
+                    request_deserializer=proto_dot_grid__pb2.RepairRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.RepairReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -679,6 +756,60 @@ class Peer:
             '/grid.v1.Peer/Leave',
             proto_dot_grid__pb2.LeaveRequest.SerializeToString,
             proto_dot_grid__pb2.LeaveReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/Compare',
+            proto_dot_grid__pb2.CompareRequest.SerializeToString,
+            proto_dot_grid__pb2.CompareReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Repair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/Repair',
+            proto_dot_grid__pb2.RepairRequest.SerializeToString,
+            proto_dot_grid__pb2.RepairReply.FromString,
             options,
             channel_credentials,
             insecure,
