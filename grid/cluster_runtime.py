@@ -9,6 +9,7 @@ them as one, and the services reach them through one name:
 * Followers: partitions this member copies from others (grid/follower.py);
 * Coordinator: the table's writer, active on one member (grid/coordinator.py);
 * Forwarder: operations for other members' partitions (grid/forwarding.py);
+* AntiEntropy: replicas compared by digests and merged (grid/antientropy.py);
 * Peers: the gRPC channels to other members (grid/peers.py).
 
 The store's change sink is shared: durability journals every change, the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from grid.antientropy import AntiEntropy
 from grid.config import Config
 from grid.coordinator import Coordinator
 from grid.durability import Durability
@@ -72,6 +74,15 @@ class ClusterRuntime:
             membership,
         )
         self.forwarder = Forwarder(self, executor)
+        self.anti_entropy = AntiEntropy(
+            name,
+            config,
+            store,
+            self.routing,
+            self.peers,
+            durability.flush if durability is not None else _nothing,
+        )
+        self.followers.hand_back = self.anti_entropy.hand_back
         executor.routing = self.routing
         self._wire_sink()
         self._wire_write_gate()
@@ -119,11 +130,13 @@ class ClusterRuntime:
         self.coordinator.restore_saved()
         self.coordinator.start()
         await self.coordinator.first_table(FIRST_TABLE_TIMEOUT_S)
+        self.anti_entropy.start()
 
     async def leave(self) -> bool:
         return await self.coordinator.leave_cluster()
 
     async def stop(self) -> None:
+        await self.anti_entropy.stop()
         await self.coordinator.stop()
         self.followers.close()
         await self.peers.close()

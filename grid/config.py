@@ -243,6 +243,24 @@ class Config:
         "itself included; reads go on. Set it to a majority (2 of 3, 3 of 5) so that after "
         "a network split only the larger side takes writes. 0 = always accept (AP).",
     )
+    anti_entropy_interval_s: float = _opt(
+        10.0,
+        "How often a primary compares digests of its partitions with each backup and "
+        "merges what differs (last writer wins). This is what repairs replicas after a "
+        "healed split or a member's return; in-order streaming keeps them equal otherwise, "
+        "so a round that finds nothing costs a digest per partition. 0 = off.",
+    )
+    anti_entropy_settle_s: float = _opt(
+        2.0,
+        "Changes younger than this are left out of a comparison: they may still be on "
+        "their way down the stream, and would show as differences that are not.",
+    )
+    tombstone_grace_s: float = _opt(
+        3600.0,
+        "How long a delete is remembered (a tombstone) so that a replica that missed it "
+        "cannot give the key back at a merge. A replica away for longer than this may "
+        "resurrect keys deleted meanwhile (as in Cassandra's gc_grace_seconds).",
+    )
     virtual_nodes: int = _opt(
         DEFAULT_VIRTUAL_NODES,
         "Points per member on the consistent-hash ring. More spread partitions more evenly "
@@ -329,6 +347,9 @@ class Config:
         for name in ("virtual_nodes", "migration_max_parallel", "max_forward_hops"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        for name in ("anti_entropy_interval_s", "anti_entropy_settle_s", "tombstone_grace_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
         if self.migration_max_bytes_per_s < 0:
             raise ConfigError("migration_max_bytes_per_s must be >= 0 (0 = no limit)")
         if self.max_memory < 0:

@@ -92,6 +92,7 @@ class Coordinator:
         self._published: dict[str, int] = {}
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
+        self._overtake = False  # a member holds a table of another lineage
         self._left_done = asyncio.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -244,8 +245,12 @@ class Coordinator:
         """A member answered with a table newer than ours (the other side of a healed
         split had its own coordinator): our next table must be newer still, or that
         member would ignore it."""
-        if version >> 32 > self.routing.version >> 32:
+        ours = self.routing.version
+        # (an equal epoch with another fingerprint is another lineage too: two clusters
+        # started apart, then joined; equal epochs never replace each other)
+        if version != ours and version >> 32 >= ours >> 32:
             self._epoch_floor = max(self._epoch_floor, version >> 32)
+            self._overtake = True
             self._wake.set()
 
     def _next_epoch(self) -> int:
@@ -271,7 +276,8 @@ class Coordinator:
         behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
         if behind:
             await self._publish_to(behind, live)
-        if self._epoch_floor > table.epoch:  # members ignore our table: overtake theirs
+        if self._overtake:  # members ignore our table: overtake theirs
+            self._overtake = False
             log.info("a member has a newer table; republishing above it",
                      theirs=self._epoch_floor, ours=table.epoch)  # fmt: skip
             await self._publish(
@@ -294,6 +300,8 @@ class Coordinator:
         gone = {m for m in table.members if m not in live and m not in waiting}
         layout = [list(r) for r in table.replica_lists]
         target_members = [m for m in live if m not in self.leaving] + sorted(waiting)
+        if not target_members:
+            return  # everyone is leaving (a whole-cluster shutdown): nothing to place
         target = build_table(sorted(set(target_members)), table.epoch + 1, self.placement)
         todo = [p for p in range(table.partition_count) if tuple(layout[p]) != target.replicas(p)]
         self.pending = len(todo) or len(gone)

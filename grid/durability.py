@@ -121,7 +121,7 @@ class Durability:
                 rmap = store.map(name)
                 for key, (value, ts, member, expire_at, max_idle) in entries.items():
                     if value is None:  # a tombstone: the key is deleted
-                        store.hlc.observe(ts)
+                        store.restore_tombstone(rmap, key, ts, member, now)
                         continue
                     store.restore(rmap, key, value, ts, member, expire_at, max_idle, now)
                     loaded += 1

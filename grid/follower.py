@@ -24,7 +24,7 @@ import asyncio
 import gc
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -153,6 +153,8 @@ class Followers:
         self._retry: asyncio.TimerHandle | None = None
         self._dropper: asyncio.Task[None] | None = None
         self._drop_again = False
+        # set by the runtime: merge a copy into its primary before it is dropped
+        self.hand_back: Callable[[int], Awaitable[bool]] | None = None
 
     # ---- what to follow ------------------------------------------------------------------------
     def wanted(self) -> dict[int, str]:
@@ -236,8 +238,15 @@ class Followers:
                 with self.store.lock:
                     if not self._unheld(p):
                         continue
+                    held = self.store.holds_copy(p)
+                # what the copy has that the primary lacks goes there first (a healed split)
+                if held and self.hand_back is not None and not await self.hand_back(p):
+                    continue
+                with self.store.lock:
+                    if not self._unheld(p):
+                        continue
                     self.state.pop(p, None)
-                    if self.store.partition_count(p):
+                    if self.store.holds_copy(p):
                         dropped += self.store.drop_partition(p)
                         self.after_apply()
                 await asyncio.sleep(0)
@@ -285,7 +294,7 @@ class Followers:
         self.bytes_received += batch.ByteSize()
         acks: dict[int, int] = {}
         taken: list[int] = []
-        resync: list[int] = []
+        resync: set[int] = set()  # (a partition can fail twice in one batch)
         refused = False
         store = self.store
         with store.lock:
@@ -302,23 +311,25 @@ class Followers:
                 if kind == pb.MUTATIONS:
                     verdict, skip = st.mutations(chunk.seq, chunk.count)
                     if verdict is Verdict.RESYNC:
-                        resync.append(p)
+                        resync.add(p)
                         continue
-                    for r in unpack(chunk, max_value)[skip:]:
+                    for r in unpack(chunk.records, chunk.count, max_value, f"partition {p}")[skip:]:
                         apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
                     acks[p] = st.seq
                 elif kind == pb.SNAPSHOT:
                     if st.snapshot_records() is Verdict.RESYNC:
-                        resync.append(p)
+                        resync.add(p)
                         continue
-                    for r in unpack(chunk, max_value):
-                        apply(p, 1, *r, now)  # a live entry: a put of it
+                    for r in unpack(chunk.records, chunk.count, max_value, f"partition {p}"):
+                        apply(p, *r, now)
                 elif kind == pb.SNAPSHOT_BEGIN:
+                    # The copy already held is merged into, not dropped: what it has that
+                    # the primary lacks (writes of the other side of a healed split) stays
+                    # for anti-entropy to merge back (grid/antientropy.py).
                     st.snapshot_begin()
-                    store.drop_partition(p)
                 elif kind == pb.SNAPSHOT_END:
                     if st.snapshot_end(chunk.term, chunk.seq) is Verdict.RESYNC:
-                        resync.append(p)
+                        resync.add(p)
                         continue
                     acks[p] = st.seq
                     if p in self.fills:
@@ -351,7 +362,7 @@ class Followers:
             for p in resync:
                 st = self.state[p]
                 st.term, st.seq = 0, 0  # ask for a snapshot
-            up.subscribe(resync)
+            up.subscribe(sorted(resync))
         if refused:
             # The primary may just not have installed the table that makes it primary
             # yet: look again shortly (subscribes what is still wanted, from its owner).

@@ -4,7 +4,8 @@ Handlers parse bytes themselves, like the client-facing service, so a
 malformed message gets INVALID_ARGUMENT with a reason and the member goes on.
 The logic lives elsewhere; this module only adapts the wire to it:
 tables to grid/routing.py, Follow to grid/replica.py, Fill to
-grid/follower.py, Handoff to grid/replica.py, Leave to grid/coordinator.py.
+grid/follower.py, Handoff to grid/replica.py, Leave to grid/coordinator.py, Compare and Repair
+to grid/antientropy.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import msgpack
 from google.protobuf.message import DecodeError
 
 from grid import logs
@@ -39,6 +41,8 @@ class PeerService:
                 "Fill": grpc.unary_unary_rpc_method_handler(self.fill),
                 "Handoff": grpc.unary_unary_rpc_method_handler(self.handoff),
                 "Leave": grpc.unary_unary_rpc_method_handler(self.leave),
+                "Compare": grpc.unary_unary_rpc_method_handler(self.compare),
+                "Repair": grpc.unary_unary_rpc_method_handler(self.repair),
             },
         )
 
@@ -89,3 +93,19 @@ class PeerService:
             msg.member, self.rt.config.leave_timeout_s
         )
         return pb.LeaveReply(done=done, error=error, coordinator=coordinator).SerializeToString()
+
+    async def compare(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.CompareRequest, data, context)
+        try:
+            reply = await self.rt.anti_entropy.on_compare(msg)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Compare: {e}")
+        return reply.SerializeToString()
+
+    async def repair(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.RepairRequest, data, context)
+        try:
+            reply = self.rt.anti_entropy.on_repair(msg)
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Repair: {e}")
+        return reply.SerializeToString()

@@ -8,6 +8,8 @@ is doing with it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from proto import grid_pb2 as pb
@@ -38,6 +40,10 @@ class Peers:
 
     async def _unary(self, address: str, method: str, request: bytes, timeout: float) -> bytes:
         return await self.channel(address).unary_unary(method)(request, timeout=timeout)
+
+    async def unary(self, address: str, method: str, request: Any, timeout: float) -> bytes:
+        """Any unary call: a message in, the reply's bytes out (the caller parses them)."""
+        return await self._unary(address, method, request.SerializeToString(), timeout)
 
     async def execute(
         self, address: str, request: pb.BatchRequest, timeout: float

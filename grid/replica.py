@@ -35,6 +35,7 @@ import msgpack
 from grid import logs
 from grid.routing import Routing
 from grid.store import Store
+from grid.store.copies import snapshot_records
 from proto import grid_pb2 as pb
 from replication.stream import FollowerLog, Phase, PrimaryLog, new_term
 
@@ -58,20 +59,21 @@ def _seal(chunk: pb.Chunk | None, records: list[Any]) -> None:
         chunk.count = len(records)
 
 
-def unpack_records(chunk: pb.Chunk, max_value: int) -> list[Any]:
-    """A chunk's records; bounded like every decoder, and checked to be what the count
-    says (a peer is a member, but a damaged message must not be applied half-way)."""
+def unpack_records(data: bytes, count: int, max_value: int, what: str) -> list[Any]:
+    """Records packed by `_seal` (or a repair); bounded like every decoder, and checked to
+    be what the count says (a peer is a member, but a damaged message must not be applied
+    half-way)."""
     records = msgpack.unpackb(
-        chunk.records,
+        data,
         use_list=False,
         max_bin_len=max_value + (1 << 16),
         max_str_len=1 << 16,
-        max_array_len=max(chunk.count, 8),
+        max_array_len=max(count, 8),
         max_map_len=0,
         max_ext_len=0,
     )
-    if not isinstance(records, tuple) or len(records) != chunk.count:
-        raise ValueError(f"chunk of partition {chunk.partition}: malformed records")
+    if not isinstance(records, tuple) or len(records) != count:
+        raise ValueError(f"{what}: malformed records")
     return records  # type: ignore[return-value]
 
 
@@ -215,6 +217,14 @@ class Replicator:
         else:  # an embedded caller's thread
             self._loop.call_soon_threadsafe(session.event.set)
 
+    def position(self, partition: int) -> int:
+        """The partition stream's seq here: as its primary, or as a follower."""
+        plog = self.logs.get(partition)
+        if plog is not None:
+            return plog.seq
+        pos = self.positions.get(partition)
+        return pos.seq if pos is not None else 0
+
     # ---- roles follow the table ------------------------------------------------------------
     def on_table(self) -> None:
         """Start a log for every partition this member now serves (a promotion or the first
@@ -262,10 +272,13 @@ class Replicator:
                 if data is grpc.aio.EOF:
                     break
                 self._handle(session, pb.FollowMessage.FromString(data))
-        except (asyncio.CancelledError, grpc.aio.AioRpcError):
-            pass
-        except Exception:
-            log.exception("follow stream: bad message", follower=session.follower)
+        except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            pass  # the stream ended (the follower went, or this server is stopping)
+        except Exception as e:
+            if type(e).__name__ == "_ServerStoppedError":  # grpc's, not exported
+                pass
+            else:
+                log.exception("follow stream: bad message", follower=session.follower)
         session.closed = True
         session.event.set()
 
@@ -301,7 +314,7 @@ class Replicator:
             for s, rec in missing:
                 session.push((_MUT, p, s, rec))
         else:
-            entries = self.store.partition_entries(p, now)
+            entries = snapshot_records(self.store, p, now)
             session.push((_BEGIN, p, None, None))
             for i in range(0, len(entries), SNAPSHOT_CHUNK_RECORDS):
                 session.push((_SNAP, p, entries[i : i + SNAPSHOT_CHUNK_RECORDS], None))
@@ -334,7 +347,7 @@ class Replicator:
                     _seal(chunk, records)
                     chunk = None
                     if kind == _SNAP:
-                        n = sum(len(e[1]) + len(e[2]) + 32 for e in a)
+                        n = sum(len(e[2]) + len(e[3] or b"") + 32 for e in a)
                         _seal(batch.chunks.add(partition=p, kind=pb.SNAPSHOT), a)
                         size += n
                         snap_bytes += n

@@ -23,7 +23,7 @@ from grid import __version__, logs
 from grid.config import Config
 from grid.errors import Unavailable
 from grid.executor import WRITES, BatchExecutor, fail_writes
-from grid.store import Store
+from grid.store import Store, copies
 from partitioning import partition_of
 from persistence import PersistenceError
 from proto import grid_pb2 as pb
@@ -68,6 +68,7 @@ class GridService:
                 "Table": grpc.unary_unary_rpc_method_handler(self.table),
                 "WatchTable": grpc.unary_stream_rpc_method_handler(self.watch_table),
                 "LocalKeys": grpc.unary_unary_rpc_method_handler(self.local_keys),
+                "Digests": grpc.unary_unary_rpc_method_handler(self.digests),
             },
         )
 
@@ -288,6 +289,29 @@ class GridService:
                     roles.append(self.cluster.routing.role(p))
         return pb.LocalKeysReply(roles=roles).SerializeToString()
 
+    async def digests(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Admin/debug: the digest of each partition copy held here (all versions), so an
+        operator or a test can see whether replicas agree."""
+        try:
+            request = pb.DigestsRequest.FromString(data)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed DigestsRequest")
+        store = self.store
+        wanted = [p for p in request.partitions if 0 <= p < store.partitions] or range(
+            store.partitions
+        )
+        reply = pb.DigestsReply()
+        for p in wanted:
+            with store.lock:
+                if not store.holds_copy(p) and not request.partitions:
+                    continue
+                d = copies.digest(store, p, store.hlc.last, store.clock())
+                role = self.cluster.routing.role(p) if self.cluster is not None else 1
+                seq = self.cluster.replicator.position(p) if self.cluster is not None else 0
+            reply.digests.add(partition=p, root=d.root, role=role, seq=seq)
+            await asyncio.sleep(0)
+        return reply.SerializeToString()
+
     async def snapshot(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         durability = self.executor.durability
         if durability is None:
@@ -349,6 +373,7 @@ class GridService:
             if ex.durability is not None
             else None,
             migration=self.cluster.stats() if self.cluster is not None else None,
+            anti_entropy=self.cluster.anti_entropy.stats() if self.cluster is not None else None,
         )
 
 

@@ -29,11 +29,11 @@ from grid.errors import CasFailed, InvalidArgument, NotOwner, OutOfMemory, TooLa
 from grid.store.entry import VOLATILE_OVERHEAD, Entry, entry_size
 from grid.store.eviction import LFU_INIT, Evictor, lfu_touch
 from grid.store.expiry import expire_cycle
-from grid.store.recordmap import RecordMap
+from grid.store.recordmap import ZERO, RecordMap
 from grid.store.slots import SlotList
 from grid.store.stats import MapStats
 from partitioning.keys import partition_of
-from replication.hlc import HybridClock
+from replication.hlc import LOGICAL_BITS, HybridClock
 
 ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION = 0, 1, 2, 3  # proto Condition values
 # What a sink is told about each applied change (the persistence record ops).
@@ -96,6 +96,7 @@ class Store:
         self._lfu = config.eviction_policy == "lfu"
         self._decay_ms = config.lfu_decay_minutes * 60_000
         self._log_factor = config.lfu_log_factor
+        self.tombstone_grace_ms = int(config.tombstone_grace_s * 1000)
 
     # ---- maps -----------------------------------------------------------------------------
     def map(self, name: str) -> RecordMap:
@@ -266,6 +267,9 @@ class Store:
         new_size = entry_size(key, value, volatile)
         if e is None:
             self._reserve(new_size, now, None)
+            tombs = rmap.tombs[p]
+            if tombs:
+                tombs.pop(key, None)  # a key is either live or remembered as deleted
             ts = self.hlc.tick()
             e = Entry(
                 key,
@@ -314,14 +318,17 @@ class Store:
         if self.write_gate is not None:
             self.write_gate()
         e = self._live(rmap, key, p, now)
-        if e is None:
-            return False
-        p = self._unlink(e)
-        rmap.stats.deletes += 1
+        if e is not None:
+            self._unlink(e)
+            rmap.stats.deletes += 1
+        # A tombstone even when the key is not here: after a split this side may simply
+        # never have had the key, and the delete must still win over the other side's
+        # older value when the two merge (last writer wins; Cassandra does the same).
+        v = self.hlc.tick()
+        rmap.tombs[p][key] = v
         if self.sink is not None:
-            v = self.hlc.tick()
             self.sink(p, DELETE, rmap.name, key, None, v.ts, v.member, 0, 0)
-        return True
+        return e is not None
 
     def expire(self, rmap: RecordMap, key: bytes, ttl_ms: int, now: int) -> bool:
         """Set a new TTL from now (0 removes it, like Redis's PERSIST). A write: new version."""
@@ -388,11 +395,13 @@ class Store:
         v = self.hlc.tick()
         owned = self.owned
         for p, part in enumerate(rmap.parts):
-            if not part or (owned is not None and not owned[p]):
+            if owned is not None and not owned[p]:
                 continue
             for e in list(part.values()):
                 self._unlink(e)
                 removed += 1
+            rmap.cleared[p] = v
+            rmap.tombs[p].clear()  # every delete before the clear is covered by it
             if self.sink is not None:
                 self.sink(p, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
         rmap.stats.deletes += removed
@@ -534,10 +543,17 @@ class Store:
         self.hlc.observe(ts)
         rmap = self.map(map_name)
         part = rmap.parts[partition]
+        version = (ts, member)
         if op == CLEAR:
+            if version <= rmap.cleared[partition]:
+                return False
+            rmap.cleared[partition] = version
             for e in list(part.values()):
-                if (e.ts, e.member) <= (ts, member):
+                if (e.ts, e.member) <= version:
                     self._unlink(e)
+            tombs = rmap.tombs[partition]
+            for k in [k for k, v in tombs.items() if v <= version]:
+                del tombs[k]
             if self.sink is not None:
                 self.sink(partition, CLEAR, map_name, b"", None, ts, member, 0, 0)
             return True
@@ -545,19 +561,54 @@ class Store:
         if op in (PUT, INCR):
             assert value is not None
             if e is not None:
-                if (e.ts, e.member) >= (ts, member):
+                if (e.ts, e.member) >= version:
                     return False
                 self._unlink(e)
+            else:
+                if version <= rmap.cleared[partition]:
+                    return False
+                tombs = rmap.tombs[partition]
+                if tombs:
+                    dead = tombs.get(key)
+                    if dead is not None:
+                        if dead >= version:
+                            return False
+                        del tombs[key]
             self._insert(rmap, partition, key, value, ts, member, expire_at, max_idle, now)
             if self.sink is not None:
                 self.sink(partition, op, map_name, key, value, ts, member, expire_at, max_idle)
             return True
-        if e is None or (e.ts, e.member) > (ts, member):
+        removed = remembered = False
+        if e is not None:
+            if (e.ts, e.member) > version:
+                return False
+            self._unlink(e)
+            removed = True
+        if (
+            op == DELETE
+            and version > rmap.cleared[partition]
+            and now - (ts >> LOGICAL_BITS) < self.tombstone_grace_ms
+        ):
+            # remembered even when there was nothing to remove here: the tombstone must
+            # reach every replica (expiry and eviction leave none; see copies.py)
+            tombs = rmap.tombs[partition]
+            dead = tombs.get(key)
+            if dead is None or dead < version:
+                tombs[key] = version
+                remembered = True
+        if not (removed or remembered):
             return False
-        self._unlink(e)
         if self.sink is not None:
             self.sink(partition, op, map_name, key, None, ts, member, 0, 0)
         return True
+
+    def restore_tombstone(
+        self, rmap: RecordMap, key: bytes, ts: int, member: int, now: int
+    ) -> None:
+        """Remember a recovered delete if it is still within the grace period."""
+        self.hlc.observe(ts)
+        if now - (ts >> LOGICAL_BITS) < self.tombstone_grace_ms:
+            rmap.tombs[partition_of(key, self.partitions)][key] = (ts, member)
 
     def drop_partition(self, partition: int) -> int:
         """Forget this member's copy of a partition (it moved away, or a fresh copy is
@@ -566,6 +617,8 @@ class Store:
         v = self.hlc.tick()
         for rmap in self.maps.values():
             part = rmap.parts[partition]
+            rmap.tombs[partition].clear()
+            rmap.cleared[partition] = ZERO
             if not part:
                 continue
             for e in list(part.values()):
@@ -575,18 +628,12 @@ class Store:
                 self.sink(partition, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
         return dropped
 
-    def partition_entries(
-        self, partition: int, now: int
-    ) -> list[tuple[str, bytes, bytes, int, int, int, int]]:
-        """A copy of a partition's live entries: (map, key, value, ts, member, expire_at,
-        max_idle). Taken under the lock in one go, so it is the state at one instant."""
-        out = []
-        for rmap in self.maps.values():
-            for e in rmap.parts[partition].values():
-                if (e.expire_at or e.max_idle) and e.expired(now):
-                    continue
-                out.append((rmap.name, e.key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
-        return out
+    def holds_copy(self, partition: int) -> bool:
+        """Whether anything of the partition is here: entries, tombstones, clear markers."""
+        return any(
+            rmap.parts[partition] or rmap.tombs[partition] or rmap.cleared[partition] != ZERO
+            for rmap in self.maps.values()
+        )
 
     def partition_count(self, partition: int) -> int:
         return sum(len(rmap.parts[partition]) for rmap in self.maps.values())

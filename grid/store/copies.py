@@ -1,0 +1,119 @@
+"""A partition copy as a whole: its snapshot, its digest, its tombstones.
+
+Replication works a partition at a time. A new replica is filled from a
+snapshot; replicas are compared by digests and repaired by exchanging the
+records of the buckets that differ (replication/digest.py explains the
+digest). All of them see the same three kinds of item per map:
+
+- live entries (a put of the entry, with its own version);
+- tombstones: a delete remembered, with its version, for
+  `tombstone_grace_s`. Without them a replica that missed the delete would
+  hand the key back at the next merge. Expiry and eviction leave none:
+  expiry happens at the same absolute time on every replica, and an evicted
+  key coming back from a replica is a cache refilling, not a lost delete;
+- the map's clear marker: the version of its last CLEAR in the partition,
+  which removes every older entry wherever it turns up.
+
+Records have the stream's shape, (op, map, key, value, ts, member,
+expire_at, max_idle), so a follower applies a snapshot or a repair with the
+same `Store.apply` and the same last-writer-wins rule as live changes.
+
+Everything here runs under the store lock, in one go per partition: the copy
+is described at one instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from grid.store.recordmap import ZERO
+from grid.store.store import CLEAR, DELETE, PUT, Store
+from replication.digest import CLEARED, LIVE, TOMBSTONE, Digest, bucket_of
+from replication.hlc import LOGICAL_BITS
+
+Record = tuple[int, str, bytes, "bytes | None", int, int, int, int]
+
+
+def snapshot_records(store: Store, partition: int, now: int) -> list[Record]:
+    """Everything a new replica needs: clear markers, tombstones, then live entries."""
+    out: list[Any] = []
+    grace_floor = _grace_floor(store, now)
+    for rmap in store.maps.values():
+        name = rmap.name
+        cleared = rmap.cleared[partition]
+        if cleared != ZERO:
+            out.append((CLEAR, name, b"", None, cleared[0], cleared[1], 0, 0))
+        for key, (ts, member) in rmap.tombs[partition].items():
+            if ts >= grace_floor:
+                out.append((DELETE, name, key, None, ts, member, 0, 0))
+        for e in rmap.parts[partition].values():
+            if (e.expire_at or e.max_idle) and e.expired(now):
+                continue
+            out.append((PUT, name, e.key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
+    return out
+
+
+def _grace_floor(store: Store, now: int) -> int:
+    """The smallest ts a tombstone may have and still count."""
+    return max(0, now - store.tombstone_grace_ms) << LOGICAL_BITS
+
+
+def digest(store: Store, partition: int, cut: int, now: int) -> Digest:
+    """The copy's digest over versions at or below `cut` (see replication/digest.py)."""
+    d = Digest()
+    add = d.add
+    grace_floor = _grace_floor(store, now)
+    for rmap in store.maps.values():
+        name = rmap.name.encode()
+        cts, cmember = rmap.cleared[partition]
+        if cts and cts <= cut:
+            add(name, b"", cts, cmember, CLEARED)
+        for key, (ts, member) in rmap.tombs[partition].items():
+            if grace_floor <= ts <= cut:
+                add(name, key, ts, member, TOMBSTONE)
+        for key, e in rmap.parts[partition].items():
+            if e.ts <= cut and not ((e.expire_at or e.max_idle) and e.expired(now)):
+                add(name, key, e.ts, e.member, LIVE)
+    return d
+
+
+def records_in(
+    store: Store, partition: int, buckets: Collection[int], cut: int, now: int
+) -> list[Record]:
+    """The records of these buckets, at or below `cut`: what a repair exchanges."""
+    want = set(buckets)
+    out: list[Any] = []
+    grace_floor = _grace_floor(store, now)
+    for rmap in store.maps.values():
+        name = rmap.name
+        cts, cmember = rmap.cleared[partition]
+        if cts and cts <= cut and bucket_of(b"") in want:
+            out.append((CLEAR, name, b"", None, cts, cmember, 0, 0))
+        for key, (ts, member) in rmap.tombs[partition].items():
+            if grace_floor <= ts <= cut and bucket_of(key) in want:
+                out.append((DELETE, name, key, None, ts, member, 0, 0))
+        for key, e in rmap.parts[partition].items():
+            if e.ts <= cut and bucket_of(key) in want:
+                if (e.expire_at or e.max_idle) and e.expired(now):
+                    continue
+                out.append((PUT, name, key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
+    return out
+
+
+def collect_tombstones(store: Store, partition: int, now: int) -> int:
+    """Forget the partition's tombstones older than the grace period; returns how many."""
+    grace_floor = _grace_floor(store, now)
+    collected = 0
+    for rmap in store.maps.values():
+        tombs = rmap.tombs[partition]
+        if tombs:
+            old = [k for k, (ts, _) in tombs.items() if ts < grace_floor]
+            for k in old:
+                del tombs[k]
+            collected += len(old)
+    return collected
+
+
+def tombstone_count(store: Store) -> int:
+    return sum(len(t) for rmap in store.maps.values() for t in rmap.tombs)
