@@ -100,6 +100,14 @@ class Config:
     """A leaving member sends its leave directly to this many members besides
     gossiping it, so a graceful leave is seen by all within ~1 gossip tick."""
 
+    reconnect_interval: float = 2.0
+    """How often a push-pull goes to one member we think is dead (if any).
+    After a partition heals, both sides have declared the other dead and no
+    probe or gossip crosses any more: this is what finds the other side, so
+    it bounds how long a heal goes unnoticed. Serf reconnects every 30 s; a
+    data grid whose replicas diverge while split wants to merge sooner, and a
+    push-pull to a truly dead address is one failed TCP connect."""
+
     reconnect_timeout: float = 86400.0
     """Dead members are remembered this long and occasionally contacted by
     push-pull (Serf's reconnect), which is what merges a healed partition
@@ -129,7 +137,13 @@ class Config:
     """Tell a suspected member it is suspected, inside the probe to it."""
 
     def __post_init__(self) -> None:
-        positive = ("probe_interval", "probe_timeout", "gossip_interval", "push_pull_interval")
+        positive = (
+            "probe_interval",
+            "probe_timeout",
+            "gossip_interval",
+            "push_pull_interval",
+            "reconnect_interval",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")

@@ -141,6 +141,7 @@ _T_GOSSIP = 5
 _T_PUSH_PULL = 6
 _T_JOIN = 7
 _T_SYNC = 8
+_T_RECONNECT = 9
 
 _NACK_FRACTION = 0.8
 """A ping-req helper nacks after this fraction of the probe timeout, so the
@@ -281,6 +282,7 @@ class Node:
         self._schedule(now + rng.uniform(0, cfg.probe_interval), _T_PROBE, None)
         self._schedule(now + rng.uniform(0, cfg.gossip_interval), _T_GOSSIP, None)
         self._schedule(now + rng.uniform(0.5, 1.0) * cfg.push_pull_interval, _T_PUSH_PULL, None)
+        self._schedule(now + rng.uniform(0.5, 1.0) * cfg.reconnect_interval, _T_RECONNECT, None)
         self._queue_alive_self()
         self._seeds = [s for s in seeds if s != self.addr]
         if self._seeds:
@@ -489,6 +491,12 @@ class Node:
             self._gossip(now)
         elif kind == _T_PUSH_PULL:
             self._push_pull(now)
+        elif kind == _T_RECONNECT:
+            self._schedule(now + self.config.reconnect_interval, _T_RECONNECT, None)
+            dead = self._dead
+            if dead and not self._left:
+                target = dead[self._rng.randrange(len(dead))]
+                self._send_push_pull(self._members[target].addr, join=False, reply=False)
         elif kind == _T_SYNC:
             if self._live and not self._left:
                 target = self._live[self._rng.randrange(len(self._live))]
@@ -617,11 +625,6 @@ class Node:
                 self._send_join()
         else:
             target = self._live[self._rng.randrange(len(self._live))]
-            self._send_push_pull(self._members[target].addr, join=False, reply=False)
-        # Serf-style reconnect: occasionally talk to a member we think is dead
-        dead = self._dead
-        if dead and self._rng.random() < len(dead) / n:
-            target = dead[self._rng.randrange(len(dead))]
             self._send_push_pull(self._members[target].addr, join=False, reply=False)
 
     def _send_join(self) -> None:
