@@ -1,0 +1,45 @@
+"""Messages of the simulated replication protocol, as msgpack bytes.
+
+They travel as bytes on the same `SimNetwork` as membership's datagrams, so the
+network's trace hash covers them too (a replay is checked byte for byte), and
+nothing is shared by reference between simulated members.
+
+Shapes (lists; records are `[key, value|None, ts, member]`):
+
+- WRITE `[W, req, key, value|None, hops]` client -> member; WRITE_REPLY
+  `[WR, req, status, ts, member, hint]` (status OK / NOT_OWNER, hint = owner name).
+- STREAM `[S, epoch, chunks]` primary -> follower, one per flush; a chunk is
+  `[MUT, p, first_seq, term, recs]`, `[BEGIN, p]`, `[SNAP, p, recs]`,
+  `[END, p, term, seq]` or `[REFUSED, p]`. MUT's term is for the invariant checker
+  only: the real protocol's MUTATIONS chunk carries no term, and the model's
+  follower never reads it.
+- FOLLOW `[F, epoch, subscribe [[p, term, seq]], unsubscribe [p], acks [[p, seq]]]`
+  follower -> primary (with nothing to say: a keepalive).
+- AE_ROOTS `[AR, round, cut, [[p, root]]]` primary -> backup; AE_BUCKETS
+  `[AB, round, cut, [[p, packed]]]` back for partitions whose roots differ;
+  AE_RECORDS `[AX, round, [[p, buckets, recs]], reply]` both ways.
+- PUSH `[P, p, recs, root]` a member holding a copy it has no role for -> the
+  primary; PUSH_ACK `[PA, p, root]` once merged (the holder drops its copy if it is
+  still the one pushed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+# message kinds
+W, WR, S, F, AR, AB, AX, P, PA = range(9)
+# chunk kinds
+MUT, BEGIN, SNAP, END, REFUSED = range(5)
+# write statuses
+OK, NOT_OWNER = 0, 1
+
+
+def pack(msg: list[Any]) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def unpack(data: bytes) -> list[Any]:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)

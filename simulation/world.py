@@ -1,0 +1,515 @@
+"""The world: membership simulator + per-member replication + clients + faults +
+invariants, on one virtual clock and one seeded network.
+
+    from simulation.world import SimConfig, World
+    result = World(SimConfig(seed=7, members=50, minutes=10)).run()
+    assert result.ok, result.error
+    print(result.trace)          # equal for equal configs, byte for byte
+
+Phases: the members start already acquainted (`Cluster.bootstrap`, a settled
+cluster), clients write and faults strike for `minutes`; then the faults stop,
+every split heals, every link is clean again and every crashed member restarts;
+the run goes on until it is quiet (every replica of every partition identical,
+no copy without a role, every backup live) or `quiet_timeout` passes; then
+`final_checks`. Invariants are checked at every step meanwhile
+(`simulation/invariants.py`).
+
+Determinism: one seed feeds every `random.Random` (network, membership nodes,
+replicas, clients, faults), nothing iterates a set of strings, nothing reads a
+wall clock; the trace hash covers every message sent, every fault and the final
+state, so a replay that differs anywhere shows up in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from membership.actions import MemberEvent
+from membership.sim import Cluster
+from membership.simnet import Link
+from partitioning.config import PlacementConfig
+from partitioning.keys import partition_of
+from partitioning.table import PartitionTable, build_table
+from replication.stream import Phase
+from simulation import wire
+from simulation.faults import Faults
+from simulation.invariants import Invariants, InvariantViolation
+from simulation.replica import Replica
+from simulation.store import Store
+
+CLIENTS = "clients"
+"""The clients' host: in no split group, so it reaches both sides of a split (the
+case that makes both sides take writes)."""
+CLIENT_TIMEOUT = 2.0
+MAX_HOPS = 3
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int = 0
+    members: int = 50
+    minutes: float = 10.0
+    partitions: int = 61
+    backups: int = 1
+    keys: int = 600
+    write_rate: float = 20.0
+    """Client writes per simulated second (exponential gaps)."""
+    max_writes: int = 20_000
+    delete_ratio: float = 0.1
+    persist: bool = True
+    """A crashed member restarts with its store (as from its data dir, fsync=always)
+    but no logs, terms or follower positions; False: it restarts empty."""
+    snapshot_drops: bool = False
+    """True: a follower drops its copy at SNAPSHOT_BEGIN, as grid/follower.py does."""
+    fault_mean_gap: float = 6.0
+    max_down: int = 3
+    ae_period: float = 10.0
+    quiet_timeout: float = 600.0
+
+    def replay(self) -> str:
+        """The command that runs this config again."""
+        args = [f"--seed {self.seed}"]
+        default = SimConfig()
+        for f in fields(self):
+            if f.name == "seed":
+                continue
+            v = getattr(self, f.name)
+            if v != getattr(default, f.name):
+                flag = "--" + f.name.replace("_", "-")
+                if isinstance(v, bool):
+                    args.append(flag if v else f"--no-{f.name.replace('_', '-')}")
+                else:
+                    args.append(f"{flag} {v}")
+        return "python -m simulation.run " + " ".join(args)
+
+
+@dataclass
+class Stats:
+    writes_sent: int = 0
+    writes_acked: int = 0
+    writes_not_owner: int = 0
+    writes_failed: int = 0
+    writes_timed_out: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    splits: int = 0
+    pauses: int = 0
+    promotions: int = 0
+    snapshots: int = 0
+    catchups: int = 0
+    resyncs: int = 0
+    stuck_resubscribes: int = 0
+    stream_breaks: int = 0
+    ae_rounds: int = 0
+    ae_repaired: int = 0
+    pushes: int = 0
+    handed_off_copies: int = 0
+    tables_built: int = 0
+
+
+@dataclass
+class Result:
+    config: SimConfig
+    ok: bool
+    error: str
+    trace: str
+    stats: Stats
+    faults_end: float
+    quiet_at: float | None
+    wall_seconds: float
+    messages: int
+    keys_final: int
+    log: list[str] = field(repr=False, default_factory=list)
+
+    def summary(self) -> str:
+        s = asdict(self.stats)
+        lines = [
+            f"seed {self.config.seed}: {'OK' if self.ok else 'FAILED'}"
+            f"  members={self.config.members} minutes={self.config.minutes}"
+            f" persist={self.config.persist} snapshot_drops={self.config.snapshot_drops}",
+            f"trace {self.trace}",
+            f"virtual: faults until {self.faults_end:.0f}s, quiet at "
+            + (f"{self.quiet_at:.1f}s" if self.quiet_at is not None else "never")
+            + f"; wall {self.wall_seconds:.1f}s; {self.messages} messages;"
+            f" {self.keys_final} keys at the end",
+            "stats " + " ".join(f"{k}={v}" for k, v in s.items()),
+        ]
+        if not self.ok:
+            lines.append(f"error: {self.error}")
+            lines.append(f"replay: {self.config.replay()}")
+        return "\n".join(lines)
+
+
+class Clients:
+    """Simulated smart clients: each write goes to the primary named by the table of
+    a member the client talks to (a random running member), and follows NOT_OWNER
+    hints a few hops."""
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        self.rng = random.Random(f"clients:{world.cfg.seed}")
+        self.pending: dict[int, tuple[bytes, bytes | None, int]] = {}
+        self.req = 0
+        self.stopped = False
+        world.net.add_host(CLIENTS, self.receive)
+
+    def start(self) -> None:
+        self._next()
+
+    def _next(self) -> None:
+        self.w.loop.call_later(self.rng.expovariate(self.w.cfg.write_rate), self.write)
+
+    def write(self) -> None:
+        w = self.w
+        if self.stopped or w.stats.writes_sent >= w.cfg.max_writes:
+            return
+        self._next()
+        key = f"k{self.rng.randrange(w.cfg.keys)}".encode()
+        value = None if self.rng.random() < w.cfg.delete_ratio else f"v{self.req}".encode()
+        entry = self.rng.choice(sorted(w.cluster.running()))
+        table = w.replicas[entry].table
+        target = table.owner(partition_of(key, w.cfg.partitions)) if table else entry
+        self.req += 1
+        w.stats.writes_sent += 1
+        self.pending[self.req] = (key, value, 0)
+        self._send(self.req, target)
+
+    def _send(self, req: int, target: str) -> None:
+        key, value, hops = self.pending[req]
+        msg = wire.pack([wire.W, req, key, value, hops])
+        self.w.net.send(CLIENTS, self.w.raddr(target), msg, False)
+        self.w.loop.call_later(CLIENT_TIMEOUT, self._timeout, req, hops)
+
+    def _timeout(self, req: int, hops: int) -> None:
+        got = self.pending.get(req)
+        if got is not None and got[2] == hops:
+            del self.pending[req]
+            self.w.stats.writes_timed_out += 1  # outcome unknown: maybe applied
+
+    def receive(self, now: float, src: str, payload: bytes, reliable: bool) -> None:
+        _, req, status, ts, member, hint = wire.unpack(payload)
+        got = self.pending.get(req)
+        if got is None:
+            return
+        key, value, hops = got
+        if status == wire.OK:
+            del self.pending[req]
+            self.w.stats.writes_acked += 1
+            self.w.inv.acknowledged(key, ts, member)
+        elif hint and hops < MAX_HOPS and hint in self.w.replicas:
+            self.w.stats.writes_not_owner += 1
+            self.pending[req] = (key, value, hops + 1)
+            self._send(req, hint)
+        else:
+            del self.pending[req]
+            self.w.stats.writes_failed += 1
+
+
+class World:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.cluster = Cluster(
+            seed=cfg.seed, partitions=cfg.partitions, trace=True, record_events=False
+        )
+        self.loop = self.cluster.loop
+        self.net = self.cluster.net
+        self.rng = random.Random(f"world:{cfg.seed}")
+        self.inv = Invariants(lambda: self.loop.now)
+        self.placement = PlacementConfig(partition_count=cfg.partitions, backups=cfg.backups)
+        self._tables: dict[tuple[str, ...], PartitionTable] = {}
+        self.stats = Stats()
+        self.log: list[str] = []
+        self.epochs: dict[tuple[str, str], int] = {}
+        self.loss: dict[tuple[str, str], float] = {}
+        self.default_loss = 0.0
+        self.split: tuple[list[str], list[str]] | None = None
+        self.names = self.cluster.bootstrap(cfg.members)
+        self.stores = {n: Store(n, self.inv.stored) for n in self.names}
+        self.replicas: dict[str, Replica] = {}
+        self.incarnations = dict.fromkeys(self.names, 0)
+        for n in self.names:
+            self._start_replica(n)
+        self.cluster.hooks.append(self._on_member_event)
+        self.clients = Clients(self)
+        self.faults = Faults(self)
+        self.quiet_at: float | None = None
+
+    # ---- plumbing used by replicas --------------------------------------------------------
+    @staticmethod
+    def raddr(name: str) -> str:
+        """The replication endpoint of a member (its gRPC port, next to its gossip one)."""
+        return name + "/r"
+
+    @staticmethod
+    def member_of(addr: str) -> str:
+        return addr[:-2] if addr.endswith("/r") else addr
+
+    def note(self, what: str) -> None:
+        self.log.append(f"{self.loop.now:.6f} {what}")
+
+    def view_of(self, name: str) -> tuple[str, ...]:
+        return tuple(sorted(m.name for m in self.cluster.node(name).alive_members()))
+
+    def table_for(self, members: tuple[str, ...]) -> PartitionTable:
+        """build_table, memoized by member set: every member with the same view gets the
+        same table object (placement is a pure function of the set)."""
+        table = self._tables.get(members)
+        if table is None:
+            table = self._tables[members] = build_table(members, 0, self.placement)
+            self.stats.tables_built += 1
+        return table
+
+    def stream_epoch(self, follower: str, primary: str) -> int:
+        return self.epochs.get((follower, primary), 0)
+
+    def stream_send(self, src: str, dst: str, follower: str, primary: str, payload: bytes) -> None:
+        """Send on the Follow stream between follower and primary. What the network would
+        lose or cannot deliver breaks the stream instead (see simulation/replica.py)."""
+        a, b = self.raddr(src), self.raddr(dst)
+        loss = self.loss.get((src, dst), self.default_loss)
+        if (
+            not self.net.is_up(b)
+            or not self.net.reachable(a, b)
+            or (loss and self.rng.random() < loss)
+        ):
+            self.break_stream(follower, primary)
+            return
+        self.net.send(a, b, payload, True)
+
+    def break_stream(self, follower: str, primary: str, notify: bool = True) -> None:
+        key = (follower, primary)
+        self.epochs[key] = self.epochs.get(key, 0) + 1
+        self.stats.stream_breaks += 1
+        rep = self.replicas.get(follower)
+        if notify and rep is not None and rep.alive:
+            rep.stream_broken_follower_side(primary)
+
+    def _start_replica(self, name: str) -> None:
+        rep = Replica(self, name, self.stores[name], self.incarnations[name])
+        self.replicas[name] = rep
+        self.net.add_host(self.raddr(name), rep.receive)
+        rep.start()
+
+    def _on_member_event(self, observer: str, ev: MemberEvent) -> None:
+        rep = self.replicas.get(observer)
+        if rep is not None and rep.alive:
+            rep.view_changed()
+
+    # ---- faults ---------------------------------------------------------------------------
+    def crash(self, name: str) -> None:
+        if not self.cluster.up[name]:
+            return
+        self.note(f"crash {name}")
+        self.stats.crashes += 1
+        self.cluster.crash(name)
+        self.net.crash(self.raddr(name))
+        self.replicas[name].stop()
+        self.inv.member_gone(name)
+        for f, p in sorted(self.epochs.keys() | {(name, o) for o in self.names}):
+            if name in (f, p):
+                self.break_stream(f, p, notify=f != name)
+
+    def restart(self, name: str) -> None:
+        if self.cluster.up[name]:
+            return
+        self.note(f"restart {name}")
+        self.stats.restarts += 1
+        self.cluster.restart(name)
+        self.incarnations[name] += 1
+        if not self.cfg.persist:
+            self.stores[name] = Store(name, self.inv.stored)
+        self._start_replica(name)
+
+    def _groups(self, names: list[str]) -> list[str]:
+        return names + [self.raddr(n) for n in names]
+
+    def partition(self, a: list[str], b: list[str]) -> None:
+        self.note(f"split {len(a)}|{len(b)} {','.join(a)}")
+        self.stats.splits += 1
+        self.split = (a, b)
+        self.net.partition(self._groups(a), self._groups(b))
+
+    def heal(self) -> None:
+        if self.split is not None:
+            self.note("heal")
+            self.split = None
+            self.net.heal()
+
+    def set_lossy(self, lossy: dict[str, float]) -> None:
+        """Every link of each member in `lossy` drops that share of messages."""
+        self.note("lossy " + ",".join(f"{m}={v}" for m, v in lossy.items()))
+        self.net.clear_links()
+        self.loss.clear()
+        for m, loss in lossy.items():
+            link = Link(loss=loss)
+            for o in self.names:
+                if o != m:
+                    self.loss[(m, o)] = self.loss[(o, m)] = loss
+                    self.net.set_link(m, o, link)
+                    self.net.set_link(self.raddr(m), self.raddr(o), link)
+
+    def set_default_loss(self, loss: float) -> None:
+        self.note(f"network loss {loss}")
+        self.default_loss = loss
+        self.net.default_link = Link(loss=loss)
+
+    def pause(self, name: str, duration: float) -> None:
+        self.note(f"pause {name} {duration}")
+        self.stats.pauses += 1
+        self.cluster.pause(name, duration)
+        self.net.pause(self.raddr(name), duration)
+
+    def end_faults(self) -> None:
+        """Stop faults and writes; heal, clean every link, restart every crashed member."""
+        self.note("faults end")
+        self.faults.stop()
+        self.clients.stopped = True
+        self.heal()
+        if self.loss:
+            self.set_lossy({})
+        if self.default_loss:
+            self.set_default_loss(0.0)
+        for n in self.names:
+            if not self.cluster.up[n]:
+                self.restart(n)
+        self.inv.mark([self.stores[n] for n in self.names])
+
+    # ---- running --------------------------------------------------------------------------
+    def run(self) -> Result:
+        t0 = time.perf_counter()
+        error = ""
+        faults_end = self.cfg.minutes * 60.0
+        try:
+            self.clients.start()
+            self.faults.start()
+            self.loop.run_until(until=faults_end)
+            self.end_faults()
+            self._check_quiet_every(1.0)
+            quiet = self.loop.run_until(
+                until=faults_end + self.cfg.quiet_timeout,
+                predicate=lambda: self.quiet_at is not None,
+            )
+            if not quiet:
+                raise InvariantViolation(
+                    f"not quiet {self.cfg.quiet_timeout:.0f}s after the faults ended: "
+                    + self.why_not_quiet()
+                )
+            self.final_checks()
+        except InvariantViolation as e:
+            error = str(e)
+        self.note(f"end {error}")
+        return Result(
+            config=self.cfg,
+            ok=not error,
+            error=error,
+            trace=self.trace(),
+            stats=self.stats,
+            faults_end=faults_end,
+            quiet_at=self.quiet_at,
+            wall_seconds=time.perf_counter() - t0,
+            messages=self.net.stats.sent,
+            keys_final=len(self.final_values()) if not error else 0,
+            log=self.log,
+        )
+
+    def _check_quiet_every(self, period: float) -> None:
+        if self.quiet_at is None:
+            if not self.why_not_quiet():
+                self.quiet_at = self.loop.now
+            else:
+                self.loop.call_later(period, self._check_quiet_every, period)
+
+    def final_table(self) -> PartitionTable:
+        return self.table_for(tuple(sorted(self.cluster.running())))
+
+    def why_not_quiet(self) -> str:
+        """'' when quiet; else the first reason it is not (for the report)."""
+        c = self.cluster
+        if not c.converged():
+            return "membership has not converged"
+        table = self.final_table()
+        for n in sorted(c.running()):
+            rep = self.replicas[n]
+            if rep.table is not table or rep.table_due:
+                return f"{n} has another table"
+        for p in range(self.cfg.partitions):
+            reps = table.replicas(p)
+            roots = {self.stores[m].digest(p).root for m in reps}
+            if len(roots) > 1:
+                return f"partition {p}: replicas {reps} differ"
+            primary = self.replicas[reps[0]]
+            plog = primary.logs.get(p)
+            if plog is None:
+                return f"partition {p}: {reps[0]} has no log"
+            for b in reps[1:]:
+                st = self.replicas[b].positions.get(p)
+                if (
+                    st is None
+                    or st.phase is not Phase.LIVE
+                    or (st.term, st.seq)
+                    != (
+                        plog.term,
+                        plog.seq,
+                    )
+                ):
+                    return f"partition {p}: backup {b} is not live at the primary's position"
+        for n in self.names:
+            for p in self.stores[n].held():
+                if n not in table.replicas(p):
+                    return f"{n} still holds a copy of partition {p}"
+        if self.clients.pending:
+            return "client writes pending"
+        return ""
+
+    def final_values(self) -> dict[bytes, tuple[bytes | None, int, int]]:
+        table = self.final_table()
+        out: dict[bytes, tuple[bytes | None, int, int]] = {}
+        for p in range(self.cfg.partitions):
+            out.update(self.stores[table.owner(p)].parts.get(p, {}))
+        return out
+
+    def final_checks(self) -> None:
+        """The end-of-run guarantees (simulation/invariants.py lists them)."""
+        inv = self.inv
+        table = self.final_table()
+        for n in sorted(self.cluster.running()):
+            if self.replicas[n].table is not table:
+                inv.fail(f"{n} computes another table than the live member set gives")
+        for p in range(self.cfg.partitions):
+            reps = table.replicas(p)
+            first = self.stores[reps[0]].parts.get(p, {})
+            for m in reps[1:]:
+                if self.stores[m].parts.get(p, {}) != first:
+                    inv.fail(f"partition {p}: {m}'s copy differs from {reps[0]}'s")
+            if len({self.stores[m].digest(p).root for m in reps}) != 1:
+                inv.fail(f"partition {p}: equal copies with different digest roots")
+            for key in first:
+                if partition_of(key, self.cfg.partitions) != p:
+                    inv.fail(f"{key!r} stored in partition {p}")
+        final = self.final_values()
+        expected = inv.ever if self.cfg.persist else inv.since_mark
+        for key, v in sorted(expected.items()):
+            got = final.get(key)
+            if got is None or (got[1], got[2]) != v:
+                inv.fail(f"{key!r}: final {got and got[1:]} is not the LWW winner {v}")
+        for key in final:
+            if key not in expected:
+                inv.fail(f"{key!r}: final value from nowhere")
+        if self.cfg.persist:
+            for key, v in sorted(inv.acked.items()):
+                got = final.get(key)
+                if got is None or (got[1], got[2]) < v:
+                    inv.fail(f"{key!r}: acknowledged write {v} lost (final {got})")
+
+    def trace(self) -> str:
+        """Hash of every message sent, the fault log and the final state."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self.net.digest().encode())
+        h.update("\n".join(self.log).encode())
+        for n in self.names:
+            for p in self.stores[n].held():
+                h.update(f"{n}:{p}:{self.stores[n].digest(p).root}".encode())
+        return h.hexdigest()
