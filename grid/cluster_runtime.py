@@ -54,7 +54,13 @@ class ClusterRuntime:
         self.durability = durability
         self.peers = Peers(config.max_message_bytes)
         self.routing = Routing(name, address, store, config.data_dir)
-        self.replicator = Replicator(name, store, self.routing, config.migration_max_bytes_per_s)
+        self.replicator = Replicator(
+            name,
+            store,
+            self.routing,
+            config.migration_max_bytes_per_s,
+            config.replication_linger_ms / 1000,
+        )
         self.followers = Followers(
             name,
             store,

@@ -51,7 +51,11 @@ class Upstream:
         self.source = source
         self.address = address
         self.partitions: set[int] = set()
-        self.out: asyncio.Queue[pb.FollowMessage] = asyncio.Queue()
+        # messages to the primary; None stands for "the acknowledgements gathered so far"
+        self.out: asyncio.Queue[pb.FollowMessage | None] = asyncio.Queue()
+        self._acks: dict[int, int] = {}
+        self._taken: list[int] = []
+        self._ack_queued = False
         self.task = asyncio.create_task(self._run(), name=f"grid-follow-{source}")
 
     def subscribe(self, partitions: list[int]) -> None:
@@ -83,19 +87,16 @@ class Upstream:
             # anything queued before is covered by the hello's subscriptions
             while not self.out.empty():
                 self.out.get_nowait()
+            self._acks.clear()
+            self._taken.clear()
+            self._ack_queued = False
             writer = asyncio.create_task(self._write(call, hello))
             try:
                 async for data in call:
                     attempt = 0
                     acks, taken = self.owner.apply(self, pb.ReplicaBatch.FromString(data))
                     if acks or taken:
-                        self.out.put_nowait(
-                            pb.FollowMessage(
-                                ack_partitions=list(acks),
-                                ack_seqs=list(acks.values()),
-                                taken_over=taken,
-                            )
-                        )
+                        self._ack(acks, taken)
             except asyncio.CancelledError:
                 writer.cancel()
                 call.cancel()
@@ -115,12 +116,30 @@ class Upstream:
         try:
             await call.write(hello)
             while True:
-                await call.write(await self.out.get())
+                msg = await self.out.get()
+                await call.write(self._take_acks() if msg is None else msg)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the stream is broken; the reader sees it and reconnects
             log.info("follow stream: cannot send", source=self.source, error=repr(e))
             call.cancel()
+
+    def _ack(self, acks: dict[int, int], taken: list[int]) -> None:
+        """Acknowledgements wait in one place until the writer sends them: the batches
+        applied meanwhile share one message (a message costs about as much as the apply
+        of a small batch)."""
+        self._acks.update(acks)  # seqs only grow: the latest is the one to send
+        self._taken.extend(taken)
+        if not self._ack_queued:
+            self._ack_queued = True
+            self.out.put_nowait(None)
+
+    def _take_acks(self) -> pb.FollowMessage:
+        acks, taken = self._acks, self._taken
+        self._acks, self._taken, self._ack_queued = {}, [], False
+        return pb.FollowMessage(
+            ack_partitions=list(acks), ack_seqs=list(acks.values()), taken_over=taken
+        )
 
     def close(self) -> None:
         self.task.cancel()

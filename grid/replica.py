@@ -23,6 +23,7 @@ by both, none by neither.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -47,14 +48,16 @@ BATCH_MAX_BYTES = 128 * 1024
 applies in about 5 ms under its store lock. Bigger messages would hold its event loop
 (and its clients) for longer at a time."""
 HANDOFF_ACK_TIMEOUT_S = 10.0
+LINGER_UNTIL = 512
+"""A queue this long is sent at once, without lingering: it fills a message already."""
 
 # queue items: (kind, partition, a, b); kinds below
 _MUT, _BEGIN, _SNAP, _END, _HANDOFF, _REFUSED = range(6)
 
 
-def _seal(chunk: pb.Chunk | None, records: list[Any]) -> None:
+def _seal(chunk: pb.Chunk, records: list[Any]) -> None:
     """Pack a chunk's records (see Chunk.records in proto/grid.proto)."""
-    if chunk is not None and records:
+    if records:
         chunk.records = msgpack.packb(records)
         chunk.count = len(records)
 
@@ -105,6 +108,7 @@ class Session:
         self.follower = follower
         self.queue: deque[tuple[int, int, Any, Any]] = deque()
         self.event = asyncio.Event()
+        self.urgent = asyncio.Event()  # a sync write waits: send without lingering
         self.scheduled = False
         self.partitions: set[int] = set()
         self.acked: dict[int, int] = {}
@@ -139,6 +143,7 @@ class Session:
             fut.set_result(None)
         else:
             self._waiters.setdefault(partition, []).append((seq, fut))
+            self.urgent.set()  # someone waits: no lingering
         return fut
 
     def wait_takeover(self, partition: int) -> asyncio.Future[None]:
@@ -167,8 +172,11 @@ class Session:
 
 
 class Replicator:
-    def __init__(self, me: str, store: Store, routing: Routing, rate: int) -> None:
+    def __init__(
+        self, me: str, store: Store, routing: Routing, rate: int, linger_s: float = 0.0
+    ) -> None:
         self.me = me
+        self.linger_s = linger_s
         self.store = store
         self.routing = routing
         self.logs: dict[int, PrimaryLog] = {}
@@ -324,28 +332,40 @@ class Replicator:
 
     async def _send(self, session: Session, context: grpc.aio.ServicerContext) -> None:
         queue = session.queue
+        linger = self.linger_s
         while not session.closed:
             await session.event.wait()
+            if linger and len(queue) < LINGER_UNTIL and not session.urgent.is_set():
+                # let a burst of writes share one message; a write waiting for this
+                # backup's acknowledgement (sync backups) cuts the wait short
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.urgent.wait(), linger)
+            session.urgent.clear()
             session.event.clear()
             session.scheduled = False
             while queue and not session.closed:
                 batch = pb.ReplicaBatch()
                 size = 0
                 snap_bytes = 0
-                chunk: pb.Chunk | None = None
-                records: list[Any] = []
+                # One MUTATIONS chunk per partition per message, however the partitions'
+                # changes interleave in the queue (a client batch touches many): a chunk
+                # per run of one partition would mean a chunk, a pack and an unpack per
+                # record. A control item of a partition closes its open chunk first, so
+                # each partition's items stay in order.
+                open_chunks: dict[int, tuple[pb.Chunk, list[Any]]] = {}
                 while queue and size < BATCH_MAX_BYTES:
                     kind, p, a, b = queue.popleft()
                     if kind == _MUT:
-                        if chunk is None or chunk.partition != p:
-                            _seal(chunk, records)
+                        open_chunk = open_chunks.get(p)
+                        if open_chunk is None:
                             chunk = batch.chunks.add(partition=p, kind=pb.MUTATIONS, seq=a)
-                            records = []
-                        records.append(b)
+                            open_chunk = open_chunks[p] = (chunk, [])
+                        open_chunk[1].append(b)
                         size += len(b[2]) + len(b[3] or b"") + 32
                         continue
-                    _seal(chunk, records)
-                    chunk = None
+                    closing = open_chunks.pop(p, None)
+                    if closing is not None:
+                        _seal(*closing)
                     if kind == _SNAP:
                         n = sum(len(e[2]) + len(e[3] or b"") + 32 for e in a)
                         _seal(batch.chunks.add(partition=p, kind=pb.SNAPSHOT), a)
@@ -359,7 +379,8 @@ class Replicator:
                         batch.chunks.add(partition=p, kind=pb.HANDOFF, term=a[0], epoch=a[1], seq=b)
                     elif kind == _REFUSED:
                         batch.chunks.add(partition=p, kind=pb.REFUSED, error=a)
-                _seal(chunk, records)
+                for closing in open_chunks.values():
+                    _seal(*closing)
                 if snap_bytes:
                     await self.throttle.take(snap_bytes)
                 data = batch.SerializeToString()

@@ -563,7 +563,10 @@ class Store:
             if e is not None:
                 if (e.ts, e.member) >= version:
                     return False
-                self._unlink(e)
+                self._overwrite(e, value, ts, member, expire_at, max_idle, now)
+                if self.sink is not None:
+                    self.sink(partition, op, map_name, key, value, ts, member, expire_at, max_idle)
+                return True
             else:
                 if version <= rmap.cleared[partition]:
                     return False
@@ -609,6 +612,27 @@ class Store:
         self.hlc.observe(ts)
         if now - (ts >> LOGICAL_BITS) < self.tombstone_grace_ms:
             rmap.tombs[partition_of(key, self.partitions)][key] = (ts, member)
+
+    def _overwrite(
+        self, e: Entry, value: bytes, ts: int, member: int, expire_at: int, max_idle: int, now: int
+    ) -> None:
+        """Give an entry another value and version in place (a replicated overwrite): it
+        keeps its place in the sampling lists, which unlink + insert would redo."""
+        was_volatile = e.vslot >= 0
+        volatile = bool(expire_at or max_idle)
+        delta = entry_size(e.key, value, volatile) - entry_size(e.key, e.value, was_volatile)
+        if delta > 0:
+            self._reserve(delta, now, e)
+        e.value = value
+        e.ts = ts
+        e.member = member
+        e.expire_at = expire_at
+        e.max_idle = max_idle
+        e.last_access = now
+        if volatile != was_volatile:
+            (self.volatile.add if volatile else self.volatile.remove)(e)
+        self.used += delta
+        e.rmap.stats.bytes += delta
 
     def drop_partition(self, partition: int) -> int:
         """Forget this member's copy of a partition (it moved away, or a fresh copy is

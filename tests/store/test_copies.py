@@ -215,3 +215,25 @@ def test_bucket_digests_have_a_fixed_size() -> None:
         assert "bytes" in str(e)
     else:
         raise AssertionError("a short bucket vector was accepted")
+
+
+def test_replicated_overwrites_keep_memory_accounting_exact() -> None:
+    """An overwrite applied in place (value size and TTL changing) leaves `used` equal to
+    the sum of the entries' sizes, as a fresh insert of each would."""
+    from grid.store.entry import entry_size
+
+    clock = Clock()
+    s = store(1, clock)
+    rng = Random(3)
+    ts = clock() << 16
+    for i in range(3000):
+        key = f"k{rng.randrange(50)}".encode()
+        ts += 1
+        ttl = rng.choice([0, 0, clock() + 60_000])
+        idle = rng.choice([0, 0, 30_000])
+        value = b"v" * rng.randrange(0, 300)
+        s.apply(partition_of(key, P), PUT, "m", key, value, ts, 2, ttl, idle, clock())
+    entries = [e for part in s.map("m").parts for e in part.values()]
+    assert s.used == sum(entry_size(e.key, e.value, e.vslot >= 0) for e in entries)
+    assert s.map("m").stats.bytes == s.used
+    assert len(s.volatile) == sum(1 for e in entries if e.expire_at or e.max_idle)
