@@ -105,7 +105,8 @@ class AntiEntropy:
         table's fills and hand-offs come first, and changes younger than the settle time
         are not compared anyway."""
         q = self.routing.watch()
-        members: set[str] = set()
+        table = self.routing.table
+        members: set[str] = set(table.members) if table is not None else set()
         try:
             while True:
                 msg = await q.get()

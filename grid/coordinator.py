@@ -278,7 +278,7 @@ class Coordinator:
             await self._publish_to(behind, live)
         if self._overtake:  # members ignore our table: overtake theirs
             self._overtake = False
-            log.info("a member has a newer table; republishing above it",
+            log.info("a member holds a table of another lineage; republishing above it",
                      theirs=self._epoch_floor, ours=table.epoch)  # fmt: skip
             await self._publish(
                 self._layout_table([list(r) for r in table.replica_lists], live), live
