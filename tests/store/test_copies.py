@@ -226,7 +226,7 @@ def test_replicated_overwrites_keep_memory_accounting_exact() -> None:
     s = store(1, clock)
     rng = Random(3)
     ts = clock() << 16
-    for i in range(3000):
+    for _ in range(3000):
         key = f"k{rng.randrange(50)}".encode()
         ts += 1
         ttl = rng.choice([0, 0, clock() + 60_000])
