@@ -87,6 +87,7 @@ class AntiEntropy:
         self.last_round_s = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._soon = asyncio.Event()
+        self._due: asyncio.TimerHandle | None = None  # an early round, after the moves
 
     # ---- the periodic round (this member as primary) -----------------------------------------
     def start(self) -> None:
@@ -95,31 +96,39 @@ class AntiEntropy:
             self._tasks = [loop.create_task(self._loop()), loop.create_task(self._watch())]
 
     async def stop(self) -> None:
+        if self._due is not None:
+            self._due.cancel()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _watch(self) -> None:
         """A table whose member set changed (a heal, a member back) brings the next round
-        forward: that is when replicas are most likely to differ. Not at once: the new
-        table's fills and hand-offs come first, and changes younger than the settle time
-        are not compared anyway."""
+        forward: that is when replicas are most likely to differ. Not at once: the moves
+        that follow (a table per wave) come first, so the round is due `settle + 1` s after
+        the last table of the moves, and changes younger than the settle time are not
+        compared anyway."""
         q = self.routing.watch()
         table = self.routing.table
         members: set[str] = set(table.members) if table is not None else set()
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 msg = await q.get()
                 if not msg.version:
                     return  # shutdown
                 now = {m.name for m in msg.members}
-                if members and now != members:
-                    asyncio.get_running_loop().call_later(
-                        self.config.anti_entropy_settle_s + 1.0, self._soon.set
-                    )
+                if (members and now != members) or self._due is not None:
+                    if self._due is not None:
+                        self._due.cancel()  # moves still going: later
+                    self._due = loop.call_later(self.config.anti_entropy_settle_s + 1, self._early)
                 members = now
         finally:
             self.routing.unwatch(q)
+
+    def _early(self) -> None:
+        self._due = None
+        self._soon.set()
 
     async def _loop(self) -> None:
         interval = self.config.anti_entropy_interval_s
