@@ -47,6 +47,7 @@ import msgpack
 
 from grid import logs
 from grid.config import Config
+from grid.map_backups import MapBackups
 from grid.peers import PEER, Peers
 from grid.replica import unpack_records
 from grid.routing import Routing
@@ -78,6 +79,7 @@ class AntiEntropy:
         self.routing = routing
         self.peers = peers
         self.after_apply = after_apply  # the durability journal's flush
+        self.map_backups = MapBackups(config)
         self.rounds = 0
         self.compared = 0
         self.differing = 0
@@ -157,19 +159,19 @@ class AntiEntropy:
         if table is None:
             return 0
         cut = self.cut()
-        by_backup: dict[str, list[int]] = {}
+        by_backup: dict[tuple[str, int], list[int]] = {}  # (member, its rank) -> partitions
         for p in range(self.store.partitions):
             if self.routing.serves(p):
-                for b in table.replicas(p)[1:]:
-                    if b != self.me:
-                        by_backup.setdefault(b, []).append(p)
+                for rank, b in enumerate(table.replicas(p)):
+                    if rank and b != self.me:
+                        by_backup.setdefault((b, rank), []).append(p)
         repaired = 0
-        for member, parts in by_backup.items():
+        for (member, rank), parts in by_backup.items():
             address = self.routing.address_of(member)
             if not address:
                 continue
             try:
-                repaired += await self.compare_with(address, parts, cut)
+                repaired += await self.compare_with(address, parts, cut, rank=rank)
             except grpc.aio.AioRpcError as e:
                 log.info("anti-entropy: backup unreachable", member=member, code=e.code().name)
         await self._collect_tombstones()
@@ -184,17 +186,30 @@ class AntiEntropy:
             )
         return repaired
 
+    def _holds(self, rank: int) -> copies.Holds:
+        """The maps a replica of this rank holds (None: all; grid/map_backups.py)."""
+        mb = self.map_backups
+        return None if mb.uniform or rank == 0 else (lambda name: mb.holds(name, rank))
+
     async def compare_with(
-        self, address: str, parts: Sequence[int], cut: int, apply_theirs: bool = True
+        self,
+        address: str,
+        parts: Sequence[int],
+        cut: int,
+        apply_theirs: bool = True,
+        rank: int = 0,
     ) -> int:
-        """Compare these partitions with one replica and repair what differs."""
+        """Compare these partitions with one replica (of this backup rank: the maps it
+        holds) and repair what differs."""
         repaired = 0
+        holds = self._holds(rank)
         for i in range(0, len(parts), COMPARE_BATCH):
-            mine = await self._digests(parts[i : i + COMPARE_BATCH], cut)
+            mine = await self._digests(parts[i : i + COMPARE_BATCH], cut, holds)
             request = pb.CompareRequest(
                 primary=self.me,
                 cut=cut,
                 partitions=[pb.PartitionDigest(partition=p, root=d.root) for p, d in mine.items()],
+                rank=rank,
             )
             data = await self.peers.unary(address, PEER + "Compare", request, RPC_TIMEOUT_S)
             reply = pb.CompareReply.FromString(data)
@@ -208,23 +223,27 @@ class AntiEntropy:
                 for j in range(0, len(buckets), REPAIR_BUCKETS):
                     repaired += await self._repair(
                         address, theirs.partition, buckets[j : j + REPAIR_BUCKETS], cut,
-                        apply_theirs,
+                        apply_theirs, rank,
                     )  # fmt: skip
         return repaired
 
-    async def _digests(self, parts: Sequence[int], cut: int) -> dict[int, Digest]:
+    async def _digests(
+        self, parts: Sequence[int], cut: int, holds: copies.Holds
+    ) -> dict[int, Digest]:
         out = {}
         for p in parts:
             with self.store.lock:
-                out[p] = copies.digest(self.store, p, cut, self.store.clock())
+                out[p] = copies.digest(self.store, p, cut, self.store.clock(), holds)
             await asyncio.sleep(0)  # one partition at a time: clients get the loop in between
         return out
 
     async def _repair(
-        self, address: str, p: int, buckets: list[int], cut: int, apply_theirs: bool
+        self, address: str, p: int, buckets: list[int], cut: int, apply_theirs: bool, rank: int
     ) -> int:
         with self.store.lock:
-            records = copies.records_in(self.store, p, buckets, cut, self.store.clock())
+            records = copies.records_in(
+                self.store, p, buckets, cut, self.store.clock(), self._holds(rank)
+            )
         request = pb.RepairRequest(
             primary=self.me,
             cut=cut,
@@ -232,6 +251,7 @@ class AntiEntropy:
             buckets=buckets,
             records=msgpack.packb(records),
             count=len(records),
+            rank=rank,
         )
         data = await self.peers.unary(address, PEER + "Repair", request, RPC_TIMEOUT_S)
         reply = pb.RepairReply.FromString(data)
@@ -286,12 +306,13 @@ class AntiEntropy:
     # ---- the other side of a round -------------------------------------------------------------
     async def on_compare(self, request: pb.CompareRequest) -> pb.CompareReply:
         reply = pb.CompareReply()
+        holds = self._holds(request.rank)
         for pd in request.partitions:
             p = pd.partition
             if not 0 <= p < self.store.partitions:
                 raise ValueError(f"partition {p} is out of range")
             with self.store.lock:
-                d = copies.digest(self.store, p, request.cut, self.store.clock())
+                d = copies.digest(self.store, p, request.cut, self.store.clock(), holds)
             if d.root != pd.root:
                 reply.differing.add(partition=p, buckets=d.pack())
             await asyncio.sleep(0)
@@ -306,7 +327,12 @@ class AntiEntropy:
         theirs = unpack_records(request.records, request.count, self.store.max_value, "repair")
         with self.store.lock:  # our side as it is before theirs is merged in
             mine = copies.records_in(
-                self.store, p, request.buckets, request.cut, self.store.clock()
+                self.store,
+                p,
+                request.buckets,
+                request.cut,
+                self.store.clock(),
+                self._holds(request.rank),
             )
         same = {(r[1], r[2], r[4], r[5]) for r in theirs if isinstance(r, tuple) and len(r) == 8}
         mine = [r for r in mine if (r[1], r[2], r[4], r[5]) not in same]

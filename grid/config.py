@@ -221,6 +221,13 @@ class Config:
         "Backup copies of every partition on other members (0..6). Writes reach them "
         "asynchronously; a crashed primary's first backup takes over.",
     )
+    map_backups: str = _opt(
+        "",
+        "Per-map backups, overriding `backups`: 'sessions=0,orders=2' (0..6). The "
+        "partition table gets as many backups as the widest map needs and each map is "
+        "copied to its first N of them (as Hazelcast's per-map backup-count). Must be the "
+        "same on every member.",
+    )
     sync_backups: int = _opt(
         0,
         "Backups that must have applied a write before the primary answers it (0 = all "
@@ -348,6 +355,7 @@ class Config:
         if not 0 <= self.sync_backups <= MAX_BACKUPS:
             raise ConfigError(f"sync_backups must be between 0 and {MAX_BACKUPS}")
         self.sync_backups_by_map()  # raises on a malformed map_sync_backups
+        self.backups_by_map()
         if self.min_cluster_size < 0:
             raise ConfigError("min_cluster_size must be >= 0")
         if not 0 <= self.backups <= MAX_BACKUPS:
@@ -372,15 +380,16 @@ class Config:
 
     def sync_backups_by_map(self) -> dict[str, int]:
         """map_sync_backups parsed: {map name: sync backups}."""
-        out: dict[str, int] = {}
-        for item in filter(None, (i.strip() for i in self.map_sync_backups.split(","))):
-            name, sep, n = item.rpartition("=")
-            if not sep or not name.strip() or not n.strip().isdigit():
-                raise ConfigError(f"map_sync_backups: {item!r} is not map=N")
-            if int(n) > MAX_BACKUPS:
-                raise ConfigError(f"map_sync_backups: {item!r} is over {MAX_BACKUPS}")
-            out[name.strip()] = int(n)
-        return out
+        return _per_map("map_sync_backups", self.map_sync_backups)
+
+    def backups_by_map(self) -> dict[str, int]:
+        """map_backups parsed: {map name: backups}."""
+        return _per_map("map_backups", self.map_backups)
+
+    @property
+    def table_backups(self) -> int:
+        """Backups per partition in the table: what the widest map needs."""
+        return max([self.backups, *self.backups_by_map().values()])
 
     @property
     def member_name(self) -> str:
@@ -472,3 +481,16 @@ def reference_markdown() -> str:
         help_text = " ".join(str(f.metadata["help"]).split())
         lines.append(f"| `{f.name}` | `GRID_{f.name.upper()}` | `{default}` | {help_text} |")
     return "\n".join(lines) + "\n"
+
+
+def _per_map(option: str, text: str) -> dict[str, int]:
+    """'a=1,b=2' -> {'a': 1, 'b': 2}, each 0..MAX_BACKUPS."""
+    out: dict[str, int] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, sep, n = item.rpartition("=")
+        if not sep or not name.strip() or not n.strip().isdigit():
+            raise ConfigError(f"{option}: {item!r} is not map=N")
+        if int(n) > MAX_BACKUPS:
+            raise ConfigError(f"{option}: {item!r} is over {MAX_BACKUPS}")
+        out[name.strip()] = int(n)
+    return out

@@ -41,6 +41,7 @@ from grid import logs
 from grid.config import Config
 from grid.follower import Followers
 from grid.gossip.view import ClusterMember
+from grid.map_backups import MapBackups
 from grid.peers import Peers
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
@@ -78,9 +79,10 @@ class Coordinator:
         self.membership = membership
         self.placement = PlacementConfig(
             partition_count=config.partitions,
-            backups=config.backups,
+            backups=config.table_backups,
             virtual_nodes=config.virtual_nodes,
         )
+        self.map_backups = MapBackups(config)
         self.leaving: set[str] = set()
         self.expected: set[str] = set()  # named by the saved table, not seen since start
         self.started = time.monotonic()
@@ -263,7 +265,7 @@ class Coordinator:
         return PartitionTable.of_layout(
             self._next_epoch(),
             current.partition_count,
-            self.config.backups,
+            self.config.table_backups,
             tuple(members),
             tuple(tuple(r) for r in layout),
         )
@@ -355,10 +357,13 @@ class Coordinator:
         The stayers' replica count is restored by the next waves, after they left.
         Returns whether the layout changed."""
         handoffs: dict[tuple[str, str], list[int]] = {}
+        # a backup at rank k holds only the maps with k or more backups (map_backups):
+        # an heir that lacks some must be filled like any new primary, by the waves
+        narrowest = min([self.map_backups.default, *self.map_backups.by_map.values()])
         for p, r in enumerate(layout):
             if r[0] in leavers:
                 heir = next((m for m in r[1:] if m not in leavers and m in live), None)
-                if heir is not None:
+                if heir is not None and r.index(heir) <= narrowest:
                     handoffs.setdefault((r[0], heir), []).append(p)
         failed = await self._hand_off(handoffs, live)
         changed = False

@@ -172,6 +172,7 @@ class Followers:
         self._retry: asyncio.TimerHandle | None = None
         self._dropper: asyncio.Task[None] | None = None
         self._drop_again = False
+        self.ranks: dict[int, int] = {}  # partition -> this member's backup rank
         # set by the runtime: merge a copy into its primary before it is dropped
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
 
@@ -198,6 +199,8 @@ class Followers:
     def reconcile(self) -> None:
         """Make subscriptions match the table and the fills; drop copies with no role."""
         want = self.wanted()
+        if not self.replicator.map_backups.uniform:
+            self._follow_ranks(want)
         by_source: dict[str, list[int]] = {}
         stop: dict[str, list[int]] = {}
         for p, src in list(self.source_of.items()):
@@ -232,6 +235,33 @@ class Followers:
         self._drop_again = True
         if self._dropper is None or self._dropper.done():
             self._dropper = asyncio.get_running_loop().create_task(self._drop_unheld())
+
+    def _follow_ranks(self, want: dict[int, str]) -> None:
+        """Per-map backups: a backup at rank r holds the maps with r or more backups. When
+        its rank drops (a backup before it left) it needs maps it never had: a snapshot
+        (merged into the copy). When its rank rises it drops the maps it no longer holds."""
+        table = self.routing.table
+        if table is None:
+            return
+        holds = self.replicator.map_backups.holds
+        ranks: dict[int, int] = {}
+        for p in want:
+            replicas = table.replicas(p)
+            if self.me not in replicas:
+                continue  # a fill: every map
+            rank = replicas.index(self.me)
+            ranks[p] = rank
+            old = self.ranks.get(p)
+            if old is not None and rank < old and self.source_of.get(p) == want[p]:
+                st = self.state.get(p)
+                if st is not None:
+                    st.term, st.seq = 0, 0
+                del self.source_of[p]  # subscribed again below: a snapshot
+            if old is None or rank > old:
+                with self.store.lock:
+                    if self.store.drop_maps(p, lambda name, r=rank: holds(name, r)):
+                        self.after_apply()
+        self.ranks = ranks
 
     def _unheld(self, p: int) -> bool:
         """Whether this member holds a copy of p it has no role for (caller holds the lock)."""
@@ -333,7 +363,8 @@ class Followers:
                         resync.add(p)
                         continue
                     for r in unpack(chunk.records, chunk.count, max_value, f"partition {p}")[skip:]:
-                        apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
+                        if r[0]:  # (op 0: a map this backup does not hold, grid/map_backups.py)
+                            apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
                     acks[p] = st.seq
                 elif kind == pb.SNAPSHOT:
                     if st.snapshot_records() is Verdict.RESYNC:

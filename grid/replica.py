@@ -34,6 +34,7 @@ import grpc
 import msgpack
 
 from grid import logs
+from grid.map_backups import MapBackups
 from grid.routing import Routing
 from grid.store import Store
 from grid.store.copies import snapshot_records
@@ -50,6 +51,9 @@ applies in about 5 ms under its store lock. Bigger messages would hold its event
 HANDOFF_ACK_TIMEOUT_S = 10.0
 LINGER_UNTIL = 512
 """A queue this long is sent at once, without lingering: it fills a message already."""
+
+NOOP = (0, "", b"", None, 0, 0, 0, 0)
+"""A record a follower only counts (per-map backups: a map this backup does not hold)."""
 
 # queue items: (kind, partition, a, b); kinds below
 _MUT, _BEGIN, _SNAP, _END, _HANDOFF, _REFUSED = range(6)
@@ -173,9 +177,18 @@ class Session:
 
 class Replicator:
     def __init__(
-        self, me: str, store: Store, routing: Routing, rate: int, linger_s: float = 0.0
+        self,
+        me: str,
+        store: Store,
+        routing: Routing,
+        rate: int,
+        linger_s: float = 0.0,
+        map_backups: MapBackups | None = None,
     ) -> None:
         self.me = me
+        self.map_backups = map_backups or MapBackups(store.config)
+        # per partition served: follower -> its backup rank (absent: filling, rank 0)
+        self.ranks: dict[int, dict[str, int]] = {}
         self.linger_s = linger_s
         self.store = store
         self.routing = routing
@@ -216,8 +229,22 @@ class Replicator:
         self._touched[partition] = seq
         subs = self.followers.get(partition)
         if subs:
-            for s in subs:
-                s.push((_MUT, partition, seq, rec))
+            if self.map_backups.uniform:
+                for s in subs:
+                    s.push((_MUT, partition, seq, rec))
+            else:
+                self._push_ranked(partition, subs, seq, rec)
+
+    def _push_ranked(self, p: int, subs: set[Session], seq: int, rec: tuple[Any, ...]) -> None:
+        """Per-map backups: a backup whose rank is past the map's backups gets a no-op in
+        the record's place (its seq must still advance, or it would see a gap)."""
+        holds = self.map_backups.holds
+        ranks = self.ranks.get(p, {})
+        for s in subs:
+            s.push((_MUT, p, seq, rec if holds(rec[1], ranks.get(s.follower, 0)) else NOOP))
+
+    def rank_of(self, p: int, follower: str) -> int:
+        return self.ranks.get(p, {}).get(follower, 0)
 
     def _wake(self, session: Session) -> None:
         if threading.get_ident() == self._loop_thread or self._loop is None:
@@ -237,9 +264,13 @@ class Replicator:
     def on_table(self) -> None:
         """Start a log for every partition this member now serves (a promotion or the first
         table: a new term), end the logs of partitions it no longer serves."""
+        table = self.routing.table
         with self.store.lock:
+            self.ranks = {}
             for p in range(self.store.partitions):
                 serving = self.routing.serves(p)
+                if serving and table is not None:
+                    self.ranks[p] = {m: i for i, m in enumerate(table.replicas(p)) if i}
                 if serving and p not in self.logs:
                     pos = self.positions.pop(p, None)
                     self.logs[p] = PrimaryLog(new_term(), pos.seq if pos else 0)
@@ -317,12 +348,15 @@ class Replicator:
             session.push((_REFUSED, p, f"{self.me} is not the primary of partition {p}", None))
             return
         missing = plog.since(term, seq)
+        rank = self.rank_of(p, session.follower)
+        mb = self.map_backups
         if missing is not None:
             session.push((_END, p, plog.term, seq))  # "you are current at (term, seq)"
             for s, rec in missing:
-                session.push((_MUT, p, s, rec))
+                session.push((_MUT, p, s, rec if mb.holds(rec[1], rank) else NOOP))
         else:
-            entries = snapshot_records(self.store, p, now)
+            held = None if mb.uniform or rank == 0 else (lambda name: mb.holds(name, rank))
+            entries = snapshot_records(self.store, p, now, held)
             session.push((_BEGIN, p, None, None))
             for i in range(0, len(entries), SNAPSHOT_CHUNK_RECORDS):
                 session.push((_SNAP, p, entries[i : i + SNAPSHOT_CHUNK_RECORDS], None))
@@ -460,21 +494,25 @@ class Replicator:
         touched, self._touched = self._touched, {}
         return touched
 
-    async def wait_backups(self, touched: dict[int, int], n: int, timeout: float) -> bool:
+    async def wait_backups(
+        self, touched: dict[int, int], n: int, timeout: float, ranks: int = 1 << 30
+    ) -> bool:
         """Until, for every partition, min(n, its backups in the table) backups have
         applied its changes up to the seq given; False at the timeout. The table is
         read again as it changes: a backup that died and left the table stops counting."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            missing = self._unconfirmed(touched, n)
+            missing = self._unconfirmed(touched, n, ranks)
             if not missing:
                 return True
             left = deadline - loop.time()
             if left <= 0:
                 self.sync_timeouts += 1
                 return False
-            futs = [s.wait_ack(p, seq) for p, seq in missing for s in self._backup_sessions(p)]
+            futs = [
+                s.wait_ack(p, seq) for p, seq in missing for s in self._backup_sessions(p, ranks)
+            ]
             if futs:
                 await asyncio.wait(
                     futs, timeout=min(left, 0.1), return_when=asyncio.FIRST_COMPLETED
@@ -487,28 +525,31 @@ class Replicator:
             else:
                 await asyncio.sleep(min(left, 0.05))
 
-    def _backup_sessions(self, p: int) -> list[Session]:
+    def _backup_sessions(self, p: int, ranks: int = 1 << 30) -> list[Session]:
         table = self.routing.table
         if table is None:
             return []
         out = []
-        for m in table.replicas(p)[1:]:
+        for m in table.replicas(p)[1 : 1 + ranks]:
             s = self.sessions.get(m)
             if s is not None and not s.closed and p in s.partitions:
                 out.append(s)
         return out
 
-    def _unconfirmed(self, touched: dict[int, int], n: int) -> list[tuple[int, int]]:
+    def _unconfirmed(self, touched: dict[int, int], n: int, ranks: int) -> list[tuple[int, int]]:
+        """Partitions not yet confirmed by n of their first `ranks` backups (the ones that
+        hold the maps written: per-map backups)."""
         table = self.routing.table
         missing = []
         for p, seq in touched.items():
             if table is None or not self.routing.serves(p):
                 continue  # handed off or failed over meanwhile: its new primary answers
-            need = min(n, len(table.replicas(p)) - 1)
+            backups = table.replicas(p)[1 : 1 + ranks]
+            need = min(n, len(backups))
             if need <= 0:
                 continue
             acked = sum(
-                1 for m in table.replicas(p)[1:]
+                1 for m in backups
                 if (s := self.sessions.get(m)) is not None and s.acked.get(p, 0) >= seq
             )  # fmt: skip
             if acked < need:

@@ -94,23 +94,30 @@ class GridService:
         await self._finish(reply, request, executor.last_token, sync, elsewhere)
         return reply.SerializeToString()
 
-    def _sync_for(self, request: pb.BatchRequest) -> tuple[dict[int, int], int]:
-        """(partitions this batch changed -> seq, backups that must confirm them)."""
+    def _sync_for(self, request: pb.BatchRequest) -> tuple[dict[int, int], int, int]:
+        """(partitions this batch changed -> seq, backups that must confirm them, among
+        how many first backups: with per-map backups only the first N hold a map)."""
         if not self._sync_any or self.cluster is None:
-            return {}, 0
+            return {}, 0, 0
         n = 0
+        ranks = 1 << 30
+        of = self.cluster.replicator.map_backups.of
         for op in request.ops:
             if op.code in WRITES:
-                n = max(n, self._sync_maps.get(op.map, self._sync_default))
+                want = self._sync_maps.get(op.map, self._sync_default)
+                if want:
+                    held = of(op.map)
+                    n = max(n, min(want, held))
+                    ranks = min(ranks, held)
         touched = self.cluster.replicator.take_touched()
-        return (touched, n) if n and touched else ({}, 0)
+        return (touched, n, ranks) if n and touched else ({}, 0, 0)
 
     async def _finish(
         self,
         reply: pb.BatchReply,
         request: pb.BatchRequest,
         token: int,
-        sync: tuple[dict[int, int], int],
+        sync: tuple[dict[int, int], int, int],
         elsewhere: bool,
     ) -> None:
         """What a reply may wait for: its fsync, its sync backups, its forwarded ops.
@@ -119,10 +126,10 @@ class GridService:
         executor = self.executor
         if token and executor.durability is not None:
             await self._durable(reply, request, token)
-        touched, n = sync
+        touched, n, ranks = sync
         if n:
             confirmed = await self.cluster.replicator.wait_backups(
-                touched, n, self.config.sync_backup_timeout_s
+                touched, n, self.config.sync_backup_timeout_s, ranks
             )
             if not confirmed:
                 fail_writes(request.ops, reply.results, SYNC_NOT_CONFIRMED)
@@ -208,7 +215,7 @@ class GridService:
         reply: pb.BatchReply,
         request: pb.BatchRequest,
         token: int,
-        sync: tuple[dict[int, int], int],
+        sync: tuple[dict[int, int], int, int],
         elsewhere: bool,
     ) -> None:
         await self._finish(reply, request, token, sync, elsewhere)

@@ -554,14 +554,16 @@ class LeaveReply(_message.Message):
     def __init__(self, done: _Optional[bool] = ..., error: _Optional[str] = ..., coordinator: _Optional[str] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
-    __slots__ = ("primary", "cut", "partitions")
+    __slots__ = ("primary", "cut", "partitions", "rank")
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     CUT_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     primary: str
     cut: int
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionDigest]
-    def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionDigest, _Mapping]]] = ...) -> None: ...
+    rank: int
+    def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionDigest, _Mapping]]] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class BucketDigests(_message.Message):
     __slots__ = ("partition", "buckets")
@@ -578,20 +580,22 @@ class CompareReply(_message.Message):
     def __init__(self, differing: _Optional[_Iterable[_Union[BucketDigests, _Mapping]]] = ...) -> None: ...
 
 class RepairRequest(_message.Message):
-    __slots__ = ("primary", "cut", "partition", "buckets", "records", "count")
+    __slots__ = ("primary", "cut", "partition", "buckets", "records", "count", "rank")
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     CUT_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     BUCKETS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
     primary: str
     cut: int
     partition: int
     buckets: _containers.RepeatedScalarFieldContainer[int]
     records: bytes
     count: int
-    def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partition: _Optional[int] = ..., buckets: _Optional[_Iterable[int]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+    rank: int
+    def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partition: _Optional[int] = ..., buckets: _Optional[_Iterable[int]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class RepairReply(_message.Message):
     __slots__ = ("records", "count", "applied")

@@ -24,7 +24,7 @@ is described at one instant.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from grid.store.recordmap import ZERO
@@ -33,14 +33,18 @@ from replication.digest import CLEARED, LIVE, TOMBSTONE, Digest, bucket_of
 from replication.hlc import LOGICAL_BITS
 
 Record = tuple[int, str, bytes, "bytes | None", int, int, int, int]
+Holds = Callable[[str], bool] | None
+"""Which maps a copy holds (per-map backups, grid/map_backups.py); None: all of them."""
 
 
-def snapshot_records(store: Store, partition: int, now: int) -> list[Record]:
+def snapshot_records(store: Store, partition: int, now: int, holds: Holds = None) -> list[Record]:
     """Everything a new replica needs: clear markers, tombstones, then live entries."""
     out: list[Any] = []
     grace_floor = _grace_floor(store, now)
     for rmap in store.maps.values():
         name = rmap.name
+        if holds is not None and not holds(name):
+            continue
         cleared = rmap.cleared[partition]
         if cleared != ZERO:
             out.append((CLEAR, name, b"", None, cleared[0], cleared[1], 0, 0))
@@ -59,12 +63,14 @@ def _grace_floor(store: Store, now: int) -> int:
     return max(0, now - store.tombstone_grace_ms) << LOGICAL_BITS
 
 
-def digest(store: Store, partition: int, cut: int, now: int) -> Digest:
+def digest(store: Store, partition: int, cut: int, now: int, holds: Holds = None) -> Digest:
     """The copy's digest over versions at or below `cut` (see replication/digest.py)."""
     d = Digest()
     add = d.add
     grace_floor = _grace_floor(store, now)
     for rmap in store.maps.values():
+        if holds is not None and not holds(rmap.name):
+            continue
         name = rmap.name.encode()
         cts, cmember = rmap.cleared[partition]
         if cts and cts <= cut:
@@ -79,7 +85,7 @@ def digest(store: Store, partition: int, cut: int, now: int) -> Digest:
 
 
 def records_in(
-    store: Store, partition: int, buckets: Collection[int], cut: int, now: int
+    store: Store, partition: int, buckets: Collection[int], cut: int, now: int, holds: Holds = None
 ) -> list[Record]:
     """The records of these buckets, at or below `cut`: what a repair exchanges."""
     want = set(buckets)
@@ -87,6 +93,8 @@ def records_in(
     grace_floor = _grace_floor(store, now)
     for rmap in store.maps.values():
         name = rmap.name
+        if holds is not None and not holds(name):
+            continue
         cts, cmember = rmap.cleared[partition]
         if cts and cts <= cut and bucket_of(b"") in want:
             out.append((CLEAR, name, b"", None, cts, cmember, 0, 0))

@@ -659,6 +659,26 @@ class Store:
             for rmap in self.maps.values()
         )
 
+    def drop_maps(self, partition: int, keep: Callable[[str], bool]) -> int:
+        """Forget the partition's copy of the maps `keep` refuses (a backup rank that no
+        longer holds them, grid/map_backups.py); returns entries dropped."""
+        dropped = 0
+        for rmap in self.maps.values():
+            if keep(rmap.name):
+                continue
+            part = rmap.parts[partition]
+            rmap.tombs[partition].clear()
+            rmap.cleared[partition] = ZERO
+            if not part:
+                continue
+            for e in list(part.values()):
+                self._unlink(e)
+                dropped += 1
+            if self.sink is not None:
+                v = self.hlc.tick()
+                self.sink(partition, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
+        return dropped
+
     def partition_count(self, partition: int) -> int:
         return sum(len(rmap.parts[partition]) for rmap in self.maps.values())
 

@@ -314,3 +314,69 @@ def test_50000_keys_survive_a_primary_killed_after_the_lag_drained(
         assert not missing, f"{len(missing)} keys lost, e.g. {missing[:5]}"
         wait_partitions_settled(survivors)
         assert m.size() == len(items)
+
+
+def test_per_map_backups_copy_each_map_to_its_first_n_backups(
+    no_grid_env: None,
+) -> None:
+    """map_backups: 'cache' has no backup, 'plain' the default one, 'orders' two. The
+    table gets two backups per partition; each key is held by exactly its primary and its
+    map's first N backups, and after kill -9 of a member every 'plain' and 'orders' key is
+    still there ('cache' keys of its partitions go with it: that is what 0 backups means)."""
+    args = ["--backups", "1", "--map-backups", "cache=0,orders=2"]
+    with LocalCluster(3, member_args=args) as cluster:
+        wait_partitions_settled(cluster.addresses)
+        seed = cluster.members[0]
+        n = 600
+        items = {m: {f"{m}-{i}": i for i in range(n)} for m in ("cache", "plain", "orders")}
+        with grid.Client(seed.address, timeout=30) as client:
+            for name, kv in items.items():
+                client.map(name).put_many(kv)
+            table = client.table()
+            assert table is not None
+            assert all(len(table.replicas(p)) == 3 for p in range(table.partition_count))
+            wait_replicated(cluster.addresses)
+            want_holders = {"cache": 1, "plain": 2, "orders": 3}
+            for name, kv in items.items():
+                keys = [k.encode() for k in kv]
+                held: dict[bytes, list[str]] = {k: [] for k in keys}
+                for member in cluster.members:
+                    with raw_channel(member.address) as ch:
+                        reply = pb.LocalKeysReply.FromString(
+                            ch.unary_unary("/grid.v1.Grid/LocalKeys")(
+                                pb.LocalKeysRequest(map=name, keys=keys).SerializeToString(),
+                                timeout=10,
+                            )
+                        )
+                    for k, role in zip(keys, reply.roles, strict=True):
+                        if role:
+                            held[k].append(member.name)
+                wrong = []
+                for k in keys:
+                    replicas = list(table.replicas(partition_of(k, table.partition_count)))
+                    if sorted(held[k]) != sorted(replicas[: want_holders[name]]):
+                        wrong.append((k, held[k], replicas))
+                assert not wrong, f"{name}: {len(wrong)} keys held wrongly, e.g. {wrong[:3]}"
+            victim = cluster.members[2]
+            assert victim.name != seed.name
+            cluster.kill(victim, signal.SIGKILL)
+            victim.process.wait(5)
+
+            def failed_over() -> bool:
+                t = client.table()
+                return t is not None and victim.name not in t.members
+
+            wait_until(failed_over, timeout=30, interval=0.05, what="a table without the victim")
+            for name in ("plain", "orders"):
+                got = client.map(name).get_many(list(items[name]))
+                lost = sorted(set(items[name]) - set(got))
+                assert not lost, f"{name}: {len(lost)} keys lost with {victim.name}: {lost[:5]}"
+            # the victim's 'cache' partitions had no copy elsewhere
+            cache = client.map("cache").get_many(list(items["cache"]))
+            gone = {k for k in items["cache"] if k not in cache}
+            victims = {
+                k for k in items["cache"]
+                if table.owner(partition_of(k.encode(), table.partition_count)) == victim.name
+            }  # fmt: skip
+            assert gone == victims, (len(gone), len(victims))
+        print(f"\nper-map backups: {len(victims)} 'cache' keys went with {victim.name}")
