@@ -15,13 +15,18 @@ the node's own smart client (`remote`), which routes it to the owner like any
 client. Map-wide calls (size, scan, clear) go through it whenever the cluster
 has other members. So the local path costs nothing extra and the remote one
 is exactly the client's.
+
+A map with sync backups (`sync_backups`, `map_sync_backups`) is a SyncLocalMap
+(SyncAsyncLocalMap): its writes return once the backups acknowledged them, as
+a remote client's do, or raise Unavailable past `sync_backup_timeout_s`. The
+node picks the class once per map, so maps without sync backups pay nothing.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from grid.client.aio import EntryView, encode_value
 from grid.client.codec import Codec, resolve
@@ -535,3 +540,215 @@ class AsyncLocalMap:
         if self._m.clustered():
             return await self.remote().clear(timeout=timeout)  # type: ignore[no-any-return]
         return self._m.clear()
+
+
+class SyncWaiter(Protocol):
+    """What a map with sync backups waits through (grid/node.py's `SyncBackups`)."""
+
+    def touched(self, keys: Iterable[bytes]) -> dict[int, int]: ...
+    def wait(self, touched: dict[int, int]) -> None: ...
+    async def wait_async(self, touched: dict[int, int]) -> None: ...
+
+
+class SyncLocalMap(LocalMap):
+    """A LocalMap whose writes return only once the map's sync backups acknowledged
+    them, like a remote client's (or raise Unavailable past sync_backup_timeout_s; the
+    write stays applied on this member). `grid.Node.map` picks it, once per map, when
+    the map has sync backups, so the maps without them pay nothing.
+
+    The partitions a write changed are read right after it: their seq here is the
+    write's or a later one, so waiting for it covers the write. Writes that went to
+    another member through the smart client were waited for by that member; their
+    partitions are not served here and are left out."""
+
+    def __init__(self, sync: SyncWaiter, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync = sync
+
+    def _confirm(self, keys: Iterable[Key]) -> None:
+        sync = self._sync
+        sync.wait(sync.touched([encode_key(k) for k in keys]))
+
+    def put(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> Version:
+        version = super().put(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        self._confirm((key,))
+        return version
+
+    def _conditional(
+        self,
+        key: Key,
+        value: Any,
+        ttl: Duration,
+        max_idle: Duration,
+        condition: int,
+        expected: Version | None = None,
+    ) -> bool:
+        # put_if_absent, replace, compare_and_set; a condition that failed changed nothing
+        done = super()._conditional(key, value, ttl, max_idle, condition, expected)
+        if done:
+            self._confirm((key,))
+        return done
+
+    def put_many(
+        self,
+        items: Mapping[Key, Any] | Iterable[tuple[Key, Any]],
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> None:
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        super().put_many(pairs, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        self._confirm(k for k, _ in pairs)
+
+    def delete(self, key: Key, *, timeout: float | None = None) -> bool:
+        deleted = super().delete(key, timeout=timeout)
+        self._confirm((key,))  # an absent key changes too: it leaves a tombstone
+        return deleted
+
+    def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
+        keys = list(keys)
+        count = super().delete_many(keys, timeout=timeout)
+        self._confirm(keys)
+        return count
+
+    def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:
+        changed = super().expire(key, ttl, timeout=timeout)
+        if changed:
+            self._confirm((key,))
+        return changed
+
+    def touch(self, key: Key, *, timeout: float | None = None) -> bool:
+        changed = super().touch(key, timeout=timeout)
+        if changed:
+            self._confirm((key,))
+        return changed
+
+    def incr(
+        self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
+    ) -> int:
+        value = super().incr(key, delta, ttl=ttl, timeout=timeout)  # decr comes here too
+        self._confirm((key,))
+        return value
+
+
+class SyncAsyncLocalMap(AsyncLocalMap):
+    """AsyncLocalMap with sync backups: as SyncLocalMap, awaiting the backups."""
+
+    def __init__(
+        self, sync: SyncWaiter, local: LocalMap, remote: Callable[[], Any] | None = None
+    ) -> None:
+        super().__init__(local, remote)
+        self._sync = sync
+
+    async def _confirm(self, keys: Iterable[Key]) -> None:
+        sync = self._sync
+        await sync.wait_async(sync.touched([encode_key(k) for k in keys]))
+
+    async def put(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> Version:
+        version = await super().put(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        await self._confirm((key,))
+        return version
+
+    async def put_if_absent(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
+        done = await super().put_if_absent(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        if done:
+            await self._confirm((key,))
+        return done
+
+    async def replace(
+        self,
+        key: Key,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
+        done = await super().replace(key, value, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        if done:
+            await self._confirm((key,))
+        return done
+
+    async def compare_and_set(
+        self,
+        key: Key,
+        expected: Version,
+        value: Any,
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> bool:
+        done = await super().compare_and_set(
+            key, expected, value, ttl=ttl, max_idle=max_idle, timeout=timeout
+        )
+        if done:
+            await self._confirm((key,))
+        return done
+
+    async def put_many(
+        self,
+        items: Mapping[Key, Any] | Iterable[tuple[Key, Any]],
+        *,
+        ttl: Duration = None,
+        max_idle: Duration = None,
+        timeout: float | None = None,
+    ) -> None:
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        await super().put_many(pairs, ttl=ttl, max_idle=max_idle, timeout=timeout)
+        await self._confirm(k for k, _ in pairs)
+
+    async def delete(self, key: Key, *, timeout: float | None = None) -> bool:
+        deleted = await super().delete(key, timeout=timeout)
+        await self._confirm((key,))  # an absent key changes too: it leaves a tombstone
+        return deleted
+
+    async def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
+        keys = list(keys)
+        count = await super().delete_many(keys, timeout=timeout)
+        await self._confirm(keys)
+        return count
+
+    async def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:
+        changed = await super().expire(key, ttl, timeout=timeout)
+        if changed:
+            await self._confirm((key,))
+        return changed
+
+    async def touch(self, key: Key, *, timeout: float | None = None) -> bool:
+        changed = await super().touch(key, timeout=timeout)
+        if changed:
+            await self._confirm((key,))
+        return changed
+
+    async def incr(
+        self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
+    ) -> int:
+        value = await super().incr(key, delta, ttl=ttl, timeout=timeout)  # and decr
+        await self._confirm((key,))
+        return value

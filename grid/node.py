@@ -14,16 +14,101 @@ coroutines when started with `async with`/`await start()`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from grid.client.codec import Codec
 from grid.client.sync import _LoopThread
 from grid.config import Config
+from grid.errors import Unavailable
 from grid.gossip.view import ClusterMember
-from grid.localmap import AsyncLocalMap, LocalMap
+from grid.localmap import AsyncLocalMap, LocalMap, SyncAsyncLocalMap, SyncLocalMap
 from grid.member import Member
+from grid.server import SYNC_NOT_CONFIRMED
 from grid.stats_view import stats_dict
+from partitioning import partition_of
+
+SYNC_WAIT_GRACE_S = 5.0
+"""How long a blocking map waits past sync_backup_timeout_s for the member's loop to
+answer at all (it answers at the timeout; this only bounds a stuck or stopped loop)."""
+
+
+class SyncBackups:
+    """How an embedded write waits for its map's sync backups, as a remote client's
+    write does in the server (`GridService._finish`): until `n` backups (capped by the
+    partition's) acknowledged each partition it changed, or Unavailable past
+    sync_backup_timeout_s. The wait runs on the member's event loop, where the
+    replicator's acknowledgements arrive; callers on other threads or loops hop to it."""
+
+    def __init__(
+        self, member: Member, loop: asyncio.AbstractEventLoop, n: int, ranks: int | None = None
+    ) -> None:
+        assert member.cluster is not None and member.store is not None
+        self._replicator = member.cluster.replicator
+        self._routing = member.cluster.routing
+        self._partitions = member.store.partitions
+        self._loop = loop
+        self.n = n
+        self.timeout = member.config.sync_backup_timeout_s
+        # per-map backups: only the map's first `ranks` backups hold it, and only their
+        # acknowledgements count (None: every backup holds every map)
+        self._extra = () if ranks is None else (ranks,)
+
+    def touched(self, keys: Iterable[bytes]) -> dict[int, int]:
+        """partition -> its seq here, for the keys' partitions this member is primary
+        of and that have backups (called right after the write: the seq is the write's
+        or a later one)."""
+        routing, position, count = self._routing, self._replicator.position, self._partitions
+        table = routing.table
+        out: dict[int, int] = {}
+        if table is None:
+            return out
+        for k in keys:
+            p = partition_of(k, count)
+            if p not in out and routing.serves(p) and len(table.replicas(p)) > 1:
+                out[p] = position(p)
+        return out
+
+    def wait(self, touched: dict[int, int]) -> None:
+        """Blocking, in the caller's thread (not the member's loop)."""
+        if not touched:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError(
+                "a blocking map cannot wait for sync backups on the node's own event loop"
+            )
+        coro = self._replicator.wait_backups(touched, self.n, self.timeout, *self._extra)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed: the node stopped
+            coro.close()
+            raise Unavailable(SYNC_NOT_CONFIRMED) from None
+        try:
+            confirmed = fut.result(self.timeout + SYNC_WAIT_GRACE_S)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            fut.cancel()
+            confirmed = False
+        if not confirmed:
+            raise Unavailable(SYNC_NOT_CONFIRMED)
+
+    async def wait_async(self, touched: dict[int, int]) -> None:
+        if not touched:
+            return
+        coro = self._replicator.wait_backups(touched, self.n, self.timeout, *self._extra)
+        if asyncio.get_running_loop() is self._loop:
+            confirmed = await coro
+        else:  # a map used from another loop than the node's
+            confirmed = await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(coro, self._loop)
+            )
+        if not confirmed:
+            raise Unavailable(SYNC_NOT_CONFIRMED)
 
 
 class Node:
@@ -38,6 +123,8 @@ class Node:
         self._mode: str | None = None
         self._listeners = self._member.member_listeners
         self._client: Any = None  # the node's own smart client, for keys others serve
+        self._loop: asyncio.AbstractEventLoop | None = None  # the member's event loop
+        self._sync_maps = self.config.sync_backups_by_map()
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Node:
@@ -51,6 +138,7 @@ class Node:
             self._thread = None
             raise
         self._mode = "sync"
+        self._loop = self._thread.loop
         return self
 
     def close(self) -> None:
@@ -63,12 +151,14 @@ class Node:
         self._thread.stop()
         self._thread = None
         self._mode = None
+        self._loop = None
 
     async def start(self) -> Node:
         """Start the member on the running event loop (for asyncio code)."""
         self._require_stopped()
         await self._member.start()
         self._mode = "async"
+        self._loop = asyncio.get_running_loop()
         return self
 
     async def stop(self) -> None:
@@ -78,6 +168,7 @@ class Node:
                 self._client = None
             await self._member.stop(0.5)
             self._mode = None
+            self._loop = None
 
     def _require_stopped(self) -> None:
         if self._mode is not None:
@@ -105,22 +196,37 @@ class Node:
         return self._member.name
 
     def map(self, name: str, *, codec: str | Codec = "msgpack", raw_keys: bool = False) -> Any:
-        """A LocalMap (sync mode) or AsyncLocalMap (async mode) over this member's store."""
+        """A LocalMap (sync mode) or AsyncLocalMap (async mode) over this member's store;
+        their Sync* subclasses when the map has sync backups (writes wait for them)."""
         if self._mode is None or self._member.store is None:
             raise RuntimeError("start the node first (with/open() or async with/start())")
+        sync = self._sync_backups(name)
+
+        def remote() -> Any:
+            return self._smart_client().map(name, codec=codec, raw_keys=raw_keys)
+
         if self._mode == "sync":
-            return LocalMap(
-                self._member.store,
-                name,
-                codec,
-                raw_keys,
-                remote=lambda: self._smart_client().map(name, codec=codec, raw_keys=raw_keys),
-                clustered=self._clustered,
+            if sync is None:
+                return LocalMap(self._member.store, name, codec, raw_keys, remote, self._clustered)
+            return SyncLocalMap(
+                sync, self._member.store, name, codec, raw_keys, remote, self._clustered
             )
         local = LocalMap(self._member.store, name, codec, raw_keys, clustered=self._clustered)
-        return AsyncLocalMap(
-            local, lambda: self._smart_client().map(name, codec=codec, raw_keys=raw_keys)
-        )
+        if sync is None:
+            return AsyncLocalMap(local, remote)
+        return SyncAsyncLocalMap(sync, local, remote)
+
+    def _sync_backups(self, name: str) -> SyncBackups | None:
+        """What the map's writes wait for: None when it has no sync backups (decided
+        here, once per map, so that their writes cost what they always did)."""
+        n = self._sync_maps.get(name, self.config.sync_backups)
+        cluster = self._member.cluster
+        if not n or cluster is None or self._loop is None:
+            return None
+        held = cluster.replicator.map_backups.of(name)  # as GridService._sync_for does
+        if not min(n, held):
+            return None
+        return SyncBackups(self._member, self._loop, min(n, held), held)
 
     def _clustered(self) -> bool:
         cluster = self._member.cluster

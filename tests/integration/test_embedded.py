@@ -261,3 +261,143 @@ def test_embedded_node_in_a_cluster_routes_what_it_does_not_serve(
                     await asyncio.to_thread(check, node)
 
             asyncio.run(main())
+
+
+# ---- sync backups: embedded writes wait for them as remote ones do -------------------------------
+def _local_keys(channel: object, map_name: str, keys: list[str]) -> list[int]:
+    """LocalKeys roles (0 absent, 1 primary, 2 backup) over an open raw channel."""
+    from proto import grid_pb2 as pb
+
+    request = pb.LocalKeysRequest(map=map_name, keys=[k.encode() for k in keys])
+    call = channel.unary_unary("/grid.v1.Grid/LocalKeys")  # type: ignore[attr-defined]
+    return list(pb.LocalKeysReply.FromString(call(request.SerializeToString(), timeout=5)).roles)
+
+
+SYNC_KEYS = 600  # about half of them on the embedded node's partitions
+
+
+def _sync_node_options(other_gossip: str, **extra: object) -> dict[str, object]:
+    return {"port": 0, "seeds": other_gossip, "backups": 1, "sync_backups": 1, **extra}
+
+
+def test_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env: None) -> None:
+    """sync_backups=1: a put through the embedded map of a key this node is primary of
+    returns only once the backup (a member process) applied it; so do put_many, incr
+    and delete (of present and of absent keys). A map with map_sync_backups=0 does not
+    wait, and the backup shows its writes later."""
+    from grid.cluster import LocalCluster
+    from tests.integration.support import raw_channel, wait_partitions_settled, wait_replicated
+
+    with LocalCluster(1) as cluster:
+        other = cluster.members[0]
+        options = _sync_node_options(other.gossip_address, map_sync_backups="fast=0")
+        with (
+            grid.Node(**options) as node,
+            raw_channel(node.address) as here,
+            raw_channel(other.address) as there,
+        ):
+            wait_partitions_settled([node.address, other.address])
+            wait_replicated([node.address, other.address])
+            m = node.map("m")
+            assert isinstance(m, grid.LocalMap) and type(m).__name__ == "SyncLocalMap"
+            assert type(node.map("fast")) is grid.LocalMap  # decided once per map
+            mine = []
+            for i in range(SYNC_KEYS):
+                k = f"s{i}"
+                m.put(k, i)
+                backup_role = _local_keys(there, "m", [k])[0]  # first: the backup may lag
+                if _local_keys(here, "m", [k])[0] == 1:
+                    assert backup_role == 2, f"{k}: put returned before the backup had it"
+                    mine.append(k)
+                else:  # the other member is primary: the node's smart client wrote it
+                    assert backup_role == 1
+            assert 100 < len(mine) < SYNC_KEYS - 100, "both members should be primaries"
+
+            many = {f"many{i}": i for i in range(300)}
+            m.put_many(many)
+            roles_there = _local_keys(there, "m", list(many))
+            roles_here = _local_keys(here, "m", list(many))
+            assert all(t == 2 for h, t in zip(roles_here, roles_there, strict=True) if h == 1)
+
+            for k in mine[:50]:
+                assert m.delete(k) is True
+                assert _local_keys(there, "m", [k]) == [0], f"{k}: deleted, still on the backup"
+            absent = [f"absent{i}" for i in range(50)]
+            assert all(m.delete(k) is False for k in absent)  # tombstones, waited for too
+            assert m.incr(mine[60] + "-ctr", 3) == 3
+            assert m.get_many(mine[50:]) == {k: int(k[1:]) for k in mine[50:]}
+
+
+def test_embedded_sync_put_fails_when_the_backup_is_gone(no_grid_env: None) -> None:
+    """The only backup killed with -9: before the table drops it, a sync put of a key
+    this node is primary of is refused UNAVAILABLE after sync_backup_timeout_s, as a
+    remote client's would be, and the value stays applied on the primary."""
+    import signal
+    import time
+
+    from grid.cluster import LocalCluster
+    from tests.integration.support import raw_channel, wait_partitions_settled, wait_replicated
+
+    timeout_s = 1.0
+    with LocalCluster(1) as cluster:
+        other = cluster.members[0]
+        options = _sync_node_options(other.gossip_address, sync_backup_timeout_s=timeout_s)
+        with grid.Node(**options) as node, raw_channel(node.address) as here:
+            wait_partitions_settled([node.address, other.address])
+            wait_replicated([node.address, other.address])
+            m = node.map("m")
+            keys = [f"k{i}" for i in range(100)]
+            m.put_many({k: 0 for k in keys})
+            mine = [k for k, r in zip(keys, _local_keys(here, "m", keys), strict=True) if r == 1]
+            assert len(mine) >= 3
+            cluster.kill(other, signal.SIGKILL)
+            other.process.wait(5)
+            started = time.monotonic()
+            with pytest.raises(grid.Unavailable, match="not confirmed by its sync backups"):
+                m.put(mine[0], "after")
+            took = time.monotonic() - started
+            assert timeout_s * 0.9 <= took < timeout_s + 3, took
+            assert m.get(mine[0]) == "after"  # applied on the primary all the same
+            with pytest.raises(grid.Unavailable, match="not confirmed"):
+                m.delete(mine[1])
+            assert m.get(mine[1]) is None
+
+
+def test_async_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env: None) -> None:
+    """The async map: `await m.put(...)` returns once the backup applied the write; with
+    the backup gone it raises Unavailable after sync_backup_timeout_s."""
+    import signal
+
+    from grid.cluster import LocalCluster
+    from tests.integration.support import raw_channel, wait_partitions_settled, wait_replicated
+
+    with LocalCluster(1) as cluster:
+        other = cluster.members[0]
+        options = _sync_node_options(other.gossip_address, sync_backup_timeout_s=1.0)
+
+        async def main() -> None:
+            async with grid.Node(**options) as node:
+                addresses = [node.address, other.address]
+                await asyncio.to_thread(wait_partitions_settled, addresses)
+                await asyncio.to_thread(wait_replicated, addresses)
+                m = node.map("m")
+                assert isinstance(m, grid.AsyncLocalMap)
+                with raw_channel(node.address) as here, raw_channel(other.address) as there:
+                    mine = []
+                    for i in range(SYNC_KEYS // 2):
+                        k = f"a{i}"
+                        await m.put(k, i)
+                        backup_role = (await asyncio.to_thread(_local_keys, there, "m", [k]))[0]
+                        if (await asyncio.to_thread(_local_keys, here, "m", [k]))[0] == 1:
+                            assert backup_role == 2, f"{k}: put returned before the backup"
+                            mine.append(k)
+                    assert len(mine) > 30
+                    await m.put_many({f"many{i}": i for i in range(100)})
+                    assert await m.incr(mine[0] + "-ctr") == 1
+                    cluster.kill(other, signal.SIGKILL)
+                    await asyncio.to_thread(other.process.wait, 5)
+                    with pytest.raises(grid.Unavailable, match="not confirmed"):
+                        await m.put(mine[0], "after")
+                    assert await m.get(mine[0]) == "after"
+
+        asyncio.run(asyncio.wait_for(main(), 90))
