@@ -369,7 +369,13 @@ class Replicator:
         linger = self.linger_s
         while not session.closed:
             await session.event.wait()
-            if linger and len(queue) < LINGER_UNTIL and not session.urgent.is_set():
+            if (
+                linger
+                and len(queue) < LINGER_UNTIL
+                and queue
+                and queue[0][0] == _MUT  # snapshots and hand-offs go at once
+                and not session.urgent.is_set()
+            ):
                 # let a burst of writes share one message; a write waiting for this
                 # backup's acknowledgement (sync backups) cuts the wait short
                 with contextlib.suppress(TimeoutError):
