@@ -89,6 +89,7 @@ class ClusterRuntime:
             durability.flush if durability is not None else _nothing,
         )
         self.followers.hand_back = self.anti_entropy.hand_back
+        self.anti_entropy.has_role = lambda p: not self.followers.unheld(p)
         executor.routing = self.routing
         self._wire_sink()
         self._wire_write_gate()

@@ -40,6 +40,7 @@ log = logs.get("grid.follower")
 FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 FILL_LINGER_S = 60.0  # a filled copy the table never adopted is dropped after this
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
+DROP_RETRY_S = 5.0  # a copy kept because its primary was unreachable is tried again
 REFUSED_RETRY_S = 0.2  # a refused subscription is tried again this soon, while still wanted
 
 
@@ -173,6 +174,7 @@ class Followers:
         self._dropper: asyncio.Task[None] | None = None
         self._drop_again = False
         self.ranks: dict[int, int] = {}  # partition -> this member's backup rank
+        self._closed = False
         # set by the runtime: merge a copy into its primary before it is dropped
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
 
@@ -198,6 +200,8 @@ class Followers:
 
     def reconcile(self) -> None:
         """Make subscriptions match the table and the fills; drop copies with no role."""
+        if self._closed:
+            return  # a timer that fired after the member stopped
         want = self.wanted()
         if not self.replicator.map_backups.uniform:
             self._follow_ranks(want)
@@ -263,8 +267,9 @@ class Followers:
                         self.after_apply()
         self.ranks = ranks
 
-    def _unheld(self, p: int) -> bool:
-        """Whether this member holds a copy of p it has no role for (caller holds the lock)."""
+    def unheld(self, p: int) -> bool:
+        """Whether this member has no role for p: not its primary, not a backup in the
+        table, not following or filling it (caller holds the lock)."""
         table = self.routing.table
         return not (
             table is None
@@ -280,19 +285,20 @@ class Followers:
         takes milliseconds to drop, and clients must not wait for all of them at once.
         Each is checked again under the lock just before it goes (a newer table may have
         given it a role meanwhile)."""
-        dropped = 0
+        dropped = kept = 0
         while self._drop_again:  # a table installed meanwhile: look over every partition again
             self._drop_again = False
             for p in range(self.store.partitions):
                 with self.store.lock:
-                    if not self._unheld(p):
+                    if not self.unheld(p):
                         continue
                     held = self.store.holds_copy(p)
                 # what the copy has that the primary lacks goes there first (a healed split)
                 if held and self.hand_back is not None and not await self.hand_back(p):
+                    kept += 1
                     continue
                 with self.store.lock:
-                    if not self._unheld(p):
+                    if not self.unheld(p):
                         continue
                     self.state.pop(p, None)
                     if self.store.holds_copy(p):
@@ -301,6 +307,8 @@ class Followers:
                 await asyncio.sleep(0)
         if dropped:
             log.info("dropped copies this member no longer holds", entries=dropped)
+        if kept:  # their primary could not be reached: try again, not only at the next table
+            asyncio.get_running_loop().call_later(DROP_RETRY_S, self.reconcile)
 
     async def fill(
         self, partitions: list[int], source: str, address: str, timeout: float
@@ -311,6 +319,9 @@ class Followers:
         now = time.monotonic()
         futures: dict[int, asyncio.Future[bool]] = {}
         loop = asyncio.get_running_loop()
+        # a fill the table never adopts lingers FILL_LINGER_S; look again then, or nothing
+        # would drop it before the next table
+        loop.call_later(FILL_LINGER_S + 1, self.reconcile)
         for p in partitions:
             self.fills[p] = (source, now)
             fut = loop.create_future()
@@ -448,6 +459,7 @@ class Followers:
         )
 
     def close(self) -> None:
+        self._closed = True
         if self._retry is not None:
             self._retry.cancel()
         if self._dropper is not None:

@@ -463,6 +463,7 @@ class Replicator:
                     continue
                 self.routing.handed_off(p, to, epoch)
                 session.push((_HANDOFF, p, (plog.term, epoch), plog.seq))
+                session.urgent.set()  # clients of p wait for the hand-off: no lingering
                 del self.logs[p]
                 self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
                 for s in self.followers.pop(p, set()):
