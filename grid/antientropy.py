@@ -58,6 +58,11 @@ from replication.hlc import LOGICAL_BITS
 
 log = logs.get("grid.antientropy")
 
+
+class Refused(Exception):
+    """The replica has no role for the partition (its table moved on)."""
+
+
 COMPARE_BATCH = 8  # partitions per Compare call: the receiver digests them in one go
 PACE_SHARE = 0.5
 """A periodic round spreads its comparisons over this share of the interval: digests cost
@@ -67,6 +72,7 @@ burst of CPU that clients of every member on the machine feel (measured: p99 of 
 paced: converging soon is its point."""
 REPAIR_BUCKETS = 8  # buckets per Repair call: keeps one message well under the limits
 RPC_TIMEOUT_S = 10.0
+TOMBSTONE_SWEEP_S = 60.0  # tombstones outlive the grace period by at most this
 
 
 class AntiEntropy:
@@ -103,9 +109,21 @@ class AntiEntropy:
 
     # ---- the periodic round (this member as primary) -----------------------------------------
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._collect_loop())]
         if self.config.anti_entropy_interval_s > 0:
-            loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._loop()), loop.create_task(self._watch())]
+            self._tasks += [loop.create_task(self._loop()), loop.create_task(self._watch())]
+
+    async def _collect_loop(self) -> None:
+        """Tombstones past the grace period go on their own timer, anti-entropy on or off."""
+        while True:
+            await asyncio.sleep(TOMBSTONE_SWEEP_S)
+            try:
+                await self._collect_tombstones()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("tombstone collection failed")
 
     async def stop(self) -> None:
         if self._due is not None:
@@ -187,7 +205,9 @@ class AntiEntropy:
                 repaired += await self.compare_with(address, parts, cut, rank=rank, pace=pace)
             except grpc.aio.AioRpcError as e:
                 log.info("anti-entropy: backup unreachable", member=member, code=e.code().name)
-        await self._collect_tombstones()
+            except (ValueError, TypeError, msgpack.UnpackException) as e:
+                # a malformed answer from one backup must not stop the others' comparison
+                log.warning("anti-entropy: bad answer", member=member, error=repr(e))
         self.rounds += 1
         self.last_round_s = time.monotonic() - started
         if repaired:
@@ -217,10 +237,15 @@ class AntiEntropy:
         holds) and repair what differs; `pace`: seconds to rest between calls."""
         repaired = 0
         holds = self._holds(rank)
+        # as a primary (a round), only partitions still served: one handed off while the
+        # round rests would otherwise be filled again from the backup, with no role here
+        serving = self.routing.serves if apply_theirs else None
         for i in range(0, len(parts), COMPARE_BATCH):
             if pace and i:
                 await asyncio.sleep(pace)
-            mine = await self._digests(parts[i : i + COMPARE_BATCH], cut, holds)
+            mine = await self._digests(parts[i : i + COMPARE_BATCH], cut, holds, serving)
+            if not mine:
+                continue
             request = pb.CompareRequest(
                 primary=self.me,
                 cut=cut,
@@ -229,7 +254,9 @@ class AntiEntropy:
             )
             data = await self.peers.unary(address, PEER + "Compare", request, RPC_TIMEOUT_S)
             reply = pb.CompareReply.FromString(data)
-            self.compared += len(mine)
+            if reply.refused and not apply_theirs:
+                raise Refused(f"{address} has no role for partitions {list(reply.refused)}")
+            self.compared += len(mine) - len(reply.refused)
             for theirs in reply.differing:
                 d = mine.get(theirs.partition)
                 if d is None:
@@ -244,11 +271,17 @@ class AntiEntropy:
         return repaired
 
     async def _digests(
-        self, parts: Sequence[int], cut: int, holds: copies.Holds
+        self,
+        parts: Sequence[int],
+        cut: int,
+        holds: copies.Holds,
+        only: Callable[[int], bool] | None = None,
     ) -> dict[int, Digest]:
         out = {}
         for p in parts:
             with self.store.lock:
+                if only is not None and not only(p):
+                    continue
                 out[p] = copies.digest(self.store, p, cut, self.store.clock(), holds)
             await asyncio.sleep(0)  # one partition at a time: clients get the loop in between
         return out
@@ -271,18 +304,27 @@ class AntiEntropy:
         )
         data = await self.peers.unary(address, PEER + "Repair", request, RPC_TIMEOUT_S)
         reply = pb.RepairReply.FromString(data)
+        if reply.refused:
+            if not apply_theirs:
+                raise Refused(f"{address} has no role for partition {p}")
+            return 0
         self.sent += len(records)
         applied = int(reply.applied)
         if apply_theirs and reply.count:
             theirs = unpack_records(reply.records, reply.count, self.store.max_value, "repair")
-            applied += self.apply(p, theirs)
+            applied += self.apply(p, theirs, only=self.routing.serves)
         return applied
 
-    def apply(self, p: int, records: Sequence[Any]) -> int:
-        """Merge a replica's records into this copy (last writer wins); returns winners."""
+    def apply(
+        self, p: int, records: Sequence[Any], only: Callable[[int], bool] | None = None
+    ) -> int:
+        """Merge a replica's records into this copy (last writer wins); returns winners.
+        `only`: checked under the lock first (the role may have changed meanwhile)."""
         won = 0
         store = self.store
         with store.lock:
+            if only is not None and not only(p):
+                return 0
             now = store.clock()
             for r in records:
                 if not (isinstance(r, tuple) and len(r) == 8):
@@ -314,7 +356,9 @@ class AntiEntropy:
             # everything, not only the settled past: nothing reaches this copy any more
             cut = self.store.hlc.last
             await self.compare_with(address, [p], cut, apply_theirs=False)
-        except (grpc.aio.AioRpcError, ValueError) as e:
+        except (grpc.aio.AioRpcError, ValueError, Refused) as e:
+            # kept, and tried again later: the only copy of a healed split's writes may be
+            # this one, and a primary that moved on cannot vouch for it
             log.info("hand-back before drop failed", partition=p, owner=owner, error=str(e))
             return False
         return True
@@ -329,7 +373,8 @@ class AntiEntropy:
                 raise ValueError(f"partition {p} is out of range")
             with self.store.lock:
                 if not self.has_role(p):
-                    continue  # not ours (any more): nothing to compare
+                    reply.refused.append(p)  # not ours (any more): nothing to compare
+                    continue
                 d = copies.digest(self.store, p, request.cut, self.store.clock(), holds)
             if d.root != pd.root:
                 reply.differing.add(partition=p, buckets=d.pack())
@@ -345,7 +390,7 @@ class AntiEntropy:
         theirs = unpack_records(request.records, request.count, self.store.max_value, "repair")
         with self.store.lock:
             if not self.has_role(p):
-                return pb.RepairReply()  # not ours (any more): keep nothing of it
+                return pb.RepairReply(refused=True)  # not ours (any more): keep nothing
         with self.store.lock:  # our side as it is before theirs is merged in
             mine = copies.records_in(
                 self.store,

@@ -83,6 +83,8 @@ class Coordinator:
             virtual_nodes=config.virtual_nodes,
         )
         self.map_backups = MapBackups(config)
+        # the highest backup rank that holds every map
+        self.narrowest = min([self.map_backups.default, *self.map_backups.by_map.values()])
         self.leaving: set[str] = set()
         self.expected: set[str] = set()  # named by the saved table, not seen since start
         self.started = time.monotonic()
@@ -359,11 +361,10 @@ class Coordinator:
         handoffs: dict[tuple[str, str], list[int]] = {}
         # a backup at rank k holds only the maps with k or more backups (map_backups):
         # an heir that lacks some must be filled like any new primary, by the waves
-        narrowest = min([self.map_backups.default, *self.map_backups.by_map.values()])
         for p, r in enumerate(layout):
             if r[0] in leavers:
                 heir = next((m for m in r[1:] if m not in leavers and m in live), None)
-                if heir is not None and r.index(heir) <= narrowest:
+                if heir is not None and r.index(heir) <= self.narrowest:
                     handoffs.setdefault((r[0], heir), []).append(p)
         failed = await self._hand_off(handoffs, live)
         changed = False
@@ -405,8 +406,15 @@ class Coordinator:
             primary = layout[p][0]
             if primary not in live:
                 continue  # its primary is still starting (restart wait)
+            heir = target.owner(p)
             for m in target.replicas(p):
-                if m not in layout[p] and m in live:
+                # a member not holding p yet is filled; so is a backup about to become
+                # primary that holds only some maps (map_backups: a rank past the
+                # narrowest map's backups)
+                lacks = m not in layout[p] or (
+                    m == heir and m != primary and layout[p].index(m) > self.narrowest
+                )
+                if lacks and m in live:
                     groups.setdefault((m, primary), []).append(p)
         failed: set[int] = set()
 

@@ -345,6 +345,13 @@ class Durability:
                 for rmap in store.maps.values()
                 for e in rmap.parts[p].values()
             ]
+            # tombstones too: a restarted member must still remember its deletes for the
+            # grace period, or a replica that missed one gives the key back at a merge
+            records += [
+                (seq, DELETE, rmap.name, key, None, ts, member, 0, 0)
+                for rmap in store.maps.values()
+                for key, (ts, member) in rmap.tombs[p].items()
+            ]
             # A partition whose log lost records is rewritten from memory (install).
             job = None if p in self._needs_snapshot else self.log.begin_snapshot(p, seq)
         started = time.monotonic()

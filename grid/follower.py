@@ -65,7 +65,9 @@ class Upstream:
             self.partitions.add(p)
             st = self.owner.state.setdefault(p, FollowerLog())
             st.resubscribe()
-            msg.subscribe.add(partition=p, have_term=st.term, have_seq=st.seq)
+            msg.subscribe.add(
+                partition=p, have_term=st.term, have_seq=st.seq, all_maps=p in self.owner.fills
+            )
         self.out.put_nowait(msg)
 
     def unsubscribe(self, partitions: list[int]) -> None:
@@ -84,7 +86,9 @@ class Upstream:
             for p in sorted(self.partitions):
                 st = self.owner.state.setdefault(p, FollowerLog())
                 st.resubscribe()
-                hello.subscribe.add(partition=p, have_term=st.term, have_seq=st.seq)
+                hello.subscribe.add(
+                    partition=p, have_term=st.term, have_seq=st.seq, all_maps=p in self.owner.fills
+                )
             # anything queued before is covered by the hello's subscriptions
             while not self.out.empty():
                 self.out.get_nowait()
@@ -240,6 +244,16 @@ class Followers:
         if self._dropper is None or self._dropper.done():
             self._dropper = asyncio.get_running_loop().create_task(self._drop_unheld())
 
+    def _holds(self, p: int) -> Callable[[str], bool] | None:
+        """Which maps this member keeps of p as it follows it (None: all): with per-map
+        backups a backup at rank r keeps the maps with r or more backups, whatever a
+        primary on an older table still sends; a fill keeps everything."""
+        mb = self.replicator.map_backups
+        rank = self.ranks.get(p, 0)
+        if mb.uniform or rank == 0 or p in self.fills:
+            return None
+        return lambda name: mb.holds(name, rank)
+
     def _follow_ranks(self, want: dict[int, str]) -> None:
         """Per-map backups: a backup at rank r holds the maps with r or more backups. When
         its rank drops (a backup before it left) it needs maps it never had: a snapshot
@@ -294,9 +308,15 @@ class Followers:
                         continue
                     held = self.store.holds_copy(p)
                 # what the copy has that the primary lacks goes there first (a healed split)
-                if held and self.hand_back is not None and not await self.hand_back(p):
-                    kept += 1
-                    continue
+                if held and self.hand_back is not None:
+                    try:
+                        handed = await self.hand_back(p)
+                    except Exception:  # never let one partition stop the dropping
+                        log.exception("hand-back before drop failed", partition=p)
+                        handed = False
+                    if not handed:
+                        kept += 1
+                        continue
                 with self.store.lock:
                     if not self.unheld(p):
                         continue
@@ -327,11 +347,18 @@ class Followers:
             fut = loop.create_future()
             self._ready.setdefault(p, []).append(fut)
             futures[p] = fut
-        # a partition already followed from this source and live needs no new snapshot
+        # a partition already followed from this source and live needs no new snapshot,
+        # unless this member is a backup that holds only some maps (map_backups): then
+        # it subscribes again for every map (a snapshot merged into its copy)
+        uniform = self.replicator.map_backups.uniform
         for p in partitions:
             st = self.state.get(p)
             if self.source_of.get(p) == source and st is not None and st.phase is Phase.LIVE:
-                self._resolve(p, True)
+                if uniform or not self.ranks.get(p):
+                    self._resolve(p, True)
+                else:
+                    st.term, st.seq = 0, 0
+                    del self.source_of[p]
         self.reconcile()
         ready, failed = [], []
         for p, fut in futures.items():
@@ -373,16 +400,21 @@ class Followers:
                     if verdict is Verdict.RESYNC:
                         resync.add(p)
                         continue
-                    for r in unpack(chunk.records, chunk.count, max_value, f"partition {p}")[skip:]:
-                        if r[0]:  # (op 0: a map this backup does not hold, grid/map_backups.py)
+                    records = unpack(chunk.records, chunk.count, max_value, f"partition {p}")
+                    held = self._holds(p)
+                    for r in records[skip:]:
+                        # (op 0: a map this backup does not hold, grid/map_backups.py)
+                        if r[0] and (held is None or held(r[1])):
                             apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
                     acks[p] = st.seq
                 elif kind == pb.SNAPSHOT:
                     if st.snapshot_records() is Verdict.RESYNC:
                         resync.add(p)
                         continue
+                    held = self._holds(p)
                     for r in unpack(chunk.records, chunk.count, max_value, f"partition {p}"):
-                        apply(p, *r, now)
+                        if held is None or held(r[1]):
+                            apply(p, *r, now)
                 elif kind == pb.SNAPSHOT_BEGIN:
                     # The copy already held is merged into, not dropped: what it has that
                     # the primary lacks (writes of the other side of a healed split) stays

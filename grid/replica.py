@@ -115,6 +115,7 @@ class Session:
         self.urgent = asyncio.Event()  # a sync write waits: send without lingering
         self.scheduled = False
         self.partitions: set[int] = set()
+        self.all_maps: set[int] = set()  # partitions it fills to take over (map_backups)
         self.acked: dict[int, int] = {}
         self._waiters: dict[int, list[tuple[int, asyncio.Future[None]]]] = {}
         self._takeovers: dict[int, asyncio.Future[None]] = {}
@@ -239,12 +240,14 @@ class Replicator:
         """Per-map backups: a backup whose rank is past the map's backups gets a no-op in
         the record's place (its seq must still advance, or it would see a gap)."""
         holds = self.map_backups.holds
-        ranks = self.ranks.get(p, {})
         for s in subs:
-            s.push((_MUT, p, seq, rec if holds(rec[1], ranks.get(s.follower, 0)) else NOOP))
+            s.push((_MUT, p, seq, rec if holds(rec[1], self.rank_of(p, s)) else NOOP))
 
-    def rank_of(self, p: int, follower: str) -> int:
-        return self.ranks.get(p, {}).get(follower, 0)
+    def rank_of(self, p: int, session: Session) -> int:
+        """The backup rank whose maps a follower gets (0: every map: it is filling)."""
+        if p in session.all_maps:
+            return 0
+        return self.ranks.get(p, {}).get(session.follower, 0)
 
     def _wake(self, session: Session) -> None:
         if threading.get_ident() == self._loop_thread or self._loop is None:
@@ -337,6 +340,10 @@ class Replicator:
             with self.store.lock:
                 now = self.store.clock()
                 for sub in msg.subscribe:
+                    if sub.all_maps:
+                        session.all_maps.add(sub.partition)
+                    else:
+                        session.all_maps.discard(sub.partition)
                     self._subscribe(session, sub.partition, sub.have_term, sub.have_seq, now)
 
     def _subscribe(self, session: Session, p: int, term: int, seq: int, now: int) -> None:
@@ -348,7 +355,7 @@ class Replicator:
             session.push((_REFUSED, p, f"{self.me} is not the primary of partition {p}", None))
             return
         missing = plog.since(term, seq)
-        rank = self.rank_of(p, session.follower)
+        rank = self.rank_of(p, session)
         mb = self.map_backups
         if missing is not None:
             session.push((_END, p, plog.term, seq))  # "you are current at (term, seq)"

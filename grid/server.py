@@ -29,6 +29,8 @@ from persistence import PersistenceError
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.server")
+Sync = tuple[dict[int, int], tuple[tuple[int, int], ...]]
+"""What a batch's reply waits for among backups (GridService._sync_for)."""
 SERVICE = "grid.v1.Grid"
 NO_DATA_DIR = "this member keeps no data on disk (no data_dir)"
 SYNC_NOT_CONFIRMED = (
@@ -94,30 +96,34 @@ class GridService:
         await self._finish(reply, request, executor.last_token, sync, elsewhere)
         return reply.SerializeToString()
 
-    def _sync_for(self, request: pb.BatchRequest) -> tuple[dict[int, int], int, int]:
-        """(partitions this batch changed -> seq, backups that must confirm them, among
-        how many first backups: with per-map backups only the first N hold a map)."""
+    def _sync_for(self, request: pb.BatchRequest) -> Sync:
+        """(partitions this batch changed -> seq, and what must confirm them: one
+        (backups, among how many first backups) pair per kind of map written; with
+        per-map backups only a map's first N backups hold it). The pairs are kept apart,
+        not merged into one: a batch mixing maps (the client coalesces callers) must
+        meet every map's requirement."""
         if not self._sync_any or self.cluster is None:
-            return {}, 0, 0
-        n = 0
-        ranks = 1 << 30
+            return {}, ()
+        needs: set[tuple[int, int]] = set()
         of = self.cluster.replicator.map_backups.of
         for op in request.ops:
             if op.code in WRITES:
                 want = self._sync_maps.get(op.map, self._sync_default)
                 if want:
                     held = of(op.map)
-                    n = max(n, min(want, held))
-                    ranks = min(ranks, held)
+                    if min(want, held):
+                        needs.add((min(want, held), held))
+        if not needs:
+            return {}, ()
         touched = self.cluster.replicator.take_touched()
-        return (touched, n, ranks) if n and touched else ({}, 0, 0)
+        return (touched, tuple(sorted(needs))) if touched else ({}, ())
 
     async def _finish(
         self,
         reply: pb.BatchReply,
         request: pb.BatchRequest,
         token: int,
-        sync: tuple[dict[int, int], int, int],
+        sync: Sync,
         elsewhere: bool,
     ) -> None:
         """What a reply may wait for: its fsync, its sync backups, its forwarded ops.
@@ -126,13 +132,15 @@ class GridService:
         executor = self.executor
         if token and executor.durability is not None:
             await self._durable(reply, request, token)
-        touched, n, ranks = sync
-        if n:
-            confirmed = await self.cluster.replicator.wait_backups(
-                touched, n, self.config.sync_backup_timeout_s, ranks
-            )
-            if not confirmed:
-                fail_writes(request.ops, reply.results, SYNC_NOT_CONFIRMED)
+        touched, needs = sync
+        if needs:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.sync_backup_timeout_s
+            for n, ranks in needs:
+                left = max(0.0, deadline - loop.time())
+                if not await self.cluster.replicator.wait_backups(touched, n, left, ranks):
+                    fail_writes(request.ops, reply.results, SYNC_NOT_CONFIRMED)
+                    break
         if elsewhere and self.cluster is not None:
             await self.cluster.forwarder.complete(request, reply)
 
@@ -215,7 +223,7 @@ class GridService:
         reply: pb.BatchReply,
         request: pb.BatchRequest,
         token: int,
-        sync: tuple[dict[int, int], int, int],
+        sync: Sync,
         elsewhere: bool,
     ) -> None:
         await self._finish(reply, request, token, sync, elsewhere)

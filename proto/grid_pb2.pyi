@@ -466,14 +466,16 @@ class ReplicaBatch(_message.Message):
     def __init__(self, chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("partition", "have_seq", "have_term")
+    __slots__ = ("partition", "have_seq", "have_term", "all_maps")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     HAVE_SEQ_FIELD_NUMBER: _ClassVar[int]
     HAVE_TERM_FIELD_NUMBER: _ClassVar[int]
+    ALL_MAPS_FIELD_NUMBER: _ClassVar[int]
     partition: int
     have_seq: int
     have_term: int
-    def __init__(self, partition: _Optional[int] = ..., have_seq: _Optional[int] = ..., have_term: _Optional[int] = ...) -> None: ...
+    all_maps: bool
+    def __init__(self, partition: _Optional[int] = ..., have_seq: _Optional[int] = ..., have_term: _Optional[int] = ..., all_maps: _Optional[bool] = ...) -> None: ...
 
 class FollowMessage(_message.Message):
     __slots__ = ("follower", "subscribe", "unsubscribe", "ack_partitions", "ack_seqs", "taken_over")
@@ -574,10 +576,12 @@ class BucketDigests(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., buckets: _Optional[bytes] = ...) -> None: ...
 
 class CompareReply(_message.Message):
-    __slots__ = ("differing",)
+    __slots__ = ("differing", "refused")
     DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     differing: _containers.RepeatedCompositeFieldContainer[BucketDigests]
-    def __init__(self, differing: _Optional[_Iterable[_Union[BucketDigests, _Mapping]]] = ...) -> None: ...
+    refused: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, differing: _Optional[_Iterable[_Union[BucketDigests, _Mapping]]] = ..., refused: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RepairRequest(_message.Message):
     __slots__ = ("primary", "cut", "partition", "buckets", "records", "count", "rank")
@@ -598,11 +602,13 @@ class RepairRequest(_message.Message):
     def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partition: _Optional[int] = ..., buckets: _Optional[_Iterable[int]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class RepairReply(_message.Message):
-    __slots__ = ("records", "count", "applied")
+    __slots__ = ("records", "count", "applied", "refused")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     records: bytes
     count: int
     applied: int
-    def __init__(self, records: _Optional[bytes] = ..., count: _Optional[int] = ..., applied: _Optional[int] = ...) -> None: ...
+    refused: bool
+    def __init__(self, records: _Optional[bytes] = ..., count: _Optional[int] = ..., applied: _Optional[int] = ..., refused: _Optional[bool] = ...) -> None: ...

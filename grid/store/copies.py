@@ -79,7 +79,10 @@ def digest(store: Store, partition: int, cut: int, now: int, holds: Holds = None
             if grace_floor <= ts <= cut:
                 add(name, key, ts, member, TOMBSTONE)
         for key, e in rmap.parts[partition].items():
-            if e.ts <= cut and not ((e.expire_at or e.max_idle) and e.expired(now)):
+            # expired by its TTL: gone on every replica alike. Max-idle is left out of
+            # this: reads reach only the primary, so a backup's copy looks idle sooner,
+            # and every round would find it different
+            if e.ts <= cut and not (e.expire_at and e.expire_at <= now):
                 add(name, key, e.ts, e.member, LIVE)
     return d
 
@@ -103,7 +106,7 @@ def records_in(
                 out.append((DELETE, name, key, None, ts, member, 0, 0))
         for key, e in rmap.parts[partition].items():
             if e.ts <= cut and bucket_of(key) in want:
-                if (e.expire_at or e.max_idle) and e.expired(now):
+                if e.expire_at and e.expire_at <= now:  # (as in digest)
                     continue
                 out.append((PUT, name, key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
     return out

@@ -339,6 +339,34 @@ def test_log_is_snapshotted_when_it_outgrows_the_data(data_dir: Path) -> None:
             assert persistence_stats(member.address)["records_loaded"] < 2000
 
 
+def test_deletes_are_remembered_across_a_snapshot_and_a_restart(data_dir: Path) -> None:
+    """Tombstones (docs/replication.md) are written into partition snapshots, so a member
+    restarted after its log was compacted still remembers its deletes."""
+    from tests.integration.support import raw_stats
+
+    with LocalCluster(0) as cluster:
+        member = start(cluster, 0, ("--data-dir", str(data_dir)))
+        value = "x" * 4000
+        with grid.Client(member.address) as c:
+            m = c.map("m")
+            m.put_many({f"{{hot}}gone{i}": 1 for i in range(30)})
+            m.delete_many([f"{{hot}}gone{i}" for i in range(30)])
+            m.delete("{hot}never-there")  # a delete of an absent key is remembered too
+            for round_no in range(40):  # outgrow the data: the partition is snapshotted
+                m.put_many({f"{{hot}}k{i}": f"{round_no}{value}" for i in range(50)})
+            deadline = time.monotonic() + 15
+            while c.stats()["persistence"]["snapshots"] == 0:
+                assert time.monotonic() < deadline, "no snapshot was taken"
+                time.sleep(0.2)
+        assert raw_stats(member.address).anti_entropy.tombstones == 31
+        cluster.kill(member, signal.SIGKILL)
+        member.process.wait(10)
+        cluster.members.clear()
+        member = start(cluster, 0, ("--data-dir", str(data_dir)))
+        assert persistence_stats(member.address)["records_loaded"] < 2000  # from the snapshot
+        assert raw_stats(member.address).anti_entropy.tombstones == 31
+
+
 def test_embedded_node_with_data_dir(data_dir: Path) -> None:
     with grid.Node(port=0, data_dir=str(data_dir), fsync="always") as node:
         m = node.map("m")

@@ -380,3 +380,73 @@ def test_per_map_backups_copy_each_map_to_its_first_n_backups(
             }  # fmt: skip
             assert gone == victims, (len(gone), len(victims))
         print(f"\nper-map backups: {len(victims)} 'cache' keys went with {victim.name}")
+
+
+def _roles(address: str, map_name: str, keys: list[bytes]) -> list[int]:
+    with raw_channel(address) as ch:
+        return list(
+            pb.LocalKeysReply.FromString(
+                ch.unary_unary("/grid.v1.Grid/LocalKeys")(
+                    pb.LocalKeysRequest(map=map_name, keys=keys).SerializeToString(), timeout=10
+                )
+            ).roles
+        )
+
+
+def test_a_batch_mixing_maps_waits_for_each_maps_sync_backups(no_grid_env: None) -> None:
+    """sync_backups=1 with 'cache' at 0 backups: a batch writing 'orders' and 'cache'
+    together (clients coalesce callers' operations) is answered only once the orders
+    key's backup has it; the cache write must not lift that wait."""
+    args = ["--sync-backups", "1", "--map-backups", "cache=0"]
+    with LocalCluster(3, member_args=args) as cluster:
+        wait_partitions_settled(cluster.addresses)
+        seed = cluster.members[0]
+        with grid.Client(seed.address, timeout=30) as client:
+            table = client.table()
+        assert table is not None
+        by_name = {m.name: m for m in cluster.members}
+        late = []
+        for i in range(40):
+            key = f"order-{i}".encode()
+            p = partition_of(key, table.partition_count)
+            primary, backup = (by_name[m] for m in table.replicas(p)[:2])
+            ops = [
+                pb.Op(code=pb.PUT, map="orders", key=key, value=b"\x01"),
+                pb.Op(code=pb.PUT, map="cache", key=b"c" + key, value=b"\x01"),
+            ]
+            with raw_channel(primary.address) as ch:
+                reply = pb.BatchReply.FromString(
+                    ch.unary_unary("/grid.v1.Grid/Execute")(
+                        pb.BatchRequest(id=1, ops=ops).SerializeToString(), timeout=10
+                    )
+                )
+            assert [r.status for r in reply.results] == [pb.OK, pb.OK], reply
+            if _roles(backup.address, "orders", [key]) != [2]:
+                late.append(key)
+        assert not late, f"{len(late)} of 40 answered before their backup had them"
+
+
+def test_per_map_backups_survive_a_join_and_a_graceful_leave(no_grid_env: None) -> None:
+    """'cache' has no backup: it lives on primaries only. When a join or a leave makes a
+    backup the new primary, that backup lacks 'cache': it is filled before it takes over,
+    and the old primary's copy is merged into it before it is dropped (either alone keeps
+    the keys at the end, which is what this checks)."""
+    args = ["--backups", "1", "--map-backups", "cache=0"]
+    with LocalCluster(3, member_args=args) as cluster:
+        wait_partitions_settled(cluster.addresses)
+        seed = cluster.members[0]
+        items = {f"c-{i}": i for i in range(3000)}
+        with grid.Client(seed.address, timeout=30) as client:
+            cache = client.map("cache")
+            cache.put_many(items)
+            joined = cluster.start_member(3)
+            cluster.wait_ready(joined)
+            wait_partitions_settled(cluster.addresses)
+            got = cache.get_many(list(items))
+            assert got == items, f"{len(items) - len(got)} 'cache' keys lost by the join"
+            leaver = cluster.members[1]
+            cluster.kill(leaver, signal.SIGTERM)
+            assert leaver.process.wait(60) == 0
+            wait_partitions_settled([m.address for m in cluster.members if m is not leaver])
+            got = cache.get_many(list(items))
+            assert got == items, f"{len(items) - len(got)} 'cache' keys lost by the leave"
