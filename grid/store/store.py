@@ -637,20 +637,7 @@ class Store:
     def drop_partition(self, partition: int) -> int:
         """Forget this member's copy of a partition (it moved away, or a fresh copy is
         coming); the sink is told, so the copy leaves the log too. Returns entries dropped."""
-        dropped = 0
-        v = self.hlc.tick()
-        for rmap in self.maps.values():
-            part = rmap.parts[partition]
-            rmap.tombs[partition].clear()
-            rmap.cleared[partition] = ZERO
-            if not part:
-                continue
-            for e in list(part.values()):
-                self._unlink(e)
-                dropped += 1
-            if self.sink is not None:
-                self.sink(partition, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
-        return dropped
+        return self.drop_maps(partition, lambda name: False)
 
     def holds_copy(self, partition: int) -> bool:
         """Whether anything of the partition is here: entries, tombstones, clear markers."""
@@ -663,6 +650,7 @@ class Store:
         """Forget the partition's copy of the maps `keep` refuses (a backup rank that no
         longer holds them, grid/map_backups.py); returns entries dropped."""
         dropped = 0
+        v = self.hlc.tick()
         for rmap in self.maps.values():
             if keep(rmap.name):
                 continue
@@ -675,7 +663,6 @@ class Store:
                 self._unlink(e)
                 dropped += 1
             if self.sink is not None:
-                v = self.hlc.tick()
                 self.sink(partition, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
         return dropped
 
