@@ -169,6 +169,26 @@ def partitions_table(stats: list[dict[str, Any]]) -> Table:
     return t
 
 
+def anti_entropy_table(stats: list[dict[str, Any]]) -> Table:
+    """Replica comparison and repair per member (docs/replication.md, "Anti-entropy")."""
+    t = Table(title="anti-entropy", title_justify="left")
+    columns = "member rounds compared differing repaired sent last-round tombstones collected"
+    for col in columns.split():
+        t.add_column(col, justify="left" if col == "member" else "right")
+    for s in stats:
+        a = s.get("anti_entropy") or {}
+
+        def n(field: str, a: dict[str, Any] = a) -> str:
+            return f"{int(a.get(field, 0)):,}"
+
+        t.add_row(
+            s["member"], n("rounds"), n("partitions_compared"), n("partitions_differing"),
+            n("keys_repaired"), n("keys_sent"), f"{float(a.get('last_round_s', 0)):.2f}s",
+            n("tombstones"), n("tombstones_collected"),
+        )  # fmt: skip
+    return t
+
+
 def print_status(stats: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or wide_console()
     views = [s for s in stats if s.get("cluster")]
@@ -177,6 +197,8 @@ def print_status(stats: list[dict[str, Any]], console: Console | None = None) ->
     console.print(members_table(stats))
     if any(s.get("migration") for s in stats):
         console.print(partitions_table(stats))
+    if any(s.get("anti_entropy") for s in stats):
+        console.print(anti_entropy_table(stats))
     if any(s["maps"] for s in stats):
         console.print(maps_table(stats))
     if any((s.get("persistence") or {}).get("enabled") for s in stats):

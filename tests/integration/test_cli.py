@@ -179,6 +179,12 @@ def test_status_prints_tables(address: str, client: grid.Client, map_name: str) 
     assert map_name[:20] in out
     for column in ("entries", "hit ratio", "rejected", "evictions"):
         assert column in out
+    client.map(map_name).delete("a")  # a tombstone: shown in the anti-entropy table
+    out = run_grid("status", "-a", address).stdout
+    assert "anti-entropy" in out and "tombstones" in out and "repaired" in out
+    row = next(line for line in out.split("anti-entropy", 1)[1].splitlines() if "member-1" in line)
+    cells = [c.strip() for c in row.split("│") if c.strip()]
+    assert int(cells[-2].replace(",", "")) >= 1, row  # tombstones (then collected)
 
 
 # ---- refusing to start ---------------------------------------------------------------------------
