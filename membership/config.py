@@ -100,6 +100,14 @@ class Config:
     """A leaving member sends its leave directly to this many members besides
     gossiping it, so a graceful leave is seen by all within ~1 gossip tick."""
 
+    accuser_grace: float = 10.0
+    """A "dead" verdict whose accuser we have seen alive for less than this (or not
+    at all) is taken as a suspicion. After a short partition heals, the side that
+    was cut off still gossips the deaths it declared while alone; accepted as they
+    are, healthy members of the other side are declared dead and fail over,
+    though they refute within a moment (the 3-member simulation: 22 of 40 heals
+    after a 4 s split). As a suspicion, the accused refutes before the timeout."""
+
     reconnect_interval: float = 2.0
     """How often a push-pull goes to one member we think is dead (if any).
     After a partition heals, both sides have declared the other dead and no

@@ -836,6 +836,15 @@ class Node:
                 self._refute(d.incarnation)
             return
         left = d.left and d.source == d.name
+        if not left and d.source != self.name:
+            src = self._members.get(d.source)
+            if src is None or src.state != ALIVE or now - src.since < self.config.accuser_grace:
+                # A verdict from a member we saw alive only just now (or not at all) is
+                # news from the far side of a partition that has just healed: its
+                # detector judged members it could not reach. Take it as a suspicion,
+                # which the accused can refute, not as a death.
+                self._on_suspect(Suspect(d.name, d.incarnation, d.source), now)
+                return
         m.incarnation = d.incarnation
         m.state = LEFT if left else DEAD
         m.since = now

@@ -131,14 +131,15 @@ def test_suspected_member_refutes_with_a_higher_incarnation():
     assert a.state_of("b") is MemberState.ALIVE
 
 
+# (c has been alive for a while at t = 20: its verdicts count; see the next tests)
 def test_dead_member_refutes_and_rejoins():
     _net, a, b, _c = trio()
-    a.handle_datagram(encode_packet(None, [Dead("b", 0, "c", False)]), "c", 0.0)
+    a.handle_datagram(encode_packet(None, [Dead("b", 0, "c", False)]), "c", 20.0)
     assert a.state_of("b") is MemberState.DEAD
-    out = b.handle_datagram(encode_packet(None, [Dead("b", 0, "c", False)]), "c", 0.0)
+    out = b.handle_datagram(encode_packet(None, [Dead("b", 0, "c", False)]), "c", 20.0)
     assert b.incarnation == 1 and b.state_of("b") is MemberState.ALIVE
     assert not any(isinstance(x, Refused) for x in out)
-    ev = a.handle_datagram(encode_packet(None, [Alive("b", "b", 1, META)]), "b", 1.0)
+    ev = a.handle_datagram(encode_packet(None, [Alive("b", "b", 1, META)]), "b", 21.0)
     assert a.state_of("b") is MemberState.ALIVE
     assert [x.kind.value for x in ev if hasattr(x, "kind") and hasattr(x, "member")] == ["joined"]
 
@@ -146,8 +147,42 @@ def test_dead_member_refutes_and_rejoins():
 def test_left_member_cannot_be_faked_by_others():
     _net, a, _b, _c = trio()
     # c claims b left: only b may say so, so it counts as dead
-    a.handle_datagram(encode_packet(None, [Dead("b", 0, "c", True)]), "c", 0.0)
+    a.handle_datagram(encode_packet(None, [Dead("b", 0, "c", True)]), "c", 20.0)
     assert a.state_of("b") is MemberState.DEAD
+
+
+def test_a_verdict_from_a_member_just_seen_alive_is_only_a_suspicion():
+    """After a short partition heals, the side that was cut off still gossips the deaths
+    it declared alone. Its accusations count as suspicions until it has been alive in our
+    view for accuser_grace, so the accused refute instead of being failed over."""
+    _net, a, _b, _c = trio()
+    a.handle_datagram(encode_packet(None, [Dead("b", 0, "c", False)]), "c", 1.0)
+    assert a.state_of("b") is MemberState.SUSPECT
+    # an accuser we do not know at all is no better
+    a.handle_datagram(encode_packet(None, [Dead("c", 0, "stranger", False)]), "c", 20.0)
+    assert a.state_of("c") is MemberState.SUSPECT
+
+
+def test_short_partitions_heal_without_false_deaths_on_the_majority_side():
+    """The simulator: 3 members split 2|1 for 4 s, then healed. Before accuser_grace,
+    22 of 40 seeds declared a healthy member of the majority dead right after the heal
+    (the isolated member's stale verdicts); now none may."""
+    from membership.sim import Cluster
+
+    bad = []
+    for seed in range(40):
+        c = Cluster(seed=seed)
+        a, b, x = c.start_members(3)
+        assert c.run_until(c.converged, timeout=10)
+        c.partition([a, b], [x])
+        c.run_until(lambda: False, timeout=4.0)
+        before = len(c.false_deaths)
+        c.heal()
+        c.run_until(lambda: False, timeout=20.0)
+        wrong = [f for f in c.false_deaths[before:] if f[1] in (a, b) and f[2] in (a, b)]
+        if wrong:
+            bad.append((seed, wrong))
+    assert not bad, bad[:3]
 
 
 def test_graceful_leave_is_seen_as_left_not_dead():
