@@ -306,7 +306,9 @@ class GridService:
 
     async def digests(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """Admin/debug: the digest of each partition copy held here (all versions), so an
-        operator or a test can see whether replicas agree."""
+        operator or a test can see whether replicas agree. Every partition this member
+        is a replica of is listed, an empty copy with root 0: a partition nobody wrote to
+        must compare equal on its replicas, not look absent on all of them."""
         try:
             request = pb.DigestsRequest.FromString(data)
         except DecodeError:
@@ -318,10 +320,10 @@ class GridService:
         reply = pb.DigestsReply()
         for p in wanted:
             with store.lock:
-                if not store.holds_copy(p) and not request.partitions:
-                    continue
-                d = copies.digest(store, p, store.hlc.last, store.clock())
                 role = self.cluster.routing.role(p) if self.cluster is not None else 1
+                if role == 3 and not store.holds_copy(p) and not request.partitions:
+                    continue  # neither a replica nor holding anything of it
+                d = copies.digest(store, p, store.hlc.last, store.clock())
                 seq = self.cluster.replicator.position(p) if self.cluster is not None else 0
             reply.digests.add(partition=p, root=d.root, role=role, seq=seq)
             await asyncio.sleep(0)
