@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -47,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 import grid
-from grid.bench.main import sigterm_as_exit
+from grid.bench.main import run_guarded
 from grid.bench.migration import write_json
 from grid.bench.stats import process_cpu_s
 from grid.cli.status import wide_console
@@ -406,25 +405,16 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="grid-bench-ae-"))
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
-    ok = False
-    try:
-        with sigterm_as_exit():
-            for n in range(1, s.trials + 1):
-                results.append(trial(console, s, n, root))
-        ok = True
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted; members stopped (files: {root})[/yellow]")
-        return 130
-    except SystemExit:
-        console.print(f"[yellow]terminated; members stopped (files: {root})[/yellow]")
-        raise
-    except Exception as e:
-        console.print(f"[red]anti-entropy bench: {type(e).__name__}: {e}[/red]")
-        console.print(f"member logs and data kept in {root}")
-        return 1
-    finally:
-        if ok and not args.keep_logs:
-            shutil.rmtree(root, ignore_errors=True)
+    results, code = run_guarded(
+        console,
+        "anti-entropy bench",
+        lambda: [trial(console, s, n, root) for n in range(1, s.trials + 1)],
+        root,
+        bool(args.keep_logs),
+    )
+    if code is not None:
+        return code
+    assert results is not None
     report(console, results, s)
     load_after = os.getloadavg()
     console.print(

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -27,6 +29,8 @@ from grid.bench.sides import Side
 from grid.bench.stats import SideResult, process_cpu_s
 from grid.bench.workloads import CONCURRENCY, Spec, batches, bench_keys, bench_value, select
 from grid.cli.status import wide_console
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,34 @@ def sigterm_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_guarded(
+    console: Console, name: str, work: Callable[[], T], files: Path, keep: bool
+) -> tuple[T | None, int | None]:
+    """Run a benchmark's measurement so that the members it started are stopped however it
+    ends (the work stops them; SIGTERM becomes SystemExit for that). Returns (result, None),
+    or (None, exit code) after saying why; `files` (logs, data) are removed after a
+    success unless `keep`, and kept for a look after a failure."""
+    ok = False
+    try:
+        with sigterm_as_exit():
+            result = work()
+        ok = True
+        return result, None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted; members stopped (files: {files})[/yellow]")
+        return None, 130
+    except SystemExit:
+        console.print(f"[yellow]terminated; members stopped (files: {files})[/yellow]")
+        raise
+    except Exception as e:
+        console.print(f"[red]{name}: {type(e).__name__}: {e}[/red]")
+        console.print(f"member logs kept in {files}")
+        return None, 1
+    finally:
+        if ok and not keep:
+            shutil.rmtree(files, ignore_errors=True)
 
 
 def _network_rows(

@@ -42,7 +42,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -64,7 +63,7 @@ from rich.progress import (
 from rich.table import Table
 
 import grid
-from grid.bench.main import sigterm_as_exit
+from grid.bench.main import run_guarded
 from grid.bench.report import machine
 from grid.bench.stats import percentile, process_cpu_s
 from grid.cli.status import wide_console
@@ -870,27 +869,19 @@ def main(argv: list[str] | None = None) -> int:
         member_args += ["--migration-max-parallel", str(args.parallel)]
     log_dir = Path(args.keep_logs or tempfile.mkdtemp(prefix="grid-bench-migration-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    ok = False
     started = time.monotonic()
-    try:
-        with sigterm_as_exit(), LocalCluster(3, member_args=member_args, log_dir=log_dir) as c:
+
+    def work() -> dict[str, Any]:
+        with LocalCluster(3, member_args=member_args, log_dir=log_dir) as c:
             result = asyncio.run(run(console, c, s, defaults.virtual_nodes))
             with console.status("stopping the members"):
                 c.stop()
-        ok = True
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted; members stopped (logs: {log_dir})[/yellow]")
-        return 130
-    except SystemExit:
-        console.print(f"[yellow]terminated; members stopped (logs: {log_dir})[/yellow]")
-        raise
-    except Exception as e:
-        console.print(f"[red]migration bench: {type(e).__name__}: {e}[/red]")
-        console.print(f"member logs kept in {log_dir}")
-        return 1
-    finally:
-        if ok and not args.keep_logs:
-            shutil.rmtree(log_dir, ignore_errors=True)
+        return result
+
+    result, code = run_guarded(console, "migration bench", work, log_dir, bool(args.keep_logs))
+    if code is not None:
+        return code
+    assert result is not None
     report(console, result, s, rate, parallel)
     console.print(f"total run time {time.monotonic() - started:.0f} s")
     if args.json:

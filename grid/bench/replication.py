@@ -46,7 +46,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -60,7 +59,7 @@ from rich.console import Console
 from rich.table import Table
 
 import grid
-from grid.bench.main import sigterm_as_exit
+from grid.bench.main import run_guarded
 from grid.bench.migration import (
     Poll,
     Probe,
@@ -1118,28 +1117,18 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(args.keep_logs or tempfile.mkdtemp(prefix="grid-bench-replication-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     clusters = Clusters(log_dir)
-    ok = False
     started = time.monotonic()
-    try:
-        with sigterm_as_exit():
-            try:
-                result = asyncio.run(run_all(console, clusters, s))
-            finally:
-                clusters.stop_all()
-        ok = True
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted; members stopped (logs: {log_dir})[/yellow]")
-        return 130
-    except SystemExit:
-        console.print(f"[yellow]terminated; members stopped (logs: {log_dir})[/yellow]")
-        raise
-    except Exception as e:
-        console.print(f"[red]replication bench: {type(e).__name__}: {e}[/red]")
-        console.print(f"member logs kept in {log_dir}")
-        return 1
-    finally:
-        if ok and not args.keep_logs:
-            shutil.rmtree(log_dir, ignore_errors=True)
+
+    def work() -> dict[str, Any]:
+        try:
+            return asyncio.run(run_all(console, clusters, s))
+        finally:
+            clusters.stop_all()
+
+    result, code = run_guarded(console, "replication bench", work, log_dir, bool(args.keep_logs))
+    if code is not None:
+        return code
+    assert result is not None
     console.print()
     if "failover" in result:
         report_failover(console, result["failover"], s)
