@@ -116,6 +116,23 @@ class MemberProcess:
             return ""
 
 
+def wait_serving(member: MemberProcess, timeout: float = 30.0) -> None:
+    """Until the member's health check answers SERVING; fails with its log's tail if it
+    exits first or does not serve within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not member.alive():
+            raise RuntimeError(
+                f"{member.name} exited with code {member.process.returncode}:\n{member.log_tail()}"
+            )
+        if is_serving(member.address):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(
+        f"{member.name} not serving at {member.address} after {timeout}s:\n{member.log_tail()}"
+    )
+
+
 class LocalCluster:
     def __init__(
         self,
@@ -217,19 +234,7 @@ class LocalCluster:
         return self
 
     def wait_ready(self, member: MemberProcess, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not member.alive():
-                raise RuntimeError(
-                    f"{member.name} exited with code {member.process.returncode}"
-                    f":\n{member.log_tail()}"
-                )
-            if is_serving(member.address):
-                return
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"{member.name} not serving at {member.address} after {timeout}s:\n{member.log_tail()}"
-        )
+        wait_serving(member, timeout)
 
     def kill(self, member: MemberProcess, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):

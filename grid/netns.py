@@ -48,7 +48,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from grid.cluster import MemberProcess, is_serving
+from grid.cluster import MemberProcess, wait_serving
 
 CLUSTER_NET = "10.213"
 CLIENT_NET = "10.214"
@@ -424,19 +424,7 @@ class NetnsCluster:
         return self
 
     def wait_ready(self, member: MemberProcess, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not member.alive():
-                raise RuntimeError(
-                    f"{member.name} exited with code {member.process.returncode}"
-                    f":\n{member.log_tail()}"
-                )
-            if is_serving(member.address):
-                return
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"{member.name} not serving at {member.address} after {timeout}s:\n{member.log_tail()}"
-        )
+        wait_serving(member, timeout)
 
     def restart(self, i: int, timeout: float = 30.0) -> MemberProcess:
         """Start member i again (same namespace, flags and log) after it exited or was killed."""

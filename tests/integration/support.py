@@ -41,6 +41,31 @@ def wait_until(
         time.sleep(interval)
 
 
+def timed_wait(check: Callable[[], str], timeout: float, what: str, interval: float = 0.1) -> float:
+    """Poll `check` (returns "" when satisfied, else what is still wrong) until it is
+    satisfied; returns the seconds it took. Fails with the last reason after `timeout`
+    (an RPC or client error while polling is a reason too, not a failure)."""
+    start = time.monotonic()
+    reason = "not checked"
+    for _ in range(int(timeout / interval) + 2):
+        try:
+            reason = check()
+        except (grpc.RpcError, grid.GridError, ValueError) as e:
+            reason = f"{type(e).__name__}: {short_error(e)}"
+        if not reason:
+            return time.monotonic() - start
+        if time.monotonic() - start >= timeout:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout}s; last: {reason}")
+
+
+def short_error(e: BaseException) -> str:
+    if isinstance(e, grpc.RpcError):
+        return f"{e.code().name} {e.details()}"  # type: ignore[attr-defined]
+    return str(e)[:300]
+
+
 def wait_paused(pid: int, timeout: float = 5.0) -> None:
     """Wait until a process stopped by SIGSTOP is really stopped (state T in /proc)."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from tests.integration.support import (
     partitions_settled,
     raw_channel,
     raw_stats,
+    timed_wait,
     wait_partitions_settled,
     wait_replicated,
     wait_until,
@@ -97,25 +98,6 @@ def replicas_differ(members: Sequence[MemberProcess]) -> str:
     if differing:
         return f"{len(differing)} partitions whose replicas differ, e.g. {differing[:5]}"
     return ""
-
-
-def timed_wait(
-    check: Callable[[], str], timeout: float, what: str, interval: float = 0.25
-) -> float:
-    """Poll `check` ("" when satisfied, else what is still wrong); seconds it took."""
-    start = time.monotonic()
-    reason = "not checked"
-    for _ in range(int(timeout / interval) + 2):
-        try:
-            reason = check()
-        except (grpc.RpcError, grid.GridError) as e:
-            reason = f"{type(e).__name__}: {str(e)[:200]}"
-        if not reason:
-            return time.monotonic() - start
-        if time.monotonic() - start >= timeout:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s; last: {reason}")
 
 
 def wrong_values(

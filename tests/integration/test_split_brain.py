@@ -28,7 +28,7 @@ from grid.netns import NetnsCluster, available
 from grid.routing import table_from_proto
 from partitioning import DEFAULT_PARTITION_COUNT, PartitionTable, partition_of
 from proto import grid_pb2 as pb
-from tests.integration.support import raw_channel
+from tests.integration.support import raw_channel, short_error, timed_wait
 
 pytestmark = pytest.mark.integration
 
@@ -104,30 +104,6 @@ class Admin:
         for ch in self._channels.values():
             ch.close()
         self._channels.clear()
-
-
-def timed_wait(check: Callable[[], str], timeout: float, what: str, interval: float = 0.1) -> float:
-    """Poll `check` (returns "" when satisfied, else what is still wrong) until it is
-    satisfied; returns the seconds it took. Fails with the last reason after `timeout`."""
-    start = time.monotonic()
-    reason = "not checked"
-    for _ in range(int(timeout / interval) + 1):
-        try:
-            reason = check()
-        except (grpc.RpcError, grid.GridError, ValueError) as e:
-            reason = f"{type(e).__name__}: {_short(e)}"
-        if not reason:
-            return time.monotonic() - start
-        if time.monotonic() - start >= timeout:
-            break
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s; last: {reason}")
-
-
-def _short(e: BaseException) -> str:
-    if isinstance(e, grpc.RpcError):
-        return f"{e.code().name} {e.details()}"  # type: ignore[attr-defined]
-    return str(e)[:300]
 
 
 # ---- the cluster ---------------------------------------------------------------------------------
@@ -274,7 +250,7 @@ def where(
                     )
                 roles.append(f"{cluster.name(i)}:{ROLES.get(reply.roles[0], '?')}")
             except grpc.RpcError as e:
-                roles.append(f"{cluster.name(i)}:{_short(e)}")
+                roles.append(f"{cluster.name(i)}:{short_error(e)}")
         lines.append(f"  {key} p{p}: {history}; held now: {' '.join(roles)}")
     return "\n".join(lines)
 
