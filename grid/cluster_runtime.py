@@ -10,6 +10,8 @@ them as one, and the services reach them through one name:
 * Coordinator: the table's writer, active on one member (grid/coordinator.py);
 * Forwarder: operations for other members' partitions (grid/forwarding.py);
 * AntiEntropy: replicas compared by digests and merged (grid/antientropy.py);
+* ReadRepair: reads answered from backup copies, and their repair
+  (grid/read_repair.py);
 * Peers: the gRPC channels to other members (grid/peers.py).
 
 The store's change sink is shared: durability journals every change, the
@@ -30,6 +32,7 @@ from grid.follower import Followers
 from grid.forwarding import Forwarder
 from grid.gossip.view import ClusterMember
 from grid.peers import Peers
+from grid.read_repair import ReadRepair
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
 from grid.store import Store
@@ -89,6 +92,10 @@ class ClusterRuntime:
             durability.flush if durability is not None else _nothing,
         )
         self.followers.hand_back = self.anti_entropy.hand_back
+        self.read_repair = ReadRepair(
+            name, config, store, self.routing, self.followers, self.peers, self.anti_entropy
+        )
+        store.backup_reads = self.read_repair
         self.anti_entropy.has_role = lambda p: not self.followers.unheld(p)
         executor.routing = self.routing
         self._wire_sink()
@@ -138,15 +145,23 @@ class ClusterRuntime:
         self.coordinator.start()
         await self.coordinator.first_table(FIRST_TABLE_TIMEOUT_S)
         self.anti_entropy.start()
+        self.read_repair.start()
 
     async def leave(self) -> bool:
         return await self.coordinator.leave_cluster()
 
     async def stop(self) -> None:
+        await self.read_repair.stop()
         await self.anti_entropy.stop()
         await self.coordinator.stop()
         self.followers.close()
         await self.peers.close()
+
+    def anti_entropy_stats(self) -> pb.AntiEntropyStats:
+        """Anti-entropy's figures and read repair's, which `grid status` shows together."""
+        stats = self.anti_entropy.stats()
+        self.read_repair.fill_stats(stats)
+        return stats
 
     def stats(self) -> pb.MigrationStats:
         table = self.routing.table

@@ -281,6 +281,21 @@ class Followers:
                         self.after_apply()
         self.ranks = ranks
 
+    def readable(self, p: int, map_name: str) -> bool:
+        """Whether a read of this map in p may be answered from this member's copy
+        (read_from_backup): it is a backup of p in the table, follows p's primary and has
+        caught up with it (not mid-snapshot), and holds the map (caller holds the lock)."""
+        if p not in self.source_of or p in self.fills:
+            return False
+        st = self.state.get(p)
+        if st is None or st.phase is not Phase.LIVE:
+            return False
+        table = self.routing.table
+        if table is None or self.me not in table.replicas(p)[1:]:
+            return False
+        holds = self._holds(p)
+        return holds is None or holds(map_name)
+
     def unheld(self, p: int) -> bool:
         """Whether this member has no role for p: not its primary, not a backup in the
         table, not following or filling it (caller holds the lock)."""

@@ -390,7 +390,7 @@ class GridService:
             if ex.durability is not None
             else None,
             migration=self.cluster.stats() if self.cluster is not None else None,
-            anti_entropy=self.cluster.anti_entropy.stats() if self.cluster is not None else None,
+            anti_entropy=self.cluster.anti_entropy_stats() if self.cluster is not None else None,
         )
 
 
