@@ -121,7 +121,10 @@ class Durability:
                 rmap = store.map(name)
                 for key, (value, ts, member, expire_at, max_idle) in entries.items():
                     if value is None:  # a tombstone: the key is deleted
-                        store.restore_tombstone(rmap, key, ts, member, now)
+                        if key == b"":  # the map's clear marker in this partition
+                            store.restore_cleared(rmap, p, ts, member)
+                        else:
+                            store.restore_tombstone(rmap, key, ts, member, now)
                         continue
                     store.restore(rmap, key, value, ts, member, expire_at, max_idle, now)
                     loaded += 1
@@ -351,6 +354,12 @@ class Durability:
                 (seq, DELETE, rmap.name, key, None, ts, member, 0, 0)
                 for rmap in store.maps.values()
                 for key, (ts, member) in rmap.tombs[p].items()
+            ]
+            # and each map's clear marker, as a delete of the empty key (never a real key)
+            records += [
+                (seq, DELETE, rmap.name, b"", None, *rmap.cleared[p], 0, 0)
+                for rmap in store.maps.values()
+                if rmap.cleared[p][0]
             ]
             # A partition whose log lost records is rewritten from memory (install).
             job = None if p in self._needs_snapshot else self.log.begin_snapshot(p, seq)

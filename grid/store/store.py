@@ -642,6 +642,13 @@ class Store:
         if now - (ts >> LOGICAL_BITS) < self.tombstone_grace_ms:
             rmap.tombs[partition_of(key, self.partitions)][key] = (ts, member)
 
+    def restore_cleared(self, rmap: RecordMap, partition: int, ts: int, member: int) -> None:
+        """Remember a recovered CLEAR of the map in this partition (its marker's version:
+        older entries that turn up from a replica stay removed)."""
+        self.hlc.observe(ts)
+        if (ts, member) > rmap.cleared[partition]:
+            rmap.cleared[partition] = (ts, member)
+
     def _overwrite(
         self, e: Entry, value: bytes, ts: int, member: int, expire_at: int, max_idle: int, now: int
     ) -> None:
