@@ -32,6 +32,7 @@ from grid.follower import Followers
 from grid.forwarding import Forwarder
 from grid.gossip.view import ClusterMember
 from grid.peers import Peers
+from grid.positions import FollowPositions
 from grid.read_repair import ReadRepair
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
@@ -64,6 +65,7 @@ class ClusterRuntime:
             config.migration_max_bytes_per_s,
             config.replication_linger_ms / 1000,
         )
+        self.replicator.log_changes = config.replication_log_changes
         self.followers = Followers(
             name,
             store,
@@ -92,6 +94,17 @@ class ClusterRuntime:
             durability.flush if durability is not None else _nothing,
         )
         self.followers.hand_back = self.anti_entropy.hand_back
+        self.positions: FollowPositions | None = None
+        if durability is not None:  # restarts catch up from the primaries' logs
+            self.positions = FollowPositions(
+                config.data_dir,
+                store,
+                durability,
+                self.followers.state,
+                enabled=self.replicator.map_backups.uniform,
+            )
+            self.positions.load(_damaged(durability))
+            self.followers.positions = self.positions
         self.read_repair = ReadRepair(
             name, config, store, self.routing, self.followers, self.peers, self.anti_entropy
         )
@@ -146,11 +159,15 @@ class ClusterRuntime:
         await self.coordinator.first_table(FIRST_TABLE_TIMEOUT_S)
         self.anti_entropy.start()
         self.read_repair.start()
+        if self.positions is not None:
+            self.positions.start()
 
     async def leave(self) -> bool:
         return await self.coordinator.leave_cluster()
 
     async def stop(self) -> None:
+        if self.positions is not None:
+            await self.positions.stop()
         await self.read_repair.stop()
         await self.anti_entropy.stop()
         await self.coordinator.stop()
@@ -174,6 +191,10 @@ class ClusterRuntime:
             lag_changes_total=lag_total,
             lag_seconds_max=lag_s,
             sync_timeouts=self.replicator.sync_timeouts,
+            caught_up_from_log=self.replicator.caught_up,
+            snapshots_sent=self.replicator.snapshots_sent,
+            positions_loaded=self.positions.loaded if self.positions is not None else 0,
+            resumed_from_log=self.followers.resumed,
             table_version=self.routing.version,
             primaries=sum(owned) if owned is not None else self.store.partitions,
             backups=len(held.backup) if held is not None else 0,
@@ -191,3 +212,19 @@ class ClusterRuntime:
 
 def _nothing() -> int:
     return 0
+
+
+def _damaged(durability: Durability) -> list[int]:
+    """Partitions whose recovery found damage: their copy may be behind its position."""
+    report = durability.report
+    if report is None:
+        return []
+    return [
+        p
+        for p, r in report.partitions.items()
+        if r.errors
+        or r.frames_dropped
+        or r.bytes_truncated
+        or r.quarantined
+        or r.history_incomplete
+    ]

@@ -258,6 +258,19 @@ class Durability:
             self._wake()
             await self._durable_changed.wait()
 
+    async def wait_synced(self, token: int) -> None:
+        """Until an fsync covers `token` under `always` or `interval` (then the next timed
+        one); at once under `never`, which promises nothing past the kernel."""
+        if self.policy is FsyncPolicy.NEVER:
+            return
+        assert self._durable_changed is not None
+        while self.log.durable_token < token:
+            if self.disk_full:
+                raise Unavailable("disk full: the log could not be made durable")
+            if self._loop is not None:
+                self._wake()
+            await self._durable_changed.wait()
+
     def commit_blocking(self, token: int) -> None:
         """The same for embedded callers in other threads: fsync in the caller's thread."""
         if self.policy is FsyncPolicy.ALWAYS and self.log.durable_token < token:

@@ -25,6 +25,7 @@ import gc
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -34,6 +35,9 @@ from grid.routing import Routing
 from grid.store import Store
 from proto import grid_pb2 as pb
 from replication.stream import FollowerLog, Phase, PrimaryLog, Verdict
+
+if TYPE_CHECKING:
+    from grid.positions import FollowPositions
 
 log = logs.get("grid.follower")
 
@@ -181,6 +185,9 @@ class Followers:
         self._closed = False
         # set by the runtime: merge a copy into its primary before it is dropped
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
+        # set by the runtime when the member has a data dir (grid/positions.py)
+        self.positions: FollowPositions | None = None
+        self.resumed = 0  # subscriptions answered from the primary's log, not a snapshot
 
     # ---- what to follow ------------------------------------------------------------------------
     def wanted(self) -> dict[int, str]:
@@ -332,13 +339,19 @@ class Followers:
                     if not handed:
                         kept += 1
                         continue
-                with self.store.lock:
-                    if not self.unheld(p):
-                        continue
-                    self.state.pop(p, None)
-                    if self.store.holds_copy(p):
-                        dropped += self.store.drop_partition(p)
-                        self.after_apply()
+                if self.positions is not None:  # a restart must not catch up a dropped copy
+                    await self.positions.forget(p)
+                try:
+                    with self.store.lock:
+                        if not self.unheld(p):
+                            continue
+                        self.state.pop(p, None)
+                        if self.store.holds_copy(p):
+                            dropped += self.store.drop_partition(p)
+                            self.after_apply()
+                finally:
+                    if self.positions is not None:
+                        self.positions.done(p)
                 await asyncio.sleep(0)
         if dropped:
             log.info("dropped copies this member no longer holds", entries=dropped)
@@ -436,9 +449,12 @@ class Followers:
                     # for anti-entropy to merge back (grid/antientropy.py).
                     st.snapshot_begin()
                 elif kind == pb.SNAPSHOT_END:
+                    whole = st.phase is Phase.SNAPSHOT  # else: the log had what we lacked
                     if st.snapshot_end(chunk.term, chunk.seq) is Verdict.RESYNC:
                         resync.add(p)
                         continue
+                    if not whole:
+                        self.resumed += 1
                     acks[p] = st.seq
                     if p in self.fills:
                         self.fills_done += 1
@@ -447,7 +463,9 @@ class Followers:
                 elif kind == pb.HANDOFF:
                     # everything before it is applied: the partition is ours from here on
                     self.routing.handed_over(p, chunk.epoch)
-                    self.replicator.logs[p] = PrimaryLog(chunk.term, chunk.seq)
+                    self.replicator.logs[p] = PrimaryLog(
+                        chunk.term, chunk.seq, self.replicator.log_changes
+                    )
                     self.state.pop(p, None)
                     up.partitions.discard(p)
                     self.source_of.pop(p, None)

@@ -39,7 +39,7 @@ from grid.routing import Routing
 from grid.store import Store
 from grid.store.copies import snapshot_records
 from proto import grid_pb2 as pb
-from replication.stream import FollowerLog, Phase, PrimaryLog, new_term
+from replication.stream import DEFAULT_KEEP, FollowerLog, Phase, PrimaryLog, new_term
 
 log = logs.get("grid.replica")
 
@@ -201,6 +201,9 @@ class Replicator:
         self.bytes_sent = 0
         self.handoffs = 0
         self.sync_timeouts = 0
+        self.log_changes = DEFAULT_KEEP  # replication_log_changes: changes kept per partition
+        self.caught_up = 0  # subscriptions answered from the log (no snapshot)
+        self.snapshots_sent = 0  # subscriptions answered with a snapshot
         self._touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -276,7 +279,7 @@ class Replicator:
                     self.ranks[p] = {m: i for i, m in enumerate(table.replicas(p)) if i}
                 if serving and p not in self.logs:
                     pos = self.positions.pop(p, None)
-                    self.logs[p] = PrimaryLog(new_term(), pos.seq if pos else 0)
+                    self.logs[p] = PrimaryLog(new_term(), pos.seq if pos else 0, self.log_changes)
                 elif not serving and p in self.logs:
                     plog = self.logs.pop(p)
                     self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
@@ -358,12 +361,14 @@ class Replicator:
         rank = self.rank_of(p, session)
         mb = self.map_backups
         if missing is not None:
+            self.caught_up += 1
             session.push((_END, p, plog.term, seq))  # "you are current at (term, seq)"
             for s, rec in missing:
                 session.push((_MUT, p, s, rec if mb.holds(rec[1], rank) else NOOP))
         else:
             held = None if mb.uniform or rank == 0 else (lambda name: mb.holds(name, rank))
             entries = snapshot_records(self.store, p, now, held)
+            self.snapshots_sent += 1
             session.push((_BEGIN, p, None, None))
             for i in range(0, len(entries), SNAPSHOT_CHUNK_RECORDS):
                 session.push((_SNAP, p, entries[i : i + SNAPSHOT_CHUNK_RECORDS], None))
@@ -498,7 +503,7 @@ class Replicator:
                     pos = self.positions.pop(p, None)
                     self.routing.take_back(p)
                     if pos is not None and self.routing.serves(p):
-                        self.logs[p] = PrimaryLog(new_term(), pos.seq)
+                        self.logs[p] = PrimaryLog(new_term(), pos.seq, self.log_changes)
                 failed.append(p)
         return done, failed
 
