@@ -185,7 +185,7 @@ class ClusterRuntime:
         me = self.routing.me
         held = table.partitions_of(me) if table is not None else None
         owned = self.store.owned
-        lag_max, lag_total, lag_s = self.replicator.lag()
+        lag_max, lag_total, lag_s, lagging = self.replicator.lag()
         return pb.MigrationStats(
             lag_changes_max=lag_max,
             lag_changes_total=lag_total,
@@ -195,6 +195,10 @@ class ClusterRuntime:
             snapshots_sent=self.replicator.snapshots_sent,
             positions_loaded=self.positions.loaded if self.positions is not None else 0,
             resumed_from_log=self.followers.resumed,
+            lagging=[
+                pb.PartitionLag(partition=p, backup=b, changes=n, seconds=age)
+                for p, b, n, age in lagging
+            ],
             table_version=self.routing.version,
             primaries=sum(owned) if owned is not None else self.store.partitions,
             backups=len(held.backup) if held is not None else 0,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import threading
 import time
 from collections import deque
@@ -53,6 +54,7 @@ LINGER_UNTIL = 512
 """A queue this long is sent at once, without lingering: it fills a message already."""
 
 NOOP = (0, "", b"", None, 0, 0, 0, 0)
+LAGGING_SHOWN = 8  # partitions most behind listed in Stats (all of them are summed)
 """A record a follower only counts (per-map backups: a map this backup does not hold)."""
 
 # queue items: (kind, partition, a, b); kinds below
@@ -575,15 +577,17 @@ class Replicator:
                 missing.append((p, seq))
         return missing
 
-    def lag(self) -> tuple[int, int, float]:
-        """(worst partition's unacknowledged changes, their sum, oldest one's age in s)
-        over the partitions this member is primary of and their backups in the table."""
+    def lag(self) -> tuple[int, int, float, list[tuple[int, str, int, float]]]:
+        """(worst partition's unacknowledged changes, their sum, oldest one's age in s,
+        the LAGGING_SHOWN most behind as (partition, backup, changes, seconds)) over the
+        partitions this member is primary of and their backups in the table."""
         table = self.routing.table
         if table is None:
-            return 0, 0, 0.0
+            return 0, 0, 0.0, []
         now = time.monotonic()
         worst = total = 0
         oldest = 0.0
+        rows: list[tuple[int, float, int, str]] = []
         with self.store.lock:
             for p, plog in self.logs.items():
                 for m in table.replicas(p)[1:]:
@@ -595,6 +599,8 @@ class Replicator:
                     worst = max(worst, behind)
                     total += behind
                     at = plog.applied_at(acked + 1)
-                    if at:
-                        oldest = max(oldest, now - at)
-        return worst, total, oldest
+                    age = now - at if at else 0.0
+                    oldest = max(oldest, age)
+                    rows.append((behind, age, p, m))
+        top = heapq.nlargest(LAGGING_SHOWN, rows)
+        return worst, total, oldest, [(p, m, behind, age) for behind, age, p, m in top]

@@ -218,7 +218,7 @@ class PersistenceStats(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., data_dir: _Optional[str] = ..., fsync: _Optional[str] = ..., partitions_recovered: _Optional[int] = ..., records_loaded: _Optional[int] = ..., records_skipped: _Optional[int] = ..., records_dropped: _Optional[int] = ..., bytes_truncated: _Optional[int] = ..., recovery_s: _Optional[float] = ..., entries_recovered: _Optional[int] = ..., log_bytes: _Optional[int] = ..., snapshots: _Optional[int] = ..., fsyncs: _Optional[int] = ..., disk_full: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class MigrationStats(_message.Message):
-    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log")
+    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log", "lagging")
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRIMARIES_FIELD_NUMBER: _ClassVar[int]
     BACKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +239,7 @@ class MigrationStats(_message.Message):
     SNAPSHOTS_SENT_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_LOADED_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_LOG_FIELD_NUMBER: _ClassVar[int]
+    LAGGING_FIELD_NUMBER: _ClassVar[int]
     table_version: int
     primaries: int
     backups: int
@@ -259,7 +260,20 @@ class MigrationStats(_message.Message):
     snapshots_sent: int
     positions_loaded: int
     resumed_from_log: int
-    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ...) -> None: ...
+    lagging: _containers.RepeatedCompositeFieldContainer[PartitionLag]
+    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ..., lagging: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ...) -> None: ...
+
+class PartitionLag(_message.Message):
+    __slots__ = ("partition", "backup", "changes", "seconds")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    backup: str
+    changes: int
+    seconds: float
+    def __init__(self, partition: _Optional[int] = ..., backup: _Optional[str] = ..., changes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class StatsReply(_message.Message):
     __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy")
@@ -426,10 +440,12 @@ class LocalKeysRequest(_message.Message):
     def __init__(self, map: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DigestsRequest(_message.Message):
-    __slots__ = ("partitions",)
+    __slots__ = ("partitions", "maps")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, partitions: _Optional[_Iterable[int]] = ...) -> None: ...
+    maps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., maps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PartitionDigest(_message.Message):
     __slots__ = ("partition", "root", "role", "seq")

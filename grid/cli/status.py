@@ -169,6 +169,21 @@ def partitions_table(stats: list[dict[str, Any]]) -> Table:
     return t
 
 
+def lag_table(stats: list[dict[str, Any]]) -> Table:
+    """The partitions most behind, per primary: which backup, by how many changes and how
+    long (docs/replication.md). Shown only while some backup is behind."""
+    t = Table(title="replication lag (partitions most behind)", title_justify="left")
+    for col in ("primary", "partition", "backup", "changes", "oldest"):
+        t.add_column(col, justify="left" if col in ("primary", "backup") else "right")
+    for s in stats:
+        for row in (s.get("migration") or {}).get("lagging", []):
+            t.add_row(
+                s["member"], str(row.get("partition", 0)), row.get("backup", ""),
+                f"{int(row.get('changes', 0)):,}", f"{float(row.get('seconds', 0)):.2f}s",
+            )  # fmt: skip
+    return t
+
+
 def anti_entropy_table(stats: list[dict[str, Any]]) -> Table:
     """Replica comparison and repair per member (docs/replication.md, "Anti-entropy")."""
     t = Table(title="anti-entropy", title_justify="left")
@@ -215,6 +230,8 @@ def print_status(stats: list[dict[str, Any]], console: Console | None = None) ->
     console.print(members_table(stats))
     if any(s.get("migration") for s in stats):
         console.print(partitions_table(stats))
+    if any((s.get("migration") or {}).get("lagging") for s in stats):
+        console.print(lag_table(stats))
     if any(s.get("anti_entropy") for s in stats):
         console.print(anti_entropy_table(stats))
     if any(int((s.get("anti_entropy") or {}).get("backup_reads", 0)) for s in stats):

@@ -235,18 +235,18 @@ def table_of(address: str) -> PartitionTable | None:
     return table_from_proto(msg)[0] if msg.version else None
 
 
-def roots_of(address: str) -> dict[int, int]:
+def roots_of(address: str, maps: Sequence[str] = ()) -> dict[int, int]:
+    """Partition -> digest root of the copy held there (of these maps only, if named)."""
+    request = pb.DigestsRequest(maps=maps).SerializeToString()
     with raw_channel(address) as ch:
-        reply = pb.DigestsReply.FromString(
-            ch.unary_unary(DIGESTS)(pb.DigestsRequest().SerializeToString(), timeout=10.0)
-        )
+        reply = pb.DigestsReply.FromString(ch.unary_unary(DIGESTS)(request, timeout=10.0))
     return {d.partition: d.root for d in reply.digests}
 
 
-def replicas_differ(members: Sequence[MemberProcess]) -> str:
+def replicas_differ(members: Sequence[MemberProcess], maps: Sequence[str] = ()) -> str:
     """Empty when every member has the same table naming exactly these members and every
-    partition's replicas (as that table names them) have one digest root; else what is not
-    so yet."""
+    partition's replicas (as that table names them) have one digest root (of these maps
+    only, if named); else what is not so yet."""
     tables = {m.name: table_of(m.address) for m in members}
     versions = {t.version if t else 0 for t in tables.values()}
     if len(versions) != 1 or 0 in versions:
@@ -260,7 +260,7 @@ def replicas_differ(members: Sequence[MemberProcess]) -> str:
     # first table after a join keeps the old replica lists): wait for the moves too
     if not partitions_settled([m.address for m in members]):
         return "partitions still moving"
-    roots = {m.name: roots_of(m.address) for m in members}
+    roots = {m.name: roots_of(m.address, maps) for m in members}
     differing = []
     for p, replicas in enumerate(table.replica_lists):
         seen = {roots[r].get(p) for r in replicas}
