@@ -183,7 +183,8 @@ class Store:
     def get(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> Entry | None:
         """The live entry, counted as a hit or miss and as an access for eviction."""
         self.check_key(key)
-        e = rmap.parts[self._read_check(rmap, key, from_backup)].get(key)
+        p = self._read_check(rmap, key, True) if from_backup else self._owner_check(key)
+        e = rmap.parts[p].get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
             e = None
