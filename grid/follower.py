@@ -36,6 +36,8 @@ from proto import grid_pb2 as pb
 from replication.stream import FollowerLog, Phase, PrimaryLog, Verdict
 
 log = logs.get("grid.follower")
+_MUTATIONS = pb.MUTATIONS
+_RESYNC = Verdict.RESYNC
 
 FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 FILL_LINGER_S = 60.0  # a filled copy the table never adopted is dropped after this
@@ -96,10 +98,12 @@ class Upstream:
             self._taken.clear()
             self._ack_queued = False
             writer = asyncio.create_task(self._write(call, hello))
+            apply = self.owner.apply
+            parse = pb.ReplicaBatch.FromString
             try:
                 async for data in call:
                     attempt = 0
-                    acks, taken = self.owner.apply(self, pb.ReplicaBatch.FromString(data))
+                    acks, taken = apply(self, parse(data), len(data))
                     if acks or taken:
                         self._ack(acks, taken)
             except asyncio.CancelledError:
@@ -375,15 +379,20 @@ class Followers:
                 fut.set_result(ok)
 
     # ---- applying ------------------------------------------------------------------------
-    def apply(self, up: Upstream, batch: pb.ReplicaBatch) -> tuple[dict[int, int], list[int]]:
-        """Apply one message from a primary; returns (acks: partition -> applied seq,
-        partitions taken over by HANDOFF)."""
-        self.bytes_received += batch.ByteSize()
+    def apply(
+        self, up: Upstream, batch: pb.ReplicaBatch, size: int = -1
+    ) -> tuple[dict[int, int], list[int]]:
+        """Apply one message from a primary (`size`: its bytes, when the caller has them);
+        returns (acks: partition -> applied seq, partitions taken over by HANDOFF)."""
+        self.bytes_received += size if size >= 0 else batch.ByteSize()
         acks: dict[int, int] = {}
         taken: list[int] = []
         resync: set[int] = set()  # (a partition can fail twice in one batch)
         refused = False
         store = self.store
+        state = self.state
+        subscribed = up.partitions
+        uniform = self.replicator.map_backups.uniform
         with store.lock:
             now = store.clock()
             apply = store.apply
@@ -391,21 +400,30 @@ class Followers:
             max_value = store.max_value
             for chunk in batch.chunks:
                 p = chunk.partition
-                if p not in up.partitions:
+                if p not in subscribed:
                     continue  # unsubscribed meanwhile
-                st = self.state.setdefault(p, FollowerLog())
+                st = state.get(p)
+                if st is None:
+                    st = state[p] = FollowerLog()
                 kind = chunk.kind
-                if kind == pb.MUTATIONS:
-                    verdict, skip = st.mutations(chunk.seq, chunk.count)
-                    if verdict is Verdict.RESYNC:
+                if kind == _MUTATIONS:
+                    count = chunk.count
+                    verdict, skip = st.mutations(chunk.seq, count)
+                    if verdict is _RESYNC:
                         resync.add(p)
                         continue
-                    records = unpack(chunk.records, chunk.count, max_value, f"partition {p}")
-                    held = self._holds(p)
-                    for r in records[skip:]:
-                        # (op 0: a map this backup does not hold, grid/map_backups.py)
-                        if r[0] and (held is None or held(r[1])):
-                            apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
+                    records = unpack(chunk.records, count, max_value, f"partition {p}")
+                    if skip:
+                        records = records[skip:]
+                    held = None if uniform else self._holds(p)
+                    if held is None:
+                        for r in records:
+                            if r[0]:  # (op 0: a map this backup does not hold)
+                                apply(p, *r, now)  # (op, map, key, value, ts, member, ...)
+                    else:
+                        for r in records:
+                            if r[0] and held(r[1]):
+                                apply(p, *r, now)
                     acks[p] = st.seq
                 elif kind == pb.SNAPSHOT:
                     if st.snapshot_records() is Verdict.RESYNC:
