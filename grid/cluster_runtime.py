@@ -10,6 +10,8 @@ them as one, and the services reach them through one name:
 * Coordinator: the table's writer, active on one member (grid/coordinator.py);
 * Forwarder: operations for other members' partitions (grid/forwarding.py);
 * AntiEntropy: replicas compared by digests and merged (grid/antientropy.py);
+* ReadRepair: reads answered from backup copies, and their repair
+  (grid/read_repair.py);
 * Peers: the gRPC channels to other members (grid/peers.py).
 
 The store's change sink is shared: durability journals every change, the
@@ -30,6 +32,8 @@ from grid.follower import Followers
 from grid.forwarding import Forwarder
 from grid.gossip.view import ClusterMember
 from grid.peers import Peers
+from grid.positions import FollowPositions
+from grid.read_repair import ReadRepair
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
 from grid.store import Store
@@ -61,6 +65,7 @@ class ClusterRuntime:
             config.migration_max_bytes_per_s,
             config.replication_linger_ms / 1000,
         )
+        self.replicator.log_changes = config.replication_log_changes
         self.followers = Followers(
             name,
             store,
@@ -89,6 +94,21 @@ class ClusterRuntime:
             durability.flush if durability is not None else _nothing,
         )
         self.followers.hand_back = self.anti_entropy.hand_back
+        self.positions: FollowPositions | None = None
+        if durability is not None:  # restarts catch up from the primaries' logs
+            self.positions = FollowPositions(
+                config.data_dir,
+                store,
+                durability,
+                self.followers.state,
+                enabled=self.replicator.map_backups.uniform,
+            )
+            self.positions.load(_damaged(durability))
+            self.followers.positions = self.positions
+        self.read_repair = ReadRepair(
+            name, config, store, self.routing, self.followers, self.peers, self.anti_entropy
+        )
+        store.backup_reads = self.read_repair
         self.anti_entropy.has_role = lambda p: not self.followers.unheld(p)
         executor.routing = self.routing
         self._wire_sink()
@@ -138,27 +158,47 @@ class ClusterRuntime:
         self.coordinator.start()
         await self.coordinator.first_table(FIRST_TABLE_TIMEOUT_S)
         self.anti_entropy.start()
+        self.read_repair.start()
+        if self.positions is not None:
+            self.positions.start()
 
     async def leave(self) -> bool:
         return await self.coordinator.leave_cluster()
 
     async def stop(self) -> None:
+        if self.positions is not None:
+            await self.positions.stop()
+        await self.read_repair.stop()
         await self.anti_entropy.stop()
         await self.coordinator.stop()
         self.followers.close()
         await self.peers.close()
+
+    def anti_entropy_stats(self) -> pb.AntiEntropyStats:
+        """Anti-entropy's figures and read repair's, which `grid status` shows together."""
+        stats = self.anti_entropy.stats()
+        self.read_repair.fill_stats(stats)
+        return stats
 
     def stats(self) -> pb.MigrationStats:
         table = self.routing.table
         me = self.routing.me
         held = table.partitions_of(me) if table is not None else None
         owned = self.store.owned
-        lag_max, lag_total, lag_s = self.replicator.lag()
+        lag_max, lag_total, lag_s, lagging = self.replicator.lag()
         return pb.MigrationStats(
             lag_changes_max=lag_max,
             lag_changes_total=lag_total,
             lag_seconds_max=lag_s,
             sync_timeouts=self.replicator.sync_timeouts,
+            caught_up_from_log=self.replicator.caught_up,
+            snapshots_sent=self.replicator.snapshots_sent,
+            positions_loaded=self.positions.loaded if self.positions is not None else 0,
+            resumed_from_log=self.followers.resumed,
+            lagging=[
+                pb.PartitionLag(partition=p, backup=b, changes=n, seconds=age)
+                for p, b, n, age in lagging
+            ],
             table_version=self.routing.version,
             primaries=sum(owned) if owned is not None else self.store.partitions,
             backups=len(held.backup) if held is not None else 0,
@@ -176,3 +216,19 @@ class ClusterRuntime:
 
 def _nothing() -> int:
     return 0
+
+
+def _damaged(durability: Durability) -> list[int]:
+    """Partitions whose recovery found damage: their copy may be behind its position."""
+    report = durability.report
+    if report is None:
+        return []
+    return [
+        p
+        for p, r in report.partitions.items()
+        if r.errors
+        or r.frames_dropped
+        or r.bytes_truncated
+        or r.quarantined
+        or r.history_incomplete
+    ]

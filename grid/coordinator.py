@@ -140,7 +140,14 @@ class Coordinator:
         member serves (or, as the smallest name, coordinates) anything by its old one.
         """
         if self.routing.table is not None:
+            saved = self.routing.version
             await self._adopt(self.live())
+            if self.routing.version == saved:
+                # the cluster's table is still the one saved (a restart quicker than the
+                # failure detector): nothing will publish it again, so start the streams
+                # by it now, as an install would (primaries get a log, backups subscribe)
+                self.replicator.on_table()
+                self.followers.reconcile()
         deadline = time.monotonic() + timeout
         while self.routing.table is None and time.monotonic() < deadline:
             self._wake.set()

@@ -121,7 +121,10 @@ class Durability:
                 rmap = store.map(name)
                 for key, (value, ts, member, expire_at, max_idle) in entries.items():
                     if value is None:  # a tombstone: the key is deleted
-                        store.restore_tombstone(rmap, key, ts, member, now)
+                        if key == b"":  # the map's clear marker in this partition
+                            store.restore_cleared(rmap, p, ts, member)
+                        else:
+                            store.restore_tombstone(rmap, key, ts, member, now)
                         continue
                     store.restore(rmap, key, value, ts, member, expire_at, max_idle, now)
                     loaded += 1
@@ -255,6 +258,19 @@ class Durability:
             self._wake()
             await self._durable_changed.wait()
 
+    async def wait_synced(self, token: int) -> None:
+        """Until an fsync covers `token` under `always` or `interval` (then the next timed
+        one); at once under `never`, which promises nothing past the kernel."""
+        if self.policy is FsyncPolicy.NEVER:
+            return
+        assert self._durable_changed is not None
+        while self.log.durable_token < token:
+            if self.disk_full:
+                raise Unavailable("disk full: the log could not be made durable")
+            if self._loop is not None:
+                self._wake()
+            await self._durable_changed.wait()
+
     def commit_blocking(self, token: int) -> None:
         """The same for embedded callers in other threads: fsync in the caller's thread."""
         if self.policy is FsyncPolicy.ALWAYS and self.log.durable_token < token:
@@ -351,6 +367,12 @@ class Durability:
                 (seq, DELETE, rmap.name, key, None, ts, member, 0, 0)
                 for rmap in store.maps.values()
                 for key, (ts, member) in rmap.tombs[p].items()
+            ]
+            # and each map's clear marker, as a delete of the empty key (never a real key)
+            records += [
+                (seq, DELETE, rmap.name, b"", None, *rmap.cleared[p], 0, 0)
+                for rmap in store.maps.values()
+                if rmap.cleared[p][0]
             ]
             # A partition whose log lost records is rewritten from memory (install).
             job = None if p in self._needs_snapshot else self.log.begin_snapshot(p, seq)

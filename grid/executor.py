@@ -34,6 +34,7 @@ class BatchExecutor:
         "config",
         "durability",
         "fanout",
+        "from_backup",
         "last_token",
         "misrouted",
         "operations",
@@ -58,6 +59,7 @@ class BatchExecutor:
         self.routing: Any = None  # grid/routing.py Routing, once the member is in a cluster
         self.misrouted = 0  # operations of the last batch answered NOT_OWNER
         self.fanout = False  # the last batch had a map-wide operation (SIZE, CLEAR)
+        self.from_backup = False  # the batch's reads may be answered from a backup copy
         self._handlers: dict[int, Handler] = {
             pb.GET: BatchExecutor._get,
             pb.PUT: BatchExecutor._put,
@@ -80,6 +82,7 @@ class BatchExecutor:
         self.requests += 1
         self.misrouted = 0
         self.fanout = False
+        self.from_backup = request.read_from_backup
         if len(ops) > self.config.max_batch_ops:
             self.rejected += 1
             reply.status = pb.TOO_LARGE
@@ -143,7 +146,7 @@ class BatchExecutor:
         return self._empty
 
     def _get(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        e = self.store.get(self._read_map(op.map), op.key, now)
+        e = self.store.get(self._read_map(op.map), op.key, now, self.from_backup)
         if e is None:
             r.status = pb.NOT_FOUND
             return
@@ -177,14 +180,14 @@ class BatchExecutor:
         r.count = int(self.store.expire(self._read_map(op.map), op.key, op.ttl_ms, now))
 
     def _ttl(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        left = self.store.ttl(self._read_map(op.map), op.key, now)
+        left = self.store.ttl(self._read_map(op.map), op.key, now, self.from_backup)
         if left is None:
             r.status = pb.NOT_FOUND
         else:
             r.count = left
 
     def _contains(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        r.count = int(self.store.contains(self._read_map(op.map), op.key, now))
+        r.count = int(self.store.contains(self._read_map(op.map), op.key, now, self.from_backup))
 
     def _incr(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = self.store.incr(self.store.map(op.map), op.key, op.delta, op.ttl_ms, now)

@@ -25,6 +25,7 @@ import gc
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -34,6 +35,9 @@ from grid.routing import Routing
 from grid.store import Store
 from proto import grid_pb2 as pb
 from replication.stream import FollowerLog, Phase, PrimaryLog, Verdict
+
+if TYPE_CHECKING:
+    from grid.positions import FollowPositions
 
 log = logs.get("grid.follower")
 _MUTATIONS = pb.MUTATIONS
@@ -218,6 +222,9 @@ class Followers:
         self.ack_every = ACK_EVERY_S if no_sync else 0.0  # see ACK_EVERY_S
         # set by the runtime: merge a copy into its primary before it is dropped
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
+        # set by the runtime when the member has a data dir (grid/positions.py)
+        self.positions: FollowPositions | None = None
+        self.resumed = 0  # subscriptions answered from the primary's log, not a snapshot
 
     # ---- what to follow ------------------------------------------------------------------------
     def wanted(self) -> dict[int, str]:
@@ -318,6 +325,21 @@ class Followers:
                         self.after_apply()
         self.ranks = ranks
 
+    def readable(self, p: int, map_name: str) -> bool:
+        """Whether a read of this map in p may be answered from this member's copy
+        (read_from_backup): it is a backup of p in the table, follows p's primary and has
+        caught up with it (not mid-snapshot), and holds the map (caller holds the lock)."""
+        if p not in self.source_of or p in self.fills:
+            return False
+        st = self.state.get(p)
+        if st is None or st.phase is not Phase.LIVE:
+            return False
+        table = self.routing.table
+        if table is None or self.me not in table.replicas(p)[1:]:
+            return False
+        holds = self._holds(p)
+        return holds is None or holds(map_name)
+
     def unheld(self, p: int) -> bool:
         """Whether this member has no role for p: not its primary, not a backup in the
         table, not following or filling it (caller holds the lock)."""
@@ -354,13 +376,19 @@ class Followers:
                     if not handed:
                         kept += 1
                         continue
-                with self.store.lock:
-                    if not self.unheld(p):
-                        continue
-                    self.state.pop(p, None)
-                    if self.store.holds_copy(p):
-                        dropped += self.store.drop_partition(p)
-                        self.after_apply()
+                if self.positions is not None:  # a restart must not catch up a dropped copy
+                    await self.positions.forget(p)
+                try:
+                    with self.store.lock:
+                        if not self.unheld(p):
+                            continue
+                        self.state.pop(p, None)
+                        if self.store.holds_copy(p):
+                            dropped += self.store.drop_partition(p)
+                            self.after_apply()
+                finally:
+                    if self.positions is not None:
+                        self.positions.done(p)
                 await asyncio.sleep(0)
         if dropped:
             log.info("dropped copies this member no longer holds", entries=dropped)
@@ -472,9 +500,12 @@ class Followers:
                     # for anti-entropy to merge back (grid/antientropy.py).
                     st.snapshot_begin()
                 elif kind == pb.SNAPSHOT_END:
+                    whole = st.phase is Phase.SNAPSHOT  # else: the log had what we lacked
                     if st.snapshot_end(chunk.term, chunk.seq) is Verdict.RESYNC:
                         resync.add(p)
                         continue
+                    if not whole:
+                        self.resumed += 1
                     acks[p] = st.seq
                     if p in self.fills:
                         self.fills_done += 1
@@ -483,7 +514,9 @@ class Followers:
                 elif kind == pb.HANDOFF:
                     # everything before it is applied: the partition is ours from here on
                     self.routing.handed_over(p, chunk.epoch)
-                    self.replicator.logs[p] = PrimaryLog(chunk.term, chunk.seq)
+                    self.replicator.logs[p] = PrimaryLog(
+                        chunk.term, chunk.seq, self.replicator.log_changes
+                    )
                     self.state.pop(p, None)
                     up.partitions.discard(p)
                     self.source_of.pop(p, None)

@@ -47,8 +47,11 @@ class LocalMap:
         raw_keys: bool = False,
         remote: Callable[[], Any] | None = None,
         clustered: Callable[[], bool] = lambda: False,
+        from_backup: bool = False,
     ) -> None:
         self._remote = remote  # the same map through the node's smart client (sync mode)
+        # read_from_backup: reads of partitions this member backs up use its copy
+        self._from_backup = from_backup
         self.clustered = clustered  # whether other members hold partitions
         self._store = store
         self._lock = store.guard
@@ -70,7 +73,7 @@ class LocalMap:
         k = key.encode() if key.__class__ is str else encode_key(key)
         try:
             with self._lock:
-                e = self._store.get(self._rmap, k, self._clock())
+                e = self._store.get(self._rmap, k, self._clock(), self._from_backup)
                 if e is None:
                     return default
                 value = e.value
@@ -88,7 +91,7 @@ class LocalMap:
         k = encode_key(key)
         with self._lock:
             now = self._clock()
-            e = self._store.get(self._rmap, k, now)
+            e = self._store.get(self._rmap, k, now, self._from_backup)
             if e is None:
                 return None
             value, version, deadline = e.value, Version(e.ts, e.member), e.deadline()
@@ -106,14 +109,14 @@ class LocalMap:
         """The values of the keys this member serves, and the keys it does not."""
         keys = list(keys)
         encoded = [encode_key(k) for k in keys]
-        store, rmap = self._store, self._rmap
+        store, rmap, from_backup = self._store, self._rmap, self._from_backup
         found: list[tuple[Key, bytes]] = []
         elsewhere: list[Key] = []
         with self._lock:
             now = self._clock()
             for k, ek in zip(keys, encoded, strict=True):
                 try:
-                    e = store.get(rmap, ek, now)
+                    e = store.get(rmap, ek, now, from_backup)
                 except NotOwner:
                     elsewhere.append(k)
                     continue
@@ -126,7 +129,7 @@ class LocalMap:
         k = encode_key(key)
         try:
             with self._lock:
-                return self._store.contains(self._rmap, k, self._clock())
+                return self._store.contains(self._rmap, k, self._clock(), self._from_backup)
         except NotOwner:
             return self.remote().contains(key, timeout=timeout)
 
@@ -134,7 +137,7 @@ class LocalMap:
         k = encode_key(key)
         try:
             with self._lock:
-                left = self._store.ttl(self._rmap, k, self._clock())
+                left = self._store.ttl(self._rmap, k, self._clock(), self._from_backup)
         except NotOwner:
             return self.remote().ttl(key, timeout=timeout)
         if left is None:

@@ -205,13 +205,18 @@ class Node:
         def remote() -> Any:
             return self._smart_client().map(name, codec=codec, raw_keys=raw_keys)
 
+        store, backup = self._member.store, self.config.read_from_backup
         if self._mode == "sync":
             if sync is None:
-                return LocalMap(self._member.store, name, codec, raw_keys, remote, self._clustered)
+                return LocalMap(
+                    store, name, codec, raw_keys, remote, self._clustered, from_backup=backup
+                )
             return SyncLocalMap(
-                sync, self._member.store, name, codec, raw_keys, remote, self._clustered
+                sync, store, name, codec, raw_keys, remote, self._clustered, from_backup=backup
             )
-        local = LocalMap(self._member.store, name, codec, raw_keys, clustered=self._clustered)
+        local = LocalMap(
+            store, name, codec, raw_keys, clustered=self._clustered, from_backup=backup
+        )
         if sync is None:
             return AsyncLocalMap(local, remote)
         return SyncAsyncLocalMap(sync, local, remote)
@@ -239,11 +244,13 @@ class Node:
             if self._mode == "sync":
                 from grid.client.sync import Client
 
-                self._client = Client(self.address)
+                self._client = Client(self.address, read_from_backup=self.config.read_from_backup)
             else:
                 from grid.client.aio import AsyncClient
 
-                self._client = AsyncClient(self.address)
+                self._client = AsyncClient(
+                    self.address, read_from_backup=self.config.read_from_backup
+                )
         return self._client
 
     def stats(self) -> dict[str, Any]:

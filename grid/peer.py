@@ -5,7 +5,7 @@ malformed message gets INVALID_ARGUMENT with a reason and the member goes on.
 The logic lives elsewhere; this module only adapts the wire to it:
 tables to grid/routing.py, Follow to grid/replica.py, Fill to
 grid/follower.py, Handoff to grid/replica.py, Leave to grid/coordinator.py, Compare and Repair
-to grid/antientropy.py.
+to grid/antientropy.py, ReadRepair to grid/read_repair.py.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class PeerService:
                 "Leave": grpc.unary_unary_rpc_method_handler(self.leave),
                 "Compare": grpc.unary_unary_rpc_method_handler(self.compare),
                 "Repair": grpc.unary_unary_rpc_method_handler(self.repair),
+                "ReadRepair": grpc.unary_unary_rpc_method_handler(self.read_repair),
             },
         )
 
@@ -108,4 +109,12 @@ class PeerService:
             reply = self.rt.anti_entropy.on_repair(msg)
         except (ValueError, TypeError, msgpack.UnpackException) as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Repair: {e}")
+        return reply.SerializeToString()
+
+    async def read_repair(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        msg = await self._parse(pb.ReadRepairRequest, data, context)
+        try:
+            reply = self.rt.read_repair.on_read_repair(msg)
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ReadRepair: {e}")
         return reply.SerializeToString()

@@ -23,6 +23,7 @@ by both, none by neither.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import threading
 import time
 from collections import deque
@@ -38,7 +39,7 @@ from grid.routing import Routing
 from grid.store import Store
 from grid.store.copies import snapshot_records
 from proto import grid_pb2 as pb
-from replication.stream import FollowerLog, Phase, PrimaryLog, new_term
+from replication.stream import DEFAULT_KEEP, FollowerLog, Phase, PrimaryLog, new_term
 
 log = logs.get("grid.replica")
 _monotonic = time.monotonic
@@ -53,6 +54,7 @@ LINGER_UNTIL = 512
 """A queue this long is sent at once, without lingering: it fills a message already."""
 
 NOOP = (0, "", b"", None, 0, 0, 0, 0)
+LAGGING_SHOWN = 8  # partitions most behind listed in Stats (all of them are summed)
 """A record a follower only counts (per-map backups: a map this backup does not hold)."""
 
 # queue items: (kind, partition, a, b); kinds below
@@ -230,6 +232,9 @@ class Replicator:
         self.bytes_sent = 0
         self.handoffs = 0
         self.sync_timeouts = 0
+        self.log_changes = DEFAULT_KEEP  # replication_log_changes: changes kept per partition
+        self.caught_up = 0  # subscriptions answered from the log (no snapshot)
+        self.snapshots_sent = 0  # subscriptions answered with a snapshot
         self._touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -309,7 +314,7 @@ class Replicator:
                     self.ranks[p] = {m: i for i, m in enumerate(table.replicas(p)) if i}
                 if serving and p not in self.logs:
                     pos = self.positions.pop(p, None)
-                    self.logs[p] = PrimaryLog(new_term(), pos.seq if pos else 0)
+                    self.logs[p] = PrimaryLog(new_term(), pos.seq if pos else 0, self.log_changes)
                 elif not serving and p in self.logs:
                     plog = self.logs.pop(p)
                     self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
@@ -391,12 +396,14 @@ class Replicator:
         rank = self.rank_of(p, session)
         mb = self.map_backups
         if missing is not None:
+            self.caught_up += 1
             session.push((_END, p, plog.term, seq))  # "you are current at (term, seq)"
             for s, rec in missing:
                 session.push((_MUT, p, s, rec if mb.holds(rec[1], rank) else NOOP))
         else:
             held = None if mb.uniform or rank == 0 else (lambda name: mb.holds(name, rank))
             entries = snapshot_records(self.store, p, now, held)
+            self.snapshots_sent += 1
             session.push((_BEGIN, p, None, None))
             for i in range(0, len(entries), SNAPSHOT_CHUNK_RECORDS):
                 session.push((_SNAP, p, entries[i : i + SNAPSHOT_CHUNK_RECORDS], None))
@@ -533,7 +540,7 @@ class Replicator:
                     pos = self.positions.pop(p, None)
                     self.routing.take_back(p)
                     if pos is not None and self.routing.serves(p):
-                        self.logs[p] = PrimaryLog(new_term(), pos.seq)
+                        self.logs[p] = PrimaryLog(new_term(), pos.seq, self.log_changes)
                 failed.append(p)
         return done, failed
 
@@ -605,15 +612,17 @@ class Replicator:
                 missing.append((p, seq))
         return missing
 
-    def lag(self) -> tuple[int, int, float]:
-        """(worst partition's unacknowledged changes, their sum, oldest one's age in s)
-        over the partitions this member is primary of and their backups in the table."""
+    def lag(self) -> tuple[int, int, float, list[tuple[int, str, int, float]]]:
+        """(worst partition's unacknowledged changes, their sum, oldest one's age in s,
+        the LAGGING_SHOWN most behind as (partition, backup, changes, seconds)) over the
+        partitions this member is primary of and their backups in the table."""
         table = self.routing.table
         if table is None:
-            return 0, 0, 0.0
+            return 0, 0, 0.0, []
         now = time.monotonic()
         worst = total = 0
         oldest = 0.0
+        rows: list[tuple[int, float, int, str]] = []
         with self.store.lock:
             for p, plog in self.logs.items():
                 for m in table.replicas(p)[1:]:
@@ -625,6 +634,8 @@ class Replicator:
                     worst = max(worst, behind)
                     total += behind
                     at = plog.applied_at(acked + 1)
-                    if at:
-                        oldest = max(oldest, now - at)
-        return worst, total, oldest
+                    age = now - at if at else 0.0
+                    oldest = max(oldest, age)
+                    rows.append((behind, age, p, m))
+        top = heapq.nlargest(LAGGING_SHOWN, rows)
+        return worst, total, oldest, [(p, m, behind, age) for behind, age, p, m in top]

@@ -317,13 +317,15 @@ class GridService:
         wanted = [p for p in request.partitions if 0 <= p < store.partitions] or range(
             store.partitions
         )
+        only = frozenset(request.maps)
+        holds = (lambda name: name in only) if only else None
         reply = pb.DigestsReply()
         for p in wanted:
             with store.lock:
                 role = self.cluster.routing.role(p) if self.cluster is not None else 1
                 if role == 3 and not store.holds_copy(p) and not request.partitions:
                     continue  # neither a replica nor holding anything of it
-                d = copies.digest(store, p, store.hlc.last, store.clock())
+                d = copies.digest(store, p, store.hlc.last, store.clock(), holds)
                 seq = self.cluster.replicator.position(p) if self.cluster is not None else 0
             reply.digests.add(partition=p, root=d.root, role=role, seq=seq)
             await asyncio.sleep(0)
@@ -390,7 +392,7 @@ class GridService:
             if ex.durability is not None
             else None,
             migration=self.cluster.stats() if self.cluster is not None else None,
-            anti_entropy=self.cluster.anti_entropy.stats() if self.cluster is not None else None,
+            anti_entropy=self.cluster.anti_entropy_stats() if self.cluster is not None else None,
         )
 
 

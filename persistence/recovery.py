@@ -110,7 +110,8 @@ class PartitionRecovery:
     partition: int
     maps: dict[str, dict[bytes, Entry]]
     """map name -> key -> (value, ts, member, expiry_ms, max_idle_ms); value None =
-    tombstone."""
+    tombstone. The empty key (never a real one) holds the map's last CLEAR in the
+    partition, as a tombstone with the CLEAR's version."""
     seq: int
     """Last sequence number recovered; the next append must use a greater one."""
     report: RecoveryReport
@@ -434,6 +435,8 @@ def _replay(
                 ]
                 for key in gone:
                     del d[key]
+                if b"" not in d:  # the marker itself, as a delete of the empty key
+                    d[b""] = (None, ts, mid, 0, 0)
             else:
                 scan.reject(f"unknown op {op!r:.10}")
                 raise _BadRecord("unknown op")

@@ -130,14 +130,16 @@ class Result(_message.Message):
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., value: _Optional[bytes] = ..., count: _Optional[int] = ..., version_ts: _Optional[int] = ..., version_member: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., cursor: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
 
 class BatchRequest(_message.Message):
-    __slots__ = ("id", "ops", "hops")
+    __slots__ = ("id", "ops", "hops", "read_from_backup")
     ID_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
+    READ_FROM_BACKUP_FIELD_NUMBER: _ClassVar[int]
     id: int
     ops: _containers.RepeatedCompositeFieldContainer[Op]
     hops: int
-    def __init__(self, id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ..., hops: _Optional[int] = ...) -> None: ...
+    read_from_backup: bool
+    def __init__(self, id: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[Op, _Mapping]]] = ..., hops: _Optional[int] = ..., read_from_backup: _Optional[bool] = ...) -> None: ...
 
 class BatchReply(_message.Message):
     __slots__ = ("id", "results", "status", "error", "max_batch_ops", "table_version")
@@ -216,7 +218,7 @@ class PersistenceStats(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., data_dir: _Optional[str] = ..., fsync: _Optional[str] = ..., partitions_recovered: _Optional[int] = ..., records_loaded: _Optional[int] = ..., records_skipped: _Optional[int] = ..., records_dropped: _Optional[int] = ..., bytes_truncated: _Optional[int] = ..., recovery_s: _Optional[float] = ..., entries_recovered: _Optional[int] = ..., log_bytes: _Optional[int] = ..., snapshots: _Optional[int] = ..., fsyncs: _Optional[int] = ..., disk_full: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class MigrationStats(_message.Message):
-    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts")
+    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log", "lagging")
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRIMARIES_FIELD_NUMBER: _ClassVar[int]
     BACKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +235,11 @@ class MigrationStats(_message.Message):
     LAG_CHANGES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     LAG_SECONDS_MAX_FIELD_NUMBER: _ClassVar[int]
     SYNC_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FROM_LOG_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_SENT_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_LOADED_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_LOG_FIELD_NUMBER: _ClassVar[int]
+    LAGGING_FIELD_NUMBER: _ClassVar[int]
     table_version: int
     primaries: int
     backups: int
@@ -249,7 +256,24 @@ class MigrationStats(_message.Message):
     lag_changes_total: int
     lag_seconds_max: float
     sync_timeouts: int
-    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ...) -> None: ...
+    caught_up_from_log: int
+    snapshots_sent: int
+    positions_loaded: int
+    resumed_from_log: int
+    lagging: _containers.RepeatedCompositeFieldContainer[PartitionLag]
+    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ..., lagging: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ...) -> None: ...
+
+class PartitionLag(_message.Message):
+    __slots__ = ("partition", "backup", "changes", "seconds")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    backup: str
+    changes: int
+    seconds: float
+    def __init__(self, partition: _Optional[int] = ..., backup: _Optional[str] = ..., changes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class StatsReply(_message.Message):
     __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy")
@@ -286,7 +310,7 @@ class StatsReply(_message.Message):
     def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ..., anti_entropy: _Optional[_Union[AntiEntropyStats, _Mapping]] = ...) -> None: ...
 
 class AntiEntropyStats(_message.Message):
-    __slots__ = ("rounds", "partitions_compared", "partitions_differing", "keys_repaired", "keys_sent", "last_round_s", "tombstones", "tombstones_collected")
+    __slots__ = ("rounds", "partitions_compared", "partitions_differing", "keys_repaired", "keys_sent", "last_round_s", "tombstones", "tombstones_collected", "backup_reads", "read_repair_checked", "read_repair_fixed")
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_COMPARED_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_DIFFERING_FIELD_NUMBER: _ClassVar[int]
@@ -295,6 +319,9 @@ class AntiEntropyStats(_message.Message):
     LAST_ROUND_S_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_COLLECTED_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_READS_FIELD_NUMBER: _ClassVar[int]
+    READ_REPAIR_CHECKED_FIELD_NUMBER: _ClassVar[int]
+    READ_REPAIR_FIXED_FIELD_NUMBER: _ClassVar[int]
     rounds: int
     partitions_compared: int
     partitions_differing: int
@@ -303,7 +330,10 @@ class AntiEntropyStats(_message.Message):
     last_round_s: float
     tombstones: int
     tombstones_collected: int
-    def __init__(self, rounds: _Optional[int] = ..., partitions_compared: _Optional[int] = ..., partitions_differing: _Optional[int] = ..., keys_repaired: _Optional[int] = ..., keys_sent: _Optional[int] = ..., last_round_s: _Optional[float] = ..., tombstones: _Optional[int] = ..., tombstones_collected: _Optional[int] = ...) -> None: ...
+    backup_reads: int
+    read_repair_checked: int
+    read_repair_fixed: int
+    def __init__(self, rounds: _Optional[int] = ..., partitions_compared: _Optional[int] = ..., partitions_differing: _Optional[int] = ..., keys_repaired: _Optional[int] = ..., keys_sent: _Optional[int] = ..., last_round_s: _Optional[float] = ..., tombstones: _Optional[int] = ..., tombstones_collected: _Optional[int] = ..., backup_reads: _Optional[int] = ..., read_repair_checked: _Optional[int] = ..., read_repair_fixed: _Optional[int] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
     __slots__ = ("name", "address", "gossip_address", "state", "incarnation", "age_s", "zone", "version")
@@ -410,10 +440,12 @@ class LocalKeysRequest(_message.Message):
     def __init__(self, map: _Optional[str] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DigestsRequest(_message.Message):
-    __slots__ = ("partitions",)
+    __slots__ = ("partitions", "maps")
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    MAPS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, partitions: _Optional[_Iterable[int]] = ...) -> None: ...
+    maps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., maps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PartitionDigest(_message.Message):
     __slots__ = ("partition", "root", "role", "seq")
@@ -600,6 +632,38 @@ class RepairRequest(_message.Message):
     count: int
     rank: int
     def __init__(self, primary: _Optional[str] = ..., cut: _Optional[int] = ..., partition: _Optional[int] = ..., buckets: _Optional[_Iterable[int]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class ReadRepairPartition(_message.Message):
+    __slots__ = ("partition", "probes", "probe_count", "records", "count")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
+    PROBE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    probes: bytes
+    probe_count: int
+    records: bytes
+    count: int
+    def __init__(self, partition: _Optional[int] = ..., probes: _Optional[bytes] = ..., probe_count: _Optional[int] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ReadRepairRequest(_message.Message):
+    __slots__ = ("backup", "partitions")
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    backup: str
+    partitions: _containers.RepeatedCompositeFieldContainer[ReadRepairPartition]
+    def __init__(self, backup: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[ReadRepairPartition, _Mapping]]] = ...) -> None: ...
+
+class ReadRepairReply(_message.Message):
+    __slots__ = ("partitions", "refused", "applied")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedCompositeFieldContainer[ReadRepairPartition]
+    refused: _containers.RepeatedScalarFieldContainer[int]
+    applied: int
+    def __init__(self, partitions: _Optional[_Iterable[_Union[ReadRepairPartition, _Mapping]]] = ..., refused: _Optional[_Iterable[int]] = ..., applied: _Optional[int] = ...) -> None: ...
 
 class RepairReply(_message.Message):
     __slots__ = ("records", "count", "applied", "refused")

@@ -528,6 +528,11 @@ class PeerStub:
                 request_serializer=proto_dot_grid__pb2.RepairRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.RepairReply.FromString,
                 _registered_method=True)
+        self.ReadRepair = channel.unary_unary(
+                '/grid.v1.Peer/ReadRepair',
+                request_serializer=proto_dot_grid__pb2.ReadRepairRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.ReadRepairReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -582,6 +587,13 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadRepair(self, request, context):
+        """backup -> primary
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -619,6 +631,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Repair,
                     request_deserializer=proto_dot_grid__pb2.RepairRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.RepairReply.SerializeToString,
+            ),
+            'ReadRepair': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadRepair,
+                    request_deserializer=proto_dot_grid__pb2.ReadRepairRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.ReadRepairReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -810,6 +827,33 @@ class Peer:
             '/grid.v1.Peer/Repair',
             proto_dot_grid__pb2.RepairRequest.SerializeToString,
             proto_dot_grid__pb2.RepairReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadRepair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Peer/ReadRepair',
+            proto_dot_grid__pb2.ReadRepairRequest.SerializeToString,
+            proto_dot_grid__pb2.ReadRepairReply.FromString,
             options,
             channel_credentials,
             insecure,

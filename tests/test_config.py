@@ -106,3 +106,16 @@ def test_map_backups_widen_the_table_and_are_validated() -> None:
     for bad in ("orders", "orders=x", "=1", "orders=7"):
         with pytest.raises(ConfigError, match="map_backups"):
             Config(map_backups=bad)
+
+
+def test_read_from_backup_options_parse_and_validate() -> None:
+    env = {"GRID_READ_FROM_BACKUP": "true", "GRID_READ_REPAIR_CHANCE": "0.5"}
+    c = Config.load(env=env)
+    assert c.read_from_backup is True and c.read_repair_chance == 0.5
+    assert Config.load(env={"GRID_READ_FROM_BACKUP": "off"}).read_from_backup is False
+    assert Config.load(flags={"read_from_backup": "1"}).read_from_backup is True
+    with pytest.raises(ConfigError, match="read_from_backup"):
+        Config.load(env={"GRID_READ_FROM_BACKUP": "maybe"})
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="read_repair_chance"):
+            Config(read_repair_chance=bad)

@@ -169,6 +169,21 @@ def partitions_table(stats: list[dict[str, Any]]) -> Table:
     return t
 
 
+def lag_table(stats: list[dict[str, Any]]) -> Table:
+    """The partitions most behind, per primary: which backup, by how many changes and how
+    long (docs/replication.md). Shown only while some backup is behind."""
+    t = Table(title="replication lag (partitions most behind)", title_justify="left")
+    for col in ("primary", "partition", "backup", "changes", "oldest"):
+        t.add_column(col, justify="left" if col in ("primary", "backup") else "right")
+    for s in stats:
+        for row in (s.get("migration") or {}).get("lagging", []):
+            t.add_row(
+                s["member"], str(row.get("partition", 0)), row.get("backup", ""),
+                f"{int(row.get('changes', 0)):,}", f"{float(row.get('seconds', 0)):.2f}s",
+            )  # fmt: skip
+    return t
+
+
 def anti_entropy_table(stats: list[dict[str, Any]]) -> Table:
     """Replica comparison and repair per member (docs/replication.md, "Anti-entropy")."""
     t = Table(title="anti-entropy", title_justify="left")
@@ -189,6 +204,24 @@ def anti_entropy_table(stats: list[dict[str, Any]]) -> Table:
     return t
 
 
+def read_repair_table(stats: list[dict[str, Any]]) -> Table:
+    """Reads answered from backup copies, and the read repair they triggered
+    (docs/replication.md, "Reads from backups and read repair")."""
+    t = Table(title="reads from backups", title_justify="left")
+    for col in ("member", "backup reads", "checked", "repaired"):
+        t.add_column(col, justify="left" if col == "member" else "right")
+    for s in stats:
+        a = s.get("anti_entropy") or {}
+        t.add_row(
+            s["member"],
+            *(
+                f"{int(a.get(f, 0)):,}"
+                for f in ("backup_reads", "read_repair_checked", "read_repair_fixed")
+            ),
+        )
+    return t
+
+
 def print_status(stats: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or wide_console()
     views = [s for s in stats if s.get("cluster")]
@@ -197,8 +230,12 @@ def print_status(stats: list[dict[str, Any]], console: Console | None = None) ->
     console.print(members_table(stats))
     if any(s.get("migration") for s in stats):
         console.print(partitions_table(stats))
+    if any((s.get("migration") or {}).get("lagging") for s in stats):
+        console.print(lag_table(stats))
     if any(s.get("anti_entropy") for s in stats):
         console.print(anti_entropy_table(stats))
+    if any(int((s.get("anti_entropy") or {}).get("backup_reads", 0)) for s in stats):
+        console.print(read_repair_table(stats))
     if any(s["maps"] for s in stats):
         console.print(maps_table(stats))
     if any((s.get("persistence") or {}).get("enabled") for s in stats):

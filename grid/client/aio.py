@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from grid.client.codec import Codec, resolve
@@ -298,12 +299,15 @@ class AsyncClient:
         codec: str | Codec = "msgpack",
         options: ConnectionOptions | None = None,
         smart_routing: bool = True,
+        read_from_backup: bool = False,
     ) -> None:
         seeds = parse_seeds(address)
         self.address = seeds[0]
         """The seed member: `stats()` are its statistics."""
         self.codec = resolve(codec)
         options = options or ConnectionOptions(timeout=timeout)
+        if read_from_backup:
+            options = replace(options, read_from_backup=True)
         self._conn = Router(seeds, options, smart=smart_routing)
 
     def map(

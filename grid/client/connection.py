@@ -44,6 +44,7 @@ from grid.errors import DeadlineExceeded, GridError, Status, TooLarge, Unavailab
 from proto import grid_pb2 as pb
 
 STREAM_METHOD = "/grid.v1.Grid/Stream"
+READ_FROM_BACKUP = b"\x20\x01"  # BatchRequest field 4 (read_from_backup) = true
 STATS_METHOD = "/grid.v1.Grid/Stats"
 _LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 FRAMING = 1024  # bytes of headroom for the id field and gRPC framing
@@ -60,6 +61,10 @@ class ConnectionOptions:
     max_message_bytes: int = 64 * 1024 * 1024
     retry_base: float = 0.05
     retry_cap: float = 1.0
+    read_from_backup: bool = False
+    """Let members answer reads (get, contains, ttl) from a backup copy: the smart client
+    spreads reads over each partition's replicas. A value may be older than the
+    primary's by the replication lag (docs/replication.md, "Reads from backups")."""
     fail_fast: bool = False
     """Raise StreamLost as soon as the stream breaks instead of retrying until the deadline:
     for a caller (the smart client's router) that retries elsewhere and must know at once."""
@@ -347,6 +352,8 @@ class AsyncConnection:
                 request_id = self._next_id
                 self._next_id += 1
                 message = b"\x08" + _varint(request_id) + b"".join(c.body for c in batch)
+                if self.options.read_from_backup:
+                    message += READ_FROM_BACKUP
                 try:
                     stream = self._get_stream()
                     self._inflight[request_id] = batch

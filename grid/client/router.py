@@ -64,6 +64,8 @@ log = logging.getLogger("grid.client")  # stdlib logging: a library must not pri
 TABLE_METHOD = "/grid.v1.Grid/Table"
 WATCH_METHOD = "/grid.v1.Grid/WatchTable"
 
+READ_OPS = frozenset({pb.GET, pb.CONTAINS, pb.TTL})
+"""What a member may answer from a backup copy when the client reads from backups."""
 KEYED_OPS = frozenset(
     {pb.GET, pb.PUT, pb.DELETE, pb.EXPIRE, pb.TTL, pb.CONTAINS, pb.INCR, pb.TOUCH}
 )
@@ -153,6 +155,8 @@ class Route:
     """Member name -> gRPC address, for every member in the table."""
     owners: tuple[str, ...]
     """Per partition, the primary's address ("" if the table gave none)."""
+    replicas: tuple[tuple[str, ...], ...] = ()
+    """Per partition, every replica's address, the primary first (read_from_backup)."""
 
     @property
     def version(self) -> int:
@@ -181,7 +185,34 @@ class Route:
         )
         addresses = {m.name: m.address for m in msg.members}
         owners = tuple(addresses[table.owner(p)] for p in range(table.partition_count))
-        return cls(table, addresses, owners)
+        replicas = tuple(
+            tuple(addresses[m] for m in table.replicas(p)) for p in range(table.partition_count)
+        )
+        return cls(table, addresses, owners, replicas)
+
+
+class Readers:
+    """Where each partition's reads go on one turn, for a client that reads from backups:
+    turns rotate over the partition's replicas, so reads spread over them while one
+    call's reads of a partition still go to one member (one batch). A replica whose
+    stream just broke is skipped for the primary."""
+
+    __slots__ = ("avoid", "replicas", "turn")
+
+    def __init__(
+        self, replicas: Sequence[Sequence[str]], turn: int, avoid: set[str] | frozenset[str]
+    ) -> None:
+        self.replicas = replicas
+        self.turn = turn
+        self.avoid = avoid
+
+    def __len__(self) -> int:
+        return len(self.replicas)
+
+    def __getitem__(self, p: int) -> str:
+        r = self.replicas[p]
+        address = r[(p + self.turn) % len(r)]
+        return r[0] if address in self.avoid else address
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -229,6 +260,7 @@ class Router:
         self._watch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # closers of retired connections
         self._closed = False
+        self._turn = random.randrange(1 << 16)  # read_from_backup: which replica reads next
 
     # ---- what the client shows ---------------------------------------------------------------
     @property
@@ -496,10 +528,15 @@ class Router:
         results: list[pb.Result | None] = [None] * len(ops)
         todo: list[int] = list(range(len(ops)))
         attempt = 0
+        spread = self.options.read_from_backup and all(op.code in READ_OPS for op in ops)
         while True:
             route = self._route
             assert route is not None
-            groups = group_by_owner(ops, todo, route.owners, self._any_address(route))
+            owners: Sequence[str] = route.owners
+            if spread and route.replicas:
+                owners = Readers(route.replicas, self._turn, self._suspects)
+                self._turn += 1
+            groups = group_by_owner(ops, todo, owners, self._any_address(route))
             sends = [
                 self._send(address, [ops[i] for i in idxs], deadline, idempotent)
                 for address, idxs in groups.items()

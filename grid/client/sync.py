@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from grid.client.aio import AsyncClient, AsyncMap, EntryView
@@ -205,12 +206,15 @@ class Client:
         codec: str | Codec = "msgpack",
         options: ConnectionOptions | None = None,
         smart_routing: bool = True,
+        read_from_backup: bool = False,
     ) -> None:
         seeds = parse_seeds(address)
         self.address = seeds[0]
         """The seed member: `stats()` are its statistics."""
         self._thread = _LoopThread(f"grid-client-{self.address}")
         opts = options or ConnectionOptions(timeout=timeout)
+        if read_from_backup:
+            opts = replace(opts, read_from_backup=True)
 
         async def make() -> AsyncClient:
             return AsyncClient(seeds, codec=codec, options=opts, smart_routing=smart_routing)

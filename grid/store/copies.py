@@ -112,6 +112,24 @@ def records_in(
     return out
 
 
+def key_record(store: Store, partition: int, map_name: str, key: bytes, now: int) -> Record | None:
+    """The newest thing this copy knows of one key: its live entry, its tombstone, or the
+    map's clear marker (which removed it); None if it knows nothing (read repair)."""
+    rmap = store.maps.get(map_name)
+    if rmap is None:
+        return None
+    e = rmap.parts[partition].get(key)
+    if e is not None and not (e.expire_at and e.expire_at <= now):
+        return (PUT, map_name, key, e.value, e.ts, e.member, e.expire_at, e.max_idle)
+    dead = rmap.tombs[partition].get(key)
+    if dead is not None and dead[0] >= _grace_floor(store, now):
+        return (DELETE, map_name, key, None, dead[0], dead[1], 0, 0)
+    cts, cmember = rmap.cleared[partition]
+    if cts:
+        return (CLEAR, map_name, b"", None, cts, cmember, 0, 0)
+    return None
+
+
 def collect_tombstones(store: Store, partition: int, now: int) -> int:
     """Forget the partition's tombstones older than the grace period; returns how many."""
     grace_floor = _grace_floor(store, now)

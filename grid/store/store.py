@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from random import Random
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -39,6 +39,21 @@ ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION = 0, 1, 2, 3  # proto Condition values
 # What a sink is told about each applied change (the persistence record ops).
 PUT, DELETE, EXPIRED, INCR, EVICTED, CLEAR = 1, 2, 3, 4, 5, 6
 Sink = Callable[[int, int, str, bytes, "bytes | None", int, int, int, int], None]
+
+
+class BackupReads(Protocol):
+    """Reads a client allowed to be answered from a backup copy (`read_from_backup`);
+    grid/read_repair.py implements it. Both are called under the store lock."""
+
+    def readable(self, partition: int, map_name: str) -> bool:
+        """Whether this member holds a caught-up copy of the map in this partition."""
+        ...
+
+    def served(self, partition: int, map_name: str, key: bytes) -> None:
+        """A read was answered from that copy (read repair may check it)."""
+        ...
+
+
 """sink(partition, op, map, key, value, ts, member, expire_at, max_idle): called under the
 store lock for every change the store applied, in order, with the resulting state."""
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -93,6 +108,7 @@ class Store:
         # member on its own). Client operations on other partitions raise NotOwner before
         # touching anything, and the server forwards them (grid/routing.py keeps this).
         self.owned: bytearray | None = None
+        self.backup_reads: BackupReads | None = None  # set by the cluster runtime
         self._lfu = config.eviction_policy == "lfu"
         self._decay_ms = config.lfu_decay_minutes * 60_000
         self._log_factor = config.lfu_log_factor
@@ -128,6 +144,19 @@ class Store:
             raise NotOwner(f"partition {p} is not served by this member")
         return p
 
+    def _read_check(self, rmap: RecordMap, key: bytes, from_backup: bool) -> int:
+        """As _owner_check, for a read: with `from_backup` a caught-up backup copy of the
+        partition will do (the client accepted a value up to the replication lag old)."""
+        if not from_backup:
+            return self._owner_check(key)
+        p = partition_of(key, self.partitions)
+        if self.owned is not None and not self.owned[p]:
+            reads = self.backup_reads
+            if reads is None or not reads.readable(p, rmap.name):
+                raise NotOwner(f"partition {p} is not served by this member")
+            reads.served(p, rmap.name, key)
+        return p
+
     def owns(self, partition: int) -> bool:
         return self.owned is None or bool(self.owned[partition])
 
@@ -151,10 +180,11 @@ class Store:
             lfu_touch(e, now, self._decay_ms, self._log_factor, self.rng)
         e.last_access = now
 
-    def get(self, rmap: RecordMap, key: bytes, now: int) -> Entry | None:
+    def get(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> Entry | None:
         """The live entry, counted as a hit or miss and as an access for eviction."""
         self.check_key(key)
-        e = rmap.parts[self._owner_check(key)].get(key)
+        p = self._read_check(rmap, key, True) if from_backup else self._owner_check(key)
+        e = rmap.parts[p].get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
             e = None
@@ -167,16 +197,16 @@ class Store:
         rmap.stats.hits += 1
         return e
 
-    def contains(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+    def contains(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> bool:
         """Whether a live entry exists; not an access (as Redis's EXISTS)."""
         self.check_key(key)
-        p = self._owner_check(key)
+        p = self._read_check(rmap, key, from_backup)
         return self._live(rmap, key, p, now) is not None
 
-    def ttl(self, rmap: RecordMap, key: bytes, now: int) -> int | None:
+    def ttl(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> int | None:
         """Remaining ms before expiry, -1 for none, None if absent; not an access."""
         self.check_key(key)
-        p = self._owner_check(key)
+        p = self._read_check(rmap, key, from_backup)
         e = self._live(rmap, key, p, now)
         if e is None:
             return None
@@ -612,6 +642,13 @@ class Store:
         self.hlc.observe(ts)
         if now - (ts >> LOGICAL_BITS) < self.tombstone_grace_ms:
             rmap.tombs[partition_of(key, self.partitions)][key] = (ts, member)
+
+    def restore_cleared(self, rmap: RecordMap, partition: int, ts: int, member: int) -> None:
+        """Remember a recovered CLEAR of the map in this partition (its marker's version:
+        older entries that turn up from a replica stay removed)."""
+        self.hlc.observe(ts)
+        if (ts, member) > rmap.cleared[partition]:
+            rmap.cleared[partition] = (ts, member)
 
     def _overwrite(
         self, e: Entry, value: bytes, ts: int, member: int, expire_at: int, max_idle: int, now: int

@@ -28,6 +28,7 @@ from grid.client.connection import CallFailed, ConnectionOptions, StreamLost
 from grid.client.router import (
     TABLE_METHOD,
     WATCH_METHOD,
+    Readers,
     Route,
     Router,
     cursor_partition,
@@ -163,6 +164,30 @@ def test_route_from_proto_any_member_order(order: list[str]) -> None:
     assert route.table == table
     assert route.addresses == ADDRESSES
     assert route.owners == tuple(ADDRESSES[table.owner(p)] for p in range(P))
+
+
+def test_reads_from_backups_rotate_over_replicas_and_skip_suspects() -> None:
+    """read_from_backup: on successive turns each partition's reads visit every replica;
+    within a turn a partition has one reader (its reads stay in one batch); a replica
+    whose stream just broke is replaced by the primary."""
+    table = table3()
+    route = Route.from_proto(to_proto(table, ADDRESSES))
+    assert route is not None
+    for p in range(P):
+        replicas = {ADDRESSES[m] for m in table.replicas(p)}
+        seen = {Readers(route.replicas, turn, set())[p] for turn in range(len(replicas))}
+        assert seen == replicas
+    gets = [pb.Op(code=pb.GET, key=f"k{i}".encode()) for i in range(200)]
+    for turn in range(3):
+        readers = Readers(route.replicas, turn, set())
+        groups = group_by_owner(gets, range(len(gets)), readers, "any:1")
+        for address, idx in groups.items():
+            for i in idx:
+                p = partition_of(gets[i].key, P)
+                assert address == readers[p] and address in route.replicas[p]
+    backup = route.replicas[0][1]
+    assert Readers(route.replicas, 0, {backup})[0] == route.owners[0]
+    assert Readers(route.replicas, 1, {backup})[0] == route.owners[0]
 
 
 def test_route_from_proto_refuses_damage() -> None:

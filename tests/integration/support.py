@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import grpc
 
 import grid
-from grid.cluster import is_serving, migration_state
+from grid.cluster import MemberProcess, is_serving, migration_state
+from grid.routing import table_from_proto
+from partitioning import PartitionTable
 from proto import grid_pb2 as pb
 
 T = TypeVar("T")
@@ -24,6 +26,8 @@ T = TypeVar("T")
 EXECUTE = "/grid.v1.Grid/Execute"
 STREAM = "/grid.v1.Grid/Stream"
 STATS = "/grid.v1.Grid/Stats"
+TABLE = "/grid.v1.Grid/Table"
+DIGESTS = "/grid.v1.Grid/Digests"
 
 
 # ---- polling -------------------------------------------------------------------------------------
@@ -221,3 +225,47 @@ class BlockingMap:
             return self._runner.run(target(*args, **kwargs))
 
         return call
+
+
+def table_of(address: str) -> PartitionTable | None:
+    with raw_channel(address) as ch:
+        msg = pb.PartitionTable.FromString(
+            ch.unary_unary(TABLE)(pb.TableRequest().SerializeToString(), timeout=3.0)
+        )
+    return table_from_proto(msg)[0] if msg.version else None
+
+
+def roots_of(address: str, maps: Sequence[str] = ()) -> dict[int, int]:
+    """Partition -> digest root of the copy held there (of these maps only, if named)."""
+    request = pb.DigestsRequest(maps=maps).SerializeToString()
+    with raw_channel(address) as ch:
+        reply = pb.DigestsReply.FromString(ch.unary_unary(DIGESTS)(request, timeout=10.0))
+    return {d.partition: d.root for d in reply.digests}
+
+
+def replicas_differ(members: Sequence[MemberProcess], maps: Sequence[str] = ()) -> str:
+    """Empty when every member has the same table naming exactly these members and every
+    partition's replicas (as that table names them) have one digest root (of these maps
+    only, if named); else what is not so yet."""
+    tables = {m.name: table_of(m.address) for m in members}
+    versions = {t.version if t else 0 for t in tables.values()}
+    if len(versions) != 1 or 0 in versions:
+        return f"members disagree on the table: versions {sorted(versions)}"
+    table = next(iter(tables.values()))
+    assert table is not None
+    names = {m.name for m in members}
+    if set(table.members) != names:
+        return f"the table names {sorted(table.members)}, not {sorted(names)}"
+    # a table can name a member before any partition is placed on it (the coordinator's
+    # first table after a join keeps the old replica lists): wait for the moves too
+    if not partitions_settled([m.address for m in members]):
+        return "partitions still moving"
+    roots = {m.name: roots_of(m.address, maps) for m in members}
+    differing = []
+    for p, replicas in enumerate(table.replica_lists):
+        seen = {roots[r].get(p) for r in replicas}
+        if len(seen) != 1 or None in seen:
+            differing.append(p)
+    if differing:
+        return f"{len(differing)} partitions whose replicas differ, e.g. {differing[:5]}"
+    return ""

@@ -33,14 +33,12 @@ import grpc
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess
-from grid.routing import table_from_proto
-from partitioning import PartitionTable
-from proto import grid_pb2 as pb
+from grid.cluster import LocalCluster
 from tests.integration.support import (
     partitions_settled,
-    raw_channel,
     raw_stats,
+    replicas_differ,
+    table_of,
     timed_wait,
     wait_partitions_settled,
     wait_replicated,
@@ -49,55 +47,8 @@ from tests.integration.support import (
 
 pytestmark = pytest.mark.integration
 
-TABLE = "/grid.v1.Grid/Table"
-DIGESTS = "/grid.v1.Grid/Digests"
 MAP = "ae"
 CONVERGE_S = 30.0
-
-
-# ---- admin RPCs ----------------------------------------------------------------------------------
-def table_of(address: str) -> PartitionTable | None:
-    with raw_channel(address) as ch:
-        msg = pb.PartitionTable.FromString(
-            ch.unary_unary(TABLE)(pb.TableRequest().SerializeToString(), timeout=3.0)
-        )
-    return table_from_proto(msg)[0] if msg.version else None
-
-
-def roots_of(address: str) -> dict[int, int]:
-    with raw_channel(address) as ch:
-        reply = pb.DigestsReply.FromString(
-            ch.unary_unary(DIGESTS)(pb.DigestsRequest().SerializeToString(), timeout=10.0)
-        )
-    return {d.partition: d.root for d in reply.digests}
-
-
-def replicas_differ(members: Sequence[MemberProcess]) -> str:
-    """Empty when every member has the same table naming exactly these members and every
-    partition's replicas (as that table names them) have one digest root; else what is not
-    so yet."""
-    tables = {m.name: table_of(m.address) for m in members}
-    versions = {t.version if t else 0 for t in tables.values()}
-    if len(versions) != 1 or 0 in versions:
-        return f"members disagree on the table: versions {sorted(versions)}"
-    table = next(iter(tables.values()))
-    assert table is not None
-    names = {m.name for m in members}
-    if set(table.members) != names:
-        return f"the table names {sorted(table.members)}, not {sorted(names)}"
-    # a table can name a member before any partition is placed on it (the coordinator's
-    # first table after a join keeps the old replica lists): wait for the moves too
-    if not partitions_settled([m.address for m in members]):
-        return "partitions still moving"
-    roots = {m.name: roots_of(m.address) for m in members}
-    differing = []
-    for p, replicas in enumerate(table.replica_lists):
-        seen = {roots[r].get(p) for r in replicas}
-        if len(seen) != 1 or None in seen:
-            differing.append(p)
-    if differing:
-        return f"{len(differing)} partitions whose replicas differ, e.g. {differing[:5]}"
-    return ""
 
 
 def wrong_values(

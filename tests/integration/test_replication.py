@@ -27,6 +27,8 @@ from tests.integration.support import (
     live,
     raw_channel,
     raw_stats,
+    replicas_differ,
+    timed_wait,
     wait_partitions_settled,
     wait_replicated,
     wait_until,
@@ -357,6 +359,12 @@ def test_per_map_backups_copy_each_map_to_its_first_n_backups(
                     if sorted(held[k]) != sorted(replicas[: want_holders[name]]):
                         wrong.append((k, held[k], replicas))
                 assert not wrong, f"{name}: {len(wrong)} keys held wrongly, e.g. {wrong[:3]}"
+            # digests compare per map: 'orders' is on all three replicas, alike; over every
+            # map the copies differ by design (the last backup holds no 'plain', no 'cache')
+            timed_wait(
+                lambda: replicas_differ(cluster.members, maps=["orders"]), 10.0, "orders alike"
+            )
+            assert replicas_differ(cluster.members)
             victim = cluster.members[2]
             assert victim.name != seed.name
             cluster.kill(victim, signal.SIGKILL)
@@ -450,3 +458,47 @@ def test_per_map_backups_survive_a_join_and_a_graceful_leave(no_grid_env: None) 
             wait_partitions_settled([m.address for m in cluster.members if m is not leaver])
             got = cache.get_many(list(items))
             assert got == items, f"{len(items) - len(got)} 'cache' keys lost by the leave"
+
+
+def test_lag_per_partition_names_the_backup_behind(no_grid_env: None) -> None:
+    """A backup paused (SIGSTOP, shorter than failure detection) while its primaries take
+    writes: each primary lists its partitions most behind, naming that backup, worst
+    first, with changes and seconds (Stats.migration.lagging, `grid status`); once it
+    runs again the lag drains and the list is empty."""
+    from rich.console import Console
+
+    from grid.cli.status import lag_table
+    from grid.stats_view import stats_dict
+
+    with LocalCluster(3, member_args=["--backups", "1"]) as cluster:
+        wait_partitions_settled(cluster.addresses)
+        seed, victim = cluster.members[0], cluster.members[2]
+        others = [m for m in cluster.members if m is not victim]
+        with grid.Client(seed.address, timeout=10) as client:
+            table = client.table()
+            assert table is not None
+            keys = [
+                f"k{i}" for i in range(4000)
+                if table.owner(partition_of(f"k{i}".encode(), table.partition_count)) != victim.name
+            ]  # fmt: skip
+            victim.process.send_signal(signal.SIGSTOP)
+            try:
+                client.map("m").put_many({k: 1 for k in keys})
+                time.sleep(0.3)
+                stats = [raw_stats(m.address) for m in others]
+            finally:
+                victim.process.send_signal(signal.SIGCONT)
+            rows = [row for s in stats for row in s.migration.lagging]
+            assert rows, "no partition reported behind"
+            assert all(row.backup == victim.name and row.changes > 0 for row in rows), rows
+            for s in stats:
+                changes = [row.changes for row in s.migration.lagging]
+                assert len(changes) <= 8 and changes == sorted(changes, reverse=True)
+                assert s.migration.lag_changes_max == changes[0]
+            assert max(row.seconds for row in rows) > 0.2
+            out = Console(width=200, record=True)
+            out.print(lag_table([stats_dict(s) for s in stats]))
+            text = out.export_text()
+            assert victim.name in text and str(rows[0].partition) in text
+            wait_replicated(cluster.addresses)
+            assert not any(raw_stats(m.address).migration.lagging for m in cluster.members)

@@ -45,6 +45,8 @@ class Model:
         elif r.op == Op.CLEAR:
             for k in [k for k, e in d.items() if not _newer(e[1], e[2], entry)]:
                 del d[k]
+            if b"" not in d:  # the marker: a tombstone of the empty key, the CLEAR's version
+                d[b""] = (None, r.ts, r.member, 0, 0)
 
     def live(self) -> dict[str, dict[bytes, tuple]]:
         out = {}
