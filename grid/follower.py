@@ -40,12 +40,20 @@ if TYPE_CHECKING:
     from grid.positions import FollowPositions
 
 log = logs.get("grid.follower")
+_MUTATIONS = pb.MUTATIONS
+_RESYNC = Verdict.RESYNC
 
 FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 FILL_LINGER_S = 60.0  # a filled copy the table never adopted is dropped after this
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
 DROP_RETRY_S = 5.0  # a copy kept because its primary was unreachable is tried again
 REFUSED_RETRY_S = 0.2  # a refused subscription is tried again this soon, while still wanted
+ACK_EVERY_S = 0.05
+"""With no sync backups configured (`sync_backups` 0 and no map above 0), nobody waits for
+an acknowledgement: they only feed the primary's lag figures. Then a stream sends at most
+one per ACK_EVERY_S (the first after a quiet spell at once), not one per message applied:
+an acknowledgement costs a gRPC message at both ends, about as much as the change message
+itself. Hand-offs (`taken_over`) are never held back."""
 
 
 class Upstream:
@@ -61,6 +69,9 @@ class Upstream:
         self._acks: dict[int, int] = {}
         self._taken: list[int] = []
         self._ack_queued = False
+        self._ack_every = owner.ack_every
+        self._acked_at = -1e9  # loop time of the last acknowledgement sent
+        self._ack_timer: asyncio.TimerHandle | None = None
         self.task = asyncio.create_task(self._run(), name=f"grid-follow-{source}")
 
     def subscribe(self, partitions: list[int]) -> None:
@@ -99,11 +110,14 @@ class Upstream:
             self._acks.clear()
             self._taken.clear()
             self._ack_queued = False
+            self._cancel_ack_timer()
             writer = asyncio.create_task(self._write(call, hello))
+            apply = self.owner.apply
+            parse = pb.ReplicaBatch.FromString
             try:
                 async for data in call:
                     attempt = 0
-                    acks, taken = self.owner.apply(self, pb.ReplicaBatch.FromString(data))
+                    acks, taken = apply(self, parse(data), len(data))
                     if acks or taken:
                         self._ack(acks, taken)
             except asyncio.CancelledError:
@@ -139,18 +153,38 @@ class Upstream:
         of a small batch)."""
         self._acks.update(acks)  # seqs only grow: the latest is the one to send
         self._taken.extend(taken)
+        if taken and self._ack_timer is not None:
+            self._cancel_ack_timer()  # a hand-off is confirmed now, not at the timer
+            self._ack_queued = False
         if not self._ack_queued:
             self._ack_queued = True
-            self.out.put_nowait(None)
+            loop = asyncio.get_running_loop()
+            wait = self._acked_at + self._ack_every - loop.time() if self._ack_every else 0.0
+            if wait > 0 and not taken:
+                self._ack_timer = loop.call_later(wait, self._ack_due)
+            else:
+                self.out.put_nowait(None)
+
+    def _ack_due(self) -> None:
+        self._ack_timer = None
+        self.out.put_nowait(None)
+
+    def _cancel_ack_timer(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
     def _take_acks(self) -> pb.FollowMessage:
         acks, taken = self._acks, self._taken
         self._acks, self._taken, self._ack_queued = {}, [], False
+        if self._ack_every:
+            self._acked_at = asyncio.get_running_loop().time()
         return pb.FollowMessage(
             ack_partitions=list(acks), ack_seqs=list(acks.values()), taken_over=taken
         )
 
     def close(self) -> None:
+        self._cancel_ack_timer()
         self.task.cancel()
 
 
@@ -183,6 +217,9 @@ class Followers:
         self._drop_again = False
         self.ranks: dict[int, int] = {}  # partition -> this member's backup rank
         self._closed = False
+        config = store.config
+        no_sync = not (config.sync_backups or any(config.sync_backups_by_map().values()))
+        self.ack_every = ACK_EVERY_S if no_sync else 0.0  # see ACK_EVERY_S
         # set by the runtime: merge a copy into its primary before it is dropped
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
         # set by the runtime when the member has a data dir (grid/positions.py)
@@ -403,15 +440,20 @@ class Followers:
                 fut.set_result(ok)
 
     # ---- applying ------------------------------------------------------------------------
-    def apply(self, up: Upstream, batch: pb.ReplicaBatch) -> tuple[dict[int, int], list[int]]:
-        """Apply one message from a primary; returns (acks: partition -> applied seq,
-        partitions taken over by HANDOFF)."""
-        self.bytes_received += batch.ByteSize()
+    def apply(
+        self, up: Upstream, batch: pb.ReplicaBatch, size: int = -1
+    ) -> tuple[dict[int, int], list[int]]:
+        """Apply one message from a primary (`size`: its bytes, when the caller has them);
+        returns (acks: partition -> applied seq, partitions taken over by HANDOFF)."""
+        self.bytes_received += size if size >= 0 else batch.ByteSize()
         acks: dict[int, int] = {}
         taken: list[int] = []
         resync: set[int] = set()  # (a partition can fail twice in one batch)
         refused = False
         store = self.store
+        state = self.state
+        subscribed = up.partitions
+        uniform = self.replicator.map_backups.uniform
         with store.lock:
             now = store.clock()
             apply = store.apply
@@ -419,21 +461,30 @@ class Followers:
             max_value = store.max_value
             for chunk in batch.chunks:
                 p = chunk.partition
-                if p not in up.partitions:
+                if p not in subscribed:
                     continue  # unsubscribed meanwhile
-                st = self.state.setdefault(p, FollowerLog())
+                st = state.get(p)
+                if st is None:
+                    st = state[p] = FollowerLog()
                 kind = chunk.kind
-                if kind == pb.MUTATIONS:
-                    verdict, skip = st.mutations(chunk.seq, chunk.count)
-                    if verdict is Verdict.RESYNC:
+                if kind == _MUTATIONS:
+                    count = chunk.count
+                    verdict, skip = st.mutations(chunk.seq, count)
+                    if verdict is _RESYNC:
                         resync.add(p)
                         continue
-                    records = unpack(chunk.records, chunk.count, max_value, f"partition {p}")
-                    held = self._holds(p)
-                    for r in records[skip:]:
-                        # (op 0: a map this backup does not hold, grid/map_backups.py)
-                        if r[0] and (held is None or held(r[1])):
-                            apply(p, *r, now)  # (op, map, key, value, ts, member, expire, idle)
+                    records = unpack(chunk.records, count, max_value, f"partition {p}")
+                    if skip:
+                        records = records[skip:]
+                    held = None if uniform else self._holds(p)
+                    if held is None:
+                        for r in records:
+                            if r[0]:  # (op 0: a map this backup does not hold)
+                                apply(p, *r, now)  # (op, map, key, value, ts, member, ...)
+                    else:
+                        for r in records:
+                            if r[0] and held(r[1]):
+                                apply(p, *r, now)
                     acks[p] = st.seq
                 elif kind == pb.SNAPSHOT:
                     if st.snapshot_records() is Verdict.RESYNC:

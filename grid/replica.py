@@ -23,7 +23,6 @@ by both, none by neither.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import threading
 import time
@@ -43,6 +42,7 @@ from proto import grid_pb2 as pb
 from replication.stream import DEFAULT_KEEP, FollowerLog, Phase, PrimaryLog, new_term
 
 log = logs.get("grid.replica")
+_monotonic = time.monotonic
 
 SNAPSHOT_CHUNK_RECORDS = 512
 BATCH_MAX_BYTES = 128 * 1024
@@ -61,10 +61,14 @@ LAGGING_SHOWN = 8  # partitions most behind listed in Stats (all of them are sum
 _MUT, _BEGIN, _SNAP, _END, _HANDOFF, _REFUSED = range(6)
 
 
+_pack = msgpack.Packer().pack
+"""msgpack.packb makes a Packer per call; the senders (all on the event loop) share one."""
+
+
 def _seal(chunk: pb.Chunk, records: list[Any]) -> None:
     """Pack a chunk's records (see Chunk.records in proto/grid.proto)."""
     if records:
-        chunk.records = msgpack.packb(records)
+        chunk.records = _pack(records)
         chunk.count = len(records)
 
 
@@ -84,6 +88,11 @@ def unpack_records(data: bytes, count: int, max_value: int, what: str) -> list[A
     if not isinstance(records, tuple) or len(records) != count:
         raise ValueError(f"{what}: malformed records")
     return records  # type: ignore[return-value]
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Throttle:
@@ -114,7 +123,8 @@ class Session:
         self.follower = follower
         self.queue: deque[tuple[int, int, Any, Any]] = deque()
         self.event = asyncio.Event()
-        self.urgent = asyncio.Event()  # a sync write waits: send without lingering
+        self.urgent = False  # a sync write waits: send without lingering
+        self._linger: asyncio.Future[None] | None = None  # the sender's linger, while it lasts
         self.scheduled = False
         self.partitions: set[int] = set()
         self.all_maps: set[int] = set()  # partitions it fills to take over (map_backups)
@@ -129,6 +139,25 @@ class Session:
         if not self.scheduled:
             self.scheduled = True
             self._wake(self)
+
+    def hurry(self) -> None:
+        """Someone waits for this follower (a sync write, a hand-off): no lingering."""
+        self.urgent = True
+        fut = self._linger
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def linger(self, seconds: float) -> None:
+        """Wait `seconds`, or until `hurry` (one future and one timer: cheaper than
+        `wait_for` on an event, which costs a task and a cancellation per message)."""
+        loop = asyncio.get_running_loop()
+        fut = self._linger = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._linger = None
 
     def ack(self, partition: int, seq: int) -> None:
         if seq > self.acked.get(partition, 0):
@@ -150,7 +179,7 @@ class Session:
             fut.set_result(None)
         else:
             self._waiters.setdefault(partition, []).append((seq, fut))
-            self.urgent.set()  # someone waits: no lingering
+            self.hurry()  # someone waits: no lingering
         return fut
 
     def wait_takeover(self, partition: int) -> asyncio.Future[None]:
@@ -231,13 +260,17 @@ class Replicator:
         if plog is None:
             return  # a backup's copy changing: not ours to stream
         rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
-        seq = plog.append(rec, time.monotonic())
+        seq = plog.append(rec, _monotonic())
         self._touched[partition] = seq
         subs = self.followers.get(partition)
         if subs:
             if self.map_backups.uniform:
+                item = (_MUT, partition, seq, rec)  # one tuple for every follower
                 for s in subs:
-                    s.push((_MUT, partition, seq, rec))
+                    s.queue.append(item)  # Session.push, inlined: this runs per write
+                    if not s.scheduled:
+                        s.scheduled = True
+                        self._wake(s)
             else:
                 self._push_ranked(partition, subs, seq, rec)
 
@@ -380,7 +413,9 @@ class Replicator:
 
     async def _send(self, session: Session, context: grpc.aio.ServicerContext) -> None:
         queue = session.queue
+        popleft = queue.popleft
         linger = self.linger_s
+        mutations = pb.MUTATIONS
         while not session.closed:
             await session.event.wait()
             if (
@@ -388,13 +423,12 @@ class Replicator:
                 and len(queue) < LINGER_UNTIL
                 and queue
                 and queue[0][0] == _MUT  # snapshots and hand-offs go at once
-                and not session.urgent.is_set()
+                and not session.urgent
             ):
                 # let a burst of writes share one message; a write waiting for this
                 # backup's acknowledgement (sync backups) cuts the wait short
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(session.urgent.wait(), linger)
-            session.urgent.clear()
+                await session.linger(linger)
+            session.urgent = False
             session.event.clear()
             session.scheduled = False
             while queue and not session.closed:
@@ -407,12 +441,13 @@ class Replicator:
                 # record. A control item of a partition closes its open chunk first, so
                 # each partition's items stay in order.
                 open_chunks: dict[int, tuple[pb.Chunk, list[Any]]] = {}
+                add_chunk = batch.chunks.add
                 while queue and size < BATCH_MAX_BYTES:
-                    kind, p, a, b = queue.popleft()
+                    kind, p, a, b = popleft()
                     if kind == _MUT:
                         open_chunk = open_chunks.get(p)
                         if open_chunk is None:
-                            chunk = batch.chunks.add(partition=p, kind=pb.MUTATIONS, seq=a)
+                            chunk = add_chunk(partition=p, kind=mutations, seq=a)
                             open_chunk = open_chunks[p] = (chunk, [])
                         open_chunk[1].append(b)
                         size += len(b[2]) + len(b[3] or b"") + 32
@@ -477,7 +512,7 @@ class Replicator:
                     continue
                 self.routing.handed_off(p, to, epoch)
                 session.push((_HANDOFF, p, (plog.term, epoch), plog.seq))
-                session.urgent.set()  # clients of p wait for the hand-off: no lingering
+                session.hurry()  # clients of p wait for the hand-off: no lingering
                 del self.logs[p]
                 self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
                 for s in self.followers.pop(p, set()):
