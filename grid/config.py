@@ -269,8 +269,8 @@ class Config:
         "of writes costs one message. It delays async backups by up to this much (what a "
         "primary's crash can lose with async backups); a write waiting for sync backups, "
         "a snapshot or a hand-off is sent at once. Measured on 2 cores (docs/benchmarks.md): "
-        "single puts with backups=1 async at 0.65-0.67x of backups=0 with 10 ms, "
-        "0.75-0.79x with 25 ms. 0 = always send at once.",
+        "single puts with backups=1 async at 0.64x of backups=0 with 10 ms and 0.68x "
+        "with 25 ms, side by side. 0 = always send at once.",
     )
     replication_log_changes: int = _opt(
         256,
