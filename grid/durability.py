@@ -56,8 +56,8 @@ from grid import logs
 from grid.config import Config
 from grid.errors import Unavailable
 from grid.store import Store
-from grid.store.store import CLEAR, DELETE, INCR, PUT
-from persistence import DiskFull, FsyncPolicy, Log, should_snapshot
+from grid.store.store import CLEAR, DELETE, DROPPED, INCR, PUT
+from persistence import DiskFull, FsyncPolicy, Log, Op, should_snapshot
 
 log = logs.get("grid.durability")
 
@@ -65,6 +65,7 @@ SNAPSHOT_CHECK_S = 2.0
 MIN_SNAPSHOT_LOG_BYTES = 1 << 20  # never snapshot a partition for less than 1 MiB of log
 SYNC_THREADS = 8  # parallel per-partition fsyncs commit together in the journal
 CLIENT_WRITES = frozenset({PUT, DELETE, INCR, CLEAR})
+CLEARED = int(Op.CLEARED)
 DISK_FULL_WRITE = (
     "disk full: this write is applied in memory but not on disk; writes are refused "
     "until space returns"
@@ -186,6 +187,12 @@ class Durability:
         pending = self._pending.get(partition)
         if pending is None:
             pending = self._pending[partition] = []
+        if op == DROPPED:  # a copy forgotten: its entries go, and no clear marker stays
+            op = CLEAR
+        elif op == CLEAR:  # a clear: the entries go, and its marker stays (Op.CLEARED)
+            pending.append((seq, op, map_name, key, value, ts, member, expire_at, max_idle))
+            seq = self._seq[partition] = seq + 1
+            op = CLEARED
         pending.append((seq, op, map_name, key, value, ts, member, expire_at, max_idle))
 
     def check_writable(self) -> None:

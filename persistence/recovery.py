@@ -66,7 +66,7 @@ from persistence.layout import (
 from persistence.record import Entry, Op
 from persistence.snapshot import LoadedSnapshot, load_snapshot
 
-_PUT, _DELETE, _EXPIRE, _INCR, _EVICT, _CLEAR = (int(o) for o in Op)
+_PUT, _DELETE, _EXPIRE, _INCR, _EVICT, _CLEAR, _CLEARED = (int(o) for o in Op)
 
 
 @dataclass(slots=True)
@@ -110,8 +110,9 @@ class PartitionRecovery:
     partition: int
     maps: dict[str, dict[bytes, Entry]]
     """map name -> key -> (value, ts, member, expiry_ms, max_idle_ms); value None =
-    tombstone. The empty key (never a real one) holds the map's last CLEAR in the
-    partition, as a tombstone with the CLEAR's version."""
+    tombstone. The empty key (never a real one) holds the map's clear marker in the
+    partition (Op.CLEARED, or a snapshot's DELETE of b""), as a tombstone with the
+    clear's version."""
     seq: int
     """Last sequence number recovered; the next append must use a greater one."""
     report: RecoveryReport
@@ -435,8 +436,12 @@ def _replay(
                 ]
                 for key in gone:
                     del d[key]
-                if b"" not in d:  # the marker itself, as a delete of the empty key
-                    d[b""] = (None, ts, mid, 0, 0)
+            elif op == _CLEARED and k == b"":
+                # the clear marker, kept as a tombstone of the empty key (no real key is
+                # empty); a bare CLEAR (a dropped copy) above removes an older one
+                cur = d.get(b"")
+                if cur is None or ts > cur[1] or (ts == cur[1] and mid > cur[2]):
+                    d[b""] = r[4:]
             else:
                 scan.reject(f"unknown op {op!r:.10}")
                 raise _BadRecord("unknown op")

@@ -38,6 +38,7 @@ from replication.hlc import LOGICAL_BITS, HybridClock
 ALWAYS, IF_ABSENT, IF_PRESENT, IF_VERSION = 0, 1, 2, 3  # proto Condition values
 # What a sink is told about each applied change (the persistence record ops).
 PUT, DELETE, EXPIRED, INCR, EVICTED, CLEAR = 1, 2, 3, 4, 5, 6
+DROPPED = 8  # a copy forgotten (drop_maps): the journal removes its entries, no marker
 Sink = Callable[[int, int, str, bytes, "bytes | None", int, int, int, int], None]
 
 
@@ -700,7 +701,7 @@ class Store:
                 self._unlink(e)
                 dropped += 1
             if self.sink is not None:
-                self.sink(partition, CLEAR, rmap.name, b"", None, v.ts, v.member, 0, 0)
+                self.sink(partition, DROPPED, rmap.name, b"", None, v.ts, v.member, 0, 0)
         return dropped
 
     def partition_count(self, partition: int) -> int:

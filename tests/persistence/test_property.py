@@ -45,7 +45,9 @@ class Model:
         elif r.op == Op.CLEAR:
             for k in [k for k, e in d.items() if not _newer(e[1], e[2], entry)]:
                 del d[k]
-            if b"" not in d:  # the marker: a tombstone of the empty key, the CLEAR's version
+        elif r.op == Op.CLEARED:  # the marker: a tombstone of the empty key
+            cur = d.get(b"")
+            if cur is None or _newer(r.ts, r.member, cur):
                 d[b""] = (None, r.ts, r.member, 0, 0)
 
     def live(self) -> dict[str, dict[bytes, tuple]]:
@@ -65,7 +67,9 @@ class Model:
 
 
 op_st = st.tuples(
-    st.sampled_from([Op.PUT, Op.PUT, Op.PUT, Op.DELETE, Op.INCR, Op.EXPIRE, Op.EVICT, Op.CLEAR]),
+    st.sampled_from(
+        [Op.PUT, Op.PUT, Op.PUT, Op.DELETE, Op.INCR, Op.EXPIRE, Op.EVICT, Op.CLEAR, Op.CLEARED]
+    ),
     st.sampled_from(MAPS),
     st.sampled_from(KEYS),
     st.binary(max_size=40),
@@ -96,7 +100,7 @@ class LogMachine(RuleBasedStateMachine):
         op, m, k, v, dts, mid, exp, idle = op_tuple
         self.seq[p] += 1
         self.ts = max(1, self.ts + dts)
-        if op == Op.CLEAR:
+        if op in (Op.CLEAR, Op.CLEARED):
             return Record(self.seq[p], op, m, b"", None, self.ts, mid)
         if op in (Op.DELETE, Op.EXPIRE, Op.EVICT):
             return Record(self.seq[p], op, m, k, None, self.ts, mid)

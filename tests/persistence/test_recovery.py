@@ -252,8 +252,7 @@ def test_replay_applies_lww_and_every_op(cfg: Config) -> None:
         b"d": (None, 103, 1, 0, 0),
         b"v": (b"x", 105, 1, 0, 0),
     }
-    # the CLEAR's marker stays as a tombstone of the empty key (grid reloads it)
-    assert m["other"] == {b"b": (b"1", 200, 1, 0, 0), b"": (None, 150, 1, 0, 0)}
+    assert m["other"] == {b"b": (b"1", 200, 1, 0, 0)}  # a bare CLEAR leaves no marker
 
 
 def test_repair_false_changes_nothing(cfg: Config) -> None:

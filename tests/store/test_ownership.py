@@ -7,7 +7,7 @@ import pytest
 
 from grid.errors import NotOwner
 from grid.store.copies import snapshot_records
-from grid.store.store import CLEAR, DELETE, EVICTED, PUT
+from grid.store.store import DELETE, DROPPED, EVICTED, PUT
 from partitioning import partition_of
 from tests.store.helpers import make_store
 
@@ -89,6 +89,6 @@ def test_drop_partition_forgets_one_partition_and_tells_the_sink() -> None:
     store.sink = lambda *change: seen.append(change)
     assert store.drop_partition(5) == 4
     assert m.stats.entries == 2 and store.partition_count(5) == 0
-    assert [(c[0], c[1]) for c in seen] == [(5, CLEAR)]
+    assert [(c[0], c[1]) for c in seen] == [(5, DROPPED)]  # journaled as a bare CLEAR
     copy = snapshot_records(store, 6, store.clock())
     assert {e[2] for e in copy} == set(keys_in(6, 2))
