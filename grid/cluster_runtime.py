@@ -101,7 +101,9 @@ class ClusterRuntime:
                 store,
                 durability,
                 self.followers.state,
-                enabled=self.replicator.map_backups.uniform,
+                # per-map backups: a copy may hold fewer maps than a new rank needs;
+                # fsync never: the log is not fsynced, the file would be
+                enabled=self.replicator.map_backups.uniform and config.fsync != "never",
             )
             self.positions.load(_damaged(durability))
             self.followers.positions = self.positions

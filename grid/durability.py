@@ -95,6 +95,9 @@ class Durability:
         self._pending: dict[int, list[tuple[Any, ...]]] = {}
         self._seq: dict[int, int] = {}
         self._needs_snapshot: set[int] = set()  # partitions whose disk state is behind
+        # partitions that had disk trouble since start: changes applied while one was
+        # re-persisted may be missing on disk, so no newer follow position is saved
+        self.troubled: set[int] = set()
         self.disk_full = False
         self.write_failed = False  # the last flush lost a client's write (disk full)
         self.counters = Counters()
@@ -249,6 +252,7 @@ class Durability:
         self.disk_full = True
         self.counters.last_error = why
         self._needs_snapshot.update(partitions)
+        self.troubled.update(partitions)
 
     @property
     def holds_replies(self) -> bool:

@@ -376,9 +376,14 @@ class Followers:
                     if not handed:
                         kept += 1
                         continue
-                if self.positions is not None:  # a restart must not catch up a dropped copy
-                    await self.positions.forget(p)
                 try:
+                    if self.positions is not None:  # a restart must not catch up a dropped copy
+                        try:
+                            await self.positions.forget(p)
+                        except OSError as e:  # the file still names it: keep the copy
+                            log.warning("cannot update follow positions", error=str(e))
+                            kept += 1
+                            continue
                     with self.store.lock:
                         if not self.unheld(p):
                             continue

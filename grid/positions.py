@@ -24,13 +24,17 @@ changes the copy lacks, for good. So:
 
 - a save reads the positions under the store lock, where every change a
   position counts has already been appended to the member's log, and waits
-  for an fsync covering those appends before it writes the file (with fsync
-  `never` it does not wait: that policy promises nothing across a power cut);
+  for an fsync covering those appends before it writes the file;
 - before a copy is dropped (no role any more) its position is taken out of
   the file, synchronously, so a restart cannot catch that copy up with
   nothing under it;
 - recovery that found a partition damaged (a torn tail, a bad frame, a
   quarantined file) ignores the partition's saved position;
+- while the disk is full nothing is saved, and a partition that had disk
+  trouble keeps the position it had before (changes applied while it was
+  re-persisted may be missing on disk);
+- with fsync `never` there is no file at all: the log is not fsynced, so a
+  power cut could leave the file ahead of it;
 - only positions of copies that are live (caught up, not mid-snapshot) are
   saved, and only when every map is copied to every backup: with per-map
   backups a copy may hold fewer maps than a new rank needs (grid/map_backups.py).
@@ -145,14 +149,22 @@ class FollowPositions:
                 log.warning("cannot save follow positions", error=str(e))
 
     async def save(self) -> None:
+        durability = self.durability
         with self.store.lock:
+            if durability.disk_full:
+                return  # changes are not reaching the disk: claim nothing newer
+            troubled = durability.troubled
             live = {
                 p: st
                 for p, st in self.state.items()
-                if st.phase is Phase.LIVE and p not in self._dropping
+                if st.phase is Phase.LIVE and p not in self._dropping and p not in troubled
             }
             now = {p: (st.term, st.seq) for p, st in live.items()}
-            token = self.durability.log.token
+            # a partition re-persisted after disk trouble may lack changes applied
+            # meanwhile: it keeps the position it had before (older is harmless)
+            kept = {p: self.saved[p] for p in troubled if p in self.saved}
+            now.update(kept)
+            token = durability.log.token
         if now == self.saved:
             return
         await self.durability.wait_synced(token)  # the data first, then the claim
@@ -162,7 +174,7 @@ class FollowPositions:
                 now = {
                     p: v
                     for p, v in now.items()
-                    if self.state.get(p) is live[p] and p not in self._dropping
+                    if (p in kept or self.state.get(p) is live[p]) and p not in self._dropping
                 }
             await asyncio.to_thread(self._write, now)
             self.saved = now

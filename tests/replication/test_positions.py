@@ -79,3 +79,25 @@ def test_per_map_backups_keep_no_positions(tmp_path: Path) -> None:
 
 def _on_disk(tmp_path: Path) -> dict[int, tuple[int, int]]:
     return {p: (t, s) for p, t, s in msgpack.unpackb((tmp_path / FILE).read_bytes())}
+
+
+def test_disk_trouble_freezes_what_the_file_claims(tmp_path: Path) -> None:
+    """While the disk is full nothing is saved; a partition that had trouble keeps the
+    position it had before (changes applied while it was re-persisted may be missing on
+    disk), while the others move on."""
+    fp, state, durability = make(tmp_path)
+    state[1] = FollowerLog(term=7, seq=40, phase=Phase.LIVE)
+    state[2] = FollowerLog(term=7, seq=10, phase=Phase.LIVE)
+
+    async def scenario() -> None:
+        await fp.save()
+        state[1].seq, state[2].seq = 50, 20
+        durability.disk_full = True
+        await fp.save()
+        assert _on_disk(tmp_path) == {1: (7, 40), 2: (7, 10)}
+        durability.disk_full = False
+        durability.troubled.add(1)
+        await fp.save()
+        assert _on_disk(tmp_path) == {1: (7, 40), 2: (7, 20)}
+
+    asyncio.run(scenario())
