@@ -316,10 +316,15 @@ class AntiEntropy:
         return applied
 
     def apply(
-        self, p: int, records: Sequence[Any], only: Callable[[int], bool] | None = None
+        self,
+        p: int,
+        records: Sequence[Any],
+        only: Callable[[int], bool] | None = None,
+        count: bool = True,
     ) -> int:
         """Merge a replica's records into this copy (last writer wins); returns winners.
-        `only`: checked under the lock first (the role may have changed meanwhile)."""
+        `only`: checked under the lock first (the role may have changed meanwhile);
+        `count`: as anti-entropy's keys_repaired (read repair counts its own)."""
         won = 0
         store = self.store
         with store.lock:
@@ -332,7 +337,8 @@ class AntiEntropy:
                 if store.apply(p, *r, now):
                     won += 1
             self.after_apply()
-        self.repaired += won
+        if count:
+            self.repaired += won
         return won
 
     async def _collect_tombstones(self) -> None:

@@ -156,7 +156,8 @@ class BatchExecutor:
         r.version_ts = e.ts
         r.version_member = e.member
         if e.expire_at or e.max_idle:
-            r.ttl_ms = e.deadline() - now
+            # (>= 1: a backup copy's max-idle clock may have run out; its TTL has not)
+            r.ttl_ms = max(1, e.deadline() - now)
 
     def _put(self, op: pb.Op, r: pb.Result, now: int) -> None:
         expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None

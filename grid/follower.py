@@ -325,6 +325,11 @@ class Followers:
                         self.after_apply()
         self.ranks = ranks
 
+    def holds(self, p: int, map_name: str) -> bool:
+        """Whether this member keeps this map of p as it follows it (map_backups)."""
+        held = self._holds(p)
+        return held is None or held(map_name)
+
     def readable(self, p: int, map_name: str) -> bool:
         """Whether a read of this map in p may be answered from this member's copy
         (read_from_backup): it is a backup of p in the table, follows p's primary and has
@@ -337,8 +342,7 @@ class Followers:
         table = self.routing.table
         if table is None or self.me not in table.replicas(p)[1:]:
             return False
-        holds = self._holds(p)
-        return holds is None or holds(map_name)
+        return self.holds(p, map_name)
 
     def unheld(self, p: int) -> bool:
         """Whether this member has no role for p: not its primary, not a backup in the

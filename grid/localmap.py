@@ -96,7 +96,7 @@ class LocalMap:
                 return None
             value, version, deadline = e.value, Version(e.ts, e.member), e.deadline()
         return EntryView(
-            self._decode(value), version, from_ms(deadline - now) if deadline else None
+            self._decode(value), version, from_ms(max(1, deadline - now)) if deadline else None
         )
 
     def get_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> dict[Key, Any]:

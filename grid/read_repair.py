@@ -211,7 +211,12 @@ class ReadRepair:
                     theirs = unpack_records(
                         part.records, part.count, self.store.max_value, "read repair"
                     )
-                    fixed += self.anti_entropy.apply(p, theirs, only=self._has_role)
+                    # only maps this copy holds (per-map backups: its rank may have risen)
+                    theirs = [
+                        r for r in theirs
+                        if isinstance(r, tuple) and len(r) == 8 and self.followers.holds(p, r[1])
+                    ]  # fmt: skip
+                    fixed += self.anti_entropy.apply(p, theirs, only=self._has_role, count=False)
                 if part.probe_count:
                     wanted = self._unpack_probes(part.probes, part.probe_count)
                     with self.store.lock:
@@ -279,7 +284,9 @@ class ReadRepair:
                 theirs = unpack_records(
                     part.records, part.count, self.store.max_value, "read repair"
                 )
-                reply.applied += self.anti_entropy.apply(p, theirs, only=self.routing.serves)
+                reply.applied += self.anti_entropy.apply(
+                    p, theirs, only=self.routing.serves, count=False
+                )
             if not part.probe_count:
                 continue
             probes = self._unpack_probes(part.probes, part.probe_count)

@@ -80,8 +80,8 @@ def digest(store: Store, partition: int, cut: int, now: int, holds: Holds = None
                 add(name, key, ts, member, TOMBSTONE)
         for key, e in rmap.parts[partition].items():
             # expired by its TTL: gone on every replica alike. Max-idle is left out of
-            # this: reads reach only the primary, so a backup's copy looks idle sooner,
-            # and every round would find it different
+            # this: it is the primary's clock (a backup never hears of reads there), so
+            # a backup's copy looks idle sooner, and every round would find it different
             if e.ts <= cut and not (e.expire_at and e.expire_at <= now):
                 add(name, key, e.ts, e.member, LIVE)
     return d

@@ -145,18 +145,29 @@ class Store:
             raise NotOwner(f"partition {p} is not served by this member")
         return p
 
-    def _read_check(self, rmap: RecordMap, key: bytes, from_backup: bool) -> int:
-        """As _owner_check, for a read: with `from_backup` a caught-up backup copy of the
-        partition will do (the client accepted a value up to the replication lag old)."""
-        if not from_backup:
-            return self._owner_check(key)
+    def _copy_partition(self, rmap: RecordMap, key: bytes) -> int | None:
+        """For a read the client allows from a backup copy: the key's partition if this
+        member answers it from its copy, None if it serves the partition (the normal
+        path); NotOwner if it has neither (the read goes to the primary)."""
         p = partition_of(key, self.partitions)
-        if self.owned is not None and not self.owned[p]:
-            reads = self.backup_reads
-            if reads is None or not reads.readable(p, rmap.name):
-                raise NotOwner(f"partition {p} is not served by this member")
-            reads.served(p, rmap.name, key)
+        if self.owned is None or self.owned[p]:
+            return None
+        reads = self.backup_reads
+        if reads is None or not reads.readable(p, rmap.name):
+            raise NotOwner(f"partition {p} is not served by this member")
+        reads.served(p, rmap.name, key)
         return p
+
+    @staticmethod
+    def _in_copy(rmap: RecordMap, key: bytes, partition: int, now: int) -> Entry | None:
+        """A backup copy's entry as a read sees it. Only its TTL counts: max-idle is the
+        primary's (reads there restart it, and a backup never hears of them), so a copy's
+        own idle clock says nothing; and nothing is removed here, a copy changes only by
+        its stream (and its own expiry cycle)."""
+        e = rmap.parts[partition].get(key)
+        if e is not None and e.expire_at and e.expire_at <= now:
+            return None
+        return e
 
     def owns(self, partition: int) -> bool:
         return self.owned is None or bool(self.owned[partition])
@@ -184,8 +195,14 @@ class Store:
     def get(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> Entry | None:
         """The live entry, counted as a hit or miss and as an access for eviction."""
         self.check_key(key)
-        p = self._read_check(rmap, key, True) if from_backup else self._owner_check(key)
-        e = rmap.parts[p].get(key)
+        if from_backup and (c := self._copy_partition(rmap, key)) is not None:
+            e = self._in_copy(rmap, key, c, now)
+            if e is None:
+                rmap.stats.misses += 1
+            else:
+                rmap.stats.hits += 1
+            return e
+        e = rmap.parts[self._owner_check(key)].get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
             e = None
@@ -201,14 +218,19 @@ class Store:
     def contains(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> bool:
         """Whether a live entry exists; not an access (as Redis's EXISTS)."""
         self.check_key(key)
-        p = self._read_check(rmap, key, from_backup)
-        return self._live(rmap, key, p, now) is not None
+        if from_backup and (c := self._copy_partition(rmap, key)) is not None:
+            return self._in_copy(rmap, key, c, now) is not None
+        return self._live(rmap, key, self._owner_check(key), now) is not None
 
     def ttl(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> int | None:
         """Remaining ms before expiry, -1 for none, None if absent; not an access."""
         self.check_key(key)
-        p = self._read_check(rmap, key, from_backup)
-        e = self._live(rmap, key, p, now)
+        if from_backup and (c := self._copy_partition(rmap, key)) is not None:
+            e = self._in_copy(rmap, key, c, now)
+            if e is None:
+                return None
+            return e.expire_at - now if e.expire_at else -1  # (max-idle: the primary's)
+        e = self._live(rmap, key, self._owner_check(key), now)
         if e is None:
             return None
         deadline = e.deadline()
