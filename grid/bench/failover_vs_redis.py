@@ -168,8 +168,10 @@ class RedisClusterProcs:
         return c
 
     def wait_ok(self, deadline: float) -> None:
-        """Until every node says cluster_state:ok and knows all nodes, and every replica's
-        link to its master is up."""
+        """Until every node says cluster_state:ok, knows all nodes and sees the final
+        roles (`self.masters` masters: right after `--cluster create` a node may still
+        list a replica as a master until gossip reaches it), and every replica's link to
+        its master is up."""
         last = ""
         while True:
             ready = 0
@@ -182,7 +184,8 @@ class RedisClusterProcs:
                     link = "up" if me.is_master else c.info("replication")["master_link_status"]
                     last = f"{address}: {info.splitlines()[0]}, {len(nodes)} nodes, link {link}"
                     known = len(nodes) == len(self.servers)
-                    if "cluster_state:ok" in info and known and link == "up":
+                    roles = sum(n.is_master for n in nodes) == self.masters
+                    if "cluster_state:ok" in info and known and roles and link == "up":
                         ready += 1
                 except (redis.RedisError, StopIteration, KeyError) as e:
                     last = f"{address}: {type(e).__name__}: {e}"
