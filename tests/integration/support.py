@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -28,6 +32,7 @@ STREAM = "/grid.v1.Grid/Stream"
 STATS = "/grid.v1.Grid/Stats"
 TABLE = "/grid.v1.Grid/Table"
 DIGESTS = "/grid.v1.Grid/Digests"
+LOCAL_KEYS = "/grid.v1.Grid/LocalKeys"
 
 
 # ---- polling -------------------------------------------------------------------------------------
@@ -269,3 +274,53 @@ def replicas_differ(members: Sequence[MemberProcess], maps: Sequence[str] = ()) 
     if differing:
         return f"{len(differing)} partitions whose replicas differ, e.g. {differing[:5]}"
     return ""
+
+
+def local_roles(channel: grpc.Channel, map_name: str, keys: Sequence[str | bytes]) -> list[int]:
+    """LocalKeys roles (0 absent, 1 primary, 2 backup) over an open raw channel."""
+    request = pb.LocalKeysRequest(
+        map=map_name, keys=[k.encode() if isinstance(k, str) else k for k in keys]
+    )
+    data = channel.unary_unary(LOCAL_KEYS)(request.SerializeToString(), timeout=10)
+    return list(pb.LocalKeysReply.FromString(data).roles)
+
+
+def roles_at(address: str, map_name: str, keys: Sequence[str | bytes]) -> list[int]:
+    """local_roles on a channel of its own."""
+    with raw_channel(address) as ch:
+        return local_roles(ch, map_name, keys)
+
+
+def wrong_values(
+    m: Any, want: dict[str, Any], absent: Sequence[str] = (), limit: int = 5
+) -> tuple[int, list[str]]:
+    """(how many keys are wrong, a few of them) after reading every key in batches."""
+    keys = list(want) + list(absent)
+    got: dict[str, Any] = {}
+    for i in range(0, len(keys), 1000):
+        got.update(m.get_many(keys[i : i + 1000], timeout=20))
+    bad = [f"{k}={got.get(k)!r} want {v!r}" for k, v in want.items() if got.get(k) != v]
+    bad += [f"{k} deleted but ={got[k]!r}" for k in absent if k in got]
+    return len(bad), bad[:limit]
+
+
+REPO = Path(__file__).resolve().parents[2]  # the repository root
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRID_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def run_grid(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """`grid ARGS...` as a subprocess, with no GRID_* variables but those given."""
+    return subprocess.run(
+        [sys.executable, "-m", "grid", *args],
+        cwd=REPO,
+        env=_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

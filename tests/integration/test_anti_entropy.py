@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +43,13 @@ from tests.integration.support import (
     wait_partitions_settled,
     wait_replicated,
     wait_until,
+    wrong_values,
 )
 
 pytestmark = pytest.mark.integration
 
 MAP = "ae"
 CONVERGE_S = 30.0
-
-
-def wrong_values(
-    m: Any, want: dict[str, Any], absent: Sequence[str], limit: int = 5
-) -> tuple[int, list[str]]:
-    """(how many keys are wrong, a few of them) after reading every key in batches."""
-    keys = list(want) + list(absent)
-    got: dict[str, Any] = {}
-    for i in range(0, len(keys), 1000):
-        got.update(m.get_many(keys[i : i + 1000], timeout=20))
-    bad = [f"{k}={got.get(k)!r} want {v!r}" for k, v in want.items() if got.get(k) != v]
-    bad += [f"{k} deleted but ={got[k]!r}" for k in absent if k in got]
-    return len(bad), bad[:limit]
 
 
 @pytest.fixture
@@ -211,7 +199,6 @@ def test_dead_member_returns_with_stale_copy_never_served(
             want.update({k: {"v": "new", "k": k} for k in updated})
             for k in removed:
                 del want[k]
-            old = {k: {"v": "base", "i": int(k[1:])} for k in updated}
 
             # the victim comes back with its stale copy; read the changed keys meanwhile
             t0 = time.monotonic()
@@ -229,7 +216,8 @@ def test_dead_member_returns_with_stale_copy_never_served(
                     time.sleep(0.05)
                     continue
                 reads += len(watched)
-                stale += [k for k in updated if got.get(k) == old[k]]
+                # an updated key read old or missing, a removed key read at all: stale
+                stale += [k for k in updated if got.get(k) != want[k]]
                 stale += [k for k in removed if k in got]
                 if identical_at is None and loops % 10 == 0 and victim.alive():
                     # identical replicas on a settled table: the rejoin is over
@@ -248,17 +236,16 @@ def test_dead_member_returns_with_stale_copy_never_served(
             timings["entries the victim recovered"] = recovered
             assert recovered > 0, "the victim did not come back with its old copy"
             assert not stale, f"{len(stale)} stale reads while {victim.name} rejoined: {stale[:5]}"
+            assert reads > 0 and errors < loops // 2, "too few reads succeeded to judge"
 
-            if identical_at is None:
-                left = max(1.0, CONVERGE_S - (time.monotonic() - t0))
+            if identical_at is None:  # within CONVERGE_S of the restart, or timed_wait fails
                 timed_wait(
                     lambda: replicas_differ(cluster.members),
-                    left,
+                    CONVERGE_S - (time.monotonic() - t0),
                     "digests identical after the return",
                 )
                 identical_at = time.monotonic() - t0
             timings["restart -> replicas identical"] = identical_at
-            assert identical_at <= CONVERGE_S + 1.0
             wait_partitions_settled(cluster.addresses, timeout=30)
             wrong, examples = wrong_values(m, want, removed)
             assert wrong == 0, f"{wrong} keys wrong after {victim.name} returned: {examples}"

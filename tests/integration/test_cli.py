@@ -9,10 +9,7 @@ output, and against what the SDK sees.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,30 +20,9 @@ import grid
 from grid.cluster import LocalCluster, MemberProcess
 from proto import grid_pb2 as pb
 from tests.conftest import Spawn
-from tests.integration.support import assert_member_healthy, execute
+from tests.integration.support import assert_member_healthy, execute, run_grid
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRID_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **(extra or {})}
-
-
-def run_grid(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """`grid ARGS...` as a subprocess, with no GRID_* variables but those given."""
-    return subprocess.run(
-        [sys.executable, "-m", "grid", *args],
-        cwd=REPO,
-        env=_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def status_json(*addresses: str) -> list[dict[str, Any]]:

@@ -344,7 +344,7 @@ def test_deletes_are_remembered_across_a_snapshot_and_a_restart(data_dir: Path) 
     restarted after its log was compacted still remembers its deletes; so are the clear
     markers of a CLEAR, from the snapshot and from the log alike: every partition's digest
     (entries, tombstones and markers) is the same after the restart as before."""
-    from tests.integration.support import raw_stats, roots_of
+    from tests.integration.support import raw_stats, roots_of, wait_until
 
     with LocalCluster(0) as cluster:
         member = start(cluster, 0, ("--data-dir", str(data_dir)))
@@ -358,10 +358,7 @@ def test_deletes_are_remembered_across_a_snapshot_and_a_restart(data_dir: Path) 
             c.map("wiped").clear()  # a marker in every partition
             for round_no in range(40):  # outgrow the data: the partition is snapshotted
                 m.put_many({f"{{hot}}k{i}": f"{round_no}{value}" for i in range(50)})
-            deadline = time.monotonic() + 15
-            while c.stats()["persistence"]["snapshots"] == 0:
-                assert time.monotonic() < deadline, "no snapshot was taken"
-                time.sleep(0.2)
+            wait_until(lambda: c.stats()["persistence"]["snapshots"] > 0, 15, 0.2, "a snapshot")
         assert raw_stats(member.address).anti_entropy.tombstones == 31
         roots = roots_of(member.address)
         cluster.kill(member, signal.SIGKILL)

@@ -15,7 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import grid
-from tests.integration.support import AsyncRunner, assert_member_healthy, wait_until
+from tests.integration.support import (
+    AsyncRunner,
+    assert_member_healthy,
+    local_roles,
+    roles_at,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -199,16 +205,6 @@ def test_embedded_active_expiry_reclaims_unread_entries(no_grid_env: None) -> No
         assert m.get("keep") == 1
 
 
-def _roles(address: str, map_name: str, keys: list[str]) -> list[int]:
-    from proto import grid_pb2 as pb
-    from tests.integration.support import raw_channel
-
-    request = pb.LocalKeysRequest(map=map_name, keys=[k.encode() for k in keys])
-    with raw_channel(address) as ch:
-        data = ch.unary_unary("/grid.v1.Grid/LocalKeys")(request.SerializeToString(), timeout=5)
-    return list(pb.LocalKeysReply.FromString(data).roles)
-
-
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_embedded_node_in_a_cluster_routes_what_it_does_not_serve(
     no_grid_env: None, mode: str
@@ -227,8 +223,8 @@ def test_embedded_node_in_a_cluster_routes_what_it_does_not_serve(
 
         def check(node: grid.Node) -> None:
             wait_partitions_settled([node.address, other.address])
-            held_here = [r == 1 for r in _roles(node.address, "m", keys)]
-            held_there = [r == 1 for r in _roles(other.address, "m", keys)]
+            held_here = [r == 1 for r in roles_at(node.address, "m", keys)]
+            held_there = [r == 1 for r in roles_at(other.address, "m", keys)]
             assert all(a != b for a, b in zip(held_here, held_there, strict=True))
             assert 0 < sum(held_here) < len(keys), "both members should hold some keys"
             with grid.Client(other.address) as client:
@@ -264,15 +260,6 @@ def test_embedded_node_in_a_cluster_routes_what_it_does_not_serve(
 
 
 # ---- sync backups: embedded writes wait for them as remote ones do -------------------------------
-def _local_keys(channel: object, map_name: str, keys: list[str]) -> list[int]:
-    """LocalKeys roles (0 absent, 1 primary, 2 backup) over an open raw channel."""
-    from proto import grid_pb2 as pb
-
-    request = pb.LocalKeysRequest(map=map_name, keys=[k.encode() for k in keys])
-    call = channel.unary_unary("/grid.v1.Grid/LocalKeys")  # type: ignore[attr-defined]
-    return list(pb.LocalKeysReply.FromString(call(request.SerializeToString(), timeout=5)).roles)
-
-
 SYNC_KEYS = 600  # about half of them on the embedded node's partitions
 
 
@@ -305,8 +292,8 @@ def test_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env: None
             for i in range(SYNC_KEYS):
                 k = f"s{i}"
                 m.put(k, i)
-                backup_role = _local_keys(there, "m", [k])[0]  # first: the backup may lag
-                if _local_keys(here, "m", [k])[0] == 1:
+                backup_role = local_roles(there, "m", [k])[0]  # first: the backup may lag
+                if local_roles(here, "m", [k])[0] == 1:
                     assert backup_role == 2, f"{k}: put returned before the backup had it"
                     mine.append(k)
                 else:  # the other member is primary: the node's smart client wrote it
@@ -315,13 +302,13 @@ def test_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env: None
 
             many = {f"many{i}": i for i in range(300)}
             m.put_many(many)
-            roles_there = _local_keys(there, "m", list(many))
-            roles_here = _local_keys(here, "m", list(many))
+            roles_there = local_roles(there, "m", list(many))
+            roles_here = local_roles(here, "m", list(many))
             assert all(t == 2 for h, t in zip(roles_here, roles_there, strict=True) if h == 1)
 
             for k in mine[:50]:
                 assert m.delete(k) is True
-                assert _local_keys(there, "m", [k]) == [0], f"{k}: deleted, still on the backup"
+                assert local_roles(there, "m", [k]) == [0], f"{k}: deleted, still on the backup"
             absent = [f"absent{i}" for i in range(50)]
             assert all(m.delete(k) is False for k in absent)  # tombstones, waited for too
             assert m.incr(mine[60] + "-ctr", 3) == 3
@@ -348,7 +335,7 @@ def test_embedded_sync_put_fails_when_the_backup_is_gone(no_grid_env: None) -> N
             m = node.map("m")
             keys = [f"k{i}" for i in range(100)]
             m.put_many({k: 0 for k in keys})
-            mine = [k for k, r in zip(keys, _local_keys(here, "m", keys), strict=True) if r == 1]
+            mine = [k for k, r in zip(keys, local_roles(here, "m", keys), strict=True) if r == 1]
             assert len(mine) >= 3
             cluster.kill(other, signal.SIGKILL)
             other.process.wait(5)
@@ -387,8 +374,8 @@ def test_async_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env
                     for i in range(SYNC_KEYS // 2):
                         k = f"a{i}"
                         await m.put(k, i)
-                        backup_role = (await asyncio.to_thread(_local_keys, there, "m", [k]))[0]
-                        if (await asyncio.to_thread(_local_keys, here, "m", [k]))[0] == 1:
+                        backup_role = (await asyncio.to_thread(local_roles, there, "m", [k]))[0]
+                        if (await asyncio.to_thread(local_roles, here, "m", [k]))[0] == 1:
                             assert backup_role == 2, f"{k}: put returned before the backup"
                             mine.append(k)
                     assert len(mine) > 30

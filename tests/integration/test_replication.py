@@ -10,6 +10,7 @@ every load is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -24,12 +25,16 @@ from grid.routing import table_from_proto
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
 from tests.integration.support import (
+    execute,
     live,
+    local_roles,
     raw_channel,
     raw_stats,
     replicas_differ,
+    roles_at,
     timed_wait,
     wait_partitions_settled,
+    wait_paused,
     wait_replicated,
     wait_until,
 )
@@ -343,14 +348,8 @@ def test_per_map_backups_copy_each_map_to_its_first_n_backups(
                 keys = [k.encode() for k in kv]
                 held: dict[bytes, list[str]] = {k: [] for k in keys}
                 for member in cluster.members:
-                    with raw_channel(member.address) as ch:
-                        reply = pb.LocalKeysReply.FromString(
-                            ch.unary_unary("/grid.v1.Grid/LocalKeys")(
-                                pb.LocalKeysRequest(map=name, keys=keys).SerializeToString(),
-                                timeout=10,
-                            )
-                        )
-                    for k, role in zip(keys, reply.roles, strict=True):
+                    roles = roles_at(member.address, name, keys)
+                    for k, role in zip(keys, roles, strict=True):
                         if role:
                             held[k].append(member.name)
                 wrong = []
@@ -364,7 +363,7 @@ def test_per_map_backups_copy_each_map_to_its_first_n_backups(
             timed_wait(
                 lambda: replicas_differ(cluster.members, maps=["orders"]), 10.0, "orders alike"
             )
-            assert replicas_differ(cluster.members)
+            assert "partitions whose replicas differ" in replicas_differ(cluster.members)
             victim = cluster.members[2]
             assert victim.name != seed.name
             cluster.kill(victim, signal.SIGKILL)
@@ -390,17 +389,6 @@ def test_per_map_backups_copy_each_map_to_its_first_n_backups(
         print(f"\nper-map backups: {len(victims)} 'cache' keys went with {victim.name}")
 
 
-def _roles(address: str, map_name: str, keys: list[bytes]) -> list[int]:
-    with raw_channel(address) as ch:
-        return list(
-            pb.LocalKeysReply.FromString(
-                ch.unary_unary("/grid.v1.Grid/LocalKeys")(
-                    pb.LocalKeysRequest(map=map_name, keys=keys).SerializeToString(), timeout=10
-                )
-            ).roles
-        )
-
-
 def test_a_batch_mixing_maps_waits_for_each_maps_sync_backups(no_grid_env: None) -> None:
     """sync_backups=1 with 'cache' at 0 backups: a batch writing 'orders' and 'cache'
     together (clients coalesce callers' operations) is answered only once the orders
@@ -414,23 +402,24 @@ def test_a_batch_mixing_maps_waits_for_each_maps_sync_backups(no_grid_env: None)
         assert table is not None
         by_name = {m.name: m for m in cluster.members}
         late = []
-        for i in range(40):
-            key = f"order-{i}".encode()
-            p = partition_of(key, table.partition_count)
-            primary, backup = (by_name[m] for m in table.replicas(p)[:2])
-            ops = [
-                pb.Op(code=pb.PUT, map="orders", key=key, value=b"\x01"),
-                pb.Op(code=pb.PUT, map="cache", key=b"c" + key, value=b"\x01"),
-            ]
-            with raw_channel(primary.address) as ch:
-                reply = pb.BatchReply.FromString(
-                    ch.unary_unary("/grid.v1.Grid/Execute")(
-                        pb.BatchRequest(id=1, ops=ops).SerializeToString(), timeout=10
-                    )
-                )
-            assert [r.status for r in reply.results] == [pb.OK, pb.OK], reply
-            if _roles(backup.address, "orders", [key]) != [2]:
-                late.append(key)
+        with contextlib.ExitStack() as stack:
+            # channels open before the writes: the check right after each answer must
+            # not give the backup the time a new connection takes
+            channels = {
+                m.name: stack.enter_context(raw_channel(m.address)) for m in by_name.values()
+            }
+            for i in range(40):
+                key = f"order-{i}".encode()
+                p = partition_of(key, table.partition_count)
+                primary, backup = table.replicas(p)[:2]
+                ops = [
+                    pb.Op(code=pb.PUT, map="orders", key=key, value=b"\x01"),
+                    pb.Op(code=pb.PUT, map="cache", key=b"c" + key, value=b"\x01"),
+                ]
+                reply = execute(by_name[primary].address, ops)
+                assert [r.status for r in reply.results] == [pb.OK, pb.OK], reply
+                if local_roles(channels[backup], "orders", [key]) != [2]:
+                    late.append(key)
         assert not late, f"{len(late)} of 40 answered before their backup had them"
 
 
@@ -483,6 +472,7 @@ def test_lag_per_partition_names_the_backup_behind(no_grid_env: None) -> None:
             ]  # fmt: skip
             victim.process.send_signal(signal.SIGSTOP)
             try:
+                wait_paused(victim.process.pid)
                 client.map("m").put_many({k: 1 for k in keys})
                 time.sleep(0.3)
                 stats = [raw_stats(m.address) for m in others]
