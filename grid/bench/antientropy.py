@@ -404,7 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     console = wide_console()
     root = Path(tempfile.mkdtemp(prefix="grid-bench-ae-"))
     load_before = os.getloadavg()
-    results: list[dict[str, Any]] = []
     results, code = run_guarded(
         console,
         "anti-entropy bench",

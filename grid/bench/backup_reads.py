@@ -33,6 +33,7 @@ from rich.table import Table
 
 import grid
 from grid.bench.main import run_guarded
+from grid.bench.stats import percentile
 from grid.cli.status import wide_console
 from grid.cluster import LocalCluster, migration_state
 from partitioning import partition_of
@@ -46,11 +47,6 @@ class Settings:
     slices: int = 6
     slice_s: float = 3.0
     callers: int = 32
-
-
-def pct(samples: list[float], p: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, int(len(s) * p))] * 1e3 if s else 0.0
 
 
 def settle(addresses: list[str], timeout: float = 60.0) -> None:
@@ -67,8 +63,8 @@ def row(name: str, mode: str, ops: int, seconds: float, lat: list[float]) -> dic
         "workload": name,
         "mode": mode,
         "ops_s": ops / seconds if seconds else 0.0,
-        "p50_ms": pct(lat, 0.5),
-        "p99_ms": pct(lat, 0.99),
+        "p50_ms": percentile(lat, 50) * 1e3,  # type: ignore[arg-type]
+        "p99_ms": percentile(lat, 99) * 1e3,  # type: ignore[arg-type]
     }
 
 

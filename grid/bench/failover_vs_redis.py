@@ -632,15 +632,15 @@ def main(argv: list[str] | None = None) -> int:
             for procs in live:
                 procs.stop()
 
-    failed = False
-    try:
-        result, code = run_guarded(console, "failover vs redis", work, root, keep)
-        failed = code == 1
+    result: list[dict[str, Any]] | None = None
+    code: int | None = None
+    try:  # the files are decided here alone (run_guarded is told to keep them)
+        result, code = run_guarded(console, "failover vs redis", work, root, keep=True)
     finally:
-        # run_guarded keeps the files after an error; after Ctrl-C or SIGTERM they go too
-        if keep or failed:
+        # after an error run_guarded said they are kept; after Ctrl-C or SIGTERM they go
+        if keep:
             console.print(f"logs kept in {root}")
-        else:
+        elif code != 1:
             shutil.rmtree(root, ignore_errors=True)
     if code is not None:
         return code
