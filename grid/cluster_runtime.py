@@ -105,7 +105,7 @@ class ClusterRuntime:
                 # fsync never: the log is not fsynced, the file would be
                 enabled=self.replicator.map_backups.uniform and config.fsync != "never",
             )
-            self.positions.load(_damaged(durability))
+            self.positions.load(durability.report.problems if durability.report else ())
             self.followers.positions = self.positions
         self.read_repair = ReadRepair(
             name, config, store, self.routing, self.followers, self.peers, self.anti_entropy
@@ -218,19 +218,3 @@ class ClusterRuntime:
 
 def _nothing() -> int:
     return 0
-
-
-def _damaged(durability: Durability) -> list[int]:
-    """Partitions whose recovery found damage: their copy may be behind its position."""
-    report = durability.report
-    if report is None:
-        return []
-    return [
-        p
-        for p, r in report.partitions.items()
-        if r.errors
-        or r.frames_dropped
-        or r.bytes_truncated
-        or r.quarantined
-        or r.history_incomplete
-    ]

@@ -146,8 +146,7 @@ class Coordinator:
                 # the cluster's table is still the one saved (a restart quicker than the
                 # failure detector): nothing will publish it again, so start the streams
                 # by it now, as an install would (primaries get a log, backups subscribe)
-                self.replicator.on_table()
-                self.followers.reconcile()
+                self._follow_table()
         deadline = time.monotonic() + timeout
         while self.routing.table is None and time.monotonic() < deadline:
             self._wake.set()
@@ -233,8 +232,12 @@ class Coordinator:
 
     def _install(self, table: PartitionTable, addresses: dict[str, str]) -> None:
         if self.routing.install(table, addresses):
-            self.replicator.on_table()
-            self.followers.reconcile()
+            self._follow_table()
+
+    def _follow_table(self) -> None:
+        """Streams by the table in use: primaries get a log, backups subscribe."""
+        self.replicator.on_table()
+        self.followers.reconcile()
 
     async def _publish(self, table: PartitionTable, live: dict[str, str]) -> None:
         self._install(table, live)

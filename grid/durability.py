@@ -64,8 +64,8 @@ log = logs.get("grid.durability")
 SNAPSHOT_CHECK_S = 2.0
 MIN_SNAPSHOT_LOG_BYTES = 1 << 20  # never snapshot a partition for less than 1 MiB of log
 SYNC_THREADS = 8  # parallel per-partition fsyncs commit together in the journal
-CLIENT_WRITES = frozenset({PUT, DELETE, INCR, CLEAR})
-CLEARED = int(Op.CLEARED)
+CLEARED = int(Op.CLEARED)  # a clear as journaled (a bare CLEAR is a dropped copy)
+CLIENT_WRITES = frozenset({PUT, DELETE, INCR, CLEARED})
 DISK_FULL_WRITE = (
     "disk full: this write is applied in memory but not on disk; writes are refused "
     "until space returns"
@@ -190,12 +190,10 @@ class Durability:
         pending = self._pending.get(partition)
         if pending is None:
             pending = self._pending[partition] = []
-        if op == DROPPED:  # a copy forgotten: its entries go, and no clear marker stays
-            op = CLEAR
-        elif op == CLEAR:  # a clear: the entries go, and its marker stays (Op.CLEARED)
-            pending.append((seq, op, map_name, key, value, ts, member, expire_at, max_idle))
-            seq = self._seq[partition] = seq + 1
+        if op == CLEAR:  # a clear: the entries go, its marker stays (Op.CLEARED)
             op = CLEARED
+        elif op == DROPPED:  # a copy forgotten: its entries go, no marker stays
+            op = CLEAR
         pending.append((seq, op, map_name, key, value, ts, member, expire_at, max_idle))
 
     def check_writable(self) -> None:
@@ -260,25 +258,21 @@ class Durability:
 
     async def wait_durable(self, token: int) -> None:
         """Under `always`, return once an fsync covers `token` (immediately otherwise)."""
-        if self.policy is not FsyncPolicy.ALWAYS:
-            return
-        assert self._durable_changed is not None
-        while self.log.durable_token < token:
-            if self.disk_full:
-                raise Unavailable("disk full: the write could not be made durable")
-            self._wake()
-            await self._durable_changed.wait()
+        if self.policy is FsyncPolicy.ALWAYS:
+            await self._fsynced(token)
 
     async def wait_synced(self, token: int) -> None:
         """Until an fsync covers `token` under `always` or `interval` (then the next timed
         one); at once under `never`, which promises nothing past the kernel."""
-        if self.policy is FsyncPolicy.NEVER:
-            return
+        if self.policy is not FsyncPolicy.NEVER:
+            await self._fsynced(token)
+
+    async def _fsynced(self, token: int) -> None:
         assert self._durable_changed is not None
         while self.log.durable_token < token:
             if self.disk_full:
-                raise Unavailable("disk full: the log could not be made durable")
-            if self._loop is not None:
+                raise Unavailable("disk full: the write could not be made durable")
+            if self._loop is not None:  # `always` syncs on demand; `interval` on its timer
                 self._wake()
             await self._durable_changed.wait()
 

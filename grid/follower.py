@@ -24,7 +24,7 @@ import asyncio
 import gc
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -75,15 +75,20 @@ class Upstream:
         self.task = asyncio.create_task(self._run(), name=f"grid-follow-{source}")
 
     def subscribe(self, partitions: list[int]) -> None:
+        self.partitions.update(partitions)
         msg = pb.FollowMessage()
+        self._ask(msg, partitions)
+        self.out.put_nowait(msg)
+
+    def _ask(self, msg: pb.FollowMessage, partitions: Iterable[int]) -> None:
+        """Subscribe `msg` to these partitions from what this member has of each."""
+        owner = self.owner
         for p in partitions:
-            self.partitions.add(p)
-            st = self.owner.state.setdefault(p, FollowerLog())
+            st = owner.state.setdefault(p, FollowerLog())
             st.resubscribe()
             msg.subscribe.add(
-                partition=p, have_term=st.term, have_seq=st.seq, all_maps=p in self.owner.fills
+                partition=p, have_term=st.term, have_seq=st.seq, all_maps=p in owner.fills
             )
-        self.out.put_nowait(msg)
 
     def unsubscribe(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -98,12 +103,7 @@ class Upstream:
                 FOLLOW_METHOD, request_serializer=pb.FollowMessage.SerializeToString
             )()
             hello = pb.FollowMessage(follower=self.owner.me)
-            for p in sorted(self.partitions):
-                st = self.owner.state.setdefault(p, FollowerLog())
-                st.resubscribe()
-                hello.subscribe.add(
-                    partition=p, have_term=st.term, have_seq=st.seq, all_maps=p in self.owner.fills
-                )
+            self._ask(hello, sorted(self.partitions))
             # anything queued before is covered by the hello's subscriptions
             while not self.out.empty():
                 self.out.get_nowait()
@@ -340,7 +340,10 @@ class Followers:
         if st is None or st.phase is not Phase.LIVE:
             return False
         table = self.routing.table
-        if table is None or self.me not in table.replicas(p)[1:]:
+        if table is None:
+            return False
+        replicas = table.replicas(p)
+        if replicas[0] == self.me or self.me not in replicas:
             return False
         return self.holds(p, map_name)
 

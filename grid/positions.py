@@ -57,6 +57,7 @@ from grid import logs
 from grid.durability import Durability
 from grid.errors import Unavailable
 from grid.store import Store
+from persistence.layout import fsync_dir
 from replication.stream import FollowerLog, Phase
 
 log = logs.get("grid.positions")
@@ -200,12 +201,4 @@ class FollowPositions:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.path.parent)

@@ -108,19 +108,16 @@ class ReadRepair:
         self.served_count = 0  # reads answered from a backup copy
         self.checked = 0  # keys checked against their primary
         self.fixed = 0  # records merged, here or at the primary, because copies differed
-        self.skipped = 0  # reads not checked: the queue was full
+        # the store's hook (BackupReads.readable), called on every backup read
+        self.readable = followers.readable
 
-    # ---- the store's hooks (under the store lock, any thread) ---------------------------------
-    def readable(self, partition: int, map_name: str) -> bool:
-        return self.followers.readable(partition, map_name)
-
+    # ---- the store's hook (under the store lock, any thread) ----------------------------------
     def served(self, partition: int, map_name: str, key: bytes) -> None:
         self.served_count += 1
         chance = self.chance
         if not chance or (chance < 1.0 and self.rng.random() >= chance):
             return
         if self._queued >= MAX_QUEUED:
-            self.skipped += 1
             return
         keys = self._queue.get(partition)
         if keys is None:

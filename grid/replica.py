@@ -54,8 +54,8 @@ LINGER_UNTIL = 512
 """A queue this long is sent at once, without lingering: it fills a message already."""
 
 NOOP = (0, "", b"", None, 0, 0, 0, 0)
-LAGGING_SHOWN = 8  # partitions most behind listed in Stats (all of them are summed)
 """A record a follower only counts (per-map backups: a map this backup does not hold)."""
+LAGGING_SHOWN = 8  # partitions most behind listed in Stats (all of them are summed)
 
 # queue items: (kind, partition, a, b); kinds below
 _MUT, _BEGIN, _SNAP, _END, _HANDOFF, _REFUSED = range(6)

@@ -51,9 +51,9 @@ class Op(enum.IntEnum):
     EVICT = 5
     CLEAR = 6
     CLEARED = 7
-    """The map's clear marker in the partition (key b"", the CLEAR's version), written
-    after the CLEAR of a client's or a replicated clear. A bare CLEAR (a copy dropped)
-    removes entries and leaves no marker."""
+    """A client's or replicated clear: removes what CLEAR removes and keeps the map's
+    clear marker in the partition (key b"", the clear's version). A bare CLEAR (a copy
+    dropped) removes entries and leaves no marker."""
 
 
 VALUE_OPS = frozenset({Op.PUT, Op.INCR})

@@ -428,19 +428,17 @@ def _replay(
                 cur = d.get(k)
                 if cur is not None and (cur[1] < ts or (cur[1] == ts and cur[2] <= mid)):
                     del d[k]
-            elif op == _CLEAR and k == b"":
+            elif op in (_CLEAR, _CLEARED) and k == b"":
                 gone = [
                     key
                     for key, e in d.items()
                     if e[1] < ts or (e[1] == ts and e[2] <= mid)  # type: ignore[operator]
                 ]
                 for key in gone:
-                    del d[key]
-            elif op == _CLEARED and k == b"":
-                # the clear marker, kept as a tombstone of the empty key (no real key is
-                # empty); a bare CLEAR (a dropped copy) above removes an older one
-                cur = d.get(b"")
-                if cur is None or ts > cur[1] or (ts == cur[1] and mid > cur[2]):
+                    del d[key]  # an older clear marker too
+                if op == _CLEARED and b"" not in d:
+                    # a clear keeps its marker, a tombstone of the empty key (no real key
+                    # is empty); a bare CLEAR (a dropped copy) leaves none
                     d[b""] = r[4:]
             else:
                 scan.reject(f"unknown op {op!r:.10}")

@@ -351,9 +351,8 @@ class AsyncConnection:
                     break
                 request_id = self._next_id
                 self._next_id += 1
-                message = b"\x08" + _varint(request_id) + b"".join(c.body for c in batch)
-                if self.options.read_from_backup:
-                    message += READ_FROM_BACKUP
+                flag = READ_FROM_BACKUP if self.options.read_from_backup else b""
+                message = b"".join((b"\x08", _varint(request_id), *(c.body for c in batch), flag))
                 try:
                     stream = self._get_stream()
                     self._inflight[request_id] = batch

@@ -155,7 +155,7 @@ class Route:
     """Member name -> gRPC address, for every member in the table."""
     owners: tuple[str, ...]
     """Per partition, the primary's address ("" if the table gave none)."""
-    replicas: tuple[tuple[str, ...], ...] = ()
+    replicas: tuple[tuple[str, ...], ...]
     """Per partition, every replica's address, the primary first (read_from_backup)."""
 
     @property
@@ -184,11 +184,10 @@ class Route:
             msg.version, msg.partition_count, msg.backups, tuple(sorted(names)), tuple(layout)
         )
         addresses = {m.name: m.address for m in msg.members}
-        owners = tuple(addresses[table.owner(p)] for p in range(table.partition_count))
         replicas = tuple(
             tuple(addresses[m] for m in table.replicas(p)) for p in range(table.partition_count)
         )
-        return cls(table, addresses, owners, replicas)
+        return cls(table, addresses, tuple(r[0] for r in replicas), replicas)
 
 
 class Readers:
@@ -533,7 +532,7 @@ class Router:
             route = self._route
             assert route is not None
             owners: Sequence[str] = route.owners
-            if spread and route.replicas:
+            if spread:
                 owners = Readers(route.replicas, self._turn, self._suspects)
                 self._turn += 1
             groups = group_by_owner(ops, todo, owners, self._any_address(route))

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from grid.client.aio import AsyncClient, AsyncMap, EntryView
@@ -213,11 +212,15 @@ class Client:
         """The seed member: `stats()` are its statistics."""
         self._thread = _LoopThread(f"grid-client-{self.address}")
         opts = options or ConnectionOptions(timeout=timeout)
-        if read_from_backup:
-            opts = replace(opts, read_from_backup=True)
 
         async def make() -> AsyncClient:
-            return AsyncClient(seeds, codec=codec, options=opts, smart_routing=smart_routing)
+            return AsyncClient(
+                seeds,
+                codec=codec,
+                options=opts,
+                smart_routing=smart_routing,
+                read_from_backup=read_from_backup,
+            )
 
         self._aclient = self._thread.run(make())
 

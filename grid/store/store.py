@@ -145,18 +145,20 @@ class Store:
             raise NotOwner(f"partition {p} is not served by this member")
         return p
 
-    def _copy_partition(self, rmap: RecordMap, key: bytes) -> int | None:
-        """For a read the client allows from a backup copy: the key's partition if this
-        member answers it from its copy, None if it serves the partition (the normal
-        path); NotOwner if it has neither (the read goes to the primary)."""
+    def _read_partition(self, rmap: RecordMap, key: bytes, from_backup: bool) -> tuple[int, bool]:
+        """The key's partition for a read, and whether it is answered from a backup copy
+        (only if the client allows it, `from_backup`, and this member does not serve the
+        partition but holds a caught-up copy); NotOwner if it has neither."""
+        if not from_backup:
+            return self._owner_check(key), False
         p = partition_of(key, self.partitions)
         if self.owned is None or self.owned[p]:
-            return None
+            return p, False
         reads = self.backup_reads
         if reads is None or not reads.readable(p, rmap.name):
             raise NotOwner(f"partition {p} is not served by this member")
         reads.served(p, rmap.name, key)
-        return p
+        return p, True
 
     @staticmethod
     def _in_copy(rmap: RecordMap, key: bytes, partition: int, now: int) -> Entry | None:
@@ -195,14 +197,15 @@ class Store:
     def get(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> Entry | None:
         """The live entry, counted as a hit or miss and as an access for eviction."""
         self.check_key(key)
-        if from_backup and (c := self._copy_partition(rmap, key)) is not None:
-            e = self._in_copy(rmap, key, c, now)
+        p, copy = self._read_partition(rmap, key, from_backup)
+        if copy:
+            e = self._in_copy(rmap, key, p, now)
             if e is None:
                 rmap.stats.misses += 1
             else:
                 rmap.stats.hits += 1
             return e
-        e = rmap.parts[self._owner_check(key)].get(key)
+        e = rmap.parts[p].get(key)
         if e is not None and (e.expire_at or e.max_idle) and e.expired(now):
             self.remove_expired(e)
             e = None
@@ -218,19 +221,21 @@ class Store:
     def contains(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> bool:
         """Whether a live entry exists; not an access (as Redis's EXISTS)."""
         self.check_key(key)
-        if from_backup and (c := self._copy_partition(rmap, key)) is not None:
-            return self._in_copy(rmap, key, c, now) is not None
-        return self._live(rmap, key, self._owner_check(key), now) is not None
+        p, copy = self._read_partition(rmap, key, from_backup)
+        if copy:
+            return self._in_copy(rmap, key, p, now) is not None
+        return self._live(rmap, key, p, now) is not None
 
     def ttl(self, rmap: RecordMap, key: bytes, now: int, from_backup: bool = False) -> int | None:
         """Remaining ms before expiry, -1 for none, None if absent; not an access."""
         self.check_key(key)
-        if from_backup and (c := self._copy_partition(rmap, key)) is not None:
-            e = self._in_copy(rmap, key, c, now)
+        p, copy = self._read_partition(rmap, key, from_backup)
+        if copy:
+            e = self._in_copy(rmap, key, p, now)
             if e is None:
                 return None
             return e.expire_at - now if e.expire_at else -1  # (max-idle: the primary's)
-        e = self._live(rmap, key, self._owner_check(key), now)
+        e = self._live(rmap, key, p, now)
         if e is None:
             return None
         deadline = e.deadline()

@@ -42,12 +42,10 @@ class Model:
         elif r.op in (Op.EXPIRE, Op.EVICT):
             if cur is not None and not _newer(cur[1], cur[2], entry):
                 del d[r.key]
-        elif r.op == Op.CLEAR:
+        elif r.op in (Op.CLEAR, Op.CLEARED):
             for k in [k for k, e in d.items() if not _newer(e[1], e[2], entry)]:
                 del d[k]
-        elif r.op == Op.CLEARED:  # the marker: a tombstone of the empty key
-            cur = d.get(b"")
-            if cur is None or _newer(r.ts, r.member, cur):
+            if r.op == Op.CLEARED and b"" not in d:  # the marker: a tombstone of b""
                 d[b""] = (None, r.ts, r.member, 0, 0)
 
     def live(self) -> dict[str, dict[bytes, tuple]]:

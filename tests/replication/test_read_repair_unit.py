@@ -4,6 +4,7 @@ answers, which it asks for, what it refuses and what it takes."""
 from __future__ import annotations
 
 from random import Random
+from types import SimpleNamespace
 
 import msgpack
 import pytest
@@ -30,7 +31,9 @@ def primary() -> tuple[ReadRepair, Store, Clock]:
     assert store.owned is not None
     store.owned[P] = 1
     ae = AntiEntropy("m1", config, store, routing, Peers(1 << 20), int)
-    rr = ReadRepair("m1", config, store, routing, None, Peers(1 << 20), ae)  # type: ignore[arg-type]
+    # the primary's end never consults the followers (the backup's end does)
+    backup_end = SimpleNamespace(readable=None)
+    rr = ReadRepair("m1", config, store, routing, backup_end, Peers(1 << 20), ae)  # type: ignore[arg-type]
     return rr, store, clock
 
 
