@@ -41,6 +41,7 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 KEYS = 20_000
+KEYS_ALL = [f"k{i}" for i in range(KEYS)]
 WRITER_MAX_BATCHES = 50_000
 WRITER_MAX_S = 90.0
 
@@ -50,12 +51,14 @@ class Writer:
     each key's last acknowledged value; a batch that failed (during the restart) may or
     may not have been applied, so its keys are uncertain until acknowledged again."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, after: Writer | None = None) -> None:
+        """`after`: a writer that ran before; this one goes on from what it acknowledged
+        (and numbers its batches on from it, so a value is never written twice)."""
         self.address = address
-        self.batches = 0
-        self.failed = 0
-        self.acked: dict[str, int] = {f"k{i}": -1 for i in range(KEYS)}
-        self.uncertain: set[str] = set()
+        self.batches = after.batches if after else 0
+        self.failed = after.failed if after else 0
+        self.acked: dict[str, int] = after.acked if after else dict.fromkeys(KEYS_ALL, -1)
+        self.uncertain: set[str] = after.uncertain if after else set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -149,8 +152,9 @@ def test_a_quick_restart_resumes_the_streams_from_the_log(
         assert s.positions_loaded > 0, s
         assert s.resumed_from_log > 0, s
 
-        with Writer(seed.address) as writer:
-            wait_until(lambda: writer.batches > 100, 10, 0.1, "writes under way")
+        with Writer(seed.address, after=writer) as writer:
+            started = writer.batches
+            wait_until(lambda: writer.batches > started + 100, 10, 0.1, "writes under way")
             victim = restart(cluster, victim, positions)
             time.sleep(2.0)
         settle(cluster.members, writer)
