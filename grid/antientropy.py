@@ -47,7 +47,7 @@ import msgpack
 
 from grid import logs
 from grid.config import Config
-from grid.map_backups import MapBackups
+from grid.map_backups import map_backups
 from grid.peers import PEER, Peers
 from grid.replica import unpack_records
 from grid.routing import Routing
@@ -91,7 +91,7 @@ class AntiEntropy:
         self.routing = routing
         self.peers = peers
         self.after_apply = after_apply  # the durability journal's flush
-        self.map_backups = MapBackups(config)
+        self.map_backups = map_backups(config)
         # whether this member holds a role for a partition (set by the runtime): a
         # comparison or repair of a copy it should not hold is refused, or the repair
         # would bring back a copy just dropped, with nothing left to drop it again

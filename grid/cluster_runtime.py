@@ -64,8 +64,8 @@ class ClusterRuntime:
             self.routing,
             config.migration_max_bytes_per_s,
             config.replication_linger_ms / 1000,
+            log_changes=config.replication_log_changes,
         )
-        self.replicator.log_changes = config.replication_log_changes
         self.followers = Followers(
             name,
             store,

@@ -41,7 +41,7 @@ from grid import logs
 from grid.config import Config
 from grid.follower import Followers
 from grid.gossip.view import ClusterMember
-from grid.map_backups import MapBackups
+from grid.map_backups import map_backups
 from grid.peers import Peers
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
@@ -82,7 +82,7 @@ class Coordinator:
             backups=config.table_backups,
             virtual_nodes=config.virtual_nodes,
         )
-        self.map_backups = MapBackups(config)
+        self.map_backups = map_backups(config)
         # the highest backup rank that holds every map
         self.narrowest = min([self.map_backups.default, *self.map_backups.by_map.values()])
         self.leaving: set[str] = set()

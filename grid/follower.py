@@ -34,7 +34,7 @@ from grid.replica import Replicator, unpack_records
 from grid.routing import Routing
 from grid.store import Store
 from proto import grid_pb2 as pb
-from replication.stream import FollowerLog, Phase, PrimaryLog, Verdict
+from replication.stream import FollowerLog, Phase, Verdict
 
 if TYPE_CHECKING:
     from grid.positions import FollowPositions
@@ -526,9 +526,7 @@ class Followers:
                 elif kind == pb.HANDOFF:
                     # everything before it is applied: the partition is ours from here on
                     self.routing.handed_over(p, chunk.epoch)
-                    self.replicator.logs[p] = PrimaryLog(
-                        chunk.term, chunk.seq, self.replicator.log_changes
-                    )
+                    self.replicator.core.start_log(p, chunk.term, chunk.seq)
                     self.state.pop(p, None)
                     up.partitions.discard(p)
                     self.source_of.pop(p, None)

@@ -92,17 +92,17 @@ def test_cli_help_renders(command: str, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_map_backups_widen_the_table_and_are_validated() -> None:
-    from grid.map_backups import MapBackups
+    from grid.map_backups import map_backups
 
     c = Config(backups=1, map_backups="cache=0, orders=2")
     assert c.backups_by_map() == {"cache": 0, "orders": 2}
     assert c.table_backups == 2
-    mb = MapBackups(c)
+    mb = map_backups(c)
     assert not mb.uniform
     assert [mb.holds("cache", r) for r in (0, 1, 2)] == [True, False, False]
     assert [mb.holds("other", r) for r in (0, 1, 2)] == [True, True, False]
     assert [mb.holds("orders", r) for r in (0, 1, 2)] == [True, True, True]
-    assert MapBackups(Config(backups=2, map_backups="a=2")).uniform
+    assert map_backups(Config(backups=2, map_backups="a=2")).uniform
     for bad in ("orders", "orders=x", "=1", "orders=7"):
         with pytest.raises(ConfigError, match="map_backups"):
             Config(map_backups=bad)

@@ -1,0 +1,559 @@
+"""The primary side of partition streams, as a state machine with no IO.
+
+A member is the primary of some partitions. For each it keeps a
+`PrimaryLog` (term, next seq, recent changes) and the followers subscribed to
+it: backups, and members being filled before they take the partition over.
+replication/stream.py describes the conversation; this module decides every
+step of the primary's half of it, and the runtime (grid/replica.py) or the
+simulator only carries the decisions out.
+
+Inputs, each a method called under the caller's store lock:
+
+- `on_table()`: the routing changed. A partition this member now serves gets
+  a log with a fresh term (continuing the seq it stood at as a follower, if
+  any); one it no longer serves ends its log (its position is kept, so a hand
+  back or a promotion continues from it) and its followers are REFUSED.
+- `record(...)`: the store's sink, once per change of a partition this member
+  is primary of. The change gets the next seq and goes to each follower's
+  queue. With per-map backups, a backup whose rank is past the map's backups
+  gets a no-op in its place (its seq must still advance, or it sees a gap).
+- `open_stream(f)` / `close_stream(f)`, then per message from the follower:
+  `subscribe`, `unsubscribe`, `ack`, `taken_over`.
+- `handoff(ps, to, epoch)`: hand partitions to a live follower (a migration
+  or a graceful leave); `handoff_failed(p)` when it did not confirm.
+- `drain(f)`: the next message for a follower, as `Chunk`s.
+
+Outputs are the follower queues (drained into messages), `ready` (followers
+whose queue went from empty to not: the runtime wakes their senders),
+`closing` (followers whose stream must be cut), and the answers of the
+methods. Sync backups ask `unconfirmed`; `grid status` asks `lag`.
+
+Subscribing: the follower says what it has, `(term, seq)`. If the log still
+keeps every change after it, the primary answers SNAPSHOT_END at that point
+("you are current") followed by those changes; otherwise SNAPSHOT_BEGIN, the
+partition's records in chunks, SNAPSHOT_END at the log's seq. Either way the
+follower then gets every change as it is applied, in seq order.
+
+Hand-off: this member stops serving the partition (the runtime's routing
+stops at once, in the same lock hold), and HANDOFF is queued behind the last
+change; the follower applies everything before it, continues the same term
+and seq as primary, and says `taken_over`. No change is applied by both
+members and none by neither. If the new owner does not confirm, this member
+serves the partition again, in a new term.
+
+Flow control: the sender drains a queue one message at a time and waits for
+the transport between messages, so a slow follower holds its queue, never the
+writers. The queue of live changes is bounded in bytes (`max_queue_bytes`):
+past the bound the follower is cut off (`closing`), as Redis cuts a replica
+whose output buffer exceeds its limit; it reconnects and catches up from the
+log, or from a snapshot, instead of growing the primary's memory without end.
+Snapshot chunks are not counted: they refer to values the store holds anyway.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+from replication.map_backups import Holds, MapBackups
+from replication.stream import DEFAULT_KEEP, FollowerLog, Phase, PrimaryLog, new_term
+
+
+class Kind(IntEnum):
+    """What a chunk of a follower message carries (proto/grid.proto's ChunkKind)."""
+
+    MUTATIONS = 0  # live changes, in seq order from `seq`
+    SNAPSHOT_BEGIN = 1  # a snapshot of the partition follows
+    SNAPSHOT = 2  # part of the partition's records
+    SNAPSHOT_END = 3  # the follower is current at (term, seq); changes follow
+    HANDOFF = 4  # the follower is primary from (term, seq) on
+    REFUSED = 5  # this member is not the partition's primary (error says why)
+
+
+Record = tuple[int, str, bytes, "bytes | None", int, int, int, int]
+"""A change: (op, map, key, value, ts, member, expire_at, max_idle), the store's shape."""
+
+NOOP: Record = (0, "", b"", None, 0, 0, 0, 0)
+"""A record a follower only counts (per-map backups: a map this backup does not hold)."""
+
+
+class Queued(NamedTuple):
+    """One item of a follower's queue; `seq` and `data` mean what `Kind` says."""
+
+    kind: Kind
+    partition: int
+    seq: int = 0  # MUTATIONS, SNAPSHOT_END, HANDOFF
+    data: Any = None  # a Record; SNAPSHOT: a list of them; SNAPSHOT_END, HANDOFF: the term
+
+
+class Chunk(NamedTuple):
+    """A piece of a message to a follower, ready for the transport to encode."""
+
+    kind: Kind
+    partition: int
+    seq: int = 0
+    records: list[Record] | None = None
+    term: int = 0
+    epoch: int = 0
+    error: str = ""
+
+
+class Lag(NamedTuple):
+    """Backups behind their primaries here: the worst, the sum, the oldest change's age."""
+
+    worst: int
+    total: int
+    oldest_s: float
+    lagging: list[tuple[int, str, int, float]]  # (partition, backup, changes, seconds)
+
+
+SNAPSHOT_CHUNK_RECORDS = 512
+MESSAGE_MAX_BYTES = 128 * 1024
+"""One message, roughly: about 1,000 records of 100 B, which a follower applies in about
+5 ms under its store lock. Bigger messages would hold its event loop (and its clients)
+for longer at a time."""
+LINGER_UNTIL = 512
+"""A queue this long is sent at once, without lingering: it fills a message already."""
+MAX_QUEUE_BYTES = 256 << 20
+"""Live changes queued for one follower before it is cut off: 256 MiB is about 10 s of
+a member's full write rate, far past any lag a healthy backup shows (p99 under 0.1 s)."""
+LAGGING_SHOWN = 8  # partitions most behind listed by `lag` (all of them are summed)
+RECORD_OVERHEAD = 32  # bytes counted per record besides its key and value
+
+
+def record_size(rec: Record) -> int:
+    return len(rec[2]) + len(rec[3] or b"") + RECORD_OVERHEAD
+
+
+class Follower:
+    """What the primary knows of one follower's stream."""
+
+    __slots__ = (
+        "acked",
+        "all_maps",
+        "closed",
+        "name",
+        "partitions",
+        "queue",
+        "queued_bytes",
+        "scheduled",
+        "urgent",
+        "waiting",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: deque[Queued] = deque()
+        self.queued_bytes = 0  # live changes in the queue (flow control)
+        self.scheduled = False  # in `ready`, or its sender is running
+        self.urgent = False  # someone waits for it (sync write, hand-off): no lingering
+        self.partitions: set[int] = set()
+        self.all_maps: set[int] = set()  # partitions it fills to take over (every map)
+        self.acked: dict[int, int] = {}
+        self.waiting: dict[int, list[tuple[int, Any]]] = {}
+        """p -> (seq, token) of writes waiting for this follower to apply p's seq; tokens
+        are the runtime's (futures) or the simulator's, and come back out of `ack`."""
+        self.closed = False
+
+
+class Primary:
+    """Every partition this member is primary of, and their followers."""
+
+    def __init__(
+        self,
+        me: str,
+        partitions: int,
+        serves: Callable[[int], bool],
+        snapshot: Callable[[int, Holds], list[Record]],
+        map_backups: MapBackups,
+        *,
+        keep: int = DEFAULT_KEEP,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.me = me
+        self.partitions = partitions
+        self.serves = serves  # whether this member serves p as primary right now
+        self.snapshot = snapshot  # p's records for a snapshot (the store's, under its lock)
+        self.map_backups = map_backups
+        self.keep = keep
+        self.max_queue_bytes = max_queue_bytes
+        self.rng = rng
+        self.logs: dict[int, PrimaryLog] = {}
+        self.positions: dict[int, FollowerLog] = {}
+        """Where this member stands in partitions it is not primary of (a follower's
+        copy, or a former primary's): shared with the follower side."""
+        self.followers: dict[int, set[Follower]] = {}
+        self.streams: dict[str, Follower] = {}
+        self.ranks: dict[int, dict[str, int]] = {}  # p -> follower -> its backup rank
+        self.ready: list[Follower] = []
+        self.closing: list[tuple[Follower, str]] = []
+        self.handing: dict[int, str] = {}  # partitions handed off, not yet taken over
+        self.touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
+        self.caught_up = 0  # subscriptions answered from the log (no snapshot)
+        self.snapshots_sent = 0  # subscriptions answered with a snapshot
+        self.handoffs = 0
+        self.overflows = 0  # followers cut off for a queue past max_queue_bytes
+
+    # ---- roles -------------------------------------------------------------------------------
+    def on_table(self, replicas: Callable[[int], tuple[str, ...]] | None) -> None:
+        """Logs follow what this member serves; `replicas(p)`: the table's list for p."""
+        self.ranks = {}
+        for p in range(self.partitions):
+            serving = self.serves(p)
+            if serving and replicas is not None:
+                self.ranks[p] = {m: i for i, m in enumerate(replicas(p)) if i}
+            if serving and p not in self.logs:
+                self.start_log(p)
+            elif not serving and p in self.logs:
+                self.end_log(p, "no longer the primary")
+
+    def start_log(self, p: int, term: int | None = None, seq: int | None = None) -> PrimaryLog:
+        """Become p's primary: a new term continuing this member's position, or (a hand
+        off) the old primary's (term, seq)."""
+        pos = self.positions.pop(p, None)
+        if term is None:
+            term, seq = new_term(self.rng), (pos.seq if pos is not None else 0)
+        plog = self.logs[p] = PrimaryLog(term, seq or 0, self.keep)
+        return plog
+
+    def end_log(self, p: int, why: str) -> None:
+        plog = self.logs.pop(p)
+        self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
+        for f in self.followers.pop(p, set()):
+            f.partitions.discard(p)
+            self._push(f, Queued(Kind.REFUSED, p, 0, why))
+
+    def position(self, p: int) -> int:
+        """The partition stream's seq here: as its primary, or as a follower."""
+        plog = self.logs.get(p)
+        if plog is not None:
+            return plog.seq
+        pos = self.positions.get(p)
+        return pos.seq if pos is not None else 0
+
+    # ---- the sink: every change of a partition this member is primary of ---------------------
+    def record(
+        self,
+        partition: int,
+        op: int,
+        map_name: str,
+        key: bytes,
+        value: bytes | None,
+        ts: int,
+        member: int,
+        expire_at: int,
+        max_idle: int,
+        now: float = 0.0,
+    ) -> None:
+        plog = self.logs.get(partition)
+        if plog is None:
+            return  # a backup's copy changing: not ours to stream
+        rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
+        seq = plog.append(rec, now)
+        self.touched[partition] = seq
+        subs = self.followers.get(partition)
+        if not subs:
+            return
+        size = len(key) + len(value or b"") + RECORD_OVERHEAD
+        if self.map_backups.uniform:
+            item = Queued(Kind.MUTATIONS, partition, seq, rec)  # one for every follower
+            for f in subs:
+                if f.closed:
+                    continue  # cut off (overflow): the runtime ends its stream
+                f.queue.append(item)
+                f.queued_bytes += size
+                if not f.scheduled:
+                    f.scheduled = True
+                    self.ready.append(f)
+                if f.queued_bytes > self.max_queue_bytes:
+                    self._overflow(f)
+        else:
+            holds = self.map_backups.holds
+            for f in subs:
+                held = holds(map_name, self.rank_of(partition, f))
+                self._push(f, Queued(Kind.MUTATIONS, partition, seq, rec if held else NOOP))
+                f.queued_bytes += size
+                if f.queued_bytes > self.max_queue_bytes:
+                    self._overflow(f)
+
+    def rank_of(self, p: int, f: Follower) -> int:
+        """The backup rank whose maps a follower gets (0: every map: it is filling)."""
+        if p in f.all_maps:
+            return 0
+        return self.ranks.get(p, {}).get(f.name, 0)
+
+    def take_touched(self) -> dict[int, int]:
+        """Partitions changed (as primary) since the last call, with their last seq."""
+        touched, self.touched = self.touched, {}
+        return touched
+
+    def take_ready(self) -> list[Follower]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def take_closing(self) -> list[tuple[Follower, str]]:
+        closing, self.closing = self.closing, []
+        return closing
+
+    def sending(self, f: Follower) -> None:
+        """The follower's sender is awake and drains its queue: a change queued from now
+        on must wake it again, and nobody waits for what it is about to send."""
+        f.scheduled = False
+        f.urgent = False
+
+    def _push(self, f: Follower, item: Queued) -> None:
+        if f.closed:
+            return
+        f.queue.append(item)
+        if not f.scheduled:
+            f.scheduled = True
+            self.ready.append(f)
+
+    def _overflow(self, f: Follower) -> None:
+        """Cut a follower off (see Flow control); the runtime ends its stream, and
+        `close_stream` then hands back its waiting tokens."""
+        if f.closed:
+            return
+        self.overflows += 1
+        self.closing.append((f, f"{f.queued_bytes} bytes queued, past max_queue_bytes"))
+        f.closed = True
+        f.queue.clear()
+        f.queued_bytes = 0
+
+    # ---- a follower's stream -----------------------------------------------------------------
+    def open_stream(self, name: str) -> Follower:
+        """A follower connected; a stream it had before is over (it reconnected)."""
+        assert name not in self.streams, "close_stream the old stream first"
+        f = self.streams[name] = Follower(name)
+        return f
+
+    def close_stream(self, f: Follower) -> list[Any]:
+        """The stream ended; returns the tokens still waiting on it (their waits fail)."""
+        f.closed = True
+        f.queue.clear()
+        f.queued_bytes = 0
+        if self.streams.get(f.name) is f:
+            del self.streams[f.name]
+        for p in f.partitions:
+            subs = self.followers.get(p)
+            if subs is not None:
+                subs.discard(f)
+        f.partitions.clear()
+        tokens = [t for waits in f.waiting.values() for _, t in waits]
+        f.waiting.clear()
+        return tokens
+
+    def subscribe(self, f: Follower, p: int, have_term: int, have_seq: int, all_maps: bool) -> None:
+        """Queue what the follower lacks of p, then follow p's live changes."""
+        if f.closed or not 0 <= p < self.partitions:
+            return
+        if all_maps:
+            f.all_maps.add(p)
+        else:
+            f.all_maps.discard(p)
+        plog = self.logs.get(p)
+        if plog is None or not self.serves(p):
+            why = f"{self.me} is not the primary of partition {p}"
+            self._push(f, Queued(Kind.REFUSED, p, 0, why))
+            return
+        missing = plog.since(have_term, have_seq)
+        rank = self.rank_of(p, f)
+        mb = self.map_backups
+        if missing is not None:
+            self.caught_up += 1
+            self._push(f, Queued(Kind.SNAPSHOT_END, p, have_seq, plog.term))
+            for s, rec in missing:
+                self._push(f, Queued(Kind.MUTATIONS, p, s, rec if mb.holds(rec[1], rank) else NOOP))
+        else:
+            entries = self.snapshot(p, mb.held(rank))
+            self.snapshots_sent += 1
+            self._push(f, Queued(Kind.SNAPSHOT_BEGIN, p))
+            for i in range(0, len(entries), SNAPSHOT_CHUNK_RECORDS):
+                self._push(f, Queued(Kind.SNAPSHOT, p, 0, entries[i : i + SNAPSHOT_CHUNK_RECORDS]))
+            self._push(f, Queued(Kind.SNAPSHOT_END, p, plog.seq, plog.term))
+        f.partitions.add(p)
+        self.followers.setdefault(p, set()).add(f)
+
+    def unsubscribe(self, f: Follower, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            f.partitions.discard(p)
+            subs = self.followers.get(p)
+            if subs is not None:
+                subs.discard(f)
+
+    def ack(self, f: Follower, p: int, seq: int) -> list[Any]:
+        """The follower applied p up to seq; returns the tokens whose wait is over."""
+        if seq > f.acked.get(p, 0):
+            f.acked[p] = seq
+        waits = f.waiting.get(p)
+        if not waits:
+            return []
+        done = [t for want, t in waits if seq >= want]
+        if done:
+            f.waiting[p] = [(want, t) for want, t in waits if seq < want]
+        return done
+
+    def wait_ack(self, f: Follower, p: int, seq: int, token: Any) -> bool:
+        """Keep `token` until the follower acknowledges p's seq; False if it has already
+        (nothing is kept). A wait makes the sender hurry: no lingering."""
+        if f.acked.get(p, 0) >= seq:
+            return False
+        f.waiting.setdefault(p, []).append((seq, token))
+        f.urgent = True
+        return True
+
+    def taken_over(self, f: Follower, p: int) -> bool:
+        """The follower applied HANDOFF of p: True if this member was handing p to it."""
+        if self.handing.get(p) != f.name:
+            return False
+        del self.handing[p]
+        self.handoffs += 1
+        return True
+
+    # ---- sending -----------------------------------------------------------------------------
+    def lingers(self, f: Follower) -> bool:
+        """Whether the sender may wait a little for more changes to share the message:
+        only live changes linger; snapshots, hand-offs and awaited changes go at once."""
+        q = f.queue
+        return bool(q) and len(q) < LINGER_UNTIL and q[0].kind == Kind.MUTATIONS and not f.urgent
+
+    def drain(self, f: Follower, max_bytes: int = MESSAGE_MAX_BYTES) -> tuple[list[Chunk], int]:
+        """The next message for the follower, and the snapshot bytes in it (for the rate
+        limit). One MUTATIONS chunk per partition per message, however the partitions'
+        changes interleave in the queue (a client batch touches many): a chunk per run of
+        one partition would mean a chunk per record. A control item of a partition closes
+        its open chunk first, so each partition's items stay in order."""
+        queue = f.queue
+        popleft = queue.popleft
+        chunks: list[Chunk] = []
+        open_chunks: dict[int, int] = {}  # partition -> index of its open MUTATIONS chunk
+        size = snap_bytes = live_bytes = 0
+        mutations = Kind.MUTATIONS
+        while queue and size < max_bytes:
+            kind, p, seq, data = popleft()
+            if kind is mutations:
+                at = open_chunks.get(p)
+                if at is None:
+                    open_chunks[p] = len(chunks)
+                    chunks.append(Chunk(mutations, p, seq, [data]))
+                else:
+                    chunks[at].records.append(data)  # type: ignore[union-attr]
+                n = len(data[2]) + len(data[3] or b"") + RECORD_OVERHEAD
+                size += n
+                live_bytes += n
+                continue
+            open_chunks.pop(p, None)
+            if kind is Kind.SNAPSHOT:
+                n = sum(len(e[2]) + len(e[3] or b"") + RECORD_OVERHEAD for e in data)
+                chunks.append(Chunk(kind, p, 0, data))
+                size += n
+                snap_bytes += n
+            elif kind is Kind.SNAPSHOT_END:
+                chunks.append(Chunk(kind, p, seq, term=data))
+            elif kind is Kind.HANDOFF:
+                chunks.append(Chunk(kind, p, seq, term=data[0], epoch=data[1]))
+            elif kind is Kind.REFUSED:
+                chunks.append(Chunk(kind, p, error=data))
+            else:
+                chunks.append(Chunk(kind, p))
+        f.queued_bytes = max(0, f.queued_bytes - live_bytes)
+        return chunks, snap_bytes
+
+    # ---- hand-off ----------------------------------------------------------------------------
+    def handoff(
+        self, partitions: Iterable[int], to: str, epoch: int
+    ) -> tuple[list[int], list[int]]:
+        """Queue HANDOFF of each partition to follower `to` and stop serving it (the caller
+        stops routing to it in the same lock hold); returns (handing, refused). `epoch`:
+        the first table epoch that will show the hand-off."""
+        f = self.streams.get(to)
+        handing: list[int] = []
+        refused: list[int] = []
+        for p in partitions:
+            plog = self.logs.get(p)
+            if f is None or f.closed or plog is None or p not in f.partitions or not self.serves(p):
+                refused.append(p)
+                continue
+            self._push(f, Queued(Kind.HANDOFF, p, plog.seq, (plog.term, epoch)))
+            f.urgent = True  # clients of p wait for the hand-off: no lingering
+            del self.logs[p]
+            self.positions[p] = FollowerLog(plog.term, plog.seq, Phase.LIVE)
+            for other in self.followers.pop(p, set()):
+                other.partitions.discard(p)
+                if other is not f:
+                    self._push(other, Queued(Kind.REFUSED, p, 0, f"partition {p} moved to {to}"))
+            self.handing[p] = to
+            handing.append(p)
+        return handing, refused
+
+    def handoff_failed(self, p: int) -> None:
+        """The new owner did not confirm: if this member serves p again (the caller took it
+        back), it is primary in a new term continuing its seq. (If the follower did take
+        over and only its word was lost, the next table settles who serves p.)"""
+        self.handing.pop(p, None)
+        if p not in self.logs and self.serves(p):
+            self.start_log(p)
+
+    # ---- sync backups and lag ----------------------------------------------------------------
+    def waited_for(self, p: int, replicas: tuple[str, ...], ranks: int = 1 << 30) -> list[Follower]:
+        """The streams of p's backups (the first `ranks` of them) that count for a sync write."""
+        out = []
+        for m in replicas[1 : 1 + ranks]:
+            f = self.streams.get(m)
+            if f is not None and not f.closed and p in f.partitions:
+                out.append(f)
+        return out
+
+    def unconfirmed(
+        self,
+        touched: dict[int, int],
+        n: int,
+        replicas: Callable[[int], tuple[str, ...]],
+        ranks: int = 1 << 30,
+    ) -> list[tuple[int, int]]:
+        """The (partition, seq) of `touched` not yet applied by min(n, backups) of their
+        first `ranks` backups (per-map backups: the ones holding the maps written). A
+        partition this member no longer serves is its new primary's to answer."""
+        missing = []
+        for p, seq in touched.items():
+            if not self.serves(p):
+                continue
+            backups = replicas(p)[1 : 1 + ranks]
+            need = min(n, len(backups))
+            if need <= 0:
+                continue
+            acked = 0
+            for m in backups:
+                f = self.streams.get(m)
+                if f is not None and f.acked.get(p, 0) >= seq:
+                    acked += 1
+            if acked < need:
+                missing.append((p, seq))
+        return missing
+
+    def lag(self, replicas: Callable[[int], tuple[str, ...]], now: float) -> Lag:
+        """How far each partition's backups are behind this member, in changes and in the
+        age of the oldest change they lack (the log's clock is `now`'s)."""
+        worst = total = 0
+        oldest = 0.0
+        rows: list[tuple[int, float, int, str]] = []
+        for p, plog in self.logs.items():
+            for m in replicas(p)[1:]:
+                f = self.streams.get(m)
+                acked = f.acked.get(p, 0) if f is not None and p in f.partitions else 0
+                behind = max(0, plog.seq - acked)
+                if not behind:
+                    continue
+                worst = max(worst, behind)
+                total += behind
+                at = plog.applied_at(acked + 1)
+                age = now - at if at else 0.0
+                oldest = max(oldest, age)
+                rows.append((behind, age, p, m))
+        top = heapq.nlargest(LAGGING_SHOWN, rows)
+        return Lag(worst, total, oldest, [(p, m, behind, age) for behind, age, p, m in top])
