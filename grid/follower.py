@@ -1,19 +1,14 @@
-"""The follower side of partition streams: backups, and members being filled.
+"""The follower side of partition streams, carried out over gRPC Follow streams.
 
-A member follows a partition when the table names it a backup, or while the
-coordinator has it filling the partition before a hand-off (`fill`). Per
-primary it keeps one `Follow` stream (grid/replica.py is the other end)
-carrying every partition it follows there; subscribing to one more is a
-message on the open stream, not a new call.
+replication/follower.py decides what to follow, what each message from a
+primary means and what to apply; this module runs it: one `Follow` stream
+per primary (an `Upstream`, grid/replica.py is the other end), reconnects
+with backoff, acknowledgements, the store lock around each applied message
+and the durability journal after it (so a backup's copy is on its disk too),
+futures for fills the coordinator waits on, and the dropping of copies with
+no role (after handing back what their primary lacks).
 
-What it wants follows the table: on every new table `reconcile` subscribes to
-the primary of each partition it backs up (moving the subscription when the
-primary changed), unsubscribes the rest, and drops its copy of partitions in
-which it has no role any more. Applying is `Store.apply` under the store lock
-(last writer wins, so a duplicate or a late change is harmless) and then the
-durability journal, so a backup's copy is on its disk too.
-
-When a stream breaks, the follower reconnects with backoff and subscribes
+When a stream breaks, the upstream reconnects with backoff and subscribes
 again with what it has, `(term, seq)` per partition; the primary answers with
 the missing changes, or a snapshot if it no longer has them.
 """
@@ -25,7 +20,7 @@ import gc
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -34,17 +29,15 @@ from grid.replica import Replicator, unpack_records
 from grid.routing import Routing
 from grid.store import Store
 from proto import grid_pb2 as pb
-from replication.stream import FollowerLog, Phase, Verdict
+from replication.follower import FILL_LINGER_S, Follower
+from replication.stream import FollowerLog
 
 if TYPE_CHECKING:
     from grid.positions import FollowPositions
 
 log = logs.get("grid.follower")
-_MUTATIONS = pb.MUTATIONS
-_RESYNC = Verdict.RESYNC
 
 FOLLOW_METHOD = "/grid.v1.Peer/Follow"
-FILL_LINGER_S = 60.0  # a filled copy the table never adopted is dropped after this
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
 DROP_RETRY_S = 5.0  # a copy kept because its primary was unreachable is tried again
 REFUSED_RETRY_S = 0.2  # a refused subscription is tried again this soon, while still wanted
@@ -63,7 +56,6 @@ class Upstream:
         self.owner = owner
         self.source = source
         self.address = address
-        self.partitions: set[int] = set()
         # messages to the primary; None stands for "the acknowledgements gathered so far"
         self.out: asyncio.Queue[pb.FollowMessage | None] = asyncio.Queue()
         self._acks: dict[int, int] = {}
@@ -74,25 +66,26 @@ class Upstream:
         self._ack_timer: asyncio.TimerHandle | None = None
         self.task = asyncio.create_task(self._run(), name=f"grid-follow-{source}")
 
-    def subscribe(self, partitions: list[int]) -> None:
-        self.partitions.update(partitions)
+    @property
+    def partitions(self) -> set[int]:
+        return self.owner.core.upstreams.get(self.source, set())
+
+    def subscribe(self, partitions: Iterable[int]) -> None:
         msg = pb.FollowMessage()
         self._ask(msg, partitions)
         self.out.put_nowait(msg)
 
     def _ask(self, msg: pb.FollowMessage, partitions: Iterable[int]) -> None:
         """Subscribe `msg` to these partitions from what this member has of each."""
-        owner = self.owner
-        for p in partitions:
-            st = owner.state.setdefault(p, FollowerLog())
-            st.resubscribe()
+        for sub in self.owner.core.subscriptions(partitions):
             msg.subscribe.add(
-                partition=p, have_term=st.term, have_seq=st.seq, all_maps=p in owner.fills
+                partition=sub.partition,
+                have_term=sub.have_term,
+                have_seq=sub.have_seq,
+                all_maps=sub.all_maps,
             )
 
     def unsubscribe(self, partitions: list[int]) -> None:
-        for p in partitions:
-            self.partitions.discard(p)
         self.out.put_nowait(pb.FollowMessage(unsubscribe=partitions))
 
     async def _run(self) -> None:
@@ -204,18 +197,22 @@ class Followers:
         self.replicator = replicator
         self.channel = channel
         self.after_apply = after_apply  # the durability journal's flush
-        self.state: dict[int, FollowerLog] = replicator.positions
+        max_value = store.max_value
+
+        def decode(chunk: Any) -> Any:
+            return unpack_records(
+                chunk.records, chunk.count, max_value, f"partition {chunk.partition}"
+            )
+
+        self.core = Follower(me, replicator.core, store.apply, decode, routing.owner)
+        self.state: dict[int, FollowerLog] = self.core.state
         self.upstreams: dict[str, Upstream] = {}
-        self.source_of: dict[int, str] = {}
-        self.fills: dict[int, tuple[str, float]] = {}  # partition -> (source, since)
         self._ready: dict[int, list[asyncio.Future[bool]]] = {}
         self.bytes_received = 0
-        self.fills_done = 0
         self.handed_over: dict[int, asyncio.Event] = {}
         self._retry: asyncio.TimerHandle | None = None
         self._dropper: asyncio.Task[None] | None = None
         self._drop_again = False
-        self.ranks: dict[int, int] = {}  # partition -> this member's backup rank
         self._closed = False
         config = store.config
         no_sync = not (config.sync_backups or any(config.sync_backups_by_map().values()))
@@ -224,55 +221,34 @@ class Followers:
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
         # set by the runtime when the member has a data dir (grid/positions.py)
         self.positions: FollowPositions | None = None
-        self.resumed = 0  # subscriptions answered from the primary's log, not a snapshot
+
+    @property
+    def resumed(self) -> int:
+        return self.core.resumed
+
+    @property
+    def fills_done(self) -> int:
+        return self.core.fills_done
 
     # ---- what to follow ------------------------------------------------------------------------
-    def wanted(self) -> dict[int, str]:
-        table = self.routing.table
-        want: dict[int, str] = {}
-        if table is not None:
-            me = self.me
-            for p in table.partitions_of(me).backup:
-                owner = self.routing.owner(p)
-                if owner and owner != me:
-                    want[p] = owner
-        now = time.monotonic()
-        for p, (source, since) in list(self.fills.items()):
-            if p in want or self.routing.serves(p):
-                del self.fills[p]  # the table adopted the copy (or we own it now)
-            elif now - since > FILL_LINGER_S:
-                del self.fills[p]
-            else:
-                want[p] = source
-        return want
-
     def reconcile(self) -> None:
         """Make subscriptions match the table and the fills; drop copies with no role."""
         if self._closed:
             return  # a timer that fired after the member stopped
-        want = self.wanted()
-        if not self.replicator.map_backups.uniform:
-            self._follow_ranks(want)
-        by_source: dict[str, list[int]] = {}
-        stop: dict[str, list[int]] = {}
-        for p, src in list(self.source_of.items()):
-            if want.get(p) != src:
-                stop.setdefault(src, []).append(p)
-                del self.source_of[p]
-        for p, src in want.items():
-            if self.source_of.get(p) != src:
-                by_source.setdefault(src, []).append(p)
-                self.source_of[p] = src
-        for src, parts in stop.items():
+        with self.store.lock:
+            plan = self.core.reconcile(self.routing.table, time.monotonic())
+            for p, rank in plan.drop_maps:
+                if self.store.drop_maps(p, self.core.map_backups.held(rank) or _every_map):
+                    self.after_apply()
+        for src, parts in plan.unsubscribe.items():
             up = self.upstreams.get(src)
             if up is not None:
                 up.unsubscribe(parts)
-        for src, parts in by_source.items():
+        for src, parts in plan.subscribe.items():
             address = self.routing.address_of(src)
             if not address:
                 log.warning("no address for primary", member=src, partitions=len(parts))
-                for p in parts:
-                    self.source_of.pop(p, None)
+                self.core.unreachable(src, parts)
                 continue
             up = self.upstreams.get(src)
             if up is None or up.address != address or up.task.done():
@@ -280,85 +256,25 @@ class Followers:
                     up.close()
                 up = self.upstreams[src] = Upstream(self, src, address)
             up.subscribe(parts)
-        for src, up in list(self.upstreams.items()):
-            if not up.partitions and src not in by_source:
+        for src in plan.idle:
+            up = self.upstreams.pop(src, None)
+            if up is not None:
                 up.close()
-                del self.upstreams[src]
         self._drop_again = True
         if self._dropper is None or self._dropper.done():
             self._dropper = asyncio.get_running_loop().create_task(self._drop_unheld())
 
-    def _holds(self, p: int) -> Callable[[str], bool] | None:
-        """Which maps this member keeps of p as it follows it (None: all): with per-map
-        backups a backup at rank r keeps the maps with r or more backups, whatever a
-        primary on an older table still sends; a fill keeps everything."""
-        mb = self.replicator.map_backups
-        rank = self.ranks.get(p, 0)
-        if mb.uniform or rank == 0 or p in self.fills:
-            return None
-        return lambda name: mb.holds(name, rank)
-
-    def _follow_ranks(self, want: dict[int, str]) -> None:
-        """Per-map backups: a backup at rank r holds the maps with r or more backups. When
-        its rank drops (a backup before it left) it needs maps it never had: a snapshot
-        (merged into the copy). When its rank rises it drops the maps it no longer holds."""
-        table = self.routing.table
-        if table is None:
-            return
-        holds = self.replicator.map_backups.holds
-        ranks: dict[int, int] = {}
-        for p in want:
-            replicas = table.replicas(p)
-            if self.me not in replicas:
-                continue  # a fill: every map
-            rank = replicas.index(self.me)
-            ranks[p] = rank
-            old = self.ranks.get(p)
-            if old is not None and rank < old and self.source_of.get(p) == want[p]:
-                st = self.state.get(p)
-                if st is not None:
-                    st.term, st.seq = 0, 0
-                del self.source_of[p]  # subscribed again below: a snapshot
-            if old is None or rank > old:
-                with self.store.lock:
-                    if self.store.drop_maps(p, lambda name, r=rank: holds(name, r)):
-                        self.after_apply()
-        self.ranks = ranks
-
     def holds(self, p: int, map_name: str) -> bool:
         """Whether this member keeps this map of p as it follows it (map_backups)."""
-        held = self._holds(p)
-        return held is None or held(map_name)
+        return self.core.holds(p, map_name)
 
     def readable(self, p: int, map_name: str) -> bool:
-        """Whether a read of this map in p may be answered from this member's copy
-        (read_from_backup): it is a backup of p in the table, follows p's primary and has
-        caught up with it (not mid-snapshot), and holds the map (caller holds the lock)."""
-        if p not in self.source_of or p in self.fills:
-            return False
-        st = self.state.get(p)
-        if st is None or st.phase is not Phase.LIVE:
-            return False
-        table = self.routing.table
-        if table is None:
-            return False
-        replicas = table.replicas(p)
-        if replicas[0] == self.me or self.me not in replicas:
-            return False
-        return self.holds(p, map_name)
+        """Whether a read may be answered from this member's copy (caller holds the lock)."""
+        return self.core.readable(p, map_name, self.routing.table)
 
     def unheld(self, p: int) -> bool:
-        """Whether this member has no role for p: not its primary, not a backup in the
-        table, not following or filling it (caller holds the lock)."""
-        table = self.routing.table
-        return not (
-            table is None
-            or p in self.source_of
-            or p in self.fills
-            or self.routing.serves(p)
-            or p in self.replicator.logs
-            or self.me in table.replicas(p)
-        )
+        """Whether this member has no role for p (caller holds the lock)."""
+        return self.core.unheld(p, self.routing.table)
 
     async def _drop_unheld(self) -> None:
         """Drop copies with no role, one partition at a time: a partition of a large map
@@ -394,7 +310,7 @@ class Followers:
                     with self.store.lock:
                         if not self.unheld(p):
                             continue
-                        self.state.pop(p, None)
+                        self.core.dropped(p)
                         if self.store.holds_copy(p):
                             dropped += self.store.drop_partition(p)
                             self.after_apply()
@@ -413,38 +329,28 @@ class Followers:
         """Follow these partitions from `source` until each is live; (ready, failed)."""
         if address:
             self.routing.set_address(source, address)
-        now = time.monotonic()
         futures: dict[int, asyncio.Future[bool]] = {}
         loop = asyncio.get_running_loop()
         # a fill the table never adopts lingers FILL_LINGER_S; look again then, or nothing
         # would drop it before the next table
         loop.call_later(FILL_LINGER_S + 1, self.reconcile)
         for p in partitions:
-            self.fills[p] = (source, now)
             fut = loop.create_future()
             self._ready.setdefault(p, []).append(fut)
             futures[p] = fut
-        # a partition already followed from this source and live needs no new snapshot,
-        # unless this member is a backup that holds only some maps (map_backups): then
-        # it subscribes again for every map (a snapshot merged into its copy)
-        uniform = self.replicator.map_backups.uniform
-        for p in partitions:
-            st = self.state.get(p)
-            if self.source_of.get(p) == source and st is not None and st.phase is Phase.LIVE:
-                if uniform or not self.ranks.get(p):
-                    self._resolve(p, True)
-                else:
-                    st.term, st.seq = 0, 0
-                    del self.source_of[p]
+        with self.store.lock:
+            ready = self.core.fill(partitions, source, time.monotonic())
+        for p in ready:
+            self._resolve(p, True)
         self.reconcile()
-        ready, failed = [], []
+        done, failed = [], []
         for p, fut in futures.items():
             try:
                 ok = await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 ok = False
-            (ready if ok else failed).append(p)
-        return ready, failed
+            (done if ok else failed).append(p)
+        return done, failed
 
     def _resolve(self, p: int, ok: bool) -> None:
         for fut in self._ready.pop(p, []):
@@ -458,103 +364,28 @@ class Followers:
         """Apply one message from a primary (`size`: its bytes, when the caller has them);
         returns (acks: partition -> applied seq, partitions taken over by HANDOFF)."""
         self.bytes_received += size if size >= 0 else batch.ByteSize()
-        acks: dict[int, int] = {}
-        taken: list[int] = []
-        resync: set[int] = set()  # (a partition can fail twice in one batch)
-        refused = False
         store = self.store
-        state = self.state
-        subscribed = up.partitions
-        uniform = self.replicator.map_backups.uniform
         with store.lock:
-            now = store.clock()
-            apply = store.apply
-            unpack = unpack_records
-            max_value = store.max_value
-            for chunk in batch.chunks:
-                p = chunk.partition
-                if p not in subscribed:
-                    continue  # unsubscribed meanwhile
-                st = state.get(p)
-                if st is None:
-                    st = state[p] = FollowerLog()
-                kind = chunk.kind
-                if kind == _MUTATIONS:
-                    count = chunk.count
-                    verdict, skip = st.mutations(chunk.seq, count)
-                    if verdict is _RESYNC:
-                        resync.add(p)
-                        continue
-                    records = unpack(chunk.records, count, max_value, f"partition {p}")
-                    if skip:
-                        records = records[skip:]
-                    held = None if uniform else self._holds(p)
-                    if held is None:
-                        for r in records:
-                            if r[0]:  # (op 0: a map this backup does not hold)
-                                apply(p, *r, now)  # (op, map, key, value, ts, member, ...)
-                    else:
-                        for r in records:
-                            if r[0] and held(r[1]):
-                                apply(p, *r, now)
-                    acks[p] = st.seq
-                elif kind == pb.SNAPSHOT:
-                    if st.snapshot_records() is Verdict.RESYNC:
-                        resync.add(p)
-                        continue
-                    held = self._holds(p)
-                    for r in unpack(chunk.records, chunk.count, max_value, f"partition {p}"):
-                        if held is None or held(r[1]):
-                            apply(p, *r, now)
-                elif kind == pb.SNAPSHOT_BEGIN:
-                    # The copy already held is merged into, not dropped: what it has that
-                    # the primary lacks (writes of the other side of a healed split) stays
-                    # for anti-entropy to merge back (grid/antientropy.py).
-                    st.snapshot_begin()
-                elif kind == pb.SNAPSHOT_END:
-                    whole = st.phase is Phase.SNAPSHOT  # else: the log had what we lacked
-                    if st.snapshot_end(chunk.term, chunk.seq) is Verdict.RESYNC:
-                        resync.add(p)
-                        continue
-                    if not whole:
-                        self.resumed += 1
-                    acks[p] = st.seq
-                    if p in self.fills:
-                        self.fills_done += 1
-                    self._resolve(p, True)
-                    gc.freeze()  # a filled copy is long-lived: see grid/member.py
-                elif kind == pb.HANDOFF:
-                    # everything before it is applied: the partition is ours from here on
-                    self.routing.handed_over(p, chunk.epoch)
-                    self.replicator.core.start_log(p, chunk.term, chunk.seq)
-                    self.state.pop(p, None)
-                    up.partitions.discard(p)
-                    self.source_of.pop(p, None)
-                    self.fills.pop(p, None)
-                    acks[p] = chunk.seq
-                    taken.append(p)
-                    ev = self.handed_over.pop(p, None)
-                    if ev is not None:
-                        ev.set()
-                elif kind == pb.REFUSED:
-                    up.partitions.discard(p)
-                    if self.source_of.get(p) == up.source:
-                        del self.source_of[p]
-                    self._resolve(p, False)
-                    refused = True
-                    log.debug("subscription refused", partition=p, source=up.source,
-                              why=chunk.error)  # fmt: skip
+            got = self.core.receive(up.source, batch.chunks, store.clock())
+            for p, epoch in got.taken:
+                self.routing.handed_over(p, epoch)  # served here from now on
             self.after_apply()
-        if resync:
-            for p in resync:
-                st = self.state[p]
-                st.term, st.seq = 0, 0  # ask for a snapshot
-            up.subscribe(sorted(resync))
-        if refused:
+        for p, ok in got.filled:
+            self._resolve(p, ok)
+        if any(ok for _, ok in got.filled):
+            gc.freeze()  # a filled copy is long-lived: see grid/member.py
+        taken = [p for p, _ in got.taken]
+        for p in taken:
+            ev = self.handed_over.pop(p, None)
+            if ev is not None:
+                ev.set()
+        if got.resync:
+            up.subscribe(got.resync)
+        if got.refused:
             # The primary may just not have installed the table that makes it primary
             # yet: look again shortly (subscribes what is still wanted, from its owner).
             self._retry_later()
-        return acks, taken
+        return got.acks, taken
 
     def _retry_later(self) -> None:
         if self._retry is None:
@@ -566,23 +397,19 @@ class Followers:
         self.reconcile()
 
     def stream_lost(self, up: Upstream) -> None:
-        for p in up.partitions:
-            st = self.state.get(p)
-            if st is not None and st.phase is Phase.SNAPSHOT:
-                st.term, st.seq = 0, 0  # a half-received snapshot is worth nothing
-            if p in self.fills and (st is None or st.phase is not Phase.LIVE):
-                self._resolve(p, False)  # the coordinator learns now, not at its timeout
+        with self.store.lock:
+            failed = self.core.stream_lost(up.source)
+        for p in failed:
+            self._resolve(p, False)
 
     def wait_handover(self, partition: int) -> asyncio.Event | None:
         """An event set when the partition is handed to us, if we are following it."""
-        if partition not in self.source_of:
+        if partition not in self.core.source_of:
             return None
         return self.handed_over.setdefault(partition, asyncio.Event())
 
     def in_flight(self) -> int:
-        return sum(
-            1 for p in self.fills if (st := self.state.get(p)) is None or st.phase is not Phase.LIVE
-        )
+        return self.core.in_flight()
 
     def close(self) -> None:
         self._closed = True
@@ -593,3 +420,7 @@ class Followers:
         for up in self.upstreams.values():
             up.close()
         self.upstreams.clear()
+
+
+def _every_map(name: str) -> bool:
+    return True

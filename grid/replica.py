@@ -33,7 +33,7 @@ from grid.store import Store
 from grid.store.copies import snapshot_records
 from proto import grid_pb2 as pb
 from replication.map_backups import Holds, MapBackups
-from replication.primary import Chunk, Follower, Kind, Lag, Primary, Record
+from replication.primary import Chunk, Downstream, Kind, Lag, Primary, Record
 from replication.stream import DEFAULT_KEEP, FollowerLog, PrimaryLog
 
 log = logs.get("grid.replica")
@@ -116,7 +116,7 @@ class Stream:
     """The runtime's half of one follower's stream: its sender's wake-up and linger, and
     the hand-offs waiting for the follower's word."""
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Downstream) -> None:
         self.follower = follower
         self.event = asyncio.Event()
         self.takeovers: dict[int, asyncio.Future[None]] = {}
@@ -227,7 +227,7 @@ class Replicator:
         else:  # an embedded caller's thread
             self._loop.call_soon_threadsafe(self._set, woken)
 
-    def _set(self, followers: list[Follower]) -> None:
+    def _set(self, followers: list[Downstream]) -> None:
         for f in followers:
             stream = self.streams.get(f.name)
             if stream is not None and stream.follower is f:

@@ -129,8 +129,8 @@ def record_size(rec: Record) -> int:
     return len(rec[2]) + len(rec[3] or b"") + RECORD_OVERHEAD
 
 
-class Follower:
-    """What the primary knows of one follower's stream."""
+class Downstream:
+    """One follower's stream, as its primary sees it (the follower's end is an upstream)."""
 
     __slots__ = (
         "acked",
@@ -187,11 +187,11 @@ class Primary:
         self.positions: dict[int, FollowerLog] = {}
         """Where this member stands in partitions it is not primary of (a follower's
         copy, or a former primary's): shared with the follower side."""
-        self.followers: dict[int, set[Follower]] = {}
-        self.streams: dict[str, Follower] = {}
+        self.followers: dict[int, set[Downstream]] = {}
+        self.streams: dict[str, Downstream] = {}
         self.ranks: dict[int, dict[str, int]] = {}  # p -> follower -> its backup rank
-        self.ready: list[Follower] = []
-        self.closing: list[tuple[Follower, str]] = []
+        self.ready: list[Downstream] = []
+        self.closing: list[tuple[Downstream, str]] = []
         self.handing: dict[int, str] = {}  # partitions handed off, not yet taken over
         self.touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
         self.caught_up = 0  # subscriptions answered from the log (no snapshot)
@@ -281,7 +281,7 @@ class Primary:
                 if f.queued_bytes > self.max_queue_bytes:
                     self._overflow(f)
 
-    def rank_of(self, p: int, f: Follower) -> int:
+    def rank_of(self, p: int, f: Downstream) -> int:
         """The backup rank whose maps a follower gets (0: every map: it is filling)."""
         if p in f.all_maps:
             return 0
@@ -292,21 +292,21 @@ class Primary:
         touched, self.touched = self.touched, {}
         return touched
 
-    def take_ready(self) -> list[Follower]:
+    def take_ready(self) -> list[Downstream]:
         ready, self.ready = self.ready, []
         return ready
 
-    def take_closing(self) -> list[tuple[Follower, str]]:
+    def take_closing(self) -> list[tuple[Downstream, str]]:
         closing, self.closing = self.closing, []
         return closing
 
-    def sending(self, f: Follower) -> None:
+    def sending(self, f: Downstream) -> None:
         """The follower's sender is awake and drains its queue: a change queued from now
         on must wake it again, and nobody waits for what it is about to send."""
         f.scheduled = False
         f.urgent = False
 
-    def _push(self, f: Follower, item: Queued) -> None:
+    def _push(self, f: Downstream, item: Queued) -> None:
         if f.closed:
             return
         f.queue.append(item)
@@ -314,7 +314,7 @@ class Primary:
             f.scheduled = True
             self.ready.append(f)
 
-    def _overflow(self, f: Follower) -> None:
+    def _overflow(self, f: Downstream) -> None:
         """Cut a follower off (see Flow control); the runtime ends its stream, and
         `close_stream` then hands back its waiting tokens."""
         if f.closed:
@@ -326,13 +326,14 @@ class Primary:
         f.queued_bytes = 0
 
     # ---- a follower's stream -----------------------------------------------------------------
-    def open_stream(self, name: str) -> Follower:
-        """A follower connected; a stream it had before is over (it reconnected)."""
+    def open_stream(self, name: str) -> Downstream:
+        """A follower connected (the runtime closed any stream it had before: a
+        follower reconnects after a break, and its old stream's queue is void)."""
         assert name not in self.streams, "close_stream the old stream first"
-        f = self.streams[name] = Follower(name)
+        f = self.streams[name] = Downstream(name)
         return f
 
-    def close_stream(self, f: Follower) -> list[Any]:
+    def close_stream(self, f: Downstream) -> list[Any]:
         """The stream ended; returns the tokens still waiting on it (their waits fail)."""
         f.closed = True
         f.queue.clear()
@@ -348,7 +349,9 @@ class Primary:
         f.waiting.clear()
         return tokens
 
-    def subscribe(self, f: Follower, p: int, have_term: int, have_seq: int, all_maps: bool) -> None:
+    def subscribe(
+        self, f: Downstream, p: int, have_term: int, have_seq: int, all_maps: bool
+    ) -> None:
         """Queue what the follower lacks of p, then follow p's live changes."""
         if f.closed or not 0 <= p < self.partitions:
             return
@@ -379,14 +382,14 @@ class Primary:
         f.partitions.add(p)
         self.followers.setdefault(p, set()).add(f)
 
-    def unsubscribe(self, f: Follower, partitions: Iterable[int]) -> None:
+    def unsubscribe(self, f: Downstream, partitions: Iterable[int]) -> None:
         for p in partitions:
             f.partitions.discard(p)
             subs = self.followers.get(p)
             if subs is not None:
                 subs.discard(f)
 
-    def ack(self, f: Follower, p: int, seq: int) -> list[Any]:
+    def ack(self, f: Downstream, p: int, seq: int) -> list[Any]:
         """The follower applied p up to seq; returns the tokens whose wait is over."""
         if seq > f.acked.get(p, 0):
             f.acked[p] = seq
@@ -398,7 +401,7 @@ class Primary:
             f.waiting[p] = [(want, t) for want, t in waits if seq < want]
         return done
 
-    def wait_ack(self, f: Follower, p: int, seq: int, token: Any) -> bool:
+    def wait_ack(self, f: Downstream, p: int, seq: int, token: Any) -> bool:
         """Keep `token` until the follower acknowledges p's seq; False if it has already
         (nothing is kept). A wait makes the sender hurry: no lingering."""
         if f.acked.get(p, 0) >= seq:
@@ -407,7 +410,7 @@ class Primary:
         f.urgent = True
         return True
 
-    def taken_over(self, f: Follower, p: int) -> bool:
+    def taken_over(self, f: Downstream, p: int) -> bool:
         """The follower applied HANDOFF of p: True if this member was handing p to it."""
         if self.handing.get(p) != f.name:
             return False
@@ -416,13 +419,13 @@ class Primary:
         return True
 
     # ---- sending -----------------------------------------------------------------------------
-    def lingers(self, f: Follower) -> bool:
+    def lingers(self, f: Downstream) -> bool:
         """Whether the sender may wait a little for more changes to share the message:
         only live changes linger; snapshots, hand-offs and awaited changes go at once."""
         q = f.queue
         return bool(q) and len(q) < LINGER_UNTIL and q[0].kind == Kind.MUTATIONS and not f.urgent
 
-    def drain(self, f: Follower, max_bytes: int = MESSAGE_MAX_BYTES) -> tuple[list[Chunk], int]:
+    def drain(self, f: Downstream, max_bytes: int = MESSAGE_MAX_BYTES) -> tuple[list[Chunk], int]:
         """The next message for the follower, and the snapshot bytes in it (for the rate
         limit). One MUTATIONS chunk per partition per message, however the partitions'
         changes interleave in the queue (a client batch touches many): a chunk per run of
@@ -500,7 +503,9 @@ class Primary:
             self.start_log(p)
 
     # ---- sync backups and lag ----------------------------------------------------------------
-    def waited_for(self, p: int, replicas: tuple[str, ...], ranks: int = 1 << 30) -> list[Follower]:
+    def waited_for(
+        self, p: int, replicas: tuple[str, ...], ranks: int = 1 << 30
+    ) -> list[Downstream]:
         """The streams of p's backups (the first `ranks` of them) that count for a sync write."""
         out = []
         for m in replicas[1 : 1 + ranks]:
