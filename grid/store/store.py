@@ -720,10 +720,13 @@ class Store:
             if keep(rmap.name):
                 continue
             part = rmap.parts[partition]
-            rmap.tombs[partition].clear()
-            rmap.cleared[partition] = ZERO
-            if not part:
+            tombs = rmap.tombs[partition]
+            if not (part or tombs or rmap.cleared[partition] != ZERO):
                 continue
+            # a copy of only tombstones or a clear marker is dropped on disk too, or a
+            # restart would bring them back for a partition this member no longer holds
+            tombs.clear()
+            rmap.cleared[partition] = ZERO
             for e in list(part.values()):
                 self._unlink(e)
                 dropped += 1
