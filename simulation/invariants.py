@@ -1,31 +1,39 @@
 """What a run checks, while it runs and at the end.
 
 During the run every check is made at the moment the event it is about happens
-(a record stored, a chunk applied, a term started, a write stamped), so a
-violation stops the run at the first bad step with the virtual time, and the seed
-replays up to it:
+(a change a store applied, a message a follower took in, a term started, a
+write stamped), so a violation stops the run at the first bad step with the
+virtual time, and the seed replays up to it. The checks watch the production
+code from outside (the store's sink, the follower core's state before and
+after a message) and keep their own shadow state; none of them asks the code
+under test whether it is right:
 
-- **LWW never regresses**: every change a store accepts has a version newer than
-  the one it replaces (`Store.apply` is the one path; this checks its result).
-- **No invented versions**: every version any store ever holds was stamped by some
-  primary for that key (a record is never corrupted or mixed up on the way).
-- **A follower applies each change once and in order within its lineage**: a
-  shadow of what the copy has applied, kept apart from `FollowerLog`, must agree
-  with its verdicts: mutations start right after the last applied seq, in the term
-  the copy is at (the model's MUT chunks carry the primary's term for this check
-  only); a catch-up without a snapshot continues exactly where the copy stands.
+- **LWW never regresses**: every change a store applies has a version newer
+  than the one the store held for that key (a shadow of every store's versions,
+  fed by the sink, not read back from the store).
+- **No invented versions**: every version any store ever holds was stamped by
+  some primary for that key with that value (a record is never corrupted or
+  mixed up on the way).
+- **A follower's position is the protocol's**: an independent walk of each
+  message's chunks by the rules of replication/stream.py must end at the same
+  `(term, seq)` and phase as the follower core's `FollowerLog`s.
+- **A live follower holds its primary's state**: a follower live at `(term, seq)`
+  holds, for every key, at least the version its primary held at that point of
+  that lineage: the primary's copy when the term began, plus every change it
+  appended up to `seq` (a shadow of each lineage kept from the primaries'
+  sinks). Anti-entropy could repair a divergence later; this catches it at the
+  message that causes it.
 - **Terms are fresh**: a member that becomes primary starts a term nobody used.
 - **One term per primary**: while a member is primary of a partition, every
   change it appends is in that partition's one current term, at the next seq.
-- **HLC**: a member's stamps strictly increase, and a primary's new stamp beats the
-  version it overwrites (the clock observed every version it stored).
+- **HLC**: a member's stamps strictly increase.
 
 At the end (after heal, once quiet; see `World.final_checks`):
 
 - membership converged and every running member computes the same table;
 - for every partition, every replica the table names holds an identical copy
-  (same records; equal `replication.digest` roots);
-- no member holds a copy of a partition it has no role for (hand-offs drained);
+  (same records; equal digest roots);
+- no member holds a copy of a partition it has no role for (hand-backs drained);
 - every key's value is the LWW winner of every version any store ever held
   (persisted mode: nothing a store held is lost, so nothing may be missing), or,
   with crashes that lose memory, of every version held when the faults ended;
@@ -35,12 +43,23 @@ At the end (after heal, once quiet; see `World.final_checks`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
-from replication.hlc import Version
+from replication.stream import FollowerLog, Phase
 
 Key = bytes
 VersionT = tuple[int, int]
+MUTATIONS, SNAPSHOT_BEGIN, SNAPSHOT, SNAPSHOT_END, HANDOFF, REFUSED = range(6)
+
+
+class Lineage(NamedTuple):
+    """One term of one partition, as its primary wrote it."""
+
+    partition: int
+    start: int  # the seq the term began at
+    base: dict[Key, VersionT]  # the primary's copy then
+    changes: list[tuple[Key, VersionT]]  # change start+1, start+2, ...
 
 
 class InvariantViolation(AssertionError):
@@ -54,6 +73,8 @@ class Invariants:
         self._now = now
         self.written: dict[tuple[Key, int, int], bytes | None] = {}
         """(key, ts, member) -> value of every version a primary stamped."""
+        self.held: dict[tuple[str, int], dict[Key, VersionT]] = {}
+        """(member, partition) -> key -> the version the member's store holds."""
         self.ever: dict[Key, VersionT] = {}
         """Per key, the LWW-newest version any store ever held."""
         self.acked: dict[Key, VersionT] = {}
@@ -64,8 +85,12 @@ class Invariants:
         self.terms: set[int] = set()
         self.primary_term: dict[tuple[str, int], tuple[int, int]] = {}
         """(member, p) -> (term, last seq) while the member is primary."""
-        self.shadow: dict[tuple[str, int], tuple[int, int] | None] = {}
-        """(member, p) -> (term, seq) applied by the follower copy; None mid-snapshot."""
+        self.shadow: dict[tuple[str, int], tuple[int, int, Phase]] = {}
+        """(member, p) -> (term, seq, phase) of the copy, walked by the protocol's rules."""
+        self.lineages: dict[int, Lineage] = {}
+        """term -> what its primary held when it began, and every change it appended."""
+        self.checked: dict[tuple[str, int], tuple[int, int]] = {}
+        """(member, p) -> the (term, seq) up to which its copy was checked against the lineage."""
         self.last_stamp: dict[str, int] = {}
         self.checks = 0
 
@@ -73,59 +98,78 @@ class Invariants:
         raise InvariantViolation(f"t={self._now():.6f}s: {what}")
 
     # ---- stores ---------------------------------------------------------------------------
-    def stored(self, member: str, p: int, key: Key, old: tuple | None, new: tuple) -> None:
+    def stored(self, member: str, p: int, key: Key, value: bytes | None, ts: int, mid: int) -> None:
+        """The member's store applied (key, version) with this value (None: a delete)."""
         self.checks += 1
-        v = (new[1], new[2])
-        if old is not None and v <= (old[1], old[2]):
-            self.fail(f"{member} p{p} {key!r}: version regressed {old[1:]} -> {v}")
-        w = (key, v[0], v[1])
-        if w not in self.written or self.written[w] != new[0]:
-            self.fail(f"{member} p{p} {key!r}: holds {new} that no primary stamped")
+        v = (ts, mid)
+        held = self.held.setdefault((member, p), {})
+        old = held.get(key)
+        if old is not None and v <= old:
+            self.fail(f"{member} p{p} {key!r}: version regressed {old} -> {v}")
+        held[key] = v
+        w = (key, ts, mid)
+        if w not in self.written or self.written[w] != value:
+            self.fail(f"{member} p{p} {key!r}: holds {v} = {value!r} that no primary stamped")
         if v > self.ever.get(key, (0, 0)):
             self.ever[key] = v
         if v > self.since_mark.get(key, (0, 0)):
             self.since_mark[key] = v
 
-    def mark(self, stores: list) -> None:
+    def dropped(self, member: str, p: int) -> None:
+        """The member's store forgot its copy of p."""
+        self.held.pop((member, p), None)
+        self.checked.pop((member, p), None)
+
+    def store_lost(self, member: str) -> None:
+        """A crash that loses memory: the member restarts with an empty store."""
+        for k in [k for k in self.held if k[0] == member]:
+            del self.held[k]
+
+    def copy(self, member: str, p: int) -> dict[Key, VersionT]:
+        """The versions the member's store holds for p, as the sink told them."""
+        return dict(self.held.get((member, p), {}))
+
+    def mark(self, copies: Iterable[Mapping[Key, tuple[Any, int, int]]]) -> None:
         """Start `since_mark` from what the stores hold now (the faults just ended)."""
         self.since_mark = {}
-        for store in stores:
-            for part in store.parts.values():
-                for key, (_, ts, member) in part.items():
-                    if (ts, member) > self.since_mark.get(key, (0, 0)):
-                        self.since_mark[key] = (ts, member)
+        for part in copies:
+            for key, (_, ts, member) in part.items():
+                if (ts, member) > self.since_mark.get(key, (0, 0)):
+                    self.since_mark[key] = (ts, member)
 
     # ---- primaries ------------------------------------------------------------------------
-    def became_primary(self, member: str, p: int, term: int, seq: int) -> None:
+    def became_primary(
+        self, member: str, p: int, term: int, seq: int, base: Mapping[Key, VersionT]
+    ) -> None:
+        """A new lineage: `base` is the primary's copy of p as the term begins."""
         self.checks += 1
         if term in self.terms:
             self.fail(f"{member} p{p}: term {term} was used before")
         self.terms.add(term)
         self.primary_term[(member, p)] = (term, seq)
+        self.lineages[term] = Lineage(p, seq, dict(base), [])
 
     def stopped_primary(self, member: str, p: int) -> None:
         self.primary_term.pop((member, p), None)
 
     def member_gone(self, member: str) -> None:
         """A crash: its logs, terms and follower positions are gone with the process."""
-        for d in (self.primary_term, self.shadow):
+        for d in (self.primary_term, self.shadow, self.checked):
             for k in [k for k in d if k[0] == member]:
                 del d[k]
         self.last_stamp.pop(member, None)
 
     def stamped(
-        self, member: str, p: int, key: Key, value: bytes | None, v: Version, old: tuple | None
+        self, member: str, p: int, key: Key, value: bytes | None, ts: int, mid: int
     ) -> None:
         self.checks += 1
         last = self.last_stamp.get(member, 0)
-        if v.ts <= last:
-            self.fail(f"{member}: HLC stamp {v.ts} not above its previous {last}")
-        self.last_stamp[member] = v.ts
-        if old is not None and (v.ts, v.member) <= (old[1], old[2]):
-            self.fail(f"{member} p{p} {key!r}: new stamp {tuple(v)} loses to stored {old[1:]}")
-        self.written[(key, v.ts, v.member)] = value
+        if ts <= last:
+            self.fail(f"{member}: HLC stamp {ts} not above its previous {last}")
+        self.last_stamp[member] = ts
+        self.written[(key, ts, mid)] = value
 
-    def appended(self, member: str, p: int, term: int, seq: int) -> None:
+    def appended(self, member: str, p: int, term: int, seq: int, key: Key, v: VersionT) -> None:
         self.checks += 1
         cur = self.primary_term.get((member, p))
         if cur is None:
@@ -133,6 +177,7 @@ class Invariants:
         elif cur[0] != term or seq != cur[1] + 1:
             self.fail(f"{member} p{p}: appended ({term}, {seq}) after {cur}")
         self.primary_term[(member, p)] = (term, seq)
+        self.lineages[term].changes.append((key, v))
 
     def acknowledged(self, key: Key, ts: int, member: int) -> None:
         self.acked_count += 1
@@ -141,31 +186,94 @@ class Invariants:
 
     # ---- followers ------------------------------------------------------------------------
     def position(self, member: str, p: int, term: int, seq: int) -> None:
-        """The copy's (term, seq) was set outright (new, reset for a snapshot, demoted)."""
-        self.shadow[(member, p)] = (term, seq)
+        """The copy subscribes from (term, seq): its next answer decides the phase."""
+        self.shadow[(member, p)] = (term, seq, Phase.IDLE)
 
-    def snapshot_begin(self, member: str, p: int) -> None:
-        self.shadow[(member, p)] = None
+    def received(
+        self,
+        member: str,
+        subscribed: set[int],
+        chunks: Iterable[Any],
+        state: Mapping[int, FollowerLog],
+        holds: Callable[[int, bytes], VersionT | None],
+        resync: Iterable[int] = (),
+    ) -> None:
+        """A follower took in a message: walk its chunks by the protocol's rules on the
+        shadow, then compare with the core's positions and the store's contents."""
+        touched: set[int] = set()
+        for c in chunks:
+            p = c.partition
+            if p not in subscribed:
+                continue
+            touched.add(p)
+            key = (member, p)
+            term, seq, phase = self.shadow.get(key, (0, 0, Phase.IDLE))
+            kind = c.kind
+            if kind == MUTATIONS:
+                last = c.seq + c.count - 1
+                if phase is not Phase.LIVE or c.seq > seq + 1:
+                    self.shadow[key] = (0, 0, Phase.IDLE)  # resync: a snapshot follows
+                    continue
+                if last <= seq:
+                    continue
+                self.shadow[key] = (term, last, phase)
+            elif kind == SNAPSHOT_BEGIN:
+                self.shadow[key] = (term, seq, Phase.SNAPSHOT)
+            elif kind == SNAPSHOT:
+                if phase is not Phase.SNAPSHOT:
+                    self.shadow[key] = (0, 0, Phase.IDLE)
+            elif kind == SNAPSHOT_END:
+                if phase is Phase.SNAPSHOT or (
+                    phase is Phase.IDLE and (c.term, c.seq) == (term, seq)
+                ):
+                    self.shadow[key] = (c.term, c.seq, Phase.LIVE)
+                else:
+                    self.shadow[key] = (0, 0, Phase.IDLE)
+            elif kind in (HANDOFF, REFUSED):
+                self.shadow.pop(key, None)
+                touched.discard(p)
+        for p in sorted(touched - set(resync)):
+            self.checks += 1
+            want = self.shadow.get((member, p))
+            st = state.get(p)
+            got = (st.term, st.seq, st.phase) if st is not None else None
+            if want is None or got is None:
+                continue
+            if want[2] is Phase.IDLE and got[2] is Phase.IDLE:
+                continue  # both ask again (the core asks from its own (term, seq): resync)
+            if want != got:
+                self.fail(
+                    f"{member} p{p}: the follower is at {got[:2]} {got[2].value}, "
+                    f"the protocol's rules say {want[:2]} {want[2].value}"
+                )
+            if got[2] is Phase.LIVE:
+                self._holds_lineage(member, p, got[0], got[1], holds)
 
-    def live(self, member: str, p: int, term: int, seq: int, after_snapshot: bool) -> None:
-        self.checks += 1
-        cur = self.shadow.get((member, p), (0, 0))
-        if after_snapshot:
-            if cur is not None:
-                self.fail(f"{member} p{p}: snapshot end ({term}, {seq}) without its begin")
-        elif cur != (term, seq):
-            self.fail(f"{member} p{p}: caught up at ({term}, {seq}) but holds {cur}")
-        self.shadow[(member, p)] = (term, seq)
-
-    def mutations(self, member: str, p: int, term: int, first: int, last: int) -> None:
-        """Changes first..last (after the skip) of the primary's `term` are being applied."""
-        self.checks += 1
-        cur = self.shadow.get((member, p))
-        if cur is None:
-            self.fail(f"{member} p{p}: mutations {first}..{last} applied mid-snapshot")
-        elif cur[0] != term:
-            self.fail(f"{member} p{p}: mutations of term {term} applied on lineage {cur[0]}")
-        elif first != cur[1] + 1 or last < first:
-            self.fail(f"{member} p{p}: applied {first}..{last} after seq {cur[1]}")
+    def _holds_lineage(
+        self, member: str, p: int, term: int, seq: int, holds: Callable[[int, bytes], Any]
+    ) -> None:
+        """The copy of a follower live at (term, seq) against what its primary held then;
+        only what changed since the last check of the same lineage is looked at again."""
+        lin = self.lineages.get(term)
+        if lin is None or lin.partition != p:
+            self.fail(f"{member} p{p}: live in term {term}, which no primary of p began")
+            return
+        if seq - lin.start > len(lin.changes):
+            self.fail(f"{member} p{p}: live at seq {seq}, its primary appended up to "
+                      f"{lin.start + len(lin.changes)}")  # fmt: skip
+        done = self.checked.get((member, p))
+        if done is not None and done[0] == term and done[1] <= seq:
+            want = dict(lin.changes[done[1] - lin.start : seq - lin.start])
         else:
-            self.shadow[(member, p)] = (term, last)
+            want = dict(lin.base)
+            for k, v in lin.changes[: seq - lin.start]:
+                if v > want.get(k, (0, 0)):
+                    want[k] = v
+        self.checked[(member, p)] = (term, seq)
+        for k, v in want.items():
+            have = holds(p, k)
+            if have is None or have < v:
+                self.fail(
+                    f"{member} p{p}: live at ({term}, {seq}) but holds {k!r} at {have}; "
+                    f"its primary had {v} there"
+                )

@@ -3,6 +3,8 @@
     python -m simulation.run --seed 7                       # 50 members, 10 minutes
     python -m simulation.run --seeds 1-20 --members 20 --minutes 3
     python -m simulation.run --seed 7 --no-persist          # crashes lose memory
+    python -m simulation.run --plant list                   # the bugs that can be planted
+    python -m simulation.run --plant skip-tenth --seeds 1-20  # each seed must fail
 
 Prints one summary per seed (trace hash, stats, wall time); a failing seed prints
 the violated invariant and the command that replays it. Exit status 1 if any
@@ -15,6 +17,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from simulation.plants import PLANTS, listing, planted
 from simulation.world import SimConfig, World
 
 
@@ -40,6 +43,11 @@ def parser() -> argparse.ArgumentParser:
             kind = {"int": int, "float": float}[str(f.type)]
             ap.add_argument(flag, dest=f.name, type=kind)
     ap.add_argument("--log", action="store_true", help="print the fault log")
+    ap.add_argument(
+        "--plant",
+        metavar="NAME",
+        help="run with a known bug planted (simulation/plants.py); 'list' lists them",
+    )
     return ap
 
 
@@ -54,12 +62,19 @@ def configs(args: argparse.Namespace) -> list[SimConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.plant == "list":
+        print(listing())
+        return 0
+    if args.plant and args.plant not in PLANTS:
+        print(f"no plant {args.plant!r}; python -m simulation.run --plant list", file=sys.stderr)
+        return 2
     failed = 0
     for cfg in configs(args):
-        result = World(cfg).run()
+        with planted(args.plant):
+            result = World(cfg).run()
         if args.log:
             print("\n".join(result.log))
-        print(result.summary(), flush=True)
+        print(result.summary(args.plant), flush=True)
         failed += not result.ok
     return 1 if failed else 0
 

@@ -4,17 +4,17 @@ They travel as bytes on the same `SimNetwork` as membership's datagrams, so the
 network's trace hash covers them too (a replay is checked byte for byte), and
 nothing is shared by reference between simulated members.
 
-Shapes (lists; records are `[key, value|None, ts, member]`):
+Shapes (lists):
 
 - WRITE `[W, req, key, value|None, hops]` client -> member; WRITE_REPLY
   `[WR, req, status, ts, member, hint]` (status OK / NOT_OWNER, hint = owner name).
-- STREAM `[S, epoch, chunks]` primary -> follower, one per flush; a chunk is
-  `[MUT, p, first_seq, term, recs]`, `[BEGIN, p]`, `[SNAP, p, recs]`,
-  `[END, p, term, seq]` or `[REFUSED, p]`. MUT's term is for the invariant checker
-  only: the real protocol's MUTATIONS chunk carries no term, and the model's
-  follower never reads it.
-- FOLLOW `[F, epoch, subscribe [[p, term, seq]], unsubscribe [p], acks [[p, seq]]]`
-  follower -> primary (with nothing to say: a keepalive).
+- STREAM `[S, epoch, chunks]` primary -> follower, one per `Primary.drain`; a chunk
+  is `[kind, p, seq, records, term, epoch, error]`, the fields of
+  `replication.primary.Chunk` (proto/grid.proto's Chunk); records have the store's
+  shape `[op, map, key, value, ts, member, expire_at, max_idle]`.
+- FOLLOW `[F, epoch, subscribe [[p, term, seq, all_maps]], unsubscribe [p],
+  acks [[p, seq]], taken_over [p]]` follower -> primary (with nothing to say: a
+  keepalive).
 - AE_ROOTS `[AR, round, cut, [[p, root]]]` primary -> backup; AE_BUCKETS
   `[AB, round, cut, [[p, packed]]]` back for partitions whose roots differ;
   AE_RECORDS `[AX, round, [[p, buckets, recs]], reply]` both ways.
@@ -31,8 +31,6 @@ import msgpack
 
 # message kinds
 W, WR, S, F, AR, AB, AX, P, PA = range(9)
-# chunk kinds
-MUT, BEGIN, SNAP, END, REFUSED = range(5)
 # write statuses
 OK, NOT_OWNER = 0, 1
 

@@ -27,6 +27,8 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 
+from grid.store.copies import digest
+from grid.store.store import Store
 from membership.actions import MemberEvent
 from membership.sim import Cluster
 from membership.simnet import Link
@@ -37,12 +39,14 @@ from replication.stream import Phase
 from simulation import wire
 from simulation.faults import Faults
 from simulation.invariants import Invariants, InvariantViolation
-from simulation.replica import Replica
-from simulation.store import Store
+from simulation.member import SimMember, copy_of, new_store
 
 CLIENTS = "clients"
 """The clients' host: in no split group, so it reaches both sides of a split (the
 case that makes both sides take writes)."""
+STORM_PER_MEMBER = 1000
+"""Messages a member may cause per simulated second before the run calls it a livelock:
+about 100x the busiest second of a healthy run (a join's snapshots and push-pulls)."""
 CLIENT_TIMEOUT = 2.0
 MAX_HOPS = 3
 
@@ -62,16 +66,15 @@ class SimConfig:
     persist: bool = True
     """A crashed member restarts with its store (as from its data dir, fsync=always)
     but no logs, terms or follower positions; False: it restarts empty."""
-    snapshot_drops: bool = False
-    """True: a follower drops its copy at SNAPSHOT_BEGIN, as grid/follower.py does."""
     fault_mean_gap: float = 6.0
     max_down: int = 3
     ae_period: float = 10.0
     quiet_timeout: float = 600.0
 
-    def replay(self) -> str:
-        """The command that runs this config again."""
-        args = [f"--seed {self.seed}"]
+    def replay(self, plant: str | None = None) -> str:
+        """The command that runs this config again (with the bug planted, if any)."""
+        args = [f"--plant {plant}"] if plant else []
+        args.append(f"--seed {self.seed}")
         default = SimConfig()
         for f in fields(self):
             if f.name == "seed":
@@ -98,10 +101,10 @@ class Stats:
     splits: int = 0
     pauses: int = 0
     promotions: int = 0
+    subscriptions: int = 0
     snapshots: int = 0
     catchups: int = 0
     resyncs: int = 0
-    stuck_resubscribes: int = 0
     stream_breaks: int = 0
     ae_rounds: int = 0
     ae_repaired: int = 0
@@ -124,12 +127,12 @@ class Result:
     keys_final: int
     log: list[str] = field(repr=False, default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, plant: str | None = None) -> str:
         s = asdict(self.stats)
         lines = [
             f"seed {self.config.seed}: {'OK' if self.ok else 'FAILED'}"
             f"  members={self.config.members} minutes={self.config.minutes}"
-            f" persist={self.config.persist} snapshot_drops={self.config.snapshot_drops}",
+            f" persist={self.config.persist}",
             f"trace {self.trace}",
             f"virtual: faults until {self.faults_end:.0f}s, quiet at "
             + (f"{self.quiet_at:.1f}s" if self.quiet_at is not None else "never")
@@ -139,7 +142,7 @@ class Result:
         ]
         if not self.ok:
             lines.append(f"error: {self.error}")
-            lines.append(f"replay: {self.config.replay()}")
+            lines.append(f"replay: {self.config.replay(plant)}")
         return "\n".join(lines)
 
 
@@ -227,8 +230,10 @@ class World:
         self.default_loss = 0.0
         self.split: tuple[list[str], list[str]] | None = None
         self.names = self.cluster.bootstrap(cfg.members)
-        self.stores = {n: Store(n, self.inv.stored) for n in self.names}
-        self.replicas: dict[str, Replica] = {}
+        skews = random.Random(f"skew:{cfg.seed}")
+        self.skew_ms = {n: skews.randint(-25, 25) for n in self.names}
+        self.stores: dict[str, Store] = {n: new_store(self, n) for n in self.names}
+        self.replicas: dict[str, SimMember] = {}
         self.incarnations = dict.fromkeys(self.names, 0)
         for n in self.names:
             self._start_replica(n)
@@ -288,7 +293,7 @@ class World:
             rep.stream_broken_follower_side(primary)
 
     def _start_replica(self, name: str) -> None:
-        rep = Replica(self, name, self.stores[name], self.incarnations[name])
+        rep = SimMember(self, name, self.stores[name], self.incarnations[name])
         self.replicas[name] = rep
         self.net.add_host(self.raddr(name), rep.receive)
         rep.start()
@@ -320,7 +325,8 @@ class World:
         self.cluster.restart(name)
         self.incarnations[name] += 1
         if not self.cfg.persist:
-            self.stores[name] = Store(name, self.inv.stored)
+            self.stores[name] = new_store(self, name)
+            self.inv.store_lost(name)
         self._start_replica(name)
 
     def _groups(self, names: list[str]) -> list[str]:
@@ -375,7 +381,9 @@ class World:
         for n in self.names:
             if not self.cluster.up[n]:
                 self.restart(n)
-        self.inv.mark([self.stores[n] for n in self.names])
+        self.inv.mark(
+            copy_of(self.stores[n], p) for n in self.names for p in range(self.cfg.partitions)
+        )
 
     # ---- running --------------------------------------------------------------------------
     def run(self) -> Result:
@@ -385,6 +393,7 @@ class World:
         try:
             self.clients.start()
             self.faults.start()
+            self._watch_message_rate(self.net.stats.sent)
             self.loop.run_until(until=faults_end)
             self.end_faults()
             self._check_quiet_every(1.0)
@@ -400,6 +409,8 @@ class World:
             self.final_checks()
         except InvariantViolation as e:
             error = str(e)
+        for rep in self.replicas.values():
+            rep.stop()
         self.note(f"end {error}")
         return Result(
             config=self.cfg,
@@ -414,6 +425,18 @@ class World:
             keys_final=len(self.final_values()) if not error else 0,
             log=self.log,
         )
+
+    def _watch_message_rate(self, sent_before: int) -> None:
+        """A storm of messages is a livelock (two members bouncing a subscription, a
+        resync loop): it would never get quiet, and would take hours of wall time to
+        say so. Stop at the first simulated second past the bound."""
+        sent = self.net.stats.sent
+        if sent - sent_before > STORM_PER_MEMBER * self.cfg.members:
+            raise InvariantViolation(
+                f"t={self.loop.now:.1f}s: message storm: {sent - sent_before} messages in "
+                f"one simulated second (more than {STORM_PER_MEMBER} a member): a livelock"
+            )
+        self.loop.call_later(1.0, self._watch_message_rate, sent)
 
     def _check_quiet_every(self, period: float) -> None:
         if self.quiet_at is None:
@@ -437,38 +460,43 @@ class World:
                 return f"{n} has another table"
         for p in range(self.cfg.partitions):
             reps = table.replicas(p)
-            roots = {self.stores[m].digest(p).root for m in reps}
+            roots = {self.root(m, p) for m in reps}
             if len(roots) > 1:
                 return f"partition {p}: replicas {reps} differ"
-            primary = self.replicas[reps[0]]
-            plog = primary.logs.get(p)
+            plog = self.replicas[reps[0]].primary.logs.get(p)
             if plog is None:
                 return f"partition {p}: {reps[0]} has no log"
             for b in reps[1:]:
-                st = self.replicas[b].positions.get(p)
+                st = self.replicas[b].follower.state.get(p)
                 if (
                     st is None
                     or st.phase is not Phase.LIVE
-                    or (st.term, st.seq)
-                    != (
-                        plog.term,
-                        plog.seq,
-                    )
+                    or (st.term, st.seq) != (plog.term, plog.seq)
                 ):
                     return f"partition {p}: backup {b} is not live at the primary's position"
         for n in self.names:
-            for p in self.stores[n].held():
+            for p in self.held(n):
                 if n not in table.replicas(p):
                     return f"{n} still holds a copy of partition {p}"
         if self.clients.pending:
             return "client writes pending"
         return ""
 
+    def root(self, member: str, p: int) -> int:
+        """The digest root of a member's copy of p, over everything it holds."""
+        store = self.stores[member]
+        return digest(store, p, 1 << 63, store.clock()).root
+
+    def held(self, member: str) -> list[int]:
+        """Partitions the member's store holds anything of."""
+        store = self.stores[member]
+        return [p for p in range(self.cfg.partitions) if store.holds_copy(p)]
+
     def final_values(self) -> dict[bytes, tuple[bytes | None, int, int]]:
         table = self.final_table()
         out: dict[bytes, tuple[bytes | None, int, int]] = {}
         for p in range(self.cfg.partitions):
-            out.update(self.stores[table.owner(p)].parts.get(p, {}))
+            out.update(copy_of(self.stores[table.owner(p)], p))
         return out
 
     def final_checks(self) -> None:
@@ -480,11 +508,11 @@ class World:
                 inv.fail(f"{n} computes another table than the live member set gives")
         for p in range(self.cfg.partitions):
             reps = table.replicas(p)
-            first = self.stores[reps[0]].parts.get(p, {})
+            first = copy_of(self.stores[reps[0]], p)
             for m in reps[1:]:
-                if self.stores[m].parts.get(p, {}) != first:
+                if copy_of(self.stores[m], p) != first:
                     inv.fail(f"partition {p}: {m}'s copy differs from {reps[0]}'s")
-            if len({self.stores[m].digest(p).root for m in reps}) != 1:
+            if len({self.root(m, p) for m in reps}) != 1:
                 inv.fail(f"partition {p}: equal copies with different digest roots")
             for key in first:
                 if partition_of(key, self.cfg.partitions) != p:
@@ -510,6 +538,6 @@ class World:
         h.update(self.net.digest().encode())
         h.update("\n".join(self.log).encode())
         for n in self.names:
-            for p in self.stores[n].held():
-                h.update(f"{n}:{p}:{self.stores[n].digest(p).root}".encode())
+            for p in self.held(n):
+                h.update(f"{n}:{p}:{self.root(n, p)}".encode())
         return h.hexdigest()

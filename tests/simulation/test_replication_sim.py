@@ -1,10 +1,12 @@
-"""The deterministic simulation of membership + replication (simulation/): 50 members,
-10 simulated minutes of crashes, restarts, splits, loss and stalls, then heal; every
-replica of every partition converges to the LWW merge of everything ever stored, with
-invariants checked at every step, and a seed replays exactly."""
+"""The deterministic simulation of membership + replication (simulation/): 50 members
+running the production replication cores and the real store, 10 simulated minutes of
+crashes, restarts, splits, loss and stalls, then heal; every replica of every partition
+converges to the LWW merge of everything ever stored, with invariants checked at every
+step, a seed replays exactly, and every planted bug is caught."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -13,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from replication.stream import FollowerLog, Phase, Verdict
+from replication.follower import Follower
+from replication.primary import Primary
+from replication.stream import PrimaryLog
 from simulation import run as sim_run
+from simulation.plants import PLANTS, planted
 from simulation.world import SimConfig, World
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -31,7 +36,7 @@ def test_fifty_members_ten_minutes_of_faults_converge() -> None:
     s = result.stats
     # the run really was rough: every kind of fault and every repair path happened
     assert s.crashes >= 10 and s.restarts == s.crashes and s.splits >= 3 and s.pauses >= 3
-    assert s.snapshots and s.catchups and s.resyncs and s.stream_breaks
+    assert s.snapshots and s.catchups and s.stream_breaks
     assert s.ae_repaired and s.handed_off_copies
     assert s.writes_acked > 10_000
     assert result.quiet_at is not None and result.quiet_at - result.faults_end < 120
@@ -73,39 +78,36 @@ def test_same_trace_across_hash_seeds() -> None:
         assert out.stdout.strip() == want
 
 
-def test_replace_on_snapshot_loses_split_brain_writes_and_the_seed_replays() -> None:
-    """grid/follower.py drops its copy at SNAPSHOT_BEGIN. Modelled here
-    (`snapshot_drops`), a member that took writes as primary on its side of a split
-    and then follows the other side's primary loses them before anti-entropy can
-    merge them: the final check fails. The failure names the command that replays
-    it, and the replay fails the same way, byte for byte."""
-    first = World(small(1, snapshot_drops=True)).run()
-    assert not first.ok and "is not the LWW winner" in first.error
-    assert "replay: python -m simulation.run --seed 1" in first.summary()
-    argv = shlex.split(first.config.replay())[3:]
-    (cfg,) = sim_run.configs(sim_run.parser().parse_args(argv))
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_every_planted_bug_is_caught_and_its_replay_fails_the_same_way(plant: str) -> None:
+    """The simulator has teeth: each bug of simulation/plants.py, put back into the
+    production code, fails a small run with the invariant it breaks and the command
+    that replays it; the replay fails the same way, byte for byte."""
+    with planted(plant):
+        first = World(small(1)).run()
+    assert not first.ok and first.error.startswith("t="), first.summary(plant)
+    summary = first.summary(plant)
+    assert f"replay: python -m simulation.run --plant {plant} --seed 1" in summary
+    argv = shlex.split(first.config.replay(plant))[3:]
+    args = sim_run.parser().parse_args(argv)
+    assert args.plant == plant
+    (cfg,) = sim_run.configs(args)
     assert cfg == first.config
-    again = World(cfg).run()
+    with planted(plant):
+        again = World(cfg).run()
     assert (again.error, again.trace) == (first.error, first.trace)
 
 
-def test_a_follower_that_applies_across_a_gap_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The invariants have teeth: a FollowerLog that ignores gaps is stopped at the
-    first misapplied chunk, with the time and the member in the message."""
-
-    def sloppy(self: FollowerLog, first_seq: int, count: int) -> tuple[Verdict, int]:
-        if self.phase is not Phase.LIVE:
-            return Verdict.RESYNC, 0
-        last = first_seq + count - 1
-        if last <= self.seq:
-            return Verdict.IGNORE, count
-        self.seq = last
-        return Verdict.APPLY, 0  # neither a gap nor a duplicate is noticed
-
-    monkeypatch.setattr(FollowerLog, "mutations", sloppy)
-    result = World(small(3)).run()
-    assert not result.ok
-    assert "applied" in result.error and result.error.startswith("t=")
+def test_plants_are_listed_and_undone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sim_run.main(["--plant", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == list(PLANTS)
+    assert all(" " in line for line in lines)  # a name, then what it breaks
+    before = (PrimaryLog.since, Follower.receive, Primary.start_log)
+    with planted("since-ignores-term"), contextlib.suppress(RuntimeError):
+        raise RuntimeError  # a failing run still restores the code
+    assert (PrimaryLog.since, Follower.receive, Primary.start_log) == before
+    assert sim_run.main(["--plant", "no-such-bug"]) == 2
 
 
 def test_cli_prints_the_trace_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,163 @@
+"""Planted bugs: test-only switches that put a known bug back into the production code.
+
+A simulator that never fails proves little. Each plant here swaps one method of
+the production cores (or the store, or the journal) for a copy with a bug of a
+kind this project has had or could have, for the length of a `with planted(...)`
+block, and restores it after. `python -m simulation.run --plant NAME --seeds 1-20`
+must then fail, naming the violated invariant and the command that replays it;
+without a plant every soak seed passes. The production code carries no switch:
+a plant is a patch applied from here, so what runs unplanted is exactly what
+members run.
+
+    python -m simulation.run --plant list
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from grid.store.store import PUT, Store
+from replication import follower as follower_core
+from replication import primary as primary_core
+from replication.stream import PrimaryLog
+
+
+class Plant(NamedTuple):
+    name: str
+    description: str
+    install: Callable[[], Callable[[], None]]  # patches; returns what undoes the patch
+
+
+def _patch(owner: Any, attr: str, value: Any) -> Callable[[], None]:
+    old = owner.__dict__[attr]
+    setattr(owner, attr, value)
+    return lambda: setattr(owner, attr, old)
+
+
+def _skip_tenth() -> Callable[[], None]:
+    """The follower counts every change but leaves every tenth one out of its store."""
+    real = follower_core.Follower.receive
+    seen = [0]
+
+    def receive(self: Any, source: str, chunks: Any, now: int) -> Any:
+        apply = self.apply
+
+        def lossy(p: int, *record: Any) -> Any:
+            seen[0] += 1
+            if seen[0] % 10 == 0:
+                return False
+            return apply(p, *record)
+
+        self.apply = lossy
+        try:
+            return real(self, source, chunks, now)
+        finally:
+            self.apply = apply
+
+    return _patch(follower_core.Follower, "receive", receive)
+
+
+def _since_ignores_term() -> Callable[[], None]:
+    """The primary answers a catch-up without checking the follower's lineage: a backup
+    that followed the dead primary is told it is current at its seq, though the promoted
+    primary's state at that seq is another one."""
+    real = PrimaryLog.since
+
+    def since(self: PrimaryLog, term: int, seq: int) -> list[tuple[int, Any]] | None:
+        return real(self, self.term, seq)
+
+    return _patch(PrimaryLog, "since", since)
+
+
+def _old_term() -> Callable[[], None]:
+    """A promoted primary continues the lineage of the copy it had instead of starting a
+    new term: its 'seq 812' and the dead primary's are different states, and a follower
+    of the old lineage catches up from the wrong point."""
+    real = primary_core.Primary.start_log
+
+    def start_log(self: Any, p: int, term: int | None = None, seq: int | None = None) -> Any:
+        pos = self.positions.get(p)
+        if term is None and pos is not None and pos.term:
+            term, seq = pos.term, pos.seq
+        return real(self, p, term, seq)
+
+    return _patch(primary_core.Primary, "start_log", start_log)
+
+
+def _replace_on_snapshot() -> Callable[[], None]:
+    """A follower drops its copy when a snapshot begins (what grid/follower.py did before
+    snapshots were merged): writes its copy took as primary on its side of a split are
+    gone before anti-entropy can carry them over."""
+    real = follower_core.Follower.receive
+
+    def receive(self: Any, source: str, chunks: Any, now: int) -> Any:
+        member = self.apply.__self__  # the simulated member whose store this core applies to
+        followed = self.upstreams.get(source, ())
+        for c in chunks:
+            if c.kind == primary_core.Kind.SNAPSHOT_BEGIN and c.partition in followed:
+                member.store.drop_partition(c.partition)
+        return real(self, source, chunks, now)
+
+    return _patch(follower_core.Follower, "receive", receive)
+
+
+def _lww_reversed() -> Callable[[], None]:
+    """The store takes a replicated put whose version is older than the entry it holds
+    (a comparison the wrong way round): a late or repeated change undoes a newer one."""
+    real = Store.apply
+
+    def apply(self: Store, partition: int, op: int, map_name: str, key: bytes, *rest: Any) -> Any:
+        if op == PUT:
+            rmap = self.maps.get(map_name)
+            e = rmap.parts[partition].get(key) if rmap is not None else None
+            if e is not None and (e.ts, e.member) > (rest[1], rest[2]):
+                e.ts, e.member = 0, 0  # the older change now wins
+        return real(self, partition, op, map_name, key, *rest)
+
+    return _patch(Store, "apply", apply)
+
+
+PLANTS: dict[str, Plant] = {
+    p.name: p
+    for p in (
+        Plant("skip-tenth", "the follower counts every change but skips every tenth", _skip_tenth),
+        Plant(
+            "since-ignores-term",
+            "the primary answers a catch-up from another lineage as if it were its own",
+            _since_ignores_term,
+        ),
+        Plant(
+            "old-term", "a promoted primary keeps the old lineage instead of a new term", _old_term
+        ),
+        Plant(
+            "replace-on-snapshot",
+            "a follower drops its copy at SNAPSHOT_BEGIN instead of merging the snapshot",
+            _replace_on_snapshot,
+        ),
+        Plant(
+            "lww-reversed",
+            "the store lets an older replicated put replace a newer one",
+            _lww_reversed,
+        ),
+    )
+}
+
+
+@contextlib.contextmanager
+def planted(name: str | None) -> Iterator[None]:
+    """Run the block with the named bug planted (None: nothing planted)."""
+    if not name:
+        yield
+        return
+    undo = PLANTS[name].install()
+    try:
+        yield
+    finally:
+        undo()
+
+
+def listing() -> str:
+    """One plant a line: its name, a space, what it breaks."""
+    return "\n".join(f"{p.name} {p.description}" for p in PLANTS.values())
