@@ -29,6 +29,12 @@ class MapBackups:
             b == self.table for b in self.by_map.values()
         )
 
+    @property
+    def narrowest(self) -> int:
+        """The highest backup rank that holds every map: a backup past it lacks some
+        maps, so it must be filled before it can become primary."""
+        return min([self.default, *self.by_map.values()])
+
     def of(self, map_name: str) -> int:
         return self.by_map.get(map_name, self.default)
 
