@@ -152,7 +152,7 @@ class ClusterRuntime:
     def install_proto(self, msg: pb.PartitionTable) -> None:
         """A table from the coordinator (raises ValueError if malformed)."""
         table, addresses = table_from_proto(msg)
-        self.coordinator._install(table, addresses)
+        self.coordinator.install(table, addresses)
 
     async def start(self) -> None:
         self.replicator.bind_loop()

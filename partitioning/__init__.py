@@ -1,7 +1,9 @@
-"""Where keys live: key -> partition, partition -> replicas, table versions.
+"""Where keys live and how partitions move: key -> partition, partition -> replicas,
+table versions, and the rebalancer (the coordinator's decisions).
 
-Pure functions and values, no IO. Members and smart clients must compute the
-same answers from the same inputs, so nothing here may depend on local state.
+Pure functions, values and state machines, no IO. Members and smart clients must
+compute the same placement from the same inputs, so nothing here may depend on
+local state; the rebalancer takes the time and what the member saw as inputs.
 """
 
 from partitioning.config import (
@@ -11,17 +13,26 @@ from partitioning.config import (
     MAX_BACKUPS,
     PlacementConfig,
 )
-from partitioning.keys import DEFAULT_PARTITION_COUNT, partition_of, routing_key
-from partitioning.migration import (
-    MigrationPlan,
-    MigrationStep,
-    Ownership,
-    StepKind,
-    apply_plan,
-    ownership,
-    plan_migration,
+from partitioning.decisions import (
+    AskTables,
+    Decision,
+    Fill,
+    Filled,
+    FillOrder,
+    HandedOff,
+    Handoff,
+    HandoffOrder,
+    Note,
+    Publish,
+    Published,
+    Report,
+    Resend,
+    TablesAsked,
 )
+from partitioning.keys import DEFAULT_PARTITION_COUNT, partition_of, routing_key
+from partitioning.leave import AskLeave, Departed, Departure, DepartureEnd, LeaveAnswer
 from partitioning.placement import place
+from partitioning.rebalancer import Rebalancer, View
 from partitioning.table import MemberPartitions, PartitionTable, build_table
 
 __all__ = [
@@ -30,18 +41,32 @@ __all__ = [
     "DEFAULT_PARTITION_COUNT",
     "DEFAULT_VIRTUAL_NODES",
     "MAX_BACKUPS",
+    "AskLeave",
+    "AskTables",
+    "Decision",
+    "Departed",
+    "Departure",
+    "DepartureEnd",
+    "Fill",
+    "FillOrder",
+    "Filled",
+    "HandedOff",
+    "Handoff",
+    "HandoffOrder",
+    "LeaveAnswer",
     "MemberPartitions",
-    "MigrationPlan",
-    "MigrationStep",
-    "Ownership",
+    "Note",
     "PartitionTable",
     "PlacementConfig",
-    "StepKind",
-    "apply_plan",
+    "Publish",
+    "Published",
+    "Rebalancer",
+    "Report",
+    "Resend",
+    "TablesAsked",
+    "View",
     "build_table",
-    "ownership",
     "partition_of",
     "place",
-    "plan_migration",
     "routing_key",
 ]

@@ -1,0 +1,393 @@
+"""The rebalancer: the coordinator's decisions about the partition table, with no IO.
+
+Every member runs one; the one whose member coordinates (succession.py: the
+smallest live name not leaving) acts. The runtime (grid/coordinator.py) feeds
+it what it learns and carries out what it decides:
+
+* inputs outside a round: the table the member installed (`installed`), the
+  saved table after a restart (`restarted`), members seen alive (`observe`,
+  `seen`), the version a member answered to a publish (`answered`), leave
+  requests (`leave_requested`, `leave_progress`, `depart`);
+* a round: `begin(view)` returns the first decision, and every
+  `step(report, view)` the next one, until None (decisions.py has the
+  decisions and their reports). `view` is the live members with their
+  addresses and the time, gathered by the runtime before each call.
+
+A round (the runtime runs one on every membership event, on a leave request,
+and every second):
+
+1. No table yet: ask the live members for theirs and adopt the newest
+   (`AskTables`). Then, if this member does not coordinate, the round ends.
+   A coordinator that still has no table builds the first one from the live
+   members, unless some member did not answer (it may hold one).
+2. Members that missed a publish get the table again (`Resend`). A member
+   that answered with a table of another lineage makes the coordinator
+   republish above it (epochs.py); a member seen at another address than the
+   one the table was sent with makes it republish, so clients learn it.
+3. Failover (failover.py): members that are gone leave every list at once
+   and the result is published. A member named by the saved table of a
+   restart is not gone while waited for (`restart_wait_s` from the start).
+4. Release (release.py): the primaries of live leaving members are handed to
+   their first staying backup, and leavers leave every backup list; published.
+5. Waves (wave.py): the target is the placement of the live members that stay
+   plus those waited for; partitions whose list differs move
+   `wave_size` at a time: fill, hand off, publish. Before each wave the round
+   stops if this member no longer coordinates, a member asked to leave, or a
+   member is gone, so the next round handles that first.
+
+Tables are published only between steps, never while a hand-off is in
+flight, so a table installed after a hand-off already shows it. Each
+published table is one epoch above the installed one (or above another
+lineage seen), and a hand-off carries the epoch of the table that will show it.
+
+The round is written as a generator (each `yield` is a decision, its value
+the report), so it reads in the order it runs; `begin` and `step` are the only
+way in, and nothing in here reads a clock or waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import NamedTuple, TypeVar
+
+from partitioning.config import PlacementConfig
+from partitioning.decisions import (
+    AskTables,
+    Decision,
+    Fill,
+    Filled,
+    HandedOff,
+    Handoff,
+    Note,
+    Publish,
+    Published,
+    Report,
+    Resend,
+    TablesAsked,
+)
+from partitioning.epochs import another_lineage, epoch_of, next_epoch
+from partitioning.failover import drop_gone
+from partitioning.leave import (
+    NOBODY_STAYS,
+    Departure,
+    LeaveAnswer,
+    holds_anything,
+    leaving_too,
+)
+from partitioning.placement import Layout
+from partitioning.release import Release
+from partitioning.succession import coordinator_of
+from partitioning.table import PartitionTable, build_table
+from partitioning.wave import Wave
+
+Round = Generator[Decision, Report, None]
+R = TypeVar("R", TablesAsked, Published, Filled, HandedOff)
+
+
+class View(NamedTuple):
+    """What the runtime sees when it calls: the live (alive or suspect) members with
+    their addresses ("" if unknown), this member included, and the time in seconds
+    (any monotonic clock; only differences are used)."""
+
+    live: Mapping[str, str]
+    now: float
+
+
+class Rebalancer:
+    """The coordinator's state machine; see the module docstring."""
+
+    def __init__(
+        self,
+        me: str,
+        placement: PlacementConfig,
+        *,
+        wave_size: int,
+        narrowest: int,
+        restart_wait_s: float,
+        started: float,
+    ) -> None:
+        """`wave_size`: partitions moved at once (`migration_max_parallel`).
+        `narrowest`: the highest backup rank that holds every map (per-map backups;
+        `placement.backups` when every map has them all). `started`: the time this
+        member started, from which restart waits are counted."""
+        self.me = me
+        self.placement = placement
+        self.wave_size = wave_size
+        self.narrowest = narrowest
+        self.restart_wait_s = restart_wait_s
+        self.started = started
+        self.table: PartitionTable | None = None  # the table installed on this member
+        self.leaving: set[str] = set()  # members that asked to leave (or went silent then)
+        self.waiting: set[str] = set()  # named by the saved table, not seen since start
+        self.acting = False  # whether this member coordinated in its last round
+        self.pending = 0  # partitions still to move (coordinator only)
+        self._published: dict[str, int] = {}  # member -> version it answered with
+        self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
+        self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
+        self._overtake = False  # a member holds a table of another lineage
+        self._round: Round | None = None
+        self._view = View({}, started)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self.table.version if self.table is not None else 0
+
+    def installed(self, table: PartitionTable) -> None:
+        """The runtime installed `table` (a publish, an adoption, another coordinator's)."""
+        self.table = table
+
+    def restarted(self, saved: PartitionTable) -> None:
+        """This member restarted with `saved`: wait for the members it names before
+        giving their partitions to others (a whole-cluster restart)."""
+        self.waiting = set(saved.members) - {self.me}
+
+    def observe(self, live: Mapping[str, str]) -> None:
+        """Members in sight are not waited for any more."""
+        self.waiting.difference_update(live)
+
+    def seen(self, member: str) -> None:
+        """Membership says `member` joined or is alive."""
+        self.waiting.discard(member)
+
+    def answered(self, member: str, version: int) -> bool:
+        """`member` answered a publish holding `version`. True if that is another
+        lineage's table (epochs.py): the runtime should run a round soon."""
+        self._published[member] = version
+        if another_lineage(self.version, version):
+            self._epoch_floor = max(self._epoch_floor, epoch_of(version))
+            self._overtake = True
+            return True
+        return False
+
+    def coordinator(self, live: Mapping[str, str]) -> str:
+        return coordinator_of(live, self.leaving, self.me)
+
+    # ---- a round --------------------------------------------------------------------------------
+    def begin(self, view: View) -> Decision | None:
+        """Start a round (dropping any unfinished one); its first decision."""
+        if self._round is not None:
+            self._round.close()
+        self._view = view
+        self.observe(view.live)
+        self._round = self._run(view)
+        return self._advance(None)
+
+    def step(self, report: Report, view: View) -> Decision | None:
+        """The report of the last decision; the next decision, None when the round is over."""
+        if self._round is None:
+            raise RuntimeError("no round in progress")
+        self._view = view
+        self.observe(view.live)
+        return self._advance(report)
+
+    def _advance(self, report: Report) -> Decision | None:
+        assert self._round is not None
+        try:
+            return self._round.send(report)
+        except StopIteration:
+            self._round = None
+            return None
+
+    def _run(self, view: View) -> Round:
+        live = dict(view.live)
+        everyone_answered = True
+        if self.table is None:
+            everyone_answered = _expect((yield AskTables(live)), TablesAsked).everyone_answered
+        self.acting = self.coordinator(live) == self.me and self.me not in self.leaving
+        if not self.acting:
+            self.pending = 0
+            return
+        if self.table is None:
+            if not everyone_answered:
+                return  # a member that did not answer may have a table: never guess
+            members = [m for m in live if m not in self.leaving]
+            yield Note("info", "new cluster: first partition table", {"members": members})
+            yield from self._publish(build_table(members, 1, self.placement), live)
+            return
+        yield from self._rebalance(live, view.now)
+
+    def _rebalance(self, live: dict[str, str], now: float) -> Round:
+        table = self.table
+        assert table is not None
+        if now - self.started > self.restart_wait_s:
+            self.waiting.clear()  # waited long enough: their partitions go to others
+        # members behind on the table (a publish failed) get it again
+        behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
+        if any(live[m] for m in behind):
+            yield Resend(live, tuple(m for m in behind if live[m]))
+        if self._overtake:  # members ignore our table: overtake theirs
+            self._overtake = False
+            yield Note(
+                "info",
+                "a member holds a table of another lineage; republishing above it",
+                {"theirs": self._epoch_floor, "ours": table.epoch},
+            )
+            yield from self._publish(self._layout_table(table.replica_lists, live), live)
+            table = self._installed()
+        moved_address = [
+            m
+            for m in table.members
+            if m in live and live[m] and self._sent_addresses.get(m) != live[m]
+        ]
+        if moved_address:  # a member restarted on another address: clients must learn it
+            yield Note(
+                "info",
+                "member addresses changed; republishing the table",
+                {"members": moved_address},
+            )
+            yield from self._publish(self._layout_table(table.replica_lists, live), live)
+            table = self._installed()
+        # 1. the gone leave every list now (failover)
+        gone = {m for m in table.members if m not in live and m not in self.waiting}
+        layout = table.replica_lists
+        target_members = [m for m in live if m not in self.leaving] + sorted(self.waiting)
+        if not target_members:
+            return  # everyone is leaving (a whole-cluster shutdown): nothing to place
+        target = build_table(sorted(set(target_members)), table.epoch + 1, self.placement)
+        self.pending = len(_differing(layout, target)) or len(gone)
+        if gone:
+            failover = drop_gone(layout, gone, target)
+            layout = failover.layout
+            yield Note(
+                "warning",
+                "members gone: replicas removed",
+                {"gone": sorted(gone), "partitions_without_copy": len(failover.lost)},
+            )
+            yield from self._publish(self._layout_table(layout, live), live)
+        # 2. leaving members: their primaries go to their own backups at once
+        leavers = {m for m in self.leaving if m in live}
+        if leavers:
+            release = Release(layout, leavers, live, self.narrowest)
+            failed: frozenset[int] = frozenset()
+            if release.orders:
+                report = yield Handoff(live, release.orders, self._next_epoch())
+                failed = _expect(report, HandedOff).failed
+                handed = sum(len(o.partitions) for o in release.orders) - len(failed)
+                yield Note(
+                    "info",
+                    "leaving members released",
+                    {"leavers": sorted(leavers), "handed_off": handed},
+                )
+            released = release.handed_off(failed)
+            if released != layout:
+                layout = released
+                yield from self._publish(self._layout_table(layout, live), live)
+        # 3. move what differs from the target, a wave at a time
+        yield from self._waves(layout, target, live, leavers)
+
+    def _waves(
+        self, layout: Layout, target: PartitionTable, live: dict[str, str], leavers: set[str]
+    ) -> Round:
+        todo = _differing(layout, target)
+        self.pending = len(todo)
+        if not todo:
+            return
+        yield Note(
+            "info", "rebalancing", {"partitions": len(todo), "members": sorted(target.members)}
+        )
+        started = self._view.now
+        for i in range(0, len(todo), self.wave_size):
+            latest = self._view.live
+            if self.coordinator(latest) != self.me:
+                return  # someone else took over (a smaller name joined)
+            if {m for m in self.leaving if m in live} - leavers:
+                return  # a member asked to leave: release it first (next round, at once)
+            if set(live) - set(latest):
+                return  # a member is gone: fail over first (next round, at once)
+            wave = Wave(todo[i : i + self.wave_size], layout, target, live, self.narrowest)
+            fills = wave.fills()
+            failed: frozenset[int] = frozenset()
+            if fills:
+                failed = _expect((yield Fill(live, fills)), Filled).failed
+            handoffs = wave.filled(failed)
+            failed = frozenset()
+            if handoffs:
+                report = yield Handoff(live, handoffs, self._next_epoch())
+                failed = _expect(report, HandedOff).failed
+            moved = wave.handed_off(failed)
+            if wave.failed:
+                yield Note(
+                    "warning",
+                    "partition moves failed; retrying next round",
+                    {"partitions": sorted(wave.failed)},
+                )
+            self.pending = max(0, len(todo) - i - len(wave.partitions))
+            if moved != layout:
+                layout = moved
+                yield from self._publish(self._layout_table(layout, live), live)
+        self.pending = 0
+        settled = sum(1 for p in todo if layout[p] == target.replicas(p))
+        yield Note(
+            "info",
+            "rebalance round done",
+            {
+                "settled": settled,
+                "of": len(todo),
+                "seconds": round(self._view.now - started, 3),
+                "table_version": self.version,
+            },
+        )
+
+    # ---- tables ---------------------------------------------------------------------------------
+    def _publish(self, table: PartitionTable, live: dict[str, str]) -> Round:
+        to = tuple(m for m, address in live.items() if m != self.me and address)
+        report = yield Publish(table, live, to)
+        self._sent_addresses = dict(_expect(report, Published).addresses)
+
+    def _installed(self) -> PartitionTable:
+        assert self.table is not None
+        return self.table
+
+    def _next_epoch(self) -> int:
+        return next_epoch(self.version, self._epoch_floor)
+
+    def _layout_table(self, layout: Layout, live: dict[str, str]) -> PartitionTable:
+        """The table for `layout`, one epoch up; it names every member that holds a
+        replica and every live member that stays (so they all install it)."""
+        current = self._installed()
+        members = {m for r in layout for m in r} | {m for m in live if m not in self.leaving}
+        return PartitionTable.of_layout(
+            self._next_epoch(),
+            current.partition_count,
+            self.placement.backups,
+            tuple(members),
+            layout,
+        )
+
+    # ---- graceful leave (leave.py) ---------------------------------------------------------------
+    def leave_requested(self, member: str, live: Mapping[str, str]) -> LeaveAnswer | None:
+        """A Leave from `member`: the answer now, or None to run rounds and wait
+        (`leave_progress`) because this member coordinates."""
+        self.leaving.add(member)
+        if all(m in self.leaving for m in live):
+            return LeaveAnswer(True, NOBODY_STAYS)
+        if self.me in self.leaving and member != self.me:
+            return leaving_too(self.me)
+        coordinator = self.coordinator(live)
+        if coordinator != self.me:
+            return LeaveAnswer(False, f"{coordinator} coordinates", coordinator)
+        return None
+
+    def leave_progress(self, member: str) -> LeaveAnswer | None:
+        """The answer to `member`'s Leave once there is one (None: keep waiting)."""
+        if self.table is not None and not holds_anything(self.table, member):
+            return LeaveAnswer(True)
+        if self.me in self.leaving and member != self.me:
+            return leaving_too(self.me)
+        return None
+
+    def depart(self, live: Mapping[str, str]) -> Departure:
+        """This member leaves gracefully: the conversation with the coordinator."""
+        return Departure(self.me, live, self.leaving)
+
+
+def _differing(layout: Layout, target: PartitionTable) -> list[int]:
+    return [p for p in range(target.partition_count) if layout[p] != target.replicas(p)]
+
+
+def _expect(report: Report, kind: type[R]) -> R:
+    """The report a decision asked for; anything else is a bug in the runtime."""
+    if not isinstance(report, kind):
+        raise TypeError(f"expected a {kind.__name__} report, got {report!r}")
+    return report
