@@ -1,36 +1,18 @@
-"""Anti-entropy: replicas of a partition compare digests and merge what differs.
+"""Anti-entropy, carried out: rounds on a timer, Compare and Repair calls over gRPC.
 
-The partition stream keeps backups equal to their primary while nothing goes
-wrong. Anti-entropy repairs what it cannot: both sides of a healed split took
-writes; a member came back with an old copy; a primary died with changes
-still in its send queue; a bug. Every `anti_entropy_interval_s` (10 s) each
-member, for the partitions it is primary of, runs a round against each
-backup:
-
-1. Compare: the roots of its partitions' digests (8 bytes each, 64
-   partitions per call). The backup answers the 64 bucket digests of those
-   whose roots differ from its own.
-2. Repair, per partition that differs: the primary sends its records of the
-   differing buckets; the backup applies them (last writer wins) and answers
-   its own records of the same buckets, which the primary applies. A record
-   the primary takes becomes a change of its partition like any other, so it
-   also goes down the stream to every other backup.
-
-Both sides digest only versions older than `anti_entropy_settle_s` (the
-`cut`), so a write still in flight on the stream is not a difference. The
-merge rule is the store's (`Store.apply`): last writer wins on (ts, member),
-tombstones included, so repairs commute and a replica never goes back.
-
-The same exchange runs once more when a member is about to drop a copy it
-no longer has a role for (`hand_back`): before a copy goes, what it holds
-that the partition's primary lacks (the writes of a minority side, after a
-heal) is merged into the primary. In the normal case (a hand-off) the roots
-are equal and only they are sent.
+replication/antientropy.py decides what is compared with whom and what each
+side sends and keeps (the algorithm is described there); this module runs it:
+a jittered round every `anti_entropy_interval_s` (10 s) from this member as
+primary, brought forward after a table whose member set changed, paced over
+half the interval so a big member's digests are not one burst of CPU; the
+gRPC calls; the store lock around each partition's digest, records and merge,
+with the event loop yielding in between; the journal flush after a merge; the
+hand-back of a copy before it is dropped; and the collection of tombstones
+older than `tombstone_grace_s`.
 
 Cost: a digest hashes each item of a copy twice (its key for the bucket, and
 its identity and version), about 1 µs per item, taken one partition at a time
-under the store lock with the event loop yielding in between. Tombstones
-older than `tombstone_grace_s` are collected at the end of each round.
+under the store lock.
 """
 
 from __future__ import annotations
@@ -53,26 +35,67 @@ from grid.replica import unpack_records
 from grid.routing import Routing
 from grid.store import Store, copies
 from proto import grid_pb2 as pb
-from replication.digest import BUCKETS, Digest, differing, unpack_buckets
-from replication.hlc import LOGICAL_BITS
+from replication.antientropy import (
+    COMPARE_BATCH,
+    Compared,
+    Differing,
+    Reconciler,
+    Record,
+    Refused,
+    Repaired,
+)
+from replication.digest import Digest
+from replication.map_backups import Holds
 
 log = logs.get("grid.antientropy")
 
 
-class Refused(Exception):
-    """The replica has no role for the partition (its table moved on)."""
-
-
-COMPARE_BATCH = 8  # partitions per Compare call: the receiver digests them in one go
 PACE_SHARE = 0.5
 """A periodic round spreads its comparisons over this share of the interval: digests cost
 about 0.7 us an item, and a round of a member holding a million copies done at once is a
 burst of CPU that clients of every member on the machine feel (measured: p99 of gets
 3.6 -> 11 ms with rounds every 2 s, unpaced). A round brought forward (a heal) is not
 paced: converging soon is its point."""
-REPAIR_BUCKETS = 8  # buckets per Repair call: keeps one message well under the limits
 RPC_TIMEOUT_S = 10.0
 TOMBSTONE_SWEEP_S = 60.0  # tombstones outlive the grace period by at most this
+
+
+class StoreCopies:
+    """The store as the anti-entropy core reads and changes it: one partition per call,
+    each under the store lock, the journal flushed after a merge."""
+
+    def __init__(self, store: Store, after_apply: Callable[[], object]) -> None:
+        self.store = store
+        self.after_apply = after_apply
+
+    def digest(self, p: int, cut: int, holds: Holds) -> Digest:
+        store = self.store
+        with store.lock:
+            return copies.digest(store, p, cut, store.clock(), holds)
+
+    def records(self, p: int, buckets: Sequence[int], cut: int, holds: Holds) -> list[Record]:
+        store = self.store
+        with store.lock:
+            return copies.records_in(store, p, buckets, cut, store.clock(), holds)
+
+    def merge(
+        self, p: int, records: Sequence[Record], only: Callable[[int], bool] | None = None
+    ) -> int:
+        """Last writer wins; returns winners. `only`: checked under the lock first (the
+        role may have changed since the records were asked for)."""
+        won = 0
+        store = self.store
+        with store.lock:
+            if only is not None and not only(p):
+                return 0
+            now = store.clock()
+            for r in records:
+                if not (isinstance(r, tuple) and len(r) == 8):
+                    raise ValueError(f"partition {p}: a repair record is not an 8-field array")
+                if store.apply(p, *r, now):
+                    won += 1
+            self.after_apply()
+        return won
 
 
 class AntiEntropy:
@@ -84,23 +107,17 @@ class AntiEntropy:
         routing: Routing,
         peers: Peers,
         after_apply: Callable[[], object],
+        has_role: Callable[[int], bool],
     ) -> None:
         self.me = me
         self.config = config
         self.store = store
         self.routing = routing
         self.peers = peers
-        self.after_apply = after_apply  # the durability journal's flush
-        self.map_backups = map_backups(config)
-        # whether this member holds a role for a partition (set by the runtime): a
-        # comparison or repair of a copy it should not hold is refused, or the repair
-        # would bring back a copy just dropped, with nothing left to drop it again
-        self.has_role: Callable[[int], bool] = lambda p: True
-        self.rounds = 0
-        self.compared = 0
-        self.differing = 0
-        self.repaired = 0
-        self.sent = 0
+        self.copies = StoreCopies(store, after_apply)
+        # a comparison or repair of a copy this member should not hold is refused, or the
+        # repair would bring back a copy just dropped, with nothing left to drop it again
+        self.core = Reconciler(me, store.partitions, map_backups(config), self.copies, has_role)
         self.collected = 0
         self.last_round_s = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -177,8 +194,7 @@ class AntiEntropy:
 
     def cut(self) -> int:
         """Versions at or below this are compared; younger ones may still be in flight."""
-        settle_ms = int(self.config.anti_entropy_settle_s * 1000)
-        return max(0, self.store.clock() - settle_ms) << LOGICAL_BITS
+        return self.core.cut(self.store.clock(), int(self.config.anti_entropy_settle_s * 1000))
 
     async def round(self, paced: bool = False) -> int:
         """Compare every partition this member is primary of with each of its backups.
@@ -188,62 +204,58 @@ class AntiEntropy:
         if table is None:
             return 0
         cut = self.cut()
-        by_backup: dict[tuple[str, int], list[int]] = {}  # (member, its rank) -> partitions
-        for p in range(self.store.partitions):
-            if self.routing.serves(p):
-                for rank, b in enumerate(table.replicas(p)):
-                    if rank and b != self.me:
-                        by_backup.setdefault((b, rank), []).append(p)
+        peers = self.core.peers(self.routing.serves, table.replicas)
         repaired = 0
-        calls = sum(-(-len(parts) // COMPARE_BATCH) for parts in by_backup.values())
+        calls = sum(-(-len(peer.partitions) // COMPARE_BATCH) for peer in peers)
         pace = PACE_SHARE * self.config.anti_entropy_interval_s / calls if paced and calls else 0
-        for (member, rank), parts in by_backup.items():
-            address = self.routing.address_of(member)
+        for peer in peers:
+            address = self.routing.address_of(peer.member)
             if not address:
                 continue
             try:
-                repaired += await self.compare_with(address, parts, cut, rank=rank, pace=pace)
+                repaired += await self.compare_with(
+                    address, peer.partitions, cut, rank=peer.rank, pace=pace
+                )
             except grpc.aio.AioRpcError as e:
-                log.info("anti-entropy: backup unreachable", member=member, code=e.code().name)
+                log.info("anti-entropy: backup unreachable", member=peer.member,
+                         code=e.code().name)  # fmt: skip
             except (ValueError, TypeError, msgpack.UnpackException) as e:
                 # a malformed answer from one backup must not stop the others' comparison
-                log.warning("anti-entropy: bad answer", member=member, error=repr(e))
-        self.rounds += 1
+                log.warning("anti-entropy: bad answer", member=peer.member, error=repr(e))
+        self.core.rounds += 1
         self.last_round_s = time.monotonic() - started
         if repaired:
             log.info(
                 "anti-entropy repaired replicas",
                 records=repaired,
-                backups=len(by_backup),
+                backups=len(peers),
                 seconds=round(self.last_round_s, 3),
             )
         return repaired
-
-    def _holds(self, rank: int) -> copies.Holds:
-        """The maps a replica of this rank holds (None: all; grid/map_backups.py)."""
-        mb = self.map_backups
-        return None if mb.uniform or rank == 0 else (lambda name: mb.holds(name, rank))
 
     async def compare_with(
         self,
         address: str,
         parts: Sequence[int],
         cut: int,
-        apply_theirs: bool = True,
+        keep_theirs: bool = True,
         rank: int = 0,
         pace: float = 0.0,
     ) -> int:
         """Compare these partitions with one replica (of this backup rank: the maps it
         holds) and repair what differs; `pace`: seconds to rest between calls."""
+        core = self.core
         repaired = 0
-        holds = self._holds(rank)
         # as a primary (a round), only partitions still served: one handed off while the
         # round rests would otherwise be filled again from the backup, with no role here
-        serving = self.routing.serves if apply_theirs else None
-        for i in range(0, len(parts), COMPARE_BATCH):
+        serving = self.routing.serves if keep_theirs else None
+        for i, batch in enumerate(core.batches(parts)):
             if pace and i:
                 await asyncio.sleep(pace)
-            mine = await self._digests(parts[i : i + COMPARE_BATCH], cut, holds, serving)
+            mine: dict[int, Digest] = {}
+            for p in batch:
+                mine.update(core.digests([p], cut, rank, serving))
+                await asyncio.sleep(0)  # one partition at a time: clients get the loop
             if not mine:
                 continue
             request = pb.CompareRequest(
@@ -254,45 +266,17 @@ class AntiEntropy:
             )
             data = await self.peers.unary(address, PEER + "Compare", request, RPC_TIMEOUT_S)
             reply = pb.CompareReply.FromString(data)
-            if reply.refused and not apply_theirs:
-                raise Refused(f"{address} has no role for partitions {list(reply.refused)}")
-            self.compared += len(mine) - len(reply.refused)
-            for theirs in reply.differing:
-                d = mine.get(theirs.partition)
-                if d is None:
-                    continue
-                self.differing += 1
-                buckets = differing(d.buckets, unpack_buckets(theirs.buckets))
-                for j in range(0, len(buckets), REPAIR_BUCKETS):
-                    repaired += await self._repair(
-                        address, theirs.partition, buckets[j : j + REPAIR_BUCKETS], cut,
-                        apply_theirs, rank,
-                    )  # fmt: skip
+            answer = Compared(
+                list(reply.refused), [Differing(d.partition, d.buckets) for d in reply.differing]
+            )
+            for p, buckets in core.to_repair(mine, answer, keep_theirs):
+                repaired += await self._repair(address, p, buckets, cut, keep_theirs, rank)
         return repaired
 
-    async def _digests(
-        self,
-        parts: Sequence[int],
-        cut: int,
-        holds: copies.Holds,
-        only: Callable[[int], bool] | None = None,
-    ) -> dict[int, Digest]:
-        out = {}
-        for p in parts:
-            with self.store.lock:
-                if only is not None and not only(p):
-                    continue
-                out[p] = copies.digest(self.store, p, cut, self.store.clock(), holds)
-            await asyncio.sleep(0)  # one partition at a time: clients get the loop in between
-        return out
-
     async def _repair(
-        self, address: str, p: int, buckets: list[int], cut: int, apply_theirs: bool, rank: int
+        self, address: str, p: int, buckets: list[int], cut: int, keep_theirs: bool, rank: int
     ) -> int:
-        with self.store.lock:
-            records = copies.records_in(
-                self.store, p, buckets, cut, self.store.clock(), self._holds(rank)
-            )
+        records = self.core.repair_records(p, buckets, cut, rank)
         request = pb.RepairRequest(
             primary=self.me,
             cut=cut,
@@ -304,42 +288,18 @@ class AntiEntropy:
         )
         data = await self.peers.unary(address, PEER + "Repair", request, RPC_TIMEOUT_S)
         reply = pb.RepairReply.FromString(data)
-        if reply.refused:
-            if not apply_theirs:
-                raise Refused(f"{address} has no role for partition {p}")
-            return 0
-        self.sent += len(records)
-        applied = int(reply.applied)
-        if apply_theirs and reply.count:
+        theirs: list[Record] = []
+        if keep_theirs and reply.count and not reply.refused:
             theirs = unpack_records(reply.records, reply.count, self.store.max_value, "repair")
-            applied += self.apply(p, theirs, only=self.routing.serves)
-        return applied
+        answer = Repaired(reply.refused, theirs, int(reply.applied))
+        return self.core.repaired_by(
+            p, len(records), answer, keep_theirs, self.routing.serves if keep_theirs else None
+        )
 
-    def apply(
-        self,
-        p: int,
-        records: Sequence[Any],
-        only: Callable[[int], bool] | None = None,
-        count: bool = True,
-    ) -> int:
-        """Merge a replica's records into this copy (last writer wins); returns winners.
-        `only`: checked under the lock first (the role may have changed meanwhile);
-        `count`: as anti-entropy's keys_repaired (read repair counts its own)."""
-        won = 0
-        store = self.store
-        with store.lock:
-            if only is not None and not only(p):
-                return 0
-            now = store.clock()
-            for r in records:
-                if not (isinstance(r, tuple) and len(r) == 8):
-                    raise ValueError(f"partition {p}: a repair record is not an 8-field array")
-                if store.apply(p, *r, now):
-                    won += 1
-            self.after_apply()
-        if count:
-            self.repaired += won
-        return won
+    def apply(self, p: int, records: Sequence[Any], only: Callable[[int], bool] | None) -> int:
+        """Merge a replica's records into this copy (read repair's merges; it counts its
+        own): last writer wins, only while `only(p)` holds."""
+        return self.copies.merge(p, records, only)
 
     async def _collect_tombstones(self) -> None:
         for p in range(self.store.partitions):
@@ -361,7 +321,7 @@ class AntiEntropy:
         try:
             # everything, not only the settled past: nothing reaches this copy any more
             cut = self.store.hlc.last
-            await self.compare_with(address, [p], cut, apply_theirs=False)
+            await self.compare_with(address, [p], cut, keep_theirs=False)
         except (grpc.aio.AioRpcError, ValueError, Refused) as e:
             # kept, and tried again later: the only copy of a healed split's writes may be
             # this one, and a primary that moved on cannot vouch for it
@@ -372,53 +332,35 @@ class AntiEntropy:
     # ---- the other side of a round -------------------------------------------------------------
     async def on_compare(self, request: pb.CompareRequest) -> pb.CompareReply:
         reply = pb.CompareReply()
-        holds = self._holds(request.rank)
+        core = self.core
         for pd in request.partitions:
-            p = pd.partition
-            if not 0 <= p < self.store.partitions:
-                raise ValueError(f"partition {p} is out of range")
-            with self.store.lock:
-                if not self.has_role(p):
-                    reply.refused.append(p)  # not ours (any more): nothing to compare
-                    continue
-                d = copies.digest(self.store, p, request.cut, self.store.clock(), holds)
-            if d.root != pd.root:
-                reply.differing.add(partition=p, buckets=d.pack())
+            answer = core.on_compare(request.cut, request.rank, [(pd.partition, pd.root)])
+            reply.refused.extend(answer.refused)
+            for d in answer.differing:
+                reply.differing.add(partition=d.partition, buckets=d.buckets)
             await asyncio.sleep(0)
         return reply
 
     def on_repair(self, request: pb.RepairRequest) -> pb.RepairReply:
-        p = request.partition
-        if not 0 <= p < self.store.partitions:
-            raise ValueError(f"partition {p} is out of range")
-        if any(b >= BUCKETS for b in request.buckets):
-            raise ValueError(f"a bucket number is not below {BUCKETS}")
+        if not 0 <= request.partition < self.store.partitions:
+            raise ValueError(f"partition {request.partition} is out of range")
         theirs = unpack_records(request.records, request.count, self.store.max_value, "repair")
-        with self.store.lock:
-            if not self.has_role(p):
-                return pb.RepairReply(refused=True)  # not ours (any more): keep nothing
-        with self.store.lock:  # our side as it is before theirs is merged in
-            mine = copies.records_in(
-                self.store,
-                p,
-                request.buckets,
-                request.cut,
-                self.store.clock(),
-                self._holds(request.rank),
-            )
-        same = {(r[1], r[2], r[4], r[5]) for r in theirs if isinstance(r, tuple) and len(r) == 8}
-        mine = [r for r in mine if (r[1], r[2], r[4], r[5]) not in same]
-        applied = self.apply(p, theirs)
-        self.sent += len(mine)
-        return pb.RepairReply(records=msgpack.packb(mine), count=len(mine), applied=applied)
+        answer = self.core.on_repair(
+            request.partition, list(request.buckets), request.cut, request.rank, theirs
+        )
+        if answer.refused:
+            return pb.RepairReply(refused=True)
+        return pb.RepairReply(
+            records=msgpack.packb(answer.records), count=len(answer.records), applied=answer.applied
+        )
 
     def stats(self) -> pb.AntiEntropyStats:
         return pb.AntiEntropyStats(
-            rounds=self.rounds,
-            partitions_compared=self.compared,
-            partitions_differing=self.differing,
-            keys_repaired=self.repaired,
-            keys_sent=self.sent,
+            rounds=self.core.rounds,
+            partitions_compared=self.core.compared,
+            partitions_differing=self.core.differing,
+            keys_repaired=self.core.repaired,
+            keys_sent=self.core.sent,
             last_round_s=self.last_round_s,
             tombstones=copies.tombstone_count(self.store),
             tombstones_collected=self.collected,

@@ -92,6 +92,7 @@ class ClusterRuntime:
             self.routing,
             self.peers,
             durability.flush if durability is not None else _nothing,
+            has_role=lambda p: not self.followers.unheld(p),
         )
         self.followers.hand_back = self.anti_entropy.hand_back
         self.positions: FollowPositions | None = None
@@ -111,7 +112,6 @@ class ClusterRuntime:
             name, config, store, self.routing, self.followers, self.peers, self.anti_entropy
         )
         store.backup_reads = self.read_repair
-        self.anti_entropy.has_role = lambda p: not self.followers.unheld(p)
         executor.routing = self.routing
         self._wire_sink()
         self._wire_write_gate()

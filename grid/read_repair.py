@@ -213,7 +213,7 @@ class ReadRepair:
                         r for r in theirs
                         if isinstance(r, tuple) and len(r) == 8 and self.followers.holds(p, r[1])
                     ]  # fmt: skip
-                    fixed += self.anti_entropy.apply(p, theirs, only=self._has_role, count=False)
+                    fixed += self.anti_entropy.apply(p, theirs, only=self._has_role)
                 if part.probe_count:
                     wanted = self._unpack_probes(part.probes, part.probe_count)
                     with self.store.lock:
@@ -281,9 +281,7 @@ class ReadRepair:
                 theirs = unpack_records(
                     part.records, part.count, self.store.max_value, "read repair"
                 )
-                reply.applied += self.anti_entropy.apply(
-                    p, theirs, only=self.routing.serves, count=False
-                )
+                reply.applied += self.anti_entropy.apply(p, theirs, only=self.routing.serves)
             if not part.probe_count:
                 continue
             probes = self._unpack_probes(part.probes, part.probe_count)

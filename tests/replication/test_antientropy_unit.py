@@ -23,8 +23,8 @@ def endpoint(has_role: bool) -> tuple[AntiEntropy, Store]:
     clock = Clock()
     config = Config(partitions=7)
     store = Store(config, member_id=1, clock=clock, rng=Random(1))
-    ae = AntiEntropy("m1", config, store, Routing("m1", "", store, ""), Peers(1 << 20), int)
-    ae.has_role = lambda p: has_role
+    routing = Routing("m1", "", store, "")
+    ae = AntiEntropy("m1", config, store, routing, Peers(1 << 20), int, lambda p: has_role)
     return ae, store
 
 

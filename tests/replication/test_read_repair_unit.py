@@ -30,7 +30,7 @@ def primary() -> tuple[ReadRepair, Store, Clock]:
     routing = Routing("m1", "", store, "")  # serves nothing until told
     assert store.owned is not None
     store.owned[P] = 1
-    ae = AntiEntropy("m1", config, store, routing, Peers(1 << 20), int)
+    ae = AntiEntropy("m1", config, store, routing, Peers(1 << 20), int, lambda p: True)
     # the primary's end never consults the followers (the backup's end does)
     backup_end = SimpleNamespace(readable=None)
     rr = ReadRepair("m1", config, store, routing, backup_end, Peers(1 << 20), ae)  # type: ignore[arg-type]
