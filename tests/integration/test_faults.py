@@ -4,6 +4,8 @@
    lost, the next name coordinates, and a member that joins afterwards gets partitions.
 2. kill -9 in the middle of a migration (the joiner, or the coordinator while it is a
    fill's source): the cluster settles, nothing acknowledged is lost, replicas converge.
+3. SIGSTOP of a primary for longer than failure detection, then SIGCONT: it must not
+   serve its old copy as the latest, and nothing acknowledged meanwhile is lost.
 
 Writers (tests/integration/support.py BackgroundWrites) keep each key's last acknowledged
 value; the checks read every such key back and compare digests of every partition's
@@ -12,8 +14,10 @@ replicas. Every wait is a bounded poll; every member is stopped in a `finally`.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,7 @@ from tests.integration.support import (
     table_of,
     timed_wait,
     wait_partitions_settled,
+    wait_paused,
 )
 
 pytestmark = pytest.mark.integration
@@ -250,3 +255,167 @@ def test_kill_9_in_the_middle_of_a_join_loses_nothing_and_replicas_converge(
         assert_nothing_lost(load, cluster.addresses)
     finally:
         cluster.stop(grace=5)
+
+
+# ---- 3. a primary paused past failure detection --------------------------------------------------
+class ServedStale(AssertionError):
+    """A member resumed after a pause served its old copy as the latest."""
+
+
+STALE_WINDOW_S = 10.0  # how long the resumed member's reads are watched for old values
+COORDINATOR_STAYS_STALE = (
+    "bug: a coordinator paused past failure detection keeps its old table after SIGCONT: "
+    "it still computes itself as coordinator (smallest name) and publishes nothing, since "
+    "its record of what each member was sent (Coordinator._published) matches its own old "
+    "table; the others hold the newer table the next coordinator published without it and "
+    "never publish again. So the tables never agree and it answers reads from its old copy "
+    "for good (grid/coordinator.py; measured: its table still the old one 50 s after SIGCONT)"
+)
+PRIMARY_STALE_UNTIL_PUBLISH = (
+    "bug: a primary resumed after a pause longer than failure detection serves by its old "
+    "table until the coordinator's next publish reaches it (0.2-1.6 s measured): a read "
+    "sent to it during the pause, and reads right after SIGCONT, return the values it held "
+    "before the pause, not those acknowledged meanwhile by the promoted primary"
+)
+
+
+@pytest.mark.parametrize(
+    "victim_is",
+    [
+        pytest.param(
+            "primary",
+            marks=pytest.mark.xfail(
+                strict=True, raises=ServedStale, reason=PRIMARY_STALE_UNTIL_PUBLISH
+            ),
+        ),
+        pytest.param(
+            "coordinator",
+            marks=pytest.mark.xfail(
+                strict=True, raises=ServedStale, reason=COORDINATOR_STAYS_STALE
+            ),
+        ),
+    ],
+)
+def test_a_primary_paused_past_failure_detection_does_not_serve_its_old_copy(
+    no_grid_env: None, tmp_path: Path, timings: dict[str, float], victim_is: str
+) -> None:
+    """sync_backups=1. Keys the victim is primary of are written "old"; the victim is
+    SIGSTOPped until the others fail over without it; the same keys are then written "new"
+    (acknowledged by the promoted primaries) while writers go on; a client connected to the
+    victim alone (no smart routing) sends a read during the pause; SIGCONT.
+
+    Must hold: the read sent during the pause and every read at the victim after SIGCONT
+    return "new" (ServedStale otherwise); every "new" and every write acknowledged by the
+    writers is still there after the victim is back and the replicas are equal (its stale
+    copy overwrote nothing)."""
+    cluster = cluster_of(tmp_path, 3)
+    direct: grid.Client | None = None
+    pool = ThreadPoolExecutor(1)
+    try:
+        victim = cluster.members[0] if victim_is == "coordinator" else cluster.members[2]
+        assert (victim is coordinator_of(cluster.members)) == (victim_is == "coordinator")
+        others = [m for m in cluster.members if m is not victim]
+        before = table_of(victim.address)
+        assert before is not None
+        theirs = [k for k in (f"s{i}" for i in range(3000)) if owner(before, k) == victim.name]
+        assert len(theirs) > 300, f"{victim.name} is primary of only {len(theirs)} keys"
+        with grid.Client(cluster.addresses, timeout=20) as client:
+            client.map("s").put_many(dict.fromkeys(theirs, "old"))
+        # connected before the pause, so its requests wait in the victim's socket
+        direct = grid.Client(victim.address, timeout=30, smart_routing=False)
+        assert set(direct.map("s").get_many(theirs).values()) == {"old"}
+        stale = Stale(direct.map("s"), theirs)
+        with BackgroundWrites(cluster.addresses, MAP) as load:
+            load.wait_acks(300, what="writes before the pause")
+            victim.process.send_signal(signal.SIGSTOP)
+            try:
+                wait_paused(victim.pid)
+                t0 = time.monotonic()
+                timings["paused to failed over"] = timed_wait(
+                    lambda: failed_over(others, victim.name), FAILOVER_S, "failover"
+                )
+                with grid.Client([m.address for m in others], timeout=20) as client:
+                    client.map("s").put_many(dict.fromkeys(theirs, "new"))
+                load.wait_acks(300, what="writes during the pause")
+                in_pause = pool.submit(stale.get)
+                # time for the request to reach the victim's socket (nothing to poll: a
+                # stopped process shows nothing); it must not be answered meanwhile
+                time.sleep(0.2)
+                assert not in_pause.done(), "a stopped member answered"
+                timings["paused"] = time.monotonic() - t0
+            finally:
+                victim.process.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+            stale.note("the read sent during the pause", in_pause.result(40))
+            # reads at the victim until it routes by the cluster's table and answers "new"
+            newest = max(t.version for t in (table_of(m.address) for m in others) if t)
+            for _ in range(int(STALE_WINDOW_S / 0.05)):
+                got = stale.get()
+                stale.note(f"{time.monotonic() - resumed:.2f}s after SIGCONT", got)
+                mine = table_of(victim.address)
+                if mine is not None and mine.version >= newest and stale.clean(got):
+                    break
+                if time.monotonic() - resumed > STALE_WINDOW_S:
+                    break
+                time.sleep(0.05)
+            timings["resumed to serving new values"] = time.monotonic() - resumed
+            load.wait_acks(300, what="writes after SIGCONT")
+        print(f"\n{victim.name} after SIGCONT: {stale.summary()}")
+        # nothing acknowledged meanwhile was lost or overwritten, wherever the reads go
+        with grid.Client([m.address for m in others], timeout=20) as client:
+            got = client.map("s").get_many(theirs)
+        wrong = [k for k in theirs if got.get(k) != "new"]
+        assert not wrong, f"{len(wrong)} keys lost their acknowledged 'new': {wrong[:5]}"
+        assert_nothing_lost(load, [m.address for m in others])
+        mine = table_of(victim.address)
+        if mine is None or mine.version < newest:
+            raise ServedStale(
+                f"{victim.name} still routes by its old table {STALE_WINDOW_S:.0f}s after "
+                f"SIGCONT (v{mine.version if mine else 0}, the others' v{newest}); "
+                + stale.summary()
+            )
+        members = live(cluster)
+        timings["converged"] = timed_wait(lambda: converged(members), CONVERGE_S, "converged")
+        assert stale.clean(stale.get()), "the victim's old copy came back after convergence"
+        assert_nothing_lost(load, cluster.addresses)
+        if stale.reads:
+            raise ServedStale(f"{victim.name} served its old copy after SIGCONT: {stale.summary()}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if direct is not None:
+            direct.close()
+        for m in live(cluster):
+            cluster.kill(m, signal.SIGCONT)
+        cluster.stop(grace=5)
+
+
+class Stale:
+    """Reads of the paused victim's keys at the victim alone, and those that returned a
+    value from before the pause. A read it refuses (a grid error) is no stale read."""
+
+    def __init__(self, m: grid.Map, keys: list[str]) -> None:
+        self.m = m
+        self.keys = keys
+        self.reads: list[str] = []  # "when: n of m keys not 'new'"
+        self.refused = 0
+
+    def get(self) -> dict[str, object] | None:
+        try:
+            return self.m.get_many(self.keys)
+        except grid.GridError:
+            self.refused += 1
+            return None
+
+    def clean(self, got: dict[str, object] | None) -> bool:
+        return got is not None and all(got.get(k) == "new" for k in self.keys)
+
+    def note(self, when: str, got: dict[str, object] | None) -> None:
+        old = sum(1 for k in self.keys if got.get(k) != "new") if got is not None else 0
+        if old:
+            self.reads.append(f"{when}: {old} of {len(self.keys)} keys not 'new'")
+
+    def summary(self) -> str:
+        reads = f"{len(self.reads)} stale reads" if self.reads else "no stale read"
+        if self.reads:
+            reads += f", first {self.reads[0]}, last {self.reads[-1]}"
+        return f"{reads}; {self.refused} refused"
