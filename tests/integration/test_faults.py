@@ -6,6 +6,8 @@
    fill's source): the cluster settles, nothing acknowledged is lost, replicas converge.
 3. SIGSTOP of a primary for longer than failure detection, then SIGCONT: it must not
    serve its old copy as the latest, and nothing acknowledged meanwhile is lost.
+4. A rolling restart of every member in turn under load, with data dirs: nothing
+   acknowledged is lost.
 
 Writers (tests/integration/support.py BackgroundWrites) keep each key's last acknowledged
 value; the checks read every such key back and compare digests of every partition's
@@ -419,3 +421,91 @@ class Stale:
         if self.reads:
             reads += f", first {self.reads[0]}, last {self.reads[-1]}"
         return f"{reads}; {self.refused} refused"
+
+
+# ---- 4. a rolling restart ------------------------------------------------------------------------
+class NotReadmitted(AssertionError):
+    """A member restarted after a graceful leave was not given partitions again."""
+
+
+READMIT_S = 30.0  # a restarted member holds primaries again (3.7-7.3 s measured, loaded)
+LEAVING_NEVER_FORGOTTEN = (
+    "bug: the coordinator that handled a member's graceful leave keeps its name in "
+    "Coordinator.leaving for good (nothing removes it when the member joins again), so "
+    "after its restart the member is left out of every target table and never given "
+    "partitions; if it has the smallest name it coordinates too, and two coordinators "
+    "publish over each other (about 25 epochs a second) while its primaries are released "
+    "and refilled: 7 of 43,754 acknowledged writes lost in one such run "
+    "(grid/coordinator.py; a one-line fix, leaving.discard(name) on a 'joined' event, "
+    "makes this test pass)"
+)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=True, raises=NotReadmitted, reason=LEAVING_NEVER_FORGOTTEN)
+def test_rolling_restart_under_load_with_data_dirs_loses_nothing(
+    no_grid_env: None, tmp_path: Path, timings: dict[str, float]
+) -> None:
+    """Three members with data dirs (backups=1, asynchronous: the default) under writes;
+    each in turn, the coordinator last, is stopped with SIGTERM (a graceful leave hands
+    its partitions off), started again on its data dir (recovering its log), and must hold
+    primaries again before the next one goes. Writes are acknowledged all along; at the end
+    every key holds its last acknowledged value and every partition's replicas are equal."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cluster = LocalCluster(0, log_dir=logs)
+    try:
+        for i in range(3):
+            cluster.start_member(i, ["--data-dir", str(tmp_path / f"data-{i + 1}")])
+        for m in cluster.members:
+            cluster.wait_ready(m)
+        wait_partitions_settled(cluster.addresses, timeout=SETTLE_S)
+        assert coordinator_of(cluster.members).name == "member-1"
+        with BackgroundWrites(cluster.addresses, MAP) as load:
+            load.wait_acks(300, what="writes before the restarts")
+            for i in (2, 1, 0):
+                member = cluster.members[i]
+                t0 = time.monotonic()
+                cluster.kill(member, signal.SIGTERM)
+                code = member.process.wait(60)
+                assert code == 0, f"{member.name} exited with {code}:\n{member.log_tail()}"
+                timings[f"{member.name} left"] = time.monotonic() - t0
+                load.wait_acks(200, what=f"writes while {member.name} is down")
+                if "--seeds" not in member.cmd:  # member-1 started the cluster alone
+                    # it left: the others never reach out to it, it must come to them
+                    others = [m.gossip_address for m in cluster.members if m is not member]
+                    member.cmd = (*member.cmd, "--seeds", ",".join(others))
+                member = cluster.restart(member)
+                cluster.wait_ready(member)
+                timings[f"{member.name} back"] = readmitted(cluster, member)
+                s = raw_stats(member.address)
+                assert s.persistence.records_loaded > 0, f"{member.name} loaded nothing from disk"
+                load.wait_acks(200, what=f"writes after {member.name} came back")
+        members = cluster.members
+        timings["converged"] = timed_wait(lambda: converged(members), CONVERGE_S, "converged")
+        assert coordinator_of(members).name == "member-1"
+        assert_nothing_lost(load, cluster.addresses)
+    finally:
+        cluster.stop(grace=5)
+
+
+def readmitted(cluster: LocalCluster, member: MemberProcess) -> float:
+    """Seconds until the partitions settled with `member` holding primaries again;
+    NotReadmitted if it holds none after READMIT_S."""
+
+    def check() -> str:
+        if raw_stats(member.address).migration.primaries == 0:
+            return f"{member.name} holds no primaries"
+        return "" if partitions_settled(cluster.addresses) else "partitions moving"
+
+    try:
+        return timed_wait(check, READMIT_S, f"{member.name} given partitions again")
+    except AssertionError as e:
+        if raw_stats(member.address).migration.primaries:
+            raise
+        views = {
+            m.name: (s.coordinator, s.primaries, s.table_version >> 32)
+            for m in cluster.members
+            for s in [raw_stats(m.address).migration]
+        }
+        raise NotReadmitted(f"{e}; (coordinates, primaries, epoch) per member: {views}") from None
