@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -324,3 +325,128 @@ def run_grid(
         text=True,
         timeout=timeout,
     )
+
+
+# ---- a history of acknowledged writes under faults -----------------------------------------------
+class WriteHistory:
+    """Per key: the last value a put of it was acknowledged with, and the values sent after
+    it whose answer never came (they may or may not have been applied). Every key is
+    written by one writer at a time with increasing values, so after the faults a key must
+    hold its last acknowledged value or one of those later attempts."""
+
+    def __init__(self) -> None:
+        self.acked: dict[str, int] = {}
+        self.uncertain: dict[str, set[int]] = {}
+        self.acks = 0
+        self.errors = 0
+
+    def ack(self, key: str, value: int) -> None:
+        self.acked[key] = value
+        self.uncertain.pop(key, None)
+        self.acks += 1
+
+    def fail(self, key: str, value: int) -> None:
+        self.uncertain.setdefault(key, set()).add(value)
+        self.errors += 1
+
+    def lost(self, m: Any, limit: int = 5) -> tuple[int, list[str]]:
+        """(how many keys hold neither their last acknowledged value nor a later attempt,
+        a few of them) after reading every acknowledged key through map `m`."""
+        keys = list(self.acked)
+        got: dict[str, Any] = {}
+        for i in range(0, len(keys), 1000):
+            got.update(m.get_many(keys[i : i + 1000], timeout=20))
+        bad = [
+            f"{k}={got.get(k)!r} acknowledged {v}"
+            for k, v in self.acked.items()
+            if got.get(k) != v and got.get(k) not in self.uncertain.get(k, ())
+        ]
+        return len(bad), bad[:limit]
+
+
+class BackgroundWrites:
+    """Concurrent writers, each putting increasing values to keys of its own through one
+    AsyncClient (smart routing, every member given as a seed), on a thread of their own
+    until `stop()`, `max_seconds` or `max_ops` per writer: bounded in count and time.
+    Use as a context manager; `history` is complete once it exits."""
+
+    def __init__(
+        self,
+        seeds: Sequence[str],
+        map_name: str,
+        *,
+        writers: int = 16,
+        keys_per_writer: int = 16,
+        pause_s: float = 0.002,
+        timeout: float = 10.0,
+        max_seconds: float = 120.0,
+        max_ops: int = 100_000,
+    ) -> None:
+        self.seeds = list(seeds)
+        self.map_name = map_name
+        self.writers = writers
+        self.keys_per_writer = keys_per_writer
+        self.pause_s = pause_s
+        self.timeout = timeout
+        self.max_seconds = max_seconds
+        self.max_ops = max_ops
+        self.history = WriteHistory()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="grid-test-writes", daemon=True)
+        self.failure: BaseException | None = None
+
+    def __enter__(self) -> BackgroundWrites:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 30)
+        assert not self._thread.is_alive(), "the writers did not stop"
+        if self.failure is not None:
+            raise AssertionError(f"the writers failed: {self.failure!r}") from self.failure
+
+    def wait_acks(self, more: int, timeout: float = 30.0, what: str = "") -> None:
+        """Until `more` further writes were acknowledged from now (the cluster takes writes)."""
+        target = self.history.acks + more
+        wait_until(
+            lambda: self.history.acks >= target or not self._thread.is_alive(),
+            timeout,
+            0.02,
+            what or f"{more} more acknowledged writes",
+        )
+        assert self.history.acks >= target, (
+            f"the writers stopped at {self.history.acks} acknowledged writes, before {target}"
+        )
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # reported by stop()
+            self.failure = e
+
+    async def _main(self) -> None:
+        started = time.monotonic()
+        history = self.history
+        async with grid.AsyncClient(self.seeds, timeout=self.timeout) as client:
+            m = client.map(self.map_name)
+
+            async def writer(w: int) -> None:
+                keys = [f"w{w}-k{i}" for i in range(self.keys_per_writer)]
+                for value in range(1, self.max_ops + 1):
+                    if self._stop.is_set() or time.monotonic() - started > self.max_seconds:
+                        return
+                    key = keys[value % len(keys)]
+                    try:
+                        await m.put(key, value)
+                    except grid.GridError:
+                        history.fail(key, value)
+                        await asyncio.sleep(0.05)  # an owner is down: do not spin
+                        continue
+                    history.ack(key, value)
+                    await asyncio.sleep(self.pause_s)
+
+            await asyncio.gather(*(writer(w) for w in range(self.writers)))
