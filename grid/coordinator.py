@@ -135,7 +135,9 @@ class Coordinator:
 
     def on_member(self, kind: str, member: ClusterMember) -> None:
         self.live()  # keep live_count current for the write gate (min_cluster_size)
-        if kind in ("joined", "alive", "updated"):
+        if kind == "joined":
+            self.rebalancer.rejoined(member.name)
+        elif kind in ("alive", "updated"):
             self.rebalancer.seen(member.name)
         if member.address and kind not in ("dead", "left"):
             self.routing.set_address(member.name, member.address)

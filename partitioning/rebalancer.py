@@ -150,6 +150,13 @@ class Rebalancer:
         """Membership says `member` joined or is alive."""
         self.waiting.discard(member)
 
+    def rejoined(self, member: str) -> None:
+        """`member` joined again (a new incarnation, after it left or died): a leave it
+        asked for before is over, or it would be kept out of every list for good (and,
+        with the smallest name, coordinate beside the member that took over)."""
+        self.leaving.discard(member)
+        self.waiting.discard(member)
+
     def answered(self, member: str, version: int) -> bool:
         """`member` answered a publish holding `version`. True if that is another
         lineage's table (epochs.py): the runtime should run a round soon."""

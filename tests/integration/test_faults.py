@@ -429,20 +429,9 @@ class NotReadmitted(AssertionError):
 
 
 READMIT_S = 30.0  # a restarted member holds primaries again (3.7-7.3 s measured, loaded)
-LEAVING_NEVER_FORGOTTEN = (
-    "bug: the coordinator that handled a member's graceful leave keeps its name in "
-    "Coordinator.leaving for good (nothing removes it when the member joins again), so "
-    "after its restart the member is left out of every target table and never given "
-    "partitions; if it has the smallest name it coordinates too, and two coordinators "
-    "publish over each other (about 25 epochs a second) while its primaries are released "
-    "and refilled: 7 of 43,754 acknowledged writes lost in one such run "
-    "(grid/coordinator.py; a one-line fix, leaving.discard(name) on a 'joined' event, "
-    "makes this test pass)"
-)
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, raises=NotReadmitted, reason=LEAVING_NEVER_FORGOTTEN)
 def test_rolling_restart_under_load_with_data_dirs_loses_nothing(
     no_grid_env: None, tmp_path: Path, timings: dict[str, float]
 ) -> None:

@@ -325,3 +325,16 @@ def test_a_departure_ends(answer: str):
     assert step == Departed(
         False, DepartureEnd.NO_COORDINATOR, asked=tuple("abcdefgh"[:MAX_LEAVE_REDIRECTS])
     )
+
+
+def test_a_member_that_joins_again_after_leaving_is_no_longer_leaving():
+    """A graceful leave is over when the member comes back (a rolling restart): before
+    this, its name stayed in `leaving` for good and it never got partitions again."""
+    r = Rebalancer("a", PlacementConfig(partition_count=7, backups=1), wave_size=4,
+                   narrowest=1, restart_wait_s=0.0, started=0.0)  # fmt: skip
+    r.leave_requested("b", {"a": "", "b": "", "c": ""})
+    assert "b" in r.leaving
+    r.seen("b")  # alive while leaving: still leaving
+    assert "b" in r.leaving
+    r.rejoined("b")
+    assert "b" not in r.leaving
