@@ -1,4 +1,4 @@
-"""Reads from backup copies, and read repair.
+"""Reads from backup copies, and read repair carried out.
 
 Reads from backups
 ==================
@@ -19,39 +19,17 @@ the primary as usual (NOT_OWNER, then forwarding).
 Read repair
 ===========
 
-Replicas can differ for longer than the lag: after a healed split, a member's
-return, a primary that died with changes in its send queue. Anti-entropy
-(grid/antientropy.py) finds every difference within `anti_entropy_interval_s`;
-read repair fixes the keys that are read before it gets there, as Cassandra
-and Riak do. A share of the reads a backup answers (`read_repair_chance`,
-0.1) puts the key in a queue; after `LINGER_S` the queue goes to the keys'
-primaries, one `Peer.ReadRepair` call per primary:
-
-1. the backup sends a probe per key: the version of the newest thing its
-   copy knows of the key (live entry, tombstone, or the map's clear marker;
-   0 for nothing);
-2. the primary answers its own record of each key whose version is newer,
-   and names the keys whose version at the backup is newer than its own;
-3. the backup merges the primary's records (last writer wins) and sends the
-   records the primary named, which the primary merges: a record it takes
-   is a change of its partition like any other, and goes down the stream to
-   every other backup.
-
-The primary leaves out versions younger than `anti_entropy_settle_s`: they
-may still be on their way down the stream, and the stream will bring them.
-The read that triggered a repair has been answered already (with the copy's
-value): repair is in the background, so a read costs what it did, and the
-next read of the key sees the merged value. The queue is bounded
-(`MAX_QUEUED` keys; more are not checked) so that a burst of reads cannot
-grow it without limit.
+replication/read_repair.py decides which reads are checked and what each
+side sends and keeps; this module carries it out: the queue is taken
+`LINGER_S` after the first key, one `Peer.ReadRepair` call per primary
+(`MAX_PROBES` keys each), the store lock around each look-up and merge, and
+the bounded decoding of probes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-from typing import Any
 
 import grpc
 import msgpack
@@ -65,15 +43,12 @@ from grid.replica import unpack_records
 from grid.routing import Routing
 from grid.store import Store, copies
 from proto import grid_pb2 as pb
+from replication.read_repair import MAX_PROBES, Checker, Probe, Record
 
 log = logs.get("grid.read_repair")
 
 LINGER_S = 0.05
 """How long checks gather before they are sent: one call per primary for a burst."""
-MAX_QUEUED = 65_536
-"""Keys waiting to be checked, at most; reads past it are answered and not checked."""
-MAX_PROBES = 4096
-"""Keys per ReadRepair call."""
 RPC_TIMEOUT_S = 5.0
 
 
@@ -92,42 +67,26 @@ class ReadRepair:
         anti_entropy: AntiEntropy,
     ) -> None:
         self.me = name
-        self.chance = config.read_repair_chance
         self.store = store
         self.routing = routing
         self.followers = followers
         self.peers = peers
         self.anti_entropy = anti_entropy
-        self.rng = random.Random()
-        self._queue: dict[int, set[tuple[str, bytes]]] = {}
-        self._queued = 0
+
+        def key_record(p: int, map_name: str, key: bytes) -> Record | None:
+            return copies.key_record(store, p, map_name, key, store.clock())
+
+        self.core = Checker(name, config.read_repair_chance, key_record)
         self._armed = False  # a wake-up is on its way to the loop
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self.served_count = 0  # reads answered from a backup copy
-        self.checked = 0  # keys checked against their primary
-        self.fixed = 0  # records merged, here or at the primary, because copies differed
         # the store's hook (BackupReads.readable), called on every backup read
         self.readable = followers.readable
 
     # ---- the store's hook (under the store lock, any thread) ----------------------------------
     def served(self, partition: int, map_name: str, key: bytes) -> None:
-        self.served_count += 1
-        chance = self.chance
-        if not chance or (chance < 1.0 and self.rng.random() >= chance):
-            return
-        if self._queued >= MAX_QUEUED:
-            return
-        keys = self._queue.get(partition)
-        if keys is None:
-            keys = self._queue[partition] = set()
-        item = (map_name, key)
-        if item in keys:
-            return
-        keys.add(item)
-        self._queued += 1
-        if not self._armed and self._loop is not None:
+        if self.core.served(partition, map_name, key) and not self._armed and self._loop:
             self._armed = True
             self._loop.call_soon_threadsafe(self._wake.set)  # embedded reads: other threads
 
@@ -148,8 +107,7 @@ class ReadRepair:
             await asyncio.sleep(LINGER_S)
             self._wake.clear()
             with self.store.lock:
-                queue, self._queue = self._queue, {}
-                self._queued = 0
+                queue = self.core.take()
                 self._armed = False
             try:
                 await self.check(queue)
@@ -159,11 +117,7 @@ class ReadRepair:
     async def check(self, queue: dict[int, set[tuple[str, bytes]]]) -> int:
         """Check these keys of this member's copies with their primaries; returns the
         records merged on either side."""
-        by_owner: dict[str, list[int]] = {}
-        for p in queue:
-            owner = self.routing.owner(p)
-            if owner is not None and owner != self.me:
-                by_owner.setdefault(owner, []).append(p)
+        by_owner = self.core.by_primary(queue, self.routing.owner)
         fixed = 0
         for owner, parts in by_owner.items():
             address = self.routing.address_of(owner)
@@ -180,68 +134,65 @@ class ReadRepair:
     async def _check_with(
         self, address: str, parts: list[int], queue: dict[int, set[tuple[str, bytes]]]
     ) -> int:
+        core = self.core
         fixed = 0
-        items = [(p, name, key) for p in parts for name, key in queue[p]]
+        items = [(p, name, key) for p in parts for name, key in sorted(queue[p])]
         for i in range(0, len(items), MAX_PROBES):
             request = pb.ReadRepairRequest(backup=self.me)
             with self.store.lock:
-                now = self.store.clock()
-                probes: dict[int, list[tuple[str, bytes, int, int]]] = {}
-                for p, name, key in items[i : i + MAX_PROBES]:
-                    if not self.followers.readable(p, name):
-                        continue  # no longer a caught-up copy here: nothing to compare
-                    rec = copies.key_record(self.store, p, name, key, now)
-                    ts, member = (rec[4], rec[5]) if rec is not None else (0, 0)
-                    probes.setdefault(p, []).append((name, key, ts, member))
+                probes = core.probes(items[i : i + MAX_PROBES], self.followers.readable)
             for p, ps in probes.items():
                 request.partitions.add(partition=p, probes=msgpack.packb(ps), probe_count=len(ps))
             if not request.partitions:
                 continue
             reply = await self._call(address, request)
-            self.checked += sum(len(ps) for ps in probes.values())
+            core.checked += sum(len(ps) for ps in probes.values())
             push = pb.ReadRepairRequest(backup=self.me)
             for part in reply.partitions:
                 p = part.partition
                 if p not in probes:
                     raise ValueError(f"answer for partition {p}, which was not asked about")
+                theirs: list[Record] = []
                 if part.count:
                     theirs = unpack_records(
                         part.records, part.count, self.store.max_value, "read repair"
                     )
-                    # only maps this copy holds (per-map backups: its rank may have risen)
-                    theirs = [
-                        r for r in theirs
-                        if isinstance(r, tuple) and len(r) == 8 and self.followers.holds(p, r[1])
-                    ]  # fmt: skip
-                    fixed += self.anti_entropy.apply(p, theirs, only=self._has_role)
-                if part.probe_count:
-                    wanted = self._unpack_probes(part.probes, part.probe_count)
-                    with self.store.lock:
-                        now = self.store.clock()
-                        mine = [
-                            r
-                            for name, key, _, _ in wanted
-                            if (r := copies.key_record(self.store, p, name, key, now))
-                        ]
-                    if mine:
-                        push.partitions.add(
-                            partition=p, records=msgpack.packb(mine), count=len(mine)
-                        )
+                wanted = (
+                    self._unpack_probes(part.probes, part.probe_count) if part.probe_count else []
+                )
+                with self.store.lock:
+                    won, mine = core.on_answer(
+                        p,
+                        theirs,
+                        wanted,
+                        lambda name, p=p: self.followers.holds(p, name),
+                        self._merge,
+                    )
+                fixed += won
+                if mine:
+                    push.partitions.add(partition=p, records=msgpack.packb(mine), count=len(mine))
             if push.partitions:
                 fixed += int((await self._call(address, push)).applied)
-        self.fixed += fixed
+        core.fixed += fixed
         if fixed:
             log.info("read repair merged differing copies", records=fixed, primary=address)
         return fixed
 
-    def _has_role(self, p: int) -> bool:
-        return not self.followers.unheld(p)
+    def _merge(self, p: int, records: list[Record]) -> int:
+        """Merge into this copy while it still has a role (called under the store lock)."""
+        if self.followers.unheld(p):
+            return 0
+        now = self.store.clock()
+        won = sum(bool(self.store.apply(p, *r, now)) for r in records)
+        if won:
+            self.anti_entropy.copies.after_apply()
+        return won
 
     async def _call(self, address: str, request: pb.ReadRepairRequest) -> pb.ReadRepairReply:
         data = await self.peers.unary(address, PEER + "ReadRepair", request, RPC_TIMEOUT_S)
         return pb.ReadRepairReply.FromString(data)
 
-    def _unpack_probes(self, data: bytes, count: int) -> list[tuple[str, bytes, int, int]]:
+    def _unpack_probes(self, data: bytes, count: int) -> list[Probe]:
         """Probes as sent by `_check_with`, bounded like every decoder."""
         probes = msgpack.unpackb(
             data,
@@ -264,7 +215,7 @@ class ReadRepair:
                 and isinstance(pr[3], int)
             ):
                 raise ValueError("read repair: a probe is not [map, key, ts, member]")
-        return list(probes)
+        return [Probe(*pr) for pr in probes]
 
     # ---- the primary's side --------------------------------------------------------------------
     def on_read_repair(self, request: pb.ReadRepairRequest) -> pb.ReadRepairReply:
@@ -285,18 +236,8 @@ class ReadRepair:
             if not part.probe_count:
                 continue
             probes = self._unpack_probes(part.probes, part.probe_count)
-            newer: list[Any] = []
-            wanted: list[tuple[str, bytes, int, int]] = []
             with self.store.lock:
-                now = self.store.clock()
-                for name, key, ts, member in probes:
-                    mine = copies.key_record(self.store, p, name, key, now)
-                    version = (mine[4], mine[5]) if mine is not None else (0, 0)
-                    if version > (ts, member):
-                        if version[0] <= cut:  # younger: still on its way down the stream
-                            newer.append(mine)
-                    elif version < (ts, member):
-                        wanted.append((name, key, 0, 0))
+                newer, wanted = self.core.on_probes(p, probes, cut)
             if newer or wanted:
                 reply.partitions.add(
                     partition=p,
@@ -308,6 +249,6 @@ class ReadRepair:
         return reply
 
     def fill_stats(self, stats: pb.AntiEntropyStats) -> None:
-        stats.backup_reads = self.served_count
-        stats.read_repair_checked = self.checked
-        stats.read_repair_fixed = self.fixed
+        stats.backup_reads = self.core.served_count
+        stats.read_repair_checked = self.core.checked
+        stats.read_repair_fixed = self.core.fixed
