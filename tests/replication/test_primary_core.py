@@ -1,0 +1,144 @@
+"""The primary side's core (replication/primary.py) stepped by hand: what a subscriber
+gets, how a message is cut, hand-offs, the waits of sync writes, and flow control."""
+
+from __future__ import annotations
+
+import random
+
+from replication.map_backups import MapBackups
+from replication.primary import NOOP, Kind, Primary
+from replication.stream import Phase
+
+PUT = 1
+
+
+def primary(
+    serving: set[int], snapshot: list | None = None, keep: int = 4, **kw: object
+) -> Primary:
+    core = Primary(
+        "p",
+        8,
+        lambda p: p in serving,
+        lambda p, held: list(snapshot or []),
+        kw.pop("map_backups", MapBackups(1, {}, 1)),  # type: ignore[arg-type]
+        keep=keep,
+        rng=random.Random(1),
+        **kw,  # type: ignore[arg-type]
+    )
+    core.on_table(lambda p: ("p", "b"))
+    return core
+
+
+def write(core: Primary, p: int, key: bytes, map_name: str = "m") -> None:
+    core.record(p, PUT, map_name, key, b"v" * 10, 1, 1, 0, 0, 0.0)
+
+
+def kinds(chunks: list) -> list:
+    return [(c.kind, c.partition) for c in chunks]
+
+
+def test_a_subscriber_within_the_log_catches_up_else_gets_a_snapshot() -> None:
+    core = primary({1}, snapshot=[(PUT, "m", b"s", b"v", 1, 1, 0, 0)])
+    plog = core.logs[1]
+    for i in range(3):
+        write(core, 1, b"k%d" % i)
+    near = core.open_stream("near")
+    core.subscribe(near, 1, plog.term, 1, False)
+    chunks, snap = core.drain(near)
+    assert kinds(chunks) == [(Kind.SNAPSHOT_END, 1), (Kind.MUTATIONS, 1)]
+    assert chunks[0].seq == 1 and chunks[0].term == plog.term and snap == 0
+    assert chunks[1].seq == 2 and [r[2] for r in chunks[1].records] == [b"k1", b"k2"]
+    far = core.open_stream("far")
+    core.subscribe(far, 1, 12345, 1, False)  # another lineage: a snapshot
+    chunks, snap = core.drain(far)
+    assert kinds(chunks) == [(Kind.SNAPSHOT_BEGIN, 1), (Kind.SNAPSHOT, 1), (Kind.SNAPSHOT_END, 1)]
+    assert chunks[2].seq == plog.seq and snap > 0
+    assert (core.caught_up, core.snapshots_sent) == (1, 1)
+    refused = core.open_stream("other")
+    core.subscribe(refused, 2, 0, 0, False)  # not served here
+    assert kinds(core.drain(refused)[0]) == [(Kind.REFUSED, 2)]
+
+
+def test_changes_of_many_partitions_share_one_message_a_chunk_each() -> None:
+    core = primary({1, 2})
+    f = core.open_stream("b")
+    for p in (1, 2):
+        core.subscribe(f, p, core.logs[p].term, 0, False)
+    core.drain(f)
+    for i in range(6):
+        write(core, 1 + i % 2, b"k%d" % i)
+    assert core.take_ready() == [f]
+    chunks, _ = core.drain(f)
+    assert kinds(chunks) == [(Kind.MUTATIONS, 1), (Kind.MUTATIONS, 2)]
+    assert [len(c.records) for c in chunks] == [3, 3] and f.queued_bytes == 0
+
+
+def test_a_backup_past_a_maps_backups_gets_a_noop_in_its_place() -> None:
+    core = primary({1}, map_backups=MapBackups(1, {"cache": 0}, 1))
+    f = core.open_stream("b")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    core.drain(f)
+    write(core, 1, b"x", "cache")
+    write(core, 1, b"y", "orders")
+    (chunk,) = core.drain(f)[0]
+    assert chunk.records[0] == NOOP and chunk.records[1][2] == b"y"
+
+
+def test_a_hand_off_stops_serving_and_a_failed_one_serves_again_in_a_new_term() -> None:
+    serving = {1}
+    core = primary(serving)
+    term = core.logs[1].term
+    write(core, 1, b"k")
+    f = core.open_stream("b")
+    other = core.open_stream("c")
+    core.subscribe(f, 1, term, 1, False)
+    core.subscribe(other, 1, term, 1, False)
+    core.drain(f), core.drain(other)
+    handing, refused = core.handoff([1, 2], "b", epoch=9)
+    assert (handing, refused) == ([1], [2])
+    assert 1 not in core.logs and core.positions[1].phase is Phase.LIVE
+    (h,) = core.drain(f)[0]
+    assert (h.kind, h.term, h.seq, h.epoch) == (Kind.HANDOFF, term, 1, 9)
+    assert kinds(core.drain(other)[0]) == [(Kind.REFUSED, 1)]
+    assert core.taken_over(f, 1) and core.handoffs == 1
+    # another partition whose hand-off is not confirmed: served again, new term
+    serving.add(3)
+    core.on_table(lambda p: ("p", "b"))
+    core.subscribe(f, 3, core.logs[3].term, 0, False)
+    old_term = core.logs[3].term
+    core.handoff([3], "b", epoch=10)
+    core.handoff_failed(3)
+    assert core.logs[3].term != old_term
+
+
+def test_sync_waits_come_back_out_of_the_acks_and_fail_with_the_stream() -> None:
+    core = primary({1})
+    f = core.open_stream("b")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    write(core, 1, b"k")
+    write(core, 1, b"l")
+    replicas = lambda p: ("p", "b")  # noqa: E731
+    assert core.unconfirmed({1: 2}, 1, replicas) == [(1, 2)]
+    assert core.wait_ack(f, 1, 2, "write-2") and f.urgent
+    assert core.ack(f, 1, 1) == []
+    assert core.ack(f, 1, 2) == ["write-2"]
+    assert core.unconfirmed({1: 2}, 1, replicas) == []
+    assert not core.wait_ack(f, 1, 2, "again")  # already applied: nothing kept
+    core.wait_ack(f, 1, 5, "write-5")
+    assert core.close_stream(f) == ["write-5"]
+
+
+def test_a_follower_that_does_not_drain_is_cut_off_not_the_writers() -> None:
+    core = primary({1}, max_queue_bytes=500)
+    f = core.open_stream("slow")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    core.drain(f)
+    for i in range(40):
+        write(core, 1, b"key-%d" % i)
+    assert core.overflows == 1 and f.closed and not f.queue
+    assert [g.name for g, _ in core.take_closing()] == ["slow"]
+    assert core.logs[1].seq == 40  # the writes went on
+    core.close_stream(f)
+    again = core.open_stream("slow")
+    core.subscribe(again, 1, core.logs[1].term, 0, False)  # too far behind: a snapshot
+    assert core.drain(again)[0][0].kind is Kind.SNAPSHOT_BEGIN
