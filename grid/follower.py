@@ -29,7 +29,7 @@ from grid.replica import Replicator, unpack_records
 from grid.routing import Routing
 from grid.store import Store
 from proto import grid_pb2 as pb
-from replication.follower import FILL_LINGER_S, Follower
+from replication.follower import ACK_EVERY_S, FILL_LINGER_S, AckPacer, Follower
 from replication.stream import FollowerLog
 
 if TYPE_CHECKING:
@@ -41,12 +41,6 @@ FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
 DROP_RETRY_S = 5.0  # a copy kept because its primary was unreachable is tried again
 REFUSED_RETRY_S = 0.2  # a refused subscription is tried again this soon, while still wanted
-ACK_EVERY_S = 0.05
-"""With no sync backups configured (`sync_backups` 0 and no map above 0), nobody waits for
-an acknowledgement: they only feed the primary's lag figures. Then a stream sends at most
-one per ACK_EVERY_S (the first after a quiet spell at once), not one per message applied:
-an acknowledgement costs a gRPC message at both ends, about as much as the change message
-itself. Hand-offs (`taken_over`) are never held back."""
 
 
 class Upstream:
@@ -61,8 +55,7 @@ class Upstream:
         self._acks: dict[int, int] = {}
         self._taken: list[int] = []
         self._ack_queued = False
-        self._ack_every = owner.ack_every
-        self._acked_at = -1e9  # loop time of the last acknowledgement sent
+        self._pacer = AckPacer(owner.ack_every)
         self._ack_timer: asyncio.TimerHandle | None = None
         self.task = asyncio.create_task(self._run(), name=f"grid-follow-{source}")
 
@@ -152,9 +145,10 @@ class Upstream:
         if not self._ack_queued:
             self._ack_queued = True
             loop = asyncio.get_running_loop()
-            wait = self._acked_at + self._ack_every - loop.time() if self._ack_every else 0.0
-            if wait > 0 and not taken:
-                self._ack_timer = loop.call_later(wait, self._ack_due)
+            now = loop.time()
+            due = self._pacer.due(now, bool(taken))
+            if due > now:
+                self._ack_timer = loop.call_later(due - now, self._ack_due)
             else:
                 self.out.put_nowait(None)
 
@@ -170,8 +164,7 @@ class Upstream:
     def _take_acks(self) -> pb.FollowMessage:
         acks, taken = self._acks, self._taken
         self._acks, self._taken, self._ack_queued = {}, [], False
-        if self._ack_every:
-            self._acked_at = asyncio.get_running_loop().time()
+        self._pacer.sent(asyncio.get_running_loop().time())
         return pb.FollowMessage(
             ack_partitions=list(acks), ack_seqs=list(acks.values()), taken_over=taken
         )

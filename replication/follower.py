@@ -362,3 +362,30 @@ class Follower:
     def dropped(self, p: int) -> None:
         """The runtime dropped the copy of p (it had no role): its position goes too."""
         self.state.pop(p, None)
+
+
+ACK_EVERY_S = 0.05
+"""With no sync backups configured (`sync_backups` 0 and no map above 0), nobody waits for
+an acknowledgement: they only feed the primary's lag figures. Then a stream sends at most
+one per ACK_EVERY_S (the first after a quiet spell at once), not one per message applied:
+an acknowledgement costs a message at both ends, about as much as the change message
+itself. Hand-offs (`taken_over`) are never held back."""
+
+
+class AckPacer:
+    """When a stream's gathered acknowledgements go out: now, or at a time."""
+
+    __slots__ = ("every", "sent_at")
+
+    def __init__(self, every: float) -> None:
+        self.every = every  # 0: at once, always (sync backups wait for them)
+        self.sent_at = -1e18
+
+    def due(self, now: float, taken_over: bool) -> float:
+        """The time to send what was gathered (<= now: at once); a take-over goes at once."""
+        if taken_over or not self.every:
+            return now
+        return max(now, self.sent_at + self.every)
+
+    def sent(self, now: float) -> None:
+        self.sent_at = now

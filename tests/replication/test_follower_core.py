@@ -7,7 +7,7 @@ import random
 from typing import Any, NamedTuple
 
 from partitioning import PlacementConfig, build_table
-from replication.follower import Follower
+from replication.follower import AckPacer, Follower
 from replication.map_backups import MapBackups
 from replication.primary import Kind, Primary
 from replication.stream import Phase
@@ -102,3 +102,14 @@ def test_a_fill_is_ready_at_once_when_already_live_and_fails_with_its_stream() -
     assert f.state[p].phase is Phase.LIVE
     assert f.reconcile(table, now=1.0 + 61).unsubscribe == {owner: [q]}  # never adopted
     assert f.unheld(q, table)
+
+
+def test_acknowledgements_are_paced_unless_a_take_over_or_a_sync_write_waits() -> None:
+    paced = AckPacer(0.05)
+    assert paced.due(10.0, taken_over=False) == 10.0  # the first after a quiet spell: now
+    paced.sent(10.0)
+    assert paced.due(10.01, taken_over=False) == 10.05
+    assert paced.due(10.01, taken_over=True) == 10.01
+    eager = AckPacer(0.0)  # sync backups configured: someone may wait for every ack
+    eager.sent(10.0)
+    assert eager.due(10.001, taken_over=False) == 10.001
