@@ -65,6 +65,7 @@ from grid.replica import unpack_records
 from grid.routing import Routing
 from grid.store import Store, copies
 from proto import grid_pb2 as pb
+from replication import lww
 
 log = logs.get("grid.read_repair")
 
@@ -293,11 +294,11 @@ class ReadRepair:
                 now = self.store.clock()
                 for name, key, ts, member in probes:
                     mine = copies.key_record(self.store, p, name, key, now)
-                    version = (mine[4], mine[5]) if mine is not None else (0, 0)
-                    if version > (ts, member):
+                    version = (mine[4], mine[5]) if mine is not None else lww.ZERO
+                    if lww.newer(version, (ts, member)):
                         if version[0] <= cut:  # younger: still on its way down the stream
                             newer.append(mine)
-                    elif version < (ts, member):
+                    elif lww.newer((ts, member), version):
                         wanted.append((name, key, 0, 0))
             if newer or wanted:
                 reply.partitions.add(

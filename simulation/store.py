@@ -4,9 +4,12 @@ A value of None is a tombstone. Tombstones are never collected during a simulate
 run: the grace period of DESIGN.md (1 h in docs/replication.md's plan) outlasts
 any run we do, so collecting them would only model a case that cannot happen here.
 
-Every change goes through `apply`, the one last-writer-wins rule (`replication.hlc`
-order on `(ts, member)`); the snapshot, stream, anti-entropy and hand-off paths all
-use it, and its hook lets `invariants.py` check every change independently.
+Every change goes through `apply`, which decides by the one last-writer-wins merge
+(`replication.lww.write_wins`, as the real store does); the snapshot, stream,
+anti-entropy and hand-off paths all use it, and its hook lets `invariants.py` check
+every change independently. A tombstone here is a record like any other and there is
+no clear, expiry or eviction, so every record is a write of rule 1 (a delete a write
+of nothing) and no clear marker ever stands in the way (ZERO).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from replication.digest import LIVE, TOMBSTONE, Digest, bucket_of
+from replication.lww import ZERO, write_wins
 
 MAP = b"m"
 """One map per simulated cluster: the digest covers (map, key) like the real store."""
@@ -47,7 +51,7 @@ class Store:
         if part is None:
             part = self.parts[p] = {}
         old = part.get(key)
-        if old is not None and (ts, member) <= (old[1], old[2]):
+        if not write_wins((ts, member), None if old is None else (old[1], old[2]), ZERO):
             return False
         new = (value, ts, member)
         part[key] = new
