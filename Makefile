@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint soak bench proto clean
+.PHONY: run test lint soak bench proto clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/grid demo -n 3
 
-## make test: lint, then the whole default test suite (what CI runs).
-test: $(STAMP) lint
+## make test: lint, then the whole default test suite (what CI runs); first installs the
+## Debian packages the tests need when missing and root (docs/testing.md).
+test: $(STAMP) system-packages lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -31,10 +32,13 @@ soak: $(STAMP)
 	$(BIN)/pytest -m soak
 
 ## make bench: grid against a real Redis on loopback (installs redis-server if it can).
-bench: $(STAMP)
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server) \
-		|| echo "redis-server not available: the Redis columns will be skipped"
+bench: $(STAMP) system-packages
 	$(BIN)/grid bench
+
+## make system-packages: the Debian packages of .ci/system-packages.txt that are missing
+## (apt-get, as root; one line and on without root). Silent and offline when all are there.
+system-packages:
+	@bash .ci/system-packages
 
 ## make proto: regenerate the committed protobuf modules.
 proto: $(STAMP)

@@ -1,5 +1,6 @@
 """Per-partition replication: versions, merge rules, backup streams."""
 
-from replication.hlc import HybridClock, Version, newer
+from replication.hlc import HybridClock, Version
+from replication.lww import newer
 
 __all__ = ["HybridClock", "Version", "newer"]

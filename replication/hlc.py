@@ -1,4 +1,4 @@
-"""Hybrid logical clock versions and the one last-writer-wins rule.
+"""Hybrid logical clock versions (the last-writer-wins merge is replication/lww.py).
 
 Every record carries a version `(ts, member)`. `ts` is a 64-bit hybrid
 logical clock timestamp: the upper 48 bits are wall-clock milliseconds, the
@@ -7,8 +7,8 @@ wall clock does, it moves past any timestamp the member has seen (so causally
 later writes win), and it stays close to real time (so "last writer" means
 what an operator expects). `member` breaks ties between members that write
 the same key in the same millisecond and counter, which makes the order total:
-apply, anti-entropy and split-brain merge all use `newer()`, so merging is
-commutative, associative and idempotent.
+apply, anti-entropy and split-brain merge all decide by it (replication/lww.py),
+so merging is commutative, associative and idempotent.
 
 The clock is injected (a function returning wall milliseconds) so tests and
 the simulator drive it deterministically.
@@ -35,11 +35,6 @@ class Version(NamedTuple):
 
 
 ZERO = Version(0, 0)
-
-
-def newer(a: Version, b: Version) -> bool:
-    """Whether `a` wins over `b` under last-writer-wins."""
-    return a > b
 
 
 class HybridClock:

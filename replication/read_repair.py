@@ -33,6 +33,8 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from replication import lww
+
 MAX_QUEUED = 65_536  # keys waiting to be checked; more are not checked (see the docstring)
 MAX_PROBES = 4096  # keys per ReadRepair call
 
@@ -150,11 +152,11 @@ class Checker:
         wanted: list[Probe] = []
         for pr in probes:
             mine = self.key_record(p, pr.map_name, pr.key)
-            version = (mine[4], mine[5]) if mine is not None else (0, 0)
+            version = (mine[4], mine[5]) if mine is not None else lww.ZERO
             theirs = (pr.ts, pr.member)
-            if version > theirs:
+            if lww.newer(version, theirs):
                 if mine is not None and version[0] <= cut:  # younger: still on the stream
                     newer.append(mine)
-            elif version < theirs:
+            elif lww.newer(theirs, version):
                 wanted.append(Probe(pr.map_name, pr.key, 0, 0))
         return Answer(newer, wanted)

@@ -13,6 +13,9 @@ failing test never leaves a member behind.
 - `client` / `async_client` / `aio`: the sync Client, the AsyncClient on an
   event loop owned by the test thread (`aio.run(coro)` drives it).
 - `node` / `async_node`: an embedded grid.Node, sync (`with`) and async.
+
+tests/needs.py (loaded here as a plugin) says what a test needs from the machine and
+lists every skip at the end of a CI=true run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import pytest
 import grid
 from grid.cluster import LocalCluster, MemberProcess
 from tests.integration.support import AsyncRunner
+
+pytest_plugins = ["tests.needs"]
 
 _names = itertools.count(1)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from grid.store.entry import Entry
 from grid.store.stats import MapStats
+from replication import lww
 
-ZERO = (0, 0)
+ZERO = lww.ZERO  # no clear marker: older than every version
 
 
 class RecordMap:

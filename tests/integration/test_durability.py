@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +21,7 @@ import pytest
 
 import grid
 from grid.cluster import LocalCluster, MemberProcess
+from tests import needs
 from tests.integration.support import wait_partitions_settled
 
 pytestmark = pytest.mark.integration
@@ -205,8 +204,8 @@ def test_whole_cluster_killed_and_restarted_keeps_every_acknowledged_write(
 @contextlib.contextmanager
 def small_filesystem(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of our own (root only); always unmounted, also when the test fails."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small filesystem")
+    needs.root("mounting a small filesystem")
+    needs.command("mount")
     path.mkdir(parents=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import grid
+import grid.cluster  # grid.cluster.is_serving: grid/__init__ imports no submodule
 from tests.integration.support import (
     AsyncRunner,
     assert_member_healthy,

@@ -13,10 +13,9 @@ from redis.crc import key_slot
 
 from grid.bench.failover_vs_redis import RedisClusterProcs, SlotRouter, find_redis_cli
 from grid.bench.redis_side import find_redis_server
+from tests import needs
 
 pytestmark = pytest.mark.integration
-
-SERVER, CLI = find_redis_server(), find_redis_cli()
 
 
 def alive(pid: int) -> bool:
@@ -43,11 +42,11 @@ async def put_via_wrong_node(addresses: list[str], masters: list[str]) -> bytes 
         await router.close()
 
 
-@pytest.mark.skipif(SERVER is None or CLI is None, reason="redis-server or redis-cli missing")
 @pytest.mark.timeout(60)
 def test_redis_cluster_starts_ok_routes_and_stops_clean(tmp_path: Path) -> None:
-    assert SERVER is not None and CLI is not None
-    procs = RedisClusterProcs(SERVER, CLI, tmp_path)
+    server = find_redis_server() or needs.missing("redis-server")
+    cli = find_redis_cli() or needs.missing("redis-cli")
+    procs = RedisClusterProcs(server, cli, tmp_path)
     pids: list[int] = []
     try:
         procs.start(timeout=40)  # returns once every node says cluster_state:ok

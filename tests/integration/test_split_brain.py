@@ -28,6 +28,7 @@ from grid.netns import NetnsCluster, available
 from grid.routing import table_from_proto
 from partitioning import DEFAULT_PARTITION_COUNT, PartitionTable, partition_of
 from proto import grid_pb2 as pb
+from tests import needs
 from tests.integration.support import raw_channel, short_error, timed_wait
 
 pytestmark = pytest.mark.integration
@@ -109,7 +110,9 @@ class Admin:
 # ---- the cluster ---------------------------------------------------------------------------------
 @pytest.fixture
 def netns_cluster(no_grid_env: None, tmp_path: Path) -> Iterator[NetnsCluster]:
-    reason = available()
+    needs.root("network namespaces")
+    needs.command("ip")  # iproute2: `make test` installs it
+    reason = available()  # what no package brings: `ip netns add`, veth or bridges refused
     if reason is not None:
         pytest.skip(reason)
     logs = tmp_path / "logs"

@@ -1,6 +1,7 @@
 """ENOSPC on a real (tiny tmpfs) filesystem, and a directory that cannot be written.
 
-Needs root to mount; skips cleanly otherwise.  The mount is always undone."""
+Needs root to mount (and `mount`, which `make test` installs: tests/needs.py); skips
+cleanly otherwise.  The mount is always undone."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import pytest
 
 from persistence import Config, DataDirNotWritable, DiskFull, Log
 from persistence.layout import partition_dir
+from tests import needs
 from tests.persistence.conftest import put, state_of
 
 
 @contextlib.contextmanager
 def tmpfs(path: Path, opts: str) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    needs.root("mounting a tmpfs")
+    needs.command("mount")
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
