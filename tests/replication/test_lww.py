@@ -3,8 +3,6 @@ simulator's store deciding by them."""
 
 from __future__ import annotations
 
-from simulation.store import Store as SimStore
-
 from replication import lww
 from replication.hlc import Version
 from replication.lww import ZERO, clear_wins, cleared_by, newer, removes, write_wins
@@ -38,14 +36,3 @@ def test_a_clear_replaces_an_older_marker_and_removes_what_is_not_newer() -> Non
     assert not clear_wins((5, 1), (5, 1))
     assert cleared_by((5, 1), (5, 1)) and cleared_by((4, 9), (5, 1))
     assert not cleared_by((5, 2), (5, 1))
-
-
-def test_the_simulators_store_keeps_the_newest_record_in_any_order() -> None:
-    recs = [(b"k", b"a", 3, 1), (b"k", None, 5, 2), (b"k", b"b", 4, 3), (b"j", b"x", 1, 1)]
-    states = []
-    for order in (recs, recs[::-1], recs[1:] + recs[:1]):
-        s = SimStore("m")
-        for key, value, ts, member in order + order:  # each twice: idempotent
-            s.apply(0, key, value, ts, member)
-        states.append(s.parts[0])
-    assert states[0] == states[1] == states[2] == {b"k": (None, 5, 2), b"j": (b"x", 1, 1)}
