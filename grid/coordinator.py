@@ -31,6 +31,7 @@ from grid.map_backups import map_backups
 from grid.peers import Peers
 from grid.replica import Replicator
 from grid.routing import Routing, table_from_proto
+from membership.config import Config as MembershipConfig
 from partitioning import PartitionTable, PlacementConfig
 from partitioning.decisions import (
     AskTables,
@@ -57,6 +58,14 @@ log = logs.get("grid.coordinator")
 
 TICK_S = 1.0
 RPC_TIMEOUT_S = 5.0
+PULSE_S = 0.1  # how often the loop notes that it runs (see `stalled`)
+_gossip = MembershipConfig()
+STALL_FENCE_S = _gossip.suspicion_mult * _gossip.probe_interval
+"""A stall of the event loop this long (SIGSTOP, a VM paused, a swap storm) may have
+been long enough for the others to declare this member dead and fail its partitions
+over: the shortest suspicion timeout (2 s at the gossip defaults). After it the member
+serves nothing until it has asked the live members for their tables (`fence`)."""
+CONFIRM_TABLE_S = 3 * STALL_FENCE_S  # a fence asks this long at most, then serves anyway
 FILL_TIMEOUT_S = 30.0  # how long a member follows a partition waiting for it to be live
 LIVE_STATES = ("alive", "suspect")
 
@@ -96,6 +105,10 @@ class Coordinator:
         self.live_count = 1  # members this member sees alive, itself included
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._pulse_at = time.monotonic()
+        self._pulse: asyncio.TimerHandle | None = None
+        self._fence: asyncio.Task[None] | None = None
+        self.fences = 0
 
     @property
     def acting(self) -> bool:
@@ -122,8 +135,13 @@ class Coordinator:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="grid-coordinator")
+        self._beat()
 
     async def stop(self) -> None:
+        if self._pulse is not None:
+            self._pulse.cancel()
+        if self._fence is not None:
+            self._fence.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -132,6 +150,53 @@ class Coordinator:
 
     def wake(self) -> None:
         self._wake.set()
+
+    # ---- a stalled member fences itself ---------------------------------------------------------
+    def _beat(self) -> None:
+        self.stalled()
+        self._pulse_at = time.monotonic()
+        self._pulse = asyncio.get_running_loop().call_later(PULSE_S, self._beat)
+
+    def stalled(self) -> bool:
+        """Whether the event loop stood still for longer than `STALL_FENCE_S` since its last
+        pulse; if so the member fences itself. Called by the pulse and before every client
+        batch: after a SIGCONT the loop may serve queued requests before the pulse's timer
+        runs, and those must not be answered from a copy the cluster has moved past."""
+        gap = time.monotonic() - self._pulse_at
+        if gap <= STALL_FENCE_S or self._fence is not None:
+            return self._fence is not None
+        self.fences += 1
+        log.warning("the loop stood still longer than failure detection: serving nothing "
+                    "until the cluster's table is confirmed", seconds=round(gap, 3))  # fmt: skip
+        self._pulse_at = time.monotonic()
+        self.routing.fence()
+        self._fence = asyncio.get_running_loop().create_task(self._confirm_table())
+        return True
+
+    async def _confirm_table(self) -> None:
+        """Adopt the newest table the live members have (another coordinator may have
+        failed this member's partitions over, or published tables it missed), then serve
+        by it. Members that do not answer are asked again for `CONFIRM_TABLE_S` at most;
+        after that the member serves by what it has (it may be the one that stayed)."""
+        started = time.monotonic()
+        version = self.routing.version
+        try:
+            while True:
+                everyone = await self._adopt(self.live())
+                if everyone or self.routing.version != version:
+                    break
+                if time.monotonic() - started > CONFIRM_TABLE_S:
+                    log.warning("table not confirmed by every member; serving again")
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            self.routing.unfence()
+            if self.routing.version == version:
+                self._follow_table()  # same table: streams that broke meanwhile start again
+            self._fence = None
+            self._wake.set()
+            log.info("serving again after a stall", table_version=self.routing.version,
+                     seconds=round(time.monotonic() - started, 3))  # fmt: skip
 
     def on_member(self, kind: str, member: ClusterMember) -> None:
         self.live()  # keep live_count current for the write gate (min_cluster_size)

@@ -54,6 +54,7 @@ class Routing:
         self.addresses: dict[str, str] = {me: address}
         self.moved: dict[int, tuple[str, int]] = {}
         self.early: dict[int, int] = {}
+        self.fenced = False  # serve nothing (grid/coordinator.py: back from a stall)
         self.listeners: list[TableListener] = []
         self._watchers: set[asyncio.Queue[pb.PartitionTable]] = set()
         self._path = Path(data_dir) / TABLE_FILE if data_dir else None
@@ -110,6 +111,9 @@ class Routing:
         """Rebuild store.owned (caller holds the store lock)."""
         owned = bytearray(self.partitions)
         table = self.table
+        if self.fenced:
+            self.store.owned = owned
+            return
         if table is not None:
             for p in table.partitions_of(self.me).primary:
                 owned[p] = 1
@@ -132,6 +136,18 @@ class Routing:
         self.moved.pop(partition, None)
         assert self.store.owned is not None
         self.store.owned[partition] = 1
+
+    def fence(self) -> None:
+        """Serve no partition until `unfence` (the store answers NotOwner), whatever the
+        table says: the member may have been failed over while it stood still."""
+        with self.store.lock:
+            self.fenced = True
+            self._recompute()
+
+    def unfence(self) -> None:
+        with self.store.lock:
+            self.fenced = False
+            self._recompute()
 
     def take_back(self, partition: int) -> None:
         """A hand-off failed before the new owner took over: serve it again (lock held)."""

@@ -88,8 +88,10 @@ class GridService:
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
             )
         executor = self.executor
-        if self._sync_any and self.cluster is not None:
-            self.cluster.replicator.take_touched()  # only this batch's changes count
+        if self.cluster is not None:
+            self.cluster.coordinator.stalled()  # a member back from a pause fences first
+            if self._sync_any:
+                self.cluster.replicator.take_touched()  # only this batch's changes count
         reply = executor.execute(request)
         elsewhere = bool(executor.misrouted or executor.fanout)
         sync = self._sync_for(request)
@@ -190,8 +192,10 @@ class GridService:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
                 )
-            if self._sync_any and self.cluster is not None:
-                self.cluster.replicator.take_touched()  # only this batch's changes count
+            if self.cluster is not None:
+                self.cluster.coordinator.stalled()  # a member back from a pause fences first
+                if self._sync_any:
+                    self.cluster.replicator.take_touched()  # only this batch's changes count
             reply = execute(request)
             token = executor.last_token
             sync = self._sync_for(request)
