@@ -202,7 +202,7 @@ class Followers:
         self.upstreams: dict[str, Upstream] = {}
         self._ready: dict[int, list[asyncio.Future[bool]]] = {}
         self.bytes_received = 0
-        self.handed_over: dict[int, asyncio.Event] = {}
+        self.takeovers: dict[int, asyncio.Event] = {}  # partitions whose take-over someone awaits
         self._retry: asyncio.TimerHandle | None = None
         self._dropper: asyncio.Task[None] | None = None
         self._drop_again = False
@@ -369,7 +369,7 @@ class Followers:
             gc.freeze()  # a filled copy is long-lived: see grid/member.py
         taken = [p for p, _ in got.taken]
         for p in taken:
-            ev = self.handed_over.pop(p, None)
+            ev = self.takeovers.pop(p, None)
             if ev is not None:
                 ev.set()
         if got.resync:
@@ -395,11 +395,11 @@ class Followers:
         for p in failed:
             self._resolve(p, False)
 
-    def wait_handover(self, partition: int) -> asyncio.Event | None:
+    def wait_takeover(self, partition: int) -> asyncio.Event | None:
         """An event set when the partition is handed to us, if we are following it."""
         if partition not in self.core.source_of:
             return None
-        return self.handed_over.setdefault(partition, asyncio.Event())
+        return self.takeovers.setdefault(partition, asyncio.Event())
 
     def in_flight(self) -> int:
         return self.core.in_flight()

@@ -90,7 +90,7 @@ class Forwarder:
             if op.code in FANOUT and request.hops == 0 and results[i].status == pb.OK
         ]  # fmt: skip
         jobs = [self._forward(owner, idx, request, results) for owner, idx in groups.items()]
-        jobs += [self._await_handover(p, idx, request, results) for p, idx in local_wait.items()]
+        jobs += [self._await_takeover(p, idx, request, results) for p, idx in local_wait.items()]
         if fanout:
             jobs.append(self._fanout(fanout, request, results))
         if jobs:
@@ -124,10 +124,10 @@ class Forwarder:
         for i, r in zip(idx, answer.results, strict=True):
             results[i].CopyFrom(r)
 
-    async def _await_handover(
+    async def _await_takeover(
         self, p: int, idx: list[int], request: pb.BatchRequest, results: list[pb.Result]
     ) -> None:
-        event = self.rt.followers.wait_handover(p)
+        event = self.rt.followers.wait_takeover(p)
         if event is None or request.hops == 0:
             for i in idx:
                 results[i].error = f"partition {p} is moving; retry"
