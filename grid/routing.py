@@ -115,10 +115,12 @@ class Routing:
         self.store.owned[partition] = 0
 
     def handed_over(self, partition: int, epoch: int) -> None:
-        """The partition was handed to this member (caller holds the store lock)."""
-        self.ownership.handed_over(partition, epoch)
-        assert self.store.owned is not None
-        self.store.owned[partition] = 1
+        """The partition was handed to this member (caller holds the store lock); it
+        serves it unless a table in use already settled the hand-off without it
+        (Ownership.handed_over)."""
+        if self.ownership.handed_over(partition, epoch):
+            assert self.store.owned is not None
+            self.store.owned[partition] = 1
 
     def take_back(self, partition: int) -> None:
         """A hand-off failed before the new owner took over: serve it again (lock held)."""

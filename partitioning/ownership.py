@@ -8,7 +8,8 @@ corrected by the hand-offs it took part in:
 * `moved[p] = Moved(N, e)`: this member handed p to N and must not serve it any
   more, whatever a table older than epoch e says;
 * `early[p] = e`: p was handed *to* this member, which serves it although its
-  tables do not show it before epoch e.
+  tables do not show it before epoch e (unless the table in use is of epoch e
+  or later already: it settled the hand-off, see `handed_over`).
 
 The epoch comes from the coordinator with the hand-off: the epoch of its next
 table. A table of an earlier epoch that arrives late (a slow publish) cannot
@@ -110,10 +111,19 @@ class Ownership:
         self.moved[partition] = Moved(to, epoch)
         self.early.pop(partition, None)
 
-    def handed_over(self, partition: int, epoch: int) -> None:
-        """The partition was handed to this member; a table of `epoch` will show it."""
+    def handed_over(self, partition: int, epoch: int) -> bool:
+        """The partition was handed to this member; a table of `epoch` will show it.
+        True if this member serves it now. A table of that epoch or later in use
+        already settled the hand-off without it: the coordinator published it after the
+        source gave up waiting and took the partition back (this member was paused, or
+        the hand-off was slow), or it comes from another coordinator's lineage (a split
+        heals) that places the partition elsewhere. Serving it then would make a second
+        primary under that table; the next table settles the rest."""
+        if self.table is not None and self.table.epoch >= epoch:
+            return False
         self.early[partition] = epoch
         self.moved.pop(partition, None)
+        return True
 
     def take_back(self, partition: int) -> bool:
         """A hand-off failed before the new owner took over: serve it again. True if

@@ -100,3 +100,17 @@ def owned_by(t: PartitionTable, me: str) -> bytearray:
     for p in primaries(t, me):
         out[p] = 1
     return out
+
+
+def test_a_hand_off_that_arrives_after_the_table_of_its_epoch_is_not_served():
+    """The source gave up waiting (the new owner was paused) and took the partition back;
+    the coordinator published the table of the confirm epoch with the old lists. A
+    HANDOFF applied after that table must not make a second primary under it."""
+    t = table(3)
+    b = Ownership("b", 16)
+    b.install(t)
+    p = min(primaries(t, "a"))
+    assert not b.handed_over(p, 3)  # the table of epoch 3 settled it already
+    assert not b.serves(p) and b.early == {}
+    assert b.handed_over(p, 4)  # a hand-off the next table will show
+    assert b.serves(p)
