@@ -80,6 +80,11 @@ from partitioning.succession import coordinator_of
 from partitioning.table import PartitionTable, build_table
 from partitioning.wave import Wave
 
+LEAVE_GRACE_S = 30.0
+"""A member whose leave was answered done leaves the gossip at once (seconds to be seen
+gone). One still live this long after is not leaving any more: it restarted quicker
+than the failure detector, or stayed; it takes partitions again."""
+
 Round = Generator[Decision, Report, None]
 R = TypeVar("R", TablesAsked, Published, Filled, HandedOff)
 
@@ -118,6 +123,7 @@ class Rebalancer:
         self.started = started
         self.table: PartitionTable | None = None  # the table installed on this member
         self.leaving: set[str] = set()  # members that asked to leave (or went silent then)
+        self._released: dict[str, float] = {}  # leavers answered done -> when
         self.waiting: set[str] = set()  # named by the saved table, not seen since start
         self.acting = False  # whether this member coordinated in its last round
         self.pending = 0  # partitions still to move (coordinator only)
@@ -143,8 +149,14 @@ class Rebalancer:
         self.waiting = set(saved.members) - {self.me}
 
     def observe(self, live: Mapping[str, str]) -> None:
-        """Members in sight are not waited for any more."""
+        """Members in sight are not waited for any more. A leaving member out of sight
+        is gone: if it comes back (a restart keeps its name with its data dir), it is
+        a member like any other, not leaving."""
         self.waiting.difference_update(live)
+        if self.leaving:
+            for m in [m for m in self.leaving if m not in live and m != self.me]:
+                self.leaving.discard(m)
+                self._released.pop(m, None)
 
     def seen(self, member: str) -> None:
         """Membership says `member` joined or is alive."""
@@ -170,6 +182,10 @@ class Rebalancer:
             self._round.close()
         self._view = view
         self.observe(view.live)
+        for m, at in list(self._released.items()):
+            if view.now - at > LEAVE_GRACE_S:  # still here: it stays after all
+                self.leaving.discard(m)
+                del self._released[m]
         self._round = self._run(view)
         return self._advance(None)
 
@@ -372,6 +388,7 @@ class Rebalancer:
     def leave_progress(self, member: str) -> LeaveAnswer | None:
         """The answer to `member`'s Leave once there is one (None: keep waiting)."""
         if self.table is not None and not holds_anything(self.table, member):
+            self._released.setdefault(member, self._view.now)
             return LeaveAnswer(True)
         if self.me in self.leaving and member != self.me:
             return leaving_too(self.me)

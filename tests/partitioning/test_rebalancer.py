@@ -22,7 +22,7 @@ from partitioning.leave import (
     DepartureEnd,
     LeaveAnswer,
 )
-from partitioning.rebalancer import Rebalancer, View
+from partitioning.rebalancer import LEAVE_GRACE_S, Rebalancer, View
 from partitioning.succession import coordinator_of, newest_table
 from partitioning.table import build_table
 from tests.partitioning.cluster import Cluster, address
@@ -283,6 +283,40 @@ def test_a_leaver_is_released_then_answered_once_it_holds_nothing():
     released = notes(cluster, "leaving members released")[-1].fields
     assert released == {"leavers": ["c"], "handed_off": len(held)}
     assert cluster.members["a"].table.replica_lists == target("abd")
+
+
+def test_a_member_that_left_and_came_back_takes_partitions_again():
+    """A rolling restart: the member leaves gracefully, then starts again with the same
+    name (its data dir keeps it). The coordinator that answered its leave must not take
+    it for a leaver any more once it was gone."""
+    cluster = settled("abcd")
+    assert cluster.leave("c").done
+    cluster.settle()
+    assert cluster.members["a"].table.replica_lists == target("abd")
+    cluster.start("c")
+    cluster.settle()
+    assert "c" not in cluster.members["a"].leaving
+    assert cluster.members["a"].table.replica_lists == target("abcd")
+
+
+def test_a_leaver_that_restarted_before_it_was_seen_gone_stays_after_a_grace():
+    """A leaver that crashed and restarted quicker than the failure detector never
+    leaves the coordinator's sight: once its leave was answered and the grace passed,
+    it is a member like any other again."""
+    cluster = settled("abcd")
+    a = cluster.members["a"]
+    assert a.leave_requested("c", cluster.view().live) is None
+    for _ in range(10):
+        cluster.round("a")
+        if a.leave_progress("c") is not None:
+            break
+    assert a.leave_progress("c") == LeaveAnswer(True)
+    cluster.start("c")  # a new incarnation, never seen gone
+    cluster.settle()
+    assert a.table.replica_lists == target("abd")  # still taken for a leaver
+    cluster.now += LEAVE_GRACE_S + 1
+    cluster.settle()
+    assert "c" not in a.leaving and a.table.replica_lists == target("abcd")
 
 
 def test_leave_answers():
