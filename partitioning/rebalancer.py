@@ -39,6 +39,10 @@ Tables are published only between steps, never while a hand-off is in
 flight, so a table installed after a hand-off already shows it. Each
 published table is one epoch above the installed one (or above another
 lineage seen), and a hand-off carries the epoch of the table that will show it.
+That table is published even when the hand-off failed and no list changed:
+a source that gave up waiting serves the partition again, while the new owner
+may have taken it over and only its word was lost; until a table of that
+epoch reaches the new owner, both serve it (partitioning/ownership.py).
 
 The round is written as a generator (each `yield` is a decision, its value
 the report), so it reads in the order it runs; `begin` and `step` are the only
@@ -286,7 +290,7 @@ class Rebalancer:
                     {"leavers": sorted(leavers), "handed_off": handed},
                 )
             released = release.handed_off(failed)
-            if released != layout:
+            if released != layout or failed:  # a failed hand-off's epoch must come too
                 layout = released
                 yield from self._publish(self._layout_table(layout, live), live)
         # 3. move what differs from the target, a wave at a time
@@ -329,7 +333,7 @@ class Rebalancer:
                     {"partitions": sorted(wave.failed)},
                 )
             self.pending = max(0, len(todo) - i - len(wave.partitions))
-            if moved != layout:
+            if moved != layout or failed:  # a failed hand-off's epoch must come too
                 layout = moved
                 yield from self._publish(self._layout_table(layout, live), live)
         self.pending = 0

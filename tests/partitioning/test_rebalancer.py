@@ -198,6 +198,25 @@ def test_a_failed_hand_off_keeps_the_old_primary():
     assert cluster.members["a"].table.replica_lists == after
 
 
+@pytest.mark.parametrize("wave_size", [1, 2])
+def test_every_hand_off_is_followed_by_the_table_of_its_epoch_even_a_failed_one(wave_size: int):
+    """A failed hand-off may have been taken over with only the new owner's word lost:
+    it serves the partition by the hand-off until a table of the confirm epoch comes,
+    while the source took it back. So that table comes at once, even when no list
+    changed."""
+    cluster = settled("abc", wave_size=wave_size)
+    cluster.fail_handoffs = set(range(PLACEMENT.partition_count))  # every hand-off fails
+    cluster.start("d")
+    cluster.round("d")
+    decisions = cluster.round("a")
+    handoffs = [i for i, d in enumerate(decisions) if isinstance(d, Handoff)]
+    assert handoffs
+    for i in handoffs:  # before anything else is asked of a member
+        following = next(d for d in decisions[i + 1 :] if not isinstance(d, Note))
+        assert isinstance(following, Publish)
+        assert following.table.epoch == decisions[i].confirm_epoch
+
+
 @pytest.mark.parametrize("change", ["gone", "leaving", "smaller name"])
 def test_waves_stop_for_what_the_next_round_must_do_first(change: str):
     cluster = settled("abc", wave_size=1)
