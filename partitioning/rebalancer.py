@@ -20,9 +20,10 @@ and every second):
    (`AskTables`). Then, if this member does not coordinate, the round ends.
    A coordinator that still has no table builds the first one from the live
    members, unless some member did not answer (it may hold one).
-2. Members that missed a publish get the table again (`Resend`). A member
-   that answered with a table of another lineage makes the coordinator
-   republish above it (epochs.py); a member seen at another address than the
+2. Members that missed a publish, or whose last answer is older than
+   `TABLE_CHECK_S`, get the table again (`Resend`). A member that answered
+   with a table of another lineage makes the coordinator republish above it
+   (epochs.py); a member seen at another address than the
    one the table was sent with makes it republish, so clients learn it.
 3. Failover (failover.py): members that are gone leave every list at once
    and the result is published. A member named by the saved table of a
@@ -89,6 +90,13 @@ LEAVE_GRACE_S = 30.0
 gone). One still live this long after is not leaving any more: it restarted quicker
 than the failure detector, or stayed; it takes partitions again."""
 
+TABLE_CHECK_S = 10.0
+"""How old a member's last answer to a publish may be before the coordinator sends it
+the table again. A member may install another coordinator's table after answering
+ours (views disagreed for a moment: a flapping link, a heal), and nothing else tells
+us: without a fresh answer the cluster would keep two tables until the next change.
+A resend is one small RPC per member per 10 s."""
+
 Round = Generator[Decision, Report, None]
 R = TypeVar("R", TablesAsked, Published, Filled, HandedOff)
 
@@ -132,6 +140,7 @@ class Rebalancer:
         self.acting = False  # whether this member coordinated in its last round
         self.pending = 0  # partitions still to move (coordinator only)
         self._published: dict[str, int] = {}  # member -> version it answered with
+        self._answered_at: dict[str, float] = {}  # member -> when
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
         self._overtake = False  # a member holds a table of another lineage
@@ -170,6 +179,7 @@ class Rebalancer:
         """`member` answered a publish holding `version`. True if that is another
         lineage's table (epochs.py): the runtime should run a round soon."""
         self._published[member] = version
+        self._answered_at[member] = self._view.now
         if another_lineage(self.version, version):
             self._epoch_floor = max(self._epoch_floor, epoch_of(version))
             self._overtake = True
@@ -232,8 +242,17 @@ class Rebalancer:
         assert table is not None
         if now - self.started > self.restart_wait_s:
             self.waiting.clear()  # waited long enough: their partitions go to others
-        # members behind on the table (a publish failed) get it again
-        behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
+        # members behind on the table (a publish failed) get it again, and so does every
+        # member whose last answer is old (it may hold another coordinator's table since)
+        behind = [
+            m
+            for m in live
+            if m != self.me
+            and (
+                self._published.get(m, -1) != table.version
+                or now - self._answered_at.get(m, now) > TABLE_CHECK_S
+            )
+        ]
         if any(live[m] for m in behind):
             yield Resend(live, tuple(m for m in behind if live[m]))
         if self._overtake:  # members ignore our table: overtake theirs

@@ -22,7 +22,7 @@ from partitioning.leave import (
     DepartureEnd,
     LeaveAnswer,
 )
-from partitioning.rebalancer import LEAVE_GRACE_S, Rebalancer, View
+from partitioning.rebalancer import LEAVE_GRACE_S, TABLE_CHECK_S, Rebalancer, View
 from partitioning.succession import coordinator_of, newest_table
 from partitioning.table import build_table
 from tests.partitioning.cluster import Cluster, address
@@ -256,6 +256,23 @@ def test_a_member_holding_another_lineage_is_overtaken():
     assert isinstance(decisions[0], Resend) and decisions[0].to == ("b",)
     assert notes(cluster, "a member holds a table of another lineage; republishing above it")
     assert publishes(decisions)[0].epoch == epoch_of(foreign.version) + 1
+    assert b.table == a.table and a.table.replica_lists == target("abc")
+
+
+def test_a_member_that_took_another_table_after_answering_is_found_out():
+    """Views disagreed for a moment after a heal: b answered a's publish, then another
+    coordinator gave it a table of a higher epoch. Nothing tells a; once b's answer is
+    older than TABLE_CHECK_S, a sends its table again, sees the other lineage and
+    overtakes it."""
+    cluster = settled("abc")
+    a, b = cluster.members["a"], cluster.members["b"]
+    foreign = build_table(["b", "c"], a.table.epoch + 2, PLACEMENT)
+    b.installed(foreign)  # after it answered a
+    assert not [d for d in cluster.round("a") if isinstance(d, Resend)]  # a does not know
+    cluster.now += TABLE_CHECK_S + 1
+    decisions = cluster.round("a")
+    assert isinstance(decisions[0], Resend) and set(decisions[0].to) == {"b", "c"}
+    assert publishes(decisions)[0].epoch == foreign.epoch + 1
     assert b.table == a.table and a.table.replica_lists == target("abc")
 
 
