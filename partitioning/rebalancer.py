@@ -33,8 +33,9 @@ and every second):
 5. Waves (wave.py): the target is the placement of the live members that stay
    plus those waited for; partitions whose list differs move
    `wave_size` at a time: fill, hand off, publish. Before each wave the round
-   stops if this member no longer coordinates, a member asked to leave, or a
-   member is gone, so the next round handles that first.
+   stops if this member no longer coordinates, a member asked to leave, a
+   member is gone or joined, or a member answered with another lineage's table
+   (our publishes are ignored), so the next round handles that first.
 
 Tables are published only between steps, never while a hand-off is in
 flight, so a table installed after a hand-off already shows it. Each
@@ -334,6 +335,10 @@ class Rebalancer:
                 return  # a member asked to leave: release it first (next round, at once)
             if set(live) - set(latest):
                 return  # a member is gone: fail over first (next round, at once)
+            if set(latest) - set(live):
+                return  # a member joined (came back): the target changed (next round)
+            if self._overtake:
+                return  # members ignore our tables: overtake theirs first (next round)
             wave = Wave(todo[i : i + self.wave_size], layout, target, live, self.narrowest)
             fills = wave.fills()
             failed: frozenset[int] = frozenset()

@@ -217,7 +217,9 @@ def test_every_hand_off_is_followed_by_the_table_of_its_epoch_even_a_failed_one(
         assert following.table.epoch == decisions[i].confirm_epoch
 
 
-@pytest.mark.parametrize("change", ["gone", "leaving", "smaller name"])
+@pytest.mark.parametrize(
+    "change", ["gone", "leaving", "smaller name", "joined", "another lineage"]
+)
 def test_waves_stop_for_what_the_next_round_must_do_first(change: str):
     cluster = settled("abc", wave_size=1)
     cluster.start("d")
@@ -230,6 +232,10 @@ def test_waves_stop_for_what_the_next_round_must_do_first(change: str):
         cluster.crash("c")  # fail over first
     elif change == "leaving":
         assert core.leave_requested("b", cluster.view().live) is None  # release it first
+    elif change == "joined":
+        cluster.start("e")  # the target changed
+    elif change == "another lineage":  # b answered a publish with a higher epoch
+        assert core.answered("b", build_table(["b", "c"], core.table.epoch + 5).version)
     else:
         cluster.start("0")  # it coordinates now
     assert core.step(None, cluster.view()) is None
