@@ -217,9 +217,7 @@ def test_every_hand_off_is_followed_by_the_table_of_its_epoch_even_a_failed_one(
         assert following.table.epoch == decisions[i].confirm_epoch
 
 
-@pytest.mark.parametrize(
-    "change", ["gone", "leaving", "smaller name", "joined", "another lineage"]
-)
+@pytest.mark.parametrize("change", ["gone", "leaving", "smaller name", "joined", "another lineage"])
 def test_waves_stop_for_what_the_next_round_must_do_first(change: str):
     cluster = settled("abc", wave_size=1)
     cluster.start("d")
