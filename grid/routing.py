@@ -1,27 +1,22 @@
-"""Which partitions this member serves, and where everything else goes.
+"""Which partitions this member serves, and where everything else goes: the IO
+around `partitioning.ownership.Ownership`.
 
 The partition table (partitioning/table.py) comes from the coordinator
-(grid/coordinator.py) and names, per partition, the primary and its backups.
-It changes in steps, and between two steps a hand-off may already have
-happened that the next table will only confirm:
+(grid/coordinator.py) and changes in steps; between two steps a hand-off may
+already have happened that the next table will only confirm. What a member
+serves across tables and hand-offs (`moved`, `early`, `owner`, `serves`) is
+decided by the Ownership core; this module carries it out:
 
-* `moved[p] = (N, e)`: this member handed partition p to N (grid/replica.py)
-  and must not serve it any more, whatever a table older than epoch e says;
-* `early[p] = e`: partitions handed *to* this member that its tables do not
-  show as its own before epoch e.
-
-The epoch comes from the coordinator with the hand-off: its next table. A
-table of an earlier epoch that arrives late (a slow publish) cannot undo the
-hand-off, so neither member drops or stops serving what it should hold.
-
-`store.owned` is the one thing the hot path reads: a bytearray of the
-partitions this member serves as primary right now (table, minus moved,
-plus early). The store raises NotOwner for anything else before touching it,
-and the server forwards those operations (grid/forwarding.py).
-
-The installed table is also saved to `data_dir/table.json`, so that a member
-restarting from disk knows who held what (grid/coordinator.py waits for
-those members before handing their partitions to others).
+* `store.owned` is the one thing the hot path reads: a bytearray of the
+  partitions this member serves as primary right now (the core's `owned`),
+  kept under the store lock. The store raises NotOwner for anything else
+  before touching it, and the server forwards those operations
+  (grid/forwarding.py).
+* The installed table is saved to `data_dir/table.json`, so that a member
+  restarting from disk knows who held what (grid/coordinator.py waits for
+  those members before handing their partitions to others).
+* Member addresses, the table's wire form, WatchTable streams and table
+  listeners.
 """
 
 from __future__ import annotations
@@ -36,6 +31,7 @@ from typing import Any
 from grid import logs
 from grid.store import Store
 from partitioning import PartitionTable
+from partitioning.ownership import Moved, Ownership, Verdict
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.routing")
@@ -50,11 +46,8 @@ class Routing:
         self.address = address
         self.store = store
         self.partitions = store.partitions
-        self.table: PartitionTable | None = None
+        self.ownership = Ownership(me, store.partitions)
         self.addresses: dict[str, str] = {me: address}
-        self.moved: dict[int, tuple[str, int]] = {}
-        self.early: dict[int, int] = {}
-        self.fenced = False  # serve nothing (grid/coordinator.py: back from a stall)
         self.listeners: list[TableListener] = []
         self._watchers: set[asyncio.Queue[pb.PartitionTable]] = set()
         self._path = Path(data_dir) / TABLE_FILE if data_dir else None
@@ -63,32 +56,40 @@ class Routing:
 
     # ---- the table ---------------------------------------------------------------------------
     @property
+    def table(self) -> PartitionTable | None:
+        return self.ownership.table
+
+    @property
+    def moved(self) -> dict[int, Moved]:
+        return self.ownership.moved
+
+    @property
+    def early(self) -> dict[int, int]:
+        return self.ownership.early
+
+    @property
     def version(self) -> int:
-        return self.table.version if self.table is not None else 0
+        return self.ownership.version
 
     def install(self, table: PartitionTable, addresses: dict[str, str]) -> bool:
         """Adopt a table if it is newer than ours (or the first); True if adopted."""
-        if table.partition_count != self.partitions:
+        verdict = self.ownership.verdict(table)
+        if verdict is Verdict.WRONG_COUNT:
             log.error(
                 "table refused: wrong partition count",
                 theirs=table.partition_count,
                 ours=self.partitions,
             )
             return False
-        current = self.table
-        if current is not None and not table.newer_than(current):
-            if table.version != current.version:
-                log.debug("older table ignored", version=table.version, ours=current.version)
+        if verdict is not Verdict.INSTALL:
+            if verdict is Verdict.OLDER:
+                log.debug("older table ignored", version=table.version, ours=self.version)
             return False
-        self.table = table
         self.addresses = {**self.addresses, **addresses, self.me: self.address}
         self._proto = None
         with self.store.lock:
-            # hand-offs a table of their epoch or later has settled (shown or undone)
-            epoch = table.epoch
-            self.moved = {p: m for p, m in self.moved.items() if m[1] > epoch}
-            self.early = {p: e for p, e in self.early.items() if e > epoch}
-            self._recompute()
+            self.ownership.install(table)
+            self.store.owned = self.ownership.owned()
         self._save()
         for q in list(self._watchers):
             q.put_nowait(self.to_proto())
@@ -107,52 +108,36 @@ class Routing:
         )
         return True
 
-    def _recompute(self) -> None:
-        """Rebuild store.owned (caller holds the store lock)."""
-        owned = bytearray(self.partitions)
-        table = self.table
-        if self.fenced:
-            self.store.owned = owned
-            return
-        if table is not None:
-            for p in table.partitions_of(self.me).primary:
-                owned[p] = 1
-        for p in self.moved:
-            owned[p] = 0
-        for p in self.early:
-            owned[p] = 1
-        self.store.owned = owned
-
     def handed_off(self, partition: int, to: str, epoch: int) -> None:
         """This member gave the partition away (caller holds the store lock)."""
-        self.moved[partition] = (to, epoch)
-        self.early.pop(partition, None)
+        self.ownership.handed_off(partition, to, epoch)
         assert self.store.owned is not None
         self.store.owned[partition] = 0
 
     def handed_over(self, partition: int, epoch: int) -> None:
-        """The partition was handed to this member (caller holds the store lock)."""
-        self.early[partition] = epoch
-        self.moved.pop(partition, None)
-        assert self.store.owned is not None
-        self.store.owned[partition] = 1
+        """The partition was handed to this member (caller holds the store lock); it
+        serves it unless a table in use already settled the hand-off without it
+        (Ownership.handed_over)."""
+        if self.ownership.handed_over(partition, epoch):
+            assert self.store.owned is not None
+            self.store.owned[partition] = 1
 
     def fence(self) -> None:
         """Serve no partition until `unfence` (the store answers NotOwner), whatever the
         table says: the member may have been failed over while it stood still."""
         with self.store.lock:
-            self.fenced = True
-            self._recompute()
+            self.ownership.fenced = True
+            self.store.owned = self.ownership.owned()
 
     def unfence(self) -> None:
         with self.store.lock:
-            self.fenced = False
-            self._recompute()
+            self.ownership.fenced = False
+            self.store.owned = self.ownership.owned()
 
     def take_back(self, partition: int) -> None:
         """A hand-off failed before the new owner took over: serve it again (lock held)."""
-        if self.moved.pop(partition, None) is not None:
-            self._recompute()
+        if self.ownership.take_back(partition):
+            self.store.owned = self.ownership.owned()
 
     # ---- questions ---------------------------------------------------------------------------
     def serves(self, partition: int) -> bool:
@@ -161,11 +146,7 @@ class Routing:
 
     def owner(self, partition: int) -> str | None:
         """Who serves the partition, as far as this member knows (None: no table yet)."""
-        if partition in self.moved:
-            return self.moved[partition][0]
-        if partition in self.early:
-            return self.me
-        return self.table.owner(partition) if self.table is not None else None
+        return self.ownership.owner(partition)
 
     def set_address(self, member: str, address: str) -> None:
         """Membership's word on where a member answers (fresher than a saved table's)."""

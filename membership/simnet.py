@@ -13,6 +13,8 @@ wall clock.  Same seed and same calls give the same run, bit for bit, which
 `SimNetwork.digest()` (a hash of every send) makes checkable.
 
 Faults: per-link loss/delay/jitter, partitions between groups of hosts,
+one-way cuts (hosts of one group cannot send to those of another, while the
+other way works: a firewall rule or a broken route in one direction),
 pausing a host (a CPU stall: its timers and inbound messages wait until it
 resumes, then run in their original order), slowing a host (a CPU-starved or
 overloaded process: every inbound message is handled `lag` seconds late, in
@@ -155,6 +157,7 @@ class SimNetwork:
         self._links: dict[tuple[str, str], Link] = {}
         self._hosts: dict[str, _Host] = {}
         self._group: dict[str, int] = {}
+        self._one_way: tuple[frozenset[str], frozenset[str]] | None = None
         self._fifo: dict[tuple[str, str], float] = {}
         self.stats = NetStats()
         self._trace = hashlib.blake2b(digest_size=16) if trace else None
@@ -254,10 +257,19 @@ class SimNetwork:
             for addr in g:
                 self._group[addr] = i
 
+    def cut_one_way(self, src: list[str] | set[str], dst: list[str] | set[str]) -> None:
+        """Hosts in `src` cannot send to hosts in `dst`; `dst` still reaches `src`.
+        Replaces any previous one-way cut; `heal` ends it too."""
+        self._one_way = (frozenset(src), frozenset(dst))
+
     def heal(self) -> None:
         self._group = {}
+        self._one_way = None
 
     def reachable(self, src: str, dst: str) -> bool:
+        one_way = self._one_way
+        if one_way is not None and src in one_way[0] and dst in one_way[1]:
+            return False
         g = self._group
         if not g:
             return True
@@ -284,7 +296,8 @@ class SimNetwork:
                 + payload
             )
         host = self._hosts.get(dst)
-        if host is None or not host.up or (self._group and not self.reachable(src, dst)):
+        cuts = self._group or self._one_way is not None
+        if host is None or not host.up or (cuts and not self.reachable(src, dst)):
             stats.cut += 1
             return
         link = self._links.get((src, dst), self.default_link) if self._links else self.default_link

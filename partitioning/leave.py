@@ -18,6 +18,10 @@ The conversation (Peer.Leave), from the leaving member's side (`Departure`):
 Every Leave a member receives is remembered, so when a whole cluster is told
 to stop at once the members learn from each other's requests that nobody
 stays, and answer at once instead of moving partitions to members about to go.
+It is forgotten once the leaver is out of sight (it left; a restart with the
+same name is a member like any other), or `LEAVE_GRACE_S` after its leave was
+answered done if it is still in sight (it restarted quicker than the failure
+detector): rebalancer.py.
 """
 
 from __future__ import annotations

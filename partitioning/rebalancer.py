@@ -20,9 +20,10 @@ and every second):
    (`AskTables`). Then, if this member does not coordinate, the round ends.
    A coordinator that still has no table builds the first one from the live
    members, unless some member did not answer (it may hold one).
-2. Members that missed a publish get the table again (`Resend`). A member
-   that answered with a table of another lineage makes the coordinator
-   republish above it (epochs.py); a member seen at another address than the
+2. Members that missed a publish, or whose last answer is older than
+   `TABLE_CHECK_S`, get the table again (`Resend`). A member that answered
+   with a table of another lineage makes the coordinator republish above it
+   (epochs.py); a member seen at another address than the
    one the table was sent with makes it republish, so clients learn it.
 3. Failover (failover.py): members that are gone leave every list at once
    and the result is published. A member named by the saved table of a
@@ -32,13 +33,18 @@ and every second):
 5. Waves (wave.py): the target is the placement of the live members that stay
    plus those waited for; partitions whose list differs move
    `wave_size` at a time: fill, hand off, publish. Before each wave the round
-   stops if this member no longer coordinates, a member asked to leave, or a
-   member is gone, so the next round handles that first.
+   stops if this member no longer coordinates, a member asked to leave, a
+   member is gone or joined, or a member answered with another lineage's table
+   (our publishes are ignored), so the next round handles that first.
 
 Tables are published only between steps, never while a hand-off is in
 flight, so a table installed after a hand-off already shows it. Each
 published table is one epoch above the installed one (or above another
 lineage seen), and a hand-off carries the epoch of the table that will show it.
+That table is published even when the hand-off failed and no list changed:
+a source that gave up waiting serves the partition again, while the new owner
+may have taken it over and only its word was lost; until a table of that
+epoch reaches the new owner, both serve it (partitioning/ownership.py).
 
 The round is written as a generator (each `yield` is a decision, its value
 the report), so it reads in the order it runs; `begin` and `step` are the only
@@ -80,6 +86,18 @@ from partitioning.succession import coordinator_of
 from partitioning.table import PartitionTable, build_table
 from partitioning.wave import Wave
 
+LEAVE_GRACE_S = 30.0
+"""A member whose leave was answered done leaves the gossip at once (seconds to be seen
+gone). One still live this long after is not leaving any more: it restarted quicker
+than the failure detector, or stayed; it takes partitions again."""
+
+TABLE_CHECK_S = 10.0
+"""How old a member's last answer to a publish may be before the coordinator sends it
+the table again. A member may install another coordinator's table after answering
+ours (views disagreed for a moment: a flapping link, a heal), and nothing else tells
+us: without a fresh answer the cluster would keep two tables until the next change.
+A resend is one small RPC per member per 10 s."""
+
 Round = Generator[Decision, Report, None]
 R = TypeVar("R", TablesAsked, Published, Filled, HandedOff)
 
@@ -118,10 +136,12 @@ class Rebalancer:
         self.started = started
         self.table: PartitionTable | None = None  # the table installed on this member
         self.leaving: set[str] = set()  # members that asked to leave (or went silent then)
+        self._released: dict[str, float] = {}  # leavers answered done -> when
         self.waiting: set[str] = set()  # named by the saved table, not seen since start
         self.acting = False  # whether this member coordinated in its last round
         self.pending = 0  # partitions still to move (coordinator only)
         self._published: dict[str, int] = {}  # member -> version it answered with
+        self._answered_at: dict[str, float] = {}  # member -> when
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
         self._overtake = False  # a member holds a table of another lineage
@@ -143,8 +163,14 @@ class Rebalancer:
         self.waiting = set(saved.members) - {self.me}
 
     def observe(self, live: Mapping[str, str]) -> None:
-        """Members in sight are not waited for any more."""
+        """Members in sight are not waited for any more. A leaving member out of sight
+        is gone: if it comes back (a restart keeps its name with its data dir), it is
+        a member like any other, not leaving."""
         self.waiting.difference_update(live)
+        if self.leaving:
+            for m in [m for m in self.leaving if m not in live and m != self.me]:
+                self.leaving.discard(m)
+                self._released.pop(m, None)
 
     def seen(self, member: str) -> None:
         """Membership says `member` joined or is alive."""
@@ -161,6 +187,7 @@ class Rebalancer:
         """`member` answered a publish holding `version`. True if that is another
         lineage's table (epochs.py): the runtime should run a round soon."""
         self._published[member] = version
+        self._answered_at[member] = self._view.now
         if another_lineage(self.version, version):
             self._epoch_floor = max(self._epoch_floor, epoch_of(version))
             self._overtake = True
@@ -177,6 +204,10 @@ class Rebalancer:
             self._round.close()
         self._view = view
         self.observe(view.live)
+        for m, at in list(self._released.items()):
+            if view.now - at > LEAVE_GRACE_S:  # still here: it stays after all
+                self.leaving.discard(m)
+                del self._released[m]
         self._round = self._run(view)
         return self._advance(None)
 
@@ -219,8 +250,17 @@ class Rebalancer:
         assert table is not None
         if now - self.started > self.restart_wait_s:
             self.waiting.clear()  # waited long enough: their partitions go to others
-        # members behind on the table (a publish failed) get it again
-        behind = [m for m in live if m != self.me and self._published.get(m, -1) != table.version]
+        # members behind on the table (a publish failed) get it again, and so does every
+        # member whose last answer is old (it may hold another coordinator's table since)
+        behind = [
+            m
+            for m in live
+            if m != self.me
+            and (
+                self._published.get(m, -1) != table.version
+                or now - self._answered_at.get(m, now) > TABLE_CHECK_S
+            )
+        ]
         if any(live[m] for m in behind):
             yield Resend(live, tuple(m for m in behind if live[m]))
         if self._overtake:  # members ignore our table: overtake theirs
@@ -277,7 +317,7 @@ class Rebalancer:
                     {"leavers": sorted(leavers), "handed_off": handed},
                 )
             released = release.handed_off(failed)
-            if released != layout:
+            if released != layout or failed:  # a failed hand-off's epoch must come too
                 layout = released
                 yield from self._publish(self._layout_table(layout, live), live)
         # 3. move what differs from the target, a wave at a time
@@ -302,6 +342,10 @@ class Rebalancer:
                 return  # a member asked to leave: release it first (next round, at once)
             if set(live) - set(latest):
                 return  # a member is gone: fail over first (next round, at once)
+            if set(latest) - set(live):
+                return  # a member joined (came back): the target changed (next round)
+            if self._overtake:
+                return  # members ignore our tables: overtake theirs first (next round)
             wave = Wave(todo[i : i + self.wave_size], layout, target, live, self.narrowest)
             fills = wave.fills()
             failed: frozenset[int] = frozenset()
@@ -320,7 +364,7 @@ class Rebalancer:
                     {"partitions": sorted(wave.failed)},
                 )
             self.pending = max(0, len(todo) - i - len(wave.partitions))
-            if moved != layout:
+            if moved != layout or failed:  # a failed hand-off's epoch must come too
                 layout = moved
                 yield from self._publish(self._layout_table(layout, live), live)
         self.pending = 0
@@ -379,6 +423,7 @@ class Rebalancer:
     def leave_progress(self, member: str) -> LeaveAnswer | None:
         """The answer to `member`'s Leave once there is one (None: keep waiting)."""
         if self.table is not None and not holds_anything(self.table, member):
+            self._released.setdefault(member, self._view.now)
             return LeaveAnswer(True)
         if self.me in self.leaving and member != self.me:
             return leaving_too(self.me)

@@ -23,14 +23,23 @@ under test whether it is right:
   appended up to `seq` (a shadow of each lineage kept from the primaries'
   sinks). Anti-entropy could repair a divergence later; this catches it at the
   message that causes it.
-- **Terms are fresh**: a member that becomes primary starts a term nobody used.
+- **Terms are fresh**: a member that becomes primary starts a term nobody used,
+  except by a hand-off, which continues the old primary's term exactly where it
+  stopped (the last seq it appended).
+- **One primary per partition per table version**: no two members serve the
+  same partition as primary (their `store.owned`, hand-offs included) while
+  holding the same table version. Two sides of a split publish different
+  versions (each lineage its own), so this is what the design promises: a
+  table names one primary, and a hand-off moves it without a moment of two.
 - **One term per primary**: while a member is primary of a partition, every
   change it appends is in that partition's one current term, at the next seq.
 - **HLC**: a member's stamps strictly increase.
 
 At the end (after heal, once quiet; see `World.final_checks`):
 
-- membership converged and every running member computes the same table;
+- membership converged, every running member installed the coordinator's last
+  publish, and that table is the placement of the running members (the
+  rebalancer finished);
 - for every partition, every replica the table names holds an identical copy
   (same records; equal digest roots);
 - no member holds a copy of a partition it has no role for (hand-backs drained);
@@ -62,6 +71,26 @@ class Lineage(NamedTuple):
     changes: list[tuple[Key, VersionT]]  # change start+1, start+2, ...
 
 
+class Claim(NamedTuple):
+    """Why a member serves a partition: the table `version` it holds, and `early`, the
+    confirm epoch of a hand-off to it that no table has settled yet (0: by the table)."""
+
+    version: int
+    early: int
+
+    def conflicts(self, other: Claim, strict: bool) -> bool:
+        """Two members serving one partition: a conflict if the same table names both
+        (the same version), or if one hand-off made both primaries (the same confirm
+        epoch). A hand-off claim beside a table claim is the hand-off in flight: the
+        table of its epoch settles it (see `Invariants.serving`); `strict` counts it
+        too when both hold the same table."""
+        if self.early and other.early:
+            return self.early == other.early
+        if self.early or other.early:
+            return strict and self.version == other.version
+        return self.version == other.version
+
+
 class InvariantViolation(AssertionError):
     """A step broke an invariant; the message says which, where and when."""
 
@@ -69,8 +98,9 @@ class InvariantViolation(AssertionError):
 class Invariants:
     """Shadow state and the checks above; `fail` raises at the first violation."""
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], strict: bool = False) -> None:
         self._now = now
+        self.strict = strict  # count hand-offs in flight as overlaps too (`serving`)
         self.written: dict[tuple[Key, int, int], bytes | None] = {}
         """(key, ts, member) -> value of every version a primary stamped."""
         self.held: dict[tuple[str, int], dict[Key, VersionT]] = {}
@@ -92,6 +122,10 @@ class Invariants:
         self.checked: dict[tuple[str, int], tuple[int, int]] = {}
         """(member, p) -> the (term, seq) up to which its copy was checked against the lineage."""
         self.last_stamp: dict[str, int] = {}
+        self.serves: dict[str, tuple[int, frozenset[int]]] = {}
+        """member -> (table version, partitions it serves as primary under it)."""
+        self.primaries: dict[int, dict[str, Claim]] = {}
+        """partition -> member -> the table version under which it serves it, and why."""
         self.checks = 0
 
     def fail(self, what: str) -> None:
@@ -149,8 +183,73 @@ class Invariants:
         self.primary_term[(member, p)] = (term, seq)
         self.lineages[term] = Lineage(p, seq, dict(base), [])
 
+    def took_over(self, member: str, p: int, term: int, seq: int) -> None:
+        """A hand-off: the member continues the lineage `term` from `seq`, which must be
+        exactly where its old primary stopped."""
+        self.checks += 1
+        lin = self.lineages.get(term)
+        if lin is None or lin.partition != p:
+            self.fail(f"{member} p{p}: took over term {term}, which no primary of p began")
+            return
+        end = lin.start + len(lin.changes)
+        if seq != end:
+            self.fail(f"{member} p{p}: took over at seq {seq}; its primary appended up to {end}")
+        self.primary_term[(member, p)] = (term, seq)
+
     def stopped_primary(self, member: str, p: int) -> None:
         self.primary_term.pop((member, p), None)
+
+    def serving(
+        self,
+        member: str,
+        version: int,
+        owned: bytes | None,
+        early: Mapping[int, int] | None = None,
+    ) -> None:
+        """`member` now serves as primary the partitions set in `owned` (None: none, its
+        process ended) while holding table `version`; `early`: those it serves by a
+        hand-off no table has settled yet (-> the hand-off's confirm epoch).
+
+        One primary per partition per table version: no two members serve a partition
+        by the same table version, nor by the same hand-off, and a member never serves
+        by a hand-off that the table it holds has settled (its epoch reached). A
+        hand-off claim beside another member's table claim is allowed: it is settled
+        by the table of its epoch, which the rebalancer publishes at once and the
+        quiet check waits for. Under `strict` it counts when both hold the same table,
+        which shows the overlaps grid has today: a lost `taken_over` (the source took
+        the partition back while the new owner serves it) and a hand-off forgotten by
+        a crash (the source restarted with its saved table, which cannot show it)."""
+        self.checks += 1
+        now = frozenset(p for p, on in enumerate(owned) if on) if owned is not None else frozenset()
+        _, old = self.serves.get(member, (0, frozenset()))
+        for p in old:
+            self.primaries[p].pop(member, None)
+        if not now:
+            self.serves.pop(member, None)
+            return
+        self.serves[member] = (version, now)
+        early = early or {}
+        epoch = version >> 32
+        for p in sorted(now):
+            claim = Claim(version, early.get(p, 0))
+            if claim.early and claim.early <= epoch:
+                self.fail(
+                    f"{member} serves p{p} by a hand-off of epoch {claim.early}, which its "
+                    f"table of epoch {epoch} has settled"
+                )
+            others = self.primaries.setdefault(p, {})
+            for other, theirs in sorted(others.items()):
+                if other != member and claim.conflicts(theirs, self.strict):
+                    why = "".join(
+                        f", {m} by a hand-off of epoch {c.early}"
+                        for m, c in ((member, claim), (other, theirs))
+                        if c.early
+                    )
+                    self.fail(
+                        f"p{p}: {member} and {other} both serve it as primary under table "
+                        f"{version:#x} (epoch {epoch}){why}"
+                    )
+            others[member] = claim
 
     def member_gone(self, member: str) -> None:
         """A crash: its logs, terms and follower positions are gone with the process."""
@@ -158,6 +257,7 @@ class Invariants:
             for k in [k for k in d if k[0] == member]:
                 del d[k]
         self.last_stamp.pop(member, None)
+        self.serving(member, 0, None)
 
     def stamped(
         self, member: str, p: int, key: Key, value: bytes | None, ts: int, mid: int
@@ -201,6 +301,7 @@ class Invariants:
         """A follower took in a message: walk its chunks by the protocol's rules on the
         shadow, then compare with the core's positions and the store's contents."""
         touched: set[int] = set()
+        subscribed = set(subscribed)  # a refusal or hand-off ends the rest of the message
         for c in chunks:
             p = c.partition
             if p not in subscribed:
@@ -232,6 +333,7 @@ class Invariants:
             elif kind in (HANDOFF, REFUSED):
                 self.shadow.pop(key, None)
                 touched.discard(p)
+                subscribed.discard(p)  # the core takes nothing more of p from this message
         for p in sorted(touched - set(resync)):
             self.checks += 1
             want = self.shadow.get((member, p))

@@ -1,18 +1,31 @@
-"""One simulated member: the production replication cores over the real store.
+"""One simulated member: the production cores over the real store.
 
 Nothing here models the protocol. A member is `grid.store.Store` (the same
 class a real member serves from) with `replication.primary.Primary` and
-`replication.follower.Follower` (the same cores grid/replica.py and
-grid/follower.py carry out), and this module is their runtime in the
-simulated world, as grid/ is theirs on gRPC:
+`replication.follower.Follower` (the cores grid/replica.py and
+grid/follower.py carry out), `partitioning.ownership.Ownership` (what
+grid/routing.py keeps) and a `partitioning.Rebalancer` with its shell
+(simulation/coordinator.py, as grid/coordinator.py); this module is their
+runtime in the simulated world, as grid/ is theirs on gRPC:
 
-- **Tables.** Each member computes its table from its own membership view
-  (`partitioning.build_table` over its alive and suspected members, debounced
-  like a coordinator's round). That is a superset of what the real runtime
-  allows (its coordinator publishes one table per side of a split), so two
-  members may both believe they are primary of a partition and both take
-  writes; last writer wins and anti-entropy merge those histories. The store's
-  `owned` is the table's primaries for this member, as grid/routing.py keeps it.
+- **Tables** come from the coordinator, as in grid: every member runs the
+  rebalancer, and the one that coordinates publishes; a member installs a
+  table newer than its own (`Ownership.install`), which starts the streams it
+  asks for (`Primary.on_table`, `Follower.reconcile`). `store.owned` is
+  `Ownership.owned()`, kept as grid/routing.py keeps it. A member's installed
+  table survives a crash with its store (persist mode: `table.json`).
+- **Start and restart** as grid/cluster_runtime.py: wait (bounded) to be
+  admitted by the gossip, restore the saved table (`Ownership.restarted`,
+  `Rebalancer.restarted`), start the coordinator loop, then `first_table`:
+  ask the live members for their tables and, if the saved one is still the
+  newest, start its streams (`Ownership.start_saved`); a member with no table
+  waits for one.
+- **Peer calls** (simulation/rpc.py): TABLE and PUBLISH answer the version
+  held; FILL follows the partitions from the source (`Follower.fill`) and
+  answers when each is live, failed (a refusal, a lost stream) or timed out;
+  HANDOFF runs `Primary.handoff` (ownership moves at once) and answers when
+  the new owner says `taken_over`, or fails and takes the partition back at
+  the deadline or when the stream closes; LEAVE is the coordinator's.
 - **Streams** are gRPC Follow streams: FIFO and never silently lossy. A
   message the network would lose, or cannot deliver, *breaks* the stream
   instead (`World.stream_send`): the epoch moves on, what was in flight on the
@@ -20,7 +33,8 @@ simulated world, as grid/ is theirs on gRPC:
   message of a newer epoch arrives (as a reconnect's `serve_follow` does), and
   the follower reconnects with backoff and subscribes everything again from
   what it has. A follower sends a keepalive every second, so an idle stream
-  across a cut breaks too.
+  across a cut breaks too. A refused subscription is looked at again 0.2 s
+  later, as grid/follower.py does.
 - **Sending.** Changes queue in the core; a sender drains each ready follower
   `FLUSH_DELAY` later (the real sender's linger), a message per `drain`.
 - **Anti-entropy** every `ae_period` from each primary to each backup with the
@@ -46,12 +60,18 @@ from grid.config import Config
 from grid.store.copies import digest, records_in, snapshot_records
 from grid.store.store import DELETE, DROPPED, Store
 from partitioning.keys import partition_of
+from partitioning.leave import Departed
+from partitioning.ownership import Ownership
+from partitioning.rebalancer import Rebalancer
 from partitioning.table import PartitionTable
 from replication.digest import differing, unpack_buckets
-from replication.follower import Follower
+from replication.follower import FILL_LINGER_S, Follower
 from replication.map_backups import MapBackups
 from replication.primary import Chunk, Primary
 from simulation import wire
+from simulation.coordinator import FILL_TIMEOUT_S, SimCoordinator
+from simulation.rpc import Result, Rpc
+from simulation.tasks import Future, Task, gather, spawn
 
 if TYPE_CHECKING:
     from simulation.world import World
@@ -60,11 +80,20 @@ MAP = "m"
 """One map per simulated cluster."""
 FLUSH_DELAY = 0.002
 """A follower's sender drains its queue this long after the first change: the linger."""
-TABLE_DEBOUNCE = 0.5
-"""A burst of membership events (a join's push-pull brings dozens, a split kills half
-the members over a few seconds) makes one table, as a coordinator batches them."""
 TICK = 1.0
-"""Follower keepalives, and subscriptions the table still wants after a refusal."""
+"""Follower keepalives."""
+REFUSED_RETRY_S = 0.2
+"""A refused subscription is tried again this soon, while still wanted (grid/follower.py)."""
+HANDOFF_ACK_TIMEOUT_S = 10.0
+"""How long a primary waits for the new owner's `taken_over` (grid/replica.py)."""
+JOIN_WAIT_S = 3.0
+"""How long a starting member waits to be admitted by the gossip (grid/gossip/runtime.py)."""
+FIRST_TABLE_TIMEOUT_S = 30.0
+"""How long a starting member waits for its first table (grid/cluster_runtime.py)."""
+WAVE_SIZE = 2
+"""Partitions moved at once: grid's `migration_max_parallel` default."""
+RESTART_WAIT_S = 30.0
+"""grid's `restart_wait_s` default."""
 AE_CUT_LAG_MS = 2000
 RETRY_BASE, RETRY_CAP = 0.05, 2.0
 EPOCH_MS = 1_000_000_000_000
@@ -105,11 +134,11 @@ def new_store(world: World, name: str) -> Store:
         backups=world.cfg.backups,
         tombstone_grace_s=1e6,  # longer than any run: a final check compares every delete
     )
-    skew = world.skew_ms[name]
+    skews = world.skew_ms  # read at every call: a clock may jump (faults.clock_jump)
     loop = world.loop
 
     def now_ms() -> int:
-        return EPOCH_MS + int(loop.now * 1000) + skew
+        return EPOCH_MS + int(loop.now * 1000) + skews[name]
 
     return Store(config, member_id(name), clock=now_ms, rng=random.Random(f"store:{name}"))
 
@@ -127,10 +156,23 @@ def copy_of(store: Store, p: int) -> dict[bytes, tuple[bytes | None, int, int]]:
     return out
 
 
-class SimMember:
-    """The replication runtime of one member incarnation (a restart makes a new one)."""
+class Terms(NamedTuple):
+    """The primary logs of a member before a step: partition -> term."""
 
-    def __init__(self, world: World, name: str, store: Store, incarnation: int) -> None:
+    by_partition: dict[int, int]
+
+
+class SimMember:
+    """The runtime of one member incarnation (a restart makes a new one)."""
+
+    def __init__(
+        self,
+        world: World,
+        name: str,
+        store: Store,
+        incarnation: int,
+        saved: PartitionTable | None,
+    ) -> None:
         self.w = world
         self.name = name
         self.addr = world.raddr(name)
@@ -138,26 +180,44 @@ class SimMember:
         self.inv = world.inv
         self.rng = random.Random(f"member:{world.cfg.seed}:{name}:{incarnation}")
         self.alive = True
-        self.table: PartitionTable | None = None
-        self.table_due = False
-        store.owned = bytearray(world.cfg.partitions)
+        self.started = False  # first_table is done
+        self.leaving = False  # a graceful leave is under way
+        self.saved = saved  # the table saved before the crash (persist mode)
+        partitions = world.cfg.partitions
+        self.ownership = Ownership(name, partitions)
+        store.owned = bytearray(partitions)
         backups = world.cfg.backups
         self.primary = Primary(
             name,
-            world.cfg.partitions,
+            partitions,
             self.serves,
             lambda p, held: snapshot_records(store, p, store.clock(), held),
             MapBackups(backups, {}, backups),
             rng=self.rng,
         )
         self.follower = Follower(name, self.primary, self._apply, self._decode, self.owner)
+        self.rebalancer = Rebalancer(
+            name,
+            world.placement,
+            wave_size=WAVE_SIZE,
+            narrowest=backups,
+            restart_wait_s=RESTART_WAIT_S,
+            started=world.loop.now,
+        )
+        self.coordinator = SimCoordinator(self, self.rebalancer)
+        self.rpc = Rpc(self, self.handle)
         store.sink = self._sink
         self.stream_epochs: dict[str, int] = {}  # follower -> epoch of its Downstream here
         self.flush_due = False
         self.retry: dict[str, int] = {}
         self.reconnecting: dict[str, None] = {}
+        self.refused_due = False
+        self.followed = 0  # the table version of the last reconcile
+        self.fill_waits: dict[int, list[Future[bool]]] = {}
+        self.takeovers: dict[str, dict[int, Future[bool]]] = {}  # follower -> p -> its word
         self.ae_round = 0
         self.pushed: dict[int, int] = {}
+        self._live: dict[str, str] | None = None
         self._writing = False
 
     # ---- time and timers ----------------------------------------------------------------
@@ -169,56 +229,148 @@ class SimMember:
         if self.alive:
             fn(*args)
 
+    def sleep(self, seconds: float) -> Future[None]:
+        fut: Future[None] = Future()
+        self.later(seconds, fut.resolve, None)
+        return fut
+
+    def is_alive(self) -> bool:
+        return self.alive
+
     def start(self) -> None:
-        self.recompute_table()
         self.later(self.rng.random() * TICK, self.tick)
         self.later(self.rng.random() * self.w.cfg.ae_period, self.ae_tick)
+        spawn(self._boot(), self.is_alive)
 
     def stop(self) -> None:
-        """The process ends (a crash, or the run's end): its cores' counters are summed."""
+        """The process ends (a crash, a leave, or the run's end): its cores' counters
+        are summed."""
         if self.alive:
             self.alive = False
             stats = self.w.stats
             stats.snapshots += self.primary.snapshots_sent
             stats.catchups += self.primary.caught_up
+            stats.fills += self.follower.fills_done
+            stats.handoffs += self.primary.handoffs
+
+    def _boot(self) -> Task[None]:
+        """grid/member.py's start: gossip (admitted, bounded), then the cluster runtime."""
+        node = self.w.cluster.node(self.name)
+        waited = 0.0
+        while node.num_alive() <= 1 and waited < JOIN_WAIT_S:
+            yield self.sleep(0.05)
+            waited += 0.05
+        self.restore_saved()
+        self.coordinator.start()
+        yield from self.first_table()
+        self.started = True
+
+    def restore_saved(self) -> None:
+        """Start from the table saved before a restart, waiting for the members it names
+        (grid/coordinator.py's restore_saved): it is in use at once, its streams wait."""
+        saved = self.saved
+        if saved is None:
+            return
+        if self.ownership.restarted(saved):
+            self.rebalancer.installed(saved)
+            self.set_owned()
+        self.rebalancer.restarted(saved)
+
+    def first_table(self) -> Task[None]:
+        """Until this member has a table. A restart with a saved table first asks the live
+        members for theirs; if none is newer, the saved table's streams start now."""
+        if self.ownership.table is not None:
+            yield from self.coordinator.adopt(self.live())
+            if self.ownership.start_saved():
+                self.follow_table()
+        deadline = self.w.loop.now + FIRST_TABLE_TIMEOUT_S
+        while self.ownership.table is None and self.w.loop.now < deadline:
+            self.coordinator.wake()
+            yield self.sleep(0.02)
+
+    # ---- membership -----------------------------------------------------------------------
+    def live(self) -> dict[str, str]:
+        """The live members (alive or suspect) and their addresses, this one first."""
+        if self._live is None:
+            node = self.w.cluster.node(self.name)
+            others = sorted(m.name for m in node.alive_members() if m.name != self.name)
+            raddr = self.w.raddr
+            self._live = {self.name: self.addr, **{n: raddr(n) for n in others}}
+        self.rebalancer.observe(self._live)
+        return self._live
+
+    def on_member(self, kind: str, member: str) -> None:
+        """A membership event of this member's node."""
+        self._live = None
+        self.coordinator.on_member(kind, member)
 
     # ---- routing, as grid/routing.py keeps it --------------------------------------------
+    @property
+    def table(self) -> PartitionTable | None:
+        return self.ownership.table
+
     def serves(self, p: int) -> bool:
         return bool(self.store.owned[p])  # type: ignore[index]
 
     def owner(self, p: int) -> str | None:
-        return self.table.owner(p) if self.table is not None else None
+        return self.ownership.owner(p)
 
-    def view_changed(self) -> None:
-        if not self.table_due:
-            self.table_due = True
-            self.later(TABLE_DEBOUNCE, self.recompute_table)
+    def set_owned(self) -> None:
+        """store.owned from the ownership core (grid/routing.py's install and take-back)."""
+        self.store.owned = self.ownership.owned()
+        self.report_serving()
 
-    def recompute_table(self) -> None:
-        self.table_due = False
-        table = self.w.table_for(self.w.view_of(self.name))
-        if table is self.table:
-            return
-        self.table = table
-        owned = bytearray(table.partition_count)
-        for p in table.partitions_of(self.name).primary:
-            owned[p] = 1
-        self.store.owned = owned
-        before = {p: plog.term for p, plog in self.primary.logs.items()}
-        self.primary.on_table(table.replicas)
-        for p in before.keys() - self.primary.logs.keys():
-            self.inv.stopped_primary(self.name, p)
-        for p, plog in sorted(self.primary.logs.items()):
-            if p not in before:
-                base = self.inv.copy(self.name, p)
-                self.inv.became_primary(self.name, p, plog.term, plog.seq, base)
-                self.w.stats.promotions += 1
+    def report_serving(self) -> None:
+        """What this member serves as primary, and why, to the invariants."""
+        self.inv.serving(self.name, self.ownership.version, self.store.owned, self.ownership.early)
+
+    def install(self, table: PartitionTable) -> bool:
+        """A table newer than ours: use it and start the streams it asks for
+        (grid/coordinator.py's install); it is saved with the store (table.json)."""
+        if not self.ownership.install(table):
+            return False
+        self.rebalancer.installed(table)
+        self.w.saved[self.name] = table
+        self.set_owned()
+        self.follow_table()
+        return True
+
+    def follow_table(self) -> None:
+        """Streams by the table in use: primaries get a log, backups subscribe."""
+        table = self.ownership.table
+        before = self.terms()
+        self.primary.on_table(table.replicas if table is not None else None)
+        self.roles_changed(before)
         self.reconcile()
         self.send_ready()
+
+    def terms(self) -> Terms:
+        return Terms({p: plog.term for p, plog in self.primary.logs.items()})
+
+    def roles_changed(self, before: Terms, taken: Sequence[int] = ()) -> None:
+        """Tell the invariants which primary logs ended, began or continued a hand-off."""
+        logs = self.primary.logs
+        was = before.by_partition
+        for p in sorted(was.keys() - logs.keys()):
+            self.inv.stopped_primary(self.name, p)
+        for p in sorted(logs):
+            plog = logs[p]
+            if was.get(p) == plog.term:
+                continue
+            if p in was:
+                self.inv.stopped_primary(self.name, p)
+            if p in taken:
+                self.inv.took_over(self.name, p, plog.term, plog.seq)
+            else:
+                self.inv.became_primary(
+                    self.name, p, plog.term, plog.seq, self.inv.copy(self.name, p)
+                )
+                self.w.stats.promotions += 1
 
     def reconcile(self) -> None:
         """Follow what the table wants (replication/follower.py decides)."""
         plan = self.follower.reconcile(self.table, self.w.loop.now)
+        self.followed = self.ownership.version
         for src, parts in sorted(plan.unsubscribe.items()):
             self.follow_send(src, [], parts)
         for src, parts in sorted(plan.subscribe.items()):
@@ -232,12 +384,124 @@ class SimMember:
         return out
 
     def tick(self) -> None:
-        """Keepalives to every primary followed; what a refusal left unfollowed, again."""
-        self.reconcile()
+        """Keepalives to every primary followed."""
         for src in sorted(self.follower.upstreams):
             if src not in self.reconnecting:
                 self.follow_send(src, [], [])
         self.later(TICK, self.tick)
+
+    def _retry_refused(self) -> None:
+        self.refused_due = False
+        self.reconcile()
+
+    # ---- peer calls (grid/peer.py) ----------------------------------------------------------
+    def handle(self, caller: str, method: int, args: list[Any]) -> Result | Future[Result]:
+        if method == wire.TABLE:
+            return [self.ownership.version]
+        if method == wire.PUBLISH:
+            self.install(self.w.tables[args[0]])
+            return [self.ownership.version]
+        if method == wire.FILL:
+            return self.fill(args[0], args[1])
+        if method == wire.HANDOFF:
+            out: Future[Result] = Future()
+            self.handoff(args[0], args[1], args[2]).then(lambda failed: out.resolve([failed]))
+            return out
+        if method == wire.LEAVE:
+            return self.coordinator.leave(args[0])
+        raise ValueError(f"unknown method {method}")
+
+    def fill(self, parts: list[int], source: str) -> Future[Result]:
+        """Follow these partitions from `source` until each is live; answers [failed]
+        (grid/follower.py's fill)."""
+        self.later(FILL_LINGER_S + 1, self.reconcile)  # a fill the table never adopts goes
+        futures = []
+        for p in parts:
+            fut: Future[bool] = Future()
+            self.fill_waits.setdefault(p, []).append(fut)
+            futures.append(fut)
+        for p in self.follower.fill(parts, source, self.w.loop.now):
+            self._filled(p, True)
+        self.reconcile()
+        self.later(FILL_TIMEOUT_S, self._expire, futures)
+        out: Future[Result] = Future()
+        gather(futures).then(
+            lambda oks: out.resolve([[p for p, ok in zip(parts, oks, strict=True) if not ok]])
+        )
+        return out
+
+    @staticmethod
+    def _expire(futures: list[Future[bool]]) -> None:
+        """A deadline: every wait not over yet has failed."""
+        for fut in futures:
+            fut.resolve(False)
+
+    def _filled(self, p: int, ok: bool) -> None:
+        for fut in self.fill_waits.pop(p, []):
+            fut.resolve(ok)
+
+    def handoff(self, parts: list[int], to: str, epoch: int) -> Future[list[int]]:
+        """Hand these partitions to follower `to`; resolves with those that failed
+        (grid/replica.py's handoff): routing moves at once; a partition whose new owner
+        does not confirm before the deadline, or whose stream closes, is taken back."""
+        before = self.terms()
+        handing, failed = self.primary.handoff(parts, to, epoch)
+        owned = self.store.owned
+        assert owned is not None
+        for p in handing:
+            self.ownership.handed_off(p, to, epoch)
+            owned[p] = 0
+        self.report_serving()
+        self.roles_changed(before)
+        waits = self.takeovers.setdefault(to, {})
+        futures = []
+        for p in handing:
+            fut: Future[bool] = Future()
+            waits[p] = fut
+            futures.append(fut)
+        self.send_ready()
+        result: Future[list[int]] = Future()
+        if not futures:
+            result.resolve(failed)
+            return result
+        self.later(HANDOFF_ACK_TIMEOUT_S, self._expire, futures)
+
+        def settled(oks: list[bool]) -> None:
+            for p, fut, ok in zip(handing, futures, oks, strict=True):
+                if waits.get(p) is fut:
+                    del waits[p]
+                if ok:
+                    continue
+                # the new owner did not confirm: serve it again rather than leave it
+                # with nobody
+                self.w.note(f"{self.name} hand-off of p{p} to {to} not confirmed")
+                before = self.terms()
+                if self.ownership.take_back(p):
+                    self.set_owned()
+                self.primary.handoff_failed(p)
+                self.roles_changed(before)
+                failed.append(p)
+            self.send_ready()
+            result.resolve(failed)
+
+        gather(futures).then(settled)
+        return result
+
+    def _takeovers_failed(self, follower: str) -> None:
+        """The follower's stream closed: its pending hand-offs fail."""
+        for fut in list(self.takeovers.pop(follower, {}).values()):
+            fut.resolve(False)
+
+    # ---- graceful leave ---------------------------------------------------------------------
+    def leave(self) -> None:
+        """Leave gracefully: have the coordinator move everything off this member, then
+        leave the gossip (the world stops the process)."""
+        self.leaving = True
+        spawn(self._leave(), self.is_alive)
+
+    def _leave(self) -> Task[None]:
+        step: Departed = yield from self.coordinator.leave_cluster()
+        self.w.departed(self.name, step)
 
     # ---- the store's sink: every change applied here -------------------------------------
     def _sink(
@@ -315,7 +579,7 @@ class SimMember:
     def stream_broken_follower_side(self, primary: str) -> None:
         """Reconnect with backoff, then subscribe everything followed from there."""
         for p in self.follower.stream_lost(primary):
-            self.inv.position(self.name, p, 0, 0)
+            self._filled(p, False)  # the coordinator learns now, not at its timeout
         if primary in self.reconnecting:
             return  # one reconnect loop per primary, as one Upstream task in grid/follower.py
         self.reconnecting[primary] = None
@@ -353,6 +617,10 @@ class SimMember:
             self.on_push(src, msg[1], msg[2], msg[3])
         elif kind == wire.PA:
             self.on_push_ack(msg[1], msg[2])
+        elif kind == wire.RQ:
+            self.rpc.on_request(src, msg[1], msg[2], msg[3])
+        elif kind == wire.RS:
+            self.rpc.on_response(msg[1], msg[2])
 
     # ---- primary side ----------------------------------------------------------------------
     def on_write(self, client: str, req: int, key: bytes, value: bytes | None, hops: int) -> None:
@@ -393,12 +661,17 @@ class SimMember:
         if f is None or self.stream_epochs.get(follower) != epoch:
             if f is not None:  # the follower reconnected: its old stream is over
                 core.close_stream(f)
+                self._takeovers_failed(follower)
             f = core.open_stream(follower)
             self.stream_epochs[follower] = epoch
         for p, seq in acks:
             core.ack(f, p, seq)
+        waits = self.takeovers.get(follower, {})
         for p in taken:
             core.taken_over(f, p)
+            fut = waits.pop(p, None)
+            if fut is not None:
+                fut.resolve(True)
         core.unsubscribe(f, unsubscribe)
         for p, term, seq, all_maps in subscribe:
             core.subscribe(f, p, term, seq, bool(all_maps))
@@ -412,15 +685,32 @@ class SimMember:
         self.retry.pop(src, None)
         chunks = [decode_chunk(c) for c in raw]
         subscribed = set(self.follower.upstreams.get(src, ()))
+        before = self.terms()
         got = self.follower.receive(src, chunks, self.store.clock())
+        if got.taken:  # handed over: served here from now on (grid/follower.py's apply)
+            owned = self.store.owned
+            assert owned is not None
+            for p, confirm in got.taken:
+                if self.ownership.handed_over(p, confirm):
+                    owned[p] = 1
+            self.report_serving()
+            self.roles_changed(before, [p for p, _ in got.taken])
+            self.send_ready()
         self.inv.received(
             self.name, subscribed, chunks, self.follower.state, self.version_of, got.resync
         )
+        for p, ok in got.filled:
+            self._filled(p, ok)
         self.w.stats.resyncs += len(got.resync)
         subscribe = self.subscriptions(got.resync) if got.resync else []
         acks = [[p, s] for p, s in sorted(got.acks.items())]
         if subscribe or acks:
             self.follow_send(src, subscribe, [], acks, [p for p, _ in got.taken])
+        if got.refused and not self.refused_due:
+            # the primary may just not have installed the table that makes it primary
+            # yet: look again shortly (subscribes what is still wanted, from its owner)
+            self.refused_due = True
+            self.later(REFUSED_RETRY_S, self._retry_refused)
 
     def version_of(self, p: int, key: bytes) -> tuple[int, int] | None:
         """The version of `key` this member's store holds: its entry's or tombstone's."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from grid.store.store import PUT, Store
+from partitioning.ownership import Ownership
 from replication import follower as follower_core
 from replication import primary as primary_core
 from replication.stream import PrimaryLog
@@ -119,6 +120,21 @@ def _lww_reversed() -> Callable[[], None]:
     return _patch(Store, "apply", apply)
 
 
+def _restart_no_streams() -> Callable[[], None]:
+    """Last round's bug: a member restarted quicker than failure detection comes back with
+    its saved table, which equals the cluster's, so nobody publishes it again; the
+    decision to start the saved table's streams after asking the cluster (grid/
+    coordinator.py's first_table, now `Ownership.start_saved`) is missing. The member
+    serves its primaries with no log (their changes reach no backup) and follows none of
+    the copies it backs up, until the next table change."""
+
+    def start_saved(self: Ownership) -> bool:
+        self.saved = 0
+        return False
+
+    return _patch(Ownership, "start_saved", start_saved)
+
+
 PLANTS: dict[str, Plant] = {
     p.name: p
     for p in (
@@ -140,6 +156,12 @@ PLANTS: dict[str, Plant] = {
             "lww-reversed",
             "the store lets an older replicated put replace a newer one",
             _lww_reversed,
+        ),
+        Plant(
+            "restart-no-streams",
+            "a member restarted quicker than failure detection never starts its saved "
+            "table's streams",
+            _restart_no_streams,
         ),
     )
 }

@@ -21,6 +21,14 @@ Shapes (lists):
 - PUSH `[P, p, recs, root]` a member holding a copy it has no role for -> the
   primary; PUSH_ACK `[PA, p, root]` once merged (the holder drops its copy if it is
   still the one pushed).
+- REQUEST `[RQ, id, method, args]` and RESPONSE `[RS, id, result]`: the peer RPCs of
+  the coordinator's runtime (grid's unary Peer calls), simulation/rpc.py. Methods and
+  shapes: TABLE `[]` -> `[version]` (0: no table); PUBLISH `[version]` -> `[version
+  held after]`; FILL `[partitions, source]` -> `[failed]`; HANDOFF `[partitions, to,
+  confirm_epoch]` -> `[failed]`; LEAVE `[member]` -> `[done, error, coordinator]`. A
+  table travels as its version (epoch and content fingerprint, so the trace covers
+  its content); the receiver reads it from the world's registry of published tables,
+  which stands in for decoding the table message.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from typing import Any
 import msgpack
 
 # message kinds
-W, WR, S, F, AR, AB, AX, P, PA = range(9)
+W, WR, S, F, AR, AB, AX, P, PA, RQ, RS = range(11)
+# RPC methods
+TABLE, PUBLISH, FILL, HANDOFF, LEAVE = range(5)
 # write statuses
 OK, NOT_OWNER = 0, 1
 

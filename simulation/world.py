@@ -1,5 +1,6 @@
-"""The world: membership simulator + per-member replication + clients + faults +
-invariants, on one virtual clock and one seeded network.
+"""The world: membership simulator + simulated members (store, replication cores,
+rebalancer) + clients + faults + invariants, on one virtual clock and one seeded
+network.
 
     from simulation.world import SimConfig, World
     result = World(SimConfig(seed=7, members=50, minutes=10)).run()
@@ -7,10 +8,13 @@ invariants, on one virtual clock and one seeded network.
     print(result.trace)          # equal for equal configs, byte for byte
 
 Phases: the members start already acquainted (`Cluster.bootstrap`, a settled
-cluster), clients write and faults strike for `minutes`; then the faults stop,
-every split heals, every link is clean again and every crashed member restarts;
-the run goes on until it is quiet (every replica of every partition identical,
-no copy without a role, every backup live) or `quiet_timeout` passes; then
+gossip) with no table: the smallest name builds the first one and publishes it,
+as a new grid cluster does. Clients write and faults strike for `minutes`; then
+the faults stop, every split heals, every link is clean again and every crashed
+or departed member restarts; the run goes on until it is quiet (every member
+holds the coordinator's last publish, which is the placement of the running
+members; every replica of every partition identical, no copy without a role,
+every backup live, no hand-off unsettled) or `quiet_timeout` passes; then
 `final_checks`. Invariants are checked at every step meanwhile
 (`simulation/invariants.py`).
 
@@ -33,7 +37,9 @@ from membership.actions import MemberEvent
 from membership.sim import Cluster
 from membership.simnet import Link
 from partitioning.config import PlacementConfig
+from partitioning.decisions import Decision
 from partitioning.keys import partition_of
+from partitioning.leave import Departed
 from partitioning.table import PartitionTable, build_table
 from replication.stream import Phase
 from simulation import wire
@@ -49,6 +55,14 @@ STORM_PER_MEMBER = 1000
 about 100x the busiest second of a healthy run (a join's snapshots and push-pulls)."""
 CLIENT_TIMEOUT = 2.0
 MAX_HOPS = 3
+SKEWED_SHARE = 0.1
+"""Members whose wall clock is 10-60 s off (the rest: within 25 ms): the HLC must
+still order every key's versions (LWW), and stamps must still increase."""
+LOGLESS_S = 2.0
+"""How long a member may serve a partition as primary without its log (see
+`World._check_logs_every`): about twice the check's period."""
+LEAVE_LINGER_S = 0.5
+"""A member that left the gossip stops this long after (it spreads its leave first)."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +79,16 @@ class SimConfig:
     delete_ratio: float = 0.1
     persist: bool = True
     """A crashed member restarts with its store (as from its data dir, fsync=always)
-    but no logs, terms or follower positions; False: it restarts empty."""
+    and the last table it installed (table.json), but no logs, terms, follower
+    positions or hand-offs; False: it restarts empty, with no table."""
     fault_mean_gap: float = 6.0
     max_down: int = 3
     ae_period: float = 10.0
     quiet_timeout: float = 600.0
+    strict_primaries: bool = False
+    """Count a hand-off in flight beside another member's table claim under the same
+    table as two primaries (simulation/invariants.py, `Invariants.serving`): shows the
+    overlaps grid has today."""
 
     def replay(self, plant: str | None = None) -> str:
         """The command that runs this config again (with the bug planted, if any)."""
@@ -110,7 +129,15 @@ class Stats:
     ae_repaired: int = 0
     pushes: int = 0
     handed_off_copies: int = 0
-    tables_built: int = 0
+    publishes: int = 0
+    fills: int = 0
+    handoffs: int = 0
+    leaves: int = 0
+    quick_restarts: int = 0
+    coordinator_crashes: int = 0
+    one_way_cuts: int = 0
+    flaps: int = 0
+    slow: int = 0
 
 
 @dataclass
@@ -173,7 +200,7 @@ class Clients:
         key = f"k{self.rng.randrange(w.cfg.keys)}".encode()
         value = None if self.rng.random() < w.cfg.delete_ratio else f"v{self.req}".encode()
         entry = self.rng.choice(sorted(w.cluster.running()))
-        table = w.replicas[entry].table
+        table = w.replicas[entry].table  # a smart client's table: one member's
         target = table.owner(partition_of(key, w.cfg.partitions)) if table else entry
         self.req += 1
         w.stats.writes_sent += 1
@@ -220,23 +247,31 @@ class World:
         self.loop = self.cluster.loop
         self.net = self.cluster.net
         self.rng = random.Random(f"world:{cfg.seed}")
-        self.inv = Invariants(lambda: self.loop.now)
+        self.inv = Invariants(lambda: self.loop.now, strict=cfg.strict_primaries)
         self.placement = PlacementConfig(partition_count=cfg.partitions, backups=cfg.backups)
-        self._tables: dict[tuple[str, ...], PartitionTable] = {}
+        self.tables: dict[int, PartitionTable] = {}
+        """Every table published, by version: what a PUBLISH or TABLE answer names."""
+        self.saved: dict[str, PartitionTable] = {}
+        """Each member's last installed table, kept with its store (table.json)."""
+        self.last_published: PartitionTable | None = None
         self.stats = Stats()
         self.log: list[str] = []
         self.epochs: dict[tuple[str, str], int] = {}
         self.loss: dict[tuple[str, str], float] = {}
+        self.degraded = False  # some member's links are lossy or slow
         self.default_loss = 0.0
         self.split: tuple[list[str], list[str]] | None = None
         self.names = self.cluster.bootstrap(cfg.members)
         skews = random.Random(f"skew:{cfg.seed}")
         self.skew_ms = {n: skews.randint(-25, 25) for n in self.names}
+        for n in self.names:  # a tenth of the members with a clock tens of seconds off
+            if skews.random() < SKEWED_SHARE:
+                self.skew_ms[n] = skews.randint(10_000, 60_000) * skews.choice((-1, 1))
         self.stores: dict[str, Store] = {n: new_store(self, n) for n in self.names}
         self.replicas: dict[str, SimMember] = {}
         self.incarnations = dict.fromkeys(self.names, 0)
         for n in self.names:
-            self._start_replica(n)
+            self._start_replica(n, None)
         self.cluster.hooks.append(self._on_member_event)
         self.clients = Clients(self)
         self.faults = Faults(self)
@@ -255,17 +290,15 @@ class World:
     def note(self, what: str) -> None:
         self.log.append(f"{self.loop.now:.6f} {what}")
 
-    def view_of(self, name: str) -> tuple[str, ...]:
-        return tuple(sorted(m.name for m in self.cluster.node(name).alive_members()))
+    def published(self, coordinator: str, table: PartitionTable) -> None:
+        """A coordinator publishes `table`: members can be told its version from now on."""
+        self.tables[table.version] = table
+        self.last_published = table
+        self.stats.publishes += 1
 
-    def table_for(self, members: tuple[str, ...]) -> PartitionTable:
-        """build_table, memoized by member set: every member with the same view gets the
-        same table object (placement is a pure function of the set)."""
-        table = self._tables.get(members)
-        if table is None:
-            table = self._tables[members] = build_table(members, 0, self.placement)
-            self.stats.tables_built += 1
-        return table
+    def decided(self, member: SimMember, decision: Decision) -> None:
+        """A rebalancer decided something (the faults may crash its member in the middle)."""
+        self.faults.decided(member, decision)
 
     def stream_epoch(self, follower: str, primary: str) -> int:
         return self.epochs.get((follower, primary), 0)
@@ -284,6 +317,12 @@ class World:
             return
         self.net.send(a, b, payload, True)
 
+    def refuses(self, src: str, dst: str) -> bool:
+        """Whether `dst`'s machine resets a connection from `src` at once: its process is
+        down (not paused) and the path works both ways (a cut path just times out)."""
+        a, b = self.raddr(src), self.raddr(dst)
+        return not self.net.is_up(b) and self.net.reachable(a, b) and self.net.reachable(b, a)
+
     def break_stream(self, follower: str, primary: str, notify: bool = True) -> None:
         key = (follower, primary)
         self.epochs[key] = self.epochs.get(key, 0) + 1
@@ -292,8 +331,8 @@ class World:
         if notify and rep is not None and rep.alive:
             rep.stream_broken_follower_side(primary)
 
-    def _start_replica(self, name: str) -> None:
-        rep = SimMember(self, name, self.stores[name], self.incarnations[name])
+    def _start_replica(self, name: str, saved: PartitionTable | None) -> None:
+        rep = SimMember(self, name, self.stores[name], self.incarnations[name], saved)
         self.replicas[name] = rep
         self.net.add_host(self.raddr(name), rep.receive)
         rep.start()
@@ -301,7 +340,7 @@ class World:
     def _on_member_event(self, observer: str, ev: MemberEvent) -> None:
         rep = self.replicas.get(observer)
         if rep is not None and rep.alive:
-            rep.view_changed()
+            rep.on_member(ev.kind.value, ev.member.name)
 
     # ---- faults ---------------------------------------------------------------------------
     def crash(self, name: str) -> None:
@@ -310,24 +349,64 @@ class World:
         self.note(f"crash {name}")
         self.stats.crashes += 1
         self.cluster.crash(name)
+        self._stop_process(name)
+
+    def _stop_process(self, name: str) -> None:
+        """The member's process is gone: its endpoint, its cores, its streams."""
         self.net.crash(self.raddr(name))
         self.replicas[name].stop()
         self.inv.member_gone(name)
-        for f, p in sorted(self.epochs.keys() | {(name, o) for o in self.names}):
+        for rep in self.replicas.values():
+            if rep.alive:
+                rep.rpc.callee_died(name)
+        for f, p in sorted({(name, o) for o in self.names} | {(o, name) for o in self.names}):
             if name in (f, p):
                 self.break_stream(f, p, notify=f != name)
 
     def restart(self, name: str) -> None:
         if self.cluster.up[name]:
             return
+        if self.replicas[name].alive:  # left the gossip, its process not ended yet
+            self._stop_process(name)
         self.note(f"restart {name}")
         self.stats.restarts += 1
         self.cluster.restart(name)
         self.incarnations[name] += 1
+        saved = self.saved.get(name)
         if not self.cfg.persist:
             self.stores[name] = new_store(self, name)
             self.inv.store_lost(name)
-        self._start_replica(name)
+            saved = None  # no data dir: no table.json either
+            self.saved.pop(name, None)
+        self._start_replica(name, saved)
+
+    def leave(self, name: str) -> None:
+        """A graceful leave (SIGTERM): the member has the coordinator move everything off
+        it, then leaves the gossip and stops (`departed`)."""
+        rep = self.replicas[name]
+        if not self.cluster.up[name] or rep.leaving or not rep.started:
+            return
+        self.note(f"leave {name}")
+        self.stats.leaves += 1
+        rep.leave()
+
+    def departed(self, name: str, how: Departed) -> None:
+        """The leaving member's conversation with the coordinator ended: it leaves the
+        gossip now and its process ends a moment later (grid/member.py's stop)."""
+        self.note(f"departed {name} {how.end.value} {how.error}")
+        self.cluster.leave(name)
+        self.loop.call_later(LEAVE_LINGER_S, self._left, name, self.incarnations[name])
+
+    def _left(self, name: str, incarnation: int) -> None:
+        rep = self.replicas[name]
+        if self.incarnations[name] != incarnation or not rep.alive:
+            return
+        self.cluster.crash(name)
+        self._stop_process(name)
+        if self.faults.stopped:  # the faults ended while it was leaving: it comes back
+            self.restart(name)
+        else:
+            self.faults.left(name)
 
     def _groups(self, names: list[str]) -> list[str]:
         return names + [self.raddr(n) for n in names]
@@ -338,24 +417,49 @@ class World:
         self.split = (a, b)
         self.net.partition(self._groups(a), self._groups(b))
 
+    def one_way(self, src: list[str], dst: list[str]) -> None:
+        """`src` cannot send to `dst`; `dst` still reaches `src`."""
+        self.note(f"one-way cut {','.join(src)} -> the other {len(dst)}")
+        self.stats.one_way_cuts += 1
+        self.split = (src, dst)
+        self.net.cut_one_way(self._groups(src), self._groups(dst))
+
     def heal(self) -> None:
         if self.split is not None:
             self.note("heal")
             self.split = None
             self.net.heal()
 
-    def set_lossy(self, lossy: dict[str, float]) -> None:
-        """Every link of each member in `lossy` drops that share of messages."""
-        self.note("lossy " + ",".join(f"{m}={v}" for m, v in lossy.items()))
+    def set_links(self, lossy: dict[str, float], slow: dict[str, float]) -> None:
+        """Every link of each member in `lossy` drops that share of messages; every link
+        of each member in `slow` takes that many seconds more."""
+        self.note(
+            "links lossy "
+            + ",".join(f"{m}={v}" for m, v in lossy.items())
+            + " slow "
+            + ",".join(f"{m}={v}" for m, v in slow.items())
+        )
         self.net.clear_links()
         self.loss.clear()
-        for m, loss in lossy.items():
-            link = Link(loss=loss)
+        self.degraded = bool(lossy or slow)
+        for m in sorted(lossy.keys() | slow.keys()):
+            loss = lossy.get(m, 0.0)
+            delay = slow.get(m, 0.0)
             for o in self.names:
-                if o != m:
-                    self.loss[(m, o)] = self.loss[(o, m)] = loss
-                    self.net.set_link(m, o, link)
-                    self.net.set_link(self.raddr(m), self.raddr(o), link)
+                if o == m:
+                    continue
+                both = max(loss, lossy.get(o, 0.0))
+                extra = delay + slow.get(o, 0.0)
+                link = Link(loss=both, delay=Link().delay + extra)
+                if both:
+                    self.loss[(m, o)] = self.loss[(o, m)] = both
+                self.net.set_link(m, o, link)
+                self.net.set_link(self.raddr(m), self.raddr(o), link)
+
+    def jump_clock(self, name: str, step_ms: int) -> None:
+        """The member's wall clock steps (an NTP correction); the HLC must cope."""
+        self.note(f"clock {name} {step_ms:+d} ms")
+        self.skew_ms[name] += step_ms
 
     def set_default_loss(self, loss: float) -> None:
         self.note(f"network loss {loss}")
@@ -374,8 +478,8 @@ class World:
         self.faults.stop()
         self.clients.stopped = True
         self.heal()
-        if self.loss:
-            self.set_lossy({})
+        if self.degraded:
+            self.set_links({}, {})
         if self.default_loss:
             self.set_default_loss(0.0)
         for n in self.names:
@@ -394,6 +498,7 @@ class World:
             self.clients.start()
             self.faults.start()
             self._watch_message_rate(self.net.stats.sent)
+            self._check_logs_every(1.0, {})
             self.loop.run_until(until=faults_end)
             self.end_faults()
             self._check_quiet_every(1.0)
@@ -438,6 +543,36 @@ class World:
             )
         self.loop.call_later(1.0, self._watch_message_rate, sent)
 
+    def _check_logs_every(self, period: float, since: dict[tuple[str, int], float]) -> None:
+        """Liveness of the streams: a started member that serves a partition as primary
+        has its log, so its changes reach the backups; and it has subscribed to what
+        its table makes it a backup of (`Follower.reconcile` ran with that table). A
+        member whose streams never started takes writes nobody follows and follows
+        nothing. Only a moment may pass between a
+        table and its streams (an install starts them in the same step; a refused
+        subscription is tried again 0.2 s later); `LOGLESS_S` is the bound."""
+        now = self.loop.now
+        still: dict[tuple[str, int], float] = {}
+
+        def lacking(key: tuple[str, int], what: str) -> None:
+            first = since.get(key, now)
+            if now - first >= LOGLESS_S:
+                self.inv.fail(f"{what} for {now - first:.1f}s: its streams never started")
+            still[key] = first
+
+        for name in sorted(self.cluster.running()):
+            rep = self.replicas[name]
+            table = rep.table
+            if not rep.alive or not rep.started or table is None:
+                continue
+            _, serving = self.inv.serves.get(name, (0, frozenset()))
+            for p in sorted(serving):
+                if p not in rep.primary.logs:
+                    lacking((name, p), f"{name} serves p{p} as primary with no log")
+            if rep.followed != table.version:
+                lacking((name, -1), f"{name} follows no copy by its table {table.version:#x}")
+        self.loop.call_later(period, self._check_logs_every, period, still)
+
     def _check_quiet_every(self, period: float) -> None:
         if self.quiet_at is None:
             if not self.why_not_quiet():
@@ -445,19 +580,43 @@ class World:
             else:
                 self.loop.call_later(period, self._check_quiet_every, period)
 
+    def coordinator(self) -> SimMember:
+        """The member that coordinates by the ground truth: the smallest running name."""
+        return self.replicas[min(self.cluster.running())]
+
     def final_table(self) -> PartitionTable:
-        return self.table_for(tuple(sorted(self.cluster.running())))
+        """The coordinator's table: the one every member must end with."""
+        table = self.coordinator().table
+        if table is None:
+            raise InvariantViolation("the coordinator has no table at the end")
+        return table
 
     def why_not_quiet(self) -> str:
         """'' when quiet; else the first reason it is not (for the report)."""
         c = self.cluster
         if not c.converged():
             return "membership has not converged"
-        table = self.final_table()
-        for n in sorted(c.running()):
+        running = sorted(c.running())
+        coordinator = self.replicas[running[0]]
+        table = coordinator.table
+        if table is None:
+            return f"the coordinator {coordinator.name} has no table"
+        if self.last_published is None or table.version != self.last_published.version:
+            return f"the coordinator {coordinator.name} holds a table it did not publish last"
+        for n in running:
             rep = self.replicas[n]
-            if rep.table is not table or rep.table_due:
-                return f"{n} has another table"
+            if not rep.started:
+                return f"{n} has not started"
+            if rep.ownership.version != table.version:
+                return f"{n} has another table than the coordinator's last publish"
+            if rep.ownership.moved or rep.ownership.early:
+                return f"{n} has hand-offs no table settled"
+        target = build_table(running, table.epoch, self.placement)
+        if target.replica_lists != table.replica_lists:
+            moving = sum(
+                a != b for a, b in zip(target.replica_lists, table.replica_lists, strict=True)
+            )
+            return f"the table is not the placement of the running members ({moving} differ)"
         for p in range(self.cfg.partitions):
             reps = table.replicas(p)
             roots = {self.root(m, p) for m in reps}
@@ -503,9 +662,11 @@ class World:
         """The end-of-run guarantees (simulation/invariants.py lists them)."""
         inv = self.inv
         table = self.final_table()
+        if self.last_published is None or table.version != self.last_published.version:
+            inv.fail("the coordinator's table is not the last one published")
         for n in sorted(self.cluster.running()):
-            if self.replicas[n].table is not table:
-                inv.fail(f"{n} computes another table than the live member set gives")
+            if self.replicas[n].ownership.version != table.version:
+                inv.fail(f"{n} did not install the coordinator's last publish")
         for p in range(self.cfg.partitions):
             reps = table.replicas(p)
             first = copy_of(self.stores[reps[0]], p)

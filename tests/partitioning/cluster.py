@@ -153,6 +153,9 @@ class Cluster:
                 answer = asked.leave_progress(name)
             step = departure.answered(answer or LeaveAnswer(False, "timed out"))
         self.crash(name)
+        live = self.view().live
+        for core in self.members.values():  # the gossip spreads its leave to everyone
+            core.observe(live)
         return step
 
 

@@ -22,7 +22,7 @@ from partitioning.leave import (
     DepartureEnd,
     LeaveAnswer,
 )
-from partitioning.rebalancer import Rebalancer, View
+from partitioning.rebalancer import LEAVE_GRACE_S, TABLE_CHECK_S, Rebalancer, View
 from partitioning.succession import coordinator_of, newest_table
 from partitioning.table import build_table
 from tests.partitioning.cluster import Cluster, address
@@ -198,7 +198,26 @@ def test_a_failed_hand_off_keeps_the_old_primary():
     assert cluster.members["a"].table.replica_lists == after
 
 
-@pytest.mark.parametrize("change", ["gone", "leaving", "smaller name"])
+@pytest.mark.parametrize("wave_size", [1, 2])
+def test_every_hand_off_is_followed_by_the_table_of_its_epoch_even_a_failed_one(wave_size: int):
+    """A failed hand-off may have been taken over with only the new owner's word lost:
+    it serves the partition by the hand-off until a table of the confirm epoch comes,
+    while the source took it back. So that table comes at once, even when no list
+    changed."""
+    cluster = settled("abc", wave_size=wave_size)
+    cluster.fail_handoffs = set(range(PLACEMENT.partition_count))  # every hand-off fails
+    cluster.start("d")
+    cluster.round("d")
+    decisions = cluster.round("a")
+    handoffs = [i for i, d in enumerate(decisions) if isinstance(d, Handoff)]
+    assert handoffs
+    for i in handoffs:  # before anything else is asked of a member
+        following = next(d for d in decisions[i + 1 :] if not isinstance(d, Note))
+        assert isinstance(following, Publish)
+        assert following.table.epoch == decisions[i].confirm_epoch
+
+
+@pytest.mark.parametrize("change", ["gone", "leaving", "smaller name", "joined", "another lineage"])
 def test_waves_stop_for_what_the_next_round_must_do_first(change: str):
     cluster = settled("abc", wave_size=1)
     cluster.start("d")
@@ -211,6 +230,10 @@ def test_waves_stop_for_what_the_next_round_must_do_first(change: str):
         cluster.crash("c")  # fail over first
     elif change == "leaving":
         assert core.leave_requested("b", cluster.view().live) is None  # release it first
+    elif change == "joined":
+        cluster.start("e")  # the target changed
+    elif change == "another lineage":  # b answered a publish with a higher epoch
+        assert core.answered("b", build_table(["b", "c"], core.table.epoch + 5).version)
     else:
         cluster.start("0")  # it coordinates now
     assert core.step(None, cluster.view()) is None
@@ -237,6 +260,23 @@ def test_a_member_holding_another_lineage_is_overtaken():
     assert isinstance(decisions[0], Resend) and decisions[0].to == ("b",)
     assert notes(cluster, "a member holds a table of another lineage; republishing above it")
     assert publishes(decisions)[0].epoch == epoch_of(foreign.version) + 1
+    assert b.table == a.table and a.table.replica_lists == target("abc")
+
+
+def test_a_member_that_took_another_table_after_answering_is_found_out():
+    """Views disagreed for a moment after a heal: b answered a's publish, then another
+    coordinator gave it a table of a higher epoch. Nothing tells a; once b's answer is
+    older than TABLE_CHECK_S, a sends its table again, sees the other lineage and
+    overtakes it."""
+    cluster = settled("abc")
+    a, b = cluster.members["a"], cluster.members["b"]
+    foreign = build_table(["b", "c"], a.table.epoch + 2, PLACEMENT)
+    b.installed(foreign)  # after it answered a
+    assert not [d for d in cluster.round("a") if isinstance(d, Resend)]  # a does not know
+    cluster.now += TABLE_CHECK_S + 1
+    decisions = cluster.round("a")
+    assert isinstance(decisions[0], Resend) and set(decisions[0].to) == {"b", "c"}
+    assert publishes(decisions)[0].epoch == foreign.epoch + 1
     assert b.table == a.table and a.table.replica_lists == target("abc")
 
 
@@ -283,6 +323,40 @@ def test_a_leaver_is_released_then_answered_once_it_holds_nothing():
     released = notes(cluster, "leaving members released")[-1].fields
     assert released == {"leavers": ["c"], "handed_off": len(held)}
     assert cluster.members["a"].table.replica_lists == target("abd")
+
+
+def test_a_member_that_left_and_came_back_takes_partitions_again():
+    """A rolling restart: the member leaves gracefully, then starts again with the same
+    name (its data dir keeps it). The coordinator that answered its leave must not take
+    it for a leaver any more once it was gone."""
+    cluster = settled("abcd")
+    assert cluster.leave("c").done
+    cluster.settle()
+    assert cluster.members["a"].table.replica_lists == target("abd")
+    cluster.start("c")
+    cluster.settle()
+    assert "c" not in cluster.members["a"].leaving
+    assert cluster.members["a"].table.replica_lists == target("abcd")
+
+
+def test_a_leaver_that_restarted_before_it_was_seen_gone_stays_after_a_grace():
+    """A leaver that crashed and restarted quicker than the failure detector never
+    leaves the coordinator's sight: once its leave was answered and the grace passed,
+    it is a member like any other again."""
+    cluster = settled("abcd")
+    a = cluster.members["a"]
+    assert a.leave_requested("c", cluster.view().live) is None
+    for _ in range(10):
+        cluster.round("a")
+        if a.leave_progress("c") is not None:
+            break
+    assert a.leave_progress("c") == LeaveAnswer(True)
+    cluster.start("c")  # a new incarnation, never seen gone
+    cluster.settle()
+    assert a.table.replica_lists == target("abd")  # still taken for a leaver
+    cluster.now += LEAVE_GRACE_S + 1
+    cluster.settle()
+    assert "c" not in a.leaving and a.table.replica_lists == target("abcd")
 
 
 def test_leave_answers():

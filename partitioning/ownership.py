@@ -1,0 +1,171 @@
+"""Which partitions a member serves as primary, between one table and the next.
+
+The partition table (table.py) comes from the coordinator and changes in steps.
+Between two steps a hand-off may already have happened that the next table
+will only confirm, so a member's own answer to "do I serve p?" is the table
+corrected by the hand-offs it took part in:
+
+* `moved[p] = Moved(N, e)`: this member handed p to N and must not serve it any
+  more, whatever a table older than epoch e says;
+* `early[p] = e`: p was handed *to* this member, which serves it although its
+  tables do not show it before epoch e (unless the table in use is of epoch e
+  or later already: it settled the hand-off, see `handed_over`).
+
+The epoch comes from the coordinator with the hand-off: the epoch of its next
+table. A table of an earlier epoch that arrives late (a slow publish) cannot
+undo the hand-off, so neither member drops or stops serving what it should
+hold; the first table of epoch e or later settles it (it shows the hand-off,
+or undoes it on purpose), and the entry goes.
+
+A member that restarts with its saved table (`restarted`) serves by it at once,
+but the cluster may have gone past it: it asks the live members for theirs
+first. If it is still the saved one afterwards (a restart quicker than the
+failure detector: nobody noticed, so nobody will publish it again), the
+runtime must start the table's streams itself (`start_saved`).
+
+Pure state, no IO: grid/routing.py keeps it for a member (and mirrors `owned`
+into the store's hot-path bytearray), and the simulator keeps one per
+simulated member.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import NamedTuple
+
+from partitioning.table import PartitionTable
+
+
+class Moved(NamedTuple):
+    """A partition this member handed off: to whom, and the epoch of the table that
+    will show it."""
+
+    to: str
+    epoch: int
+
+
+class Verdict(Enum):
+    """What a member does with a table it is given."""
+
+    INSTALL = "install"  # the first, or of a higher epoch than the one in use
+    SAME = "same"  # the table in use
+    OLDER = "older"  # not newer than the one in use (a late publish, another lineage)
+    WRONG_COUNT = "wrong partition count"  # from a cluster with another partition count
+
+
+class Ownership:
+    """The table in use, and the hand-offs not settled by a table yet."""
+
+    def __init__(self, me: str, partitions: int) -> None:
+        self.me = me
+        self.partitions = partitions
+        self.table: PartitionTable | None = None
+        self.moved: dict[int, Moved] = {}
+        self.early: dict[int, int] = {}
+        self.saved = 0  # a restart's saved table, until `start_saved` is asked
+        self.fenced = False
+        """Serve nothing, whatever the table says: the member stood still for longer than
+        failure detection and may have been failed over (grid/coordinator.py lifts it
+        once it has the live members' newest table)."""
+
+    @property
+    def version(self) -> int:
+        return self.table.version if self.table is not None else 0
+
+    # ---- tables ----------------------------------------------------------------------------
+    def verdict(self, table: PartitionTable) -> Verdict:
+        if table.partition_count != self.partitions:
+            return Verdict.WRONG_COUNT
+        current = self.table
+        if current is None or table.newer_than(current):
+            return Verdict.INSTALL
+        return Verdict.SAME if table.version == current.version else Verdict.OLDER
+
+    def install(self, table: PartitionTable) -> bool:
+        """Use `table` if its verdict is INSTALL; True if it is now the one in use.
+        Hand-offs that a table of their epoch or later has settled (shown or undone)
+        are forgotten."""
+        if self.verdict(table) is not Verdict.INSTALL:
+            return False
+        self.table = table
+        epoch = table.epoch
+        self.moved = {p: m for p, m in self.moved.items() if m.epoch > epoch}
+        self.early = {p: e for p, e in self.early.items() if e > epoch}
+        return True
+
+    def restarted(self, saved: PartitionTable) -> bool:
+        """A restart with the table saved before it: in use at once (see the module
+        docstring); its streams wait for `start_saved`."""
+        if not self.install(saved):
+            return False
+        self.saved = saved.version
+        return True
+
+    def start_saved(self) -> bool:
+        """Asked once, after a restart asked the live members for their tables: True
+        if the table in use is still the saved one, so the runtime must start the
+        streams by it now, as an install would (primaries get a log, backups
+        subscribe). A newer table installed meanwhile started them itself."""
+        saved, self.saved = self.saved, 0
+        return saved != 0 and self.version == saved
+
+    # ---- hand-offs -------------------------------------------------------------------------
+    def handed_off(self, partition: int, to: str, epoch: int) -> None:
+        """This member gave the partition to `to`; a table of `epoch` will show it."""
+        self.moved[partition] = Moved(to, epoch)
+        self.early.pop(partition, None)
+
+    def handed_over(self, partition: int, epoch: int) -> bool:
+        """The partition was handed to this member; a table of `epoch` will show it.
+        True if this member serves it now. A table of that epoch or later in use
+        already settled the hand-off without it: the coordinator published it after the
+        source gave up waiting and took the partition back (this member was paused, or
+        the hand-off was slow), or it comes from another coordinator's lineage (a split
+        heals) that places the partition elsewhere. Serving it then would make a second
+        primary under that table; the next table settles the rest."""
+        if self.table is not None and self.table.epoch >= epoch:
+            return False
+        self.early[partition] = epoch
+        self.moved.pop(partition, None)
+        return True
+
+    def take_back(self, partition: int) -> bool:
+        """A hand-off failed before the new owner took over: serve it again. True if
+        anything changed."""
+        return self.moved.pop(partition, None) is not None
+
+    # ---- questions -------------------------------------------------------------------------
+    def owned(self) -> bytearray:
+        """One byte per partition, 1 where this member serves it as primary: the table's
+        primaries, minus what it handed off, plus what was handed to it; nothing while
+        fenced."""
+        owned = bytearray(self.partitions)
+        if self.fenced:
+            return owned
+        if self.table is not None:
+            for p in self.table.partitions_of(self.me).primary:
+                owned[p] = 1
+        for p in self.moved:
+            owned[p] = 0
+        for p in self.early:
+            owned[p] = 1
+        return owned
+
+    def serves(self, partition: int) -> bool:
+        """Whether this member serves the partition as primary (what `owned` says)."""
+        if self.fenced:
+            return False
+        if partition in self.early:
+            return True
+        if partition in self.moved or self.table is None:
+            return False
+        return self.table.owner(partition) == self.me
+
+    def owner(self, partition: int) -> str | None:
+        """Who serves the partition, as far as this member knows (None: no table yet)."""
+        moved = self.moved.get(partition)
+        if moved is not None:
+            return moved.to
+        if partition in self.early:
+            return self.me
+        return self.table.owner(partition) if self.table is not None else None
