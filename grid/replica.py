@@ -168,7 +168,12 @@ class Replicator:
             snapshot,
             map_backups or configured_map_backups(store.config),
             keep=log_changes,
+            clock=_monotonic,
+            on_ready=self._wake,
         )
+        self.record = self.core.record
+        """The store's sink for changes of partitions this member is primary of: the
+        core's own method, with no wrapper (it runs for every write and every apply)."""
         self.streams: dict[str, Stream] = {}
         self.throttle = Throttle(rate)
         self.bytes_sent = 0
@@ -210,13 +215,6 @@ class Replicator:
     def bind_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-
-    # ---- the sink: every change of a partition this member is primary of --------------------
-    def record(self, *change: Any) -> None:
-        core = self.core
-        core.record(*change, _monotonic())
-        if core.ready or core.closing:
-            self._wake()
 
     def _wake(self) -> None:
         """Wake the senders of followers that have something to send (or must stop)."""

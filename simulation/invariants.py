@@ -154,6 +154,24 @@ class Invariants:
         self.held.pop((member, p), None)
         self.checked.pop((member, p), None)
 
+    def recovered(
+        self, member: str, copies: Mapping[int, Mapping[Key, tuple[Any, int, int]]]
+    ) -> None:
+        """A member restarted from its data dir: its store holds exactly what it held
+        when it crashed (every change was flushed to the log at the end of the event that
+        made it, and a crash of the process keeps the files), no more, no less."""
+        self.checks += 1
+        for p in sorted(set(copies) | {q for m, q in self.held if m == member}):
+            want = self.held.get((member, p), {})
+            got = {k: (ts, mid) for k, (_, ts, mid) in copies.get(p, {}).items()}
+            if got != want:
+                extra = sorted(k for k in got if got[k] != want.get(k))[:3]
+                lost = sorted(k for k in want if k not in got)[:3]
+                self.fail(
+                    f"{member} p{p}: recovered {len(got)} keys, held {len(want)} before "
+                    f"the crash (differing {extra}, lost {lost})"
+                )
+
     def store_lost(self, member: str) -> None:
         """A crash that loses memory: the member restarts with an empty store."""
         for k in [k for k in self.held if k[0] == member]:

@@ -58,6 +58,7 @@ from xxhash import xxh32_intdigest
 
 from grid.config import Config
 from grid.store.copies import digest, records_in, snapshot_records
+from grid.store.recordmap import ZERO
 from grid.store.store import DELETE, DROPPED, Store
 from partitioning.keys import partition_of
 from partitioning.leave import Departed
@@ -70,6 +71,7 @@ from replication.map_backups import MapBackups
 from replication.primary import Chunk, Primary
 from simulation import wire
 from simulation.coordinator import FILL_TIMEOUT_S, SimCoordinator
+from simulation.disk import Disks
 from simulation.rpc import Result, Rpc
 from simulation.tasks import Future, Task, gather, spawn
 
@@ -128,12 +130,20 @@ def decode_chunk(raw: Sequence[Any]) -> SimChunk:
     return SimChunk(kind, p, seq, recs, term, epoch, error, len(recs))
 
 
-def new_store(world: World, name: str) -> Store:
-    config = Config(
+def store_config(world: World, name: str) -> Config:
+    """A simulated member's configuration: with a data dir in persist mode."""
+    disks = world.disks
+    return Config(
         partitions=world.cfg.partitions,
         backups=world.cfg.backups,
         tombstone_grace_s=1e6,  # longer than any run: a final check compares every delete
+        data_dir=disks.data_dir(name) if disks is not None else "",
+        fsync="never",  # see simulation/disk.py
     )
+
+
+def new_store(world: World, name: str) -> Store:
+    config = store_config(world, name)
     skews = world.skew_ms  # read at every call: a clock may jump (faults.clock_jump)
     loop = world.loop
 
@@ -144,7 +154,8 @@ def new_store(world: World, name: str) -> Store:
 
 
 def copy_of(store: Store, p: int) -> dict[bytes, tuple[bytes | None, int, int]]:
-    """The partition as the final checks compare it: key -> (value or None, ts, member)."""
+    """The partition as the checks compare it: key -> (value or None, ts, member),
+    tombstones and the clear marker included."""
     rmap = store.maps.get(MAP)
     if rmap is None:
         return {}
@@ -153,6 +164,9 @@ def copy_of(store: Store, p: int) -> dict[bytes, tuple[bytes | None, int, int]]:
     }
     for k, e in rmap.parts[p].items():
         out[k] = (e.value, e.ts, e.member)
+    cleared = rmap.cleared[p]
+    if cleared != ZERO:  # the map's clear marker, as the empty key (no real key is empty)
+        out[b""] = (None, cleared[0], cleared[1])
     return out
 
 
@@ -206,6 +220,9 @@ class SimMember:
         )
         self.coordinator = SimCoordinator(self, self.rebalancer)
         self.rpc = Rpc(self, self.handle)
+        # persist mode: the store is the one its journal recovers (simulation/disk.py)
+        self.journal = world.disks.open(store.config, store) if world.disks else None
+        self._journal = store.sink  # the journal's own sink (None without a data dir)
         store.sink = self._sink
         self.stream_epochs: dict[str, int] = {}  # follower -> epoch of its Downstream here
         self.flush_due = False
@@ -228,6 +245,13 @@ class SimMember:
     def _timer(self, _now: float, fn: Any, args: tuple[Any, ...]) -> None:
         if self.alive:
             fn(*args)
+            self.flush_journal()
+
+    def flush_journal(self) -> None:
+        """The end of a simulated event: what the store changed goes to the log files,
+        as grid/durability.py flushes at the end of every batch."""
+        if self.journal is not None:
+            self.journal.flush()
 
     def sleep(self, seconds: float) -> Future[None]:
         fut: Future[None] = Future()
@@ -247,6 +271,9 @@ class SimMember:
         are summed."""
         if self.alive:
             self.alive = False
+            if self.journal is not None:
+                self.journal.flush()
+                Disks.crash(self.journal)
             stats = self.w.stats
             stats.snapshots += self.primary.snapshots_sent
             stats.catchups += self.primary.caught_up
@@ -516,6 +543,8 @@ class SimMember:
         expire_at: int,
         max_idle: int,
     ) -> None:
+        if self._journal is not None:
+            self._journal(p, op, map_name, key, value, ts, member, expire_at, max_idle)
         if op == DROPPED:
             self.inv.dropped(self.name, p)
             return
@@ -598,6 +627,10 @@ class SimMember:
     def receive(self, now: float, src_addr: str, payload: bytes, reliable: bool) -> None:
         if not self.alive:
             return
+        self._receive(src_addr, payload)
+        self.flush_journal()
+
+    def _receive(self, src_addr: str, payload: bytes) -> None:
         msg = wire.unpack(payload)
         kind = msg[0]
         src = self.w.member_of(src_addr)

@@ -18,11 +18,16 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+from grid.durability import Durability
 from grid.store.store import PUT, Store
 from partitioning.ownership import Ownership
+from persistence import Op
 from replication import follower as follower_core
 from replication import primary as primary_core
 from replication.stream import PrimaryLog
+
+BARE_CLEAR = int(Op.CLEAR)  # the journal's record of a dropped copy: no marker
+MARKED_CLEAR = int(Op.CLEARED)  # a client's clear: the entries go, its marker stays
 
 
 class Plant(NamedTuple):
@@ -135,6 +140,23 @@ def _restart_no_streams() -> Callable[[], None]:
     return _patch(Ownership, "start_saved", start_saved)
 
 
+def _drop_leaves_marker() -> Callable[[], None]:
+    """Last round's bug: a copy dropped because its partition moved away is journaled as
+    a client's clear (with its marker), so a member that restarts holds a clear newer
+    than the primary's entries and hands it back: the primary, and every backup after
+    it, lose the map's entries in that partition."""
+    real = Durability.flush
+
+    def flush(self: Durability) -> int:
+        for changes in self._pending.values():
+            for i, c in enumerate(changes):
+                if c[1] == BARE_CLEAR:
+                    changes[i] = (c[0], MARKED_CLEAR, *c[2:])
+        return real(self)
+
+    return _patch(Durability, "flush", flush)
+
+
 PLANTS: dict[str, Plant] = {
     p.name: p
     for p in (
@@ -156,6 +178,11 @@ PLANTS: dict[str, Plant] = {
             "lww-reversed",
             "the store lets an older replicated put replace a newer one",
             _lww_reversed,
+        ),
+        Plant(
+            "drop-leaves-marker",
+            "a dropped copy is journaled as a clear with its marker (last round's bug)",
+            _drop_leaves_marker,
         ),
         Plant(
             "restart-no-streams",

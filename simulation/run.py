@@ -17,6 +17,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from grid.logs import configure as configure_logs
 from simulation.plants import PLANTS, listing, planted
 from simulation.world import SimConfig, World
 
@@ -62,6 +63,7 @@ def configs(args: argparse.Namespace) -> list[SimConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    configure_logs(level="warning")  # the members' recovery and journal lines: not wanted here
     if args.plant == "list":
         print(listing())
         return 0

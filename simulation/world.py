@@ -43,6 +43,7 @@ from partitioning.leave import Departed
 from partitioning.table import PartitionTable, build_table
 from replication.stream import Phase
 from simulation import wire
+from simulation.disk import Disks
 from simulation.faults import Faults
 from simulation.invariants import Invariants, InvariantViolation
 from simulation.member import SimMember, copy_of, new_store
@@ -267,6 +268,7 @@ class World:
         for n in self.names:  # a tenth of the members with a clock tens of seconds off
             if skews.random() < SKEWED_SHARE:
                 self.skew_ms[n] = skews.randint(10_000, 60_000) * skews.choice((-1, 1))
+        self.disks = Disks() if cfg.persist else None
         self.stores: dict[str, Store] = {n: new_store(self, n) for n in self.names}
         self.replicas: dict[str, SimMember] = {}
         self.incarnations = dict.fromkeys(self.names, 0)
@@ -373,12 +375,15 @@ class World:
         self.cluster.restart(name)
         self.incarnations[name] += 1
         saved = self.saved.get(name)
+        self.stores[name] = new_store(self, name)  # persist: recovered from its journal
         if not self.cfg.persist:
-            self.stores[name] = new_store(self, name)
             self.inv.store_lost(name)
             saved = None  # no data dir: no table.json either
             self.saved.pop(name, None)
         self._start_replica(name, saved)
+        if self.cfg.persist:
+            store = self.stores[name]
+            self.inv.recovered(name, {p: copy_of(store, p) for p in range(self.cfg.partitions)})
 
     def leave(self, name: str) -> None:
         """A graceful leave (SIGTERM): the member has the coordinator move everything off
@@ -516,6 +521,8 @@ class World:
             error = str(e)
         for rep in self.replicas.values():
             rep.stop()
+        if self.disks is not None:
+            self.disks.remove()
         self.note(f"end {error}")
         return Result(
             config=self.cfg,

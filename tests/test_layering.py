@@ -17,11 +17,11 @@ ALLOWED = {
     "persistence": set(),
     "partitioning": set(),
     "replication": {"partitioning"},
-    "simulation": {"membership", "partitioning", "replication"},
+    "simulation": {"membership", "partitioning", "replication", "persistence"},
 }
-ALLOWED_MODULES = {"simulation": ("grid.store", "grid.config")}
+ALLOWED_MODULES = {"simulation": ("grid.store", "grid.config", "grid.durability", "grid.logs")}
 """Modules of other packages a package may import besides whole packages: the simulator
-runs the real store (DESIGN.md: 'the cores, the store'), not the member runtime."""
+runs the real store and journal (DESIGN.md: "the cores, the store"), not the member runtime."""
 PROJECT = {
     "grid",
     "proto",

@@ -30,7 +30,7 @@ def primary(
 
 
 def write(core: Primary, p: int, key: bytes, map_name: str = "m") -> None:
-    core.record(p, PUT, map_name, key, b"v" * 10, 1, 1, 0, 0, 0.0)
+    core.record(p, PUT, map_name, key, b"v" * 10, 1, 1, 0, 0)
 
 
 def kinds(chunks: list) -> list:
