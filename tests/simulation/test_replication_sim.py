@@ -125,7 +125,7 @@ def test_cli_prints_the_trace_and_exit_status(capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.soak
-@pytest.mark.parametrize("seed", range(1, 21))
+@pytest.mark.parametrize("seed", range(1, 101))
 def test_soak_fifty_members(seed: int) -> None:
     result = World(SimConfig(seed=seed)).run()
     assert result.ok, result.summary()
