@@ -45,7 +45,6 @@ from replication.antientropy import (
     Repaired,
 )
 from replication.digest import Digest
-from replication.map_backups import Holds
 
 log = logs.get("grid.antientropy")
 
@@ -58,44 +57,6 @@ burst of CPU that clients of every member on the machine feel (measured: p99 of 
 paced: converging soon is its point."""
 RPC_TIMEOUT_S = 10.0
 TOMBSTONE_SWEEP_S = 60.0  # tombstones outlive the grace period by at most this
-
-
-class StoreCopies:
-    """The store as the anti-entropy core reads and changes it: one partition per call,
-    each under the store lock, the journal flushed after a merge."""
-
-    def __init__(self, store: Store, after_apply: Callable[[], object]) -> None:
-        self.store = store
-        self.after_apply = after_apply
-
-    def digest(self, p: int, cut: int, holds: Holds) -> Digest:
-        store = self.store
-        with store.lock:
-            return copies.digest(store, p, cut, store.clock(), holds)
-
-    def records(self, p: int, buckets: Sequence[int], cut: int, holds: Holds) -> list[Record]:
-        store = self.store
-        with store.lock:
-            return copies.records_in(store, p, buckets, cut, store.clock(), holds)
-
-    def merge(
-        self, p: int, records: Sequence[Record], only: Callable[[int], bool] | None = None
-    ) -> int:
-        """Last writer wins; returns winners. `only`: checked under the lock first (the
-        role may have changed since the records were asked for)."""
-        won = 0
-        store = self.store
-        with store.lock:
-            if only is not None and not only(p):
-                return 0
-            now = store.clock()
-            for r in records:
-                if not (isinstance(r, tuple) and len(r) == 8):
-                    raise ValueError(f"partition {p}: a repair record is not an 8-field array")
-                if store.apply(p, *r, now):
-                    won += 1
-            self.after_apply()
-        return won
 
 
 class AntiEntropy:
@@ -114,7 +75,7 @@ class AntiEntropy:
         self.store = store
         self.routing = routing
         self.peers = peers
-        self.copies = StoreCopies(store, after_apply)
+        self.copies = copies.StoreCopies(store, after_apply, store.lock)
         # a comparison or repair of a copy this member should not hold is refused, or the
         # repair would bring back a copy just dropped, with nothing left to drop it again
         self.core = Reconciler(me, store.partitions, map_backups(config), self.copies, has_role)

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from xxhash import xxh32_intdigest
 
 from grid.config import Config
-from grid.store.copies import digest, records_in, snapshot_records
+from grid.store.copies import StoreCopies, digest, snapshot_records
 from grid.store.recordmap import ZERO
 from grid.store.store import DELETE, DROPPED, Store
 from partitioning.keys import partition_of
@@ -65,7 +65,8 @@ from partitioning.leave import Departed
 from partitioning.ownership import Ownership
 from partitioning.rebalancer import Rebalancer
 from partitioning.table import PartitionTable
-from replication.digest import differing, unpack_buckets
+from replication.antientropy import Compared, Differing, Reconciler, Repaired
+from replication.digest import Digest
 from replication.follower import FILL_LINGER_S, Follower
 from replication.map_backups import MapBackups
 from replication.primary import Chunk, Primary
@@ -232,7 +233,15 @@ class SimMember:
         self.followed = 0  # the table version of the last reconcile
         self.fill_waits: dict[int, list[Future[bool]]] = {}
         self.takeovers: dict[str, dict[int, Future[bool]]] = {}  # follower -> p -> its word
+        self.reconciler = Reconciler(
+            name,
+            partitions,
+            self.primary.map_backups,
+            StoreCopies(store),
+            lambda p: not self.follower.unheld(p, self.table),
+        )
         self.ae_round = 0
+        self.ae_mine: dict[str, dict[int, Digest]] = {}
         self.pushed: dict[int, int] = {}
         self._live: dict[str, str] | None = None
         self._writing = False
@@ -641,9 +650,9 @@ class SimMember:
         elif kind == wire.W:
             self.on_write(src_addr, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.AR:
-            self.on_ae_roots(src, msg[1], msg[2], msg[3])
+            self.on_ae_roots(src, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.AB:
-            self.on_ae_buckets(src, msg[1], msg[2], msg[3])
+            self.on_ae_buckets(src, msg[1], msg[2], msg[3], msg[4], msg[5])
         elif kind == wire.AX:
             self.on_ae_records(src, msg[1], msg[2], msg[3])
         elif kind == wire.P:
@@ -765,13 +774,14 @@ class SimMember:
         self.ae_round += 1
         store = self.store
         now = store.clock()
-        cut = (now - AE_CUT_LAG_MS) << 16
-        roots: dict[str, list[list[int]]] = {}
-        for p in sorted(self.primary.logs):
-            for b in table.replicas(p)[1:]:
-                roots.setdefault(b, []).append([p, digest(store, p, cut, now).root])
-        for b, rs in sorted(roots.items()):
-            self.send(b, [wire.AR, self.ae_round, cut, rs])
+        ae = self.reconciler
+        cut = ae.cut(now, AE_CUT_LAG_MS)
+        self.ae_mine = {}  # this round's digests per backup (an older round's answers: ignored)
+        for peer in sorted(ae.peers(self.serves, table.replicas)):
+            mine = ae.digests(peer.partitions, cut, peer.rank, None)
+            self.ae_mine[peer.member] = mine
+            roots = [[p, d.root] for p, d in sorted(mine.items())]
+            self.send(peer.member, [wire.AR, self.ae_round, cut, peer.rank, roots])
             self.w.stats.ae_rounds += 1
         for p in range(table.partition_count):
             if store.holds_copy(p) and self.follower.unheld(p, table):
@@ -784,35 +794,40 @@ class SimMember:
     def send(self, member: str, msg: list[Any]) -> None:
         self.w.net.send(self.addr, self.w.raddr(member), wire.pack(msg), False)
 
-    def on_ae_roots(self, src: str, rnd: int, cut: int, roots: list[list[int]]) -> None:
-        diffs = []
-        now = self.store.clock()
-        for p, root in roots:
-            mine = digest(self.store, p, cut, now)
-            if mine.root != root:
-                diffs.append([p, mine.pack()])
-        if diffs:
-            self.send(src, [wire.AB, rnd, cut, diffs])
+    def on_ae_roots(self, src: str, rnd: int, cut: int, rank: int, roots: list[Any]) -> None:
+        """A backup's side of a comparison (replication/antientropy.py decides)."""
+        answer = self.reconciler.on_compare(cut, rank, [(p, root) for p, root in roots])
+        if answer.refused or answer.differing:
+            diffs = [[d.partition, d.buckets] for d in answer.differing]
+            self.send(src, [wire.AB, rnd, cut, rank, answer.refused, diffs])
 
-    def on_ae_buckets(self, src: str, rnd: int, cut: int, diffs: list[list[Any]]) -> None:
-        out = []
-        now = self.store.clock()
-        for p, packed in diffs:
-            mine = digest(self.store, p, cut, now).buckets
-            buckets = differing(mine, unpack_buckets(packed))
-            out.append([p, buckets, cut, records_in(self.store, p, buckets, cut, now)])
-        if out:
-            self.send(src, [wire.AX, rnd, out, 1])
+    def on_ae_buckets(
+        self, src: str, rnd: int, cut: int, rank: int, refused: list[int], diffs: list[Any]
+    ) -> None:
+        """The primary: repair what the backup's bucket digests show to differ."""
+        mine = self.ae_mine.get(src)
+        if rnd != self.ae_round or mine is None:
+            return  # an answer to an older round
+        ae = self.reconciler
+        answer = Compared(list(refused), [Differing(p, bytes(b)) for p, b in diffs])
+        for p, buckets in ae.to_repair(mine, answer, keep_theirs=True):
+            recs = ae.repair_records(p, buckets, cut, rank)
+            self.send(src, [wire.AX, rnd, 1, [p, buckets, cut, rank, recs]])
 
-    def on_ae_records(self, src: str, rnd: int, items: list[list[Any]], reply: int) -> None:
-        back = []
-        now = self.store.clock()
-        for p, buckets, cut, recs in items:
-            if reply:
-                back.append([p, buckets, cut, records_in(self.store, p, buckets, cut, now)])
-            self.w.stats.ae_repaired += self.merge(p, recs)
-        if back:
-            self.send(src, [wire.AX, rnd, back, 0])
+    def on_ae_records(self, src: str, rnd: int, request: int, body: list[Any]) -> None:
+        ae = self.reconciler
+        if request:  # the backup: merge the primary's records, answer its own
+            p, buckets, cut, rank, recs = body
+            sent = [tuple(r) for r in recs]
+            answer = ae.on_repair(p, buckets, cut, rank, sent)
+            self.w.stats.ae_repaired += answer.applied
+            back = [p, answer.refused, answer.records, answer.applied, len(sent)]
+            self.send(src, [wire.AX, rnd, 0, back])
+        else:  # the primary: merge the backup's answer, into partitions it still serves
+            p, refused, recs, applied, sent = body
+            answer = Repaired(bool(refused), [tuple(r) for r in recs], applied)
+            won = ae.repaired_by(p, sent, answer, True, self.serves)
+            self.w.stats.ae_repaired += won - applied
 
     def merge(self, p: int, recs: Sequence[Sequence[Any]]) -> int:
         now = self.store.clock()

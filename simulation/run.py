@@ -63,7 +63,6 @@ def configs(args: argparse.Namespace) -> list[SimConfig]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logs(level="warning")  # the members' recovery and journal lines: not wanted here
     if args.plant == "list":
         print(listing())
         return 0
@@ -82,4 +81,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logs(level="warning")  # the members' recovery and journal lines: not wanted here
     sys.exit(main())

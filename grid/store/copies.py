@@ -24,7 +24,9 @@ is described at one instant.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import contextlib
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from grid.store.recordmap import ZERO
@@ -146,3 +148,48 @@ def collect_tombstones(store: Store, partition: int, now: int) -> int:
 
 def tombstone_count(store: Store) -> int:
     return sum(len(t) for rmap in store.maps.values() for t in rmap.tombs)
+
+
+class StoreCopies:
+    """The store as the anti-entropy core (replication/antientropy.py) reads and changes
+    it: one partition per call, each under `lock` (the member's store lock; none in the
+    simulator), `after_apply` (the journal's flush) after a merge."""
+
+    def __init__(
+        self,
+        store: Store,
+        after_apply: Callable[[], object] = lambda: None,
+        lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.after_apply = after_apply
+        self.lock = lock if lock is not None else contextlib.nullcontext()
+
+    def digest(self, p: int, cut: int, holds: Holds) -> Digest:
+        store = self.store
+        with self.lock:
+            return digest(store, p, cut, store.clock(), holds)
+
+    def records(self, p: int, buckets: Collection[int], cut: int, holds: Holds) -> list[Record]:
+        store = self.store
+        with self.lock:
+            return records_in(store, p, buckets, cut, store.clock(), holds)
+
+    def merge(
+        self, p: int, records: Sequence[Record], only: Callable[[int], bool] | None = None
+    ) -> int:
+        """Last writer wins; returns winners. `only`: checked under the lock first (the
+        role may have changed since the records were asked for)."""
+        won = 0
+        store = self.store
+        with self.lock:
+            if only is not None and not only(p):
+                return 0
+            now = store.clock()
+            for r in records:
+                if not (isinstance(r, tuple) and len(r) == 8):
+                    raise ValueError(f"partition {p}: a repair record is not an 8-field array")
+                if store.apply(p, *r, now):
+                    won += 1
+            self.after_apply()
+        return won
