@@ -129,6 +129,7 @@ class Coordinator:
         table, addresses = saved
         if self.routing.install(table, addresses):
             self.rebalancer.installed(table)
+            self.routing.ownership.saved = table.version  # see first_table
         self.rebalancer.restarted(table)
         log.info("saved partition table loaded", version=table.version,
                  waiting_for=sorted(self.rebalancer.waiting))  # fmt: skip
@@ -216,9 +217,8 @@ class Coordinator:
         member serves (or, as the smallest name, coordinates) anything by its old one.
         """
         if self.routing.table is not None:
-            saved = self.routing.version
             await self._adopt(self.live())
-            if self.routing.version == saved:
+            if self.routing.ownership.start_saved():
                 # the cluster's table is still the one saved (a restart quicker than the
                 # failure detector): nothing will publish it again, so start the streams
                 # by it now, as an install would (primaries get a log, backups subscribe)

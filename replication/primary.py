@@ -434,7 +434,7 @@ class Primary:
         """Whether the sender may wait a little for more changes to share the message:
         only live changes linger; snapshots, hand-offs and awaited changes go at once."""
         q = f.queue
-        return bool(q) and len(q) < LINGER_UNTIL and q[0].kind == Kind.MUTATIONS and not f.urgent
+        return bool(q) and len(q) < LINGER_UNTIL and q[0][0] is _MUTATIONS and not f.urgent
 
     def drain(self, f: Downstream, max_bytes: int = MESSAGE_MAX_BYTES) -> tuple[list[Chunk], int]:
         """The next message for the follower, and the snapshot bytes in it (for the rate

@@ -142,3 +142,19 @@ def test_a_follower_that_does_not_drain_is_cut_off_not_the_writers() -> None:
     again = core.open_stream("slow")
     core.subscribe(again, 1, core.logs[1].term, 0, False)  # too far behind: a snapshot
     assert core.drain(again)[0][0].kind is Kind.SNAPSHOT_BEGIN
+
+
+def test_only_live_changes_linger() -> None:
+    core = primary({1, 2})
+    f = core.open_stream("b")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    core.subscribe(f, 2, core.logs[2].term, 0, False)
+    core.drain(f)
+    write(core, 1, b"k")
+    assert core.lingers(f)  # a live change: may wait for more to share its message
+    assert core.wait_ack(f, 1, 1, "sync-write")
+    assert not core.lingers(f)  # someone waits for it
+    core.sending(f)
+    core.drain(f)
+    core.handoff([2], "b", epoch=3)
+    assert not core.lingers(f)  # a hand-off goes at once
