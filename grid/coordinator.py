@@ -136,6 +136,7 @@ class Coordinator:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="grid-coordinator")
+        self._pulse_at = time.monotonic()  # a slow start (discovery) is no stall
         self._beat()
 
     async def stop(self) -> None:
@@ -163,6 +164,8 @@ class Coordinator:
         pulse; if so the member fences itself. Called by the pulse and before every client
         batch: after a SIGCONT the loop may serve queued requests before the pulse's timer
         runs, and those must not be answered from a copy the cluster has moved past."""
+        if self._pulse is None and self._fence is None:
+            return False  # not started: nothing pulses yet
         gap = time.monotonic() - self._pulse_at
         if gap <= STALL_FENCE_S or self._fence is not None:
             return self._fence is not None
@@ -192,8 +195,9 @@ class Coordinator:
                 await asyncio.sleep(0.2)
         finally:
             self.routing.unfence()
-            if self.routing.version == version:
-                self._follow_table()  # same table: streams that broke meanwhile start again
+            # a table installed while fenced ended every primary log (nothing was served):
+            # start the streams by the table in use now, whichever it is
+            self._follow_table()
             self._fence = None
             self._wake.set()
             log.info("serving again after a stall", table_version=self.routing.version,

@@ -197,7 +197,9 @@ class Followers:
                 chunk.records, chunk.count, max_value, f"partition {chunk.partition}"
             )
 
-        self.core = Follower(me, replicator.core, store.apply, decode, routing.owner)
+        self.core = Follower(
+            me, replicator.core, store.apply, decode, routing.owner, routing.handed_over
+        )
         self.state: dict[int, FollowerLog] = self.core.state
         self.upstreams: dict[str, Upstream] = {}
         self._ready: dict[int, list[asyncio.Future[bool]]] = {}
@@ -360,8 +362,6 @@ class Followers:
         store = self.store
         with store.lock:
             got = self.core.receive(up.source, batch.chunks, store.clock())
-            for p, epoch in got.taken:
-                self.routing.handed_over(p, epoch)  # served here from now on
             self.after_apply()
         for p, ok in got.filled:
             self._resolve(p, ok)

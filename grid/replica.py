@@ -217,7 +217,9 @@ class Replicator:
         self._loop_thread = threading.get_ident()
 
     def _wake(self) -> None:
-        """Wake the senders of followers that have something to send (or must stop)."""
+        """Wake the senders of followers that have something to send (or must stop): the
+        core's on_ready, called with the store lock held (the ready list is shared with
+        embedded callers' threads)."""
         core = self.core
         woken = core.take_ready() + [f for f, _ in core.take_closing()]
         if threading.get_ident() == self._loop_thread or self._loop is None:
@@ -237,9 +239,8 @@ class Replicator:
     def on_table(self) -> None:
         """Logs follow what this member serves (replication/primary.py)."""
         table = self.routing.table
-        with self.store.lock:
+        with self.store.lock:  # the core's on_ready wakes the senders, under the lock
             self.core.on_table(table.replicas if table is not None else None)
-        self._wake()
 
     # ---- the Follow stream (server side) ---------------------------------------------------
     async def serve_follow(self, context: grpc.aio.ServicerContext) -> None:
@@ -298,7 +299,6 @@ class Replicator:
                 core.unsubscribe(f, msg.unsubscribe)
                 for sub in msg.subscribe:
                     core.subscribe(f, sub.partition, sub.have_term, sub.have_seq, sub.all_maps)
-            self._wake()
 
     async def _send(self, stream: Stream, context: grpc.aio.ServicerContext) -> None:
         core = self.core
@@ -354,7 +354,6 @@ class Replicator:
                 waits.append((p, fut))
         if stream is not None and handing:
             stream.hurry()
-        self._wake()
         done: list[int] = []
         if waits:  # one deadline for all: a silent follower costs 10 s, not 10 s a partition
             await asyncio.wait([f for _, f in waits], timeout=HANDOFF_ACK_TIMEOUT_S)
@@ -390,6 +389,9 @@ class Replicator:
             table = self.routing.table
             if table is None:
                 return True
+            if self.routing.fenced:  # back from a stall: this member may be failed over
+                self.sync_timeouts += 1
+                return False
             missing = core.unconfirmed(touched, n, table.replicas, ranks)
             if not missing:
                 return True

@@ -114,13 +114,19 @@ class Routing:
         assert self.store.owned is not None
         self.store.owned[partition] = 0
 
-    def handed_over(self, partition: int, epoch: int) -> None:
+    def handed_over(self, partition: int, epoch: int) -> bool:
         """The partition was handed to this member (caller holds the store lock); it
         serves it unless a table in use already settled the hand-off without it
-        (Ownership.handed_over)."""
-        if self.ownership.handed_over(partition, epoch):
-            assert self.store.owned is not None
-            self.store.owned[partition] = 1
+        (Ownership.handed_over). True if it takes the partition over."""
+        if not self.ownership.handed_over(partition, epoch):
+            return False
+        assert self.store.owned is not None
+        self.store.owned[partition] = 1
+        return True
+
+    @property
+    def fenced(self) -> bool:
+        return self.ownership.fenced
 
     def fence(self) -> None:
         """Serve no partition until `unfence` (the store answers NotOwner), whatever the

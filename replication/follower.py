@@ -99,8 +99,13 @@ class Follower:
         apply: Callable[..., Any],
         decode: Callable[[ChunkIn], Sequence[Any]],
         owner: Callable[[int], str | None],
+        accept_takeover: Callable[[int, int], bool] = lambda p, epoch: True,
     ) -> None:
         self.me = me
+        self.accept_takeover = accept_takeover
+        """The runtime's routing takes p over at a HANDOFF of this table epoch (and starts
+        serving it), or refuses: a table of that epoch or later is already in use and
+        settled the hand-off without this member (partitioning.Ownership.handed_over)."""
         self.primary = primary
         self.apply = apply  # the store's apply(p, op, map, key, value, ts, member, ..., now)
         self.decode = decode  # a chunk's records, bounded (raises ValueError if malformed)
@@ -330,7 +335,11 @@ class Follower:
                     self.fills_done += 1
                 filled.append((p, True))
             elif kind == Kind.HANDOFF:
-                # everything before it is applied: the partition is ours from here on
+                # everything before it is applied: the partition is ours from here on,
+                # unless a newer table already settled it (then it is not confirmed, and
+                # the old primary takes it back at its timeout)
+                if not self.accept_takeover(p, chunk.epoch):
+                    continue
                 self.primary.start_log(p, chunk.term, chunk.seq)
                 subscribed.discard(p)
                 self.source_of.pop(p, None)

@@ -286,7 +286,7 @@ class Primary:
             for f in subs:
                 held = holds(map_name, self.rank_of(partition, f))
                 self._push(f, Queued(Kind.MUTATIONS, partition, seq, rec if held else NOOP))
-                f.queued_bytes += size
+                f.queued_bytes += size if held else RECORD_OVERHEAD  # what drain takes off
                 if f.queued_bytes > self.max_queue_bytes:
                     self._overflow(f)
 
@@ -331,10 +331,10 @@ class Primary:
             return
         self.overflows += 1
         self.closing.append((f, f"{f.queued_bytes} bytes queued, past max_queue_bytes"))
-        self.on_ready()
         f.closed = True
         f.queue.clear()
         f.queued_bytes = 0
+        self.on_ready()
 
     # ---- a follower's stream -----------------------------------------------------------------
     def open_stream(self, name: str) -> Downstream:
@@ -366,6 +366,7 @@ class Primary:
         """Queue what the follower lacks of p, then follow p's live changes."""
         if f.closed or not 0 <= p < self.partitions:
             return
+        f.acked.pop(p, None)  # acknowledgements count in the lineage they are answered in
         if all_maps:
             f.all_maps.add(p)
         else:
@@ -546,7 +547,7 @@ class Primary:
             acked = 0
             for m in backups:
                 f = self.streams.get(m)
-                if f is not None and f.acked.get(p, 0) >= seq:
+                if f is not None and p in f.partitions and f.acked.get(p, 0) >= seq:
                     acked += 1
             if acked < need:
                 missing.append((p, seq))

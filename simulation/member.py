@@ -210,7 +210,9 @@ class SimMember:
             MapBackups(backups, {}, backups),
             rng=self.rng,
         )
-        self.follower = Follower(name, self.primary, self._apply, self._decode, self.owner)
+        self.follower = Follower(
+            name, self.primary, self._apply, self._decode, self.owner, self.take_over
+        )
         self.rebalancer = Rebalancer(
             name,
             world.placement,
@@ -344,6 +346,16 @@ class SimMember:
     @property
     def table(self) -> PartitionTable | None:
         return self.ownership.table
+
+    def take_over(self, p: int, epoch: int) -> bool:
+        """A HANDOFF of p: served here from now on, unless a table already settled it
+        (grid/routing.py's handed_over)."""
+        if not self.ownership.handed_over(p, epoch):
+            return False
+        owned = self.store.owned
+        assert owned is not None
+        owned[p] = 1
+        return True
 
     def serves(self, p: int) -> bool:
         return bool(self.store.owned[p])  # type: ignore[index]
@@ -729,12 +741,7 @@ class SimMember:
         subscribed = set(self.follower.upstreams.get(src, ()))
         before = self.terms()
         got = self.follower.receive(src, chunks, self.store.clock())
-        if got.taken:  # handed over: served here from now on (grid/follower.py's apply)
-            owned = self.store.owned
-            assert owned is not None
-            for p, confirm in got.taken:
-                if self.ownership.handed_over(p, confirm):
-                    owned[p] = 1
+        if got.taken:  # handed over and taken over (`take_over`): served here from now on
             self.report_serving()
             self.roles_changed(before, [p for p, _ in got.taken])
             self.send_ready()
