@@ -350,6 +350,10 @@ class Follower:
                 subscribed.discard(p)
                 if self.source_of.get(p) == source:
                     del self.source_of[p]
+                if self.fills.get(p, ("",))[0] == source:
+                    # the fill failed (its coordinator hears so now and retries in a later
+                    # round): following on would count it in flight for FILL_LINGER_S
+                    del self.fills[p]
                 filled.append((p, False))
                 refused = True
         for p in resync:

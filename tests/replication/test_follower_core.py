@@ -113,3 +113,18 @@ def test_acknowledgements_are_paced_unless_a_take_over_or_a_sync_write_waits() -
     eager = AckPacer(0.0)  # sync backups configured: someone may wait for every ack
     eager.sent(10.0)
     assert eager.due(10.001, taken_over=False) == 10.001
+
+
+def test_a_refused_fill_ends_at_once() -> None:
+    """Its coordinator hears of the failure and retries in a later round; following on
+    would count the fill in flight (and keep the cluster 'moving') for a minute."""
+    table = build_table(["a", "b", "c"], 1, PlacementConfig(partition_count=12, backups=1))
+    f, _ = member("b", table)
+    q = next(q for q in range(12) if "b" not in table.replicas(q))
+    owner = table.owner(q)
+    f.fill([q], owner, now=0.0)
+    f.reconcile(table, now=0.0)
+    f.subscriptions([q])
+    got = f.receive(owner, [C(Kind.REFUSED, q, error="not the primary")], now=0)
+    assert (q, False) in got.filled and got.refused
+    assert f.in_flight() == 0 and q not in f.reconcile(table, now=0.5).subscribe.get(owner, [])
