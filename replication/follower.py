@@ -115,6 +115,7 @@ class Follower:
         self.source_of: dict[int, str] = {}
         self.upstreams: dict[str, set[int]] = {}  # primary -> partitions followed there
         self.fills: dict[int, tuple[str, float]] = {}  # partition -> (source, since)
+        self.refused_fills: set[int] = set()  # fills refused since they were ordered
         self.ranks: dict[int, int] = {}  # partition -> this member's backup rank
         self.resumed = 0  # subscriptions answered from the primary's log, not a snapshot
         self.fills_done = 0
@@ -133,8 +134,10 @@ class Follower:
         for p, (source, since) in list(self.fills.items()):
             if p in want or serves(p):
                 del self.fills[p]  # the table adopted the copy (or we own it now)
+                self.refused_fills.discard(p)
             elif now - since > FILL_LINGER_S:
                 del self.fills[p]
+                self.refused_fills.discard(p)
             else:
                 want[p] = source
         return want
@@ -258,6 +261,7 @@ class Follower:
         ready = []
         for p in partitions:
             self.fills[p] = (source, now)
+            self.refused_fills.discard(p)
             st = self.state.get(p)
             if self.source_of.get(p) == source and st is not None and st.phase is Phase.LIVE:
                 if self.map_backups.uniform or not self.ranks.get(p):
@@ -270,7 +274,10 @@ class Follower:
     def in_flight(self) -> int:
         """Fills not live yet."""
         return sum(
-            1 for p in self.fills if (st := self.state.get(p)) is None or st.phase is not Phase.LIVE
+            1
+            for p in self.fills
+            if p not in self.refused_fills
+            and ((st := self.state.get(p)) is None or st.phase is not Phase.LIVE)
         )
 
     # ---- receiving -----------------------------------------------------------------------------
@@ -344,16 +351,18 @@ class Follower:
                 subscribed.discard(p)
                 self.source_of.pop(p, None)
                 self.fills.pop(p, None)
+                self.refused_fills.discard(p)
                 acks[p] = chunk.seq
                 taken.append((p, chunk.epoch))
             elif kind == Kind.REFUSED:
                 subscribed.discard(p)
                 if self.source_of.get(p) == source:
                     del self.source_of[p]
-                if self.fills.get(p, ("",))[0] == source:
-                    # the fill failed (its coordinator hears so now and retries in a later
-                    # round): following on would count it in flight for FILL_LINGER_S
-                    del self.fills[p]
+                if p in self.fills:
+                    # the fill failed (its coordinator hears so now, and orders it again in
+                    # a later round): it is not in flight any more, though this member
+                    # follows on while the fill lingers (the refusal may be a table away)
+                    self.refused_fills.add(p)
                 filled.append((p, False))
                 refused = True
         for p in resync:
