@@ -262,9 +262,17 @@ class Coordinator:
                 await asyncio.sleep(TICK_S)
 
     async def _round(self) -> None:
-        """One round: ask the rebalancer, carry out each decision, report back."""
+        """One round: ask the rebalancer, carry out each decision, report back. A round
+        is dropped at a stall (and none starts while fenced): what it decided before the
+        stall is stale (a coordinator paused mid-round would publish its old layout above
+        the failover the others made meanwhile)."""
+        if self.stalled():
+            return
+        fences = self.fences
         decision = self.rebalancer.begin(self._view())
         while decision is not None:
+            if self.stalled() or self.fences != fences:
+                return  # the next round starts afresh (begin drops this one)
             report = await self._carry_out(decision)
             decision = self.rebalancer.step(report, self._view())
 
