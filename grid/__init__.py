@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from grid.client.codec import Codec, JsonCodec, MsgpackCodec, RawCodec
     from grid.client.sync import Client, Map
     from grid.config import Config, ConfigError
+    from grid.embedded.localmap import AsyncLocalMap, LocalMap
+    from grid.embedded.node import Node
     from grid.errors import (
         CasFailed,
         CodecError,
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
         TooLarge,
         Unavailable,
     )
-    from grid.localmap import AsyncLocalMap, LocalMap
-    from grid.node import Node
     from replication.hlc import Version
 
 _HOME = {
@@ -59,9 +59,9 @@ _HOME = {
     "Status": "grid.errors",
     "TooLarge": "grid.errors",
     "Unavailable": "grid.errors",
-    "AsyncLocalMap": "grid.localmap",
-    "LocalMap": "grid.localmap",
-    "Node": "grid.node",
+    "AsyncLocalMap": "grid.embedded.localmap",
+    "LocalMap": "grid.embedded.localmap",
+    "Node": "grid.embedded.node",
     "Version": "replication.hlc",
 }
 """Public name -> the module that defines it (tests/test_lazy_import.py keeps this,

@@ -9,7 +9,7 @@ corrected by the hand-offs it took part in:
   more, whatever a table older than epoch e says;
 * `early[p] = e`: p was handed *to* this member, which serves it although its
   tables do not show it before epoch e (unless the table in use is of epoch e
-  or later already: it settled the hand-off, see `handed_over`).
+  or later already: it settled the hand-off, see `take_over`).
 
 The epoch comes from the coordinator with the hand-off: the epoch of its next
 table. A table of an earlier epoch that arrives late (a slow publish) cannot
@@ -23,7 +23,7 @@ first. If it is still the saved one afterwards (a restart quicker than the
 failure detector: nobody noticed, so nobody will publish it again), the
 runtime must start the table's streams itself (`start_saved`).
 
-Pure state, no IO: grid/routing.py keeps it for a member (and mirrors `owned`
+Pure state, no IO: grid/member/placement/routing.py keeps it for a member (and mirrors `owned`
 into the store's hot-path bytearray), and the simulator keeps one per
 simulated member.
 """
@@ -65,8 +65,8 @@ class Ownership:
         self.saved = 0  # a restart's saved table, until `start_saved` is asked
         self.fenced = False
         """Serve nothing, whatever the table says: the member stood still for longer than
-        failure detection and may have been failed over (grid/coordinator.py lifts it
-        once it has the live members' newest table)."""
+        failure detection and may have been failed over (grid/member/placement/coordinator.py lifts
+        it once it has the live members' newest table)."""
 
     @property
     def version(self) -> int:
@@ -115,7 +115,7 @@ class Ownership:
         self.moved[partition] = Moved(to, epoch)
         self.early.pop(partition, None)
 
-    def handed_over(self, partition: int, epoch: int) -> bool:
+    def take_over(self, partition: int, epoch: int) -> bool:
         """The partition was handed to this member; a table of `epoch` will show it.
         True if this member serves it now. A table of that epoch or later in use
         already settled the hand-off without it: the coordinator published it after the

@@ -1,7 +1,7 @@
 """The rebalancer: the coordinator's decisions about the partition table, with no IO.
 
 Every member runs one; the one whose member coordinates (succession.py: the
-smallest live name not leaving) acts. The runtime (grid/coordinator.py) feeds
+smallest live name not leaving) acts. The runtime (grid/member/placement/coordinator.py) feeds
 it what it learns and carries out what it decides:
 
 * inputs outside a round: the table the member installed (`installed`), the

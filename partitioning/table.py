@@ -165,7 +165,7 @@ def _validate(table: PartitionTable) -> None:
     if not table.members or list(table.members) != sorted(set(table.members)):
         raise ValueError("members must be non-empty, sorted and distinct")
     # A table in effect may list fewer replicas than placement wants while new backups are
-    # being filled (grid/coordinator.py publishes such interim tables); never none.
+    # being filled (grid/member/placement/coordinator.py publishes such interim tables); never none.
     wanted = min(1 + table.backups, len(table.members))
     live = set(table.members)
     for p, replicas in enumerate(table.replica_lists):

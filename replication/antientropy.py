@@ -30,7 +30,7 @@ the records arrive: a repair that raced a drop would otherwise bring back a
 whole copy that nothing drops again.
 
 The store is reached through `Copies`, which the runtime builds over the real
-store (grid/antientropy.py, with its lock) and the simulator over its own.
+store (grid/member/replicas/antientropy.py, with its lock) and the simulator over its own.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ the two levels of one that matter at partition sizes of thousands of keys:
   root is the sum of the buckets. Sums, not a hash over sorted items, so
   nothing has to be sorted and the order of a dict does not matter.
 
-A round (grid/antientropy.py) sends roots first (8 bytes per partition), then
+A round (grid/member/replicas/antientropy.py) sends roots first (8 bytes per partition), then
 bucket digests only for partitions whose roots differ, then the records of
 only the differing buckets, which each side merges by the one rule, last
 writer wins on (ts, member). A merge is commutative, associative and

@@ -105,7 +105,7 @@ class Follower:
         self.accept_takeover = accept_takeover
         """The runtime's routing takes p over at a HANDOFF of this table epoch (and starts
         serving it), or refuses: a table of that epoch or later is already in use and
-        settled the hand-off without this member (partitioning.Ownership.handed_over)."""
+        settled the hand-off without this member (partitioning.Ownership.take_over)."""
         self.primary = primary
         self.apply = apply  # the store's apply(p, op, map, key, value, ts, member, ..., now)
         self.decode = decode  # a chunk's records, bounded (raises ValueError if malformed)

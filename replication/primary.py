@@ -4,7 +4,7 @@ A member is the primary of some partitions. For each it keeps a
 `PrimaryLog` (term, next seq, recent changes) and the followers subscribed to
 it: backups, and members being filled before they take the partition over.
 replication/stream.py describes the conversation; this module decides every
-step of the primary's half of it, and the runtime (grid/replica.py) or the
+step of the primary's half of it, and the runtime (grid/member/replicas/replica.py) or the
 simulator only carries the decisions out.
 
 Inputs, each a method called under the caller's store lock:

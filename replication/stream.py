@@ -21,7 +21,7 @@ promoted backup may lack the dead primary's last changes, so "seq 812" of the
 old term and of the new one are different states, and a follower that had
 the old term must take a snapshot.
 
-This module is pure (no IO, no clock): `grid/replica.py` runs it on gRPC
+This module is pure (no IO, no clock): `grid/member/replicas/replica.py` runs it on gRPC
 streams, and tests drive it directly.
 """
 

@@ -10,8 +10,8 @@ real one. Everything is seeded: a run is a pure function of its seed and paramet
 so a failing seed replays exactly.
 
 Modules: `member` (one member: store, cores, streams, peer calls, anti-entropy),
-`coordinator` (the rebalancer's shell, as grid/coordinator.py), `rpc` (peer calls with
-deadlines), `tasks` (futures and generator tasks in virtual time), `wire` (message
+`coordinator` (the rebalancer's shell, as grid/member/placement/coordinator.py), `rpc` (peer calls
+with deadlines), `tasks` (futures and generator tasks in virtual time), `wire` (message
 encoding), `faults` (the seeded fault schedule), `invariants` (what is checked during
 and after a run), `plants` (bugs that can be put back), `world` (the wiring), `run`
 (CLI). docs/testing.md says how it works.

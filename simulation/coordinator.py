@@ -1,7 +1,8 @@
-"""The coordinator's runtime in the simulated world: what grid/coordinator.py is on gRPC.
+"""The coordinator's runtime in the simulated world: what grid/member/placement/coordinator.py is
+on gRPC.
 
 Every simulated member runs a `partitioning.Rebalancer` and this shell around
-it, step for step as grid/coordinator.py does: a round on every membership
+it, step for step as grid/member/placement/coordinator.py does: a round on every membership
 event, on a leave request and every second (`TICK_S`); each decision carried
 out and its report passed to the next `step`:
 
@@ -16,8 +17,8 @@ out and its report passed to the next `step`:
 
 Every PUBLISH answer goes to `Rebalancer.answered`. The member's side of
 these calls (installing, filling, handing off) is simulation/member.py, as
-grid's is grid/peer.py with grid/follower.py and grid/replica.py. The
-timeouts are grid's.
+grid's is grid/member/peer.py with grid/member/replicas/follower.py and
+grid/member/replicas/replica.py. The timeouts are grid's.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 TICK_S = 1.0
 RPC_TIMEOUT_S = 5.0
-TABLE_TIMEOUT_S = 2.0  # grid/peers.py's Table deadline
+TABLE_TIMEOUT_S = 2.0  # grid/member/peers.py's Table deadline
 FILL_TIMEOUT_S = 30.0
 HANDOFF_RPC_TIMEOUT_S = 2 * RPC_TIMEOUT_S + 10
 LEAVE_TIMEOUT_S = 120.0  # grid's leave_timeout_s default

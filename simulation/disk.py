@@ -1,7 +1,7 @@
 """A simulated member's data dir: the member's real journal and recovery.
 
 With `persist` on, every simulated member journals its store through
-grid/durability.py onto the persistence library, exactly as a member with a
+grid/store/durability.py onto the persistence library, exactly as a member with a
 data dir does, and a crashed member restarts with a new store recovered from
 that journal by the same code (`Durability.recover`). So the simulator runs
 the journal's record mapping (a client's clear journaled as a marker, a
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from grid.config import Config
-from grid.durability import Durability
+from grid.store.durability import Durability
 from grid.store.store import Store
 
 SHM = Path("/dev/shm")

@@ -2,19 +2,19 @@
 
 Nothing here models the protocol. A member is `grid.store.Store` (the same
 class a real member serves from) with `replication.primary.Primary` and
-`replication.follower.Follower` (the cores grid/replica.py and
-grid/follower.py carry out), `partitioning.ownership.Ownership` (what
-grid/routing.py keeps) and a `partitioning.Rebalancer` with its shell
-(simulation/coordinator.py, as grid/coordinator.py); this module is their
+`replication.follower.Follower` (the cores grid/member/replicas/replica.py and
+grid/member/replicas/follower.py carry out), `partitioning.ownership.Ownership` (what
+grid/member/placement/routing.py keeps) and a `partitioning.Rebalancer` with its shell
+(simulation/coordinator.py, as grid/member/placement/coordinator.py); this module is their
 runtime in the simulated world, as grid/ is theirs on gRPC:
 
 - **Tables** come from the coordinator, as in grid: every member runs the
   rebalancer, and the one that coordinates publishes; a member installs a
   table newer than its own (`Ownership.install`), which starts the streams it
   asks for (`Primary.on_table`, `Follower.reconcile`). `store.owned` is
-  `Ownership.owned()`, kept as grid/routing.py keeps it. A member's installed
+  `Ownership.owned()`, kept as grid/member/placement/routing.py keeps it. A member's installed
   table survives a crash with its store (persist mode: `table.json`).
-- **Start and restart** as grid/cluster_runtime.py: wait (bounded) to be
+- **Start and restart** as grid/member/runtime.py: wait (bounded) to be
   admitted by the gossip, restore the saved table (`Ownership.restarted`,
   `Rebalancer.restarted`), start the coordinator loop, then `first_table`:
   ask the live members for their tables and, if the saved one is still the
@@ -34,7 +34,7 @@ runtime in the simulated world, as grid/ is theirs on gRPC:
   the follower reconnects with backoff and subscribes everything again from
   what it has. A follower sends a keepalive every second, so an idle stream
   across a cut breaks too. A refused subscription is looked at again 0.2 s
-  later, as grid/follower.py does.
+  later, as grid/member/replicas/follower.py does.
 - **Sending.** Changes queue in the core; a sender drains each ready follower
   `FLUSH_DELAY` later (the real sender's linger), a message per `drain`.
 - **Anti-entropy** every `ae_period` from each primary to each backup with the
@@ -44,7 +44,7 @@ runtime in the simulated world, as grid/ is theirs on gRPC:
   datagrams, lost on loss or a cut; the next round repeats them.
 - **Copies with no role** (`Follower.unheld`) are handed back before they go:
   their records are pushed to the primary, and the copy is dropped once the
-  primary acknowledged exactly that copy (grid/follower.py hands back through
+  primary acknowledged exactly that copy (grid/member/replicas/follower.py hands back through
   anti-entropy, then drops).
 """
 
@@ -86,13 +86,14 @@ FLUSH_DELAY = 0.002
 TICK = 1.0
 """Follower keepalives."""
 REFUSED_RETRY_S = 0.2
-"""A refused subscription is tried again this soon, while still wanted (grid/follower.py)."""
+"""A refused subscription is tried again this soon, while still wanted
+(grid/member/replicas/follower.py)."""
 HANDOFF_ACK_TIMEOUT_S = 10.0
-"""How long a primary waits for the new owner's `taken_over` (grid/replica.py)."""
+"""How long a primary waits for the new owner's `taken_over` (grid/member/replicas/replica.py)."""
 JOIN_WAIT_S = 3.0
-"""How long a starting member waits to be admitted by the gossip (grid/gossip/runtime.py)."""
+"""How long a starting member waits to be admitted by the gossip (grid/member/gossip/runtime.py)."""
 FIRST_TABLE_TIMEOUT_S = 30.0
-"""How long a starting member waits for its first table (grid/cluster_runtime.py)."""
+"""How long a starting member waits for its first table (grid/member/runtime.py)."""
 WAVE_SIZE = 2
 """Partitions moved at once: grid's `migration_max_parallel` default."""
 RESTART_WAIT_S = 30.0
@@ -104,7 +105,7 @@ EPOCH_MS = 1_000_000_000_000
 
 
 def member_id(name: str) -> int:
-    """The 32-bit member id of a version (xxh32 of the name, as grid/member.py)."""
+    """The 32-bit member id of a version (xxh32 of the name, as grid/member/member.py)."""
     return xxh32_intdigest(name.encode())
 
 
@@ -260,7 +261,7 @@ class SimMember:
 
     def flush_journal(self) -> None:
         """The end of a simulated event: what the store changed goes to the log files,
-        as grid/durability.py flushes at the end of every batch."""
+        as grid/store/durability.py flushes at the end of every batch."""
         if self.journal is not None:
             self.journal.flush()
 
@@ -292,7 +293,7 @@ class SimMember:
             stats.handoffs += self.primary.handoffs
 
     def _boot(self) -> Task[None]:
-        """grid/member.py's start: gossip (admitted, bounded), then the cluster runtime."""
+        """grid/member/member.py's start: gossip (admitted, bounded), then the cluster runtime."""
         node = self.w.cluster.node(self.name)
         waited = 0.0
         while node.num_alive() <= 1 and waited < JOIN_WAIT_S:
@@ -305,7 +306,8 @@ class SimMember:
 
     def restore_saved(self) -> None:
         """Start from the table saved before a restart, waiting for the members it names
-        (grid/coordinator.py's restore_saved): it is in use at once, its streams wait."""
+        (grid/member/placement/coordinator.py's restore_saved): it is in use at once, its streams
+        wait."""
         saved = self.saved
         if saved is None:
             return
@@ -342,15 +344,15 @@ class SimMember:
         self._live = None
         self.coordinator.on_member(kind, member)
 
-    # ---- routing, as grid/routing.py keeps it --------------------------------------------
+    # ---- routing, as grid/member/placement/routing.py keeps it ----------------------------
     @property
     def table(self) -> PartitionTable | None:
         return self.ownership.table
 
     def take_over(self, p: int, epoch: int) -> bool:
         """A HANDOFF of p: served here from now on, unless a table already settled it
-        (grid/routing.py's handed_over)."""
-        if not self.ownership.handed_over(p, epoch):
+        (grid/member/placement/routing.py's take_over)."""
+        if not self.ownership.take_over(p, epoch):
             return False
         owned = self.store.owned
         assert owned is not None
@@ -364,7 +366,8 @@ class SimMember:
         return self.ownership.owner(p)
 
     def set_owned(self) -> None:
-        """store.owned from the ownership core (grid/routing.py's install and take-back)."""
+        """store.owned from the ownership core (grid/member/placement/routing.py's install and
+        take-back)."""
         self.store.owned = self.ownership.owned()
         self.report_serving()
 
@@ -374,7 +377,8 @@ class SimMember:
 
     def install(self, table: PartitionTable) -> bool:
         """A table newer than ours: use it and start the streams it asks for
-        (grid/coordinator.py's install); it is saved with the store (table.json)."""
+        (grid/member/placement/coordinator.py's install); it is saved with the store
+        (table.json)."""
         if not self.ownership.install(table):
             return False
         self.rebalancer.installed(table)
@@ -442,7 +446,7 @@ class SimMember:
         self.refused_due = False
         self.reconcile()
 
-    # ---- peer calls (grid/peer.py) ----------------------------------------------------------
+    # ---- peer calls (grid/member/peer.py) -------------------------------------------------
     def handle(self, caller: str, method: int, args: list[Any]) -> Result | Future[Result]:
         if method == wire.TABLE:
             return [self.ownership.version]
@@ -461,7 +465,7 @@ class SimMember:
 
     def fill(self, parts: list[int], source: str) -> Future[Result]:
         """Follow these partitions from `source` until each is live; answers [failed]
-        (grid/follower.py's fill)."""
+        (grid/member/replicas/follower.py's fill)."""
         self.later(FILL_LINGER_S + 1, self.reconcile)  # a fill the table never adopts goes
         futures = []
         for p in parts:
@@ -490,8 +494,8 @@ class SimMember:
 
     def handoff(self, parts: list[int], to: str, epoch: int) -> Future[list[int]]:
         """Hand these partitions to follower `to`; resolves with those that failed
-        (grid/replica.py's handoff): routing moves at once; a partition whose new owner
-        does not confirm before the deadline, or whose stream closes, is taken back."""
+        (grid/member/replicas/replica.py's handoff): routing moves at once; a partition whose new
+        owner does not confirm before the deadline, or whose stream closes, is taken back."""
         before = self.terms()
         handing, failed = self.primary.handoff(parts, to, epoch)
         owned = self.store.owned
@@ -631,7 +635,8 @@ class SimMember:
         for p in self.follower.stream_lost(primary):
             self._filled(p, False)  # the coordinator learns now, not at its timeout
         if primary in self.reconnecting:
-            return  # one reconnect loop per primary, as one Upstream task in grid/follower.py
+            # one reconnect loop per primary, as one Upstream in grid/member/replicas/follower.py
+            return
         self.reconnecting[primary] = None
         attempt = min(self.retry.get(primary, 0) + 1, 10)
         self.retry[primary] = attempt

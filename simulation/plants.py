@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from grid.durability import Durability
+from grid.store.durability import Durability
 from grid.store.store import PUT, Store
 from partitioning.ownership import Ownership
 from persistence import Op
@@ -93,8 +93,8 @@ def _old_term() -> Callable[[], None]:
 
 
 def _replace_on_snapshot() -> Callable[[], None]:
-    """A follower drops its copy when a snapshot begins (what grid/follower.py did before
-    snapshots were merged): writes its copy took as primary on its side of a split are
+    """A follower drops its copy when a snapshot begins (what grid/member/replicas/follower.py did
+    before snapshots were merged): writes its copy took as primary on its side of a split are
     gone before anti-entropy can carry them over."""
     real = follower_core.Follower.receive
 

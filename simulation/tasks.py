@@ -1,6 +1,6 @@
 """Tasks in virtual time: the simulator's asyncio.
 
-grid/coordinator.py carries out the rebalancer's decisions as asyncio code
+grid/member/placement/coordinator.py carries out the rebalancer's decisions as asyncio code
 (await an RPC, gather several, sleep). The simulated member does the same
 with generators that yield `Future`s: `spawn` steps a generator each time the
 future it waits on resolves, so the shell reads in the order it runs, like

@@ -397,7 +397,7 @@ class World:
 
     def departed(self, name: str, how: Departed) -> None:
         """The leaving member's conversation with the coordinator ended: it leaves the
-        gossip now and its process ends a moment later (grid/member.py's stop)."""
+        gossip now and its process ends a moment later (grid/member/member.py's stop)."""
         self.note(f"departed {name} {how.end.value} {how.error}")
         self.cluster.leave(name)
         self.loop.call_later(LEAVE_LINGER_S, self._left, name, self.incarnations[name])

@@ -1,7 +1,7 @@
 """Shared fixtures: real member processes, clients and embedded nodes.
 
 Members are real `python -m grid node` processes on loopback, started with
-grid.cluster.LocalCluster (the same harness `grid cluster up` and the demo
+grid.harness.cluster.LocalCluster (the same harness `grid cluster up` and the demo
 use). Every fixture that starts something stops it in a `finally`, so a
 failing test never leaves a member behind.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess
+from grid.harness.cluster import LocalCluster, MemberProcess
 from tests.integration.support import AsyncRunner
 
 pytest_plugins = ["tests.needs"]

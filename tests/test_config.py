@@ -92,7 +92,7 @@ def test_cli_help_renders(command: str, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_map_backups_widen_the_table_and_are_validated() -> None:
-    from grid.map_backups import map_backups
+    from grid.member.replicas.map_backups import map_backups
 
     c = Config(backups=1, map_backups="cache=0, orders=2")
     assert c.backups_by_map() == {"cache": 0, "orders": 2}

@@ -19,7 +19,9 @@ ALLOWED = {
     "replication": {"partitioning"},
     "simulation": {"membership", "partitioning", "replication", "persistence"},
 }
-ALLOWED_MODULES = {"simulation": ("grid.store", "grid.config", "grid.durability", "grid.logs")}
+ALLOWED_MODULES = {
+    "simulation": ("grid.store", "grid.config", "grid.store.durability", "grid.logs")
+}
 """Modules of other packages a package may import besides whole packages: the simulator
 runs the real store and journal (DESIGN.md: "the cores, the store"), not the member runtime."""
 PROJECT = {
@@ -57,4 +59,35 @@ def test_package_imports_only_what_the_design_allows(package: str) -> None:
     for path in sorted((ROOT / package).rglob("*.py")):
         bad = imported_packages(path, ALLOWED_MODULES.get(package, ())) - ALLOWED[package]
         bad -= {package}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+GRID_MAY_NOT = {
+    "grid.store": ("grid.member", "grid.client", "grid.embedded", "grid.harness", "grid.cli"),
+    "grid.client": ("grid.member", "grid.store", "grid.embedded", "grid.harness", "grid.cli"),
+    "grid.member.gossip": (
+        "grid.member.member",
+        "grid.member.runtime",
+        "grid.member.replicas",
+        "grid.member.placement",
+        "grid.store",
+        "grid.client",
+    ),
+    "grid.member": ("grid.client", "grid.embedded", "grid.harness", "grid.cli", "grid.bench"),
+    "grid.harness": ("grid.member", "grid.store", "grid.embedded"),
+}
+"""The arrows inside grid (docs/architecture.md): the store and the SDK know nothing of
+the member runtime, gossip knows nothing of the data, and the harness only starts
+processes."""
+
+
+@pytest.mark.parametrize("package", sorted(GRID_MAY_NOT))
+def test_grid_subpackages_point_one_way(package: str) -> None:
+    banned = GRID_MAY_NOT[package]
+    for path in sorted((ROOT / package.replace(".", "/")).rglob("*.py")):
+        bad = {
+            m
+            for m in imported_modules(path)
+            if any(m == b or m.startswith(b + ".") for b in banned)
+        }
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"

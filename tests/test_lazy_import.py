@@ -33,7 +33,9 @@ def modules_after(statement: str) -> set[str]:
 )
 def test_a_part_of_grid_imports_no_grpc(statement: str) -> None:
     loaded = modules_after(statement)
-    assert "grpc" not in loaded and "grid.node" not in loaded and "grid.client" not in loaded
+    assert (
+        "grpc" not in loaded and "grid.embedded.node" not in loaded and "grid.client" not in loaded
+    )
 
 
 def test_the_sdk_still_loads_on_first_use() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grid.cluster import LocalCluster
+from grid.harness.cluster import LocalCluster
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)

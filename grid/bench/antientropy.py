@@ -1,6 +1,6 @@
 """`python -m grid.bench.antientropy`: time for anti-entropy to repair divergent keys (issue 6).
 
-Real member processes on loopback (grid.cluster.LocalCluster), each with its own data dir,
+Real member processes on loopback (grid.harness.cluster.LocalCluster), each with its own data dir,
 backups=1. Replicas are made to diverge without network namespaces or test hooks: two
 histories that later join.
 
@@ -50,8 +50,8 @@ from grid.bench.main import run_guarded
 from grid.bench.migration import write_json
 from grid.bench.stats import process_cpu_s
 from grid.cli.status import wide_console
-from grid.cluster import LocalCluster, MemberProcess, migration_state
-from grid.routing import table_from_proto
+from grid.harness.cluster import LocalCluster, MemberProcess, migration_state
+from grid.member.placement.routing import table_from_proto
 from partitioning import PartitionTable
 from proto import grid_pb2 as pb
 

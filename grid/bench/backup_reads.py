@@ -35,7 +35,7 @@ import grid
 from grid.bench.main import run_guarded
 from grid.bench.stats import percentile
 from grid.cli.status import wide_console
-from grid.cluster import LocalCluster, migration_state
+from grid.harness.cluster import LocalCluster, migration_state
 from partitioning import partition_of
 
 MAP = "reads"

@@ -38,7 +38,7 @@ import grid
 from grid.bench.redis_side import RedisServer, find_redis_server
 from grid.bench.sides import ConcurrentSide
 from grid.bench.stats import SideResult, percentile
-from grid.cluster import LocalCluster, MemberProcess
+from grid.harness.cluster import LocalCluster, MemberProcess
 from proto import grid_pb2 as pb
 
 VALUE = b"v" * 98  # msgpack bin 8: 100 bytes as stored

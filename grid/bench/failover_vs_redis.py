@@ -71,8 +71,8 @@ from grid.bench.replication import (
 )
 from grid.cli.status import wide_console
 from grid.client.aio import AsyncMap
-from grid.cluster import free_port
 from grid.config import Config
+from grid.harness.cluster import free_port
 
 REDIS_CLI = "/usr/bin/redis-cli"
 REDIS_MASTERS = 3

@@ -15,7 +15,7 @@ import msgpack
 from grid.bench.sides import ConcurrentSide, InProcessSide, SyncSide
 from grid.client.aio import AsyncClient
 from grid.client.sync import Client
-from grid.node import Node
+from grid.embedded.node import Node
 
 MAP = "bench"
 

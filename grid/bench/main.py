@@ -133,7 +133,7 @@ def _network_rows(
 ) -> list[Row]:
     from grid.bench.grid_side import GridBench
     from grid.bench.redis_side import RedisBench, find_redis_server, running_redis
-    from grid.cluster import LocalCluster
+    from grid.harness.cluster import LocalCluster
 
     keys = bench_keys()
     key_batches = batches(keys)

@@ -1,7 +1,7 @@
 """`python -m grid.bench.migration`: how fast partitions move when a member joins, and what
 the clients feel meanwhile.
 
-1. Starts 3 members (grid.cluster.LocalCluster: real processes on loopback,
+1. Starts 3 members (grid.harness.cluster.LocalCluster: real processes on loopback,
    memory only, default backups=1) and loads N keys (default 1M) of V-byte
    values (default 100, stored as is: codec "raw") with `put_many` batches
    through one `grid.AsyncClient`, several batches in flight. With backups=1
@@ -24,7 +24,7 @@ the clients feel meanwhile.
    that the members hold 2N entries again.
 
 Bytes moved: the sum over members of `migration.bytes_received` (snapshot and
-mutation bytes received from primaries; grid/follower.py) over the move. It
+mutation bytes received from primaries; grid/member/replicas/follower.py) over the move. It
 includes the backup stream of the steady load's puts; the baseline rate of
 that stream is shown so it can be told apart. Key copies moved are derived
 from the partition tables before and after: for every partition, the keys
@@ -68,9 +68,9 @@ from grid.bench.report import machine
 from grid.bench.stats import percentile, process_cpu_s
 from grid.cli.status import wide_console
 from grid.client.aio import AsyncMap
-from grid.cluster import LocalCluster, MemberProcess
 from grid.config import Config, parse_size
-from grid.routing import table_from_proto
+from grid.harness.cluster import LocalCluster, MemberProcess
+from grid.member.placement.routing import table_from_proto
 from partitioning import PartitionTable, PlacementConfig, build_table, partition_of
 from proto import grid_pb2 as pb
 

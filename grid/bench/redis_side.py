@@ -23,7 +23,7 @@ import redis
 import redis.asyncio
 
 from grid.bench.sides import ConcurrentSide, SyncSide
-from grid.cluster import free_port
+from grid.harness.cluster import free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
 

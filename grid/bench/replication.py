@@ -1,6 +1,6 @@
 """`python -m grid.bench.replication`: what backups cost and what they buy (issue 6).
 
-Real member processes on loopback (grid.cluster.LocalCluster, memory only), one
+Real member processes on loopback (grid.harness.cluster.LocalCluster, memory only), one
 `grid.AsyncClient` per cluster in this process. Four parts (`--only` picks some):
 
 1. failover: a fresh 3-member cluster (default backups=1) per trial. One writer task
@@ -72,8 +72,8 @@ from grid.bench.migration import (
 from grid.bench.stats import percentile
 from grid.cli.status import wide_console
 from grid.client.aio import AsyncMap
-from grid.cluster import LocalCluster, MemberProcess
 from grid.config import Config
+from grid.harness.cluster import LocalCluster, MemberProcess
 from partitioning import PartitionTable, partition_of
 
 FAILOVER_TARGET_S = 6.0

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from grid.cli.status import wide_console
-from grid.cluster import LocalCluster, MemberProcess, migration_state
+from grid.harness.cluster import LocalCluster, MemberProcess, migration_state
 
 
 def start_with_progress(cluster: LocalCluster, console: Console) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from grid import scenarios
 from grid.cli.cluster_cmd import cluster_table, start_with_progress, wait_for_migrations
 from grid.cli.status import print_status, wide_console
 from grid.client.sync import Client
-from grid.cluster import LocalCluster
+from grid.harness import scenarios
+from grid.harness.cluster import LocalCluster
 
 EVICTION_MEMORY = "600KB"  # about a quarter of the zipf workload's 4,000 keys
 

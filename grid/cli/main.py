@@ -155,7 +155,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         flags = {f.name: getattr(args, f.name) for f in fields(Config)}
         config = Config.load(file=args.config, flags=flags)
         logs.configure(config.log_level, config.log_format)
-        from grid.member import run_member
+        from grid.member.member import run_member
 
         try:
             asyncio.run(run_member(config))

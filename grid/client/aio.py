@@ -19,7 +19,7 @@ from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
 from grid.client.router import Router, parse_seeds
 from grid.errors import CasFailed, InvalidArgument, Status, error_for
-from grid.gossip.view import ClusterMember, counters_from_metadata
+from grid.members_view import ClusterMember, counters_from_metadata
 from partitioning import PartitionTable
 from proto import grid_pb2 as pb
 from replication.hlc import Version
@@ -317,7 +317,7 @@ class AsyncClient:
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""
-        from grid.stats_view import stats_dict
+        from grid.client.stats_view import stats_dict
 
         return stats_dict(await self._conn.stats(timeout))
 

@@ -21,7 +21,7 @@ from grid.client.connection import ConnectionOptions
 from grid.client.keys import Duration, Key
 from grid.client.router import parse_seeds
 from grid.errors import Unavailable
-from grid.gossip.view import ClusterMember
+from grid.members_view import ClusterMember
 from partitioning import PartitionTable
 from replication.hlc import Version
 

@@ -36,7 +36,8 @@ from replication.hlc import LOGICAL_BITS
 
 Record = tuple[int, str, bytes, "bytes | None", int, int, int, int]
 Holds = Callable[[str], bool] | None
-"""Which maps a copy holds (per-map backups, grid/map_backups.py); None: all of them."""
+"""Which maps a copy holds (per-map backups, grid/member/replicas/map_backups.py); None: all of
+them."""
 
 
 def snapshot_records(store: Store, partition: int, now: int, holds: Holds = None) -> list[Record]:

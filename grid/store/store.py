@@ -45,7 +45,7 @@ Sink = Callable[[int, int, str, bytes, "bytes | None", int, int, int, int], None
 
 class BackupReads(Protocol):
     """Reads a client allowed to be answered from a backup copy (`read_from_backup`);
-    grid/read_repair.py implements it. Both are called under the store lock."""
+    grid/member/replicas/read_repair.py implements it. Both are called under the store lock."""
 
     def readable(self, partition: int, map_name: str) -> bool:
         """Whether this member holds a caught-up copy of the map in this partition."""
@@ -88,7 +88,7 @@ class Store:
         self.rng = rng or Random()
         self.lock = threading.Lock()
         # What embedded maps hold around an operation: the lock, or a durable guard that
-        # also flushes to the log (grid/durability.py).
+        # also flushes to the log (grid/store/durability.py).
         self.guard: Any = self.lock
         self.maps: dict[str, RecordMap] = {}
         self.all = SlotList("slot")
@@ -108,7 +108,8 @@ class Store:
         self.write_gate: Callable[[], None] | None = None
         # Partitions this member serves as primary (1) or not (0); None: all of them (a
         # member on its own). Client operations on other partitions raise NotOwner before
-        # touching anything, and the server forwards them (grid/routing.py keeps this).
+        # touching anything, and the server forwards them (grid/member/placement/routing.py keeps
+        # this).
         self.owned: bytearray | None = None
         self.backup_reads: BackupReads | None = None  # set by the cluster runtime
         self._lfu = config.eviction_policy == "lfu"
@@ -723,7 +724,7 @@ class Store:
 
     def drop_maps(self, partition: int, keep: Callable[[str], bool]) -> int:
         """Forget the partition's copy of the maps `keep` refuses (a backup rank that no
-        longer holds them, grid/map_backups.py); returns entries dropped."""
+        longer holds them, grid/member/replicas/map_backups.py); returns entries dropped."""
         dropped = 0
         v = self.hlc.tick()
         for rmap in self.maps.values():

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import grpc
 
 import grid
-from grid.cluster import MemberProcess, is_serving, migration_state
-from grid.routing import table_from_proto
+from grid.harness.cluster import MemberProcess, is_serving, migration_state
+from grid.member.placement.routing import table_from_proto
 from partitioning import PartitionTable
 from proto import grid_pb2 as pb
 
@@ -207,7 +207,7 @@ async def _collect(agen: AsyncIterator[T]) -> list[T]:
 class BlockingMap:
     """The blocking map API over an AsyncMap or AsyncLocalMap, driven on an AsyncRunner.
 
-    Lets the scenario functions in grid/scenarios.py (written against the blocking API)
+    Lets the scenario functions in grid/harness/scenarios.py (written against the blocking API)
     run unchanged through the asyncio flavours.
     """
 

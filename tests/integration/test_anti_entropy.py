@@ -33,7 +33,7 @@ import grpc
 import pytest
 
 import grid
-from grid.cluster import LocalCluster
+from grid.harness.cluster import LocalCluster
 from tests.integration.support import (
     partitions_settled,
     raw_stats,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess
+from grid.harness.cluster import LocalCluster, MemberProcess
 from proto import grid_pb2 as pb
 from tests.conftest import Spawn
 from tests.integration.support import assert_member_healthy, execute, run_grid
@@ -135,7 +135,7 @@ def test_put_get_del_incr(address: str, map_name: str, client: grid.Client) -> N
 
 def test_client_command_against_no_member(tmp_path: Path) -> None:
     """No member at the address: exit 1 with UNAVAILABLE, within the --timeout bound."""
-    from grid.cluster import free_port
+    from grid.harness.cluster import free_port
 
     t0 = time.monotonic()
     p = run_grid("get", "k", "-a", f"127.0.0.1:{free_port()}", "--timeout", "0.5")

@@ -21,7 +21,7 @@ import msgpack
 import pytest
 
 import grid
-from grid.cluster import free_port
+from grid.harness.cluster import free_port
 from tests.conftest import Spawn
 from tests.integration.support import AsyncRunner, raw_stats, wait_paused
 

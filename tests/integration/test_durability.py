@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess
+from grid.harness.cluster import LocalCluster, MemberProcess
 from tests import needs
 from tests.integration.support import wait_partitions_settled
 

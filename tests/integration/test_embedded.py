@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import grid
-import grid.cluster  # grid.cluster.is_serving: grid/__init__ imports no submodule
+import grid.harness.cluster  # grid.harness.cluster.is_serving: grid/__init__ imports no submodule
 from tests.integration.support import (
     AsyncRunner,
     assert_member_healthy,
@@ -52,7 +52,7 @@ def test_sync_node_lifecycle_and_map_ops(no_grid_env: None) -> None:
         assert m.get_many(["k", "c", "x"]) == {"k": {"v": 2}, "c": 2}
         assert sorted(m.scan()) == ["c", "k"]
         address = node.address
-    assert not grid.cluster.is_serving(address, timeout=0.5)
+    assert not grid.harness.cluster.is_serving(address, timeout=0.5)
     with pytest.raises(RuntimeError, match="start the node first"):
         n.map("m")
 
@@ -76,7 +76,7 @@ def test_async_node_with_async_client_on_the_same_loop(no_grid_env: None) -> Non
             assert 29 < (await m.ttl("remote") or 0) <= 30
             assert sorted([k async for k in m.scan()]) == ["c", "local", "remote"]
             address = node.address
-        assert not grid.cluster.is_serving(address, timeout=0.5)
+        assert not grid.harness.cluster.is_serving(address, timeout=0.5)
 
     asyncio.run(asyncio.wait_for(main(), 30))
 
@@ -213,7 +213,7 @@ def test_embedded_node_in_a_cluster_routes_what_it_does_not_serve(
     """An embedded node joined to a member process: its maps serve their own partitions
     from the store and send the rest to the owner (through the node's smart client), so
     every key lands on the primary the table names, whichever side wrote it."""
-    from grid.cluster import LocalCluster
+    from grid.harness.cluster import LocalCluster
     from tests.integration.support import wait_partitions_settled
 
     keys = [f"{mode}-k{i}" for i in range(400)]
@@ -273,7 +273,7 @@ def test_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env: None
     returns only once the backup (a member process) applied it; so do put_many, incr
     and delete (of present and of absent keys). A map with map_sync_backups=0 does not
     wait, and the backup shows its writes later."""
-    from grid.cluster import LocalCluster
+    from grid.harness.cluster import LocalCluster
     from tests.integration.support import raw_channel, wait_partitions_settled, wait_replicated
 
     with LocalCluster(1) as cluster:
@@ -323,7 +323,7 @@ def test_embedded_sync_put_fails_when_the_backup_is_gone(no_grid_env: None) -> N
     import signal
     import time
 
-    from grid.cluster import LocalCluster
+    from grid.harness.cluster import LocalCluster
     from tests.integration.support import raw_channel, wait_partitions_settled, wait_replicated
 
     timeout_s = 1.0
@@ -356,7 +356,7 @@ def test_async_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env
     the backup gone it raises Unavailable after sync_backup_timeout_s."""
     import signal
 
-    from grid.cluster import LocalCluster
+    from grid.harness.cluster import LocalCluster
     from tests.integration.support import raw_channel, wait_partitions_settled, wait_replicated
 
     with LocalCluster(1) as cluster:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess
+from grid.harness.cluster import LocalCluster, MemberProcess
 from partitioning import PartitionTable, partition_of
 from tests.integration.support import (
     BackgroundWrites,

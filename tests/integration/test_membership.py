@@ -1,6 +1,6 @@
 """Membership with real member processes on loopback (issue 3).
 
-Five `grid node` processes started by grid.cluster.LocalCluster (the harness
+Five `grid node` processes started by grid.harness.cluster.LocalCluster (the harness
 `grid cluster up` uses), all with one cluster secret and default membership
 settings, member-1 the only seed.  The tests run in file order on that one
 cluster: convergence, kill -9 and restart, SIGTERM, then intruders (wrong
@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grid.cluster import LocalCluster, MemberProcess
-from grid.gossip.security import Sealer
-from grid.gossip.view import counters_from_metadata
+from grid.harness.cluster import LocalCluster, MemberProcess
+from grid.member.gossip.security import Sealer
+from grid.members_view import counters_from_metadata
 from proto import grid_pb2 as pb
 from tests.integration.support import (
     assert_member_healthy,

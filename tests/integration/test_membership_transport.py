@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 import grid
 from grid.config import Config, ConfigError
-from grid.gossip.discovery import Discovery, parse_seeds
-from grid.gossip.runtime import GossipRuntime, _ip_of, gossip_endpoint
-from grid.gossip.security import MAX_OVERHEAD, REASONS, Rejected, Sealer, parse_keys
-from grid.gossip.transport import Transport, split_addr
+from grid.member.gossip.discovery import Discovery, parse_seeds
+from grid.member.gossip.runtime import GossipRuntime, _ip_of, gossip_endpoint
+from grid.member.gossip.security import MAX_OVERHEAD, REASONS, Rejected, Sealer, parse_keys
+from grid.member.gossip.transport import Transport, split_addr
 from tests.integration.support import AsyncRunner, wait_until
 
 K1, K2, K3 = (bytes([i]) * 32 for i in (1, 2, 3))
@@ -300,7 +300,7 @@ def test_embedded_members_listeners_and_the_sdk(no_grid_env: None) -> None:
 def test_dns_discovery_joins_a_member_that_starts_later(no_grid_env: None) -> None:
     """b resolves a DNS name (localhost) to a gossip port nobody serves yet; once a
     member appears there, b joins it without being told again."""
-    from grid.cluster import free_gossip_port
+    from grid.harness.cluster import free_gossip_port
 
     port = free_gossip_port()
     with grid.Node(port=0, name="dns-b", discovery_dns=f"localhost:{port}") as b:

@@ -1,6 +1,6 @@
 """Partitioning, forwarding and migration with real member processes on loopback (issue 5).
 
-Members are `grid node` processes started by grid.cluster.LocalCluster, member-1
+Members are `grid node` processes started by grid.harness.cluster.LocalCluster, member-1
 the only gossip seed, default settings (271 partitions, backups=1,
 max_forward_hops=2). Where data lives is asked of the members themselves: the
 admin RPC `Grid/LocalKeys` says per key whether a member holds it and in which
@@ -44,8 +44,8 @@ import pytest
 
 import grid
 from grid.client.keys import encode_key
-from grid.cluster import LocalCluster, MemberProcess
-from grid.routing import table_from_proto
+from grid.harness.cluster import LocalCluster, MemberProcess
+from grid.member.placement.routing import table_from_proto
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
 from tests.integration.support import execute, live, raw_channel, wait_until
@@ -848,7 +848,7 @@ def test_pipelined_batches_each_get_their_own_forwarding(no_grid_env: None, tmp_
     """On one stream, a batch that needs forwarding followed at once by one that does
     not: the first is still forwarded. Under fsync=always its reply is finished from a
     task after its fsync, by when the executor has served the next batches."""
-    from grid.routing import table_from_proto
+    from grid.member.placement.routing import table_from_proto
     from tests.integration.support import raw_channel, wait_partitions_settled
 
     with LocalCluster(0) as cluster:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import grid
-from grid.cluster import LocalCluster
+from grid.harness.cluster import LocalCluster
 from tests.integration.support import (
     raw_stats,
     run_grid,

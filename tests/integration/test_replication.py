@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import pytest
 
 import grid
-from grid.cluster import LocalCluster
-from grid.routing import table_from_proto
+from grid.harness.cluster import LocalCluster
+from grid.member.placement.routing import table_from_proto
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
 from tests.integration.support import (
@@ -457,7 +457,7 @@ def test_lag_per_partition_names_the_backup_behind(no_grid_env: None) -> None:
     from rich.console import Console
 
     from grid.cli.status import lag_table
-    from grid.stats_view import stats_dict
+    from grid.client.stats_view import stats_dict
 
     with LocalCluster(3, member_args=["--backups", "1"]) as cluster:
         wait_partitions_settled(cluster.addresses)

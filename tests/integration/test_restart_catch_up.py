@@ -8,7 +8,7 @@ saved table without starting its streams: the partitions it was primary of had n
 (their backups were refused, writes were not replicated) and the copies it backs up
 were not followed. Now:
 
-1. with its positions file (grid/positions.py) the copies it backs up are caught up
+1. with its positions file (grid/member/replicas/positions.py) the copies it backs up are caught up
    from their primaries' logs, not sent whole: resumed_from_log > 0;
 2. without the file (removed before a second restart) every copy is a snapshot:
    resumed_from_log == 0; the file is what makes the difference;
@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess
-from grid.positions import FILE
+from grid.harness.cluster import LocalCluster, MemberProcess
+from grid.member.replicas.positions import FILE
 from tests.integration.support import (
     raw_stats,
     replicas_differ,

@@ -1,4 +1,4 @@
-"""The cache workloads of grid/scenarios.py through every map flavour, plus API parity.
+"""The cache workloads of grid/harness/scenarios.py through every map flavour, plus API parity.
 
 Flavours: the remote sync `Client` map, the remote `AsyncClient` map, the
 embedded sync `Node` map (LocalMap) and the embedded async `Node` map
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import grid
-from grid import scenarios
-from grid.cluster import LocalCluster
+from grid.harness import scenarios
+from grid.harness.cluster import LocalCluster
 from tests.conftest import Spawn
 from tests.integration.support import AsyncRunner, BlockingMap
 

@@ -1,6 +1,6 @@
 """The smart client against a real three-member cluster (issue 5, part 3).
 
-Three `grid node` processes started by grid.cluster.LocalCluster, member-1 the
+Three `grid node` processes started by grid.harness.cluster.LocalCluster, member-1 the
 only gossip seed; the client is given member-1's gRPC address and nothing else.
 The tests run in file order on that one cluster: discovery from one seed,
 2,000 keys written and read through the owners (each member's `operations`
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 import grid
-from grid.cluster import LocalCluster, MemberProcess, free_port
+from grid.harness.cluster import LocalCluster, MemberProcess, free_port
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
 from tests.integration.support import live, raw_channel, raw_stats, wait_replicated, wait_until

@@ -1,6 +1,6 @@
 """Split brain 2|1 in network namespaces: both sides take writes, the heal merges them.
 
-Three members (grid.netns.NetnsCluster: one namespace each, a bridge between them), one
+Three members (grid.harness.netns.NetnsCluster: one namespace each, a bridge between them), one
 backup per partition, each member persisting to its own data dir. The cluster is cut into
 {0, 1} | {2} by moving member 2's cluster link to another bridge; client links stay up,
 so the test reaches every member on both sides with a plain client (no smart routing:
@@ -23,9 +23,9 @@ import grpc
 import pytest
 
 import grid
-from grid.cluster import migration_state
-from grid.netns import NetnsCluster, available
-from grid.routing import table_from_proto
+from grid.harness.cluster import migration_state
+from grid.harness.netns import NetnsCluster, available
+from grid.member.placement.routing import table_from_proto
 from partitioning import DEFAULT_PARTITION_COUNT, PartitionTable, partition_of
 from proto import grid_pb2 as pb
 from tests import needs

@@ -1,6 +1,6 @@
 """Rebalancers of a whole cluster run in memory: the tests' runtime.
 
-It does what grid/coordinator.py does with RPCs, at once and without failures
+It does what grid/member/placement/coordinator.py does with RPCs, at once and without failures
 unless told: a publish installs the table on every member it is sent to (if
 newer, as Routing does), fills and hand-offs succeed except for the partitions
 in `fail_fills` / `fail_handoffs`. Membership is perfect: every member sees

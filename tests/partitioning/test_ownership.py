@@ -55,7 +55,7 @@ def test_a_hand_off_survives_older_tables_and_settles_at_its_epoch() -> None:
     b.install(t1)
     p = min(primaries(t1, "a"))
     a.handed_off(p, "b", 3)
-    b.handed_over(p, 3)
+    b.take_over(p, 3)
     assert not a.serves(p) and not a.owned()[p] and a.owner(p) == "b"
     assert b.serves(p) and b.owned()[p] and b.owner(p) == "b"
     assert a.moved == {p: Moved("b", 3)} and b.early == {p: 3}
@@ -110,7 +110,7 @@ def test_a_hand_off_that_arrives_after_the_table_of_its_epoch_is_not_served():
     b = Ownership("b", 16)
     b.install(t)
     p = min(primaries(t, "a"))
-    assert not b.handed_over(p, 3)  # the table of epoch 3 settled it already
+    assert not b.take_over(p, 3)  # the table of epoch 3 settled it already
     assert not b.serves(p) and b.early == {}
-    assert b.handed_over(p, 4)  # a hand-off the next table will show
+    assert b.take_over(p, 4)  # a hand-off the next table will show
     assert b.serves(p)

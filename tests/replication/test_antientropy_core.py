@@ -52,7 +52,7 @@ def write(store: Store, clock: Clock, keys: list[int], tag: bytes) -> None:
 
 
 def round_trip(primary: Reconciler, replica: Reconciler, keep_theirs: bool = True) -> int:
-    """What grid/antientropy.py does over gRPC, done in process."""
+    """What grid/member/replicas/antientropy.py does over gRPC, done in process."""
     mine = primary.digests([P], CUT, 1, None)
     answer = replica.on_compare(CUT, 1, [(p, d.root) for p, d in mine.items()])
     won = 0

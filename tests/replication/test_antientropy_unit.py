@@ -8,10 +8,10 @@ from random import Random
 
 import msgpack
 
-from grid.antientropy import AntiEntropy
 from grid.config import Config
-from grid.peers import Peers
-from grid.routing import Routing
+from grid.member.peers import Peers
+from grid.member.placement.routing import Routing
+from grid.member.replicas.antientropy import AntiEntropy
 from grid.store import Store
 from grid.store.store import PUT
 from proto import grid_pb2 as pb

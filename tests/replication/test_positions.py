@@ -1,5 +1,5 @@
-"""The follow-positions file (grid/positions.py) on a real data dir: it never claims a copy
-that is being dropped, mid-snapshot, or that recovery found damaged; a damaged file is
+"""The follow-positions file (grid/member/replicas/positions.py) on a real data dir: it never
+claims a copy that is being dropped, mid-snapshot, or that recovery found damaged; a damaged file is
 ignored (every copy is then a snapshot: slower, never wrong)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from random import Random
 import msgpack
 
 from grid.config import Config
-from grid.durability import Durability
-from grid.positions import FILE, FollowPositions
+from grid.member.replicas.positions import FILE, FollowPositions
 from grid.store import Store
+from grid.store.durability import Durability
 from replication.stream import FollowerLog, Phase
 from tests.store.helpers import Clock
 

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import msgpack
 import pytest
 
-from grid.antientropy import AntiEntropy
 from grid.config import Config
-from grid.peers import Peers
-from grid.read_repair import ReadRepair
-from grid.routing import Routing
+from grid.member.peers import Peers
+from grid.member.placement.routing import Routing
+from grid.member.replicas.antientropy import AntiEntropy
+from grid.member.replicas.read_repair import ReadRepair
 from grid.store import Store
 from grid.store.store import CLEAR, DELETE, PUT
 from proto import grid_pb2 as pb

@@ -1,4 +1,4 @@
-"""Clear markers on disk (grid/durability.py, persistence Op.CLEARED): a client's CLEAR
+"""Clear markers on disk (grid/store/durability.py, persistence Op.CLEARED): a client's CLEAR
 leaves its marker across a restart; a dropped copy (a partition that moved away) must
 not, or the restarted member would hand the primary a CLEAR newer than every entry it
 holds, and the primary would lose them all (found in review: drops were journaled as
@@ -10,8 +10,8 @@ from pathlib import Path
 from random import Random
 
 from grid.config import Config
-from grid.durability import Durability
 from grid.store import Store, copies
+from grid.store.durability import Durability
 from grid.store.recordmap import ZERO
 from grid.store.store import PUT
 from partitioning import partition_of

@@ -42,8 +42,9 @@ def state(s: Store, p: int) -> dict[tuple[str, bytes], tuple[bytes | None, int, 
 
 
 def merge(a: Store, b: Store, p: int) -> int:
-    """One anti-entropy exchange of partition p between a and b, as grid/antientropy.py
-    runs it: roots, bucket digests, then the records of differing buckets both ways."""
+    """One anti-entropy exchange of partition p between a and b, as
+    grid/member/replicas/antientropy.py runs it: roots, bucket digests, then the records of
+    differing buckets both ways."""
     now = a.clock()
     da, db = digest(a, p, EVERYTHING, now), digest(b, p, EVERYTHING, now)
     if da.root == db.root:

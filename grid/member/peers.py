@@ -1,9 +1,9 @@
 """Member-to-member calls: one gRPC channel per peer address, reused by everything.
 
-Forwarded client batches (grid/forwarding.py), follow streams
-(grid/follower.py) and the coordinator's calls (grid/coordinator.py) all go
-through here, so a member keeps one HTTP/2 connection per peer whatever it
-is doing with it.
+Forwarded client batches (grid/member/forwarding.py), follow streams
+(grid/member/replicas/follower.py) and the coordinator's calls
+(grid/member/placement/coordinator.py) all go through here, so a member keeps one HTTP/2 connection
+per peer whatever it is doing with it.
 """
 
 from __future__ import annotations

@@ -20,14 +20,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from grid.client.codec import Codec
+from grid.client.stats_view import stats_dict
 from grid.client.sync import _LoopThread
 from grid.config import Config
+from grid.embedded.localmap import AsyncLocalMap, LocalMap, SyncAsyncLocalMap, SyncLocalMap
 from grid.errors import Unavailable
-from grid.gossip.view import ClusterMember
-from grid.localmap import AsyncLocalMap, LocalMap, SyncAsyncLocalMap, SyncLocalMap
-from grid.member import Member
-from grid.server import SYNC_NOT_CONFIRMED
-from grid.stats_view import stats_dict
+from grid.member.member import Member
+from grid.member.server import SYNC_NOT_CONFIRMED
+from grid.members_view import ClusterMember
 from partitioning import partition_of
 
 SYNC_WAIT_GRACE_S = 5.0

@@ -27,8 +27,8 @@ import grpc
 import msgpack
 
 from grid import logs
-from grid.map_backups import map_backups as configured_map_backups
-from grid.routing import Routing
+from grid.member.placement.routing import Routing
+from grid.member.replicas.map_backups import map_backups as configured_map_backups
 from grid.store import Store
 from grid.store.copies import snapshot_records
 from proto import grid_pb2 as pb
@@ -36,7 +36,7 @@ from replication.map_backups import Holds, MapBackups
 from replication.primary import Chunk, Downstream, Kind, Lag, Primary, Record
 from replication.stream import DEFAULT_KEEP, FollowerLog, PrimaryLog
 
-log = logs.get("grid.replica")
+log = logs.get("grid.member.replicas.replica")
 _monotonic = time.monotonic
 
 HANDOFF_ACK_TIMEOUT_S = 10.0
@@ -341,7 +341,7 @@ class Replicator:
         self, partitions: Iterable[int], to: str, epoch: int
     ) -> tuple[list[int], list[int]]:
         """Hand these partitions to follower `to`; returns (done, failed). `epoch`: the
-        first table epoch that will show the hand-off (see grid/routing.py)."""
+        first table epoch that will show the hand-off (see grid/member/placement/routing.py)."""
         stream = self.streams.get(to)
         waits: list[tuple[int, asyncio.Future[None]]] = []
         loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 around `partitioning.ownership.Ownership`.
 
 The partition table (partitioning/table.py) comes from the coordinator
-(grid/coordinator.py) and changes in steps; between two steps a hand-off may
+(grid/member/placement/coordinator.py) and changes in steps; between two steps a hand-off may
 already have happened that the next table will only confirm. What a member
 serves across tables and hand-offs (`moved`, `early`, `owner`, `serves`) is
 decided by the Ownership core; this module carries it out:
@@ -11,9 +11,9 @@ decided by the Ownership core; this module carries it out:
   partitions this member serves as primary right now (the core's `owned`),
   kept under the store lock. The store raises NotOwner for anything else
   before touching it, and the server forwards those operations
-  (grid/forwarding.py).
+  (grid/member/forwarding.py).
 * The installed table is saved to `data_dir/table.json`, so that a member
-  restarting from disk knows who held what (grid/coordinator.py waits for
+  restarting from disk knows who held what (grid/member/placement/coordinator.py waits for
   those members before handing their partitions to others).
 * Member addresses, the table's wire form, WatchTable streams and table
   listeners.
@@ -34,7 +34,7 @@ from partitioning import PartitionTable
 from partitioning.ownership import Moved, Ownership, Verdict
 from proto import grid_pb2 as pb
 
-log = logs.get("grid.routing")
+log = logs.get("grid.member.placement.routing")
 TABLE_FILE = "table.json"
 
 TableListener = Callable[[PartitionTable], None]
@@ -114,11 +114,11 @@ class Routing:
         assert self.store.owned is not None
         self.store.owned[partition] = 0
 
-    def handed_over(self, partition: int, epoch: int) -> bool:
+    def take_over(self, partition: int, epoch: int) -> bool:
         """The partition was handed to this member (caller holds the store lock); it
         serves it unless a table in use already settled the hand-off without it
-        (Ownership.handed_over). True if it takes the partition over."""
-        if not self.ownership.handed_over(partition, epoch):
+        (Ownership.take_over). True if it takes the partition over."""
+        if not self.ownership.take_over(partition, epoch):
             return False
         assert self.store.owned is not None
         self.store.owned[partition] = 1

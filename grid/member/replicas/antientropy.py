@@ -29,10 +29,10 @@ import msgpack
 
 from grid import logs
 from grid.config import Config
-from grid.map_backups import map_backups
-from grid.peers import PEER, Peers
-from grid.replica import unpack_records
-from grid.routing import Routing
+from grid.member.peers import PEER, Peers
+from grid.member.placement.routing import Routing
+from grid.member.replicas.map_backups import map_backups
+from grid.member.replicas.replica import unpack_records
 from grid.store import Store, copies
 from proto import grid_pb2 as pb
 from replication.antientropy import (
@@ -46,7 +46,7 @@ from replication.antientropy import (
 )
 from replication.digest import Digest
 
-log = logs.get("grid.antientropy")
+log = logs.get("grid.member.replicas.antientropy")
 
 
 PACE_SHARE = 0.5

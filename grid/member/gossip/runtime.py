@@ -34,10 +34,10 @@ from collections.abc import Callable
 
 from grid import logs
 from grid.config import Config, ConfigError
-from grid.gossip.discovery import Discovery, parse_seeds
-from grid.gossip.security import MAX_OVERHEAD, Rejected, Sealer, parse_keys
-from grid.gossip.transport import Transport, join_addr, split_addr
-from grid.gossip.view import ClusterMember
+from grid.member.gossip.discovery import Discovery, parse_seeds
+from grid.member.gossip.security import MAX_OVERHEAD, Rejected, Sealer, parse_keys
+from grid.member.gossip.transport import Transport, join_addr, split_addr
+from grid.members_view import ClusterMember
 from membership import (
     Config as MembershipConfig,
 )
@@ -54,7 +54,7 @@ from membership import (
     SetTimer,
 )
 
-log = logs.get("grid.gossip")
+log = logs.get("grid.member.gossip")
 
 MemberListener = Callable[[str, ClusterMember], None]
 """listener(event_kind, member): kind is joined, updated, suspect, alive, dead or left."""

@@ -2,7 +2,7 @@
 
 replication/follower.py decides what to follow, what each message from a
 primary means and what to apply; this module runs it: one `Follow` stream
-per primary (an `Upstream`, grid/replica.py is the other end), reconnects
+per primary (an `Upstream`, grid/member/replicas/replica.py is the other end), reconnects
 with backoff, acknowledgements, the store lock around each applied message
 and the durability journal after it (so a backup's copy is on its disk too),
 futures for fills the coordinator waits on, and the dropping of copies with
@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from grid import logs
-from grid.replica import Replicator, unpack_records
-from grid.routing import Routing
+from grid.member.placement.routing import Routing
+from grid.member.replicas.replica import Replicator, unpack_records
 from grid.store import Store
 from proto import grid_pb2 as pb
 from replication.follower import ACK_EVERY_S, FILL_LINGER_S, AckPacer, Follower
 from replication.stream import FollowerLog
 
 if TYPE_CHECKING:
-    from grid.positions import FollowPositions
+    from grid.member.replicas.positions import FollowPositions
 
-log = logs.get("grid.follower")
+log = logs.get("grid.member.replicas.follower")
 
 FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
@@ -198,7 +198,7 @@ class Followers:
             )
 
         self.core = Follower(
-            me, replicator.core, store.apply, decode, routing.owner, routing.handed_over
+            me, replicator.core, store.apply, decode, routing.owner, routing.take_over
         )
         self.state: dict[int, FollowerLog] = self.core.state
         self.upstreams: dict[str, Upstream] = {}
@@ -214,7 +214,7 @@ class Followers:
         self.ack_every = ACK_EVERY_S if no_sync else 0.0  # see ACK_EVERY_S
         # set by the runtime: merge a copy into its primary before it is dropped
         self.hand_back: Callable[[int], Awaitable[bool]] | None = None
-        # set by the runtime when the member has a data dir (grid/positions.py)
+        # set by the runtime when the member has a data dir (grid/member/replicas/positions.py)
         self.positions: FollowPositions | None = None
 
     @property
@@ -366,7 +366,7 @@ class Followers:
         for p, ok in got.filled:
             self._resolve(p, ok)
         if any(ok for _, ok in got.filled):
-            gc.freeze()  # a filled copy is long-lived: see grid/member.py
+            gc.freeze()  # a filled copy is long-lived: see grid/member/member.py
         taken = [p for p, _ in got.taken]
         for p in taken:
             ev = self.takeovers.pop(p, None)

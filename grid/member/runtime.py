@@ -1,18 +1,18 @@
 """The member's part in the cluster's data: routing, streams, moves, forwarding.
 
-One object owns the pieces so the member (grid/member.py) starts and stops
+One object owns the pieces so the member (grid/member/member.py) starts and stops
 them as one, and the services reach them through one name:
 
-* Routing: the table and what this member serves (grid/routing.py);
+* Routing: the table and what this member serves (grid/member/placement/routing.py);
 * Replicator: partitions this member is primary of, and their followers
-  (grid/replica.py);
-* Followers: partitions this member copies from others (grid/follower.py);
-* Coordinator: the table's writer, active on one member (grid/coordinator.py);
-* Forwarder: operations for other members' partitions (grid/forwarding.py);
-* AntiEntropy: replicas compared by digests and merged (grid/antientropy.py);
+  (grid/member/replicas/replica.py);
+* Followers: partitions this member copies from others (grid/member/replicas/follower.py);
+* Coordinator: the table's writer, active on one member (grid/member/placement/coordinator.py);
+* Forwarder: operations for other members' partitions (grid/member/forwarding.py);
+* AntiEntropy: replicas compared by digests and merged (grid/member/replicas/antientropy.py);
 * ReadRepair: reads answered from backup copies, and their repair
-  (grid/read_repair.py);
-* Peers: the gRPC channels to other members (grid/peers.py).
+  (grid/member/replicas/read_repair.py);
+* Peers: the gRPC channels to other members (grid/member/peers.py).
 
 The store's change sink is shared: durability journals every change, the
 replicator streams the changes of partitions this member is primary of.
@@ -22,21 +22,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from grid.antientropy import AntiEntropy
 from grid.config import Config
-from grid.coordinator import Coordinator
-from grid.durability import Durability
 from grid.errors import Unavailable
-from grid.executor import BatchExecutor
-from grid.follower import Followers
-from grid.forwarding import Forwarder
-from grid.gossip.view import ClusterMember
-from grid.peers import Peers
-from grid.positions import FollowPositions
-from grid.read_repair import ReadRepair
-from grid.replica import Replicator
-from grid.routing import Routing, table_from_proto
+from grid.member.executor import BatchExecutor
+from grid.member.forwarding import Forwarder
+from grid.member.peers import Peers
+from grid.member.placement.coordinator import Coordinator
+from grid.member.placement.routing import Routing, table_from_proto
+from grid.member.replicas.antientropy import AntiEntropy
+from grid.member.replicas.follower import Followers
+from grid.member.replicas.positions import FollowPositions
+from grid.member.replicas.read_repair import ReadRepair
+from grid.member.replicas.replica import Replicator
+from grid.members_view import ClusterMember
 from grid.store import Store
+from grid.store.durability import Durability
 from proto import grid_pb2 as pb
 
 FIRST_TABLE_TIMEOUT_S = 30.0

@@ -21,16 +21,16 @@ import grpc
 import xxhash
 
 from grid import __version__, logs
-from grid.cluster_runtime import ClusterRuntime
 from grid.config import Config
-from grid.durability import Durability, DurableGuard
-from grid.gossip.runtime import GossipRuntime, MemberListener
-from grid.peer import PeerService
-from grid.server import NOT_SERVING, SERVING, GridService, add_health, server_options
+from grid.member.gossip.runtime import GossipRuntime, MemberListener
+from grid.member.peer import PeerService
+from grid.member.runtime import ClusterRuntime
+from grid.member.server import NOT_SERVING, SERVING, GridService, add_health, server_options
 from grid.store import Store, wall_ms
+from grid.store.durability import Durability, DurableGuard
 from persistence import PersistenceError
 
-log = logs.get("grid.member")
+log = logs.get("grid.member.member")
 
 GC_FREEZE_EVERY_S = 10.0
 """Why a member freezes the garbage collector's view every few seconds: the store holds

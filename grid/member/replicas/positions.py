@@ -37,7 +37,7 @@ changes the copy lacks, for good. So:
   power cut could leave the file ahead of it;
 - only positions of copies that are live (caught up, not mid-snapshot) are
   saved, and only when every map is copied to every backup: with per-map
-  backups a copy may hold fewer maps than a new rank needs (grid/map_backups.py).
+  backups a copy may hold fewer maps than a new rank needs (grid/member/replicas/map_backups.py).
 
 The file is tiny (one line per partition backed up), written atomically
 (temporary file, fsync, rename) once a second when something moved.
@@ -54,13 +54,13 @@ from pathlib import Path
 import msgpack
 
 from grid import logs
-from grid.durability import Durability
 from grid.errors import Unavailable
 from grid.store import Store
+from grid.store.durability import Durability
 from persistence.layout import fsync_dir
 from replication.stream import FollowerLog, Phase
 
-log = logs.get("grid.positions")
+log = logs.get("grid.member.replicas.positions")
 
 FILE = "follow-positions.msgpack"
 SAVE_EVERY_S = 1.0
@@ -83,7 +83,7 @@ class FollowPositions:
         self.path = Path(data_dir) / FILE
         self.store = store
         self.durability = durability
-        self.state = state  # the followers' positions (grid/follower.py), shared
+        self.state = state  # the followers' positions (grid/member/replicas/follower.py), shared
         self.enabled = enabled
         self.saved: Positions = {}  # what the file says now
         self.loaded = 0  # positions taken from the file at start

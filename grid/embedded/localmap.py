@@ -546,7 +546,7 @@ class AsyncLocalMap:
 
 
 class SyncWaiter(Protocol):
-    """What a map with sync backups waits through (grid/node.py's `SyncBackups`)."""
+    """What a map with sync backups waits through (grid/embedded/node.py's `SyncBackups`)."""
 
     def touched(self, keys: Iterable[bytes]) -> dict[int, int]: ...
     def wait(self, touched: dict[int, int]) -> None: ...

@@ -14,13 +14,13 @@ from typing import Any
 
 from grid import logs
 from grid.config import Config
-from grid.durability import DISK_FULL_WRITE, Durability
 from grid.errors import GridError, InvalidArgument, Status
 from grid.store import Store
+from grid.store.durability import DISK_FULL_WRITE, Durability
 from grid.store.recordmap import RecordMap
 from proto import grid_pb2 as pb
 
-log = logs.get("grid.executor")
+log = logs.get("grid.member.executor")
 REPLY_HEADROOM = 64 * 1024
 REPLY_FULL = "reply would exceed max_message_bytes; retry this operation in a smaller batch"
 Handler = Callable[["BatchExecutor", pb.Op, pb.Result, int], None]
@@ -56,7 +56,9 @@ class BatchExecutor:
         self._reply_budget = 0
         self.durability: Durability | None = None  # set by the member when it has a data_dir
         self.last_token = 0  # log token of the last batch's changes (0: none)
-        self.routing: Any = None  # grid/routing.py Routing, once the member is in a cluster
+        self.routing: Any = (
+            None  # grid/member/placement/routing.py Routing, once the member is in a cluster
+        )
         self.misrouted = 0  # operations of the last batch answered NOT_OWNER
         self.fanout = False  # the last batch had a map-wide operation (SIZE, CLEAR)
         self.from_backup = False  # the batch's reads may be answered from a backup copy

@@ -25,12 +25,12 @@ import grpc
 
 from grid import logs
 from grid.config import Config
-from grid.follower import Followers
-from grid.gossip.view import ClusterMember
-from grid.map_backups import map_backups
-from grid.peers import Peers
-from grid.replica import Replicator
-from grid.routing import Routing, table_from_proto
+from grid.member.peers import Peers
+from grid.member.placement.routing import Routing, table_from_proto
+from grid.member.replicas.follower import Followers
+from grid.member.replicas.map_backups import map_backups
+from grid.member.replicas.replica import Replicator
+from grid.members_view import ClusterMember
 from membership.config import Config as MembershipConfig
 from partitioning import PartitionTable, PlacementConfig
 from partitioning.decisions import (
@@ -54,7 +54,7 @@ from partitioning.rebalancer import Rebalancer, View
 from partitioning.succession import newest_table
 from proto import grid_pb2 as pb
 
-log = logs.get("grid.coordinator")
+log = logs.get("grid.member.placement.coordinator")
 
 TICK_S = 1.0
 RPC_TIMEOUT_S = 5.0

@@ -35,17 +35,17 @@ import grpc
 import msgpack
 
 from grid import logs
-from grid.antientropy import AntiEntropy
 from grid.config import Config
-from grid.follower import Followers
-from grid.peers import PEER, Peers
-from grid.replica import unpack_records
-from grid.routing import Routing
+from grid.member.peers import PEER, Peers
+from grid.member.placement.routing import Routing
+from grid.member.replicas.antientropy import AntiEntropy
+from grid.member.replicas.follower import Followers
+from grid.member.replicas.replica import unpack_records
 from grid.store import Store, copies
 from proto import grid_pb2 as pb
 from replication.read_repair import MAX_PROBES, Checker, Probe, Record
 
-log = logs.get("grid.read_repair")
+log = logs.get("grid.member.replicas.read_repair")
 
 LINGER_S = 0.05
 """How long checks gather before they are sent: one call per primary for a burst."""

@@ -3,9 +3,10 @@
 Handlers parse bytes themselves, like the client-facing service, so a
 malformed message gets INVALID_ARGUMENT with a reason and the member goes on.
 The logic lives elsewhere; this module only adapts the wire to it:
-tables to grid/routing.py, Follow to grid/replica.py, Fill to
-grid/follower.py, Handoff to grid/replica.py, Leave to grid/coordinator.py, Compare and Repair
-to grid/antientropy.py, ReadRepair to grid/read_repair.py.
+tables to grid/member/placement/routing.py, Follow to grid/member/replicas/replica.py, Fill to
+grid/member/replicas/follower.py, Handoff to grid/member/replicas/replica.py, Leave to
+grid/member/placement/coordinator.py, Compare and Repair to grid/member/replicas/antientropy.py,
+ReadRepair to grid/member/replicas/read_repair.py.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import msgpack
 from google.protobuf.message import DecodeError
 
 from grid import logs
-from grid.coordinator import FILL_TIMEOUT_S
+from grid.member.placement.coordinator import FILL_TIMEOUT_S
 from proto import grid_pb2 as pb
 
 if TYPE_CHECKING:
-    from grid.cluster_runtime import ClusterRuntime
+    from grid.member.runtime import ClusterRuntime
 
-log = logs.get("grid.peer")
+log = logs.get("grid.member.peer")
 SERVICE = "grid.v1.Peer"
 
 

@@ -101,7 +101,9 @@ class Sealer:
 
     def __init__(self, secret: str = "", keys: Sequence[bytes] = ()) -> None:
         self._mac_key = (
-            hashlib.sha256(b"grid/gossip/hmac/v1\0" + secret.encode()).digest() if secret else None
+            hashlib.sha256(b"grid/member/gossip/hmac/v1\0" + secret.encode()).digest()
+            if secret
+            else None
         )
         self._keys = {key_id(k): AESGCM(k) for k in keys}
         self._primary = (key_id(keys[0]), AESGCM(keys[0])) if keys else None

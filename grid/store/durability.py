@@ -59,7 +59,7 @@ from grid.store import Store
 from grid.store.store import CLEAR, DELETE, DROPPED, INCR, PUT
 from persistence import DiskFull, FsyncPolicy, Log, Op, should_snapshot
 
-log = logs.get("grid.durability")
+log = logs.get("grid.store.durability")
 
 SNAPSHOT_CHECK_S = 2.0
 MIN_SNAPSHOT_LOG_BYTES = 1 << 20  # never snapshot a partition for less than 1 MiB of log

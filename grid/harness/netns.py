@@ -48,7 +48,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from grid.cluster import MemberProcess, wait_serving
+from grid.harness.cluster import MemberProcess, wait_serving
 
 CLUSTER_NET = "10.213"
 CLIENT_NET = "10.214"

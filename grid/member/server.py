@@ -22,13 +22,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grid import __version__, logs
 from grid.config import Config
 from grid.errors import Unavailable
-from grid.executor import WRITES, BatchExecutor, fail_writes
+from grid.member.executor import WRITES, BatchExecutor, fail_writes
 from grid.store import Store, copies
 from partitioning import partition_of
 from persistence import PersistenceError
 from proto import grid_pb2 as pb
 
-log = logs.get("grid.server")
+log = logs.get("grid.member.server")
 Sync = tuple[dict[int, int], tuple[tuple[int, int], ...]]
 """What a batch's reply waits for among backups (GridService._sync_for)."""
 SERVICE = "grid.v1.Grid"
@@ -48,9 +48,9 @@ class GridService:
         self.executor = BatchExecutor(store, config)
         self.started = time.monotonic()
         self.membership: Any = None
-        """The member's GossipRuntime (grid/gossip/runtime.py), set once it runs."""
+        """The member's GossipRuntime (grid/member/gossip/runtime.py), set once it runs."""
         self.cluster: Any = None
-        """The member's ClusterRuntime (grid/cluster_runtime.py): routing, forwarding."""
+        """The member's ClusterRuntime (grid/member/runtime.py): routing, forwarding."""
         self._idle_streams: set[asyncio.Task[Any] | None] = set()
         self._stopping = False
         self._sync_default = config.sync_backups
@@ -247,7 +247,7 @@ class GridService:
 
     async def members(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """This member's membership view; its gossip counters ride in trailing metadata."""
-        from grid.gossip.view import counters_metadata, members_reply
+        from grid.members_view import counters_metadata, members_reply
 
         gossip = self.membership
         if gossip is None:

@@ -6,8 +6,7 @@
 | security.py | HMAC-SHA256 with the cluster secret, AES-GCM keyring, rejection counters |
 | discovery.py | static seeds and a DNS name resolved to many addresses |
 | runtime.py | drives `membership.Node`: inputs, timers, actions, events, leave |
-| view.py | `ClusterMember` and its protobuf form (shared with the client SDK) |
 
-Nothing is imported here, so the SDK can import `grid.gossip.view` without
-pulling in sockets or cryptography.  See docs/membership.md.
+What the product shows of membership (`ClusterMember`, shared with the client SDK) is
+`grid/members_view.py`, outside the runtime. See docs/membership.md.
 """

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from grid import logs
 
-log = logs.get("grid.gossip")
+log = logs.get("grid.member.gossip")
 
 Handler = Callable[[bytes, str], None]
 """handler(data, source "host:port")."""

@@ -17,9 +17,9 @@ import socket
 from collections.abc import Sequence
 
 from grid import logs
-from grid.gossip.transport import join_addr, split_addr
+from grid.member.gossip.transport import join_addr, split_addr
 
-log = logs.get("grid.gossip")
+log = logs.get("grid.member.gossip")
 
 
 def parse_seeds(spec: str | Sequence[str]) -> list[str]:

@@ -35,10 +35,10 @@ from partitioning import partition_of
 from proto import grid_pb2 as pb
 
 if TYPE_CHECKING:
-    from grid.cluster_runtime import ClusterRuntime
-    from grid.executor import BatchExecutor
+    from grid.member.executor import BatchExecutor
+    from grid.member.runtime import ClusterRuntime
 
-log = logs.get("grid.forwarding")
+log = logs.get("grid.member.forwarding")
 HANDOVER_WAIT_S = 2.0
 FORWARD_TIMEOUT_S = 10.0
 FANOUT = frozenset({pb.SIZE, pb.CLEAR})
