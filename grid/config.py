@@ -104,6 +104,36 @@ class Config:
         "host:port other members and clients should use to reach this one. Empty: "
         "host:port (the bound port when port is 0).",
     )
+    data_port: int = _opt(
+        0,
+        "Port of the data plane (client batches in frames over TCP, docs/api.md). 0: the gRPC "
+        "port + 2000 (7701 by default), as gossip takes + 1000, so one setting places all "
+        "three; any free port when the gRPC port is 0 too. Clients learn it from the gRPC "
+        "port (Endpoints), so they are only ever given the gRPC address.",
+    )
+    data_advertise: str = _opt(
+        "",
+        "host:port clients should use to reach the data plane. Empty: the host of "
+        "`advertise` (or `host`) with the data port.",
+    )
+    data_handshake_timeout_s: float = _opt(
+        10.0,
+        "A data-plane connection must send its Hello within this; a socket opened and left "
+        "silent is closed instead of held forever.",
+    )
+    event_loop: str = _opt(
+        "auto",
+        "The member's event loop: uvloop (libuv; measured faster on the data plane, "
+        "docs/benchmarks.md), asyncio (the standard library's), or auto: uvloop when it is "
+        "installed (`pip install grid[fast]`), else asyncio. Embedded nodes use the caller's "
+        "loop choice.",
+        choices=("auto", "uvloop", "asyncio"),
+    )
+    data_frame_timeout_s: float = _opt(
+        30.0,
+        "A frame begun must be finished within this (a half-sent request held open is "
+        "closed); 30 s carries a max_message_bytes frame over a slow link.",
+    )
     # --- data layout -----------------------------------------------------------------------
     partitions: int = _opt(
         DEFAULT_PARTITION_COUNT,
@@ -381,6 +411,10 @@ class Config:
             raise ConfigError("partitions must be between 1 and 65536")
         if not 0 <= self.port <= 65_535:
             raise ConfigError(f"port {self.port} is not a TCP port")
+        if not 0 <= self.data_port <= 65_535:
+            raise ConfigError(f"data_port {self.data_port} is not a TCP port")
+        if self.data_handshake_timeout_s <= 0 or self.data_frame_timeout_s <= 0:
+            raise ConfigError("data_handshake_timeout_s and data_frame_timeout_s must be positive")
         for name in (
             "max_key_bytes",
             "max_value_bytes",
@@ -424,6 +458,18 @@ class Config:
             raise ConfigError("max_memory must be >= 0 (0 = unbounded)")
         if self.max_message_bytes < self.max_value_bytes + self.max_key_bytes + 1024:
             raise ConfigError("max_message_bytes must exceed max_value_bytes + max_key_bytes")
+
+    def data_bind_port(self, grpc_port: int) -> int:
+        """The data plane's port: `data_port`, else the gRPC port + 2000 (0 when both are 0:
+        any free port)."""
+        if self.data_port:
+            return self.data_port
+        if not self.port:
+            return 0
+        port = self.port + 2000
+        if port > 65_535:
+            raise ConfigError(f"data port {port} (gRPC port + 2000) is not a port; set data_port")
+        return port
 
     def sync_backups_by_map(self) -> dict[str, int]:
         """map_sync_backups parsed: {map name: sync backups}."""

@@ -471,6 +471,50 @@ class LocalKeysReply(_message.Message):
     roles: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, roles: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class EndpointsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EndpointsReply(_message.Message):
+    __slots__ = ("name", "data_address", "protocol", "cluster", "data_advertised")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADVERTISED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    data_address: str
+    protocol: int
+    cluster: str
+    data_advertised: bool
+    def __init__(self, name: _Optional[str] = ..., data_address: _Optional[str] = ..., protocol: _Optional[int] = ..., cluster: _Optional[str] = ..., data_advertised: _Optional[bool] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("protocol", "cluster", "client", "auth")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    protocol: int
+    cluster: str
+    client: str
+    auth: bytes
+    def __init__(self, protocol: _Optional[int] = ..., cluster: _Optional[str] = ..., client: _Optional[str] = ..., auth: _Optional[bytes] = ...) -> None: ...
+
+class HelloReply(_message.Message):
+    __slots__ = ("protocol", "member", "max_frame", "max_batch_ops", "error")
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_OPS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    protocol: int
+    member: str
+    max_frame: int
+    max_batch_ops: int
+    error: str
+    def __init__(self, protocol: _Optional[int] = ..., member: _Optional[str] = ..., max_frame: _Optional[int] = ..., max_batch_ops: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class Chunk(_message.Message):
     __slots__ = ("partition", "kind", "seq", "records", "count", "error", "term", "epoch")
     PARTITION_FIELD_NUMBER: _ClassVar[int]

@@ -84,6 +84,11 @@ class GridStub:
                 request_serializer=proto_dot_grid__pb2.DigestsRequest.SerializeToString,
                 response_deserializer=proto_dot_grid__pb2.DigestsReply.FromString,
                 _registered_method=True)
+        self.Endpoints = channel.unary_unary(
+                '/grid.v1.Grid/Endpoints',
+                request_serializer=proto_dot_grid__pb2.EndpointsRequest.SerializeToString,
+                response_deserializer=proto_dot_grid__pb2.EndpointsReply.FromString,
+                _registered_method=True)
 
 
 class GridServicer:
@@ -149,6 +154,12 @@ class GridServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Endpoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GridServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +212,11 @@ def add_GridServicer_to_server(servicer, server):
                     servicer.Digests,
                     request_deserializer=proto_dot_grid__pb2.DigestsRequest.FromString,
                     response_serializer=proto_dot_grid__pb2.DigestsReply.SerializeToString,
+            ),
+            'Endpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.Endpoints,
+                    request_deserializer=proto_dot_grid__pb2.EndpointsRequest.FromString,
+                    response_serializer=proto_dot_grid__pb2.EndpointsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +489,33 @@ class Grid:
             '/grid.v1.Grid/Digests',
             proto_dot_grid__pb2.DigestsRequest.SerializeToString,
             proto_dot_grid__pb2.DigestsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Endpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/grid.v1.Grid/Endpoints',
+            proto_dot_grid__pb2.EndpointsRequest.SerializeToString,
+            proto_dot_grid__pb2.EndpointsReply.FromString,
             options,
             channel_credentials,
             insecure,
