@@ -73,12 +73,22 @@ GRID_MAY_NOT = {
         "grid.store",
         "grid.client",
     ),
-    "grid.member": ("grid.client", "grid.embedded", "grid.harness", "grid.cli", "grid.bench"),
+    "grid.member": (
+        "grid.client.aio",
+        "grid.client.sync",
+        "grid.client.router",
+        "grid.client.blocking",
+        "grid.embedded",
+        "grid.harness",
+        "grid.cli",
+        "grid.bench",
+    ),
     "grid.harness": ("grid.member", "grid.store", "grid.embedded"),
 }
 """The arrows inside grid (docs/architecture.md): the store and the SDK know nothing of
 the member runtime, gossip knows nothing of the data, and the harness only starts
-processes."""
+processes. A member is a client of its peers' data planes (forwarding) through the SDK's
+connection (grid/client/connection.py), and of nothing else of the SDK."""
 
 
 @pytest.mark.parametrize("package", sorted(GRID_MAY_NOT))

@@ -155,10 +155,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         flags = {f.name: getattr(args, f.name) for f in fields(Config)}
         config = Config.load(file=args.config, flags=flags)
         logs.configure(config.log_level, config.log_format)
-        from grid.member.member import run_member
+        from grid.member.member import loop_factory, run_member
 
         try:
-            asyncio.run(run_member(config))
+            with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+                runner.run(run_member(config))
         except OSError as e:
             print(f"grid node: {e}", file=sys.stderr)
             return 1

@@ -310,6 +310,11 @@ class AsyncClient:
             options = replace(options, read_from_backup=True)
         self._conn = Router(seeds, options, smart=smart_routing)
 
+    @property
+    def router(self) -> Router:
+        """What routes this client's calls (the blocking Client reads its table)."""
+        return self._conn
+
     def map(
         self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False
     ) -> AsyncMap:

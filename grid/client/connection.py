@@ -33,20 +33,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 
+from grid import __version__
 from grid.errors import DeadlineExceeded, GridError, Status, TooLarge, Unavailable, error_for
+from grid.wire import frames
+from grid.wire.endpoints import data_plane_address, split_address
 from proto import grid_pb2 as pb
 
-STREAM_METHOD = "/grid.v1.Grid/Stream"
+ENDPOINTS_METHOD = "/grid.v1.Grid/Endpoints"
 READ_FROM_BACKUP = b"\x20\x01"  # BatchRequest field 4 (read_from_backup) = true
 STATS_METHOD = "/grid.v1.Grid/Stats"
-_LIMIT = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 FRAMING = 1024  # bytes of headroom for the id field and gRPC framing
 
 
@@ -65,6 +68,9 @@ class ConnectionOptions:
     """Let members answer reads (get, contains, ttl) from a backup copy: the smart client
     spreads reads over each partition's replicas. A value may be older than the
     primary's by the replication lag (docs/replication.md, "Reads from backups")."""
+    cluster: str = ""
+    """The cluster name the data plane's Hello carries; empty: whatever the member says it
+    is (set it to refuse talking to another cluster's member by mistake)."""
     fail_fast: bool = False
     """Raise StreamLost as soon as the stream breaks instead of retrying until the deadline:
     for a caller (the smart client's router) that retries elsewhere and must know at once."""
@@ -126,6 +132,70 @@ class _Call:
         self.sent = False
 
 
+def hello(cluster: str) -> bytes:
+    """The first frame's body on a data-plane connection."""
+    return pb.Hello(
+        protocol=frames.PROTOCOL, cluster=cluster, client=f"grid-python/{__version__}"
+    ).SerializeToString()
+
+
+class _Link(asyncio.Protocol):
+    """The TCP connection of an AsyncConnection: frames out as they are written, replies
+    delivered from `data_received` (no reader task, no await per message)."""
+
+    def __init__(self, conn: AsyncConnection, max_frame: int) -> None:
+        self.conn = conn
+        self.reader = frames.FrameReader(max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.hello: asyncio.Future[pb.HelloReply] = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.error = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a cast, not an isinstance check: uvloop's transports do not subclass asyncio's
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, kind: int, request_id: int, body: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(frames.header(kind, request_id, len(body)) + body)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            got = self.reader.feed(data)
+        except frames.FrameError as e:
+            self._lost(f"bad frame from the member: {e}")
+            return
+        deliver = self.conn._deliver
+        for kind, request_id, body in got:
+            if kind == frames.BATCH_REPLY:
+                deliver(request_id, pb.BatchReply.FromString(body))
+            elif kind == frames.HELLO_REPLY and not self.hello.done():
+                self.hello.set_result(pb.HelloReply.FromString(body))
+            elif kind == frames.ERROR:
+                self.error = body.decode(errors="replace")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        why = self.error or (f"{type(exc).__name__}: {exc}" if exc else "closed by the member")
+        self._lost(why)
+
+    def _lost(self, why: str) -> None:
+        if not self.hello.done():
+            self.hello.set_exception(ConnectionResetError(why))
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            self.conn._link_lost(self, why)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
 class AsyncConnection:
     def __init__(self, address: str, options: ConnectionOptions | None = None) -> None:
         self.address = address
@@ -139,9 +209,9 @@ class AsyncConnection:
                 ("grpc.enable_retries", 0),  # retries are ours: we know what is idempotent
             ],
         )
-        self._open_stream = self._channel.stream_stream(STREAM_METHOD)
-        self._stream: grpc.aio.StreamStreamCall | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._link: _Link | None = None
+        self._link_lock = asyncio.Lock()
+        self._raw: dict[int, asyncio.Future[pb.BatchReply]] = {}  # exchange() calls
         self._writer: asyncio.Task[None] | None = None
         self._pending: deque[_Call] = deque()
         self._inflight: dict[int, list[_Call]] = {}
@@ -232,11 +302,11 @@ class AsyncConnection:
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._writer, self._reader):
-            if task is not None:
-                task.cancel()
-        if self._stream is not None:
-            self._stream.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
         self._fail_all(Unavailable("the client is closed"))
         await self._channel.close()
 
@@ -350,48 +420,108 @@ class AsyncConnection:
                 if not batch:
                     break
                 request_id = self._next_id
-                self._next_id += 1
+                self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
                 flag = READ_FROM_BACKUP if self.options.read_from_backup else b""
                 message = b"".join((b"\x08", _varint(request_id), *(c.body for c in batch), flag))
-                try:
-                    stream = self._get_stream()
-                    self._inflight[request_id] = batch
-                    for c in batch:
-                        c.sent = True
-                    await stream.write(message)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # any failure to send: fail in-flight calls, reconnect
-                    self._reset(f"{type(e).__name__}: {e}")
+                link = self._link
+                if link is None or link.closed:
+                    try:
+                        link = await self._ensure_link()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:  # nothing left this process: every call may retry
+                        self._fail_unsent(batch, e)
+                        continue
+                self._inflight[request_id] = batch
+                for c in batch:
+                    c.sent = True
+                link.send(frames.BATCH, request_id, message)
 
-    def _get_stream(self) -> grpc.aio.StreamStreamCall:
-        if self._stream is None:
-            self._stream = self._open_stream()
-            self._reader = asyncio.get_running_loop().create_task(self._read_loop(self._stream))
-        return self._stream
-
-    async def _read_loop(self, stream: grpc.aio.StreamStreamCall) -> None:
-        why = "stream closed by the member"
+    async def exchange(self, request: pb.BatchRequest, timeout: float) -> pb.BatchReply:
+        """One whole BatchRequest as one frame, its reply back: no coalescing, no retry
+        (members forwarding a batch, which carries `hops`, use this)."""
+        if self._closed:
+            raise Unavailable("the connection is closed")
+        loop = asyncio.get_running_loop()
         try:
-            while True:
-                data = await stream.read()
-                if data is grpc.aio.EOF:
-                    break
-                self._deliver(pb.BatchReply.FromString(data))
-        except grpc.aio.AioRpcError as e:
-            why = f"{e.code().name}: {e.details()}"
-            limit = _LIMIT.search(e.details() or "")
-            if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and limit:
-                self._member_limit = int(limit.group(2))
-        except asyncio.CancelledError:
-            return
-        if self._stream is stream:
+            async with asyncio.timeout(timeout):
+                link = await self._ensure_link()
+                request_id = self._next_id
+                self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
+                future: asyncio.Future[pb.BatchReply] = loop.create_future()
+                self._raw[request_id] = future
+                try:
+                    link.send(frames.BATCH, request_id, request.SerializeToString())
+                    return await future
+                finally:
+                    self._raw.pop(request_id, None)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer from {self.address} before the deadline") from None
+        except _Lost as lost:
+            raise Unavailable(f"connection to {self.address} lost ({lost})") from None
+
+    async def _ensure_link(self) -> _Link:
+        async with self._link_lock:
+            link = self._link
+            if link is None or link.closed:
+                link = await self._open_link()
+            return link
+
+    async def _open_link(self) -> _Link:
+        """Ask the member (gRPC) where its data plane is, connect, and say Hello."""
+        loop = asyncio.get_running_loop()
+        timeout = self.options.timeout
+        data, _ = await self.unary(ENDPOINTS_METHOD, b"", timeout)
+        endpoints = pb.EndpointsReply.FromString(data)
+        if not endpoints.data_address:
+            raise Unavailable(f"{self.address} has no data plane (is it an older member?)")
+        target = data_plane_address(self.address, endpoints.data_address, endpoints.data_advertised)
+        host, port = split_address(target)
+        try:
+            async with asyncio.timeout(timeout):
+                _, link = await loop.create_connection(
+                    lambda: _Link(self, self.options.max_message_bytes), host, port
+                )
+                link.send(frames.HELLO, 0, hello(self.options.cluster or endpoints.cluster))
+                reply = await link.hello
+        except TimeoutError:
+            raise Unavailable(
+                f"{self.address}'s data plane at {target} did not answer within {timeout:g} s"
+            ) from None
+        except OSError as e:
+            raise Unavailable(
+                f"cannot connect to {self.address}'s data plane at {target}: {e.strerror or e}"
+            ) from None
+        if reply.error:
+            link.close()
+            raise Unavailable(f"{self.address} refused the connection: {reply.error}")
+        self._member_limit = reply.max_frame
+        self._member_batch_ops = reply.max_batch_ops
+        self._link = link
+        return link
+
+    def _link_lost(self, link: _Link, why: str) -> None:
+        if self._link is link:
             self._reset(why)
 
-    def _deliver(self, reply: pb.BatchReply) -> None:
+    def _fail_unsent(self, batch: list[_Call], error: Exception) -> None:
+        """The link could not be opened: this batch and everything queued never left."""
+        why = error.message if isinstance(error, GridError) else f"{type(error).__name__}: {error}"
+        calls = [*batch, *self._pending]
+        self._pending.clear()
+        for c in calls:
+            if not c.future.done():
+                c.future.set_exception(_Lost(why, sent=False))
+
+    def _deliver(self, request_id: int, reply: pb.BatchReply) -> None:
         if reply.table_version > self.table_version:
             self.table_version = reply.table_version
-        calls = self._inflight.pop(reply.id, None)
+        raw = self._raw.pop(request_id, None) if self._raw else None
+        if raw is not None:
+            if not raw.done():
+                raw.set_result(reply)
+            return
+        calls = self._inflight.pop(request_id, None)
         if calls is None:
             return
         if reply.status == Status.TOO_LARGE and reply.max_batch_ops:
@@ -415,15 +545,19 @@ class AsyncConnection:
             start = end
 
     def _reset(self, why: str) -> None:
-        """Forget the broken stream; fail what was in flight so it can retry."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.cancel()
+        """Forget the broken link; fail what was in flight so it can retry."""
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
         inflight, self._inflight = self._inflight, {}
         for calls in inflight.values():
             for c in calls:
                 if not c.future.done():
                     c.future.set_exception(_Lost(why, sent=True))
+        raw, self._raw = self._raw, {}
+        for future in raw.values():
+            if not future.done():
+                future.set_exception(_Lost(why, sent=True))
 
     def _fail_all(self, error: GridError) -> None:
         for c in self._pending:

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -50,6 +51,7 @@ import msgpack
 from google.protobuf.message import DecodeError
 
 from grid.client.connection import (
+    ENDPOINTS_METHOD,
     AsyncConnection,
     CallFailed,
     ConnectionOptions,
@@ -214,6 +216,16 @@ class Readers:
         return r[0] if address in self.avoid else address
 
 
+_CONNECT_FAILURE = re.compile(r"(?:Failed to connect to remote host|failed to connect to all "
+                              r"addresses)[^:]*:\s*(?:.*:\s*)?([^:;]+)$")  # fmt: skip
+
+
+def connect_failure(details: str) -> str:
+    """What gRPC's long UNAVAILABLE text says went wrong ("Connection refused"), in brief."""
+    found = _CONNECT_FAILURE.search(details.strip())
+    return found.group(1).strip() if found else details.strip()
+
+
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Jittered exponential backoff (half to full of base * 2**attempt, capped)."""
     return min(cap, base * 2**attempt) * (0.5 + random.random() / 2)
@@ -259,6 +271,8 @@ class Router:
         self._watch_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # closers of retired connections
         self._closed = False
+        self._reached = False  # some seed has answered once
+        self._unreachable = ""  # why no seed could be reached at all, while none ever was
         self._turn = random.randrange(1 << 16)  # read_from_backup: which replica reads next
 
     # ---- what the client shows ---------------------------------------------------------------
@@ -276,6 +290,29 @@ class Router:
         """Member name -> gRPC address, from the table ({} in fallback mode)."""
         return dict(self._route.addresses) if self._route else {}
 
+    @property
+    def discovered(self) -> bool:
+        """A seed answered with its table (or routing is off): `route` is what to go by."""
+        return self._discovered
+
+    @property
+    def route(self) -> Route | None:
+        """What routing follows now (None: everything goes to the seed). Replaced whole on
+        every change, never mutated, so another thread may read it (grid/client/blocking.py)."""
+        return self._route
+
+    def refresh(self) -> None:
+        """Fetch the table again soon (a reply said a newer one exists); nothing when routing
+        is off, which must go on sending everything to the seed."""
+        if self.smart and not self._closed:
+            self._refresh()
+
+    async def endpoints(self, address: str, timeout: float) -> pb.EndpointsReply:
+        """Where a member's data plane is (its Endpoints over gRPC)."""
+        conn = self.seed if address == self.seed.address else self._member(address)
+        data, _ = await conn.unary(ENDPOINTS_METHOD, b"", max(0.001, timeout))
+        return pb.EndpointsReply.FromString(data)
+
     async def discover(self, timeout: float | None = None) -> None:
         """Fetch the table now if it has not been (the first call does it anyway)."""
         loop = asyncio.get_running_loop()
@@ -292,6 +329,8 @@ class Router:
         deadline = loop.time() + (self.options.timeout if timeout is None else timeout)
         if not self._discovered:
             await self._discover(deadline)
+            if self._unreachable:  # never reached any seed: say so now, not at the deadline
+                raise Unavailable(self._unreachable)
         if self._route is None:
             return await self.seed.call(ops, deadline - loop.time(), idempotent)
         return await self._routed(ops, deadline, idempotent)
@@ -385,6 +424,7 @@ class Router:
     async def _ask_seeds(self) -> None:
         request = pb.TableRequest().SerializeToString()
         timeout = min(self.options.timeout, DISCOVER_TIMEOUT)
+        refused: list[str] = []
         for address in self.seeds:
             conn = self._seed_conn(address)
             try:
@@ -395,15 +435,25 @@ class Router:
                     self.seed = conn
                     self._discovered = True
                     return
+                if e.code == grpc.StatusCode.UNAVAILABLE:
+                    refused.append(f"{address} ({connect_failure(str(e))})")
                 continue
             except Unavailable:
                 continue
+            self._reached = True
+            self._unreachable = ""
             self.seed = conn
             self._discovered = True
             self._install(data, address)
             self._start_watch(address)
             return
         self._rediscover_at = asyncio.get_running_loop().time() + REDISCOVER_AFTER
+        if not self._reached and len(refused) == len(self.seeds):
+            self._unreachable = (
+                f"cannot reach a grid member at {', '.join(refused)}: is one running there? "
+                "Start one with `grid node`, or give the address of one (--address, "
+                "GRID_ADDRESS)"
+            )
 
     def _install(self, data: bytes, source: str) -> bool:
         """Route by this serialized table if it is newer than the one in use; False if not
@@ -488,7 +538,7 @@ class Router:
             attempt += 1
 
     # ---- routed calls ------------------------------------------------------------------------
-    def _any_address(self, route: Route) -> str:
+    def any_address(self, route: Route) -> str:
         """A member for keyless ops: the seed if it is in the table, else any healthy one;
         kept until it fails, so SIZE/CLEAR do not hop around."""
         if self._any and self._any not in self._suspects:
@@ -535,7 +585,7 @@ class Router:
             if spread:
                 owners = Readers(route.replicas, self._turn, self._suspects)
                 self._turn += 1
-            groups = group_by_owner(ops, todo, owners, self._any_address(route))
+            groups = group_by_owner(ops, todo, owners, self.any_address(route))
             sends = [
                 self._send(address, [ops[i] for i in idxs], deadline, idempotent)
                 for address, idxs in groups.items()

@@ -1,10 +1,11 @@
-"""The blocking client: `grid.Client`, a facade over AsyncClient on a private loop thread.
+"""The blocking client: `grid.Client`, with its own sockets, over AsyncClient's logic.
 
-One implementation of the protocol (connection.py) serves both APIs, so the
-sync client gets the same batching, pipelining, deadlines and retries. Calls
-from many threads share the one stream and coalesce into batches exactly as
-concurrent asyncio callers do. The price is one thread hop per call, which
-the benchmark reports (sequential get vs redis-py).
+A map call runs in the caller's thread on a pooled blocking socket to the key's
+owner (blocking.py): no thread hop on the data path. The async router on a private
+loop thread keeps the partition table current (its watch) and takes what the fast
+path hands it: retries after a lost member, stale tables, splitting, reads from
+backups. The map methods are AsyncMap's, run inline (blocking.run_inline), so the
+two clients cannot drift apart in what a call means.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from grid.client.aio import AsyncClient, AsyncMap, EntryView
+from grid.client.blocking import BlockingRouter, run_inline
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
 from grid.client.keys import Duration, Key
@@ -223,9 +225,11 @@ class Client:
             )
 
         self._aclient = self._thread.run(make())
+        self._blocking = BlockingRouter(self._aclient.router, self._thread.loop, self._thread.run)
 
     def map(self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False) -> Map:
-        return Map(self._aclient.map(name, codec=codec, raw_keys=raw_keys), self._thread.run)
+        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys)
+        return Map(amap, run_inline)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""
@@ -250,6 +254,7 @@ class Client:
     def close(self) -> None:
         if self._thread.loop.is_closed():
             return
+        self._blocking.close()
         self._thread.run(self._aclient.close())
         self._thread.stop()
 

@@ -162,6 +162,7 @@ class LocalCluster:
     def start_member(self, index: int, extra_args: Sequence[str] = ()) -> MemberProcess:
         port = self.base_port + index if self.base_port else free_port(self.host)
         gossip_port = port + 1000 if self.base_port else free_gossip_port(self.host)
+        data_port = port + 2000 if self.base_port else free_port(self.host)
         name = f"member-{index + 1}"
         seeds: list[str] = []
         if self.join and self.members and index > 0:
@@ -179,6 +180,8 @@ class LocalCluster:
             str(port),
             "--gossip-port",
             str(gossip_port),
+            "--data-port",
+            str(data_port),
             "--log-format",
             "json",
             *seeds,

@@ -26,10 +26,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-import grpc
-
 from grid import logs
-from grid.errors import InvalidArgument
+from grid.errors import InvalidArgument, Unavailable
 from grid.store.store import _decode_cursor
 from partitioning import partition_of
 from proto import grid_pb2 as pb
@@ -109,11 +107,11 @@ class Forwarder:
         self.forwarded += len(idx)
         try:
             answer = await self.rt.peers.execute(address, sub, FORWARD_TIMEOUT_S)
-        except grpc.aio.AioRpcError as e:
+        except Unavailable as e:
             for i in idx:
                 results[i].Clear()
                 results[i].status = pb.UNAVAILABLE
-                results[i].error = f"owner {owner} unreachable: {e.code().name}"
+                results[i].error = f"owner {owner} unreachable: {e.message}"
             return
         if answer.status != pb.OK or len(answer.results) != len(idx):
             for i in idx:
@@ -160,9 +158,9 @@ class Forwarder:
                 return None
             try:
                 return await self.rt.peers.execute(address, sub, FORWARD_TIMEOUT_S)
-            except grpc.aio.AioRpcError as e:
+            except Unavailable as e:
                 log.warning("map-wide operation: member unreachable", member=member,
-                            error=e.code().name)  # fmt: skip
+                            error=e.message)  # fmt: skip
                 return None
 
         answers = await asyncio.gather(*(ask(m) for m in others))

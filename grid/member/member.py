@@ -22,6 +22,7 @@ import xxhash
 
 from grid import __version__, logs
 from grid.config import Config
+from grid.member.dataplane import DataPlane
 from grid.member.gossip.runtime import GossipRuntime, MemberListener
 from grid.member.peer import PeerService
 from grid.member.runtime import ClusterRuntime
@@ -60,6 +61,7 @@ class Member:
         self.cluster: ClusterRuntime | None = None
         self.member_listeners: list[MemberListener] = []  # (kind, member), see grid.Node
         self._server: grpc.aio.Server | None = None
+        self.data_plane: DataPlane | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -107,6 +109,20 @@ class Member:
         self._health = add_health(server)
         await server.start()
         self._server = server
+        self.data_plane = DataPlane(self.service, cfg)
+        want = cfg.data_bind_port(port)
+        try:
+            data_port = await self.data_plane.start(cfg.host, want)
+        except OSError as e:
+            await server.stop(0)
+            self._server = None
+            raise OSError(
+                f"cannot listen on {cfg.host}:{want} for the data plane ({e.strerror or e}); "
+                "set data_port to a free port"
+            ) from e
+        self.service.data_address = cfg.data_advertise or (
+            f"{self.address.rsplit(':', 1)[0]}:{data_port}"
+        )
         # membership after gRPC is up, so the address we advertise already answers
         self.gossip = GossipRuntime(
             cfg, self.name, self.address, __version__, listeners=self.member_listeners
@@ -124,7 +140,9 @@ class Member:
         log.info(
             "member ready",
             member=self.name,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             address=self.address,
+            data_address=self.service.data_address,
             partitions=cfg.partitions,
             max_memory=cfg.max_memory,
             eviction_policy=cfg.eviction_policy,
@@ -183,6 +201,8 @@ class Member:
             await self.cluster.stop()
         if self.service is not None:
             self.service.end_idle_streams()
+        if self.data_plane is not None:
+            await self.data_plane.stop(grace)
         await self._server.stop(grace)
         self._server = None
         if self.durability is not None:
@@ -212,6 +232,19 @@ def _save_name(data_dir: str, name: str) -> None:
         path.write_text(json.dumps({"name": name}))
     except OSError as e:
         log.warning("cannot save the member name", path=str(path), error=str(e))
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a `grid node` runs on (config `event_loop`); None: asyncio's."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise OSError("event_loop = uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
 
 
 async def run_member(config: Config) -> None:

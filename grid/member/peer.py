@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 
 from grid import logs
 from grid.member.placement.coordinator import FILL_TIMEOUT_S
+from grid.member.replicas.link import GrpcPipe
 from proto import grid_pb2 as pb
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class PeerService:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
         try:
-            await self.rt.replicator.serve_follow(context)
+            await self.rt.replicator.serve_follow(GrpcPipe(context))
         except DecodeError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed FollowMessage")
 

@@ -56,7 +56,7 @@ class ClusterRuntime:
         self.config = config
         self.store = store
         self.durability = durability
-        self.peers = Peers(config.max_message_bytes)
+        self.peers = Peers(config.max_message_bytes, config.cluster_name)
         self.routing = Routing(name, address, store, config.data_dir)
         self.replicator = Replicator(
             name,
@@ -71,7 +71,7 @@ class ClusterRuntime:
             store,
             self.routing,
             self.replicator,
-            self.peers.channel,
+            self.peers.follow,
             durability.flush if durability is not None else _nothing,
         )
         self.coordinator = Coordinator(

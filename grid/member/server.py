@@ -10,9 +10,10 @@ answers RESOURCE_EXHAUSTED before a byte of an oversized message is parsed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from grid.config import Config
 from grid.errors import Unavailable
 from grid.member.executor import WRITES, BatchExecutor, fail_writes
 from grid.store import Store, copies
+from grid.wire.frames import PROTOCOL
 from partitioning import partition_of
 from persistence import PersistenceError
 from proto import grid_pb2 as pb
@@ -45,6 +47,8 @@ class GridService:
         self.config = config
         self.name = name
         self.address = address
+        self.data_address = ""
+        """host:port of this member's data plane (grid/member/dataplane.py), once it listens."""
         self.executor = BatchExecutor(store, config)
         self.started = time.monotonic()
         self.membership: Any = None
@@ -71,6 +75,7 @@ class GridService:
                 "WatchTable": grpc.unary_stream_rpc_method_handler(self.watch_table),
                 "LocalKeys": grpc.unary_unary_rpc_method_handler(self.local_keys),
                 "Digests": grpc.unary_unary_rpc_method_handler(self.digests),
+                "Endpoints": grpc.unary_unary_rpc_method_handler(self.endpoints),
             },
         )
 
@@ -87,15 +92,9 @@ class GridService:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
             )
-        executor = self.executor
-        if self.cluster is not None:
-            self.cluster.coordinator.stalled()  # a member back from a pause fences first
-            if self._sync_any:
-                self.cluster.replicator.take_touched()  # only this batch's changes count
-        reply = executor.execute(request)
-        elsewhere = bool(executor.misrouted or executor.fanout)
-        sync = self._sync_for(request)
-        await self._finish(reply, request, executor.last_token, sync, elsewhere)
+        reply, later = self.run(request)
+        if later is not None:
+            await later()
         return reply.SerializeToString()
 
     def _sync_for(self, request: pb.BatchRequest) -> Sync:
@@ -170,8 +169,6 @@ class GridService:
         """
         task = asyncio.current_task()
         idle = self._idle_streams
-        executor = self.executor
-        execute = executor.execute
         held: set[asyncio.Task[None]] = set()  # replies waiting (fsync, backups, owners)
         write_lock = asyncio.Lock()  # held replies are written from other tasks
         while not self._stopping:
@@ -192,24 +189,12 @@ class GridService:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"malformed BatchRequest ({len(data)} bytes)"
                 )
-            if self.cluster is not None:
-                self.cluster.coordinator.stalled()  # a member back from a pause fences first
-                if self._sync_any:
-                    self.cluster.replicator.take_touched()  # only this batch's changes count
-            reply = execute(request)
-            token = executor.last_token
-            sync = self._sync_for(request)
-            elsewhere = bool(executor.misrouted or executor.fanout) and self.cluster is not None
-            durable = (
-                token and executor.durability is not None and executor.durability.holds_replies
-            )
-            if elsewhere or durable or sync[1]:
+            reply, later = self.run(request)
+            if later is not None:
                 # Answer once its fsync / sync backups / forwarded ops are done; meanwhile
                 # read on (the next batches join the same group commit), and the ids make
                 # out-of-order replies harmless.
-                t = asyncio.create_task(
-                    self._write_later(context, write_lock, reply, request, token, sync, elsewhere)
-                )
+                t = asyncio.create_task(self._write_later(context, write_lock, reply, later))
                 held.add(t)
                 t.add_done_callback(held.discard)
                 continue
@@ -225,14 +210,32 @@ class GridService:
         context: grpc.aio.ServicerContext,
         write_lock: asyncio.Lock,
         reply: pb.BatchReply,
-        request: pb.BatchRequest,
-        token: int,
-        sync: Sync,
-        elsewhere: bool,
+        later: Callable[[], Awaitable[None]],
     ) -> None:
-        await self._finish(reply, request, token, sync, elsewhere)
+        await later()
         async with write_lock:
             await context.write(reply.SerializeToString())
+
+    def run(
+        self, request: pb.BatchRequest
+    ) -> tuple[pb.BatchReply, Callable[[], Awaitable[None]] | None]:
+        """Execute a batch: its reply, and what must finish before the reply is sent (its
+        fsync, its sync backups, its forwarded operations), or None when it can go now.
+        The gRPC stream and the data plane (grid/member/dataplane.py) both serve through
+        this, so they cannot differ in what a reply waits for."""
+        executor = self.executor
+        if self.cluster is not None:
+            self.cluster.coordinator.stalled()  # a member back from a pause fences first
+            if self._sync_any:
+                self.cluster.replicator.take_touched()  # only this batch's changes count
+        reply = executor.execute(request)
+        token = executor.last_token
+        sync = self._sync_for(request)
+        elsewhere = bool(executor.misrouted or executor.fanout) and self.cluster is not None
+        durable = token and executor.durability is not None and executor.durability.holds_replies
+        if elsewhere or durable or sync[1]:
+            return reply, functools.partial(self._finish, reply, request, token, sync, elsewhere)
+        return reply, None
 
     def end_idle_streams(self) -> None:
         """For shutdown: streams waiting for input end now; busy ones after their reply."""
@@ -260,6 +263,17 @@ class GridService:
         if self.cluster is None:
             return pb.PartitionTable().SerializeToString()
         return self.cluster.routing.to_proto().SerializeToString()
+
+    async def endpoints(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Where this member's data plane listens: how an SDK finds it from the gRPC address
+        it was given (docs/api.md)."""
+        return pb.EndpointsReply(
+            name=self.name,
+            data_address=self.data_address,
+            data_advertised=bool(self.config.data_advertise),
+            protocol=PROTOCOL,
+            cluster=self.config.cluster_name,
+        ).SerializeToString()
 
     async def watch_table(
         self, data: bytes, context: grpc.aio.ServicerContext

@@ -80,9 +80,11 @@ def _restart(cluster: Any) -> None:
     cluster.wait_ready(cluster.start_member(0), timeout=20)
 
 
-def test_idempotent_calls_retry_until_member_is_back(spawn: Spawn) -> None:
-    """kill -9, restart on the same port: get/put issued during the outage succeed afterwards,
-    while incr issued during the outage raises Unavailable instead of being retried."""
+def test_calls_made_during_an_outage_succeed_once_the_member_is_back(spawn: Spawn) -> None:
+    """kill -9, restart on the same port: get, put and incr issued during the outage wait
+    and succeed afterwards. incr too: the data plane knows it never left the process (no
+    connection to send it on), so sending it later cannot count it twice. An incr that
+    may have reached the member is the next test's case."""
     port = free_port()
     cluster = spawn(port=port)
     address = cluster.members[0].address
@@ -94,19 +96,23 @@ def test_idempotent_calls_retry_until_member_is_back(spawn: Spawn) -> None:
         t0 = time.monotonic()
         get = pool.submit(m.get, "k", "lost")
         put = pool.submit(m.put, "p", 42)
-        with pytest.raises(grid.Unavailable, match="may or may not have been applied"):
-            m.incr("n")
-        assert time.monotonic() - t0 < 3, "incr waited for the deadline instead of failing"
-        done, _ = wait([get, put], timeout=0.3)
-        assert not done, "calls completed while no member was running"
+        incr = pool.submit(m.incr, "n")
+        done, _ = wait([get, put, incr], timeout=0.3)
+        if incr in done:  # the loss was not seen yet when incr was written: may have gone out
+            with pytest.raises(grid.Unavailable, match="may or may not have been applied"):
+                incr.result()
+        assert not done - {incr}, "calls completed while no member was running"
         _restart(cluster)
         assert cluster.members[0].address == address
         assert get.result(timeout=15) == "lost"  # a restarted member starts empty
         assert isinstance(put.result(timeout=15), grid.Version)
         assert time.monotonic() - t0 < 15
         assert m.get("p") == 42
-        assert m.get("n") is None  # the failed incr was never re-sent
-        assert m.incr("n") == 1
+        if incr in done:
+            assert m.get("n") is None  # the failed incr was not re-sent
+        else:
+            assert incr.result(timeout=15) == 1
+            assert m.get("n") == 1  # applied exactly once
 
 
 def test_broken_connection_fails_inflight_incr_but_retries_reads(spawn: Spawn) -> None:
@@ -314,4 +320,7 @@ def test_sync_client_shared_by_8_threads(address: str, client: grid.Client, map_
     assert m.get_many([f"own:{t}" for t in range(8)]) == {f"own:{t}": 2 * rounds for t in range(8)}
     assert m.size() == 8 * rounds + 1 + 8
     requests1, _ = _counters(address)
-    assert requests1 - requests0 < 4 * 8 * rounds  # threads' calls coalesce too
+    # Each thread's call is one request on its own pooled socket (no coalescing through a
+    # loop thread any more, as redis-py): nothing was sent twice or retried. The 4 calls
+    # after the threads and the counter reads add a few.
+    assert 4 * 8 * rounds <= requests1 - requests0 <= 4 * 8 * rounds + 8

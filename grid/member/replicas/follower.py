@@ -1,7 +1,7 @@
-"""The follower side of partition streams, carried out over gRPC Follow streams.
+"""The follower side of partition streams, carried out over data-plane follow streams.
 
 replication/follower.py decides what to follow, what each message from a
-primary means and what to apply; this module runs it: one `Follow` stream
+primary means and what to apply; this module runs it: one follow stream (link.py)
 per primary (an `Upstream`, grid/member/replicas/replica.py is the other end), reconnects
 with backoff, acknowledgements, the store lock around each applied message
 and the durability journal after it (so a backup's copy is on its disk too),
@@ -22,10 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from grid import logs
+from grid.errors import Unavailable
 from grid.member.placement.routing import Routing
+from grid.member.replicas.link import EOF, FramePipe, PipeClosed
 from grid.member.replicas.replica import Replicator, unpack_records
 from grid.store import Store
 from proto import grid_pb2 as pb
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logs.get("grid.member.replicas.follower")
 
-FOLLOW_METHOD = "/grid.v1.Peer/Follow"
 RETRY_BASE_S, RETRY_CAP_S = 0.05, 2.0
 DROP_RETRY_S = 5.0  # a copy kept because its primary was unreachable is tried again
 REFUSED_RETRY_S = 0.2  # a refused subscription is tried again this soon, while still wanted
@@ -84,10 +83,6 @@ class Upstream:
     async def _run(self) -> None:
         attempt = 0
         while self.partitions or attempt == 0:
-            channel = self.owner.channel(self.address)
-            call = channel.stream_stream(
-                FOLLOW_METHOD, request_serializer=pb.FollowMessage.SerializeToString
-            )()
             hello = pb.FollowMessage(follower=self.owner.me)
             self._ask(hello, sorted(self.partitions))
             # anything queued before is covered by the hello's subscriptions
@@ -97,41 +92,49 @@ class Upstream:
             self._taken.clear()
             self._ack_queued = False
             self._cancel_ack_timer()
-            writer = asyncio.create_task(self._write(call, hello))
+            pipe: FramePipe | None = None
+            writer: asyncio.Task[None] | None = None
             apply = self.owner.apply
             parse = pb.ReplicaBatch.FromString
             try:
-                async for data in call:
+                pipe = await self.owner.connect(self.address)
+                writer = asyncio.create_task(self._write(pipe, hello))
+                while (data := await pipe.read()) is not EOF:
                     attempt = 0
                     acks, taken = apply(self, parse(data), len(data))
                     if acks or taken:
                         self._ack(acks, taken)
+                log.debug("follow stream ended", source=self.source, why=pipe.why)
             except asyncio.CancelledError:
-                writer.cancel()
-                call.cancel()
+                if writer is not None:
+                    writer.cancel()
+                if pipe is not None:
+                    pipe.closed("follower stopping")
                 raise
-            except grpc.aio.AioRpcError as e:
-                log.debug("follow stream broke", source=self.source, error=e.code().name)
+            except (OSError, TimeoutError, PipeClosed, Unavailable) as e:
+                log.debug("follow stream broke", source=self.source, error=str(e))
             except Exception:
                 log.exception("follow stream failed", source=self.source)
-            writer.cancel()
-            call.cancel()
+            if writer is not None:
+                writer.cancel()
+            if pipe is not None:
+                pipe.closed("follow stream broke")
             self.owner.stream_lost(self)
             attempt += 1
             delay = min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt) * (0.5 + random.random() / 2)
             await asyncio.sleep(delay)
 
-    async def _write(self, call: grpc.aio.StreamStreamCall, hello: pb.FollowMessage) -> None:
+    async def _write(self, pipe: FramePipe, hello: pb.FollowMessage) -> None:
         try:
-            await call.write(hello)
+            await pipe.write(hello.SerializeToString())
             while True:
                 msg = await self.out.get()
-                await call.write(self._take_acks() if msg is None else msg)
+                await pipe.write((self._take_acks() if msg is None else msg).SerializeToString())
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the stream is broken; the reader sees it and reconnects
             log.info("follow stream: cannot send", source=self.source, error=repr(e))
-            call.cancel()
+            pipe.closed(f"cannot send: {e!r}")
 
     def _ack(self, acks: dict[int, int], taken: list[int]) -> None:
         """Acknowledgements wait in one place until the writer sends them: the batches
@@ -181,14 +184,15 @@ class Followers:
         store: Store,
         routing: Routing,
         replicator: Replicator,
-        channel: Callable[[str], grpc.aio.Channel],
+        connect: Callable[[str], Awaitable[FramePipe]],
         after_apply: Callable[[], object],
     ) -> None:
         self.me = me
         self.store = store
         self.routing = routing
         self.replicator = replicator
-        self.channel = channel
+        self.connect = connect
+        """Opens a follow stream to a primary, by its gRPC address (Peers.follow)."""
         self.after_apply = after_apply  # the durability journal's flush
         max_value = store.max_value
 

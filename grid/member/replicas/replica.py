@@ -28,6 +28,7 @@ import msgpack
 
 from grid import logs
 from grid.member.placement.routing import Routing
+from grid.member.replicas.link import EOF, Pipe, PipeClosed
 from grid.member.replicas.map_backups import map_backups as configured_map_backups
 from grid.store import Store
 from grid.store.copies import snapshot_records
@@ -243,15 +244,16 @@ class Replicator:
             self.core.on_table(table.replicas if table is not None else None)
 
     # ---- the Follow stream (server side) ---------------------------------------------------
-    async def serve_follow(self, context: grpc.aio.ServicerContext) -> None:
-        first = await context.read()
-        if first is grpc.aio.EOF:
+    async def serve_follow(self, pipe: Pipe) -> None:
+        """Serve one follower over a pipe: the data plane's (link.FramePipe) or gRPC's
+        Follow stream (link.GrpcPipe). Raises DecodeError on a malformed first message."""
+        first = await pipe.read()
+        if first is EOF:
             return
         msg = pb.FollowMessage.FromString(first)
         if not msg.follower:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "Follow: first message names no follower"
-            )
+            await pipe.fail("Follow: first message names no follower")
+            return
         old = self.streams.get(msg.follower)
         if old is not None:
             self._end(old)
@@ -259,21 +261,23 @@ class Replicator:
             stream = Stream(self.core.open_stream(msg.follower))
         self.streams[msg.follower] = stream
         self._handle(stream, msg)
-        reader = asyncio.create_task(self._read(stream, context))
+        reader = asyncio.create_task(self._read(stream, pipe))
         try:
-            await self._send(stream, context)
+            await self._send(stream, pipe)
+        except (PipeClosed, ConnectionError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            pass  # the follower went; it reconnects and subscribes again
         finally:
             reader.cancel()
             self._end(stream)
 
-    async def _read(self, stream: Stream, context: grpc.aio.ServicerContext) -> None:
+    async def _read(self, stream: Stream, pipe: Pipe) -> None:
         try:
             while True:
-                data = await context.read()
-                if data is grpc.aio.EOF:
+                data = await pipe.read()
+                if data is EOF:
                     break
                 self._handle(stream, pb.FollowMessage.FromString(data))
-        except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+        except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError, PipeClosed):
             pass  # the stream ended (the follower went, or this server is stopping)
         except Exception as e:
             if type(e).__name__ == "_ServerStoppedError":  # grpc's, not exported
@@ -300,7 +304,7 @@ class Replicator:
                 for sub in msg.subscribe:
                     core.subscribe(f, sub.partition, sub.have_term, sub.have_seq, sub.all_maps)
 
-    async def _send(self, stream: Stream, context: grpc.aio.ServicerContext) -> None:
+    async def _send(self, stream: Stream, pipe: Pipe) -> None:
         core = self.core
         f = stream.follower
         lock = self.store.lock
@@ -320,7 +324,7 @@ class Replicator:
                     await self.throttle.take(snap_bytes)
                 data = encode(chunks)
                 self.bytes_sent += len(data)
-                await context.write(data)
+                await pipe.write(data)
 
     def _end(self, stream: Stream) -> None:
         f = stream.follower
