@@ -9,6 +9,7 @@ counters) must be consistent with its contents.
 from __future__ import annotations
 
 import msgpack
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -112,8 +113,13 @@ class StoreVsModel(RuleBasedStateMachine):
                     raise AssertionError("incr on a non-integer must fail")
                 except InvalidArgument:
                     return
+        want = (current or 0) + delta
+        if not -(2**63) <= want < 2**63:  # a counter is a signed 64-bit integer, as in Redis
+            with pytest.raises(InvalidArgument, match="overflow"):
+                self.store.incr(self.m, key, delta, ttl, now)
+            return
         result = self.store.incr(self.m, key, delta, ttl, now)
-        assert result == (current or 0) + delta
+        assert result == want
         if live is None:
             self.model[key] = [msgpack.packb(result), now + ttl if ttl else 0, 0, now]
         else:
