@@ -286,6 +286,7 @@ class Connection(asyncio.Protocol):
     def _refuse(self, why: str, reply_hello: bool = False) -> None:
         """Say why and close; the member goes on."""
         self.plane.refused += 1
+        self.service.executor.rejected += 1  # the `rejected` statistic, as for gRPC
         log.warning("data-plane connection refused", peer=self.peer, reason=why)
         if reply_hello:
             body = pb.HelloReply(protocol=frames.PROTOCOL, error=why).SerializeToString()
