@@ -37,7 +37,7 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import grpc
 
@@ -172,6 +172,8 @@ class _Link(asyncio.Protocol):
         for kind, request_id, body in got:
             if kind == frames.BATCH_REPLY:
                 deliver(request_id, pb.BatchReply.FromString(body))
+            elif kind == frames.CALL_REPLY:
+                self.conn._deliver_call(request_id, body)
             elif kind == frames.HELLO_REPLY and not self.hello.done():
                 self.hello.set_result(pb.HelloReply.FromString(body))
             elif kind == frames.ERROR:
@@ -211,7 +213,7 @@ class AsyncConnection:
         )
         self._link: _Link | None = None
         self._link_lock = asyncio.Lock()
-        self._raw: dict[int, asyncio.Future[pb.BatchReply]] = {}  # exchange() calls
+        self._raw: dict[int, asyncio.Future[Any]] = {}  # exchange() and call_peer() calls
         self._writer: asyncio.Task[None] | None = None
         self._pending: deque[_Call] = deque()
         self._inflight: dict[int, list[_Call]] = {}
@@ -459,6 +461,39 @@ class AsyncConnection:
             raise DeadlineExceeded(f"no answer from {self.address} before the deadline") from None
         except _Lost as lost:
             raise Unavailable(f"connection to {self.address} lost ({lost})") from None
+
+    async def call_peer(self, method: str, request: bytes, timeout: float) -> tuple[int, bytes]:
+        """A member's unary call to this member (a `grid.v1.Peer` method) on the data plane:
+        (status, reply or detail), status a gRPC status code. No retry: the caller knows
+        whether the call may be repeated. Unavailable / DeadlineExceeded as exchange()."""
+        if self._closed:
+            raise Unavailable("the connection is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                link = await self._ensure_link()
+                request_id = self._next_id
+                self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
+                future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+                self._raw[request_id] = future
+                try:
+                    link.send(frames.CALL, request_id, frames.call_body(method, request))
+                    return await future
+                finally:
+                    self._raw.pop(request_id, None)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer from {self.address} before the deadline") from None
+        except _Lost as lost:
+            raise Unavailable(f"connection to {self.address} lost ({lost})") from None
+
+    def _deliver_call(self, request_id: int, body: bytes) -> None:
+        future = self._raw.pop(request_id, None)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(frames.parse_reply(body))
+        except frames.FrameError as e:
+            future.set_result((frames.INTERNAL, str(e).encode()))
 
     async def _ensure_link(self) -> _Link:
         async with self._link_lock:

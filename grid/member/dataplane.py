@@ -40,12 +40,15 @@ from google.protobuf.message import DecodeError
 from grid import logs
 from grid.config import Config
 from grid.errors import Status
+from grid.member.peer import BadRequest
 from grid.member.replicas.link import FramePipe
 from grid.member.server import GridService
 from grid.wire import frames
 from grid.wire.frames import (
     BATCH,
     BATCH_REPLY,
+    CALL,
+    CALL_REPLY,
     ERROR,
     FOLLOW,
     HELLO,
@@ -167,6 +170,8 @@ class Connection(asyncio.Protocol):
                 return
             if kind == BATCH and self.greeted and self.pipe is None:
                 self._batch(request_id, body)
+            elif kind == CALL and self.greeted and self.pipe is None:
+                self._call(request_id, body)
             elif kind == FOLLOW and self.greeted:
                 self._follow(body)
             elif kind == HELLO and not self.greeted:
@@ -260,6 +265,46 @@ class Connection(asyncio.Protocol):
         self.held.add(task)
         task.add_done_callback(self._released)
         self._update_reading()
+
+    def _call(self, request_id: int, body: bytes) -> None:
+        """A member's Peer call (grid/member/peer.py): answered by a task, since most wait
+        (a fill, a hand-off, a leave), under its id."""
+        try:
+            method, request = frames.parse_call(body)
+        except FrameError as e:
+            self._refuse(str(e))
+            return
+        call = self.service.peer_calls.get(method)
+        if call is None:
+            why = f"no peer method {method!r} here" + ("" if self.service.peer_calls
+                                                      else " (no cluster runtime yet)")  # fmt: skip
+            self._write(
+                CALL_REPLY, request_id, frames.reply_body(frames.UNIMPLEMENTED, why.encode())
+            )
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._answer_call(request_id, method, call, request)
+        )
+        self.held.add(task)
+        task.add_done_callback(self._released)
+        self._update_reading()
+
+    async def _answer_call(
+        self,
+        request_id: int,
+        method: str,
+        call: Callable[[bytes], Awaitable[bytes]],
+        request: bytes,
+    ) -> None:
+        try:
+            body = frames.reply_body(frames.OK, await call(request))
+        except BadRequest as e:
+            self.service.executor.rejected += 1
+            body = frames.reply_body(frames.INVALID_ARGUMENT, str(e).encode())
+        except Exception as e:  # a bug in a handler costs its call, not the connection
+            log.exception("peer call failed", peer=self.peer, method=method)
+            body = frames.reply_body(frames.INTERNAL, f"{type(e).__name__}: {e}".encode())
+        self._write(CALL_REPLY, request_id, body)
 
     async def _reply_later(
         self, request_id: int, reply: pb.BatchReply, later: Callable[[], Awaitable[None]]

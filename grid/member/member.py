@@ -103,9 +103,9 @@ class Member:
         )
         self.service.cluster = self.cluster
         self.member_listeners.append(self.cluster.coordinator.on_member)
-        server.add_generic_rpc_handlers(
-            (self.service.handler(), PeerService(self.cluster).handler())
-        )
+        peer_service = PeerService(self.cluster)
+        self.service.peer_calls = peer_service.calls  # the data plane's CALL frames
+        server.add_generic_rpc_handlers((self.service.handler(), peer_service.handler()))
         self._health = add_health(server)
         await server.start()
         self._server = server

@@ -1,4 +1,4 @@
-"""The member-to-member gRPC service (`grid.v1.Peer`): tables, follow streams, moves.
+"""The member-to-member service (`grid.v1.Peer`): tables, follow streams, moves.
 
 Handlers parse bytes themselves, like the client-facing service, so a
 malformed message gets INVALID_ARGUMENT with a reason and the member goes on.
@@ -11,7 +11,7 @@ ReadRepair to grid/member/replicas/read_repair.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -30,40 +30,51 @@ log = logs.get("grid.member.peer")
 SERVICE = "grid.v1.Peer"
 
 
+class BadRequest(ValueError):
+    """A peer call's request cannot be served as sent: INVALID_ARGUMENT with this text."""
+
+
+Call = Callable[[bytes], Awaitable[bytes]]
+
+
 class PeerService:
+    """The Peer methods, each `bytes -> bytes`, served twice: as gRPC (`handler`) and on
+    the data plane's CALL frames (`calls`, grid/member/dataplane.py), which is what
+    members use; gRPC stays for older members and for the Follow stream's fallback."""
+
     def __init__(self, runtime: ClusterRuntime) -> None:
         self.rt = runtime
+        self.calls: dict[str, Call] = {
+            "Publish": self.publish,
+            "Fill": self.fill,
+            "Handoff": self.handoff,
+            "Leave": self.leave,
+            "Compare": self.compare,
+            "Repair": self.repair,
+            "ReadRepair": self.read_repair,
+        }
 
     def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "Publish": grpc.unary_unary_rpc_method_handler(self.publish),
-                "Follow": grpc.stream_stream_rpc_method_handler(self.follow),
-                "Fill": grpc.unary_unary_rpc_method_handler(self.fill),
-                "Handoff": grpc.unary_unary_rpc_method_handler(self.handoff),
-                "Leave": grpc.unary_unary_rpc_method_handler(self.leave),
-                "Compare": grpc.unary_unary_rpc_method_handler(self.compare),
-                "Repair": grpc.unary_unary_rpc_method_handler(self.repair),
-                "ReadRepair": grpc.unary_unary_rpc_method_handler(self.read_repair),
-            },
-        )
+        methods = {
+            name: grpc.unary_unary_rpc_method_handler(_grpc(call))
+            for name, call in self.calls.items()
+        }
+        methods["Follow"] = grpc.stream_stream_rpc_method_handler(self.follow)
+        return grpc.method_handlers_generic_handler(SERVICE, methods)
 
     @staticmethod
-    async def _parse(cls: Any, data: bytes, context: grpc.aio.ServicerContext) -> Any:
+    def _parse(cls: Any, data: bytes) -> Any:
         try:
             return cls.FromString(data)
         except DecodeError:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"malformed {cls.__name__} ({len(data)} bytes)"
-            )
+            raise BadRequest(f"malformed {cls.__name__} ({len(data)} bytes)") from None
 
-    async def publish(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.PartitionTable, data, context)
+    async def publish(self, data: bytes) -> bytes:
+        msg = self._parse(pb.PartitionTable, data)
         try:
             self.rt.install_proto(msg)
         except ValueError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad partition table: {e}")
+            raise BadRequest(f"bad partition table: {e}") from None
         return pb.PublishReply(version=self.rt.routing.version).SerializeToString()
 
     async def follow(
@@ -74,49 +85,60 @@ class PeerService:
         except DecodeError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed FollowMessage")
 
-    async def fill(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.FillRequest, data, context)
+    async def fill(self, data: bytes) -> bytes:
+        msg = self._parse(pb.FillRequest, data)
         parts = [p for p in msg.partitions if 0 <= p < self.rt.store.partitions]
         ready, failed = await self.rt.followers.fill(
             parts, msg.source, msg.source_address, timeout=FILL_TIMEOUT_S
         )
         return pb.FillReply(ready=ready, failed=failed).SerializeToString()
 
-    async def handoff(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.HandoffRequest, data, context)
+    async def handoff(self, data: bytes) -> bytes:
+        msg = self._parse(pb.HandoffRequest, data)
         parts = [p for p in msg.partitions if 0 <= p < self.rt.store.partitions]
         done, failed = await self.rt.replicator.handoff(parts, msg.to, msg.confirm_epoch)
         return pb.HandoffReply(done=done, failed=failed).SerializeToString()
 
-    async def leave(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.LeaveRequest, data, context)
+    async def leave(self, data: bytes) -> bytes:
+        msg = self._parse(pb.LeaveRequest, data)
         if not msg.member:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Leave names no member")
+            raise BadRequest("Leave names no member")
         done, error, coordinator = await self.rt.coordinator.leave(
             msg.member, self.rt.config.leave_timeout_s
         )
         return pb.LeaveReply(done=done, error=error, coordinator=coordinator).SerializeToString()
 
-    async def compare(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.CompareRequest, data, context)
+    async def compare(self, data: bytes) -> bytes:
+        msg = self._parse(pb.CompareRequest, data)
         try:
             reply = await self.rt.anti_entropy.on_compare(msg)
         except ValueError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Compare: {e}")
+            raise BadRequest(f"Compare: {e}") from None
         return reply.SerializeToString()
 
-    async def repair(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.RepairRequest, data, context)
+    async def repair(self, data: bytes) -> bytes:
+        msg = self._parse(pb.RepairRequest, data)
         try:
             reply = self.rt.anti_entropy.on_repair(msg)
         except (ValueError, TypeError, msgpack.UnpackException) as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Repair: {e}")
+            raise BadRequest(f"Repair: {e}") from None
         return reply.SerializeToString()
 
-    async def read_repair(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        msg = await self._parse(pb.ReadRepairRequest, data, context)
+    async def read_repair(self, data: bytes) -> bytes:
+        msg = self._parse(pb.ReadRepairRequest, data)
         try:
             reply = self.rt.read_repair.on_read_repair(msg)
         except (ValueError, TypeError, msgpack.UnpackException) as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ReadRepair: {e}")
+            raise BadRequest(f"ReadRepair: {e}") from None
         return reply.SerializeToString()
+
+
+def _grpc(call: Call) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            return await call(data)
+        except BadRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise  # abort raises; this line is for the type checker
+
+    return handler

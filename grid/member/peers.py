@@ -1,11 +1,12 @@
-"""Member-to-member calls: one gRPC channel per peer address, reused by everything, and
-one data-plane connection per peer for forwarded client batches.
+"""Member-to-member calls: one data-plane connection per peer for everything that moves
+data, one gRPC channel per peer for finding it.
 
-Forwarded client batches (grid/member/forwarding.py) ride the data plane, as client
-batches do (grid/member/dataplane.py: frames over TCP, no gRPC per-message cost). Follow streams
-(grid/member/replicas/follower.py) and the coordinator's calls
-(grid/member/placement/coordinator.py) all go through here, so a member keeps one HTTP/2 connection
-per peer whatever it is doing with it.
+Forwarded client batches (grid/member/forwarding.py) and the Peer methods (Publish,
+Fill, Handoff, Leave, Compare, Repair, ReadRepair: CALL frames) share one data-plane
+connection per peer (grid/member/dataplane.py: frames over TCP, no gRPC per-message
+cost); each follow stream (grid/member/replicas/follower.py) has a connection of its
+own, so a snapshot in flight never queues a coordinator's call behind it. gRPC is
+left with Table and Endpoints, which is how a member finds a peer's data plane.
 """
 
 from __future__ import annotations
@@ -15,12 +16,24 @@ from typing import Any
 import grpc
 
 from grid.client.connection import AsyncConnection, ConnectionOptions
-from grid.errors import Unavailable
+from grid.errors import DeadlineExceeded, Unavailable
 from grid.member.replicas.link import FramePipe, open_follow
+from grid.wire import frames
 from grid.wire.endpoints import data_plane_address
 from proto import grid_pb2 as pb
 
 PEER = "/grid.v1.Peer/"
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class PeerCallError(grpc.aio.AioRpcError):
+    """A Peer call on the data plane that failed: the same error type a gRPC call raises,
+    with the status the peer (or the connection) gave, so callers catch one kind."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
 ENDPOINTS = "/grid.v1.Grid/Endpoints"
 TABLE = "/grid.v1.Grid/Table"
 
@@ -48,7 +61,32 @@ class Peers:
         return ch
 
     async def _unary(self, address: str, method: str, request: bytes, timeout: float) -> bytes:
-        return await self.channel(address).unary_unary(method)(request, timeout=timeout)
+        """Peer methods go on the peer's data plane (CALL frames); the rest (Table,
+        Endpoints: what finds the data plane) over gRPC. Failures are AioRpcErrors either
+        way, so callers handle one kind."""
+        if not method.startswith(PEER):
+            return await self.channel(address).unary_unary(method)(request, timeout=timeout)
+        try:
+            status, payload = await self._connection(address).call_peer(
+                method[len(PEER) :], request, timeout
+            )
+        except DeadlineExceeded as e:
+            raise PeerCallError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from None
+        except Unavailable as e:
+            self._endpoints.pop(address, None)
+            raise PeerCallError(grpc.StatusCode.UNAVAILABLE, str(e)) from None
+        if status != frames.OK:
+            raise PeerCallError(
+                _STATUS.get(status, grpc.StatusCode.UNKNOWN), payload.decode(errors="replace")
+            )
+        return payload
+
+    def _connection(self, address: str) -> AsyncConnection:
+        conn = self._data.get(address)
+        if conn is None or conn.closed:
+            options = ConnectionOptions(max_message_bytes=self._max, cluster=self._cluster)
+            conn = self._data[address] = AsyncConnection(address, options)
+        return conn
 
     async def unary(self, address: str, method: str, request: Any, timeout: float) -> bytes:
         """Any unary call: a message in, the reply's bytes out (the caller parses them)."""
@@ -58,11 +96,7 @@ class Peers:
         self, address: str, request: pb.BatchRequest, timeout: float
     ) -> pb.BatchReply:
         """A batch on the peer's data plane (Unavailable or DeadlineExceeded if it fails)."""
-        conn = self._data.get(address)
-        if conn is None or conn.closed:
-            options = ConnectionOptions(max_message_bytes=self._max, cluster=self._cluster)
-            conn = self._data[address] = AsyncConnection(address, options)
-        return await conn.exchange(request, timeout)
+        return await self._connection(address).exchange(request, timeout)
 
     async def table(self, address: str, timeout: float = 2.0) -> pb.PartitionTable:
         data = await self._unary(address, TABLE, pb.TableRequest().SerializeToString(), timeout)

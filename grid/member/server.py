@@ -48,6 +48,8 @@ class GridService:
         self.name = name
         self.address = address
         self.data_address = ""
+        self.peer_calls: dict[str, Callable[[bytes], Awaitable[bytes]]] = {}
+        """The Peer methods by name, for CALL frames (grid/member/peer.py fills it)."""
         """host:port of this member's data plane (grid/member/dataplane.py), once it listens."""
         self.executor = BatchExecutor(store, config)
         self.started = time.monotonic()

@@ -14,7 +14,9 @@ reading (pipelining) and a member may answer them out of order (a write held for
 its fsync or its sync backups does not hold up the reads behind it). Bodies are
 the protobuf messages of proto/grid.proto: Hello/HelloReply, BatchRequest/BatchReply,
 FollowMessage/ReplicaBatch between members; an ERROR frame carries a UTF-8 message
-and is the last thing the member sends before it closes the connection.
+and is the last thing the member sends before it closes the connection. CALL and
+CALL_REPLY carry the members' own unary calls (Publish, Fill, Handoff, Leave,
+Compare, Repair, ReadRepair: the `grid.v1.Peer` service) on the same connections.
 
 `FrameReader` is sans-IO: it is fed whatever bytes arrived and returns the whole
 frames among them, keeping a partial one for the next call. It refuses a frame
@@ -30,8 +32,10 @@ PROTOCOL = 1
 """The data-plane protocol version this code speaks (Hello.protocol)."""
 
 HELLO, HELLO_REPLY, BATCH, BATCH_REPLY, ERROR, FOLLOW, REPLICA = 1, 2, 3, 4, 5, 6, 7
+CALL, CALL_REPLY = 8, 9
 KINDS = {HELLO: "HELLO", HELLO_REPLY: "HELLO_REPLY", BATCH: "BATCH", BATCH_REPLY: "BATCH_REPLY",
-         ERROR: "ERROR", FOLLOW: "FOLLOW", REPLICA: "REPLICA"}  # fmt: skip
+         ERROR: "ERROR", FOLLOW: "FOLLOW", REPLICA: "REPLICA", CALL: "CALL",
+         CALL_REPLY: "CALL_REPLY"}  # fmt: skip
 """FOLLOW (a follower's FollowMessage) and REPLICA (a primary's ReplicaBatch) are the
 member-to-member replication stream (grid/member/replicas/link.py); their id is 0."""
 
@@ -96,3 +100,38 @@ class FrameReader:
             pos = stop
         self._buf = buf[pos:] if pos < end else b""
         return out
+
+
+# ---- member-to-member calls -----------------------------------------------------------------
+#   CALL       := name_length:u8 | name (ASCII, a grid.v1.Peer method: "Compare") | request
+#   CALL_REPLY := status:u8 (a gRPC status code: 0 OK) | reply (OK) or UTF-8 detail
+OK, INVALID_ARGUMENT, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 0, 3, 12, 13, 14
+
+
+def call_body(method: str, request: bytes) -> bytes:
+    name = method.encode("ascii")
+    if not 0 < len(name) < 256:
+        raise ValueError(f"method name {method!r} is not 1-255 ASCII bytes")
+    return bytes((len(name),)) + name + request
+
+
+def parse_call(body: bytes) -> tuple[str, bytes]:
+    """(method, request) of a CALL body; FrameError if it cannot be one."""
+    if not body or len(body) < 1 + body[0] or body[0] == 0:
+        raise FrameError(f"a CALL of {len(body)} bytes holds no method name")
+    try:
+        name = body[1 : 1 + body[0]].decode("ascii")
+    except UnicodeDecodeError:
+        raise FrameError("a CALL's method name is not ASCII") from None
+    return name, body[1 + body[0] :]
+
+
+def reply_body(status: int, payload: bytes) -> bytes:
+    return bytes((status,)) + payload
+
+
+def parse_reply(body: bytes) -> tuple[int, bytes]:
+    """(status, reply or detail) of a CALL_REPLY body; FrameError if it is empty."""
+    if not body:
+        raise FrameError("an empty CALL_REPLY")
+    return body[0], body[1:]

@@ -249,6 +249,31 @@ def test_a_body_that_is_not_a_batch_gets_invalid_argument_and_the_connection_goe
         raw.close()
 
 
+def test_peer_calls_answer_under_their_ids_with_a_status(
+    member: tuple[str, pb.EndpointsReply],
+) -> None:
+    """CALL frames carry the members' own calls: a malformed request is INVALID_ARGUMENT,
+    an unknown method UNIMPLEMENTED, and neither costs the connection."""
+    raw = Raw(target(member))
+    try:
+        raw.hello(member[1].cluster)
+        raw.send(frames.CALL, 5, frames.call_body("Compare", b"\xff\xff"))
+        raw.send(frames.CALL, 6, frames.call_body("NoSuchMethod", b""))
+        replies = {}
+        for _ in range(2):
+            kind, request_id, body = raw.next()
+            assert kind == frames.CALL_REPLY
+            replies[request_id] = frames.parse_reply(body)
+        assert replies[5][0] == frames.INVALID_ARGUMENT
+        assert b"malformed CompareRequest" in replies[5][1]
+        assert replies[6][0] == frames.UNIMPLEMENTED
+        assert b"NoSuchMethod" in replies[6][1]
+        raw.send(frames.CALL, 7, b"\x00")  # a name of length 0: not a CALL at all
+        assert "holds no method name" in raw.closed_with_error()
+    finally:
+        raw.close()
+
+
 @pytest.mark.parametrize("greeted", [False, True])
 def test_a_silent_or_half_sent_connection_is_closed_after_its_timeout(
     member: tuple[str, pb.EndpointsReply], greeted: bool
