@@ -70,7 +70,9 @@ class GridBench:
 
         return SyncSide("get_many 64", op, self.pid)
 
-    def put_many(self, batches: list[list[str]], value: object) -> SyncSide:
+    def put_many(
+        self, batches: list[list[str]], value: object, name: str = "put_many 64"
+    ) -> SyncSide:
         put_many, n = self.map.put_many, len(batches)
 
         def op(i: int) -> int:
@@ -78,7 +80,7 @@ class GridBench:
             put_many({k: value for k in batch})
             return len(batch)
 
-        return SyncSide("put_many 64", op, self.pid)
+        return SyncSide(name, op, self.pid)
 
     def concurrent_get(self, keys: list[str], concurrency: int) -> ConcurrentSide:
         get, n = self.amap.get, len(keys)

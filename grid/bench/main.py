@@ -27,7 +27,15 @@ from rich.console import Console
 from grid.bench.report import Row, print_report, write_json
 from grid.bench.sides import Side
 from grid.bench.stats import SideResult, process_cpu_s
-from grid.bench.workloads import CONCURRENCY, Spec, batches, bench_keys, bench_value, select
+from grid.bench.workloads import (
+    BULK,
+    CONCURRENCY,
+    Spec,
+    batches,
+    bench_keys,
+    bench_value,
+    select,
+)
 from grid.cli.status import wide_console
 
 T = TypeVar("T")
@@ -177,6 +185,12 @@ def _network_rows(
                 pair = (
                     grid.put_many(key_batches, value),
                     rb.pipeline_set(key_batches, value) if rb else None,
+                )
+            elif spec.name == "bulk":
+                bulk = batches(keys, BULK)
+                pair = (
+                    grid.put_many(bulk, value, f"put_many {BULK}"),
+                    rb.mset(bulk, value) if rb else None,
                 )
             elif spec.name == "async":
                 pair = (

@@ -191,6 +191,17 @@ class RedisBench:
 
         return SyncSide("pipeline 64 SET", op, self.server.pid)
 
+    def mset(self, batches: list[list[str]], value: object) -> SyncSide:
+        """A bulk load as a Redis user writes one: MSET of the whole batch."""
+        client, n, pack = self.client, len(batches), msgpack.packb
+
+        def op(i: int) -> int:
+            batch = batches[i % n]
+            client.mset({k: pack(value) for k in batch})
+            return len(batch)
+
+        return SyncSide(f"MSET {len(batches[0])}", op, self.server.pid)
+
     def concurrent_get(self, keys: list[str], concurrency: int) -> ConcurrentSide:
         get, n, unpack = self.aclient.get, len(keys), msgpack.unpackb
 
