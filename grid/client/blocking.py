@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -34,7 +35,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from grid.client.connection import CallFailed, ConnectionOptions, hello
+from grid.client.connection import CallFailed, ConnectionOptions, batch_bytes, hello
 from grid.client.router import Router, group_by_owner
 from grid.errors import DeadlineExceeded, Status, Unavailable, error_for
 from grid.wire import frames
@@ -65,6 +66,13 @@ class Link:
         self.address = address
         self.sock = socket.create_connection(split_address(address), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Blocking mode with kernel timeouts, not socket.settimeout: with a Python-level
+        # timeout CPython polls before every send and recv (two syscalls more a call, and
+        # one more to set it); SO_RCVTIMEO makes recv fail with EAGAIN instead.
+        self.sock.settimeout(None)
+        self.recv_timeout = 0.0
+        self._set_recv_timeout(timeout)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(max(timeout, 1.0)))
         self.reader = frames.FrameReader(max_frame)
         self.ready: list[tuple[int, int, bytes]] = []
         self.next_id = 1
@@ -85,13 +93,23 @@ class Link:
     def send(self, kind: int, request_id: int, body: bytes) -> None:
         self.sock.sendall(frames.header(kind, request_id, len(body)) + body)
 
+    def _set_recv_timeout(self, seconds: float) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+        self.recv_timeout = seconds
+
     def receive_frame(self, deadline: float) -> tuple[int, int, bytes]:
         while not self.ready:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no answer from {self.address} before the deadline")
-            self.sock.settimeout(left)
-            data = self.sock.recv(READ_BYTES)
+            # A call's deadline is usually the client's timeout from now: the kernel
+            # timeout set for the last call still fits within 10 ms, so no syscall here.
+            if not left - 0.01 <= self.recv_timeout <= left:
+                self._set_recv_timeout(left)
+            try:
+                data = self.sock.recv(READ_BYTES)
+            except BlockingIOError:  # SO_RCVTIMEO ran out
+                continue  # the deadline check above decides
             if not data:
                 raise ConnectionResetError(f"{self.address} closed the connection")
             self.ready.extend(self.reader.feed(data))
@@ -109,6 +127,13 @@ class Link:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _timeval(seconds: float) -> bytes:
+    """struct timeval for SO_RCVTIMEO/SO_SNDTIMEO (at least 1 ms: 0 means never)."""
+    whole = int(seconds)
+    micros = max(1000, int((seconds - whole) * 1e6)) if whole == 0 else int((seconds - whole) * 1e6)
+    return struct.pack("@ll", whole, micros)
 
 
 class LinkPool:
@@ -199,8 +224,7 @@ class BlockingRouter:
                 link = self.pool.take(data_address, cluster, left)
                 request_id = link.next_id
                 link.next_id = (request_id + 1) & frames.ID_MASK or 1
-                body = pb.BatchRequest(id=request_id, ops=[ops[i] for i in idxs])
-                data = body.SerializeToString()
+                data = batch_bytes(request_id, [ops[i] for i in idxs])
                 if len(data) + frames.HEADER_SIZE > link.max_frame:
                     self.pool.give_back(link)
                     raise _TooBig
