@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import msgpack
@@ -25,6 +26,7 @@ from grid.harness.cluster import LocalCluster
 from grid.wire import frames
 from grid.wire.endpoints import data_plane_target
 from proto import grid_pb2 as pb
+from tests.integration.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -332,3 +334,31 @@ def test_the_member_survived_everything_and_counted_the_refusals(
     with grpc.insecure_channel(member[0]) as channel:
         stats = pb.StatsReply.FromString(channel.unary_unary(STATS)(b"", timeout=10))
     assert stats.rejected >= 8  # the refusals above, each counted
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_members_serve_and_replicate_on_either_event_loop(loop: str, tmp_path: Path) -> None:
+    """uvloop is optional (grid[fast]); a member without it runs on asyncio's loop. Both
+    must carry client batches, forwarding and the replication stream: the same code, on
+    transports that differ (uvloop's do not subclass asyncio's)."""
+    with LocalCluster(2, env={"GRID_EVENT_LOOP": loop}, log_dir=tmp_path) as cluster:
+        for member in cluster.members:
+            log = tmp_path / f"{member.name}.log"
+            wait_until(lambda log=log: '"member ready"' in log.read_text(), what="member ready")
+            assert f'"event_loop": "{loop}"' in log.read_text()
+        with grid.Client(cluster.addresses[0], timeout=10, smart_routing=False) as client:
+            m = client.map("loops")
+            m.put_many({f"k{i}": i for i in range(200)})  # half forwarded to member 2
+            assert m.get_many([f"k{i}" for i in range(200)]) == {f"k{i}": i for i in range(200)}
+        # backups=1 on two members: each holds every key, as primary or as backup
+        wait_until(
+            lambda: all(entries(a) == 200 for a in cluster.addresses),
+            timeout=30,
+            what="every key's backup copy to arrive over the follow streams",
+        )
+
+
+def entries(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        data = channel.unary_unary(STATS)(b"", timeout=10)
+    return pb.StatsReply.FromString(data).total.entries
