@@ -476,30 +476,23 @@ class AsyncConnection:
     async def exchange(self, request: pb.BatchRequest, timeout: float) -> pb.BatchReply:
         """One whole BatchRequest as one frame, its reply back: no coalescing, no retry
         (members forwarding a batch, which carries `hops`, use this)."""
-        if self._closed:
-            raise Unavailable("the connection is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                link = await self._ensure_link()
-                request_id = self._next_id
-                self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
-                future: asyncio.Future[pb.BatchReply] = loop.create_future()
-                self._raw[request_id] = future
-                try:
-                    link.send(frames.BATCH, request_id, request.SerializeToString())
-                    return await future
-                finally:
-                    self._raw.pop(request_id, None)
-        except TimeoutError:
-            raise DeadlineExceeded(f"no answer from {self.address} before the deadline") from None
-        except _Lost as lost:
-            raise Unavailable(f"connection to {self.address} lost ({lost})") from None
+        reply: pb.BatchReply = await self._one_frame(
+            frames.BATCH, request.SerializeToString(), timeout
+        )
+        return reply
 
     async def call_peer(self, method: str, request: bytes, timeout: float) -> tuple[int, bytes]:
         """A member's unary call to this member (a `grid.v1.Peer` method) on the data plane:
         (status, reply or detail), status a gRPC status code. No retry: the caller knows
         whether the call may be repeated. Unavailable / DeadlineExceeded as exchange()."""
+        reply: tuple[int, bytes] = await self._one_frame(
+            frames.CALL, frames.call_body(method, request), timeout
+        )
+        return reply
+
+    async def _one_frame(self, kind: int, body: bytes, timeout: float) -> Any:
+        """Send one frame under a fresh id and wait for the reply delivered under that id
+        (`_deliver` for BATCH_REPLY, `_deliver_call` for CALL_REPLY)."""
         if self._closed:
             raise Unavailable("the connection is closed")
         loop = asyncio.get_running_loop()
@@ -508,10 +501,10 @@ class AsyncConnection:
                 link = await self._ensure_link()
                 request_id = self._next_id
                 self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
-                future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+                future: asyncio.Future[Any] = loop.create_future()
                 self._raw[request_id] = future
                 try:
-                    link.send(frames.CALL, request_id, frames.call_body(method, request))
+                    link.send(kind, request_id, body)
                     return await future
                 finally:
                     self._raw.pop(request_id, None)
