@@ -114,11 +114,11 @@ class Routing:
         assert self.store.owned is not None
         self.store.owned[partition] = 0
 
-    def take_over(self, partition: int, epoch: int) -> bool:
-        """The partition was handed to this member (caller holds the store lock); it
-        serves it unless a table in use already settled the hand-off without it
-        (Ownership.take_over). True if it takes the partition over."""
-        if not self.ownership.take_over(partition, epoch):
+    def take_over(self, partition: int, epoch: int, source: str) -> bool:
+        """The partition was handed to this member by `source` (caller holds the store
+        lock); it serves it unless the table in use settled the hand-off without it or
+        names another primary (Ownership.take_over). True if it takes it over."""
+        if not self.ownership.take_over(partition, epoch, source):
             return False
         assert self.store.owned is not None
         self.store.owned[partition] = 1
