@@ -44,7 +44,9 @@ copy for the partition's data), and it reports them with every answer to a
 publish, so that the coordinator removes it from those lists as it does a
 dead member (partitioning/failover.py). A table that no longer names it there
 settles them. The first table of a new cluster (epoch 1) lacks nothing: no
-copy exists anywhere yet.
+copy exists anywhere yet. A member with a saved table says so when it is
+made (`restored`), not only at `restarted`: a publish may reach it before it
+restores, and its copies are on its disk all the same.
 
 Pure state, no IO: grid/member/placement/routing.py keeps it for a member (and mirrors `owned`
 into the store's hot-path bytearray), and the simulator keeps one per
@@ -80,7 +82,9 @@ class Verdict(Enum):
 class Ownership:
     """The table in use, and the hand-offs not settled by a table yet."""
 
-    def __init__(self, me: str, partitions: int) -> None:
+    def __init__(self, me: str, partitions: int, restored: bool = False) -> None:
+        """`restored`: the member starts from its data dir with a saved table (it will
+        call `restarted`), so it holds its copies even if a publish is installed first."""
         self.me = me
         self.partitions = partitions
         self.table: PartitionTable | None = None
@@ -90,7 +94,7 @@ class Ownership:
         self.lacking: set[int] = set()
         """Places the table gives this member whose copy it does not hold (it started
         with no data): never served, reported until a table moves them."""
-        self._restored = False  # it started from a saved table (its data dir)
+        self._restored = restored  # it started from a saved table (its data dir)
         self.fenced = False
         """Serve nothing, whatever the table says: the member stood still for longer than
         failure detection and may have been failed over (grid/member/placement/coordinator.py lifts

@@ -213,7 +213,7 @@ class SimMember:
         self.leaving = False  # a graceful leave is under way
         self.saved = saved  # the table saved before the crash (persist mode)
         partitions = world.cfg.partitions
-        self.ownership = Ownership(name, partitions)
+        self.ownership = Ownership(name, partitions, restored=saved is not None)
         store.owned = bytearray(partitions)
         backups = world.cfg.backups
         self.primary = Primary(

@@ -183,3 +183,13 @@ def test_a_first_table_of_epoch_one_or_a_restart_from_disk_lacks_nothing():
     assert restored.restarted(table(3)) and restored.lacking == set()
     assert restored.install(table(4)) and restored.lacking == set()
     assert {p for p in range(16) if restored.serves(p)} == primaries(table(4), "c")
+
+
+def test_a_member_restarting_from_disk_lacks_nothing_even_if_a_publish_comes_first():
+    """A publish may reach a restarting member before it restores its saved table (its
+    gRPC server is up first): its copies are on its disk all the same."""
+    t = table(3)
+    c = Ownership("c", 16, restored=True)
+    assert c.install(table(4)) and c.lacking == set()
+    assert not c.restarted(t)  # older than the table in use: nothing to restore
+    assert {p for p in range(16) if c.serves(p)} == primaries(table(4), "c")
