@@ -356,6 +356,8 @@ class Replicator:
                 assert stream is not None
                 fut = stream.takeovers[p] = loop.create_future()
                 waits.append((p, fut))
+        if handing:  # before HANDOFF can leave (no await since): a restart must not serve them
+            self.routing.save()
         if stream is not None and handing:
             stream.hurry()
         done: list[int] = []
@@ -381,6 +383,7 @@ class Replicator:
                                 "table of its epoch", partition=p, to=to, epoch=epoch,
                                 error=why)  # fmt: skip
                     continue
+                self.routing.save()
                 log.warning("hand-off never sent; serving again", partition=p, to=to,
                             error=why)  # fmt: skip
         return done, failed
