@@ -30,11 +30,31 @@ from replication.hlc import Version
 T = TypeVar("T")
 
 
+def _quiet_grpc_teardown(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop thread's exception handler: everything goes to asyncio's default handler
+    but one known gRPC teardown race. grpc.aio polls its completion queue from the first
+    loop that used it (often this one) and hands each event to its call's own loop; when
+    a script's `asyncio.run` has closed that loop with an AsyncClient left open, the
+    hand-off raises "Event loop is closed" here and asyncio would print a traceback at the
+    script's exit, about nothing the script did wrong (issue 12: exiting without closing
+    a client is silent)."""
+    error = context.get("exception")
+    handle = context.get("handle")
+    if (
+        isinstance(error, RuntimeError)
+        and str(error) == "Event loop is closed"
+        and "PollerCompletionQueue" in repr(handle)
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
 class _LoopThread:
     """An event loop running in a daemon thread, and a way to run coroutines on it."""
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_quiet_grpc_teardown)
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
