@@ -137,36 +137,76 @@ def _timeval(seconds: float) -> bytes:
 
 
 class LinkPool:
-    """Idle links per member data-plane address."""
+    """Links per member data-plane address: idle ones kept for the next call, at most
+    `max_connections` open per member. A thread that finds them all busy waits for one
+    within its deadline, as with redis-py's BlockingConnectionPool: a burst of threads
+    cannot open thousands of sockets to one member."""
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
         self._idle: dict[str, list[Link]] = {}
+        self._open: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        """The most links ever open at once per member (for tests and stats)."""
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
         self._closed = False
 
     def take(self, address: str, cluster: str, timeout: float) -> Link:
-        with self._lock:
-            idle = self._idle.get(address)
-            if idle:
-                return idle.pop()
-        return Link(address, cluster, self.options.max_message_bytes, timeout)
+        """An idle link, a new one, or the next one given back; TimeoutError if none frees
+        up within `timeout`, Unavailable once the pool is closed."""
+        deadline = time.monotonic() + timeout
+        limit = max(1, self.options.max_connections)
+        with self._freed:
+            while True:
+                if self._closed:
+                    raise Unavailable("the client is closed")
+                idle = self._idle.get(address)
+                if idle:
+                    return idle.pop()
+                n = self._open.get(address, 0)
+                if n < limit:
+                    self._open[address] = n + 1
+                    self.peak[address] = max(self.peak.get(address, 0), n + 1)
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"all {limit} connections to {address} stayed busy")
+                self._freed.wait(left)
+        try:
+            return Link(address, cluster, self.options.max_message_bytes, timeout)
+        except BaseException:
+            self._forget(address)
+            raise
 
     def give_back(self, link: Link) -> None:
-        with self._lock:
+        with self._freed:
             idle = self._idle.setdefault(link.address, [])
             if not self._closed and len(idle) < MAX_IDLE_PER_MEMBER:
                 idle.append(link)
+                self._freed.notify()
                 return
+        self.discard(link)
+
+    def discard(self, link: Link) -> None:
+        """A link that must not be used again (broken, or a reply may still be on its
+        way): closed, and its place freed."""
         link.close()
+        self._forget(link.address)
+
+    def _forget(self, address: str) -> None:
+        with self._freed:
+            self._open[address] = max(0, self._open.get(address, 0) - 1)
+            self._freed.notify()
 
     def close(self) -> None:
-        with self._lock:
+        with self._freed:
             self._closed = True
             links = [link for idle in self._idle.values() for link in idle]
             self._idle.clear()
+            self._freed.notify_all()
         for link in links:
-            link.close()
+            self.discard(link)
 
 
 class BlockingRouter:
@@ -233,12 +273,12 @@ class BlockingRouter:
             replies = [(idxs, link.receive(rid, deadline)) for link, idxs, rid in sent]
         except TimeoutError:
             for link, _, _ in sent:
-                link.close()  # a late reply must not be read as the next call's
+                self.pool.discard(link)  # a late reply must not be read as the next call's
             address = sent[-1][0].address if sent else next(iter(groups))
             raise DeadlineExceeded(f"no answer from {address} before the deadline") from None
         except (OSError, frames.FrameError, Unavailable, _TooBig) as e:
             for link, _, _ in sent:
-                link.close()
+                self.pool.discard(link)
             if not isinstance(e, _TooBig):
                 for address in groups:  # it may have restarted elsewhere: ask again next time
                     self._endpoints.pop(address, None)

@@ -71,6 +71,10 @@ class ConnectionOptions:
     cluster: str = ""
     """The cluster name the data plane's Hello carries; empty: whatever the member says it
     is (set it to refuse talking to another cluster's member by mistake)."""
+    max_connections: int = 64
+    """Sockets a sync Client opens to one member at most (one per thread calling it at
+    once); a thread past the limit waits for a free one within its deadline. The
+    AsyncClient needs one connection per member whatever the load."""
     fail_fast: bool = False
     """Raise StreamLost as soon as the stream breaks instead of retrying until the deadline:
     for a caller (the smart client's router) that retries elsewhere and must know at once."""

@@ -21,6 +21,7 @@ import msgpack
 import pytest
 
 import grid
+from grid.client.connection import ConnectionOptions
 from grid.harness.cluster import free_port
 from tests.conftest import Spawn
 from tests.integration.support import AsyncRunner, raw_stats, wait_paused
@@ -296,6 +297,24 @@ def test_closed_sync_client_raises_grid_error(address: str) -> None:
     c.close()
     with pytest.raises(grid.Unavailable, match="closed"):
         m.get("k")
+
+
+def test_sync_client_threads_share_a_bounded_pool_of_sockets(address: str) -> None:
+    """16 threads, at most 2 sockets: the others wait for a free one (within their
+    deadline) instead of opening their own, and every call still gets its own answer."""
+    options = ConnectionOptions(timeout=10, max_connections=2)
+    with grid.Client(address, options=options) as client:
+        m = client.map("bounded-pool")
+        m.put_many({f"k{i}": i for i in range(16)})
+
+        def work(t: int) -> int:
+            return sum(m.get(f"k{t}") for _ in range(50))
+
+        with ThreadPoolExecutor(16) as pool:
+            sums = [f.result(timeout=60) for f in [pool.submit(work, t) for t in range(16)]]
+        assert sums == [50 * t for t in range(16)]
+        peaks = client._blocking.pool.peak
+        assert peaks and max(peaks.values()) <= 2, peaks
 
 
 def test_sync_client_shared_by_8_threads(address: str, client: grid.Client, map_name: str) -> None:
