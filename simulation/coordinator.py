@@ -108,8 +108,7 @@ class SimCoordinator:
         self.m.later(TICK_S, self._tick, self.idle_since)
 
     def view(self) -> View:
-        o = self.m.ownership
-        return View(self.m.live(), self.m.w.loop.now, o.unsettled(), frozenset(o.lacking))
+        return View(self.m.live(), self.m.w.loop.now)
 
     def _round(self) -> Task[None]:
         """One round: ask the rebalancer, carry out each decision, report back."""
@@ -171,7 +170,7 @@ class SimCoordinator:
 
     def _send_table(self, name: str, version: int) -> Task[None]:
         answer = yield self.m.rpc.call(name, wire.PUBLISH, [version], RPC_TIMEOUT_S)
-        if answer is not None and self.rebalancer.answered(name, *answer):
+        if answer is not None and self.rebalancer.answered(name, answer[0]):
             self.wake()
 
     def _fill(self, decision: Fill) -> Task[Filled]:
