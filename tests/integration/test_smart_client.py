@@ -123,11 +123,13 @@ def test_one_seed_finds_every_member(three: LocalCluster, client: grid.Client) -
     )
     print(f"\nthe client's table listed all 3 members after {time.monotonic() - t0:.2f}s")
     assert client.addresses() == {m.name: m.address for m in three.members}
+    # A table may list a member before the migration waves have moved its primaries to
+    # it (a loaded machine shows such a table): the placement is checked once settled.
+    print(f"settled after {wait_settled(three, client):.2f}s more")
     table = client.table()
     assert table is not None
     for m in three.members:  # every member owns primaries (the ring spreads them)
         assert table.partitions_of(m.name).primary
-    print(f"settled after {wait_settled(three, client):.2f}s more")
 
 
 def test_a_dead_first_seed_is_skipped(three: LocalCluster, seed: MemberProcess) -> None:
