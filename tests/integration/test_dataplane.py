@@ -98,6 +98,12 @@ class Raw:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def target(member: tuple[str, pb.EndpointsReply]) -> tuple[str, int]:
     address, endpoints = member
@@ -125,23 +131,19 @@ def test_endpoints_name_the_data_plane_and_the_protocol(
 
 
 def test_hello_reply_states_the_limits(member: tuple[str, pb.EndpointsReply]) -> None:
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         reply = raw.hello(member[1].cluster)
         assert reply.error == ""
         assert reply.protocol == frames.PROTOCOL
         assert reply.member == member[1].name
         assert reply.max_frame == LIMIT
         assert reply.max_batch_ops > 0
-    finally:
-        raw.close()
 
 
 def test_pipelined_batches_are_answered_under_their_ids(
     member: tuple[str, pb.EndpointsReply],
 ) -> None:
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         ids = [7 + 3 * i for i in range(200)]
         burst = b"".join(
@@ -160,8 +162,6 @@ def test_pipelined_batches_are_answered_under_their_ids(
         for reply in answered.values():
             assert reply.status == Status.OK
             assert msgpack.unpackb(reply.results[0].value) == "still here"
-    finally:
-        raw.close()
 
 
 @pytest.mark.parametrize(
@@ -176,66 +176,50 @@ def test_a_refused_hello_says_why_and_closes(
 ) -> None:
     if hello.cluster == "grid":
         hello.cluster = member[1].cluster
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.send(frames.HELLO, 0, hello.SerializeToString())
         kind, _, body = raw.next()
         assert kind == frames.HELLO_REPLY
         assert why in pb.HelloReply.FromString(body).error
         assert why in raw.closed_with_error()
-    finally:
-        raw.close()
     still_serving(member)
 
 
 def test_a_batch_before_hello_is_refused(member: tuple[str, pb.EndpointsReply]) -> None:
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.send(frames.BATCH, 1, pb.BatchRequest(ops=[get_op("canary")]).SerializeToString())
         assert "expected Hello first" in raw.closed_with_error()
-    finally:
-        raw.close()
 
 
 def test_a_frame_over_the_limit_is_refused_before_its_body_is_sent(
     member: tuple[str, pb.EndpointsReply],
 ) -> None:
     """The member answers the header alone: it never buffers a body it will not take."""
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         raw.sock.sendall(frames.header(frames.BATCH, 1, LIMIT))  # one byte over, no body
         assert f"over the limit of {LIMIT}" in raw.closed_with_error()
-    finally:
-        raw.close()
     still_serving(member)
 
 
 def test_an_impossible_length_is_refused(member: tuple[str, pb.EndpointsReply]) -> None:
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         raw.sock.sendall(struct.pack(">IBI", 2, frames.BATCH, 1))
         assert "under the header" in raw.closed_with_error()
-    finally:
-        raw.close()
 
 
 def test_an_unknown_kind_is_refused(member: tuple[str, pb.EndpointsReply]) -> None:
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         raw.send(200, 1, b"")
         assert "unknown frame kind 200" in raw.closed_with_error()
-    finally:
-        raw.close()
 
 
 def test_a_body_that_is_not_a_batch_gets_invalid_argument_and_the_connection_goes_on(
     member: tuple[str, pb.EndpointsReply],
 ) -> None:
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         raw.send(frames.BATCH, 41, b"\xff\xff\xff\xff")
         kind, request_id, body = raw.next()
@@ -247,8 +231,6 @@ def test_a_body_that_is_not_a_batch_gets_invalid_argument_and_the_connection_goe
         kind, request_id, body = raw.next()
         assert request_id == 42
         assert msgpack.unpackb(pb.BatchReply.FromString(body).results[0].value) == "still here"
-    finally:
-        raw.close()
 
 
 def test_peer_calls_answer_under_their_ids_with_a_status(
@@ -256,8 +238,7 @@ def test_peer_calls_answer_under_their_ids_with_a_status(
 ) -> None:
     """CALL frames carry the members' own calls: a malformed request is INVALID_ARGUMENT,
     an unknown method UNIMPLEMENTED, and neither costs the connection."""
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         raw.send(frames.CALL, 5, frames.call_body("Compare", b"\xff\xff"))
         raw.send(frames.CALL, 6, frames.call_body("NoSuchMethod", b""))
@@ -272,8 +253,6 @@ def test_peer_calls_answer_under_their_ids_with_a_status(
         assert b"NoSuchMethod" in replies[6][1]
         raw.send(frames.CALL, 7, b"\x00")  # a name of length 0: not a CALL at all
         assert "holds no method name" in raw.closed_with_error()
-    finally:
-        raw.close()
 
 
 @pytest.mark.parametrize("greeted", [False, True])
@@ -282,8 +261,7 @@ def test_a_silent_or_half_sent_connection_is_closed_after_its_timeout(
 ) -> None:
     """A connection that never says Hello, or starts a frame and stalls, does not hold
     the member's memory forever."""
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         if greeted:
             raw.hello(member[1].cluster)
             raw.sock.sendall(frames.header(frames.BATCH, 1, 100) + b"only part")
@@ -291,8 +269,6 @@ def test_a_silent_or_half_sent_connection_is_closed_after_its_timeout(
         why = raw.closed_with_error()
         assert ("unfinished" if greeted else "no Hello") in why
         assert time.monotonic() - start < TIMEOUT_S + 8  # the timeout, with a wide margin
-    finally:
-        raw.close()
 
 
 @settings(
@@ -306,8 +282,7 @@ def test_any_bytes_after_hello_cost_at_most_the_connection(
 ) -> None:
     """Whatever follows the Hello, the member answers, waits for more, or refuses with an
     ERROR frame; it never dies and never loses what it stores."""
-    raw = Raw(target(member))
-    try:
+    with Raw(target(member)) as raw:
         raw.hello(member[1].cluster)
         raw.sock.sendall(junk)
         raw.sock.shutdown(socket.SHUT_WR)  # no more from us: the member must still answer
@@ -321,8 +296,6 @@ def test_any_bytes_after_hello_cost_at_most_the_connection(
                 break
             for kind, _, _ in raw.reader.feed(data):
                 assert kind in (frames.BATCH_REPLY, frames.ERROR, frames.REPLICA)
-    finally:
-        raw.close()
     with grpc.insecure_channel(member[0]) as channel:
         pb.StatsReply.FromString(channel.unary_unary(STATS)(b"", timeout=10))
 
