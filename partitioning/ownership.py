@@ -17,11 +17,36 @@ undo the hand-off, so neither member drops or stops serving what it should
 hold; the first table of epoch e or later settles it (it shows the hand-off,
 or undoes it on purpose), and the entry goes.
 
+A hand-off the new owner did not confirm is taken back (`take_back`) only if
+HANDOFF never left the old primary (replication/primary.py decides): once
+sent, the new owner may serve p and only its word was lost, so the old
+primary keeps `moved[p]` and serves nothing of p until the table of epoch e.
+Normally the coordinator that ordered the hand-off publishes that table at
+once; if it crashed first, `unsettled()` (reported with every answer to a
+publish) makes the next coordinator publish it (partitioning/rebalancer.py).
+`moved` is saved with the table (a restart must not serve by the saved table
+what it handed off before the crash); `early` is not (a restart lost the log
+it took over with, and nobody serves p then, which the same table settles).
+
 A member that restarts with its saved table (`restarted`) serves by it at once,
 but the cluster may have gone past it: it asks the live members for theirs
 first. If it is still the saved one afterwards (a restart quicker than the
 failure detector: nobody noticed, so nobody will publish it again), the
 runtime must start the table's streams itself (`start_saved`).
+
+A member that starts with no saved table holds no copy of anything (a first
+start, or a restart without a data dir). If the first table it installs
+already names it (epoch above 1: a table made before it started, by a cluster
+that did not notice it was gone), its places in that table are `lacking`: it
+serves none of them as primary (an empty primary would answer reads with
+nothing and restart counters from zero, and the coordinator would take its
+copy for the partition's data), and it reports them with every answer to a
+publish, so that the coordinator removes it from those lists as it does a
+dead member (partitioning/failover.py). A table that no longer names it there
+settles them. The first table of a new cluster (epoch 1) lacks nothing: no
+copy exists anywhere yet. A member with a saved table says so when it is
+made (`restored`), not only at `restarted`: a publish may reach it before it
+restores, and its copies are on its disk all the same.
 
 Pure state, no IO: grid/member/placement/routing.py keeps it for a member (and mirrors `owned`
 into the store's hot-path bytearray), and the simulator keeps one per
@@ -30,6 +55,7 @@ simulated member.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 from typing import NamedTuple
 
@@ -56,13 +82,19 @@ class Verdict(Enum):
 class Ownership:
     """The table in use, and the hand-offs not settled by a table yet."""
 
-    def __init__(self, me: str, partitions: int) -> None:
+    def __init__(self, me: str, partitions: int, restored: bool = False) -> None:
+        """`restored`: the member starts from its data dir with a saved table (it will
+        call `restarted`), so it holds its copies even if a publish is installed first."""
         self.me = me
         self.partitions = partitions
         self.table: PartitionTable | None = None
         self.moved: dict[int, Moved] = {}
         self.early: dict[int, int] = {}
         self.saved = 0  # a restart's saved table, until `start_saved` is asked
+        self.lacking: set[int] = set()
+        """Places the table gives this member whose copy it does not hold (it started
+        with no data): never served, reported until a table moves them."""
+        self._restored = restored  # it started from a saved table (its data dir)
         self.fenced = False
         """Serve nothing, whatever the table says: the member stood still for longer than
         failure detection and may have been failed over (grid/member/placement/coordinator.py lifts
@@ -87,19 +119,35 @@ class Ownership:
         are forgotten."""
         if self.verdict(table) is not Verdict.INSTALL:
             return False
+        first = self.table is None and not self._restored
         self.table = table
         epoch = table.epoch
         self.moved = {p: m for p, m in self.moved.items() if m.epoch > epoch}
         self.early = {p: e for p, e in self.early.items() if e > epoch}
+        if first and epoch > 1:
+            self.lacking = set(_places(table, self.me))
+        elif self.lacking:
+            self.lacking &= set(_places(table, self.me))
         return True
 
-    def restarted(self, saved: PartitionTable) -> bool:
-        """A restart with the table saved before it: in use at once (see the module
-        docstring); its streams wait for `start_saved`."""
+    def restarted(self, saved: PartitionTable, moved: Mapping[int, Moved] | None = None) -> bool:
+        """A restart with the table saved before it, and the hand-offs saved with it: in
+        use at once (see the module docstring); its streams wait for `start_saved`."""
+        self._restored = True
         if not self.install(saved):
             return False
         self.saved = saved.version
+        self.remember(moved or {})
         return True
+
+    def remember(self, moved: Mapping[int, Moved]) -> None:
+        """Hand-offs made before a restart that the table in use does not settle: this
+        member serves none of them, whatever that table says."""
+        epoch = self.table.epoch if self.table is not None else 0
+        for p, m in moved.items():
+            if m.epoch > epoch:
+                self.moved[p] = Moved(m.to, m.epoch)
+                self.early.pop(p, None)
 
     def start_saved(self) -> bool:
         """Asked once, after a restart asked the live members for their tables: True
@@ -115,24 +163,35 @@ class Ownership:
         self.moved[partition] = Moved(to, epoch)
         self.early.pop(partition, None)
 
-    def take_over(self, partition: int, epoch: int) -> bool:
-        """The partition was handed to this member; a table of `epoch` will show it.
-        True if this member serves it now. A table of that epoch or later in use
-        already settled the hand-off without it: the coordinator published it after the
-        source gave up waiting and took the partition back (this member was paused, or
-        the hand-off was slow), or it comes from another coordinator's lineage (a split
-        heals) that places the partition elsewhere. Serving it then would make a second
-        primary under that table; the next table settles the rest."""
-        if self.table is not None and self.table.epoch >= epoch:
+    def take_over(self, partition: int, epoch: int, source: str) -> bool:
+        """The partition was handed to this member by `source`; a table of `epoch` will
+        show it. True if this member serves it now. Refused (the source waits for that
+        table, serving nothing of it meanwhile) in two cases, where serving it would make
+        a second primary under the table in use:
+
+        * that table is of `epoch` or later: it settled the hand-off without this member
+          (the source was told the hand-off failed; this member was paused, or the
+          hand-off was slow), or it comes from another lineage (a split heals);
+        * by that table, `source` does not serve the partition: another member does,
+          which holds the same table (a hand-off ordered by the coordinator of another
+          lineage, reaching the source late after a heal)."""
+        if self.table is None or self.table.epoch >= epoch or self.owner(partition) != source:
             return False
         self.early[partition] = epoch
         self.moved.pop(partition, None)
         return True
 
     def take_back(self, partition: int) -> bool:
-        """A hand-off failed before the new owner took over: serve it again. True if
-        anything changed."""
+        """A hand-off that never reached the new owner: serve it again. True if anything
+        changed."""
         return self.moved.pop(partition, None) is not None
+
+    def unsettled(self) -> int:
+        """The highest epoch of a hand-off this member took part in that no table in use
+        has settled (0: none): a table of that epoch must be published."""
+        epochs = [m.epoch for m in self.moved.values()]
+        epochs.extend(self.early.values())
+        return max(epochs, default=0)
 
     # ---- questions -------------------------------------------------------------------------
     def owned(self) -> bytearray:
@@ -149,11 +208,13 @@ class Ownership:
             owned[p] = 0
         for p in self.early:
             owned[p] = 1
+        for p in self.lacking:
+            owned[p] = 0
         return owned
 
     def serves(self, partition: int) -> bool:
         """Whether this member serves the partition as primary (what `owned` says)."""
-        if self.fenced:
+        if self.fenced or partition in self.lacking:
             return False
         if partition in self.early:
             return True
@@ -169,3 +230,9 @@ class Ownership:
         if partition in self.early:
             return self.me
         return self.table.owner(partition) if self.table is not None else None
+
+
+def _places(table: PartitionTable, me: str) -> list[int]:
+    """The partitions whose replica list names `me` (as primary or backup)."""
+    held = table.partitions_of(me)
+    return [*held.primary, *held.backup]

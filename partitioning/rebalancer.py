@@ -25,8 +25,16 @@ and every second):
    with a table of another lineage makes the coordinator republish above it
    (epochs.py); a member seen at another address than the
    one the table was sent with makes it republish, so clients learn it.
-3. Failover (failover.py): members that are gone leave every list at once
-   and the result is published. A member named by the saved table of a
+   A member (this one included: `View.unsettled`) that holds a hand-off no
+   table has settled makes it publish a table of that hand-off's epoch: the
+   coordinator that ordered it crashed before publishing it, and until then
+   the hand-off's old primary serves nothing of the partition
+   (ownership.py).
+3. Failover (failover.py): members that are gone leave every list at once,
+   and members that lack their copies (restarted without their data:
+   ownership.py; they say so when they answer a publish, and a member asking
+   for our table is sent it again at once so that it can) leave the lists
+   that name them there; the result is published. A member named by the saved table of a
    restart is not gone while waited for (`restart_wait_s` from the start).
 4. Release (release.py): the primaries of live leaving members are handed to
    their first staying backup, and leavers leave every backup list; published.
@@ -53,7 +61,7 @@ way in, and nothing in here reads a clock or waits.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import NamedTuple, TypeVar
 
 from partitioning.config import PlacementConfig
@@ -109,6 +117,12 @@ class View(NamedTuple):
 
     live: Mapping[str, str]
     now: float
+    unsettled: int = 0
+    """The highest epoch of a hand-off this member took part in that no table it holds
+    has settled (`Ownership.unsettled`)."""
+    lacking: frozenset[int] = frozenset()
+    """Partitions the table names this member for whose copy it lacks
+    (`Ownership.lacking`)."""
 
 
 class Rebalancer:
@@ -145,6 +159,8 @@ class Rebalancer:
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
         self._overtake = False  # a member holds a table of another lineage
+        self._unsettled = 0  # a member holds a hand-off only a table of this epoch settles
+        self._lacking: dict[str, frozenset[int]] = {}  # member -> copies it says it lacks
         self._round: Round | None = None
         self._view = View({}, started)
 
@@ -183,16 +199,37 @@ class Rebalancer:
         self.leaving.discard(member)
         self.waiting.discard(member)
 
-    def answered(self, member: str, version: int) -> bool:
-        """`member` answered a publish holding `version`. True if that is another
-        lineage's table (epochs.py): the runtime should run a round soon."""
+    def answered(
+        self, member: str, version: int, unsettled: int = 0, lacking: Iterable[int] = ()
+    ) -> bool:
+        """`member` answered a publish holding `version`, a hand-off that only a table of
+        epoch `unsettled` settles (0: none), and the partitions the table names it for
+        whose copy it lacks. True if that is another lineage's table (epochs.py), a
+        hand-off our tables have not settled, or copies it lacks: the runtime should run
+        a round soon."""
         self._published[member] = version
         self._answered_at[member] = self._view.now
+        wake = False
+        lost = frozenset(lacking)
+        if lost:
+            self._lacking[member] = lost
+            wake = True
+        else:
+            self._lacking.pop(member, None)
+        if unsettled > epoch_of(self.version):
+            self._unsettled = max(self._unsettled, unsettled)
+            wake = True
         if another_lineage(self.version, version):
             self._epoch_floor = max(self._epoch_floor, epoch_of(version))
             self._overtake = True
-            return True
-        return False
+            wake = True
+        return wake
+
+    def asked(self, member: str) -> bool:
+        """`member` asked this member for its table (it starts, or is back from a stall):
+        it is sent the table again at the next round, and its answer says what it
+        lacks. True if that is news: the runtime should run a round soon."""
+        return self._published.pop(member, None) is not None
 
     def coordinator(self, live: Mapping[str, str]) -> str:
         return coordinator_of(live, self.leaving, self.me)
@@ -272,6 +309,18 @@ class Rebalancer:
             )
             yield from self._publish(self._layout_table(table.replica_lists, live), live)
             table = self._installed()
+        self._unsettled = max(self._unsettled, self._view.unsettled)
+        unsettled = self._unsettled
+        if unsettled > table.epoch:  # its coordinator never published it: we do
+            yield Note(
+                "info",
+                "a hand-off no table settled; publishing a table of its epoch",
+                {"epoch": unsettled, "ours": table.epoch},
+            )
+            yield from self._publish(self._layout_table(table.replica_lists, live), live)
+            table = self._installed()
+        if self._unsettled <= table.epoch:
+            self._unsettled = 0
         moved_address = [
             m
             for m in table.members
@@ -285,22 +334,30 @@ class Rebalancer:
             )
             yield from self._publish(self._layout_table(table.replica_lists, live), live)
             table = self._installed()
-        # 1. the gone leave every list now (failover)
+        # 1. the gone leave every list now (failover), and so do copies their member lacks
         gone = {m for m in table.members if m not in live and m not in self.waiting}
         layout = table.replica_lists
+        lacking = self._lacks(layout, live)
         target_members = [m for m in live if m not in self.leaving] + sorted(self.waiting)
         if not target_members:
             return  # everyone is leaving (a whole-cluster shutdown): nothing to place
         target = build_table(sorted(set(target_members)), table.epoch + 1, self.placement)
-        self.pending = len(_differing(layout, target)) or len(gone)
-        if gone:
-            failover = drop_gone(layout, gone, target)
+        self.pending = len(_differing(layout, target)) or len(gone) or len(lacking)
+        if gone or lacking:
+            failover = drop_gone(layout, gone, target, lacking)
             layout = failover.layout
-            yield Note(
-                "warning",
-                "members gone: replicas removed",
-                {"gone": sorted(gone), "partitions_without_copy": len(failover.lost)},
-            )
+            if gone:
+                yield Note(
+                    "warning",
+                    "members gone: replicas removed",
+                    {"gone": sorted(gone), "partitions_without_copy": len(failover.lost)},
+                )
+            if lacking:
+                yield Note(
+                    "warning",
+                    "members lack their copies (restarted without data): replicas removed",
+                    {"members": sorted(lacking), "partitions_without_copy": len(failover.lost)},
+                )
             yield from self._publish(self._layout_table(layout, live), live)
         # 2. leaving members: their primaries go to their own backups at once
         leavers = {m for m in self.leaving if m in live}
@@ -346,6 +403,8 @@ class Rebalancer:
                 return  # a member joined (came back): the target changed (next round)
             if self._overtake:
                 return  # members ignore our tables: overtake theirs first (next round)
+            if self._lacking and self._lacks(layout, latest):
+                return  # a member lacks copies the lists name it for: fail it over first
             wave = Wave(todo[i : i + self.wave_size], layout, target, live, self.narrowest)
             fills = wave.fills()
             failed: frozenset[int] = frozenset()
@@ -380,6 +439,19 @@ class Rebalancer:
             },
         )
 
+    def _lacks(self, layout: Layout, live: Mapping[str, str]) -> dict[str, frozenset[int]]:
+        """Live members -> the partitions whose lists still name them although they lack
+        the copy (this member's own from the view, the others' from their answers)."""
+        said = dict(self._lacking)
+        if self._view.lacking:
+            said[self.me] = self._view.lacking
+        out = {}
+        for m, parts in sorted(said.items()):
+            named = frozenset(p for p in parts if p < len(layout) and m in layout[p])
+            if named and m in live:
+                out[m] = named
+        return out
+
     # ---- tables ---------------------------------------------------------------------------------
     def _publish(self, table: PartitionTable, live: dict[str, str]) -> Round:
         to = tuple(m for m, address in live.items() if m != self.me and address)
@@ -391,7 +463,8 @@ class Rebalancer:
         return self.table
 
     def _next_epoch(self) -> int:
-        return next_epoch(self.version, self._epoch_floor)
+        """Above our table, another lineage's, and every hand-off no table settled."""
+        return next_epoch(self.version, max(self._epoch_floor, self._unsettled - 1))
 
     def _layout_table(self, layout: Layout, live: dict[str, str]) -> PartitionTable:
         """The table for `layout`, one epoch up; it names every member that holds a

@@ -398,10 +398,12 @@ class SnapshotReply(_message.Message):
     def __init__(self, partitions: _Optional[int] = ..., records: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class TableRequest(_message.Message):
-    __slots__ = ("known_version",)
+    __slots__ = ("known_version", "caller")
     KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     known_version: int
-    def __init__(self, known_version: _Optional[int] = ...) -> None: ...
+    caller: str
+    def __init__(self, known_version: _Optional[int] = ..., caller: _Optional[str] = ...) -> None: ...
 
 class TableMember(_message.Message):
     __slots__ = ("name", "address")
@@ -570,10 +572,14 @@ class FollowMessage(_message.Message):
     def __init__(self, follower: _Optional[str] = ..., subscribe: _Optional[_Iterable[_Union[Subscribe, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[int]] = ..., ack_partitions: _Optional[_Iterable[int]] = ..., ack_seqs: _Optional[_Iterable[int]] = ..., taken_over: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PublishReply(_message.Message):
-    __slots__ = ("version",)
+    __slots__ = ("version", "unsettled", "lacking")
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNSETTLED_FIELD_NUMBER: _ClassVar[int]
+    LACKING_FIELD_NUMBER: _ClassVar[int]
     version: int
-    def __init__(self, version: _Optional[int] = ...) -> None: ...
+    unsettled: int
+    lacking: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, version: _Optional[int] = ..., unsettled: _Optional[int] = ..., lacking: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FillRequest(_message.Message):
     __slots__ = ("partitions", "source", "source_address")

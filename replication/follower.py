@@ -99,13 +99,14 @@ class Follower:
         apply: Callable[..., Any],
         decode: Callable[[ChunkIn], Sequence[Any]],
         owner: Callable[[int], str | None],
-        accept_takeover: Callable[[int, int], bool] = lambda p, epoch: True,
+        accept_takeover: Callable[[int, int, str], bool] = lambda p, epoch, source: True,
     ) -> None:
         self.me = me
         self.accept_takeover = accept_takeover
-        """The runtime's routing takes p over at a HANDOFF of this table epoch (and starts
-        serving it), or refuses: a table of that epoch or later is already in use and
-        settled the hand-off without this member (partitioning.Ownership.take_over)."""
+        """The runtime's routing takes p over at a HANDOFF of this table epoch from this
+        source (and starts serving it), or refuses: a table in use already settled the
+        hand-off without this member, or names another primary than the source
+        (partitioning.Ownership.take_over)."""
         self.primary = primary
         self.apply = apply  # the store's apply(p, op, map, key, value, ts, member, ..., now)
         self.decode = decode  # a chunk's records, bounded (raises ValueError if malformed)
@@ -343,9 +344,15 @@ class Follower:
                 filled.append((p, True))
             elif kind == Kind.HANDOFF:
                 # everything before it is applied: the partition is ours from here on,
-                # unless a newer table already settled it (then it is not confirmed, and
-                # the old primary takes it back at its timeout)
-                if not self.accept_takeover(p, chunk.epoch):
+                # unless the table in use settled it or names another primary (then it
+                # is not confirmed, and a table of its epoch says who serves p)
+                if not self.accept_takeover(p, chunk.epoch, source):
+                    # the primary let go of p on this stream all the same: follow it
+                    # again, from whoever serves it (reconcile, shortly)
+                    subscribed.discard(p)
+                    if self.source_of.get(p) == source:
+                        del self.source_of[p]
+                    refused = True
                     continue
                 self.primary.start_log(p, chunk.term, chunk.seq)
                 subscribed.discard(p)

@@ -20,7 +20,8 @@ Inputs, each a method called under the caller's store lock:
 - `open_stream(f)` / `close_stream(f)`, then per message from the follower:
   `subscribe`, `unsubscribe`, `ack`, `taken_over`.
 - `handoff(ps, to, epoch)`: hand partitions to a live follower (a migration
-  or a graceful leave); `handoff_failed(p)` when it did not confirm.
+  or a graceful leave); `handoff_failed(p)` when it did not confirm, which
+  says whether to take p back (then `resume(p)`).
 - `drain(f)`: the next message for a follower, as `Chunk`s.
 
 Outputs are the follower queues (drained into messages), `ready` (followers
@@ -38,8 +39,15 @@ Hand-off: this member stops serving the partition (the runtime's routing
 stops at once, in the same lock hold), and HANDOFF is queued behind the last
 change; the follower applies everything before it, continues the same term
 and seq as primary, and says `taken_over`. No change is applied by both
-members and none by neither. If the new owner does not confirm, this member
-serves the partition again, in a new term.
+members and none by neither. If the new owner does not confirm, what this
+member does depends on whether HANDOFF left it: if it never did (still
+queued, or dropped with a closed stream's queue), nobody took the partition
+over and this member serves it again, in a new term; once sent, the follower
+may have taken over and only its word was lost, so this member serves
+nothing of it until a table of the hand-off's epoch says who does
+(partitioning/ownership.py: the coordinator publishes that table, and
+members report hand-offs no table settled yet). Taking it back then would
+make two primaries under one table.
 
 Flow control: the sender drains a queue one message at a time and waits for
 the transport between messages, so a slow follower holds its queue, never the
@@ -200,6 +208,7 @@ class Primary:
         self.ready: list[Downstream] = []
         self.closing: list[tuple[Downstream, str]] = []
         self.handing: dict[int, str] = {}  # partitions handed off, not yet taken over
+        self.handoffs_sent: set[int] = set()  # of those, the ones whose HANDOFF was drained
         self.touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
         self.caught_up = 0  # subscriptions answered from the log (no snapshot)
         self.snapshots_sent = 0  # subscriptions answered with a snapshot
@@ -427,6 +436,7 @@ class Primary:
         if self.handing.get(p) != f.name:
             return False
         del self.handing[p]
+        self.handoffs_sent.discard(p)
         self.handoffs += 1
         return True
 
@@ -472,6 +482,7 @@ class Primary:
                 chunks.append(Chunk(kind, p, seq, term=data))
             elif kind is Kind.HANDOFF:
                 chunks.append(Chunk(kind, p, seq, term=data[0], epoch=data[1]))
+                self.handoffs_sent.add(p)  # it may reach the follower from now on
             elif kind is Kind.REFUSED:
                 chunks.append(Chunk(kind, p, error=data))
             else:
@@ -506,11 +517,25 @@ class Primary:
             handing.append(p)
         return handing, refused
 
-    def handoff_failed(self, p: int) -> None:
-        """The new owner did not confirm: if this member serves p again (the caller took it
-        back), it is primary in a new term continuing its seq. (If the follower did take
-        over and only its word was lost, the next table settles who serves p.)"""
-        self.handing.pop(p, None)
+    def handoff_failed(self, p: int) -> bool:
+        """The new owner did not confirm (the deadline passed, or its stream closed). True
+        if HANDOFF never left this member: nobody took p over, so the caller takes it back
+        (`Ownership.take_back`) and calls `resume(p)`. False if it was sent: the follower
+        may have taken over and only its word was lost, so this member serves nothing of
+        p until a table of the hand-off's epoch settles who does."""
+        to = self.handing.pop(p, None)
+        sent = p in self.handoffs_sent
+        self.handoffs_sent.discard(p)
+        if to is None or sent:
+            return False
+        f = self.streams.get(to)
+        if f is not None and not f.closed:  # still queued: it must never leave now
+            f.queue = deque(i for i in f.queue if not (i[0] is Kind.HANDOFF and i[1] == p))
+        return True
+
+    def resume(self, p: int) -> None:
+        """Serve p again after a hand-off taken back: primary in a new term continuing
+        this member's seq."""
         if p not in self.logs and self.serves(p):
             self.start_log(p)
 

@@ -108,7 +108,8 @@ class SimCoordinator:
         self.m.later(TICK_S, self._tick, self.idle_since)
 
     def view(self) -> View:
-        return View(self.m.live(), self.m.w.loop.now)
+        o = self.m.ownership
+        return View(self.m.live(), self.m.w.loop.now, o.unsettled(), frozenset(o.lacking))
 
     def _round(self) -> Task[None]:
         """One round: ask the rebalancer, carry out each decision, report back."""
@@ -170,7 +171,7 @@ class SimCoordinator:
 
     def _send_table(self, name: str, version: int) -> Task[None]:
         answer = yield self.m.rpc.call(name, wire.PUBLISH, [version], RPC_TIMEOUT_S)
-        if answer is not None and self.rebalancer.answered(name, answer[0]):
+        if answer is not None and self.rebalancer.answered(name, *answer):
             self.wake()
 
     def _fill(self, decision: Fill) -> Task[Filled]:

@@ -234,9 +234,10 @@ class Invariants:
         hand-off claim beside another member's table claim is allowed: it is settled
         by the table of its epoch, which the rebalancer publishes at once and the
         quiet check waits for. Under `strict` it counts when both hold the same table,
-        which shows the overlaps grid has today: a lost `taken_over` (the source took
-        the partition back while the new owner serves it) and a hand-off forgotten by
-        a crash (the source restarted with its saved table, which cannot show it)."""
+        which showed two overlaps grid had (fixed since; docs/testing.md): a lost
+        `taken_over` (the source took the partition back while the new owner served
+        it) and a hand-off forgotten by a crash (the source restarted with its saved
+        table, which could not show it)."""
         self.checks += 1
         now = frozenset(p for p, on in enumerate(owned) if on) if owned is not None else frozenset()
         _, old = self.serves.get(member, (0, frozenset()))

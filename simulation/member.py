@@ -13,7 +13,8 @@ runtime in the simulated world, as grid/ is theirs on gRPC:
   table newer than its own (`Ownership.install`), which starts the streams it
   asks for (`Primary.on_table`, `Follower.reconcile`). `store.owned` is
   `Ownership.owned()`, kept as grid/member/placement/routing.py keeps it. A member's installed
-  table survives a crash with its store (persist mode: `table.json`).
+  table and its unsettled hand-offs (`Ownership.moved`) survive a crash with its
+  store (persist mode: `table.json`, `Saved`).
 - **Start and restart** as grid/member/runtime.py: wait (bounded) to be
   admitted by the gossip, restore the saved table (`Ownership.restarted`,
   `Rebalancer.restarted`), start the coordinator loop, then `first_table`:
@@ -24,8 +25,12 @@ runtime in the simulated world, as grid/ is theirs on gRPC:
   held; FILL follows the partitions from the source (`Follower.fill`) and
   answers when each is live, failed (a refusal, a lost stream) or timed out;
   HANDOFF runs `Primary.handoff` (ownership moves at once) and answers when
-  the new owner says `taken_over`, or fails and takes the partition back at
-  the deadline or when the stream closes; LEAVE is the coordinator's.
+  the new owner says `taken_over`, or fails at the deadline or when the
+  stream closes: it takes the partition back only if HANDOFF never left
+  (`Primary.handoff_failed`), else it serves nothing of it until the table of
+  the hand-off's epoch. A PUBLISH answer also carries `Ownership.unsettled`
+  and `Ownership.lacking`; a TABLE request tells the rebalancer who asked
+  (`Rebalancer.asked`); LEAVE is the coordinator's.
 - **Streams** are gRPC Follow streams: FIFO and never silently lossy. A
   message the network would lose, or cannot deliver, *breaks* the stream
   instead (`World.stream_send`): the epoch moves on, what was in flight on the
@@ -62,7 +67,7 @@ from grid.store.recordmap import ZERO
 from grid.store.store import DELETE, DROPPED, Store
 from partitioning.keys import partition_of
 from partitioning.leave import Departed
-from partitioning.ownership import Ownership
+from partitioning.ownership import Moved, Ownership
 from partitioning.rebalancer import Rebalancer
 from partitioning.table import PartitionTable
 from replication.antientropy import Compared, Differing, Reconciler, Repaired
@@ -172,6 +177,14 @@ def copy_of(store: Store, p: int) -> dict[bytes, tuple[bytes | None, int, int]]:
     return out
 
 
+class Saved(NamedTuple):
+    """What a member keeps with its store (grid's table.json): the table it installed
+    last, and the hand-offs it made that no table has settled yet."""
+
+    table: PartitionTable
+    moved: dict[int, Moved]
+
+
 class Terms(NamedTuple):
     """The primary logs of a member before a step: partition -> term."""
 
@@ -187,7 +200,7 @@ class SimMember:
         name: str,
         store: Store,
         incarnation: int,
-        saved: PartitionTable | None,
+        saved: Saved | None,
     ) -> None:
         self.w = world
         self.name = name
@@ -200,7 +213,7 @@ class SimMember:
         self.leaving = False  # a graceful leave is under way
         self.saved = saved  # the table saved before the crash (persist mode)
         partitions = world.cfg.partitions
-        self.ownership = Ownership(name, partitions)
+        self.ownership = Ownership(name, partitions, restored=saved is not None)
         store.owned = bytearray(partitions)
         backups = world.cfg.backups
         self.primary = Primary(
@@ -311,10 +324,10 @@ class SimMember:
         saved = self.saved
         if saved is None:
             return
-        if self.ownership.restarted(saved):
-            self.rebalancer.installed(saved)
+        if self.ownership.restarted(saved.table, saved.moved):
+            self.rebalancer.installed(saved.table)
             self.set_owned()
-        self.rebalancer.restarted(saved)
+        self.rebalancer.restarted(saved.table)
 
     def first_table(self) -> Task[None]:
         """Until this member has a table. A restart with a saved table first asks the live
@@ -349,10 +362,10 @@ class SimMember:
     def table(self) -> PartitionTable | None:
         return self.ownership.table
 
-    def take_over(self, p: int, epoch: int) -> bool:
-        """A HANDOFF of p: served here from now on, unless a table already settled it
-        (grid/member/placement/routing.py's take_over)."""
-        if not self.ownership.take_over(p, epoch):
+    def take_over(self, p: int, epoch: int, source: str) -> bool:
+        """A HANDOFF of p from `source`: served here from now on, unless the table in use
+        settled it or names another primary (grid/member/placement/routing.py's take_over)."""
+        if not self.ownership.take_over(p, epoch, source):
             return False
         owned = self.store.owned
         assert owned is not None
@@ -382,10 +395,16 @@ class SimMember:
         if not self.ownership.install(table):
             return False
         self.rebalancer.installed(table)
-        self.w.saved[self.name] = table
+        self.save_table()
         self.set_owned()
         self.follow_table()
         return True
+
+    def save_table(self) -> None:
+        """table.json: the table in use and the hand-offs no table settled yet."""
+        table = self.ownership.table
+        if table is not None:
+            self.w.saved[self.name] = Saved(table, dict(self.ownership.moved))
 
     def follow_table(self) -> None:
         """Streams by the table in use: primaries get a log, backups subscribe."""
@@ -449,10 +468,13 @@ class SimMember:
     # ---- peer calls (grid/member/peer.py) -------------------------------------------------
     def handle(self, caller: str, method: int, args: list[Any]) -> Result | Future[Result]:
         if method == wire.TABLE:
+            if self.rebalancer.asked(caller):  # it may lack copies: ask it (a publish)
+                self.coordinator.wake()
             return [self.ownership.version]
         if method == wire.PUBLISH:
             self.install(self.w.tables[args[0]])
-            return [self.ownership.version]
+            o = self.ownership
+            return [o.version, o.unsettled(), sorted(o.lacking)]
         if method == wire.FILL:
             return self.fill(args[0], args[1])
         if method == wire.HANDOFF:
@@ -503,6 +525,8 @@ class SimMember:
         for p in handing:
             self.ownership.handed_off(p, to, epoch)
             owned[p] = 0
+        if handing:
+            self.save_table()  # before HANDOFF can leave: a restart must not serve them
         self.report_serving()
         self.roles_changed(before)
         waits = self.takeovers.setdefault(to, {})
@@ -524,15 +548,18 @@ class SimMember:
                     del waits[p]
                 if ok:
                     continue
-                # the new owner did not confirm: serve it again rather than leave it
-                # with nobody
-                self.w.note(f"{self.name} hand-off of p{p} to {to} not confirmed")
+                failed.append(p)
+                if not self.primary.handoff_failed(p):
+                    # HANDOFF left: `to` may serve p; the table of `epoch` settles it
+                    self.w.note(f"{self.name} hand-off of p{p} to {to} not confirmed")
+                    continue
+                self.w.note(f"{self.name} hand-off of p{p} to {to} never sent: serving again")
                 before = self.terms()
                 if self.ownership.take_back(p):
                     self.set_owned()
-                self.primary.handoff_failed(p)
+                    self.save_table()
+                self.primary.resume(p)
                 self.roles_changed(before)
-                failed.append(p)
             self.send_ready()
             result.resolve(failed)
 

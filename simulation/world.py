@@ -46,7 +46,7 @@ from simulation import wire
 from simulation.disk import Disks
 from simulation.faults import Faults
 from simulation.invariants import Invariants, InvariantViolation
-from simulation.member import SimMember, copy_of, new_store
+from simulation.member import Saved, SimMember, copy_of, new_store
 
 CLIENTS = "clients"
 """The clients' host: in no split group, so it reaches both sides of a split (the
@@ -252,8 +252,9 @@ class World:
         self.placement = PlacementConfig(partition_count=cfg.partitions, backups=cfg.backups)
         self.tables: dict[int, PartitionTable] = {}
         """Every table published, by version: what a PUBLISH or TABLE answer names."""
-        self.saved: dict[str, PartitionTable] = {}
-        """Each member's last installed table, kept with its store (table.json)."""
+        self.saved: dict[str, Saved] = {}
+        """Each member's last installed table and unsettled hand-offs, kept with its store
+        (table.json)."""
         self.last_published: PartitionTable | None = None
         self.stats = Stats()
         self.log: list[str] = []
@@ -333,7 +334,7 @@ class World:
         if notify and rep is not None and rep.alive:
             rep.stream_broken_follower_side(primary)
 
-    def _start_replica(self, name: str, saved: PartitionTable | None) -> None:
+    def _start_replica(self, name: str, saved: Saved | None) -> None:
         rep = SimMember(self, name, self.stores[name], self.incarnations[name], saved)
         self.replicas[name] = rep
         self.net.add_host(self.raddr(name), rep.receive)

@@ -75,7 +75,10 @@ class PeerService:
             self.rt.install_proto(msg)
         except ValueError as e:
             raise BadRequest(f"bad partition table: {e}") from None
-        return pb.PublishReply(version=self.rt.routing.version).SerializeToString()
+        routing = self.rt.routing
+        return pb.PublishReply(
+            version=routing.version, unsettled=routing.unsettled(), lacking=sorted(routing.lacking)
+        ).SerializeToString()
 
     async def follow(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext

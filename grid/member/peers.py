@@ -98,13 +98,19 @@ class Peers:
         """A batch on the peer's data plane (Unavailable or DeadlineExceeded if it fails)."""
         return await self._connection(address).exchange(request, timeout)
 
-    async def table(self, address: str, timeout: float = 2.0) -> pb.PartitionTable:
-        data = await self._unary(address, TABLE, pb.TableRequest().SerializeToString(), timeout)
+    async def table(
+        self, address: str, caller: str = "", timeout: float = 2.0
+    ) -> pb.PartitionTable:
+        """The member's table; `caller`: this member's name (a member asking, not a client)."""
+        request = pb.TableRequest(caller=caller).SerializeToString()
+        data = await self._unary(address, TABLE, request, timeout)
         return pb.PartitionTable.FromString(data)
 
-    async def publish(self, address: str, table: pb.PartitionTable, timeout: float = 5.0) -> int:
+    async def publish(
+        self, address: str, table: pb.PartitionTable, timeout: float = 5.0
+    ) -> pb.PublishReply:
         data = await self._unary(address, PEER + "Publish", table.SerializeToString(), timeout)
-        return pb.PublishReply.FromString(data).version
+        return pb.PublishReply.FromString(data)
 
     async def fill(self, address: str, request: pb.FillRequest, timeout: float) -> pb.FillReply:
         data = await self._unary(address, PEER + "Fill", request.SerializeToString(), timeout)

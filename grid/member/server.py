@@ -261,9 +261,16 @@ class GridService:
         return members_reply(self.name, gossip.members()).SerializeToString()
 
     async def table(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """The partition table this member routes by (version 0: none yet)."""
+        """The partition table this member routes by (version 0: none yet). A member that
+        asks names itself: it is sent the table again, and its answer says what it lacks."""
         if self.cluster is None:
             return pb.PartitionTable().SerializeToString()
+        try:
+            caller = pb.TableRequest.FromString(data).caller
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed TableRequest")
+        if caller:
+            self.cluster.coordinator.asked(caller)
         return self.cluster.routing.to_proto().SerializeToString()
 
     async def endpoints(self, data: bytes, context: grpc.aio.ServicerContext) -> bytes:

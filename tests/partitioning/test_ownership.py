@@ -55,7 +55,7 @@ def test_a_hand_off_survives_older_tables_and_settles_at_its_epoch() -> None:
     b.install(t1)
     p = min(primaries(t1, "a"))
     a.handed_off(p, "b", 3)
-    b.take_over(p, 3)
+    assert b.take_over(p, 3, "a")
     assert not a.serves(p) and not a.owned()[p] and a.owner(p) == "b"
     assert b.serves(p) and b.owned()[p] and b.owner(p) == "b"
     assert a.moved == {p: Moved("b", 3)} and b.early == {p: 3}
@@ -110,7 +110,86 @@ def test_a_hand_off_that_arrives_after_the_table_of_its_epoch_is_not_served():
     b = Ownership("b", 16)
     b.install(t)
     p = min(primaries(t, "a"))
-    assert not b.take_over(p, 3)  # the table of epoch 3 settled it already
+    assert not b.take_over(p, 3, "a")  # the table of epoch 3 settled it already
     assert not b.serves(p) and b.early == {}
-    assert b.take_over(p, 4)  # a hand-off the next table will show
+    assert b.take_over(p, 4, "a")  # a hand-off the next table will show
     assert b.serves(p)
+
+
+def test_a_hand_off_from_a_member_the_table_does_not_name_primary_is_refused():
+    """After a heal, a hand-off ordered by the other lineage's coordinator reached its
+    source late: by b's table another member serves p, and holds that same table, so
+    taking p over would make two primaries under it."""
+    t = table(3)
+    b = Ownership("b", 16)
+    b.install(t)
+    p = min(primaries(t, "a"))
+    assert not b.take_over(p, 9, "c") and not b.serves(p) and b.early == {}
+    assert b.take_over(p, 9, "a") and b.serves(p)
+
+
+def test_an_unsettled_hand_off_is_reported_and_survives_a_restart():
+    """The source of a hand-off that was sent but not confirmed serves nothing of p until
+    a table of the hand-off's epoch; it says so (`unsettled`), and a restart with the
+    saved table still does not serve p (the saved table cannot show the hand-off)."""
+    t = table(3)
+    a, b = Ownership("a", 16), Ownership("b", 16)
+    a.install(t)
+    b.install(t)
+    assert a.unsettled() == b.unsettled() == 0
+    p = min(primaries(t, "a"))
+    a.handed_off(p, "b", 4)
+    assert b.take_over(p, 4, "a")
+    assert a.unsettled() == b.unsettled() == 4
+    again = Ownership("a", 16)
+    assert again.restarted(t, dict(a.moved))
+    assert not again.serves(p) and again.owner(p) == "b" and again.unsettled() == 4
+    assert not again.owned()[p]
+    # a saved hand-off the saved table settled already is not kept
+    settled = Ownership("a", 16)
+    settled.restarted(table(4), dict(a.moved))
+    assert settled.moved == {} and settled.unsettled() == 0
+    for o in (a, b, again):
+        o.install(table(4))
+        assert o.unsettled() == 0
+
+
+def places(t: PartitionTable, m: str) -> set[int]:
+    held = t.partitions_of(m)
+    return {*held.primary, *held.backup}
+
+
+def test_a_member_started_without_data_lacks_the_places_its_first_table_gives_it():
+    """c restarted with an empty data dir before anyone noticed: the first table it
+    installs (epoch > 1) still names it, for copies it does not hold. It serves none of
+    them, and a table that no longer names it there settles them."""
+    t = table(3)
+    c = Ownership("c", 16)
+    assert c.install(t)
+    assert c.lacking == places(t, "c") and primaries(t, "c")
+    assert not any(c.serves(p) or c.owned()[p] for p in primaries(t, "c"))
+    assert c.owner(min(primaries(t, "c"))) == "c"  # the table's word; nobody serves it here
+    without = table(4, ["a", "b"])
+    assert c.install(without) and c.lacking == set()
+    again = table(5)  # filled again, then named: it holds those copies now
+    assert c.install(again) and c.lacking == set()
+    assert {p for p in range(16) if c.serves(p)} == primaries(again, "c")
+
+
+def test_a_first_table_of_epoch_one_or_a_restart_from_disk_lacks_nothing():
+    fresh = Ownership("c", 16)
+    assert fresh.install(table(1)) and fresh.lacking == set()  # a new cluster: no copy yet
+    restored = Ownership("c", 16)
+    assert restored.restarted(table(3)) and restored.lacking == set()
+    assert restored.install(table(4)) and restored.lacking == set()
+    assert {p for p in range(16) if restored.serves(p)} == primaries(table(4), "c")
+
+
+def test_a_member_restarting_from_disk_lacks_nothing_even_if_a_publish_comes_first():
+    """A publish may reach a restarting member before it restores its saved table (its
+    gRPC server is up first): its copies are on its disk all the same."""
+    t = table(3)
+    c = Ownership("c", 16, restored=True)
+    assert c.install(table(4)) and c.lacking == set()
+    assert not c.restarted(t)  # older than the table in use: nothing to restore
+    assert {p for p in range(16) if c.serves(p)} == primaries(table(4), "c")

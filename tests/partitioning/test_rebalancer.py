@@ -280,6 +280,27 @@ def test_a_member_that_took_another_table_after_answering_is_found_out():
     assert b.table == a.table and a.table.replica_lists == target("abc")
 
 
+def test_a_hand_off_no_table_settled_makes_the_coordinator_publish_its_epoch():
+    """The coordinator that ordered a hand-off crashed before publishing the table of
+    its epoch; the source serves nothing of the partition until that table comes. A
+    member that says so in its answer, or the coordinator's own routing (`View`), makes
+    the next coordinator publish a table of at least that epoch."""
+    cluster = settled("abc")
+    a = cluster.members["a"]
+    epoch = a.table.epoch
+    assert a.answered("b", a.table.version, epoch + 3)
+    decisions = cluster.round("a")
+    assert notes(cluster, "a hand-off no table settled; publishing a table of its epoch")
+    assert publishes(decisions)[0].epoch == epoch + 3
+    assert publishes(decisions)[0].replica_lists == target("abc")
+    assert not publishes(cluster.round("a"))  # settled: nothing more
+    view = cluster.view()
+    decision = a.begin(View(view.live, view.now, a.table.epoch + 1))
+    while decision is not None and not isinstance(decision, Publish):
+        decision = a.step(cluster.carry_out(a, decision), cluster.view())
+    assert isinstance(decision, Publish) and decision.table.epoch == epoch + 4
+
+
 def test_a_member_at_another_address_gets_the_table_again():
     cluster = settled("abc")
     a = cluster.members["a"]
@@ -412,3 +433,47 @@ def test_a_member_that_joins_again_after_leaving_is_no_longer_leaving():
     assert "b" in r.leaving
     r.rejoined("b")
     assert "b" not in r.leaving
+
+
+def test_copies_a_member_lacks_are_failed_over_then_filled_again():
+    """c restarted without its data quicker than failure detection: the table still
+    names it. Its answer to a publish says which copies it lacks; the coordinator takes
+    c out of those lists (their other replica serves), then the waves fill c again."""
+    cluster = settled("abc")
+    a = cluster.members["a"]
+    before = a.table
+    lacking = set(before.partitions_of("c").primary) | set(before.partitions_of("c").backup)
+    assert lacking and a.answered("c", before.version, 0, lacking)
+    failover = publishes(cluster.round("a"))[0]
+    for p in range(PLACEMENT.partition_count):
+        assert failover.replicas(p) == tuple(m for m in before.replicas(p) if m != "c")
+    note = notes(cluster, "members lack their copies (restarted without data): replicas removed")
+    assert note[-1].fields == {"members": ["c"], "partitions_without_copy": 0}
+    # c installs that table: it names c nowhere, so c lacks nothing any more
+    assert not a.answered("c", a.table.version, 0, ())
+    cluster.settle()
+    assert a.table.replica_lists == target("abc")
+
+
+def test_a_member_that_lacks_its_only_copy_is_not_made_its_owner_again():
+    """Without backups a copy that c lacks exists nowhere: the partition starts empty, on
+    a member that knows it does (not on c, which would serve it as if it held it)."""
+    placement = PlacementConfig(partition_count=24, backups=0, virtual_nodes=16)
+    cluster = settled("abc", placement)
+    a = cluster.members["a"]
+    lost = a.table.partitions_of("c").primary
+    assert a.answered("c", a.table.version, 0, lost)
+    failover = publishes(cluster.round("a"))[0]
+    assert all(failover.replicas(p) != ("c",) and len(failover.replicas(p)) == 1 for p in lost)
+
+
+def test_a_member_asking_for_the_table_is_sent_it_again():
+    """A member that asks for our table (it starts, or is back from a stall) gets the
+    next publish, whose answer tells what it lacks; asking again before it answered is
+    no news."""
+    cluster = settled("abc")
+    a = cluster.members["a"]
+    assert a.asked("b") and not a.asked("b")
+    assert not a.asked("z")  # never published to
+    decisions = cluster.round("a")
+    assert [d.to for d in decisions if isinstance(d, Resend)] == [("b",)]

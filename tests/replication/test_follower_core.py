@@ -82,6 +82,25 @@ def test_a_snapshot_then_changes_then_a_gap_then_a_take_over() -> None:
     assert f.primary.logs[p].seq == 9 and p not in f.source_of
 
 
+def test_a_refused_take_over_follows_the_partition_again() -> None:
+    """The primary let go of p at HANDOFF (it no longer sends p on this stream), but the
+    follower refused to take it over (its table settled the hand-off, or names another
+    primary): it must not go on believing it follows p there, or a fill of p from that
+    primary would be 'ready' for ever while nothing comes."""
+    table = build_table(["a", "b"], 1, PlacementConfig(partition_count=4, backups=1))
+    f, _ = member("b", table)
+    f.accept_takeover = lambda p, epoch, source: False
+    f.reconcile(table, now=0.0)
+    p = table.partitions_of("b").backup[0]
+    src = table.owner(p)
+    f.subscriptions([p])
+    f.receive(src, [C(Kind.SNAPSHOT_BEGIN, p), C(Kind.SNAPSHOT_END, p, 4, term=7)], now=0)
+    got = f.receive(src, [C(Kind.HANDOFF, p, 4, term=7, epoch=3)], now=0)
+    assert got.taken == [] and got.refused and p not in f.source_of
+    assert p not in f.primary.logs and f.fill([p], src, now=1.0) == []
+    assert p in f.reconcile(table, now=1.0).subscribe[src]
+
+
 def test_a_fill_is_ready_at_once_when_already_live_and_fails_with_its_stream() -> None:
     table = build_table(["a", "b", "c"], 1, PlacementConfig(partition_count=12, backups=1))
     f, _ = member("b", table)

@@ -101,14 +101,41 @@ def test_a_hand_off_stops_serving_and_a_failed_one_serves_again_in_a_new_term() 
     assert (h.kind, h.term, h.seq, h.epoch) == (Kind.HANDOFF, term, 1, 9)
     assert kinds(core.drain(other)[0]) == [(Kind.REFUSED, 1)]
     assert core.taken_over(f, 1) and core.handoffs == 1
-    # another partition whose hand-off is not confirmed: served again, new term
+    # another partition whose hand-off is not confirmed and never left: it is taken
+    # back (the HANDOFF never leaves now), served again in a new term
     serving.add(3)
     core.on_table(lambda p: ("p", "b"))
     core.subscribe(f, 3, core.logs[3].term, 0, False)
+    core.drain(f)
     old_term = core.logs[3].term
     core.handoff([3], "b", epoch=10)
-    core.handoff_failed(3)
+    assert core.handoff_failed(3)
+    core.resume(3)
     assert core.logs[3].term != old_term
+    assert not [c for c in core.drain(f)[0] if c.kind is Kind.HANDOFF]
+
+
+def test_a_hand_off_sent_but_not_confirmed_is_not_taken_back() -> None:
+    """Once HANDOFF left, the follower may serve the partition and only its word was lost:
+    the old primary must not serve it again before a table says who does."""
+    serving = {1}
+    core = primary(serving)
+    f = core.open_stream("b")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    core.drain(f)
+    core.handoff([1], "b", epoch=9)
+    serving.discard(1)  # the runtime's routing stops at once
+    (h,) = core.drain(f)[0]
+    assert h.kind is Kind.HANDOFF
+    assert not core.handoff_failed(1)
+    assert 1 not in core.logs and not core.handing
+    # a stream that closed with HANDOFF still queued: it never left
+    serving.add(2)
+    core.on_table(lambda p: ("p", "b"))
+    core.subscribe(f, 2, core.logs[2].term, 0, False)
+    core.handoff([2], "b", epoch=10)
+    core.close_stream(f)
+    assert core.handoff_failed(2)
 
 
 def test_sync_waits_come_back_out_of_the_acks_and_fail_with_the_stream() -> None:

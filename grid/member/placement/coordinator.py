@@ -8,6 +8,11 @@ live members from gossip, the answers of peers) and carries out its
 decisions: table RPCs, installing tables through Routing (which starts the
 partition streams), fills through the members' Followers, hand-offs through
 the Replicator (this member's) or Peer.Handoff (another's), and logging.
+The rebalancer also learns what members hold beyond their table (hand-offs
+no table settled, places they lack): this member's from its Routing, through
+the `View`; the others' from their answers to a publish
+(`PublishReply.unsettled`, `.lacking`). A member that asks for the table
+naming itself (`TableRequest.caller`) is published to again (`asked`).
 
 Every member runs the loop; a round runs on every membership event, on a
 leave request and every second (`TICK_S`), and only the coordinator's
@@ -126,13 +131,13 @@ class Coordinator:
         saved = self.routing.load_saved()
         if saved is None:
             return
-        table, addresses = saved
-        if self.routing.install(table, addresses):
+        table = saved.table
+        if self.routing.restarted(saved):  # see first_table for its streams
             self.rebalancer.installed(table)
-            self.routing.ownership.saved = table.version  # see first_table
         self.rebalancer.restarted(table)
         log.info("saved partition table loaded", version=table.version,
-                 waiting_for=sorted(self.rebalancer.waiting))  # fmt: skip
+                 waiting_for=sorted(self.rebalancer.waiting),
+                 handed_off=len(self.routing.moved))  # fmt: skip
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="grid-coordinator")
@@ -245,7 +250,8 @@ class Coordinator:
         return out
 
     def _view(self) -> View:
-        return View(self.live(), time.monotonic())
+        routing = self.routing
+        return View(self.live(), time.monotonic(), routing.unsettled(), routing.lacking)
 
     # ---- the loop -----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -305,7 +311,7 @@ class Coordinator:
             if name == self.me:
                 continue
             try:
-                answers[name] = await self.peers.table(address) if address else None
+                answers[name] = await self.peers.table(address, self.me) if address else None
             except grpc.aio.AioRpcError:
                 answers[name] = None
         versions = {n: (msg.version if msg is not None else None) for n, msg in answers.items()}
@@ -343,11 +349,17 @@ class Coordinator:
 
     async def _send_table(self, name: str, address: str, msg: pb.PartitionTable) -> None:
         try:
-            version = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
+            reply = await self.peers.publish(address, msg, RPC_TIMEOUT_S)
         except grpc.aio.AioRpcError as e:
             log.debug("publish failed", member=name, error=e.code().name)
             return
-        if self.rebalancer.answered(name, version):
+        if self.rebalancer.answered(name, reply.version, reply.unsettled, reply.lacking):
+            self._wake.set()
+
+    def asked(self, member: str) -> None:
+        """`member` asked for this member's table (it starts, or is back from a stall): it
+        gets the next publish, whose answer says what copies it lacks."""
+        if self.rebalancer.asked(member):
             self._wake.set()
 
     async def _fill(self, decision: Fill) -> Filled:

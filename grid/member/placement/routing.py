@@ -12,9 +12,13 @@ decided by the Ownership core; this module carries it out:
   kept under the store lock. The store raises NotOwner for anything else
   before touching it, and the server forwards those operations
   (grid/member/forwarding.py).
-* The installed table is saved to `data_dir/table.json`, so that a member
-  restarting from disk knows who held what (grid/member/placement/coordinator.py waits for
-  those members before handing their partitions to others).
+* The installed table is saved to `data_dir/table.json` with the hand-offs
+  no table has settled yet (`moved`), so that a member restarting from disk
+  knows who held what (grid/member/placement/coordinator.py waits for those
+  members before handing their partitions to others) and does not serve what
+  it handed off before it stopped (`restarted`). A member that starts with no
+  table.json holds no copy: a first table that already names it gives it
+  `lacking` places, which it does not serve and reports to the coordinator.
 * Member addresses, the table's wire form, WatchTable streams and table
   listeners.
 """
@@ -26,7 +30,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from grid import logs
 from grid.store import Store
@@ -40,17 +44,29 @@ TABLE_FILE = "table.json"
 TableListener = Callable[[PartitionTable], None]
 
 
+class Saved(NamedTuple):
+    """What table.json holds: the last installed table, the member addresses it was
+    sent with, and the hand-offs this member made that no table had settled."""
+
+    table: PartitionTable
+    addresses: dict[str, str]
+    moved: dict[int, Moved]
+
+
 class Routing:
     def __init__(self, me: str, address: str, store: Store, data_dir: str = "") -> None:
         self.me = me
         self.address = address
         self.store = store
         self.partitions = store.partitions
-        self.ownership = Ownership(me, store.partitions)
+        self._path = Path(data_dir) / TABLE_FILE if data_dir else None
+        # a saved table: this member holds its copies, even if a publish comes before
+        # the coordinator restores it (Ownership's `restored`)
+        restored = self._path is not None and self._path.exists()
+        self.ownership = Ownership(me, store.partitions, restored=restored)
         self.addresses: dict[str, str] = {me: address}
         self.listeners: list[TableListener] = []
         self._watchers: set[asyncio.Queue[pb.PartitionTable]] = set()
-        self._path = Path(data_dir) / TABLE_FILE if data_dir else None
         self._proto: pb.PartitionTable | None = None
         store.owned = bytearray(self.partitions)  # nothing until the first table
 
@@ -73,6 +89,21 @@ class Routing:
 
     def install(self, table: PartitionTable, addresses: dict[str, str]) -> bool:
         """Adopt a table if it is newer than ours (or the first); True if adopted."""
+        return self._adopt(table, addresses, self.ownership.install)
+
+    def restarted(self, saved: Saved) -> bool:
+        """A restart from disk: the saved table is in use at once, and the hand-offs saved
+        with it are not served (Ownership.restarted); True if adopted."""
+        return self._adopt(
+            saved.table, saved.addresses, lambda t: self.ownership.restarted(t, saved.moved)
+        )
+
+    def _adopt(
+        self,
+        table: PartitionTable,
+        addresses: dict[str, str],
+        install: Callable[[PartitionTable], bool],
+    ) -> bool:
         verdict = self.ownership.verdict(table)
         if verdict is Verdict.WRONG_COUNT:
             log.error(
@@ -87,10 +118,17 @@ class Routing:
             return False
         self.addresses = {**self.addresses, **addresses, self.me: self.address}
         self._proto = None
+        lacked = bool(self.ownership.lacking)
         with self.store.lock:
-            self.ownership.install(table)
+            install(table)
             self.store.owned = self.ownership.owned()
-        self._save()
+        self.save()
+        if self.ownership.lacking and not lacked:
+            log.warning(
+                "restarted without data: the table names this member for copies it lacks",
+                partitions=len(self.ownership.lacking),
+                version=table.version,
+            )
         for q in list(self._watchers):
             q.put_nowait(self.to_proto())
         for listener in list(self.listeners):
@@ -109,16 +147,17 @@ class Routing:
         return True
 
     def handed_off(self, partition: int, to: str, epoch: int) -> None:
-        """This member gave the partition away (caller holds the store lock)."""
+        """This member gave the partition away (caller holds the store lock; it calls
+        `save` before HANDOFF can leave: a restart must not serve the partition)."""
         self.ownership.handed_off(partition, to, epoch)
         assert self.store.owned is not None
         self.store.owned[partition] = 0
 
-    def take_over(self, partition: int, epoch: int) -> bool:
-        """The partition was handed to this member (caller holds the store lock); it
-        serves it unless a table in use already settled the hand-off without it
-        (Ownership.take_over). True if it takes the partition over."""
-        if not self.ownership.take_over(partition, epoch):
+    def take_over(self, partition: int, epoch: int, source: str) -> bool:
+        """The partition was handed to this member by `source` (caller holds the store
+        lock); it serves it unless the table in use settled the hand-off without it or
+        names another primary (Ownership.take_over). True if it takes it over."""
+        if not self.ownership.take_over(partition, epoch, source):
             return False
         assert self.store.owned is not None
         self.store.owned[partition] = 1
@@ -140,10 +179,24 @@ class Routing:
             self.ownership.fenced = False
             self.store.owned = self.ownership.owned()
 
-    def take_back(self, partition: int) -> None:
-        """A hand-off failed before the new owner took over: serve it again (lock held)."""
-        if self.ownership.take_back(partition):
-            self.store.owned = self.ownership.owned()
+    def take_back(self, partition: int) -> bool:
+        """A hand-off that never reached the new owner: serve it again (lock held; the
+        caller calls `save` after). True if anything changed."""
+        if not self.ownership.take_back(partition):
+            return False
+        self.store.owned = self.ownership.owned()
+        return True
+
+    def unsettled(self) -> int:
+        """The epoch of a hand-off no table in use settled (0: none), for publish answers
+        and the coordinator's view (Ownership.unsettled)."""
+        return self.ownership.unsettled()
+
+    @property
+    def lacking(self) -> frozenset[int]:
+        """Places the table gives this member whose copy it does not hold (it started
+        without its data): served by nobody here, reported (Ownership.lacking)."""
+        return frozenset(self.ownership.lacking)
 
     # ---- questions ---------------------------------------------------------------------------
     def serves(self, partition: int) -> bool:
@@ -196,18 +249,21 @@ class Routing:
             q.put_nowait(pb.PartitionTable())
 
     # ---- saved table -------------------------------------------------------------------------
-    def _save(self) -> None:
+    def save(self) -> None:
+        """table.json: the table in use, the addresses, and the hand-offs no table settled
+        yet (`moved`: a file without it, from an older member, loads as none)."""
         if self._path is None or self.table is None:
             return
         tmp = self._path.with_suffix(".tmp")
-        data = {"table": self.table.to_dict(), "addresses": self.addresses}
+        moved = {str(p): [m.to, m.epoch] for p, m in self.ownership.moved.items()}
+        data = {"table": self.table.to_dict(), "addresses": self.addresses, "moved": moved}
         try:
             tmp.write_text(json.dumps(data))
             os.replace(tmp, self._path)
         except OSError as e:  # a full disk must not stop routing; the table is also in memory
             log.warning("cannot save the partition table", path=str(self._path), error=str(e))
 
-    def load_saved(self) -> tuple[PartitionTable, dict[str, str]] | None:
+    def load_saved(self) -> Saved | None:
         """The table this member had before it stopped, if it kept one."""
         if self._path is None or not self._path.exists():
             return None
@@ -215,12 +271,17 @@ class Routing:
             data: Any = json.loads(self._path.read_text())
             table = PartitionTable.from_dict(data["table"])
             addresses = {str(k): str(v) for k, v in dict(data["addresses"]).items()}
+            moved = {
+                int(p): Moved(str(to), int(epoch))
+                for p, (to, epoch) in dict(data.get("moved") or {}).items()
+            }
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("saved partition table ignored", path=str(self._path), error=str(e))
             return None
         if table.partition_count != self.partitions:
             return None
-        return table, addresses
+        moved = {p: m for p, m in moved.items() if 0 <= p < self.partitions}
+        return Saved(table, addresses, moved)
 
 
 def table_to_proto(table: PartitionTable | None, addresses: dict[str, str]) -> pb.PartitionTable:

@@ -356,6 +356,8 @@ class Replicator:
                 assert stream is not None
                 fut = stream.takeovers[p] = loop.create_future()
                 waits.append((p, fut))
+        if handing:  # before HANDOFF can leave (no await since): a restart must not serve them
+            self.routing.save()
         if stream is not None and handing:
             stream.hurry()
         done: list[int] = []
@@ -369,14 +371,21 @@ class Replicator:
                 fut.result()
                 done.append(p)
             except (TimeoutError, ConnectionError, asyncio.CancelledError) as e:
-                # The new owner did not confirm: serve the partition again rather than
-                # leave it with nobody.
-                log.warning("hand-off not confirmed; serving again", partition=p, to=to,
-                            error=str(e) or type(e).__name__)  # fmt: skip
-                with self.store.lock:
-                    self.routing.take_back(p)
-                    self.core.handoff_failed(p)
                 failed.append(p)
+                why = str(e) or type(e).__name__
+                with self.store.lock:
+                    back = self.core.handoff_failed(p)
+                    if back:  # HANDOFF never left: nobody took p over, serve it again
+                        self.routing.take_back(p)
+                        self.core.resume(p)
+                if not back:  # `to` may serve p: the table of `epoch` settles it
+                    log.warning("hand-off not confirmed; serving nothing of it until the "
+                                "table of its epoch", partition=p, to=to, epoch=epoch,
+                                error=why)  # fmt: skip
+                    continue
+                self.routing.save()
+                log.warning("hand-off never sent; serving again", partition=p, to=to,
+                            error=why)  # fmt: skip
         return done, failed
 
     # ---- sync backups ------------------------------------------------------------------------
