@@ -73,19 +73,24 @@ class Lineage(NamedTuple):
 
 class Claim(NamedTuple):
     """Why a member serves a partition: the table `version` it holds, and `early`, the
-    confirm epoch of a hand-off to it that no table has settled yet (0: by the table)."""
+    confirm epoch of a hand-off to it that no table has settled yet (0: by the table),
+    made by `source`."""
 
     version: int
     early: int
+    source: str = ""
 
     def conflicts(self, other: Claim, strict: bool) -> bool:
         """Two members serving one partition: a conflict if the same table names both
-        (the same version), or if one hand-off made both primaries (the same confirm
-        epoch). A hand-off claim beside a table claim is the hand-off in flight: the
-        table of its epoch settles it (see `Invariants.serving`); `strict` counts it
-        too when both hold the same table."""
+        (the same version), or if one hand-off made both primaries (the same source and
+        confirm epoch; two coordinators of two lineages, one of them restarted without
+        its memory, can order hand-offs of one epoch from two sources, each settled by
+        its lineage's table of that epoch, like two tables of one epoch). A hand-off
+        claim beside a table claim is the hand-off in flight: the table of its epoch
+        settles it (see `Invariants.serving`); `strict` counts it too when both hold the
+        same table."""
         if self.early and other.early:
-            return self.early == other.early
+            return self.early == other.early and self.source == other.source
         if self.early or other.early:
             return strict and self.version == other.version
         return self.version == other.version
@@ -223,10 +228,12 @@ class Invariants:
         version: int,
         owned: bytes | None,
         early: Mapping[int, int] | None = None,
+        sources: Mapping[int, str] | None = None,
     ) -> None:
         """`member` now serves as primary the partitions set in `owned` (None: none, its
         process ended) while holding table `version`; `early`: those it serves by a
-        hand-off no table has settled yet (-> the hand-off's confirm epoch).
+        hand-off no table has settled yet (-> the hand-off's confirm epoch), and
+        `sources`, who handed each of those over.
 
         One primary per partition per table version: no two members serve a partition
         by the same table version, nor by the same hand-off, and a member never serves
@@ -248,9 +255,10 @@ class Invariants:
             return
         self.serves[member] = (version, now)
         early = early or {}
+        sources = sources or {}
         epoch = version >> 32
         for p in sorted(now):
-            claim = Claim(version, early.get(p, 0))
+            claim = Claim(version, early.get(p, 0), sources.get(p, ""))
             if claim.early and claim.early <= epoch:
                 self.fail(
                     f"{member} serves p{p} by a hand-off of epoch {claim.early}, which its "

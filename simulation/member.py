@@ -214,6 +214,7 @@ class SimMember:
         self.saved = saved  # the table saved before the crash (persist mode)
         partitions = world.cfg.partitions
         self.ownership = Ownership(name, partitions, restored=saved is not None)
+        self.handed_by: dict[int, str] = {}  # who handed each `early` partition over (invariants)
         store.owned = bytearray(partitions)
         backups = world.cfg.backups
         self.primary = Primary(
@@ -367,6 +368,7 @@ class SimMember:
         settled it or names another primary (grid/member/placement/routing.py's take_over)."""
         if not self.ownership.take_over(p, epoch, source):
             return False
+        self.handed_by[p] = source
         owned = self.store.owned
         assert owned is not None
         owned[p] = 1
@@ -386,7 +388,9 @@ class SimMember:
 
     def report_serving(self) -> None:
         """What this member serves as primary, and why, to the invariants."""
-        self.inv.serving(self.name, self.ownership.version, self.store.owned, self.ownership.early)
+        early = self.ownership.early
+        sources = {p: self.handed_by.get(p, "") for p in early}
+        self.inv.serving(self.name, self.ownership.version, self.store.owned, early, sources)
 
     def install(self, table: PartitionTable) -> bool:
         """A table newer than ours: use it and start the streams it asks for
