@@ -14,6 +14,8 @@ The conversation (Peer.Leave), from the leaving member's side (`Departure`):
 3. The leaving member follows a redirect, takes a member that does not answer
    or is leaving too as leaving and asks the next, and gives up after
    `MAX_LEAVE_REDIRECTS` questions; then it leaves the gossip and exits.
+4. Once done, it installs the coordinator's table (the answer says which) and
+   hands back the copies it still holds before it exits (`Departed`).
 
 Every Leave a member receives is remembered, so when a whole cluster is told
 to stop at once the members learn from each other's requests that nobody
@@ -43,11 +45,13 @@ TIMED_OUT = "timed out before every partition was moved"
 
 
 class LeaveAnswer(NamedTuple):
-    """The coordinator's answer to a Leave: `coordinator` names whom to ask instead."""
+    """The coordinator's answer to a Leave: `coordinator` names whom to ask instead;
+    `version`, once done, the table that names the leaver nowhere (see `Departed`)."""
 
     done: bool
     error: str = ""
     coordinator: str = ""
+    version: int = 0
 
 
 def leaving_too(me: str) -> LeaveAnswer:
@@ -78,13 +82,22 @@ class DepartureEnd(Enum):
 
 
 class Departed(NamedTuple):
-    """The end of a departure; `done` when nothing is left on this member."""
+    """The end of a departure; `done` when the coordinator holds nothing on this member.
+
+    `version` (HANDED_OFF): the coordinator's table that names this member nowhere.
+    Before it exits, the member installs it (fetched from the coordinator if it does
+    not hold it) and hands back every copy it still holds (`drained`): after a split
+    heals, the coordinator's lineage may have dropped this member long ago, so no
+    wave moved anything off it, and its copy may be the only one of the writes its
+    side took meanwhile. The wait is bounded by what is left of the leave timeout.
+    """
 
     done: bool
     end: DepartureEnd
     coordinator: str = ""
     error: str = ""
     asked: tuple[str, ...] = ()
+    version: int = 0
 
 
 class Departure:
@@ -123,7 +136,9 @@ class Departure:
     def answered(self, answer: LeaveAnswer) -> AskLeave | Departed:
         assert self.target is not None
         if answer.done:
-            return Departed(True, DepartureEnd.HANDED_OFF, self.target, answer.error)
+            return Departed(
+                True, DepartureEnd.HANDED_OFF, self.target, answer.error, version=answer.version
+            )
         if not answer.coordinator or answer.coordinator in self.asked:
             if answer.error.endswith(LEAVING_TOO):
                 return self.no_answer()

@@ -497,7 +497,7 @@ class Rebalancer:
         """The answer to `member`'s Leave once there is one (None: keep waiting)."""
         if self.table is not None and not holds_anything(self.table, member):
             self._released.setdefault(member, self._view.now)
-            return LeaveAnswer(True)
+            return LeaveAnswer(True, version=self.table.version)
         if self.me in self.leaving and member != self.me:
             return leaving_too(self.me)
         return None

@@ -628,14 +628,16 @@ class LeaveRequest(_message.Message):
     def __init__(self, member: _Optional[str] = ...) -> None: ...
 
 class LeaveReply(_message.Message):
-    __slots__ = ("done", "error", "coordinator")
+    __slots__ = ("done", "error", "coordinator", "table_version")
     DONE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     done: bool
     error: str
     coordinator: str
-    def __init__(self, done: _Optional[bool] = ..., error: _Optional[str] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    table_version: int
+    def __init__(self, done: _Optional[bool] = ..., error: _Optional[str] = ..., coordinator: _Optional[str] = ..., table_version: _Optional[int] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
     __slots__ = ("primary", "cut", "partitions", "rank")

@@ -42,7 +42,7 @@ from partitioning.decisions import (
     Resend,
     TablesAsked,
 )
-from partitioning.leave import TIMED_OUT, AskLeave, Departed, LeaveAnswer
+from partitioning.leave import TIMED_OUT, AskLeave, Departed, DepartureEnd, LeaveAnswer
 from partitioning.rebalancer import Rebalancer, View
 from partitioning.succession import newest_table
 from simulation import wire
@@ -222,10 +222,11 @@ class SimCoordinator:
                     answer = progress
                     break
                 yield self.m.sleep(LEAVE_POLL_S)
-        return [answer.done, answer.error, answer.coordinator]
+        return list(answer)
 
     def leave_cluster(self) -> Task[Departed]:
         """This member leaves gracefully: hand everything off first."""
+        deadline = self.m.w.loop.now + LEAVE_TIMEOUT_S
         departure = self.rebalancer.depart(self.m.live())
         step = departure.next()
         while isinstance(step, AskLeave):
@@ -235,7 +236,19 @@ class SimCoordinator:
                 step = departure.no_answer()
                 continue
             step = departure.answered(LeaveAnswer(*answer))
+        if step.end is DepartureEnd.HANDED_OFF and step.version:
+            yield from self._drain(step.version, deadline)
         return step
+
+    def _drain(self, version: int, deadline: float) -> Task[None]:
+        """Install the coordinator's table and wait until every copy is handed back
+        (grid/member/placement/coordinator.py's `_drain`; the world's tables stand for
+        the Table call)."""
+        table = self.m.w.tables.get(version)
+        if table is not None and version != self.m.ownership.version:
+            self.m.install(table)
+        while self.m.w.loop.now < deadline and self.m.unheld_copies():
+            yield self.m.sleep(LEAVE_POLL_S)
 
 
 def _short(value: object) -> object:

@@ -374,6 +374,14 @@ class SimMember:
         owned[p] = 1
         return True
 
+    def unheld_copies(self) -> list[int]:
+        """Copies held with no role (grid/member/replicas/follower.py's `unheld_copies`)."""
+        table = self.table
+        if table is None:
+            return []
+        held, unheld = self.store.holds_copy, self.follower.unheld
+        return [p for p in range(table.partition_count) if held(p) and unheld(p, table)]
+
     def serves(self, p: int) -> bool:
         return bool(self.store.owned[p])  # type: ignore[index]
 

@@ -106,10 +106,13 @@ class PeerService:
         msg = self._parse(pb.LeaveRequest, data)
         if not msg.member:
             raise BadRequest("Leave names no member")
-        done, error, coordinator = await self.rt.coordinator.leave(
-            msg.member, self.rt.config.leave_timeout_s
-        )
-        return pb.LeaveReply(done=done, error=error, coordinator=coordinator).SerializeToString()
+        answer = await self.rt.coordinator.leave(msg.member, self.rt.config.leave_timeout_s)
+        return pb.LeaveReply(
+            done=answer.done,
+            error=answer.error,
+            coordinator=answer.coordinator,
+            table_version=answer.version,
+        ).SerializeToString()
 
     async def compare(self, data: bytes) -> bytes:
         msg = self._parse(pb.CompareRequest, data)

@@ -426,6 +426,28 @@ class Coordinator:
             await asyncio.sleep(0.05)
         return LeaveAnswer(False, TIMED_OUT)
 
+    async def _drain(self, coordinator: str, version: int, deadline: float) -> None:
+        """Install the coordinator's table and hand back every copy still held, before
+        leaving (partitioning/leave.py's `Departed`: after a healed split this copy may
+        be the only one of its side's writes). Bounded by the leave timeout."""
+        if self.routing.version != version:
+            address = self.live().get(coordinator, "")
+            try:
+                msg = await self.peers.table(address, self.me) if address else None
+                if msg is not None and msg.version == version:
+                    self.install(*table_from_proto(msg))
+            except (grpc.aio.AioRpcError, ValueError) as e:
+                log.warning("cannot fetch the coordinator's table before leaving",
+                            coordinator=coordinator, error=str(e))  # fmt: skip
+        held = self.followers.unheld_copies()
+        while held and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            held = self.followers.unheld_copies()
+        if held:
+            log.warning("leaving with copies not handed back", partitions=held)
+        else:
+            log.info("every copy handed back before leaving")
+
     async def leave_cluster(self) -> bool:
         """Called by this member on a graceful stop: hand everything off first."""
         timeout = self.config.leave_timeout_s
@@ -440,7 +462,10 @@ class Coordinator:
                 log.warning("leave hand-off failed", coordinator=step.member, error=e.code().name)
                 step = departure.no_answer()
                 continue
-            step = departure.answered(LeaveAnswer(reply.done, reply.error, reply.coordinator))
+            answer = LeaveAnswer(reply.done, reply.error, reply.coordinator, reply.table_version)
+            step = departure.answered(answer)
+        if step.end is DepartureEnd.HANDED_OFF and step.version:
+            await self._drain(step.coordinator, step.version, started + timeout)
         if step.end is DepartureEnd.NOBODY_STAYS:
             log.info("no member stays; leaving without hand-off")
         elif step.end is DepartureEnd.HANDED_OFF:
