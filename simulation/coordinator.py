@@ -58,6 +58,7 @@ FILL_TIMEOUT_S = 30.0
 HANDOFF_RPC_TIMEOUT_S = 2 * RPC_TIMEOUT_S + 10
 LEAVE_TIMEOUT_S = 120.0  # grid's leave_timeout_s default
 LEAVE_POLL_S = 0.05
+DRAIN_RETRY_S = 0.5  # grid/member/placement/coordinator.py's
 
 
 class SimCoordinator:
@@ -241,14 +242,17 @@ class SimCoordinator:
         return step
 
     def _drain(self, version: int, deadline: float) -> Task[None]:
-        """Install the coordinator's table and wait until every copy is handed back
+        """Install the coordinator's table and push every copy held to its primary
         (grid/member/placement/coordinator.py's `_drain`; the world's tables stand for
         the Table call)."""
-        table = self.m.w.tables.get(version)
-        if table is not None and version != self.m.ownership.version:
-            self.m.install(table)
-        while self.m.w.loop.now < deadline and self.m.unheld_copies():
-            yield self.m.sleep(LEAVE_POLL_S)
+        m = self.m
+        table = m.w.tables.get(version)
+        if table is not None and version != m.ownership.version:
+            m.install(table)
+        left = m.hand_back_all()
+        while left and m.w.loop.now < deadline:
+            yield m.sleep(DRAIN_RETRY_S)
+            left = m.hand_back_all(sorted(m.draining))
 
 
 def _short(value: object) -> object:

@@ -56,7 +56,7 @@ runtime in the simulated world, as grid/ is theirs on gRPC:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from xxhash import xxh32_intdigest
@@ -260,6 +260,7 @@ class SimMember:
         self.ae_round = 0
         self.ae_mine: dict[str, dict[int, Digest]] = {}
         self.pushed: dict[int, int] = {}
+        self.draining: dict[int, int] = {}  # a leaver's hand-backs not acknowledged (root)
         self._live: dict[str, str] | None = None
         self._writing = False
 
@@ -374,13 +375,26 @@ class SimMember:
         owned[p] = 1
         return True
 
-    def unheld_copies(self) -> list[int]:
-        """Copies held with no role (grid/member/replicas/follower.py's `unheld_copies`)."""
+    def hand_back_all(self, only: Iterable[int] | None = None) -> list[int]:
+        """A leaver's last step: push every copy it holds (or those of `only`) to its
+        primary, whatever its own role (grid/member/placement/coordinator.py's `_drain`);
+        the partitions pushed, whose acknowledgements `draining` waits for."""
         table = self.table
         if table is None:
             return []
-        held, unheld = self.store.holds_copy, self.follower.unheld
-        return [p for p in range(table.partition_count) if held(p) and unheld(p, table)]
+        store = self.store
+        now = store.clock()
+        parts = range(table.partition_count) if only is None else only
+        for p in parts:
+            owner = self.owner(p)
+            if not store.holds_copy(p) or owner in (None, self.name):
+                self.draining.pop(p, None)
+                continue
+            root = digest(store, p, 1 << 63, now).root
+            self.draining[p] = root
+            self.send(owner, [wire.P, p, snapshot_records(store, p, now), root])
+            self.w.stats.pushes += 1
+        return sorted(self.draining)
 
     def serves(self, p: int) -> bool:
         return bool(self.store.owned[p])  # type: ignore[index]
@@ -889,6 +903,8 @@ class SimMember:
         self.send(src, [wire.PA, p, root])
 
     def on_push_ack(self, p: int, root: int) -> None:
+        if self.draining.get(p) == root:
+            del self.draining[p]
         store = self.store
         if (
             self.pushed.get(p) == root

@@ -73,6 +73,7 @@ serves nothing until it has asked the live members for their tables (`fence`).""
 CONFIRM_TABLE_S = 3 * STALL_FENCE_S  # a fence asks this long at most, then serves anyway
 FILL_TIMEOUT_S = 30.0  # how long a member follows a partition waiting for it to be live
 LIVE_STATES = ("alive", "suspect")
+DRAIN_RETRY_S = 0.5  # a leaver retries the hand-backs whose primary did not answer
 
 
 class Coordinator:
@@ -427,9 +428,11 @@ class Coordinator:
         return LeaveAnswer(False, TIMED_OUT)
 
     async def _drain(self, coordinator: str, version: int, deadline: float) -> None:
-        """Install the coordinator's table and hand back every copy still held, before
-        leaving (partitioning/leave.py's `Departed`: after a healed split this copy may
-        be the only one of its side's writes). Bounded by the leave timeout."""
+        """Install the coordinator's table and merge every copy still held into its
+        primary, whatever this member's role (partitioning/leave.py's `Departed`: after
+        a healed split, or a pause the cluster took for a death, this copy may be the
+        only one of some writes, and a table published meanwhile may even have placed
+        this member again). Bounded by the leave timeout."""
         if self.routing.version != version:
             address = self.live().get(coordinator, "")
             try:
@@ -439,14 +442,24 @@ class Coordinator:
             except (grpc.aio.AioRpcError, ValueError) as e:
                 log.warning("cannot fetch the coordinator's table before leaving",
                             coordinator=coordinator, error=str(e))  # fmt: skip
-        held = self.followers.unheld_copies()
-        while held and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            held = self.followers.unheld_copies()
-        if held:
-            log.warning("leaving with copies not handed back", partitions=held)
+        held = self.followers.held_copies()
+        left = [p for p in held if self.routing.owner(p) not in (None, self.me)]
+        while left and time.monotonic() < deadline:
+            left = [p for p in left if not await self._hand_back(p)]
+            if left:
+                await asyncio.sleep(DRAIN_RETRY_S)
+        if left:
+            log.warning("leaving with copies not handed back", partitions=left)
         else:
-            log.info("every copy handed back before leaving")
+            log.info("copies handed back before leaving", partitions=len(held))
+
+    async def _hand_back(self, p: int) -> bool:
+        hand_back = self.followers.hand_back
+        try:
+            return hand_back is None or await hand_back(p)
+        except Exception:  # one partition must not keep the others from going
+            log.exception("hand-back before leaving failed", partition=p)
+            return False
 
     async def leave_cluster(self) -> bool:
         """Called by this member on a graceful stop: hand everything off first."""
@@ -464,8 +477,6 @@ class Coordinator:
                 continue
             answer = LeaveAnswer(reply.done, reply.error, reply.coordinator, reply.table_version)
             step = departure.answered(answer)
-        if step.end is DepartureEnd.HANDED_OFF and step.version:
-            await self._drain(step.coordinator, step.version, started + timeout)
         if step.end is DepartureEnd.NOBODY_STAYS:
             log.info("no member stays; leaving without hand-off")
         elif step.end is DepartureEnd.HANDED_OFF:
@@ -476,4 +487,6 @@ class Coordinator:
                         error=step.error)  # fmt: skip
         else:
             log.warning("leaving without hand-off: no coordinator found", asked=list(step.asked))
+        if step.end is DepartureEnd.HANDED_OFF and step.version:
+            await self._drain(step.coordinator, step.version, started + timeout)
         return step.done

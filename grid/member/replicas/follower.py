@@ -271,12 +271,11 @@ class Followers:
         """Whether a read may be answered from this member's copy (caller holds the lock)."""
         return self.core.readable(p, map_name, self.routing.table)
 
-    def unheld_copies(self) -> list[int]:
-        """The partitions this member holds a copy of but has no role for: being handed
-        back and dropped (`_drop_unheld`), or kept because their primary was out of reach."""
+    def held_copies(self) -> list[int]:
+        """The partitions this member holds a copy of, whatever its role."""
         with self.store.lock:
             held = self.store.holds_copy
-            return [p for p in range(self.store.partitions) if self.unheld(p) and held(p)]
+            return [p for p in range(self.store.partitions) if held(p)]
 
     def unheld(self, p: int) -> bool:
         """Whether this member has no role for p (caller holds the lock)."""
