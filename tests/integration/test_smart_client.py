@@ -182,7 +182,13 @@ def test_scan_and_size_span_every_member(three: LocalCluster, client: grid.Clien
     assert set(keys) == set(ITEMS)
 
 
-def test_async_client_from_one_seed(three: LocalCluster, seed: MemberProcess) -> None:
+def test_async_client_from_one_seed(
+    three: LocalCluster, seed: MemberProcess, client: grid.Client
+) -> None:
+    # on its own too (`-k`), not only after the tests above loaded and settled the cluster
+    wait_settled(three, client)
+    client.map(MAP).put_many(ITEMS)
+
     async def main() -> tuple[int, dict[str, object]]:
         async with grid.AsyncClient(seed.address, timeout=30) as ac:
             m = ac.map(MAP)
