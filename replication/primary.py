@@ -63,7 +63,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntEnum
 from typing import Any, NamedTuple
 
@@ -130,6 +130,8 @@ LINGER_UNTIL = 512
 MAX_QUEUE_BYTES = 256 << 20
 """Live changes queued for one follower before it is cut off: 256 MiB is about 10 s of
 a member's full write rate, far past any lag a healthy backup shows (p99 under 0.1 s)."""
+Mark = tuple[int, int]
+"""A place in a partition's stream: (term, seq). A seq alone means nothing across terms."""
 LAGGING_SHOWN = 8  # partitions most behind listed by `lag` (all of them are summed)
 RECORD_OVERHEAD = 32  # bytes counted per record besides its key and value
 
@@ -209,7 +211,7 @@ class Primary:
         self.closing: list[tuple[Downstream, str]] = []
         self.handing: dict[int, str] = {}  # partitions handed off, not yet taken over
         self.handoffs_sent: set[int] = set()  # of those, the ones whose HANDOFF was drained
-        self.touched: dict[int, int] = {}  # partition -> last seq, since take_touched()
+        self.touched: dict[int, Mark] = {}  # partition -> last (term, seq), since take_touched()
         self.caught_up = 0  # subscriptions answered from the log (no snapshot)
         self.snapshots_sent = 0  # subscriptions answered with a snapshot
         self.handoffs = 0
@@ -252,6 +254,13 @@ class Primary:
         pos = self.positions.get(p)
         return pos.seq if pos is not None else 0
 
+    def mark(self, p: int) -> Mark:
+        """Where p's stream is here, term included: what a sync write waits for."""
+        plog = self.logs.get(p)
+        if plog is not None:
+            return (plog.term, plog.seq)
+        return (0, self.position(p))
+
     # ---- the sink: every change of a partition this member is primary of ---------------------
     def record(
         self,
@@ -270,7 +279,7 @@ class Primary:
             return  # a backup's copy changing: not ours to stream
         rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
         seq = plog.append(rec, self.clock())
-        self.touched[partition] = seq
+        self.touched[partition] = (plog.term, seq)
         subs = self.followers.get(partition)
         if not subs:
             return
@@ -305,8 +314,8 @@ class Primary:
             return 0
         return self.ranks.get(p, {}).get(f.name, 0)
 
-    def take_touched(self) -> dict[int, int]:
-        """Partitions changed (as primary) since the last call, with their last seq."""
+    def take_touched(self) -> dict[int, Mark]:
+        """Partitions changed (as primary) since the last call, with their last (term, seq)."""
         touched, self.touched = self.touched, {}
         return touched
 
@@ -551,18 +560,31 @@ class Primary:
                 out.append(f)
         return out
 
+    def lost(self, touched: Mapping[int, Mark]) -> list[int]:
+        """The partitions of `touched` whose log here is not the one the writes went to
+        any more: this member lost and took back p since (a failover, a take-back), and
+        began a new term whose seqs count from another start. Its backups' acks say
+        nothing of those writes: a sync write over them cannot be confirmed."""
+        out = []
+        for p, (term, _) in touched.items():
+            plog = self.logs.get(p)
+            if plog is not None and plog.term != term:
+                out.append(p)
+        return out
+
     def unconfirmed(
         self,
-        touched: dict[int, int],
+        touched: Mapping[int, Mark],
         n: int,
         replicas: Callable[[int], tuple[str, ...]],
         ranks: int = 1 << 30,
     ) -> list[tuple[int, int]]:
         """The (partition, seq) of `touched` not yet applied by min(n, backups) of their
         first `ranks` backups (per-map backups: the ones holding the maps written). A
-        partition this member no longer serves is its new primary's to answer."""
+        partition this member no longer serves is its new primary's to answer; one whose
+        term changed here is `lost`, which the caller asks first."""
         missing = []
-        for p, seq in touched.items():
+        for p, (_, seq) in touched.items():
             if not self.serves(p):
                 continue
             backups = replicas(p)[1 : 1 + ranks]

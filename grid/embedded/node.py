@@ -56,13 +56,13 @@ class SyncBackups:
         # acknowledgements count (None: every backup holds every map)
         self._extra = () if ranks is None else (ranks,)
 
-    def touched(self, keys: Iterable[bytes]) -> dict[int, int]:
-        """partition -> its seq here, for the keys' partitions this member is primary
-        of and that have backups (called right after the write: the seq is the write's
-        or a later one)."""
-        routing, position, count = self._routing, self._replicator.position, self._partitions
+    def touched(self, keys: Iterable[bytes]) -> dict[int, tuple[int, int]]:
+        """partition -> its (term, seq) here, for the keys' partitions this member is
+        primary of and that have backups (called right after the write: the seq is the
+        write's or a later one)."""
+        routing, position, count = self._routing, self._replicator.mark, self._partitions
         table = routing.table
-        out: dict[int, int] = {}
+        out: dict[int, tuple[int, int]] = {}
         if table is None:
             return out
         for k in keys:
@@ -71,7 +71,7 @@ class SyncBackups:
                 out[p] = position(p)
         return out
 
-    def wait(self, touched: dict[int, int]) -> None:
+    def wait(self, touched: dict[int, tuple[int, int]]) -> None:
         """Blocking, in the caller's thread (not the member's loop)."""
         if not touched:
             return
@@ -97,7 +97,7 @@ class SyncBackups:
         if not confirmed:
             raise Unavailable(SYNC_NOT_CONFIRMED)
 
-    async def wait_async(self, touched: dict[int, int]) -> None:
+    async def wait_async(self, touched: dict[int, tuple[int, int]]) -> None:
         if not touched:
             return
         coro = self._replicator.wait_backups(touched, self.n, self.timeout, *self._extra)

@@ -31,8 +31,9 @@ from persistence import PersistenceError
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.server")
-Sync = tuple[dict[int, int], tuple[tuple[int, int], ...]]
-"""What a batch's reply waits for among backups (GridService._sync_for)."""
+Sync = tuple[dict[int, tuple[int, int]], tuple[tuple[int, int], ...]]
+"""What a batch's reply waits for among backups (GridService._sync_for): each touched
+partition's (term, seq) here, and the (n, ranks) asked for."""
 SERVICE = "grid.v1.Grid"
 NO_DATA_DIR = "this member keeps no data on disk (no data_dir)"
 SYNC_NOT_CONFIRMED = (

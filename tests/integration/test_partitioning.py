@@ -437,9 +437,7 @@ def test_join_then_graceful_leave_under_load_loses_nothing(
         timings["leave: exited"] = time.monotonic() - t0
         assert code == 0, leaver.log_tail()
         # before it exits, the leaver merges what it still holds into the primaries
-        assert "copies handed back before leaving" in leaver.log_path.read_text(), (
-            leaver.log_tail()
-        )
+        assert "copies handed back before leaving" in leaver.log_path.read_text(), leaver.log_tail()
         survivors = live(cluster)
         assert len(survivors) == 3
         left, _ = wait_settled(admin, survivors, timeout=60)

@@ -34,7 +34,7 @@ from grid.store import Store
 from grid.store.copies import snapshot_records
 from proto import grid_pb2 as pb
 from replication.map_backups import Holds, MapBackups
-from replication.primary import Chunk, Downstream, Kind, Lag, Primary, Record
+from replication.primary import Chunk, Downstream, Kind, Lag, Mark, Primary, Record
 from replication.stream import DEFAULT_KEEP, FollowerLog, PrimaryLog
 
 log = logs.get("grid.member.replicas.replica")
@@ -210,8 +210,11 @@ class Replicator:
     def position(self, partition: int) -> int:
         return self.core.position(partition)
 
-    def take_touched(self) -> dict[int, int]:
+    def take_touched(self) -> dict[int, Mark]:
         return self.core.take_touched()
+
+    def mark(self, partition: int) -> Mark:
+        return self.core.mark(partition)
 
     def bind_loop(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -390,7 +393,7 @@ class Replicator:
 
     # ---- sync backups ------------------------------------------------------------------------
     async def wait_backups(
-        self, touched: dict[int, int], n: int, timeout: float, ranks: int = 1 << 30
+        self, touched: dict[int, Mark], n: int, timeout: float, ranks: int = 1 << 30
     ) -> bool:
         """Until, for every partition, min(n, its backups in the table) backups have
         applied its changes up to the seq given; False at the timeout. The table is
@@ -403,6 +406,9 @@ class Replicator:
             if table is None:
                 return True
             if self.routing.fenced:  # back from a stall: this member may be failed over
+                self.sync_timeouts += 1
+                return False
+            if core.lost(touched):  # a new term here since: those writes' fate is unknown
                 self.sync_timeouts += 1
                 return False
             missing = core.unconfirmed(touched, n, table.replicas, ranks)
