@@ -57,6 +57,8 @@ KINDS = (
     ("clock_jump", 0.02),
 )
 """Relative weights (`random.choices` normalizes them)."""
+SPLITS = frozenset({"partition", "isolate", "one_way", "flapping"})
+"""The kinds that split the network, skipped under `SimConfig.splits` False."""
 MID_WAVE_WINDOW_S = 30.0
 """An armed coordinator crash waits this long for a fill or hand-off, then strikes anyway."""
 
@@ -100,6 +102,8 @@ class Faults:
             kind = self.deck.pop()
         else:
             (kind,) = self.rng.choices([k for k, _ in KINDS], weights=[w for _, w in KINDS])
+        if kind in SPLITS and not self.w.cfg.splits:
+            return
         getattr(self, kind)()
 
     # ---- crashes -----------------------------------------------------------------------------

@@ -47,7 +47,54 @@ At the end (after heal, once quiet; see `World.final_checks`):
   (persisted mode: nothing a store held is lost, so nothing may be missing), or,
   with crashes that lose memory, of every version held when the faults ended;
 - persisted mode: every acknowledged write is present or superseded by an
-  LWW-newer version of its key.
+  LWW-newer version of its key; a delete is its tombstone, so an acknowledged
+  delete that comes back with an older value fails here.
+
+Sync backups (the map `s`, `map_sync_backups=s=1`; simulation/member.py's
+`on_sync_write` waits as grid/member/server.py's `_finish` does, on the replication
+core's acknowledgements), in both modes, the memory-losing one included:
+
+- **A confirmed write is on 1 + n stores** (checked at the step a primary answers
+  it OK): at least 1 + min(sync backups, backups of its partition in the
+  primary's table) of the table's replicas and the primary hold the key at the
+  written version or newer (the sink's shadow, not the core's acknowledgement
+  counts), or held it when they last lost their memory (a backup that applied it
+  and crashed before the primary heard: one failure after the write was on two
+  stores). Not checked, only claimed at the end, for the OKs grid gives without
+  its backups: the primary stopped serving the partition while it waited, or
+  lost it and got it back by a hand-off in another term (`Primary.unconfirmed`
+  compares seqs, not terms), or served it with no log (`sync_moved`,
+  `sync_unlogged` in the stats; docs/testing.md).
+- **No confirmed write is lost** (at the end): every put, delete or incr a primary
+  confirmed under sync backups is present or superseded by an LWW-newer version of
+  its key -- so a confirmed delete never comes back with an older value -- unless
+  every copy holding it was lost at some moment (`all_lost`: each store holding
+  the version or a newer one lost it, by a crash that loses memory, while no other
+  store held it). With sync backups 1 that takes two members losing their memory
+  while the partition had only those two copies: more failures at once than
+  `backups`, which the fault mix allows (`max_down` 3) and the claim excludes;
+  a run reports how many such versions it had (`sync_all_lost`).
+- **Counters under sync backups are exact**: counters are fresh keys per 30 s of
+  clients (`c<generation>.<i>`), each incr adds 1. When a primary applies an incr,
+  the value before it covers every incr acknowledged to the client so far; at the
+  end the counter holds at least the acknowledged incrs and at most those plus the
+  ones whose outcome is unknown (answered UNCONFIRMED or timed out), and no two
+  acknowledged incrs returned the same value (none lost, none counted twice).
+  Claimed for counters that did not fork, lost no copies and had every incr
+  answered OK after its backups confirmed it. A counter is forked when the
+  network has split (a split, a one-way cut, a flap) at any moment of the run
+  before its end, or two members served its partition as primary at once since
+  its first incr (a primary paused past failure detection). A counter is one LWW
+  value: two lineages' values merge by keeping one, not by adding, and the
+  tables of two lineages are merged some time after the heal, when the table
+  that wins may make a stale copy primary (`--seed 3`, default size, with splits
+  counted only while they lasted: 16 s after a heal, the winning lineage's table
+  made m0044 primary of p56, whose copy it had handed back 9 s before; its next
+  incr of c18.2 started from 0 over six confirmed ones, which came back by
+  hand-back as an older version). `counters_forked` in the stats counts the
+  counters out of the claim for any of these reasons: in a run with splits that
+  is every counter, so `--no-splits` runs are the ones that check them
+  (with `--max-down 1 --no-persist`: at most `backups` failures at once).
 """
 
 from __future__ import annotations
@@ -96,6 +143,25 @@ class Claim(NamedTuple):
         return self.version == other.version
 
 
+class Counter:
+    """A counter of the sync map, as its clients saw it."""
+
+    __slots__ = ("acked", "born", "forked", "lost", "results", "unknown", "weak")
+
+    def __init__(self) -> None:
+        self.acked = 0  # incrs acknowledged to the client
+        self.unknown = 0  # answered UNCONFIRMED or timed out: applied or not
+        self.results: list[int] = []  # what each acknowledged incr returned
+        self.forked = False  # incremented while two members served its partition
+        self.lost = False  # every copy of an acknowledged version was lost at once
+        self.weak = False  # an incr answered OK without its backups (`confirmed_unchecked`)
+        self.born = -1.0  # the time of its first incr
+
+    @property
+    def claimed(self) -> bool:
+        return not (self.forked or self.lost or self.weak)
+
+
 class InvariantViolation(AssertionError):
     """A step broke an invariant; the message says which, where and when."""
 
@@ -131,6 +197,19 @@ class Invariants:
         """member -> (table version, partitions it serves as primary under it)."""
         self.primaries: dict[int, dict[str, Claim]] = {}
         """partition -> member -> the table version under which it serves it, and why."""
+        self.sync_acked: dict[Key, VersionT] = {}
+        """Per key of the sync map, the newest version a primary confirmed under sync
+        backups."""
+        self.all_lost: dict[Key, VersionT] = {}
+        """Confirmed versions every copy of which was lost at once (not claimed)."""
+        self.counters: dict[Key, Counter] = {}
+        self.lost_copies: dict[tuple[str, int], dict[Key, VersionT]] = {}
+        """(member, partition) -> what its store held when it last lost its memory: a
+        backup that acknowledged a write and then crashed held it (`confirmed`)."""
+        self.overlap_at: dict[int, float] = {}
+        """partition -> the last time two members served it as primary at once."""
+        self.split_at = -1.0
+        """The last time the network was split or healed (-1: never split)."""
         self.checks = 0
 
     def fail(self, what: str) -> None:
@@ -156,6 +235,7 @@ class Invariants:
 
     def dropped(self, member: str, p: int) -> None:
         """The member's store forgot its copy of p."""
+        self._losing(member, [p])
         self.held.pop((member, p), None)
         self.checked.pop((member, p), None)
 
@@ -179,8 +259,29 @@ class Invariants:
 
     def store_lost(self, member: str) -> None:
         """A crash that loses memory: the member restarts with an empty store."""
-        for k in [k for k in self.held if k[0] == member]:
-            del self.held[k]
+        mine = sorted(k for k in self.held if k[0] == member)
+        self._losing(member, [p for _, p in mine])
+        for k in mine:
+            self.lost_copies[k] = self.held.pop(k)
+
+    def _losing(self, member: str, parts: Iterable[int]) -> None:
+        """The member's copies of `parts` go: a confirmed sync version that no other
+        store holds is lost with them (`all_lost`)."""
+        for p in parts:
+            mine = self.held.get((member, p))
+            if not mine:
+                continue
+            acked = self.sync_acked
+            risk = [k for k, v in mine.items() if k in acked and v >= acked[k]]
+            if not risk:
+                continue
+            others = [h for (m, q), h in self.held.items() if q == p and m != member]
+            for k in sorted(risk):
+                if not any(h.get(k, (0, 0)) >= acked[k] for h in others):
+                    self.all_lost[k] = acked[k]
+                    c = self.counters.get(k)
+                    if c is not None:
+                        c.lost = True
 
     def copy(self, member: str, p: int) -> dict[Key, VersionT]:
         """The versions the member's store holds for p, as the sink told them."""
@@ -249,6 +350,8 @@ class Invariants:
         now = frozenset(p for p, on in enumerate(owned) if on) if owned is not None else frozenset()
         _, old = self.serves.get(member, (0, frozenset()))
         for p in old:
+            if len(self.primaries[p]) > 1:  # an overlap ends or goes on (counters' forks)
+                self.overlap_at[p] = self._now()
             self.primaries[p].pop(member, None)
         if not now:
             self.serves.pop(member, None)
@@ -277,6 +380,8 @@ class Invariants:
                         f"{version:#x} (epoch {epoch}){why}"
                     )
             others[member] = claim
+            if len(others) > 1:
+                self.overlap_at[p] = self._now()
 
     def member_gone(self, member: str) -> None:
         """A crash: its logs, terms and follower positions are gone with the process."""
@@ -310,6 +415,105 @@ class Invariants:
         self.acked_count += 1
         if (ts, member) > self.acked.get(key, (0, 0)):
             self.acked[key] = (ts, member)
+
+    # ---- sync backups ---------------------------------------------------------------------
+    def confirmed(
+        self,
+        member: str,
+        p: int,
+        key: Key,
+        v: VersionT,
+        replicas: tuple[str, ...],
+        n: int,
+        ranks: int,
+    ) -> None:
+        """A primary answers a sync write OK: 1 + min(n, backups) stores hold it."""
+        self.checks += 1
+        need = 1 + min(n, len(replicas[1 : 1 + ranks]))
+        holders = [
+            m
+            for m in sorted({member, *replicas})
+            if self.held.get((m, p), {}).get(key, (0, 0)) >= v
+            or self.lost_copies.get((m, p), {}).get(key, (0, 0)) >= v
+        ]
+        if len(holders) < need:
+            self.fail(
+                f"{member} p{p} {key!r}: confirmed {v} under sync backups held by "
+                f"{holders}, fewer than {need} of {replicas}"
+            )
+        if v > self.sync_acked.get(key, (0, 0)):
+            self.sync_acked[key] = v
+
+    def confirmed_unchecked(self, key: Key, v: VersionT) -> None:
+        """A primary answers a sync write OK without its backups: it no longer serves
+        the partition (`Primary.unconfirmed` leaves it to the new primary), or it served
+        it with no log (nothing to wait for). Claimed at the end only; a counter so
+        answered is out of the counters' claim (`Counter.weak`)."""
+        if v > self.sync_acked.get(key, (0, 0)):
+            self.sync_acked[key] = v
+        if key[:1] == b"c":
+            self.counter(key).weak = True
+
+    def split(self) -> None:
+        self.split_at = self._now()
+
+    def healed(self) -> None:
+        self.split_at = self._now()
+
+    def forked(self, c: Counter, p: int) -> bool:
+        """Whether a counter of p forked since its first incr (see the docstring)."""
+        if self.split_at >= 0 or self.overlap_at.get(p, -1.0) >= c.born:
+            c.forked = True
+        return c.forked
+
+    def counter(self, key: Key) -> Counter:
+        c = self.counters.get(key)
+        if c is None:
+            c = self.counters[key] = Counter()
+        return c
+
+    def incremented(self, member: str, p: int, key: Key, result: int) -> None:
+        """A primary applied an incr of 1: the value before it holds every incr
+        acknowledged so far, unless the counter forked or lost its copies."""
+        self.checks += 1
+        c = self.counter(key)
+        if c.born < 0:
+            c.born = self._now()
+        if any(m != member for m in self.primaries.get(p, {})):
+            c.forked = True
+        self.forked(c, p)
+        if c.claimed and result - 1 < c.acked:
+            self.fail(
+                f"{member} p{p} {key!r}: incremented {result - 1} -> {result}, but "
+                f"{c.acked} incrs were acknowledged: an acknowledged incr was lost"
+            )
+
+    def incr_answered(self, key: Key, result: int | None) -> None:
+        """The client's word on an incr: acknowledged with its result, or unknown (None)."""
+        c = self.counter(key)
+        if result is None:
+            c.unknown += 1
+        else:
+            c.acked += 1
+            c.results.append(result)
+
+    def counter_final(self, key: Key, p: int, value: int) -> None:
+        """At the end: the counter is exact (see the module's docstring)."""
+        c = self.counters[key]
+        self.forked(c, p)
+        if not c.claimed:
+            return
+        if not c.acked <= value <= c.acked + c.unknown:
+            self.fail(
+                f"counter {key!r}: final {value}, {c.acked} incrs acknowledged and "
+                f"{c.unknown} unknown"
+            )
+        if len(set(c.results)) != len(c.results) or max(c.results, default=0) > value:
+            dup = sorted({r for r in c.results if c.results.count(r) > 1})[:5]
+            self.fail(
+                f"counter {key!r}: acknowledged incrs returned {dup} twice or more than "
+                f"the final {value}"
+            )
 
     # ---- followers ------------------------------------------------------------------------
     def position(self, member: str, p: int, term: int, seq: int) -> None:

@@ -64,7 +64,7 @@ from xxhash import xxh32_intdigest
 from grid.config import Config
 from grid.store.copies import StoreCopies, digest, snapshot_records
 from grid.store.recordmap import ZERO
-from grid.store.store import DELETE, DROPPED, Store
+from grid.store.store import DELETE, DROPPED, INCR, Store
 from partitioning.keys import partition_of
 from partitioning.leave import Departed
 from partitioning.ownership import Moved, Ownership
@@ -85,7 +85,16 @@ if TYPE_CHECKING:
     from simulation.world import World
 
 MAP = "m"
-"""One map per simulated cluster."""
+"""The plain clients' map: every write asynchronous to the backups."""
+SYNC_MAP = "s"
+"""The map written with sync backups (`map_sync_backups`, SimConfig.sync_backups): keys
+b"s<i>" and the counters b"c<i>"; the plain map's keys are b"k<i>", so a key names its
+map and the checks can keep one namespace."""
+SYNC_TIMEOUT_S = 5.0
+"""grid's `sync_backup_timeout_s` default: past it a sync write is answered UNCONFIRMED."""
+SYNC_POLL_S, SYNC_IDLE_S = 0.1, 0.05
+"""As grid/member/replicas/replica.py's wait_backups: look again at most this long after
+a wait began (the table may have changed), or this long when nobody could be waited for."""
 FLUSH_DELAY = 0.002
 """A follower's sender drains its queue this long after the first change: the linger."""
 TICK = 1.0
@@ -137,12 +146,18 @@ def decode_chunk(raw: Sequence[Any]) -> SimChunk:
     return SimChunk(kind, p, seq, recs, term, epoch, error, len(recs))
 
 
+def map_of(key: bytes) -> str:
+    """The map a client key belongs to (see SYNC_MAP)."""
+    return SYNC_MAP if key[:1] in (b"s", b"c") else MAP
+
+
 def store_config(world: World, name: str) -> Config:
     """A simulated member's configuration: with a data dir in persist mode."""
     disks = world.disks
     return Config(
         partitions=world.cfg.partitions,
         backups=world.cfg.backups,
+        map_sync_backups=f"{SYNC_MAP}={world.cfg.sync_backups}",
         tombstone_grace_s=1e6,  # longer than any run: a final check compares every delete
         data_dir=disks.data_dir(name) if disks is not None else "",
         fsync="never",  # see simulation/disk.py
@@ -161,19 +176,21 @@ def new_store(world: World, name: str) -> Store:
 
 
 def copy_of(store: Store, p: int) -> dict[bytes, tuple[bytes | None, int, int]]:
-    """The partition as the checks compare it: key -> (value or None, ts, member),
-    tombstones and the clear marker included."""
-    rmap = store.maps.get(MAP)
-    if rmap is None:
-        return {}
-    out: dict[bytes, tuple[bytes | None, int, int]] = {
-        k: (None, ts, m) for k, (ts, m) in rmap.tombs[p].items()
-    }
-    for k, e in rmap.parts[p].items():
-        out[k] = (e.value, e.ts, e.member)
-    cleared = rmap.cleared[p]
-    if cleared != ZERO:  # the map's clear marker, as the empty key (no real key is empty)
-        out[b""] = (None, cleared[0], cleared[1])
+    """The partition as the checks compare it: key -> (value or None, ts, member) of
+    both maps (their keys differ: `map_of`), tombstones and the plain map's clear marker
+    included."""
+    out: dict[bytes, tuple[bytes | None, int, int]] = {}
+    for name in (MAP, SYNC_MAP):
+        rmap = store.maps.get(name)
+        if rmap is None:
+            continue
+        for k, (ts, m) in rmap.tombs[p].items():
+            out[k] = (None, ts, m)
+        for k, e in rmap.parts[p].items():
+            out[k] = (e.value, e.ts, e.member)
+        cleared = rmap.cleared[p]
+        if name == MAP and cleared != ZERO:  # the clear marker, as the empty key
+            out[b""] = (None, cleared[0], cleared[1])
     return out
 
 
@@ -719,6 +736,8 @@ class SimMember:
             self.on_follow(src, msg[1], msg[2], msg[3], msg[4], msg[5])
         elif kind == wire.W:
             self.on_write(src_addr, msg[1], msg[2], msg[3], msg[4])
+        elif kind == wire.SW:
+            self.on_sync_write(src_addr, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.AR:
             self.on_ae_roots(src, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.AB:
@@ -757,6 +776,113 @@ class SimMember:
             reply = [wire.WR, req, wire.OK, ts, member, ""]
         self.w.net.send(self.addr, client, wire.pack(reply), False)
 
+    def on_sync_write(self, client: str, req: int, op: int, key: bytes, arg: Any) -> None:
+        """A write to the sync-backup map (a put, a delete or an incr by `arg`), answered
+        once its sync backups applied it, as grid/member/server.py's `_sync_for` and
+        `_finish` do with the replication core's acknowledgements."""
+        p = partition_of(key, self.w.cfg.partitions)
+        if not self.serves(p):
+            self.reply_sync(client, req, wire.NOT_OWNER, 0, 0, self.owner(p) or "", 0)
+            return
+        store = self.store
+        rmap = store.map(SYNC_MAP)
+        now = store.clock()
+        result = 0
+        self._writing = True
+        try:
+            if op == DELETE:
+                store.delete(rmap, key, now)
+                ts, member = rmap.tombs[p][key]
+            elif op == INCR:
+                result = store.incr(rmap, key, arg, 0, now)
+                e = rmap.parts[p][key]
+                ts, member = e.ts, e.member
+            else:
+                e = store.put(rmap, key, arg, now)
+                ts, member = e.ts, e.member
+        finally:
+            self._writing = False
+        if op == INCR:
+            self.inv.incremented(self.name, p, key, result)
+        # _sync_for: how many backups, among how many first ones, for this map
+        config = store.config
+        want = config.sync_backups_by_map().get(SYNC_MAP, config.sync_backups)
+        held = self.primary.map_backups.of(SYNC_MAP)
+        n = min(want, held)
+        touched = self.primary.take_touched() if n else {}
+        terms = self.terms().by_partition  # touched's seqs are of these terms
+
+        def done(confirmed: bool) -> None:
+            plog = self.primary.logs.get(p)
+            if confirmed and n and p not in touched:
+                # served with no log yet (a quick restart before its streams start):
+                # nothing reaches a backup, and `_sync_for` has nothing to wait for
+                self.w.stats.sync_unlogged += 1
+                self.inv.confirmed_unchecked(key, (ts, member))
+            elif (
+                confirmed
+                and n
+                and (not self.serves(p) or plog is None or plog.term != terms.get(p))
+            ):
+                # `Primary.unconfirmed` leaves a partition no longer served to its new
+                # primary (a hand-off, a fail-over), and compares acknowledgements by
+                # seq alone: one of another term (the partition left and came back by
+                # a hand-off meanwhile) counts too. Not checked at the answer.
+                self.w.stats.sync_moved += 1
+                self.inv.confirmed_unchecked(key, (ts, member))
+            elif confirmed and n:
+                table = self.table
+                replicas = table.replicas(p) if table is not None else (self.name,)
+                self.inv.confirmed(self.name, p, key, (ts, member), replicas, n, held)
+            status = wire.OK if confirmed else wire.UNCONFIRMED
+            self.reply_sync(client, req, status, ts, member, "", result)
+
+        if not touched:
+            done(True)
+            return
+        spawn(self.wait_backups(touched, n, SYNC_TIMEOUT_S, held), self.is_alive).then(done)
+
+    def reply_sync(
+        self, client: str, req: int, status: int, ts: int, member: int, hint: str, result: int
+    ) -> None:
+        msg = [wire.SWR, req, status, ts, member, hint, result]
+        self.w.net.send(self.addr, client, wire.pack(msg), False)
+
+    def wait_backups(
+        self, touched: dict[int, int], n: int, timeout: float, ranks: int
+    ) -> Task[bool]:
+        """grid/member/replicas/replica.py's wait_backups on the simulated clock: until,
+        for every partition touched, min(n, its backups in the table) backups have
+        acknowledged its changes up to the seq given (`Primary.unconfirmed`); False at
+        the timeout. The table is read again at every look."""
+        loop = self.w.loop
+        deadline = loop.now + timeout
+        core = self.primary
+        while True:
+            table = self.ownership.table
+            if table is None:
+                return True
+            if self.ownership.fenced:
+                return False
+            missing = core.unconfirmed(touched, n, table.replicas, ranks)
+            if not missing:
+                return True
+            left = deadline - loop.now
+            if left <= 0:
+                return False
+            woken: Future[None] = Future()  # an acknowledgement or the poll, whichever first
+            waiting = False
+            for p, seq in missing:
+                for f in core.waited_for(p, table.replicas(p), ranks):
+                    if core.wait_ack(f, p, seq, woken):
+                        waiting = True
+                    else:
+                        woken.resolve(None)
+            if waiting:
+                self.send_ready()  # a wait makes the sender hurry
+            self.later(min(left, SYNC_POLL_S if waiting else SYNC_IDLE_S), woken.resolve, None)
+            yield woken
+
     def on_follow(
         self,
         follower: str,
@@ -777,7 +903,8 @@ class SimMember:
             f = core.open_stream(follower)
             self.stream_epochs[follower] = epoch
         for p, seq in acks:
-            core.ack(f, p, seq)
+            for token in core.ack(f, p, seq):
+                token.resolve(None)  # a sync write's wait (`wait_backups`)
         waits = self.takeovers.get(follower, {})
         for p in taken:
             core.taken_over(f, p)
@@ -821,7 +948,7 @@ class SimMember:
 
     def version_of(self, p: int, key: bytes) -> tuple[int, int] | None:
         """The version of `key` this member's store holds: its entry's or tombstone's."""
-        rmap = self.store.maps.get(MAP)
+        rmap = self.store.maps.get(map_of(key))
         if rmap is None:
             return None
         e = rmap.parts[p].get(key)

@@ -8,6 +8,11 @@ Shapes (lists):
 
 - WRITE `[W, req, key, value|None, hops]` client -> member; WRITE_REPLY
   `[WR, req, status, ts, member, hint]` (status OK / NOT_OWNER, hint = owner name).
+- SYNC_WRITE `[SW, req, op, key, arg]` client -> member, a write to the sync-backup map
+  (op: the store's PUT with the value, DELETE, or INCR by the delta); SYNC_REPLY
+  `[SWR, req, status, ts, member, hint, counter]` once its sync backups applied it
+  (status OK / NOT_OWNER / UNCONFIRMED: applied, not confirmed in time; counter: an
+  incr's result).
 - STREAM `[S, epoch, chunks]` primary -> follower, one per `Primary.drain`; a chunk
   is `[kind, p, seq, records, term, epoch, error]`, the fields of
   `replication.primary.Chunk` (proto/grid.proto's Chunk); records have the store's
@@ -38,11 +43,11 @@ from typing import Any
 import msgpack
 
 # message kinds
-W, WR, S, F, AR, AB, AX, P, PA, RQ, RS = range(11)
+W, WR, S, F, AR, AB, AX, P, PA, RQ, RS, SW, SWR = range(13)
 # RPC methods
 TABLE, PUBLISH, FILL, HANDOFF, LEAVE = range(5)
 # write statuses
-OK, NOT_OWNER = 0, 1
+OK, NOT_OWNER, UNCONFIRMED = 0, 1, 2
 
 
 def pack(msg: list[Any]) -> bytes:

@@ -30,9 +30,10 @@ import hashlib
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
 
 from grid.store.copies import digest
-from grid.store.store import Store
+from grid.store.store import DELETE, INCR, PUT, Store, decode_counter
 from membership.actions import MemberEvent
 from membership.sim import Cluster
 from membership.simnet import Link
@@ -46,7 +47,7 @@ from simulation import wire
 from simulation.disk import Disks
 from simulation.faults import Faults
 from simulation.invariants import Invariants, InvariantViolation
-from simulation.member import Saved, SimMember, copy_of, new_store
+from simulation.member import SYNC_TIMEOUT_S, Saved, SimMember, copy_of, new_store
 
 CLIENTS = "clients"
 """The clients' host: in no split group, so it reaches both sides of a split (the
@@ -55,6 +56,13 @@ STORM_PER_MEMBER = 1000
 """Messages a member may cause per simulated second before the run calls it a livelock:
 about 100x the busiest second of a healthy run (a join's snapshots and push-pulls)."""
 CLIENT_TIMEOUT = 2.0
+SYNC_CLIENT_TIMEOUT = SYNC_TIMEOUT_S + CLIENT_TIMEOUT
+"""A sync write may wait `SYNC_TIMEOUT_S` for its backups before it is answered."""
+COUNTER_SPAN_S = 30.0
+"""Sync clients increment fresh counters every this long (`c<generation>.<i>`): a fork
+(see simulation/invariants.py) takes only the counters of its moment out of the claim."""
+COUNTERS = 3
+"""Counters per generation."""
 MAX_HOPS = 3
 SKEWED_SHARE = 0.1
 """Members whose wall clock is 10-60 s off (the rest: within 25 ms): the HLC must
@@ -84,8 +92,19 @@ class SimConfig:
     positions or hand-offs; False: it restarts empty, with no table."""
     fault_mean_gap: float = 6.0
     max_down: int = 3
+    splits: bool = True
+    """False: no splits, one-way cuts or flaps (simulation/faults.py SPLITS); with them
+    every counter of the sync clients forks and is out of the counters' claim
+    (simulation/invariants.py), so `--no-splits` runs are the ones that check it."""
     ae_period: float = 10.0
     quiet_timeout: float = 600.0
+    sync_rate: float = 5.0
+    """Client operations per simulated second on the sync-backup map: puts (half),
+    incrs of the current counters (four in ten) and deletes; 0: none, the run of the
+    plain map alone (its trace as before sync clients existed)."""
+    sync_backups: int = 1
+    """The sync map's `map_sync_backups`."""
+    sync_keys: int = 50
     strict_primaries: bool = False
     """Count a hand-off in flight beside another member's table claim under the same
     table as two primaries (simulation/invariants.py, `Invariants.serving`): shows the
@@ -139,6 +158,18 @@ class Stats:
     one_way_cuts: int = 0
     flaps: int = 0
     slow: int = 0
+    sync_sent: int = 0
+    sync_acked: int = 0
+    sync_unconfirmed: int = 0
+    sync_not_owner: int = 0
+    sync_failed: int = 0
+    sync_moved: int = 0
+    sync_unlogged: int = 0
+    sync_timed_out: int = 0
+    incrs_acked: int = 0
+    sync_all_lost: int = 0
+    counters: int = 0
+    counters_forked: int = 0
 
 
 @dataclass
@@ -174,21 +205,101 @@ class Result:
         return "\n".join(lines)
 
 
+class SyncOp(NamedTuple):
+    """A sync-map operation in flight: the store's op (PUT, DELETE, INCR), its key, its
+    argument (the value, None, the delta) and the NOT_OWNER hops taken."""
+
+    op: int
+    key: bytes
+    arg: Any
+    hops: int
+
+
 class Clients:
     """Simulated smart clients: each write goes to the primary named by the table of
     a member the client talks to (a random running member), and follows NOT_OWNER
-    hints a few hops."""
+    hints a few hops. The plain map's writes and the sync map's operations each have
+    their own random stream and timer, so a seed's plain writes are the same with or
+    without the sync ones."""
 
     def __init__(self, world: World) -> None:
         self.w = world
         self.rng = random.Random(f"clients:{world.cfg.seed}")
         self.pending: dict[int, tuple[bytes, bytes | None, int]] = {}
         self.req = 0
+        self.sync_rng = random.Random(f"sync-clients:{world.cfg.seed}")
+        self.sync_pending: dict[int, SyncOp] = {}
+        self.sync_req = 0
         self.stopped = False
         world.net.add_host(CLIENTS, self.receive)
 
     def start(self) -> None:
         self._next()
+        if self.w.cfg.sync_rate > 0:
+            self._next_sync()
+
+    def _next_sync(self) -> None:
+        gap = self.sync_rng.expovariate(self.w.cfg.sync_rate)
+        self.w.loop.call_later(gap, self.sync_write)
+
+    def sync_write(self) -> None:
+        w = self.w
+        if self.stopped:
+            return
+        self._next_sync()
+        rng = self.sync_rng
+        r = rng.random()
+        if r < 0.4:
+            gen = int(w.loop.now // COUNTER_SPAN_S)
+            op, key, arg = INCR, f"c{gen}.{rng.randrange(COUNTERS)}".encode(), 1
+        elif r < 0.5:
+            op, key, arg = DELETE, f"s{rng.randrange(w.cfg.sync_keys)}".encode(), None
+        else:
+            key = f"s{rng.randrange(w.cfg.sync_keys)}".encode()
+            op, arg = PUT, f"s{self.sync_req}".encode()
+        entry = rng.choice(sorted(w.cluster.running()))
+        table = w.replicas[entry].table
+        target = table.owner(partition_of(key, w.cfg.partitions)) if table else entry
+        self.sync_req += 1
+        w.stats.sync_sent += 1
+        self.sync_pending[self.sync_req] = SyncOp(op, key, arg, 0)
+        self._send_sync(self.sync_req, target)
+
+    def _send_sync(self, req: int, target: str) -> None:
+        op, key, arg, hops = self.sync_pending[req]
+        msg = wire.pack([wire.SW, req, op, key, arg])
+        self.w.net.send(CLIENTS, self.w.raddr(target), msg, False)
+        self.w.loop.call_later(SYNC_CLIENT_TIMEOUT, self._sync_timeout, req, hops)
+
+    def _sync_timeout(self, req: int, hops: int) -> None:
+        got = self.sync_pending.get(req)
+        if got is not None and got.hops == hops:
+            del self.sync_pending[req]
+            self.w.stats.sync_timed_out += 1  # outcome unknown: maybe applied
+            if got.op == INCR:
+                self.w.inv.incr_answered(got.key, None)
+
+    def sync_reply(self, req: int, status: int, hint: str, result: int) -> None:
+        got = self.sync_pending.get(req)
+        if got is None:
+            return
+        stats = self.w.stats
+        del self.sync_pending[req]
+        if status == wire.OK:
+            stats.sync_acked += 1
+            if got.op == INCR:
+                stats.incrs_acked += 1
+                self.w.inv.incr_answered(got.key, result)
+        elif status == wire.UNCONFIRMED:  # applied on the primary, maybe no further
+            stats.sync_unconfirmed += 1
+            if got.op == INCR:
+                self.w.inv.incr_answered(got.key, None)
+        elif hint and got.hops < MAX_HOPS and hint in self.w.replicas:
+            stats.sync_not_owner += 1
+            self.sync_pending[req] = got._replace(hops=got.hops + 1)
+            self._send_sync(req, hint)
+        else:
+            stats.sync_failed += 1
 
     def _next(self) -> None:
         self.w.loop.call_later(self.rng.expovariate(self.w.cfg.write_rate), self.write)
@@ -221,7 +332,11 @@ class Clients:
             self.w.stats.writes_timed_out += 1  # outcome unknown: maybe applied
 
     def receive(self, now: float, src: str, payload: bytes, reliable: bool) -> None:
-        _, req, status, ts, member, hint = wire.unpack(payload)
+        msg = wire.unpack(payload)
+        if msg[0] == wire.SWR:
+            self.sync_reply(msg[1], msg[2], msg[5], msg[6])
+            return
+        _, req, status, ts, member, hint = msg
         got = self.pending.get(req)
         if got is None:
             return
@@ -359,6 +474,8 @@ class World:
         self.net.crash(self.raddr(name))
         self.replicas[name].stop()
         self.inv.member_gone(name)
+        if not self.cfg.persist:
+            self.inv.store_lost(name)  # its memory goes with the process (its copies too)
         for rep in self.replicas.values():
             if rep.alive:
                 rep.rpc.callee_died(name)
@@ -421,6 +538,7 @@ class World:
         self.note(f"split {len(a)}|{len(b)} {','.join(a)}")
         self.stats.splits += 1
         self.split = (a, b)
+        self.inv.split()
         self.net.partition(self._groups(a), self._groups(b))
 
     def one_way(self, src: list[str], dst: list[str]) -> None:
@@ -428,6 +546,7 @@ class World:
         self.note(f"one-way cut {','.join(src)} -> the other {len(dst)}")
         self.stats.one_way_cuts += 1
         self.split = (src, dst)
+        self.inv.split()
         self.net.cut_one_way(self._groups(src), self._groups(dst))
 
     def heal(self) -> None:
@@ -435,6 +554,7 @@ class World:
             self.note("heal")
             self.split = None
             self.net.heal()
+            self.inv.healed()
 
     def set_links(self, lossy: dict[str, float], slow: dict[str, float]) -> None:
         """Every link of each member in `lossy` drops that share of messages; every link
@@ -645,7 +765,7 @@ class World:
             for p in self.held(n):
                 if n not in table.replicas(p):
                     return f"{n} still holds a copy of partition {p}"
-        if self.clients.pending:
+        if self.clients.pending or self.clients.sync_pending:
             return "client writes pending"
         return ""
 
@@ -700,6 +820,19 @@ class World:
                 got = final.get(key)
                 if got is None or (got[1], got[2]) < v:
                     inv.fail(f"{key!r}: acknowledged write {v} lost (final {got})")
+        self.stats.sync_all_lost = len(inv.all_lost)
+        for key, v in sorted(inv.sync_acked.items()):
+            if inv.all_lost.get(key) == v:
+                continue  # every copy was lost at once: more failures than backups
+            got = final.get(key)
+            if got is None or (got[1], got[2]) < v:
+                inv.fail(f"{key!r}: write {v} confirmed under sync backups lost (final {got})")
+        for key in sorted(inv.counters):
+            got = final.get(key)
+            value = decode_counter(got[0]) if got and got[0] is not None else 0
+            inv.counter_final(key, partition_of(key, self.cfg.partitions), value)
+        self.stats.counters = len(inv.counters)
+        self.stats.counters_forked = sum(not c.claimed for c in inv.counters.values())
 
     def trace(self) -> str:
         """Hash of every message sent, the fault log and the final state."""

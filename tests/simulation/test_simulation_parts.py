@@ -84,3 +84,50 @@ def test_a_hand_off_in_flight_beside_a_table_claim_counts_only_when_strict(stric
     else:
         inv.serving("a", V, owned(1))
         inv.serving("a", V - (1 << 32), owned(1))  # a stale table: never a conflict
+
+
+def _stamp(inv: Invariants, member: str, key: bytes, ts: int, mid: int = 1) -> None:
+    inv.stamped(member, 0, key, b"v", ts, mid)
+    inv.stored(member, 0, key, b"v", ts, mid)
+
+
+def test_a_sync_write_confirmed_on_the_primary_alone_is_a_violation() -> None:
+    inv = Invariants(lambda: 1.0)
+    _stamp(inv, "a", b"s1", 10)
+    with pytest.raises(InvariantViolation, match="held by \\['a'\\], fewer than 2"):
+        inv.confirmed("a", 0, b"s1", (10, 1), ("a", "b"), 1, 1)
+    inv.stored("b", 0, b"s1", b"v", 10, 1)  # the backup applied it
+    inv.confirmed("a", 0, b"s1", (10, 1), ("a", "b"), 1, 1)
+    inv.confirmed("a", 0, b"s1", (10, 1), ("a",), 1, 1)  # a table with no backup: 1 copy
+    assert inv.sync_acked[b"s1"] == (10, 1)
+
+
+def test_a_confirmed_write_whose_every_copy_is_lost_is_not_claimed() -> None:
+    inv = Invariants(lambda: 1.0)
+    _stamp(inv, "a", b"s1", 10)
+    inv.stored("b", 0, b"s1", b"v", 10, 1)
+    inv.confirmed("a", 0, b"s1", (10, 1), ("a", "b"), 1, 1)
+    inv.store_lost("a")
+    assert inv.all_lost == {}  # b still holds it
+    inv.store_lost("b")
+    assert inv.all_lost == {b"s1": (10, 1)}
+
+
+def test_counters_must_keep_every_acknowledged_incr_unless_forked() -> None:
+    now = [1.0]
+    inv = Invariants(lambda: now[0])
+    inv.incremented("a", 0, b"c0.0", 1)
+    inv.incr_answered(b"c0.0", 1)
+    inv.incremented("a", 0, b"c0.0", 2)
+    inv.incr_answered(b"c0.0", 2)
+    inv.incr_answered(b"c0.0", None)  # timed out: maybe applied
+    inv.counter_final(b"c0.0", 0, 2)
+    inv.counter_final(b"c0.0", 0, 3)
+    with pytest.raises(InvariantViolation, match="final 4, 2 incrs acknowledged and 1 unknown"):
+        inv.counter_final(b"c0.0", 0, 4)  # counted twice
+    with pytest.raises(InvariantViolation, match="an acknowledged incr was lost"):
+        inv.incremented("b", 0, b"c0.0", 1)  # a new primary without them
+    inv.split()  # a split from here on: the counter forks, nothing is claimed
+    now[0] = 2.0
+    inv.incremented("b", 0, b"c0.0", 1)
+    inv.counter_final(b"c0.0", 0, 1)
