@@ -157,6 +157,17 @@ def _drop_leaves_marker() -> Callable[[], None]:
     return _patch(Durability, "flush", flush)
 
 
+def _sync_ack_early() -> Callable[[], None]:
+    """The primary counts a sync write as confirmed before its backups acknowledged it
+    (`Primary.unconfirmed` finds nothing missing): the write is answered OK while only
+    the primary holds it, and a crash that loses its memory loses it."""
+
+    def unconfirmed(self: Any, touched: Any, n: int, replicas: Any, ranks: int = 0) -> Any:
+        return []
+
+    return _patch(primary_core.Primary, "unconfirmed", unconfirmed)
+
+
 PLANTS: dict[str, Plant] = {
     p.name: p
     for p in (
@@ -189,6 +200,11 @@ PLANTS: dict[str, Plant] = {
             "a member restarted quicker than failure detection never starts its saved "
             "table's streams",
             _restart_no_streams,
+        ),
+        Plant(
+            "sync-ack-early",
+            "a primary answers a sync write before its backups acknowledged it",
+            _sync_ack_early,
         ),
     )
 }
