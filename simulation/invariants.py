@@ -62,8 +62,7 @@ core's acknowledgements), in both modes, the memory-losing one included:
   and crashed before the primary heard: one failure after the write was on two
   stores). Not checked, only claimed at the end, for the OKs grid gives without
   its backups: the primary stopped serving the partition while it waited, or
-  lost it and got it back by a hand-off in another term (`Primary.unconfirmed`
-  compares seqs, not terms), or served it with no log (`sync_moved`,
+  served it with no log (`sync_moved`,
   `sync_unlogged` in the stats; docs/testing.md).
 - **No confirmed write is lost** (at the end): every put, delete or incr a primary
   confirmed under sync backups is present or superseded by an LWW-newer version of

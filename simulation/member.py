@@ -810,24 +810,16 @@ class SimMember:
         held = self.primary.map_backups.of(SYNC_MAP)
         n = min(want, held)
         touched = self.primary.take_touched() if n else {}
-        terms = self.terms().by_partition  # touched's seqs are of these terms
 
         def done(confirmed: bool) -> None:
-            plog = self.primary.logs.get(p)
             if confirmed and n and p not in touched:
                 # served with no log yet (a quick restart before its streams start):
                 # nothing reaches a backup, and `_sync_for` has nothing to wait for
                 self.w.stats.sync_unlogged += 1
                 self.inv.confirmed_unchecked(key, (ts, member))
-            elif (
-                confirmed
-                and n
-                and (not self.serves(p) or plog is None or plog.term != terms.get(p))
-            ):
+            elif confirmed and n and (not self.serves(p) or p not in self.primary.logs):
                 # `Primary.unconfirmed` leaves a partition no longer served to its new
-                # primary (a hand-off, a fail-over), and compares acknowledgements by
-                # seq alone: one of another term (the partition left and came back by
-                # a hand-off meanwhile) counts too. Not checked at the answer.
+                # primary (a hand-off, a fail-over). Not checked at the answer.
                 self.w.stats.sync_moved += 1
                 self.inv.confirmed_unchecked(key, (ts, member))
             elif confirmed and n:
@@ -849,7 +841,7 @@ class SimMember:
         self.w.net.send(self.addr, client, wire.pack(msg), False)
 
     def wait_backups(
-        self, touched: dict[int, int], n: int, timeout: float, ranks: int
+        self, touched: dict[int, tuple[int, int]], n: int, timeout: float, ranks: int
     ) -> Task[bool]:
         """grid/member/replicas/replica.py's wait_backups on the simulated clock: until,
         for every partition touched, min(n, its backups in the table) backups have
@@ -862,7 +854,7 @@ class SimMember:
             table = self.ownership.table
             if table is None:
                 return True
-            if self.ownership.fenced:
+            if self.ownership.fenced or core.lost(touched):
                 return False
             missing = core.unconfirmed(touched, n, table.replicas, ranks)
             if not missing:
