@@ -46,9 +46,12 @@ At the end (after heal, once quiet; see `World.final_checks`):
 - every key's value is the LWW winner of every version any store ever held
   (persisted mode: nothing a store held is lost, so nothing may be missing), or,
   with crashes that lose memory, of every version held when the faults ended;
+  unless its partition's clear marker is newer: then the key is absent (a clear
+  never comes back), and each partition's final marker is the newest clear any
+  store held;
 - persisted mode: every acknowledged write is present or superseded by an
-  LWW-newer version of its key; a delete is its tombstone, so an acknowledged
-  delete that comes back with an older value fails here.
+  LWW-newer version of its key or by a clear; a delete is its tombstone, so an
+  acknowledged delete that comes back with an older value fails here.
 
 Sync backups (the map `s`, `map_sync_backups=s=1`; simulation/member.py's
 `on_sync_write` waits as grid/member/server.py's `_finish` does, on the replication
@@ -104,6 +107,9 @@ from typing import Any, NamedTuple
 from replication.stream import FollowerLog, Phase
 
 Key = bytes
+CLEAR_KEY = b""
+"""The plain map's clear marker in a copy (simulation/member.py's `copy_of`) and in the
+sink (`Store.clear` reports each partition's marker under the empty key)."""
 VersionT = tuple[int, int]
 MUTATIONS, SNAPSHOT_BEGIN, SNAPSHOT, SNAPSHOT_END, HANDOFF, REFUSED = range(6)
 
@@ -168,8 +174,14 @@ class InvariantViolation(AssertionError):
 class Invariants:
     """Shadow state and the checks above; `fail` raises at the first violation."""
 
-    def __init__(self, now: Callable[[], float], strict: bool = False) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float],
+        strict: bool = False,
+        map_of: Callable[[Key], str] = lambda key: "",
+    ) -> None:
         self._now = now
+        self._map_of = map_of  # a clear removes the keys of its own map only
         self.strict = strict  # count hand-offs in flight as overlaps too (`serving`)
         self.written: dict[tuple[Key, int, int], bytes | None] = {}
         """(key, ts, member) -> value of every version a primary stamped."""
@@ -182,6 +194,10 @@ class Invariants:
         self.acked_count = 0
         self.since_mark: dict[Key, VersionT] = {}
         """Per key, the newest version held by any store since `mark()` (end of faults)."""
+        self.cleared_ever: dict[int, VersionT] = {}
+        self.cleared_since: dict[int, VersionT] = {}
+        """Per partition, the newest clear marker of the plain map any store held (ever,
+        since `mark()`): the clear's version, which hides every older one of its keys."""
         self.terms: set[int] = set()
         self.primary_term: dict[tuple[str, int], tuple[int, int]] = {}
         """(member, p) -> (term, last seq) while the member is primary."""
@@ -223,14 +239,25 @@ class Invariants:
         old = held.get(key)
         if old is not None and v <= old:
             self.fail(f"{member} p{p} {key!r}: version regressed {old} -> {v}")
-        held[key] = v
         w = (key, ts, mid)
         if w not in self.written or self.written[w] != value:
             self.fail(f"{member} p{p} {key!r}: holds {v} = {value!r} that no primary stamped")
-        if v > self.ever.get(key, (0, 0)):
-            self.ever[key] = v
-        if v > self.since_mark.get(key, (0, 0)):
-            self.since_mark[key] = v
+        if key == CLEAR_KEY:  # a clear: its marker, and every older version of p goes
+            cleared = self._map_of(key)
+            kept = {k: h for k, h in held.items() if h > v or self._map_of(k) != cleared}
+            kept[key] = v
+            self.held[(member, p)] = kept
+            self._newer(self.cleared_ever, p, v)
+            self._newer(self.cleared_since, p, v)
+            return
+        held[key] = v
+        self._newer(self.ever, key, v)
+        self._newer(self.since_mark, key, v)
+
+    @staticmethod
+    def _newer(d: dict[Any, VersionT], k: Any, v: VersionT) -> None:
+        if v > d.get(k, (0, 0)):
+            d[k] = v
 
     def dropped(self, member: str, p: int) -> None:
         """The member's store forgot its copy of p."""
@@ -286,13 +313,17 @@ class Invariants:
         """The versions the member's store holds for p, as the sink told them."""
         return dict(self.held.get((member, p), {}))
 
-    def mark(self, copies: Iterable[Mapping[Key, tuple[Any, int, int]]]) -> None:
-        """Start `since_mark` from what the stores hold now (the faults just ended)."""
+    def mark(self, copies: Iterable[tuple[int, Mapping[Key, tuple[Any, int, int]]]]) -> None:
+        """Start `since_mark` and `cleared_since` from what the stores hold now (the
+        faults just ended); `copies`: (partition, copy) pairs."""
         self.since_mark = {}
-        for part in copies:
+        self.cleared_since = {}
+        for p, part in copies:
             for key, (_, ts, member) in part.items():
-                if (ts, member) > self.since_mark.get(key, (0, 0)):
-                    self.since_mark[key] = (ts, member)
+                if key == CLEAR_KEY:
+                    self._newer(self.cleared_since, p, (ts, member))
+                else:
+                    self._newer(self.since_mark, key, (ts, member))
 
     # ---- primaries ------------------------------------------------------------------------
     def became_primary(
@@ -395,7 +426,7 @@ class Invariants:
     ) -> None:
         self.checks += 1
         last = self.last_stamp.get(member, 0)
-        if ts <= last:
+        if ts <= last and not (key == CLEAR_KEY and ts == last):  # a clear: one stamp, all p
             self.fail(f"{member}: HLC stamp {ts} not above its previous {last}")
         self.last_stamp[member] = ts
         self.written[(key, ts, mid)] = value
@@ -602,7 +633,10 @@ class Invariants:
                 if v > want.get(k, (0, 0)):
                     want[k] = v
         self.checked[(member, p)] = (term, seq)
+        cleared = holds(p, CLEAR_KEY) or (0, 0)
         for k, v in want.items():
+            if k != CLEAR_KEY and v <= cleared:
+                continue  # removed by a clear this copy holds
             have = holds(p, k)
             if have is None or have < v:
                 self.fail(

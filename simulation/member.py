@@ -78,6 +78,7 @@ from replication.primary import Chunk, Primary
 from simulation import wire
 from simulation.coordinator import FILL_TIMEOUT_S, SimCoordinator
 from simulation.disk import Disks
+from simulation.invariants import CLEAR_KEY
 from simulation.rpc import Result, Rpc
 from simulation.tasks import Future, Task, gather, spawn
 
@@ -738,6 +739,8 @@ class SimMember:
             self.on_write(src_addr, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.SW:
             self.on_sync_write(src_addr, msg[1], msg[2], msg[3], msg[4])
+        elif kind == wire.CL:
+            self.on_clear()
         elif kind == wire.AR:
             self.on_ae_roots(src, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.AB:
@@ -775,6 +778,17 @@ class SimMember:
                 self._writing = False
             reply = [wire.WR, req, wire.OK, ts, member, ""]
         self.w.net.send(self.addr, client, wire.pack(reply), False)
+
+    def on_clear(self) -> None:
+        """A client's clear of the plain map: `Store.clear` removes the entries of the
+        partitions this member serves and leaves each one's marker (the sink reports it
+        under the empty key), which replicates like a write."""
+        store = self.store
+        self._writing = True
+        try:
+            store.clear(store.map(MAP))
+        finally:
+            self._writing = False
 
     def on_sync_write(self, client: str, req: int, op: int, key: bytes, arg: Any) -> None:
         """A write to the sync-backup map (a put, a delete or an incr by `arg`), answered
@@ -939,10 +953,14 @@ class SimMember:
             self.later(REFUSED_RETRY_S, self._retry_refused)
 
     def version_of(self, p: int, key: bytes) -> tuple[int, int] | None:
-        """The version of `key` this member's store holds: its entry's or tombstone's."""
+        """The version of `key` this member's store holds: its entry's or tombstone's (the
+        empty key: the plain map's clear marker)."""
         rmap = self.store.maps.get(map_of(key))
         if rmap is None:
             return None
+        if key == CLEAR_KEY:
+            marker = rmap.cleared[p]
+            return (marker[0], marker[1]) if marker != ZERO else None
         e = rmap.parts[p].get(key)
         if e is not None:
             return (e.ts, e.member)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from grid.store.durability import Durability
+from grid.store.recordmap import ZERO
 from grid.store.store import PUT, Store
 from partitioning.ownership import Ownership
 from persistence import Op
@@ -125,6 +126,25 @@ def _lww_reversed() -> Callable[[], None]:
     return _patch(Store, "apply", apply)
 
 
+def _clear_comes_back() -> Callable[[], None]:
+    """The store takes a replicated put older than the partition's clear marker (the
+    marker check left out): a copy that missed a clear (a backup behind, a hand-back, an
+    anti-entropy repair) brings the cleared keys back."""
+    real = Store.apply
+
+    def apply(self: Store, partition: int, op: int, map_name: str, key: bytes, *rest: Any) -> Any:
+        rmap = self.maps.get(map_name)
+        if op != PUT or rmap is None or rmap.cleared[partition] == ZERO:
+            return real(self, partition, op, map_name, key, *rest)
+        marker, rmap.cleared[partition] = rmap.cleared[partition], ZERO
+        try:
+            return real(self, partition, op, map_name, key, *rest)
+        finally:
+            rmap.cleared[partition] = marker
+
+    return _patch(Store, "apply", apply)
+
+
 def _restart_no_streams() -> Callable[[], None]:
     """Last round's bug: a member restarted quicker than failure detection comes back with
     its saved table, which equals the cluster's, so nobody publishes it again; the
@@ -189,6 +209,11 @@ PLANTS: dict[str, Plant] = {
             "lww-reversed",
             "the store lets an older replicated put replace a newer one",
             _lww_reversed,
+        ),
+        Plant(
+            "clear-comes-back",
+            "the store lets a replicated put older than the partition's clear marker in",
+            _clear_comes_back,
         ),
         Plant(
             "drop-leaves-marker",

@@ -13,6 +13,9 @@ Shapes (lists):
   `[SWR, req, status, ts, member, hint, counter]` once its sync backups applied it
   (status OK / NOT_OWNER / UNCONFIRMED: applied, not confirmed in time; counter: an
   incr's result).
+- CLEAR `[CL]` client -> every running member: clear the plain map (each member
+  clears the partitions it serves, as a member forwarding a client's clear has every
+  member do); not answered.
 - STREAM `[S, epoch, chunks]` primary -> follower, one per `Primary.drain`; a chunk
   is `[kind, p, seq, records, term, epoch, error]`, the fields of
   `replication.primary.Chunk` (proto/grid.proto's Chunk); records have the store's
@@ -43,7 +46,7 @@ from typing import Any
 import msgpack
 
 # message kinds
-W, WR, S, F, AR, AB, AX, P, PA, RQ, RS, SW, SWR = range(13)
+W, WR, S, F, AR, AB, AX, P, PA, RQ, RS, SW, SWR, CL = range(14)
 # RPC methods
 TABLE, PUBLISH, FILL, HANDOFF, LEAVE = range(5)
 # write statuses

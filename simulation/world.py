@@ -42,12 +42,13 @@ from partitioning.decisions import Decision
 from partitioning.keys import partition_of
 from partitioning.leave import Departed
 from partitioning.table import PartitionTable, build_table
+from replication.lww import ZERO, cleared_by
 from replication.stream import Phase
 from simulation import wire
 from simulation.disk import Disks
 from simulation.faults import Faults
-from simulation.invariants import Invariants, InvariantViolation
-from simulation.member import SYNC_TIMEOUT_S, Saved, SimMember, copy_of, new_store
+from simulation.invariants import CLEAR_KEY, Invariants, InvariantViolation
+from simulation.member import MAP, SYNC_TIMEOUT_S, Saved, SimMember, copy_of, map_of, new_store
 
 CLIENTS = "clients"
 """The clients' host: in no split group, so it reaches both sides of a split (the
@@ -105,6 +106,9 @@ class SimConfig:
     sync_backups: int = 1
     """The sync map's `map_sync_backups`."""
     sync_keys: int = 50
+    clear_rate: float = 1 / 90
+    """Clears of the plain map per simulated second (exponential gaps, their own random
+    stream); 0: none."""
     strict_primaries: bool = False
     """Count a hand-off in flight beside another member's table claim under the same
     table as two primaries (simulation/invariants.py, `Invariants.serving`): shows the
@@ -158,6 +162,7 @@ class Stats:
     one_way_cuts: int = 0
     flaps: int = 0
     slow: int = 0
+    clears: int = 0
     sync_sent: int = 0
     sync_acked: int = 0
     sync_unconfirmed: int = 0
@@ -230,6 +235,7 @@ class Clients:
         self.sync_rng = random.Random(f"sync-clients:{world.cfg.seed}")
         self.sync_pending: dict[int, SyncOp] = {}
         self.sync_req = 0
+        self.clear_rng = random.Random(f"clear-clients:{world.cfg.seed}")
         self.stopped = False
         world.net.add_host(CLIENTS, self.receive)
 
@@ -237,6 +243,23 @@ class Clients:
         self._next()
         if self.w.cfg.sync_rate > 0:
             self._next_sync()
+        if self.w.cfg.clear_rate > 0:
+            self._next_clear()
+
+    def _next_clear(self) -> None:
+        gap = self.clear_rng.expovariate(self.w.cfg.clear_rate)
+        self.w.loop.call_later(gap, self.clear)
+
+    def clear(self) -> None:
+        """A client clears the plain map: every running member clears what it serves."""
+        w = self.w
+        if self.stopped:
+            return
+        self._next_clear()
+        w.stats.clears += 1
+        msg = wire.pack([wire.CL])
+        for name in sorted(w.cluster.running()):
+            w.net.send(CLIENTS, w.raddr(name), msg, False)
 
     def _next_sync(self) -> None:
         gap = self.sync_rng.expovariate(self.w.cfg.sync_rate)
@@ -363,7 +386,7 @@ class World:
         self.loop = self.cluster.loop
         self.net = self.cluster.net
         self.rng = random.Random(f"world:{cfg.seed}")
-        self.inv = Invariants(lambda: self.loop.now, strict=cfg.strict_primaries)
+        self.inv = Invariants(lambda: self.loop.now, strict=cfg.strict_primaries, map_of=map_of)
         self.placement = PlacementConfig(partition_count=cfg.partitions, backups=cfg.backups)
         self.tables: dict[int, PartitionTable] = {}
         """Every table published, by version: what a PUBLISH or TABLE answer names."""
@@ -612,7 +635,7 @@ class World:
             if not self.cluster.up[n]:
                 self.restart(n)
         self.inv.mark(
-            copy_of(self.stores[n], p) for n in self.names for p in range(self.cfg.partitions)
+            (p, copy_of(self.stores[n], p)) for n in self.names for p in range(self.cfg.partitions)
         )
 
     # ---- running --------------------------------------------------------------------------
@@ -780,10 +803,23 @@ class World:
         return [p for p in range(self.cfg.partitions) if store.holds_copy(p)]
 
     def final_values(self) -> dict[bytes, tuple[bytes | None, int, int]]:
+        """Every key's final (value, ts, member) at its primary; the clear markers apart
+        (`final_markers`)."""
         table = self.final_table()
         out: dict[bytes, tuple[bytes | None, int, int]] = {}
         for p in range(self.cfg.partitions):
             out.update(copy_of(self.stores[table.owner(p)], p))
+        out.pop(CLEAR_KEY, None)
+        return out
+
+    def final_markers(self) -> dict[int, tuple[int, int]]:
+        """Each partition's final clear marker at its primary."""
+        table = self.final_table()
+        out = {}
+        for p in range(self.cfg.partitions):
+            got = copy_of(self.stores[table.owner(p)], p).get(CLEAR_KEY)
+            if got is not None:
+                out[p] = (got[1], got[2])
         return out
 
     def final_checks(self) -> None:
@@ -804,13 +840,28 @@ class World:
             if len({self.root(m, p) for m in reps}) != 1:
                 inv.fail(f"partition {p}: equal copies with different digest roots")
             for key in first:
-                if partition_of(key, self.cfg.partitions) != p:
+                if key != CLEAR_KEY and partition_of(key, self.cfg.partitions) != p:
                     inv.fail(f"{key!r} stored in partition {p}")
         final = self.final_values()
+        markers = self.final_markers()
+        parts = self.cfg.partitions
+        want_markers = inv.cleared_ever if self.cfg.persist else inv.cleared_since
+        for p in range(parts):
+            if markers.get(p) != want_markers.get(p):
+                inv.fail(f"partition {p}: final clear marker {markers.get(p)} is not the "
+                         f"newest clear {want_markers.get(p)}")  # fmt: skip
         expected = inv.ever if self.cfg.persist else inv.since_mark
+
+        def clear_of(key: bytes) -> tuple[int, int]:
+            """The final clear marker over `key` (the clients clear the plain map only)."""
+            return markers.get(partition_of(key, parts), ZERO) if map_of(key) == MAP else ZERO
+
         for key, v in sorted(expected.items()):
             got = final.get(key)
-            if got is None or (got[1], got[2]) != v:
+            if cleared_by(v, clear_of(key)):
+                if got is not None:  # a clear never comes back: nothing older survives it
+                    inv.fail(f"{key!r}: {got[1:]} survived the clear {clear_of(key)}")
+            elif got is None or (got[1], got[2]) != v:
                 inv.fail(f"{key!r}: final {got and got[1:]} is not the LWW winner {v}")
         for key in final:
             if key not in expected:
@@ -818,6 +869,8 @@ class World:
         if self.cfg.persist:
             for key, v in sorted(inv.acked.items()):
                 got = final.get(key)
+                if cleared_by(v, clear_of(key)):
+                    continue  # superseded by a clear
                 if got is None or (got[1], got[2]) < v:
                     inv.fail(f"{key!r}: acknowledged write {v} lost (final {got})")
         self.stats.sync_all_lost = len(inv.all_lost)
