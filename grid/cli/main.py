@@ -103,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument(
         "--address",
         "-a",
-        default=os.environ.get("GRID_HEALTH_ADDRESS", "127.0.0.1:5701"),
-        help="member to ask [GRID_HEALTH_ADDRESS or %(default)s]",
+        # in a member's container: the member there, on the port its GRID_PORT says
+        default=os.environ.get(
+            "GRID_HEALTH_ADDRESS", f"127.0.0.1:{os.environ.get('GRID_PORT', '5701')}"
+        ),
+        help="member to ask [GRID_HEALTH_ADDRESS, else 127.0.0.1:GRID_PORT: %(default)s]",
     )
     health.add_argument(
         "--service", default="", help="'' (the member) or grid.v1.Grid [%(default)r]"
