@@ -86,17 +86,22 @@ def image(
 
 
 @pytest.fixture(scope="module")
-def project(engine: docker.Engine, image: str) -> Iterator[docker.ComposeProject]:
+def project(
+    engine: docker.Engine, image: str, request: pytest.FixtureRequest
+) -> Iterator[docker.ComposeProject]:
     project = docker.ComposeProject(
         engine, ROOT / "deploy" / "docker-compose.yml", docker.run_tag(), {"GRID_IMAGE": image}
     )
+    failed = request.session.testsfailed
     try:
         project.up()
         yield project
-    except BaseException:
-        print(project.logs())
+    except BaseException:  # `up` failed
+        failed = -1
         raise
     finally:
+        if request.session.testsfailed > failed:  # shown in the failure's report
+            print(f"the members' last log lines:\n{project.logs()}")
         project.close()
 
 
