@@ -245,11 +245,20 @@ def base_image(engine: Engine, timeout: float = 600.0) -> tuple[str, float]:
 
 def build_wheelhouse(out: Path, source: Path = REPO, timeout: float = 600.0) -> None:
     """Wheels of grid and everything it needs (with uvloop), from the host's pip index
-    and cache: the image build then needs no network."""
-    _run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", f"{source}[fast]", "-w", str(out)],
-        timeout=timeout,
+    and cache: the image build then needs no network. Built from a copy of the source
+    without build/ and the like: setuptools reuses build/lib, and a module deleted from
+    the source but still there would end up in the wheel."""
+    skip = shutil.ignore_patterns(
+        *(".git", ".venv", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__"),
+        *(".*_cache", ".hypothesis"),
     )
+    with tempfile.TemporaryDirectory(prefix=f"{run_tag()}-src-") as tmp:
+        copy = Path(tmp) / "grid"
+        shutil.copytree(source, copy, ignore=skip)
+        _run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", f"{copy}[fast]", "-w", str(out)],
+            timeout=timeout,
+        )
 
 
 def build_image(
