@@ -218,3 +218,15 @@ def test_port_in_use_exits_nonzero(address: str) -> None:
     assert last.startswith("grid node:") and f"{host}:{port}" in last and "in use" in last, last
     assert time.monotonic() - t0 < 20
     assert_member_healthy(address)
+
+
+def test_health_exit_code_is_the_probe_answer(address: str) -> None:
+    """`grid health` (the image's HEALTHCHECK): 0 and SERVING from a member, for the
+    member and the Grid service; 1 with the reason where nothing serves."""
+    for service in ("", "grid.v1.Grid"):
+        p = run_grid("health", "-a", address, "--service", service)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == f"{address}: SERVING"
+    p = run_grid("health", "-a", "127.0.0.1:1", "--timeout", "1")
+    assert p.returncode == 1
+    assert "127.0.0.1:1: UNAVAILABLE" in p.stderr
