@@ -437,7 +437,7 @@ class Coordinator:
             address = self.live().get(coordinator, "")
             try:
                 msg = await self.peers.table(address, self.me) if address else None
-                if msg is not None and msg.version == version:
+                if msg is not None:  # that table, or a newer one by now: install keeps the newest
                     self.install(*table_from_proto(msg))
             except (grpc.aio.AioRpcError, ValueError) as e:
                 log.warning("cannot fetch the coordinator's table before leaving",
