@@ -123,9 +123,16 @@ class ProcessBackend:
         self.process(name).process.send_signal(signal.SIGCONT)
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
-        """Start an exited member again: same name, ports, flags and data dir."""
+        """Start an exited member again: same name, ports, flags and data dir. The first
+        member was started with no seeds (it founded the cluster); started so again it
+        would found a cluster of its own, so it is given the others' gossip addresses, as
+        a deployment gives every member its peers (compose, Kubernetes DNS)."""
         assert self.cluster is not None
-        fresh = self.cluster.restart(self.process(name))
+        member = self.process(name)
+        if "--seeds" not in member.cmd:
+            peers = [m.gossip_address for m in self.cluster.members if m is not member]
+            member.cmd = (*member.cmd, "--seeds", ",".join(peers))
+        fresh = self.cluster.restart(member)
         self.launches.append(Launch(fresh))
         wait_serving(fresh, timeout)
 
