@@ -231,7 +231,7 @@ def run(opts: Options, console: Console | None = None) -> int:
     verdicts = [
         checkers.workload(ops, workload.errors if workload else []),
         checkers.acknowledged_writes(ops, final, r.audits, opts.sync_backups),
-        checkers.counters(ops, final),
+        checkers.counters(ops, final, opts.sync_backups),
         checkers.own_reads(ops, windows),
         checkers.convergence(converged_s, converge_why, opts.converge_timeout),
         checkers.no_crash(exits),
