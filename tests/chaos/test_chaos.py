@@ -58,6 +58,8 @@ def test_a_short_run_holds_every_checker(no_grid_env: None, tmp_path: Path, scen
     assert writes["figures"]["acknowledged"] > 100, text
     assert result["audits"] and result["audits"][0]["checked"] > 50, text
     assert (tmp_path / scenario / "history.jsonl").stat().st_size > 0
+    # make test installs the chaos extra (matplotlib): the plot is part of the report
+    assert (tmp_path / scenario / "plot.png").stat().st_size > 10_000, text
 
 
 @pytest.mark.timeout(150)
