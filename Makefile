@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench,fast]'
+	$(BIN)/pip install --quiet -e '.[dev,bench,fast,chaos]'
 	touch $(STAMP)
 
 ## make run: a local cluster on loopback, the cache workloads through the SDK, the stats.

@@ -84,11 +84,13 @@ GRID_MAY_NOT = {
         "grid.bench",
     ),
     "grid.harness": ("grid.member", "grid.store", "grid.embedded"),
+    "grid.chaos": ("grid.member", "grid.store", "grid.embedded"),
 }
 """The arrows inside grid (docs/architecture.md): the store and the SDK know nothing of
-the member runtime, gossip knows nothing of the data, and the harness only starts
-processes. A member is a client of its peers' data planes (forwarding) through the SDK's
-connection (grid/client/connection.py), and of nothing else of the SDK."""
+the member runtime, gossip knows nothing of the data, and the harness and the chaos
+runner only start processes and talk to them as clients. A member is a client of its
+peers' data planes (forwarding) through the SDK's connection (grid/client/connection.py),
+and of nothing else of the SDK."""
 
 
 @pytest.mark.parametrize("package", sorted(GRID_MAY_NOT))

@@ -7,6 +7,7 @@
     grid cluster up -n 3                                               local cluster
     grid demo                                                          cluster + workload
     grid bench                                                         vs Redis
+    grid chaos list | run --scenario NAME [--duration S] [--seed N]   chaos tests
 
 Client commands talk to --address (or GRID_ADDRESS, default 127.0.0.1:5701).
 """
@@ -150,7 +151,36 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     bench.add_argument("--no-redis", action="store_true", help="skip the Redis side")
     bench.add_argument("--only", action="append", help="run only these workloads")
+    _add_chaos(sub)
     return parser
+
+
+def _add_chaos(sub: Any) -> None:
+    chaos = sub.add_parser(
+        "chaos", help="chaos tests: a cluster, a recorded workload, faults, checkers"
+    )
+    xsub = chaos.add_subparsers(dest="chaos_command", required=True)
+    xsub.add_parser("list", help="the scenarios, the backends they run on, and the plants")
+    run = xsub.add_parser(
+        "run", help="one run; exit 0 if every checker holds, 1 if one fails, 2 if it cannot run"
+    )
+    run.add_argument("--scenario", required=True, help="a name from `grid chaos list`")
+    run.add_argument("--backend", default="process", help="process, netns or compose [%(default)s]")
+    run.add_argument("--duration", type=float, default=20.0, help="seconds of load [%(default)s]")
+    run.add_argument("--seed", type=int, default=1, help="chooses victims and ops [%(default)s]")
+    run.add_argument("--members", type=int, default=3, help="cluster size [%(default)s]")
+    run.add_argument("--out", default="", help="folder for the history, report and logs [a temp]")
+    run.add_argument(
+        "--sync-backups",
+        type=int,
+        default=1,
+        help="1: writes acknowledged after a backup applied them (none may be lost); 0: "
+        "async (losses are reported) [%(default)s]",
+    )
+    run.add_argument("--threads", type=int, default=4, help="workload threads [%(default)s]")
+    run.add_argument(
+        "--plant", default="", help="start members with a planted bug (a harness self-test)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,7 +247,35 @@ def _dispatch(args: argparse.Namespace) -> int:
         from grid.bench.main import run_bench
 
         return run_bench(quick=args.quick, redis=not args.no_redis, only=args.only)
+    if args.command == "chaos":
+        return _chaos(args)
     raise AssertionError(args.command)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    if args.chaos_command == "list":
+        from grid.chaos.scenarios import listing
+        from simulation.plants import listing as plants
+
+        print("scenarios (name, backends, what it does):")
+        print(listing())
+        print("\nplants for --plant (simulation/plants.py):")
+        print(plants())
+        return 0
+    from grid.chaos.run import Options, run
+
+    opts = Options(
+        scenario=args.scenario,
+        backend=args.backend,
+        duration=args.duration,
+        seed=args.seed,
+        members=args.members,
+        out=args.out,
+        plant=args.plant,
+        sync_backups=args.sync_backups,
+        threads=args.threads,
+    )
+    return run(opts)
 
 
 def _config(args: argparse.Namespace) -> int:

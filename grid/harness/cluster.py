@@ -143,9 +143,13 @@ class LocalCluster:
         log_dir: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         join: bool = True,
+        launcher: Sequence[str] = ("-m", "grid"),
     ) -> None:
-        """join=False: members are started without --seeds (each its own cluster)."""
+        """join=False: members are started without --seeds (each its own cluster).
+        launcher: what follows the interpreter on a member's command line before `node`
+        (the chaos harness's planted members use a wrapper module of their own)."""
         self.join = join
+        self.launcher = tuple(launcher)
         self.size = size
         self.base_port = base_port
         self.host = host
@@ -169,8 +173,7 @@ class LocalCluster:
             seeds = ["--seeds", self.members[0].gossip_address]
         cmd = [
             sys.executable,
-            "-m",
-            "grid",
+            *self.launcher,
             "node",
             "--name",
             name,

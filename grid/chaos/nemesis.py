@@ -1,0 +1,152 @@
+"""The faults a scenario injects, each recorded as a window of the run's time.
+
+A window opens when the fault is injected and closes when it is healed: the member is
+back (restarted or resumed), serving, and the partitions settled again. Inside it the
+window notes when the survivors failed over (their tables no longer name the member).
+The checkers excuse reads inside windows (a failover may answer from a copy that was not
+yet the latest) and nothing else; the plot shades them.
+
+After each failover the nemesis asks for an audit (see checkers.py): every write
+acknowledged before the fault is read back from the survivors, because a write lost at
+the failover can come back later from the restarted member's disk and would then be
+invisible to a check of the final state only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from grid.chaos import probe
+from grid.chaos.backends import ProcessBackend
+
+FAILOVER_S = 30.0  # failure detection (2-6 s) plus the coordinator's round, with margin
+SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
+
+
+@dataclass
+class Window:
+    kind: str  # kill, pause, leave
+    target: str
+    start: float
+    end: float | None = None
+    failover_s: float | None = None  # fault to the survivors' tables leaving it out
+    heal_s: float | None = None  # heal (restart, SIGCONT) to settled again
+    notes: list[str] = field(default_factory=list)
+
+
+class Nemesis:
+    def __init__(
+        self,
+        backend: ProcessBackend,
+        now: Callable[[], float],
+        audit: Callable[[str, float], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.backend = backend
+        self.now = now
+        self.audit = audit  # (label, time): read back what was acknowledged before time
+        self.log = log
+        self.windows: list[Window] = []
+
+    @property
+    def current(self) -> Window | None:
+        return self.windows[-1] if self.windows and self.windows[-1].end is None else None
+
+    # ---- the faults -------------------------------------------------------------------------
+    def kill_and_restart(self, victim: str, down_s: float) -> Window:
+        """kill -9; wait for the failover; audit; after `down_s` more, restart from its
+        data dir and wait until settled."""
+        w = self._open("kill", victim)
+        self.backend.kill(victim)
+        self.log(f"kill -9 {victim}")
+        self._failover(w)
+        time.sleep(down_s)
+        t = self.now()
+        self.backend.restart(victim)
+        self.log(f"restarted {victim}")
+        self._settle(w, t)
+        return w
+
+    def pause(self, victim: str) -> Window:
+        """SIGSTOP until the others fail over without it (longer than failure detection);
+        audit; SIGCONT and wait until settled."""
+        w = self._open("pause", victim)
+        self.backend.pause(victim)
+        self.log(f"SIGSTOP {victim}")
+        try:
+            self._failover(w)
+        finally:
+            t = self.now()
+            self.backend.resume(victim)
+            self.log(f"SIGCONT {victim}")
+        self._settle(w, t)
+        return w
+
+    def leave_and_rejoin(self, victim: str) -> Window:
+        """SIGTERM (graceful leave: primaries handed off first), then start it again."""
+        w = self._open("leave", victim)
+        code = self.backend.terminate(victim)
+        self.log(f"{victim} left (exit {code})")
+        w.notes.append(f"exit code {code}")
+        self._failover(w)
+        t = self.now()
+        self.backend.restart(victim)
+        self.log(f"restarted {victim}")
+        self._settle(w, t)
+        return w
+
+    # ---- steps ------------------------------------------------------------------------------
+    def _open(self, kind: str, target: str) -> Window:
+        w = Window(kind, target, self.now())
+        self.windows.append(w)
+        return w
+
+    def _failover(self, w: Window) -> None:
+        survivors = {n: a for n, a in self.backend.running().items() if n != w.target}
+        why = poll(lambda: failed_over(survivors, w.target), FAILOVER_S)
+        if why:
+            w.notes.append(f"no failover within {FAILOVER_S:.0f}s: {why}")
+            self.log(f"no failover: {why}")
+            return
+        w.failover_s = self.now() - w.start
+        self.log(f"failed over without {w.target} in {w.failover_s:.1f}s")
+        self.audit(f"after the failover from {w.target}", w.start)
+
+    def _settle(self, w: Window, healed_at: float) -> None:
+        why = poll(lambda: probe.settled(list(self.backend.running().values())), SETTLE_S)
+        if why:
+            w.notes.append(f"not settled within {SETTLE_S:.0f}s: {why}")
+            self.log(f"not settled: {why}")
+        w.end = self.now()
+        w.heal_s = w.end - healed_at
+        self.log(f"settled again in {w.heal_s:.1f}s")
+
+
+def failed_over(survivors: dict[str, str], dead: str) -> str:
+    """Empty when every survivor's table leaves `dead` out and one survivor coordinates."""
+    for name, address in survivors.items():
+        t = probe.table(address)
+        if t.version == 0 or dead in t.members:
+            return f"{name}'s table still names {dead}"
+    if not probe.coordinator(survivors):
+        return "no single coordinator"
+    return ""
+
+
+def poll(check: Callable[[], str], timeout: float, interval: float = 0.1) -> str:
+    """Call `check` until it returns "" (then "") or `timeout` passes (then its last
+    answer). An RPC error is an answer ("not yet"), not a failure."""
+    deadline = time.monotonic() + timeout
+    why = "not checked"
+    while True:
+        try:
+            why = check()
+        except (grpc.RpcError, ValueError) as e:
+            why = f"{type(e).__name__}: {str(e)[:200]}"
+        if not why or time.monotonic() >= deadline:
+            return why
+        time.sleep(interval)

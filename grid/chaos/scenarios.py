@@ -1,0 +1,153 @@
+"""The scenarios: which faults, on whom, and when, while the workload runs.
+
+Each scenario repeats its fault while the run's duration lasts (at least once), with a
+quiet spell before each so there are acknowledged writes to lose. A victim is chosen by
+its role at the moment of the fault, with the run's seeded random source choosing among
+equals, so a seed replays the same choices against the same cluster state.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from grid.chaos import probe
+from grid.chaos.backends import ProcessBackend
+from grid.chaos.nemesis import Nemesis
+
+QUIET_S = 2.0  # load without faults before each fault (writes to lose, a baseline to plot)
+DOWN_S = 2.0  # a killed member stays down this long after the failover
+
+
+@dataclass
+class Context:
+    backend: ProcessBackend
+    nemesis: Nemesis
+    rng: random.Random
+    deadline: float  # monotonic: no new fault after it
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    backends: tuple[str, ...]  # where it can run
+    run: Callable[[Context], None]
+    min_members: int = 3
+
+
+def _primary_not_coordinator(ctx: Context) -> str:
+    """A member that is primary of partitions and does not coordinate (killing the
+    coordinator is a scenario of its own)."""
+    running = ctx.backend.running()
+    coordinator = probe.coordinator(running)
+    candidates = sorted(
+        n for n, a in running.items() if n != coordinator and probe.stats(a).migration.primaries
+    )
+    return ctx.rng.choice(candidates)
+
+
+def _coordinator(ctx: Context) -> str:
+    name = probe.coordinator(ctx.backend.running())
+    if not name:
+        raise RuntimeError("no single member says it coordinates")
+    return name
+
+
+def _repeat(ctx: Context, fault: Callable[[], None]) -> None:
+    """Quiet spell, fault; again while the run's duration leaves time for one more."""
+    while True:
+        time.sleep(QUIET_S)
+        started = time.monotonic()
+        fault()
+        took = time.monotonic() - started
+        if time.monotonic() + QUIET_S + took > ctx.deadline:
+            return
+
+
+def kill_primary(ctx: Context) -> None:
+    _repeat(ctx, lambda: ctx.nemesis.kill_and_restart(_primary_not_coordinator(ctx), DOWN_S))
+
+
+def kill_coordinator(ctx: Context) -> None:
+    _repeat(ctx, lambda: ctx.nemesis.kill_and_restart(_coordinator(ctx), DOWN_S))
+
+
+def pause_primary(ctx: Context) -> None:
+    _repeat(ctx, lambda: ctx.nemesis.pause(_primary_not_coordinator(ctx)))
+
+
+def rolling_restart(ctx: Context) -> None:
+    """Every member in turn leaves gracefully (SIGTERM) and is started again."""
+
+    def each() -> None:
+        for name in sorted(ctx.backend.members()):
+            ctx.nemesis.leave_and_rejoin(name)
+
+    _repeat(ctx, each)
+
+
+def _elsewhere(ctx: Context) -> None:  # pragma: no cover: refused before a run starts
+    raise AssertionError("this scenario does not run on this backend")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "kill-primary",
+            "kill -9 a primary (not the coordinator), restart it from its data dir",
+            ("process",),
+            kill_primary,
+        ),
+        Scenario(
+            "kill-coordinator",
+            "kill -9 the coordinator, restart it from its data dir",
+            ("process",),
+            kill_coordinator,
+        ),
+        Scenario(
+            "pause-primary",
+            "SIGSTOP a primary until the others fail over without it, then SIGCONT",
+            ("process",),
+            pause_primary,
+        ),
+        Scenario(
+            "rolling-restart",
+            "every member in turn leaves gracefully (SIGTERM) and is started again",
+            ("process",),
+            rolling_restart,
+        ),
+        Scenario(
+            "partition-halves",
+            "cut the cluster in two halves, then heal (needs real links: netns)",
+            ("netns",),
+            _elsewhere,
+        ),
+        Scenario(
+            "isolate-one",
+            "cut one member off from the others, then heal (needs real links: netns)",
+            ("netns",),
+            _elsewhere,
+        ),
+        Scenario(
+            "disk-full",
+            "fill a member's data dir (needs a small filesystem of its own: compose)",
+            ("compose",),
+            _elsewhere,
+        ),
+    )
+}
+
+
+def listing() -> str:
+    """One scenario a line: name, backends, what it does."""
+    width = max(len(s.name) for s in SCENARIOS.values())
+    where = {s.name: "[" + ",".join(s.backends) + "]" for s in SCENARIOS.values()}
+    wide = max(len(w) for w in where.values())
+    return "\n".join(
+        f"{s.name:<{width}}  {where[s.name]:<{wide}}  {s.description}" for s in SCENARIOS.values()
+    )
