@@ -28,9 +28,9 @@ from simulation.world import SimConfig, World
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TRACE_BEFORE_SYNC_CLIENTS = "97391fbcf0c6d68eeed5d73629807a4a"
-"""small(3)'s trace at 6e9bfb7, the commit before the sync clients (a leaver's hand-backs
-changed it from 23c58445...). A change of the cores changes it: measure it again on the
-commit before, as that one was."""
+"""small(3)'s trace on the commit before the sync clients ("Sync writes wait on (term,
+seq)"); a leaver's hand-backs changed it from 23c58445... A change of the cores changes
+it: measure it again on the commit before the sync clients, as this one was."""
 
 
 def small(seed: int, **kw: object) -> SimConfig:
