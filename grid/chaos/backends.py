@@ -4,21 +4,24 @@ A backend starts N members, names them (member-1 ...), gives their addresses, se
 them signals, restarts one that exited, and says which exits it was told to cause.
 The process backend runs `grid node` processes on loopback through LocalCluster, each
 with a data dir of its own under the run's folder (so a restarted member recovers its
-data, as a deployed one would). A backend that cannot run on this machine raises
-Unavailable, which the CLI turns into exit 2.
+data, as a deployed one would). The netns backend runs the same members, one network
+namespace each (grid/harness/netns.py), and can also split the network. A backend that
+cannot run on this machine raises Unavailable, which the CLI turns into exit 2.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grid.harness import netns
 from grid.harness.cluster import LocalCluster, MemberProcess, wait_serving
+from grid.harness.netns import NetnsCluster
 
 PLANT_ENV = "GRID_TEST_PLANT"
 """Read only by grid/chaos/planted_member.py, never by the member itself."""
@@ -56,6 +59,7 @@ class ProcessBackend:
     plant: str = ""
     name: str = "process"
     cluster: LocalCluster | None = None
+    smart_routing = True  # clients reach every member's advertised address
     launches: list[Launch] = field(default_factory=list)
 
     def start(self, size: int, timeout: float = 60.0) -> None:
@@ -75,19 +79,21 @@ class ProcessBackend:
             wait_serving(m, timeout)
 
     # ---- who is there ----------------------------------------------------------------------
+    def current(self) -> list[MemberProcess]:
+        """The latest launch of every member, in order."""
+        assert self.cluster is not None
+        return self.cluster.members
+
     def members(self) -> dict[str, str]:
         """Name -> gRPC address of every member, running or not."""
-        assert self.cluster is not None
-        return {m.name: m.address for m in self.cluster.members}
+        return {m.name: m.address for m in self.current()}
 
     def running(self) -> dict[str, str]:
         """Name -> address of the members whose process runs (a paused one runs)."""
-        assert self.cluster is not None
-        return {m.name: m.address for m in self.cluster.members if m.alive()}
+        return {m.name: m.address for m in self.current() if m.alive()}
 
     def process(self, name: str) -> MemberProcess:
-        assert self.cluster is not None
-        return next(m for m in self.cluster.members if m.name == name)
+        return next(m for m in self.current() if m.name == name)
 
     def _launch(self, name: str) -> Launch:
         member = self.process(name)
@@ -154,14 +160,17 @@ class ProcessBackend:
         """Stop every member (SIGCONT first: a paused one cannot leave), also on failure."""
         if self.cluster is None:
             return
-        for m in self.cluster.members:
+        self._before_stop()
+        self.cluster.stop(grace=10)
+
+    def _before_stop(self) -> None:
+        for m in self.current():
             if m.alive():
                 with contextlib.suppress(ProcessLookupError):
                     m.process.send_signal(signal.SIGCONT)
         for la in self.launches:
             if la.member.alive() and not la.expected:
                 la.expected = "term"  # the run's own stop: not a crash
-        self.cluster.stop(grace=10)
 
 
 def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
@@ -177,15 +186,86 @@ def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+@dataclass
+class NetnsBackend(ProcessBackend):
+    """Members in network namespaces (grid.harness.netns.NetnsCluster): one namespace each,
+    cluster links on bridges in a hub namespace, so a split is real (links moved between
+    bridges) while every member's client link to the root namespace stays up. Members
+    advertise cluster addresses the root namespace cannot reach, so the run's clients
+    are plain (`smart_routing=False`, members forward). Needs root and `ip`."""
+
+    name: str = "netns"
+    net: NetnsCluster | None = None
+    smart_routing = False
+    _started: set[int] = field(default_factory=set)
+
+    def start(self, size: int, timeout: float = 60.0) -> None:
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.net = NetnsCluster(
+            size, member_args=self.member_args, member_extra=self._extra, log_dir=logs
+        )
+        self.net.start(timeout)  # closes what it made if a member does not serve
+        self.launches.extend(Launch(m) for m in self.net.members)
+        self._started = set(range(size))
+
+    def _extra(self, i: int) -> list[str]:
+        """Member i's own flags: its data dir; and, when the founding member (started with
+        no seeds) is started again, its peers as seeds (see ProcessBackend.restart)."""
+        assert self.net is not None
+        data = self.run_dir / "data" / self.net.name(i)
+        data.mkdir(parents=True, exist_ok=True)
+        extra = ["--data-dir", str(data)]
+        if i == 0 and i in self._started:
+            peers = [self.net.gossip_address(j) for j in range(1, self.net.size)]
+            extra += ["--seeds", ",".join(peers)]
+        return extra
+
+    def current(self) -> list[MemberProcess]:
+        assert self.net is not None
+        return self.net.members
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        assert self.net is not None
+        i = self.index(name)
+        fresh = self.net.restart(i, timeout)
+        self.launches.append(Launch(fresh))
+
+    def index(self, name: str) -> int:
+        return next(i for i, m in enumerate(self.current()) if m.name == name)
+
+    # ---- the network ------------------------------------------------------------------------
+    def split(self, sides: Sequence[Sequence[str]]) -> None:
+        """Members on different sides stop reaching each other (client links stay up)."""
+        assert self.net is not None
+        self.net.split([[self.index(n) for n in side] for side in sides])
+
+    def heal(self) -> None:
+        assert self.net is not None
+        self.net.heal()
+
+    def stop(self) -> None:
+        """Stop the members, then remove every namespace, link and route (also on failure)."""
+        if self.net is None:
+            return
+        self._before_stop()
+        self.net.close(grace=10)
+
+
 def make_backend(
     name: str, run_dir: Path, member_args: tuple[str, ...], plant: str
 ) -> ProcessBackend:
     if name == "process":
         return ProcessBackend(run_dir, member_args, plant)
     if name == "netns":
-        if os.geteuid() != 0:
-            raise Unavailable("the netns backend needs root (network namespaces)")
-        raise Unavailable("the netns backend is not built yet (issue 14); use --backend process")
+        if why := netns.available():
+            raise Unavailable(
+                f"the netns backend cannot run here: {why} (it needs Linux, root and "
+                "iproute2's `ip`); use --backend process"
+            )
+        if plant:
+            raise Unavailable("--plant runs on the process backend only")
+        return NetnsBackend(run_dir, member_args)
     if name == "compose":
         raise Unavailable(
             "the compose backend is not built yet (issue 14; deploy/ and tests/deploy run "

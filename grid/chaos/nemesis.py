@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from grid.chaos import probe
-from grid.chaos.backends import ProcessBackend
+from grid.chaos.backends import NetnsBackend, ProcessBackend
 
 FAILOVER_S = 30.0  # failure detection (2-6 s) plus the coordinator's round, with margin
 SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
@@ -29,13 +29,18 @@ SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
 
 @dataclass
 class Window:
-    kind: str  # kill, pause, leave
-    target: str
+    kind: str  # kill, pause, leave, split
+    target: str  # a member, or a split's sides: "member-1 | member-2,member-3"
     start: float
     end: float | None = None
     failover_s: float | None = None  # fault to the survivors' tables leaving it out
-    heal_s: float | None = None  # heal (restart, SIGCONT) to settled again
+    heal_s: float | None = None  # heal (restart, SIGCONT, links back) to settled again
     notes: list[str] = field(default_factory=list)
+    # a split's audit reads from one side (the largest), and only the keys of partitions
+    # that had a replica there before the cut (the others are checked at the end)
+    audit_from: tuple[str, ...] = ()
+    audit_skip: tuple[int, ...] = ()
+    partition_count: int = 0
 
 
 class Nemesis:
@@ -99,6 +104,45 @@ class Nemesis:
         self._settle(w, t)
         return w
 
+    def split(self, sides: list[list[str]], hold_s: float) -> Window:
+        """Cut the network between `sides` (netns backend); wait until each side's tables
+        name only its own members; audit from the largest side; `hold_s` later, heal and
+        wait until one table names everyone again and the partitions settled."""
+        net = self.backend
+        if not isinstance(net, NetnsBackend):
+            raise TypeError(f"a split needs the netns backend, not {net.name}")
+        addresses = net.members()
+        before = probe.table(addresses[sides[0][0]])
+        largest = max(sides, key=len)
+        w = self._open("split", " | ".join(",".join(side) for side in sides))
+        w.audit_from = tuple(largest)
+        w.partition_count = before.partition_count
+        w.audit_skip = tuple(
+            p for p, replicas in enumerate(before.replicas) if not set(replicas) & set(largest)
+        )
+        net.split(sides)
+        self.log(f"split {w.target}")
+        try:
+            why = poll(lambda: cut_off(sides, addresses), FAILOVER_S)
+            if why:
+                w.notes.append(f"the sides did not part within {FAILOVER_S:.0f}s: {why}")
+                self.log(f"sides not parted: {why}")
+            else:
+                w.failover_s = self.now() - w.start
+                self.log(f"each side's tables name only its side after {w.failover_s:.1f}s")
+                self.audit(f"during the split {w.target}", w.start)
+            time.sleep(hold_s)
+        finally:
+            t = self.now()
+            net.heal()
+            self.log("healed the network")
+        why = poll(lambda: joined(addresses), SETTLE_S)
+        if why:
+            w.notes.append(f"not one table {SETTLE_S:.0f}s after the heal: {why}")
+            self.log(f"not joined: {why}")
+        self._settle(w, t)
+        return w
+
     # ---- steps ------------------------------------------------------------------------------
     def _open(self, kind: str, target: str) -> Window:
         w = Window(kind, target, self.now())
@@ -134,6 +178,25 @@ def failed_over(survivors: dict[str, str], dead: str) -> str:
             return f"{name}'s table still names {dead}"
     if not probe.coordinator(survivors):
         return "no single coordinator"
+    return ""
+
+
+def cut_off(sides: list[list[str]], addresses: dict[str, str]) -> str:
+    """Empty when every member's table names only the members of its own side."""
+    for side in sides:
+        for name in side:
+            t = probe.table(addresses[name])
+            if t.version == 0 or not set(t.members) <= set(side):
+                return f"{name}'s table names {sorted(t.members)}"
+    return ""
+
+
+def joined(addresses: dict[str, str]) -> str:
+    """Empty when every member's table names every member."""
+    for name, address in addresses.items():
+        t = probe.table(address)
+        if set(t.members) != set(addresses):
+            return f"{name}'s table names {sorted(t.members)}"
     return ""
 
 

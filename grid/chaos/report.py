@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -68,7 +69,7 @@ def print_summary(console: Console, result: dict[str, Any], verdicts: Sequence[V
     table.add_column("what was seen", overflow="fold")
     for v in verdicts:
         mark = Text("holds", "green") if v.holds else Text("FAILS", "bold red")
-        table.add_row(v.name, mark, v.summary)
+        table.add_row(v.name, mark, escape(v.summary))  # a summary may hold [..]
     console.print(table)
     for v in verdicts:
         if v.offending and (not v.holds or v.name == "acknowledged-writes"):

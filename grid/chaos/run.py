@@ -29,9 +29,10 @@ from grid.chaos import checkers, probe, report
 from grid.chaos.backends import ProcessBackend, Unavailable, make_backend
 from grid.chaos.checkers import Audit, Verdict
 from grid.chaos.history import OK, UNKNOWN, History
-from grid.chaos.nemesis import SETTLE_S, Nemesis, poll
+from grid.chaos.nemesis import SETTLE_S, Nemesis, Window, poll
 from grid.chaos.scenarios import SCENARIOS, Context
 from grid.chaos.workload import COUNTERS, MAP, Workload, counter_key
+from partitioning import partition_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -46,6 +47,7 @@ class Options:
     out: str = ""
     plant: str = ""
     sync_backups: int = 1
+    min_cluster_size: int = 0  # grid's default: every side of a split takes writes (AP)
     threads: int = 4
     max_ops: int = 5000  # per workload thread
     converge_timeout: float = 60.0
@@ -67,6 +69,10 @@ def usage_error(opts: Options) -> str:
         return "--duration must be between 1 and 3600 seconds"
     if not 0 <= opts.sync_backups <= 1:
         return "--sync-backups must be 0 or 1 (one backup per partition)"
+    if not 0 <= opts.min_cluster_size <= opts.members:
+        return "--min-cluster-size must be between 0 and --members"
+    if opts.plant and opts.backend != "process":
+        return "--plant runs on the process backend only"
     if opts.plant:
         from simulation.plants import PLANTS
 
@@ -109,14 +115,24 @@ class Run:
         """Read back every put acknowledged before `before` from the members still up."""
         assert self.backend is not None and self.nemesis is not None
         current = self.nemesis.current
-        down = current.target if current else ""
-        seeds = [a for n, a in self.backend.running().items() if n != down]
+        running = self.backend.running()
+        if current and current.audit_from:  # a split: one side, the partitions it had
+            seeds = [running[n] for n in current.audit_from if n in running]
+            skip = set(current.audit_skip)
+            count = current.partition_count
+        else:
+            down = current.target if current else ""
+            seeds = [a for n, a in running.items() if n != down]
+            skip, count = set(), 1
         want = {
             op.key: op.value
             for op in self.history.snapshot()
-            if op.kind == "put" and op.outcome == OK and op.complete < before
+            if op.kind == "put"
+            and op.outcome == OK
+            and op.complete < before
+            and not (skip and partition_of(op.key.encode(), count) in skip)
         }
-        got, error = read_all(seeds, list(want))
+        got, error = read_all(seeds, list(want), smart=self.backend.smart_routing)
         missing = [k for k, v in want.items() if got.get(k) != v] if not error else []
         self.audits.append(Audit(label, before, self.now(), len(want), missing, error))
         self.log(f"audit {label}: {len(want)} acknowledged puts, {len(missing)} missing {error}")
@@ -125,16 +141,20 @@ class Run:
         assert self.backend is not None
         keys = {op.key for op in self.history.snapshot() if op.outcome in (OK, UNKNOWN)}
         keys |= {counter_key(i) for i in range(COUNTERS)}
-        return read_all(list(self.backend.running().values()), sorted(keys))
+        return read_all(
+            list(self.backend.running().values()), sorted(keys), smart=self.backend.smart_routing
+        )
 
 
-def read_all(seeds: list[str], keys: list[str], tries: int = 3) -> tuple[dict[str, Any], str]:
+def read_all(
+    seeds: list[str], keys: list[str], tries: int = 3, smart: bool = True
+) -> tuple[dict[str, Any], str]:
     """key -> value of every key present; with the error if every try failed."""
     error = ""
     for _ in range(tries):
         try:
             got: dict[str, Any] = {}
-            with grid.Client(seeds, timeout=20) as client:
+            with grid.Client(seeds, timeout=20, smart_routing=smart) as client:
                 m = client.map(MAP)
                 for i in range(0, len(keys), 1000):
                     got.update(m.get_many(keys[i : i + 1000], timeout=20))
@@ -145,6 +165,14 @@ def read_all(seeds: list[str], keys: list[str], tries: int = 3) -> tuple[dict[st
     return {}, error
 
 
+def lww_split(opts: Options, windows: list[Window]) -> bool:
+    """Whether a split let two sides write with no majority rule: then, as documented
+    (docs/replication.md, split brain), the heal keeps one side's value of a key written
+    on both, and a counter loses the other side's increments."""
+    majority = opts.members // 2 + 1
+    return opts.min_cluster_size < majority and any(w.kind == "split" for w in windows)
+
+
 def run(opts: Options, console: Console | None = None) -> int:
     console = console or Console(stderr=True)
     if why := usage_error(opts):
@@ -152,6 +180,8 @@ def run(opts: Options, console: Console | None = None) -> int:
         return EXIT_USAGE
     r = Run(opts, console)
     member_args = ("--sync-backups", str(opts.sync_backups))
+    if opts.min_cluster_size:
+        member_args += ("--min-cluster-size", str(opts.min_cluster_size))
     try:
         r.backend = make_backend(opts.backend, r.out, member_args, opts.plant)
     except Unavailable as e:
@@ -166,6 +196,7 @@ def run(opts: Options, console: Console | None = None) -> int:
     r.log(
         f"{opts.scenario} on {opts.backend}: {opts.members} members, {opts.duration:.0f}s, "
         f"seed {opts.seed}, sync_backups {opts.sync_backups}"
+        + (f", min_cluster_size {opts.min_cluster_size}" if opts.min_cluster_size else "")
         + (f", planted bug {opts.plant}" if opts.plant else "")
         + f"; files in {r.out}"
     )
@@ -184,6 +215,7 @@ def run(opts: Options, console: Console | None = None) -> int:
             max_seconds=opts.duration + 5,
             seed=opts.seed,
             clock_zero=r.zero,
+            smart_routing=backend.smart_routing,
         )
         r.progress = report.Progress(
             opts.duration,
@@ -231,7 +263,7 @@ def run(opts: Options, console: Console | None = None) -> int:
     verdicts = [
         checkers.workload(ops, workload.errors if workload else []),
         checkers.acknowledged_writes(ops, final, r.audits, opts.sync_backups),
-        checkers.counters(ops, final, opts.sync_backups),
+        checkers.counters(ops, final, opts.sync_backups, lww_split(opts, windows)),
         checkers.own_reads(ops, windows),
         checkers.convergence(converged_s, converge_why, opts.converge_timeout),
         checkers.no_crash(exits),

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from grid.chaos import probe
 from grid.chaos.backends import ProcessBackend
 from grid.chaos.nemesis import Nemesis
+from grid.chaos.workload import COUNTERS, counter_key
 
 QUIET_S = 2.0  # load without faults before each fault (writes to lose, a baseline to plot)
 DOWN_S = 2.0  # a killed member stays down this long after the failover
+HOLD_S = 4.0  # a split lasts this long after every side's tables name only that side
 
 
 @dataclass
@@ -90,6 +92,33 @@ def rolling_restart(ctx: Context) -> None:
     _repeat(ctx, each)
 
 
+def partition_halves(ctx: Context) -> None:
+    """The members, shuffled by the seed, cut into halves (the second the larger)."""
+
+    def once() -> None:
+        names = sorted(ctx.backend.members())
+        ctx.rng.shuffle(names)
+        half = len(names) // 2
+        ctx.nemesis.split([names[:half], names[half:]], HOLD_S)
+
+    _repeat(ctx, once)
+
+
+def isolate_one(ctx: Context) -> None:
+    """Cut off the primary of the shared counters (every workload thread writes them),
+    the seed choosing among the primaries of counter-0..3 by how many they hold."""
+
+    def once() -> None:
+        names = sorted(ctx.backend.members())
+        t = probe.table(ctx.backend.members()[names[0]])
+        owners = [t.primary_of(counter_key(i)) for i in range(COUNTERS)]
+        most = max(owners.count(n) for n in names)
+        victim = ctx.rng.choice(sorted(n for n in names if owners.count(n) == most))
+        ctx.nemesis.split([[n for n in names if n != victim], [victim]], HOLD_S)
+
+    _repeat(ctx, once)
+
+
 def _elsewhere(ctx: Context) -> None:  # pragma: no cover: refused before a run starts
     raise AssertionError("this scenario does not run on this backend")
 
@@ -100,38 +129,38 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "kill-primary",
             "kill -9 a primary (not the coordinator), restart it from its data dir",
-            ("process",),
+            ("process", "netns"),
             kill_primary,
         ),
         Scenario(
             "kill-coordinator",
             "kill -9 the coordinator, restart it from its data dir",
-            ("process",),
+            ("process", "netns"),
             kill_coordinator,
         ),
         Scenario(
             "pause-primary",
             "SIGSTOP a primary until the others fail over without it, then SIGCONT",
-            ("process",),
+            ("process", "netns"),
             pause_primary,
         ),
         Scenario(
             "rolling-restart",
             "every member in turn leaves gracefully (SIGTERM) and is started again",
-            ("process",),
+            ("process", "netns"),
             rolling_restart,
         ),
         Scenario(
             "partition-halves",
-            "cut the cluster in two halves, then heal (needs real links: netns)",
+            "cut the cluster in two halves (chosen by the seed), then heal (real links: netns)",
             ("netns",),
-            _elsewhere,
+            partition_halves,
         ),
         Scenario(
             "isolate-one",
-            "cut one member off from the others, then heal (needs real links: netns)",
+            "cut the counters' primary off from the others, then heal (real links: netns)",
             ("netns",),
-            _elsewhere,
+            isolate_one,
         ),
         Scenario(
             "disk-full",

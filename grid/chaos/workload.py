@@ -14,7 +14,10 @@ Each thread owns its keys and runs a random mix, with a short pause between ops:
 
 A thread stops at `max_ops`, at the deadline, or when told: bounded in count and time.
 The threads share one grid.Client (smart routing, every member a seed), whose deadline
-per call is `op_timeout`: a write that runs out of it is recorded as unknown.
+per call is `op_timeout`: a write that runs out of it is recorded as unknown. Where
+members advertise addresses the clients cannot reach (netns), each thread has a plain
+client of its own (`smart_routing=False`) talking to member `t mod N`, which forwards:
+so during a split every side takes load.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ class Workload:
         op_timeout: float = 5.0,
         seed: int = 0,
         clock_zero: float | None = None,
+        smart_routing: bool = True,
     ) -> None:
         self.seeds = list(seeds)
+        self.smart_routing = smart_routing
         self.history = history
         self.threads = threads
         self.max_ops = max_ops  # per thread
@@ -64,18 +69,34 @@ class Workload:
         self.zero = time.monotonic() if clock_zero is None else clock_zero
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._client: grid.Client | None = None
+        self._clients: list[grid.Client] = []
         self.errors: list[str] = []  # a thread that died (a harness bug, not the cluster's)
 
     def now(self) -> float:
         return time.monotonic() - self.zero
 
     def start(self) -> None:
-        self._client = grid.Client(self.seeds, timeout=self.op_timeout)
+        if self.smart_routing:
+            shared = grid.Client(self.seeds, timeout=self.op_timeout)
+            self._clients = [shared]
+        else:  # a plain client talks to its first seed only: one each, members in turn
+            n = len(self.seeds)
+            self._clients = [
+                grid.Client(
+                    [self.seeds[(t + j) % n] for j in range(n)],
+                    timeout=self.op_timeout,
+                    smart_routing=False,
+                )
+                for t in range(self.threads)
+            ]
         started = time.monotonic()
         for t in range(self.threads):
+            client = self._clients[t % len(self._clients)]
             th = threading.Thread(
-                target=self._guarded, args=(t, started), name=f"chaos-workload-{t}", daemon=True
+                target=self._guarded,
+                args=(t, client, started),
+                name=f"chaos-workload-{t}",
+                daemon=True,
             )
             th.start()
             self._threads.append(th)
@@ -84,19 +105,18 @@ class Workload:
         self._stop.set()
         for th in self._threads:
             th.join(self.op_timeout * 3 + 10)
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in self._clients:
+            client.close()
+        self._clients = []
 
-    def _guarded(self, t: int, started: float) -> None:
+    def _guarded(self, t: int, client: grid.Client, started: float) -> None:
         try:
-            self._thread(t, started)
+            self._thread(t, client, started)
         except Exception as e:  # reported by the run: the history is then incomplete
             self.errors.append(f"thread {t}: {e!r}")
 
-    def _thread(self, t: int, started: float) -> None:
-        assert self._client is not None
-        m = self._client.map(MAP)
+    def _thread(self, t: int, client: grid.Client, started: float) -> None:
+        m = client.map(MAP)
         rng = random.Random(self.seed * 1000 + t)
         written: list[str] = []
         n_put = 0

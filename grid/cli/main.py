@@ -177,6 +177,13 @@ def _add_chaos(sub: Any) -> None:
         help="1: writes acknowledged after a backup applied them (none may be lost); 0: "
         "async (losses are reported) [%(default)s]",
     )
+    run.add_argument(
+        "--min-cluster-size",
+        type=int,
+        default=0,
+        help="members refuse writes while they see fewer (a majority: only the larger side "
+        "of a split writes); 0 = every side writes [%(default)s]",
+    )
     run.add_argument("--threads", type=int, default=4, help="workload threads [%(default)s]")
     run.add_argument(
         "--plant", default="", help="start members with a planted bug (a harness self-test)"
@@ -273,6 +280,7 @@ def _chaos(args: argparse.Namespace) -> int:
         out=args.out,
         plant=args.plant,
         sync_backups=args.sync_backups,
+        min_cluster_size=args.min_cluster_size,
         threads=args.threads,
     )
     return run(opts)
