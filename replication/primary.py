@@ -560,6 +560,24 @@ class Primary:
                 out.append(f)
         return out
 
+    def needs(
+        self,
+        touched: Mapping[int, Mark],
+        n: int,
+        replicas: Callable[[int], tuple[str, ...]],
+        ranks: int = 1 << 30,
+        members: int = 0,
+    ) -> dict[int, int]:
+        """How many backups each touched partition's writes need, by the table of the
+        write (`members`: how many members it names): `unconfirmed`'s floor while they
+        wait. As many as the partition's list has, and, where the list lost backups to a
+        failover the table's other members could fill, as many as they could hold: a
+        failover made by this member's view of a split leaves a partition with no
+        backup, and a sync write there must wait (or time out) rather than be confirmed
+        by nobody. A table of one member needs nothing: there is nowhere to copy to."""
+        room = max(0, min(members - 1, ranks))
+        return {p: max(min(n, len(replicas(p)[1 : 1 + ranks])), min(n, room)) for p in touched}
+
     def lost(self, touched: Mapping[int, Mark]) -> list[int]:
         """The partitions of `touched` whose log here is not the one the writes went to
         any more: this member lost and took back p since (a failover, a take-back), and
@@ -578,9 +596,13 @@ class Primary:
         n: int,
         replicas: Callable[[int], tuple[str, ...]],
         ranks: int = 1 << 30,
+        floor: Mapping[int, int] | None = None,
     ) -> list[tuple[int, int]]:
         """The (partition, seq) of `touched` not yet applied by min(n, backups) of their
-        first `ranks` backups (per-map backups: the ones holding the maps written). A
+        first `ranks` backups (per-map backups: the ones holding the maps written), and
+        by at least `floor[p]`: what the table asked for when the write was made. A
+        table that drops a backup while the write waits (this member's view of a split:
+        the backup is alive on the other side) must not confirm it with fewer copies. A
         partition this member no longer serves is its new primary's to answer; one whose
         term changed here is `lost`, which the caller asks first."""
         missing = []
@@ -589,6 +611,8 @@ class Primary:
                 continue
             backups = replicas(p)[1 : 1 + ranks]
             need = min(n, len(backups))
+            if floor:
+                need = max(need, floor.get(p, 0))
             if need <= 0:
                 continue
             acked = 0

@@ -859,18 +859,22 @@ class SimMember:
     ) -> Task[bool]:
         """grid/member/replicas/replica.py's wait_backups on the simulated clock: until,
         for every partition touched, min(n, its backups in the table) backups have
-        acknowledged its changes up to the seq given (`Primary.unconfirmed`); False at
-        the timeout. The table is read again at every look."""
+        acknowledged its changes up to the seq given, and as many as the write's table
+        asked for (`Primary.unconfirmed`'s floor); False at the timeout. The table is
+        read again at every look."""
         loop = self.w.loop
         deadline = loop.now + timeout
         core = self.primary
+        floor: dict[int, int] | None = None
         while True:
             table = self.ownership.table
             if table is None:
                 return True
             if self.ownership.fenced or core.lost(touched):
                 return False
-            missing = core.unconfirmed(touched, n, table.replicas, ranks)
+            if floor is None:
+                floor = core.needs(touched, n, table.replicas, ranks, len(table.members))
+            missing = core.unconfirmed(touched, n, table.replicas, ranks, floor)
             if not missing:
                 return True
             left = deadline - loop.now
@@ -882,8 +886,6 @@ class SimMember:
                 for f in core.waited_for(p, table.replicas(p), ranks):
                     if core.wait_ack(f, p, seq, woken):
                         waiting = True
-                    else:
-                        woken.resolve(None)
             if waiting:
                 self.send_ready()  # a wait makes the sender hurry
             self.later(min(left, SYNC_POLL_S if waiting else SYNC_IDLE_S), woken.resolve, None)

@@ -175,6 +175,29 @@ def test_a_sync_write_of_an_ended_term_is_lost_not_confirmed_by_the_next() -> No
     assert core.lost(touched) == [1]
 
 
+def test_a_backup_dropped_from_the_table_does_not_confirm_a_waiting_write() -> None:
+    """This member's view of a split takes the backup for dead and a table drops it while
+    a sync write waits: the write still needs the one backup its table asked for (a
+    replacement that fills, or a timeout), not none (found by the netns chaos run
+    isolate-one: an increment confirmed with no copy elsewhere, lost at the heal)."""
+    core = primary({1})
+    f = core.open_stream("b")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    write(core, 1, b"k")
+    touched = core.take_touched()
+    floor = core.needs(touched, 1, lambda p: ("p", "b"), members=2)
+    assert floor == {1: 1}
+    # a failover of this member's own view left p with no backup, two members named:
+    # the write still needs one; a table of one member needs none
+    assert core.needs(touched, 1, lambda p: ("p",), members=2) == {1: 1}
+    assert core.needs(touched, 1, lambda p: ("p",), members=1) == {1: 0}
+    alone = lambda p: ("p",)  # noqa: E731
+    assert core.unconfirmed(touched, 1, alone) == []  # without the floor: "confirmed"
+    assert core.unconfirmed(touched, 1, alone, floor=floor) == [(1, 1)]
+    core.ack(f, 1, 1)
+    assert core.unconfirmed(touched, 1, lambda p: ("p", "b"), floor=floor) == []
+
+
 def test_a_follower_that_does_not_drain_is_cut_off_not_the_writers() -> None:
     core = primary({1}, max_queue_bytes=500)
     f = core.open_stream("slow")

@@ -397,10 +397,13 @@ class Replicator:
     ) -> bool:
         """Until, for every partition, min(n, its backups in the table) backups have
         applied its changes up to the seq given; False at the timeout. The table is
-        read again as it changes: a backup that died and left the table stops counting."""
+        read again as it changes: a backup that died and left the table stops counting,
+        but the write still needs as many as its table asked for (`Primary.unconfirmed`'s
+        floor): a replacement that fills, or UNAVAILABLE at the timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         core = self.core
+        floor: dict[int, int] | None = None  # what the write's table asked for
         while True:
             table = self.routing.table
             if table is None:
@@ -411,7 +414,9 @@ class Replicator:
             if core.lost(touched):  # a new term here since: those writes' fate is unknown
                 self.sync_timeouts += 1
                 return False
-            missing = core.unconfirmed(touched, n, table.replicas, ranks)
+            if floor is None:
+                floor = core.needs(touched, n, table.replicas, ranks, len(table.members))
+            missing = core.unconfirmed(touched, n, table.replicas, ranks, floor)
             if not missing:
                 return True
             left = deadline - loop.time()
@@ -426,9 +431,8 @@ class Replicator:
                         stream = self.streams.get(f.name)
                         if stream is not None:
                             stream.hurry()
-                    else:
-                        fut.set_result(None)
-                    futs.append(fut)
+                        futs.append(fut)
+                    # else: that backup has it; the others (or a table change) decide
             if futs:
                 await asyncio.wait(
                     futs, timeout=min(left, 0.1), return_when=asyncio.FIRST_COMPLETED
