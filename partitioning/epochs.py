@@ -12,9 +12,19 @@ have their own fingerprints (their own lineage). After the heal, a member may
 hold the other side's table at an epoch equal to or above ours: it would ignore
 everything we publish. Every publish is answered with the version the member
 then holds, so the coordinator sees it: another version at an epoch at least
-ours is another lineage. It notes that epoch as a floor and republishes its
-own lists above it (an overtake); members then converge on one lineage, the
-one whose coordinator is the smallest name both sides see.
+ours is another lineage. It notes that epoch as a floor and republishes above
+it (an overtake); members then converge on one lineage. Whose lists: if the
+other lineage is ahead (a higher epoch), the coordinator first adopts that
+table (it asks the members for their tables, as a new coordinator does) and
+republishes its lists; at equal epochs, its own.
+
+Why ahead wins: the side that moved on published more tables, and with
+`min_cluster_size` the smaller side of a split publishes none (rebalancer.py),
+so the larger side is always ahead. Taking the smaller side's lists (as this
+did when the smallest name simply won) made its stale copies primaries again
+after the heal: they served old values, and a counter incremented there beat
+the larger side's newer value by last-writer-wins (found by `grid chaos run
+--backend netns --scenario isolate-one --min-cluster-size 2`: 127 fell to 48).
 """
 
 from __future__ import annotations

@@ -137,12 +137,15 @@ class Rebalancer:
         narrowest: int,
         restart_wait_s: float,
         started: float,
+        quorum: int = 0,
     ) -> None:
         """`wave_size`: partitions moved at once (`migration_max_parallel`).
         `narrowest`: the highest backup rank that holds every map (per-map backups;
         `placement.backups` when every map has them all). `started`: the time this
-        member started, from which restart waits are counted."""
+        member started, from which restart waits are counted. `quorum`:
+        `min_cluster_size` (see `_run`)."""
         self.me = me
+        self.quorum = quorum
         self.placement = placement
         self.wave_size = wave_size
         self.narrowest = narrowest
@@ -158,6 +161,7 @@ class Rebalancer:
         self._answered_at: dict[str, float] = {}  # member -> when
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
+        self._adopt = False  # that table's epoch is above ours: take its lists first
         self._overtake = False  # a member holds a table of another lineage
         self._unsettled = 0  # a member holds a hand-off only a table of this epoch settles
         self._lacking: dict[str, frozenset[int]] = {}  # member -> copies it says it lacks
@@ -195,9 +199,13 @@ class Rebalancer:
     def rejoined(self, member: str) -> None:
         """`member` joined again (a new incarnation, after it left or died): a leave it
         asked for before is over, or it would be kept out of every list for good (and,
-        with the smallest name, coordinate beside the member that took over)."""
+        with the smallest name, coordinate beside the member that took over). What it
+        answered before is forgotten: it may hold another lineage's table now (the other
+        side of a healed split), and the next round sends it ours first (`Resend`), so
+        that its answer is known before this round fails over or moves anything."""
         self.leaving.discard(member)
         self.waiting.discard(member)
+        self._published.pop(member, None)
 
     def answered(
         self, member: str, version: int, unsettled: int = 0, lacking: Iterable[int] = ()
@@ -222,6 +230,7 @@ class Rebalancer:
         if another_lineage(self.version, version):
             self._epoch_floor = max(self._epoch_floor, epoch_of(version))
             self._overtake = True
+            self._adopt = self._adopt or epoch_of(version) > epoch_of(self.version)
             wake = True
         return wake
 
@@ -273,6 +282,13 @@ class Rebalancer:
         if not self.acting:
             self.pending = 0
             return
+        if len(live) < self.quorum:
+            # min_cluster_size: the smaller side of a split takes no writes, and its
+            # coordinator publishes nothing either (no failover, no overtake): its
+            # lineage stays behind the larger side's, which it adopts after the heal
+            # (`_rebalance`), instead of making its stale copies primaries again
+            self.pending = 0
+            return
         if self.table is None:
             if not everyone_answered:
                 return  # a member that did not answer may have a table: never guess
@@ -300,6 +316,16 @@ class Rebalancer:
         ]
         if any(live[m] for m in behind):
             yield Resend(live, tuple(m for m in behind if live[m]))
+        if self._overtake and self._adopt:  # a lineage ahead of ours: take its lists
+            self._adopt = False
+            _expect((yield AskTables(live)), TablesAsked)
+            adopted = self._installed()
+            yield Note(
+                "info",
+                "a member holds a table of a lineage ahead of ours; adopting it",
+                {"theirs": adopted.epoch, "ours": table.epoch},
+            )
+            table = adopted
         if self._overtake:  # members ignore our table: overtake theirs
             self._overtake = False
             yield Note(

@@ -89,7 +89,10 @@ class SimCoordinator:
             self.m.later(0.0, self._start)
 
     def on_member(self, kind: str, member: str) -> None:
-        if kind in ("joined", "alive", "updated"):
+        """grid/member/placement/coordinator.py's on_member."""
+        if kind == "joined":
+            self.rebalancer.rejoined(member)
+        elif kind in ("alive", "updated"):
             self.rebalancer.seen(member)
         self.wake()
 

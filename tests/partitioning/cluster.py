@@ -42,6 +42,7 @@ class Cluster:
     wave_size: int = 2
     narrowest: int | None = None
     restart_wait_s: float = 30.0
+    quorum: int = 0
     now: float = 100.0
     members: dict[str, Rebalancer] = field(default_factory=dict)
     published: list[PartitionTable] = field(default_factory=list)
@@ -59,6 +60,7 @@ class Cluster:
             narrowest=narrowest,
             restart_wait_s=self.restart_wait_s,
             started=self.now,
+            quorum=self.quorum,
         )
         self.members[name] = core
         return core

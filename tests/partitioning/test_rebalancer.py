@@ -263,6 +263,41 @@ def test_a_member_holding_another_lineage_is_overtaken():
     assert b.table == a.table and a.table.replica_lists == target("abc")
 
 
+def test_a_lineage_ahead_is_adopted_so_stale_copies_do_not_serve_again():
+    """A split healed: b and c moved on without a (their coordinator failed a over, epoch
+    +2); a, the smallest name, coordinates again. It takes their table's lists before it
+    republishes above them: b and c keep the primaries they served, and a's copies,
+    stale by the split, serve nothing until waves give it partitions again (found by
+    `grid chaos run --backend netns --scenario isolate-one --min-cluster-size 2`)."""
+    cluster = settled("abc")
+    a, b, c = (cluster.members[m] for m in "abc")
+    ahead = build_table(["b", "c"], a.table.epoch + 2, PLACEMENT)
+    b.installed(ahead)
+    c.installed(ahead)
+    assert a.answered("b", ahead.version)
+    decisions = cluster.round("a")
+    assert notes(cluster, "a member holds a table of a lineage ahead of ours; adopting it")
+    first = publishes(decisions)[0]
+    assert first.epoch == ahead.epoch + 1
+    assert first.replica_lists == ahead.replica_lists  # theirs, republished above
+    cluster.settle()
+    assert a.table.replica_lists == target("abc")
+
+
+def test_a_coordinator_below_min_cluster_size_publishes_nothing():
+    """The smaller side of a split with min_cluster_size: no failover, no table, so its
+    lineage stays behind the larger side's and is adopted away after the heal."""
+    cluster = settled("abc", quorum=2)
+    before = cluster.members["a"].table
+    cluster.crash("b")
+    cluster.crash("c")
+    assert not publishes(cluster.round("a"))
+    assert cluster.members["a"].table == before
+    cluster.start("b")  # back to two: the quorum holds, a fails c over
+    cluster.settle()
+    assert cluster.members["a"].table.replica_lists == target("ab")
+
+
 def test_a_member_that_took_another_table_after_answering_is_found_out():
     """Views disagreed for a moment after a heal: b answered a's publish, then another
     coordinator gave it a table of a higher epoch. Nothing tells a; once b's answer is

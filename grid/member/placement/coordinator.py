@@ -107,6 +107,7 @@ class Coordinator:
             narrowest=map_backups(config).narrowest,
             restart_wait_s=config.restart_wait_s,
             started=time.monotonic(),
+            quorum=config.min_cluster_size,
         )
         self.live_count = 1  # members this member sees alive, itself included
         self._wake = asyncio.Event()
@@ -115,6 +116,8 @@ class Coordinator:
         self._pulse: asyncio.TimerHandle | None = None
         self._fence: asyncio.Task[None] | None = None
         self.fences = 0
+        self._had_quorum = False  # min_cluster_size was reached since the start
+        self._quorum_lost = False  # and then lost: regaining it fences (see `_quorum`)
 
     @property
     def acting(self) -> bool:
@@ -175,13 +178,36 @@ class Coordinator:
         gap = time.monotonic() - self._pulse_at
         if gap <= STALL_FENCE_S or self._fence is not None:
             return self._fence is not None
-        self.fences += 1
         log.warning("the loop stood still longer than failure detection: serving nothing "
                     "until the cluster's table is confirmed", seconds=round(gap, 3))  # fmt: skip
         self._pulse_at = time.monotonic()
+        self._fence_until_confirmed()
+        return True
+
+    def _fence_until_confirmed(self) -> None:
+        self.fences += 1
         self.routing.fence()
         self._fence = asyncio.get_running_loop().create_task(self._confirm_table())
-        return True
+
+    def _quorum(self, count: int) -> None:
+        """min_cluster_size: a member that had it, lost it (the smaller side of a split)
+        and sees enough members again fences itself like a stalled one, until it has the
+        live members' newest table. Its own table is stale: the larger side failed its
+        partitions over meanwhile, and serving by it (reads, counters incremented from
+        old values, a coordinator's round) for the seconds until a publish tells it so
+        loses the larger side's writes at the heal (netns chaos run isolate-one)."""
+        need = self.config.min_cluster_size
+        if need <= 1:
+            return
+        if count < need:
+            self._quorum_lost = self._had_quorum
+            return
+        if self._quorum_lost and self._fence is None and self._pulse is not None:
+            log.warning("min_cluster_size reached again: serving nothing until the "
+                        "cluster's table is confirmed", members=count)  # fmt: skip
+            self._fence_until_confirmed()
+        self._had_quorum = True
+        self._quorum_lost = False
 
     async def _confirm_table(self) -> None:
         """Adopt the newest table the live members have (another coordinator may have
@@ -206,7 +232,7 @@ class Coordinator:
             self._follow_table()
             self._fence = None
             self._wake.set()
-            log.info("serving again after a stall", table_version=self.routing.version,
+            log.info("serving again: table confirmed", table_version=self.routing.version,
                      seconds=round(time.monotonic() - started, 3))  # fmt: skip
 
     def on_member(self, kind: str, member: ClusterMember) -> None:
@@ -247,6 +273,7 @@ class Coordinator:
             if m.state in LIVE_STATES and m.name != self.me:
                 out[m.name] = m.address
         self.live_count = len(out)
+        self._quorum(self.live_count)
         self.rebalancer.observe(out)
         return out
 
