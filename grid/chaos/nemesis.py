@@ -50,8 +50,10 @@ class Nemesis:
         now: Callable[[], float],
         audit: Callable[[str, float], None],
         log: Callable[[str], None],
+        quorum: int = 0,
     ) -> None:
         self.backend = backend
+        self.quorum = quorum  # min_cluster_size: a smaller side publishes no table
         self.now = now
         self.audit = audit  # (label, time): read back what was acknowledged before time
         self.log = log
@@ -106,7 +108,8 @@ class Nemesis:
 
     def split(self, sides: list[list[str]], hold_s: float) -> Window:
         """Cut the network between `sides` (netns backend); wait until each side's tables
-        name only its own members; audit from the largest side; `hold_s` later, heal and
+        name only its own members (a side smaller than min_cluster_size keeps its table:
+        its coordinator publishes nothing); audit from the largest side; `hold_s` later, heal and
         wait until one table names everyone again and the partitions settled."""
         net = self.backend
         if not isinstance(net, NetnsBackend):
@@ -123,7 +126,8 @@ class Nemesis:
         net.split(sides)
         self.log(f"split {w.target}")
         try:
-            why = poll(lambda: cut_off(sides, addresses), FAILOVER_S)
+            parting = [side for side in sides if len(side) >= self.quorum]
+            why = poll(lambda: cut_off(parting, addresses), FAILOVER_S)
             if why:
                 w.notes.append(f"the sides did not part within {FAILOVER_S:.0f}s: {why}")
                 self.log(f"sides not parted: {why}")

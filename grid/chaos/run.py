@@ -206,7 +206,7 @@ def run(opts: Options, console: Console | None = None) -> int:
         if why := poll(lambda: probe.settled(list(backend.running().values())), SETTLE_S):
             raise RuntimeError(f"the cluster did not settle after its start: {why}")
         r.log(f"{opts.members} members serving, partitions settled")
-        r.nemesis = nemesis = Nemesis(backend, r.now, r.audit, r.log)
+        r.nemesis = nemesis = Nemesis(backend, r.now, r.audit, r.log, opts.min_cluster_size)
         workload = Workload(
             list(backend.members().values()),
             r.history,

@@ -65,20 +65,12 @@ def no_namespaces_left() -> None:
     assert mine not in listed, listed
 
 
-COORDINATOR_HEAL_BUG = pytest.mark.xfail(
-    reason="isolating the coordinator (member-1) under min_cluster_size 2: after the heal "
-    "its stale copy of the counters wins over the majority's (counter-0 went 127 -> 48 "
-    "at the heal, 2026-12-07), so acknowledged increments are lost; docs/chaos.md",
-    strict=False,
-)
-
-
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize(
     ("scenario", "min_cluster_size"),
     [
         ("partition-halves", 0),
-        pytest.param("isolate-one", 2, marks=COORDINATOR_HEAL_BUG),
+        ("isolate-one", 2),
     ],
 )
 def test_a_split_and_heal_holds_every_checker(
