@@ -393,7 +393,7 @@ class World:
         self.saved: dict[str, Saved] = {}
         """Each member's last installed table and unsettled hand-offs, kept with its store
         (table.json)."""
-        self.last_published: PartitionTable | None = None
+        self.publisher: dict[int, str] = {}  # table version -> who published it
         self.stats = Stats()
         self.log: list[str] = []
         self.epochs: dict[tuple[str, str], int] = {}
@@ -434,8 +434,16 @@ class World:
     def published(self, coordinator: str, table: PartitionTable) -> None:
         """A coordinator publishes `table`: members can be told its version from now on."""
         self.tables[table.version] = table
-        self.last_published = table
+        self.publisher[table.version] = coordinator
         self.stats.publishes += 1
+
+    def settled_table(self, coordinator: str, table: PartitionTable) -> bool:
+        """Whether `table` can be the end: the coordinator published it, and no table of a
+        higher epoch was published (a side of a split may publish after it, below it:
+        its members take the higher one when the coordinator sends it again)."""
+        if self.publisher.get(table.version) != coordinator:
+            return False
+        return all(v >> 32 <= table.epoch for v in self.tables)
 
     def decided(self, member: SimMember, decision: Decision) -> None:
         """A rebalancer decided something (the faults may crash its member in the middle)."""
@@ -752,8 +760,11 @@ class World:
         table = coordinator.table
         if table is None:
             return f"the coordinator {coordinator.name} has no table"
-        if self.last_published is None or table.version != self.last_published.version:
-            return f"the coordinator {coordinator.name} holds a table it did not publish last"
+        if not self.settled_table(coordinator.name, table):
+            return (
+                f"the coordinator {coordinator.name} holds a table it did not publish, or "
+                "one of a lower epoch than another published"
+            )
         for n in running:
             rep = self.replicas[n]
             if not rep.started:
@@ -826,8 +837,8 @@ class World:
         """The end-of-run guarantees (simulation/invariants.py lists them)."""
         inv = self.inv
         table = self.final_table()
-        if self.last_published is None or table.version != self.last_published.version:
-            inv.fail("the coordinator's table is not the last one published")
+        if not self.settled_table(self.coordinator().name, table):
+            inv.fail("the coordinator's table is not its own publish of the highest epoch")
         for n in sorted(self.cluster.running()):
             if self.replicas[n].ownership.version != table.version:
                 inv.fail(f"{n} did not install the coordinator's last publish")
