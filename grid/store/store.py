@@ -294,7 +294,10 @@ class Store:
                 return None
             self._access(_field(blob, SLOT_AT)[0] >> 1, now)
         elif self._track:
-            self._access(_field(blob, SLOT_AT)[0] >> 1, now)
+            if self._lfu:
+                self._access(_field(blob, SLOT_AT)[0] >> 1, now)
+            else:
+                self.all.last_access[_field(blob, SLOT_AT)[0] >> 1] = now
         rmap.stats.hits += 1
         return blob
 
@@ -411,12 +414,35 @@ class Store:
         if ttl_ms or max_idle_ms:
             self._check_ms("ttl", ttl_ms)
             self._check_ms("max_idle", max_idle_ms)
-        old = rmap.recs[p].get(key)
+        recs = rmap.recs[p]
+        old = recs.get(key)
         if old is not None and old[SLOT_AT] & 1 and self.expired(old, now):
             self._remove_expired(rmap, p, key)
             old = None
         if condition:
             _check_condition(condition, old, expected)
+        if old is not None and not (ttl_ms or max_idle_ms or old[SLOT_AT] & 1):
+            # The common overwrite (no TTL before or after), _write written out: it
+            # keeps the slot, and records the access only where it is looked at.
+            grow = len(value) + HEAD_SIZE - len(old)
+            if grow > 0 and self.max_memory:
+                self._reserve(grow, now, (key, rmap.id * self.partitions + p))
+                old = recs[key]  # an eviction may have moved it to another slot
+            sv = _field(old, SLOT_AT)[0]
+            ts = self.hlc.tick()
+            blob = recs[key] = HEAD.pack(ts.ts, ts.member, sv) + value
+            if self._track:
+                if self._lfu:
+                    self._access(sv >> 1, now)
+                else:
+                    self.all.last_access[sv >> 1] = now
+            self.used += grow
+            stats = rmap.stats
+            stats.bytes += grow
+            stats.puts += 1
+            if self.sink is not None:
+                self.sink(p, PUT, rmap.name, key, value, ts.ts, ts.member, 0, 0)
+            return blob
         expire_at = now + ttl_ms if ttl_ms else 0
         if old is None:
             self._reserve(entry_size(key, value, bool(ttl_ms or max_idle_ms)), now, None)
