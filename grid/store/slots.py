@@ -21,17 +21,13 @@ from array import array
 from random import Random
 
 
-def _where_array() -> array[int]:
-    return array("I")
-
-
 class SlotList:
     __slots__ = ("keys", "last_access", "lfu", "timed", "where")
 
     def __init__(self, timed: bool) -> None:
         self.timed = timed  # holds last_access and lfu (the all list)
         self.keys: list[bytes] = []
-        self.where = _where_array()
+        self.where = array("I")
         self.last_access = array("q")
         self.lfu = array("B")
 
@@ -69,9 +65,9 @@ class SlotList:
 
     def clear(self) -> None:
         self.keys.clear()
-        self.where = _where_array()
-        self.last_access = array("q")
-        self.lfu = array("B")
+        del self.where[:]  # (in place: the store keeps references to the arrays)
+        del self.last_access[:]
+        del self.lfu[:]
 
     def sample(self, rng: Random, n: int) -> list[int]:
         """n slots picked uniformly with replacement (all of them if there are few)."""

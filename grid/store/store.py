@@ -77,6 +77,7 @@ store lock for every change the store applied, in order, with the resulting stat
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_MAP_NAME = 255
 MAX_SCAN_PAGE = 10_000
+MAX_WHERE = 1 << 32  # map id * partitions + partition is a u32 in the slot lists
 _field = SLOT.unpack_from  # (a u32 field of a record)
 # What a write does to the entry's last access (Store._write).
 _NO_ACCESS, _CLOCK, _ACCESS = 0, 1, 2
@@ -112,6 +113,7 @@ class Store:
         self.maps: dict[str, RecordMap] = {}
         self.by_id: list[RecordMap] = []  # maps by RecordMap.id (where // partitions)
         self.all = SlotList(timed=True)
+        self._last_access = self.all.last_access  # (the hot paths' shortcut)
         self.volatile = SlotList(timed=False)
         self.used = 0  # accounted bytes of all entries
         self.hlc = HybridClock(member_id, clock)
@@ -152,6 +154,8 @@ class Store:
                 raise InvalidArgument("map name is empty")
             if len(name.encode()) > MAX_MAP_NAME:
                 raise InvalidArgument(f"map name is over {MAX_MAP_NAME} bytes")
+            if (len(self.by_id) + 1) * self.partitions > MAX_WHERE:
+                raise InvalidArgument(f"too many maps ({len(self.by_id)})")
             rmap = RecordMap(name, self.partitions, len(self.by_id), self.all)
             self.maps[name] = rmap
             self.by_id.append(rmap)
@@ -297,7 +301,7 @@ class Store:
             if self._lfu:
                 self._access(_field(blob, SLOT_AT)[0] >> 1, now)
             else:
-                self.all.last_access[_field(blob, SLOT_AT)[0] >> 1] = now
+                self._last_access[_field(blob, SLOT_AT)[0] >> 1] = now
         rmap.stats.hits += 1
         return blob
 
@@ -435,7 +439,7 @@ class Store:
                 if self._lfu:
                     self._access(sv >> 1, now)
                 else:
-                    self.all.last_access[sv >> 1] = now
+                    self._last_access[sv >> 1] = now
             self.used += grow
             stats = rmap.stats
             stats.bytes += grow
