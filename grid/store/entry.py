@@ -40,12 +40,12 @@ Why this layout: measured 2026-12-07 (1M entries, keys b"key:%08d", RSS
 growth of a fresh interpreter, python 3.11; docs/benchmarks.md, "Entry
 memory (issue 13)"), bytes per entry at 10 / 100 / 1000-byte values:
 
-    one __slots__ object per entry (before)        358 / 455 / 1363
+    one __slots__ object per entry (before)        356 / 453 / 1361
     tuple (value, ts, member, slot) per entry      352 / 449 / 1358
     dict key -> int slot, every field in arrays    213 / 310 / 1218
-    dict key -> record bytes + slot arrays (this)  176 / 272 / 1181
+    dict key -> record bytes + slot arrays (this)  175 / 271 / 1180
     floor: dict key -> bytes(16 + value), no LRU   155 / 252 / 1160
-    redis-server 7.0 (same keys and values)        ~ 75 / 192 / 1100
+    redis-server 7.0.15 (same keys and values)      95 / 192 / 1137
 
 What is left over Redis is Python's object cost, not metadata: two bytes
 objects (33 B of header each, plus rounding) and a dict slot, where Redis
