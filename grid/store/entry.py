@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 HEAD = Struct("<QII")  # ts, member, slot << 1 | volatile
 VHEAD = Struct("<QIIqqI")  # ts, member, slot << 1 | 1, expire_at, max_idle, vslot
 SLOT = Struct("<I")
+VERSION = Struct("<QI")  # the head's first two fields: (ts, member), in LWW order
 HEAD_SIZE = HEAD.size  # 16
 VHEAD_SIZE = VHEAD.size  # 36
 SLOT_AT = 12  # offset of the slot field (bit 0: volatile)
@@ -105,15 +106,22 @@ def unpack(blob: bytes) -> tuple[bytes, int, int, int, int]:
     return blob[HEAD_SIZE:], ts, member, 0, 0
 
 
+SMALL = 1024  # records up to this size are rebuilt by concatenation (fastest), larger by
+# a join over a memoryview (one copy of the value instead of two)
+
+
 def with_slot(blob: bytes, slot: int) -> bytes:
     """The record moved to another slot of the all list."""
-    return b"".join(
-        (blob[:SLOT_AT], SLOT.pack(slot << 1 | (blob[SLOT_AT] & 1)), memoryview(blob)[HEAD_SIZE:])
-    )
+    field = SLOT.pack(slot << 1 | (blob[SLOT_AT] & 1))
+    if len(blob) <= SMALL:
+        return blob[:SLOT_AT] + field + blob[HEAD_SIZE:]
+    return b"".join((blob[:SLOT_AT], field, memoryview(blob)[HEAD_SIZE:]))
 
 
 def with_vslot(blob: bytes, vslot: int) -> bytes:
     """The (volatile) record moved to another slot of the volatile list."""
+    if len(blob) <= SMALL:
+        return blob[:VSLOT_AT] + SLOT.pack(vslot) + blob[VHEAD_SIZE:]
     return b"".join((blob[:VSLOT_AT], SLOT.pack(vslot), memoryview(blob)[VHEAD_SIZE:]))
 
 

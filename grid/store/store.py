@@ -27,17 +27,18 @@ import msgpack
 from grid.config import Config
 from grid.errors import CasFailed, InvalidArgument, NotOwner, OutOfMemory, TooLarge
 from grid.store.entry import (
+    ENTRY_OVERHEAD,
     HEAD,
     HEAD_SIZE,
     SLOT,
     SLOT_AT,
+    VERSION,
     VHEAD,
     VHEAD_SIZE,
     VOLATILE_OVERHEAD,
     VSLOT_AT,
     Entry,
     entry_size,
-    record_size,
     unpack,
     value_of,
     with_slot,
@@ -79,6 +80,7 @@ MAX_MAP_NAME = 255
 MAX_SCAN_PAGE = 10_000
 MAX_WHERE = 1 << 32  # map id * partitions + partition is a u32 in the slot lists
 _field = SLOT.unpack_from  # (a u32 field of a record)
+_version = VERSION.unpack_from  # (ts, member) of a record
 # What a write does to the entry's last access (Store._write).
 _NO_ACCESS, _CLOCK, _ACCESS = 0, 1, 2
 
@@ -656,12 +658,15 @@ class Store:
     def _unlink(self, rmap: RecordMap, partition: int, key: bytes) -> bytes:
         """Remove the entry from every structure; returns its record."""
         blob = rmap.recs[partition].pop(key)
-        sv = HEAD.unpack_from(blob)[2]
+        sv = _field(blob, SLOT_AT)[0]
         if sv & 1:
-            self._volatile_remove(SLOT.unpack_from(blob, VSLOT_AT)[0])
-        if self.all.remove(sv >> 1):
-            self._moved(self.all, sv >> 1, with_slot)
-        size = record_size(key, blob)
+            self._volatile_remove(_field(blob, VSLOT_AT)[0])
+            size = ENTRY_OVERHEAD + VOLATILE_OVERHEAD + len(key) + len(blob) - VHEAD_SIZE
+        else:
+            size = ENTRY_OVERHEAD + len(key) + len(blob) - HEAD_SIZE  # record_size, inline
+        index = self.all
+        if index.remove(sv >> 1):
+            self._moved(index, sv >> 1, with_slot)
         self.used -= size
         stats = rmap.stats
         stats.bytes -= size
@@ -798,8 +803,22 @@ class Store:
             blob = part.get(key)
             if blob is not None:
                 # lww.write_wins against the entry; the marker is older than any entry
-                if version <= HEAD.unpack_from(blob)[:2]:
+                if version <= _version(blob):
                     return False
+                if not (expire_at or max_idle or blob[SLOT_AT] & 1):
+                    # the common overwrite (no TTL before or after), _write written out
+                    grow = len(value) + HEAD_SIZE - len(blob)
+                    if grow > 0 and self.max_memory:
+                        self._reserve(grow, now, (key, rmap.id * self.partitions + partition))
+                        blob = part[key]  # an eviction may have moved it to another slot
+                    sv = _field(blob, SLOT_AT)[0]
+                    part[key] = HEAD.pack(ts, member, sv) + value
+                    self._last_access[sv >> 1] = now
+                    self.used += grow
+                    rmap.stats.bytes += grow
+                    if self.sink is not None:
+                        self.sink(partition, op, map_name, key, value, ts, member, 0, 0)
+                    return True
                 self._write(
                     rmap, partition, key, blob, value, ts, member, expire_at, max_idle, now, _CLOCK
                 )
@@ -823,7 +842,7 @@ class Store:
                 return False
             rmap.cleared[partition] = version
             for key_, blob in list(part.items()):  # (slot moves leave versions alone)
-                if cleared_by(HEAD.unpack_from(blob)[:2], version):
+                if cleared_by(_version(blob), version):
                     self._unlink(rmap, partition, key_)
             tombs = rmap.tombs[partition]
             for k in [k for k, v in tombs.items() if cleared_by(v, version)]:
@@ -834,7 +853,7 @@ class Store:
         removed = remembered = False
         blob = part.get(key)
         if blob is not None:
-            if HEAD.unpack_from(blob)[:2] > version:  # not lww.removes: the entry is newer
+            if _version(blob) > version:  # not lww.removes: the entry is newer
                 return False
             self._unlink(rmap, partition, key)
             removed = True
@@ -939,7 +958,7 @@ def _check_condition(condition: int, blob: bytes | None, expected: tuple[int, in
     elif condition == IF_VERSION:
         if blob is None:
             raise CasFailed("key does not exist (if_version)")
-        if expected is None or HEAD.unpack_from(blob)[:2] != tuple(expected):
+        if expected is None or _version(blob) != tuple(expected):
             raise CasFailed("version differs (if_version)")
     elif condition != ALWAYS:
         raise InvalidArgument(f"unknown put condition {condition}")
