@@ -17,6 +17,7 @@ from grid.config import Config
 from grid.errors import GridError, InvalidArgument, Status
 from grid.store import Store
 from grid.store.durability import DISK_FULL_WRITE, Durability
+from grid.store.entry import HEAD, value_len, value_of
 from grid.store.recordmap import RecordMap
 from proto import grid_pb2 as pb
 
@@ -148,22 +149,22 @@ class BatchExecutor:
         return self._empty
 
     def _get(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        e = self.store.get(self._read_map(op.map), op.key, now, self.from_backup)
-        if e is None:
+        store = self.store
+        blob = store.read(self._read_map(op.map), op.key, now, self.from_backup)
+        if blob is None:
             r.status = pb.NOT_FOUND
             return
-        if not self._spend(len(e.value)):
+        if not self._spend(value_len(blob)):
             return self._reply_full(r)
-        r.value = e.value
-        r.version_ts = e.ts
-        r.version_member = e.member
-        if e.expire_at or e.max_idle:
+        r.value = value_of(blob)
+        r.version_ts, r.version_member, volatile = HEAD.unpack_from(blob)
+        if volatile & 1:
             # (>= 1: a backup copy's max-idle clock may have run out; its TTL has not)
-            r.ttl_ms = max(1, e.deadline() - now)
+            r.ttl_ms = max(1, store.deadline(blob) - now)
 
     def _put(self, op: pb.Op, r: pb.Result, now: int) -> None:
         expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None
-        e = self.store.put(
+        blob = self.store.write(
             self.store.map(op.map),
             op.key,
             op.value,
@@ -173,8 +174,7 @@ class BatchExecutor:
             op.condition,
             expected,
         )
-        r.version_ts = e.ts
-        r.version_member = e.member
+        r.version_ts, r.version_member, _ = HEAD.unpack_from(blob)
 
     def _delete(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = int(self.store.delete(self._read_map(op.map), op.key, now))

@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from grid.store.entry import HEAD, VHEAD, unpack
 from grid.store.recordmap import ZERO
 from grid.store.store import CLEAR, DELETE, PUT, Store
 from replication.digest import CLEARED, LIVE, TOMBSTONE, Digest, bucket_of
@@ -54,10 +55,10 @@ def snapshot_records(store: Store, partition: int, now: int, holds: Holds = None
         for key, (ts, member) in rmap.tombs[partition].items():
             if ts >= grace_floor:
                 out.append((DELETE, name, key, None, ts, member, 0, 0))
-        for e in rmap.parts[partition].values():
-            if (e.expire_at or e.max_idle) and e.expired(now):
-                continue
-            out.append((PUT, name, e.key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
+        expired = store.expired
+        for key, blob in rmap.recs[partition].items():
+            if not expired(blob, now):
+                out.append((PUT, name, key, *unpack(blob)))
     return out
 
 
@@ -81,12 +82,15 @@ def digest(store: Store, partition: int, cut: int, now: int, holds: Holds = None
         for key, (ts, member) in rmap.tombs[partition].items():
             if grace_floor <= ts <= cut:
                 add(name, key, ts, member, TOMBSTONE)
-        for key, e in rmap.parts[partition].items():
+        for key, blob in rmap.recs[partition].items():
             # expired by its TTL: gone on every replica alike. Max-idle is left out of
             # this: it is the primary's clock (a backup never hears of reads there), so
             # a backup's copy looks idle sooner, and every round would find it different
-            if e.ts <= cut and not (e.expire_at and e.expire_at <= now):
-                add(name, key, e.ts, e.member, LIVE)
+            ts, member, sv = HEAD.unpack_from(blob)
+            if ts <= cut:
+                expire_at = VHEAD.unpack_from(blob)[3] if sv & 1 else 0
+                if not (expire_at and expire_at <= now):
+                    add(name, key, ts, member, LIVE)
     return d
 
 
@@ -107,11 +111,12 @@ def records_in(
         for key, (ts, member) in rmap.tombs[partition].items():
             if grace_floor <= ts <= cut and bucket_of(key) in want:
                 out.append((DELETE, name, key, None, ts, member, 0, 0))
-        for key, e in rmap.parts[partition].items():
-            if e.ts <= cut and bucket_of(key) in want:
-                if e.expire_at and e.expire_at <= now:  # (as in digest)
+        for key, blob in rmap.recs[partition].items():
+            if HEAD.unpack_from(blob)[0] <= cut and bucket_of(key) in want:
+                value, ts, member, expire_at, max_idle = unpack(blob)
+                if expire_at and expire_at <= now:  # (as in digest)
                     continue
-                out.append((PUT, name, key, e.value, e.ts, e.member, e.expire_at, e.max_idle))
+                out.append((PUT, name, key, value, ts, member, expire_at, max_idle))
     return out
 
 
@@ -121,9 +126,11 @@ def key_record(store: Store, partition: int, map_name: str, key: bytes, now: int
     rmap = store.maps.get(map_name)
     if rmap is None:
         return None
-    e = rmap.parts[partition].get(key)
-    if e is not None and not (e.expire_at and e.expire_at <= now):
-        return (PUT, map_name, key, e.value, e.ts, e.member, e.expire_at, e.max_idle)
+    blob = rmap.recs[partition].get(key)
+    if blob is not None:
+        value, ts, member, expire_at, max_idle = unpack(blob)
+        if not (expire_at and expire_at <= now):
+            return (PUT, map_name, key, value, ts, member, expire_at, max_idle)
     dead = rmap.tombs[partition].get(key)
     if dead is not None and dead[0] >= _grace_floor(store, now):
         return (DELETE, map_name, key, None, dead[0], dead[1], 0, 0)

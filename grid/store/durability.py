@@ -56,6 +56,7 @@ from grid import logs
 from grid.config import Config
 from grid.errors import Unavailable
 from grid.store import Store
+from grid.store.entry import unpack
 from grid.store.store import CLEAR, DELETE, DROPPED, INCR, PUT
 from persistence import DiskFull, FsyncPolicy, Log, Op, should_snapshot
 
@@ -347,7 +348,7 @@ class Durability:
         """Snapshot every partition that has data or a log; returns (partitions, records)."""
         partitions = sorted(
             set(self.log.partitions())
-            | {p for rmap in self.store.maps.values() for p, part in enumerate(rmap.parts) if part}
+            | {p for rmap in self.store.maps.values() for p, part in enumerate(rmap.recs) if part}
         )
         records = 0
         for p in partitions:
@@ -362,9 +363,9 @@ class Durability:
             self.flush()
             seq = self._seq.get(p, 0)
             records = [
-                (seq, PUT, rmap.name, e.key, e.value, e.ts, e.member, e.expire_at, e.max_idle)
+                (seq, PUT, rmap.name, key, *unpack(blob))
                 for rmap in store.maps.values()
-                for e in rmap.parts[p].values()
+                for key, blob in rmap.recs[p].items()
             ]
             # tombstones too: a restarted member must still remember its deletes for the
             # grace period, or a replica that missed one gives the key back at a merge

@@ -6,7 +6,8 @@ Exact LRU or LFU would need a global ordered structure touched on every read:
 a linked list or heap across all maps and partitions, costing time on the hot
 path and pointers in every entry. Instead each entry records only *when* it
 was last accessed (`last_access`, ms) and *how often* (`lfu`, a logarithmic
-8-bit counter), and eviction approximates the ideal by sampling:
+8-bit counter), both in the all list's arrays (grid/store/slots.py), and
+eviction approximates the ideal by sampling:
 
 1. Pick `eviction_samples` entries uniformly at random (O(1) each, thanks to
    the store's slot lists).
@@ -15,7 +16,9 @@ was last accessed (`last_access`, ms) and *how often* (`lfu`, a logarithmic
 3. Merge them into a small pool (16 entries, sorted by score) that survives
    between evictions. The pool is what makes 5 samples behave like many: a
    cold entry seen once stays a candidate until something colder shows up.
-4. Evict the best-scored pool entry that is still stored.
+   It holds keys and where they live, as Redis's holds key names: slots
+   move when other entries are removed.
+4. Evict the best-scored pool entry whose key is still stored.
 
 With 5 samples and the pool, Redis measured the result to be close to true
 LRU on skewed workloads; the test suite checks that lfu beats random on a
@@ -39,38 +42,53 @@ from __future__ import annotations
 from collections.abc import Callable
 from random import Random
 
-from grid.store.entry import Entry
 from grid.store.slots import SlotList
 
 POOL_SIZE = 16
 LFU_INIT = 5
 LFU_MAX = 255
 
+Lookup = Callable[[bytes, int], "bytes | None"]
+"""The record stored under (key, where), or None (the store's `record_at`)."""
+Deadline = Callable[[bytes], int]
+"""When a record expires, 0 = never (the store's `deadline`)."""
 
-def lfu_decayed(e: Entry, now: int, decay_ms: int) -> int:
-    """The entry's counter after idle-time decay (not stored; see lfu_touch)."""
-    counter = e.lfu
+
+def lfu_decayed(counter: int, last_access: int, now: int, decay_ms: int) -> int:
+    """A counter after idle-time decay (not stored; see lfu_touch)."""
     if decay_ms:
-        periods = (now - e.last_access) // decay_ms
+        periods = (now - last_access) // decay_ms
         if periods > 0:
             return counter - periods if counter > periods else 0
     return counter
 
 
-def lfu_touch(e: Entry, now: int, decay_ms: int, log_factor: int, rng: Random) -> None:
-    """Record one access in the LFU counter: decay first, then a logarithmic increment."""
-    counter = lfu_decayed(e, now, decay_ms)
+def lfu_touch(
+    counter: int, last_access: int, now: int, decay_ms: int, log_factor: int, rng: Random
+) -> int:
+    """A counter after one more access: decay first, then a logarithmic increment."""
+    counter = lfu_decayed(counter, last_access, now, decay_ms)
     if counter < LFU_MAX:
         base = counter - LFU_INIT
         if base <= 0 or rng.random() < 1.0 / (base * log_factor + 1):
             counter += 1
-    e.lfu = counter
+    return counter
 
 
 class Evictor:
     """Chooses victims for one policy; the store removes them."""
 
-    __slots__ = ("_decay_ms", "_pool", "_score", "policy", "rng", "samples", "source")
+    __slots__ = (
+        "_deadline",
+        "_decay_ms",
+        "_lookup",
+        "_pool",
+        "_timed",
+        "policy",
+        "rng",
+        "samples",
+        "source",
+    )
 
     def __init__(
         self,
@@ -80,39 +98,57 @@ class Evictor:
         volatile: SlotList,
         rng: Random,
         lfu_decay_minutes: int,
+        lookup: Lookup,
+        deadline: Deadline,
     ) -> None:
         self.policy = policy
         self.samples = samples
         self.rng = rng
         self._decay_ms = lfu_decay_minutes * 60_000
+        self._timed = all_entries
+        self._lookup = lookup
+        self._deadline = deadline
         self.source = volatile if policy == "volatile-ttl" else all_entries
-        self._pool: list[tuple[int, Entry]] = []  # (score, entry), best candidate last
-        scores: dict[str, Callable[[Entry, int], int]] = {
-            "lru": lambda e, now: now - e.last_access,
-            "lfu": lambda e, now: LFU_MAX - lfu_decayed(e, now, self._decay_ms),
-            # Sooner expiry = better victim; deadline() is 0 only for non-volatile entries,
-            # which this policy never samples.
-            "volatile-ttl": lambda e, now: -e.deadline(),
-        }
-        self._score = scores.get(policy)
+        self._pool: list[tuple[int, bytes, int]] = []  # (score, key, where), best last
 
-    def victim(self, now: int) -> Entry | None:
-        """The next entry to evict, or None when the policy has nothing to offer."""
-        if self.policy == "noeviction" or not len(self.source):
+    def _score(self, slot: int, now: int) -> int | None:
+        """The sampled entry's score (higher: better victim), None if it vanished."""
+        policy = self.policy
+        if policy == "lru":
+            return now - self._timed.last_access[slot]
+        if policy == "lfu":
+            timed = self._timed
+            return LFU_MAX - lfu_decayed(
+                timed.lfu[slot], timed.last_access[slot], now, self._decay_ms
+            )
+        # volatile-ttl: sooner expiry = better victim
+        source = self.source
+        blob = self._lookup(source.keys[slot], source.where[slot])
+        return None if blob is None else -self._deadline(blob)
+
+    def victim(self, now: int) -> tuple[bytes, int] | None:
+        """The next entry to evict as (key, where), or None when the policy has nothing
+        to offer."""
+        source = self.source
+        if self.policy == "noeviction" or not len(source):
             return None
-        if self._score is None:  # random
-            return self.source.sample(self.rng, 1)[0]
-        score = self._score
+        keys, where = source.keys, source.where
+        if self.policy == "random":
+            slot = source.sample(self.rng, 1)[0]
+            return keys[slot], where[slot]
         pool = self._pool
-        for e in self.source.sample(self.rng, self.samples):
-            if any(p is e for _, p in pool):
+        for slot in source.sample(self.rng, self.samples):
+            key, w = keys[slot], where[slot]
+            if any(k == key and pw == w for _, k, pw in pool):
                 continue
-            pool.append((score(e, now), e))
+            score = self._score(slot, now)
+            if score is not None:
+                pool.append((score, key, w))
         pool.sort(key=lambda item: item[0])
         del pool[:-POOL_SIZE]
-        in_source = self.source.attr  # a pooled entry may have been removed since
-        while pool:
-            _, e = pool.pop()
-            if getattr(e, in_source) >= 0:
-                return e
+        lookup = self._lookup
+        while pool:  # a pooled entry may have been removed since
+            _, key, w = pool.pop()
+            if lookup(key, w) is not None:
+                return key, w
         return None

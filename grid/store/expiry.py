@@ -39,11 +39,13 @@ def expire_cycle(
     start = monotonic_ms()
     volatile = store.volatile
     while len(volatile):
-        sample = volatile.sample(store.rng, SAMPLE)
+        keys, where = volatile.keys, volatile.where
+        sample = [(keys[i], where[i]) for i in volatile.sample(store.rng, SAMPLE)]
         expired = 0
-        for e in sample:
-            if e.vslot >= 0 and e.expired(now):
-                store.remove_expired(e)
+        for key, w in sample:
+            blob = store.record_at(key, w)  # (None: removed earlier in this sample)
+            if blob is not None and store.expired(blob, now):
+                store.remove_expired_at(key, w, blob)
                 expired += 1
         removed += expired
         if expired <= STALE_FRACTION * len(sample) or monotonic_ms() - start >= budget_ms:

@@ -142,11 +142,11 @@ def test_lfu_counter_grows_logarithmically_and_decays() -> None:
     assert e.lfu == LFU_INIT
     rng = random.Random(3)
     for _ in range(1000):
-        lfu_touch(e, clock(), 60_000, 10, rng)
+        e.lfu = lfu_touch(e.lfu, e.last_access, clock(), 60_000, 10, rng)
     assert 15 < e.lfu < 40, e.lfu  # ~log growth: far below 1000
     counter = e.lfu
     e.last_access = clock()
     clock.advance(5 * 60_000)
-    assert lfu_decayed(e, clock(), 60_000) == counter - 5
+    assert lfu_decayed(e.lfu, e.last_access, clock(), 60_000) == counter - 5
     clock.advance(10**9)
-    assert lfu_decayed(e, clock(), 60_000) == 0
+    assert lfu_decayed(e.lfu, e.last_access, clock(), 60_000) == 0

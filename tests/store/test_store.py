@@ -19,10 +19,10 @@ def clock() -> Clock:
 def test_put_get_overwrite_delete(clock: Clock) -> None:
     s = make_store(clock)
     m = s.map("m")
-    e1 = s.put(m, b"k", b"v1", clock())
+    slot = s.put(m, b"k", b"v1", clock()).slot
     assert s.get(m, b"k", clock()).value == b"v1"
     e2 = s.put(m, b"k", b"v2", clock())
-    assert e2.value == b"v2" and e2 is e1  # updated in place
+    assert e2.value == b"v2" and e2.slot == slot  # keeps its place in the slot list
     assert s.size(m) == 1
     assert s.delete(m, b"k", clock()) is True
     assert s.get(m, b"k", clock()) is None

@@ -158,9 +158,10 @@ class StoreVsModel(RuleBasedStateMachine):
         s = self.store
         entries = [e for part in self.m.parts for e in part.values()]
         assert len(entries) == self.m.stats.entries == len(s.all)
-        for i, e in enumerate(s.all.items):
-            assert e.slot == i
-        for i, e in enumerate(s.volatile.items):
+        for i, key in enumerate(s.all.keys):
+            assert self.m.parts[s.all.where[i]][key].slot == i
+        for i, key in enumerate(s.volatile.keys):
+            e = self.m.parts[s.volatile.where[i]][key]
             assert e.vslot == i and (e.expire_at or e.max_idle)
         assert len(s.volatile) == sum(1 for e in entries if e.expire_at or e.max_idle)
         assert (
