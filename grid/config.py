@@ -288,8 +288,12 @@ class Config:
     min_cluster_size: int = _opt(
         0,
         "Refuse writes (UNAVAILABLE) while this member sees fewer live members than this, "
-        "itself included; reads go on. Set it to a majority (2 of 3, 3 of 5) so that after "
-        "a network split only the larger side takes writes. 0 = always accept (AP).",
+        "itself included; reads of the partitions it serves go on. Its coordinator fails "
+        "nothing over meanwhile (reads of partitions owned out of sight fail), and once it "
+        "sees enough members again it serves nothing until it has their newest table "
+        '(docs/replication.md, "Split brain"). Set it to a majority (2 of 3, 3 of 5) so '
+        "that after a network split only the larger side takes writes and its writes "
+        "survive the heal. 0 = always accept (AP).",
     )
     replication_linger_ms: float = _opt(
         25.0,

@@ -15,6 +15,22 @@ _LEVELS = {
 }
 
 
+class _Stderr:
+    """Prints each event to whatever `sys.stderr` is when it is logged. structlog's
+    PrintLoggerFactory binds the stream at configure time, and a process that swaps
+    stderr (pytest, per test) then logs into a closed file: `grid` commands run
+    in-process by a test broke every later test that logged."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_: object) -> _Stderr:
+    return _Stderr()
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     """Configure once per process; later calls reconfigure (a test may switch formats)."""
     if fmt == "auto":
@@ -31,7 +47,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

@@ -162,6 +162,7 @@ class Rebalancer:
         self._sent_addresses: dict[str, str] = {}  # member -> address in our last publish
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
         self._adopt = False  # that table's epoch is above ours: take its lists first
+        self._confirm = False  # restarted with a saved table: ask the others' first
         self._overtake = False  # a member holds a table of another lineage
         self._unsettled = 0  # a member holds a hand-off only a table of this epoch settles
         self._lacking: dict[str, frozenset[int]] = {}  # member -> copies it says it lacks
@@ -179,8 +180,13 @@ class Rebalancer:
 
     def restarted(self, saved: PartitionTable) -> None:
         """This member restarted with `saved`: wait for the members it names before
-        giving their partitions to others (a whole-cluster restart)."""
+        giving their partitions to others (a whole-cluster restart), and ask the live
+        members for their tables before acting on it (`_run`): the cluster may have
+        failed this member over while it was down, and a coordinator that republished
+        its saved lists (new addresses, a failover) made its stale copies primaries
+        again (grid chaos run --scenario kill-coordinator: counters fell 118 -> 65)."""
         self.waiting = set(saved.members) - {self.me}
+        self._confirm = True
 
     def observe(self, live: Mapping[str, str]) -> None:
         """Members in sight are not waited for any more. A leaving member out of sight
@@ -276,8 +282,12 @@ class Rebalancer:
     def _run(self, view: View) -> Round:
         live = dict(view.live)
         everyone_answered = True
-        if self.table is None:
+        if self.table is None or self._confirm:
             everyone_answered = _expect((yield AskTables(live)), TablesAsked).everyone_answered
+            if self._confirm:
+                if not everyone_answered:
+                    return  # a member that did not answer may hold a newer table: ask again
+                self._confirm = False
         self.acting = self.coordinator(live) == self.me and self.me not in self.leaving
         if not self.acting:
             self.pending = 0

@@ -182,7 +182,7 @@ def _sync_ack_early() -> Callable[[], None]:
     (`Primary.unconfirmed` finds nothing missing): the write is answered OK while only
     the primary holds it, and a crash that loses its memory loses it."""
 
-    def unconfirmed(self: Any, touched: Any, n: int, replicas: Any, ranks: int = 0) -> Any:
+    def unconfirmed(self: Any, touched: Any, n: int, replicas: Any, *rest: Any) -> Any:
         return []
 
     return _patch(primary_core.Primary, "unconfirmed", unconfirmed)
