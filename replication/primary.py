@@ -211,7 +211,7 @@ class Primary:
         self.closing: list[tuple[Downstream, str]] = []
         self.handing: dict[int, str] = {}  # partitions handed off, not yet taken over
         self.handoffs_sent: set[int] = set()  # of those, the ones whose HANDOFF was drained
-        self.touched: dict[int, Mark] = {}  # partition -> last (term, seq), since take_touched()
+        self.touched: dict[int, PrimaryLog] = {}  # partition -> log written, since take_touched()
         self.caught_up = 0  # subscriptions answered from the log (no snapshot)
         self.snapshots_sent = 0  # subscriptions answered with a snapshot
         self.handoffs = 0
@@ -279,7 +279,7 @@ class Primary:
             return  # a backup's copy changing: not ours to stream
         rec = (op, map_name, key, value, ts, member, expire_at, max_idle)
         seq = plog.append(rec, self.clock())
-        self.touched[partition] = (plog.term, seq)
+        self.touched[partition] = plog  # no tuple a write: the mark is taken once a batch
         subs = self.followers.get(partition)
         if not subs:
             return
@@ -317,7 +317,7 @@ class Primary:
     def take_touched(self) -> dict[int, Mark]:
         """Partitions changed (as primary) since the last call, with their last (term, seq)."""
         touched, self.touched = self.touched, {}
-        return touched
+        return {p: (plog.term, plog.seq) for p, plog in touched.items()}
 
     def take_ready(self) -> list[Downstream]:
         ready, self.ready = self.ready, []
