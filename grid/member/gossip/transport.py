@@ -104,7 +104,7 @@ class Transport:
                 )
             except OSError as e:
                 raise OSError(
-                    f"cannot bind the gossip UDP port {join_addr(host, port)}: {e.strerror}"
+                    f"cannot bind the gossip UDP port {join_addr(host, port)}: {e.strerror or e}"
                 ) from e
             bound = udp.get_extra_info("sockname")[1]
             try:
@@ -116,7 +116,7 @@ class Transport:
                 if port == 0:
                     continue  # the free UDP port is taken for TCP: try another
                 raise OSError(
-                    f"cannot bind the gossip TCP port {join_addr(host, bound)}: {e.strerror}"
+                    f"cannot bind the gossip TCP port {join_addr(host, bound)}: {e.strerror or e}"
                 ) from e
             self._udp, self._server = udp, server
             self.host, self.port = host, bound
