@@ -332,7 +332,7 @@ class Router:
             if self._unreachable:  # never reached any seed: say so now, not at the deadline
                 raise Unavailable(self._unreachable)
         if self._route is None:
-            return await self.seed.call(ops, deadline - loop.time(), idempotent)
+            return await self._through_seed(ops, deadline, idempotent)
         return await self._routed(ops, deadline, idempotent)
 
     async def unary(
@@ -569,6 +569,50 @@ class Router:
         if conn.table_version > self.version:
             self._refresh()  # the member has a newer table: fetch it, do not wait for it
         return results
+
+    async def _through_seed(
+        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+    ) -> list[pb.Result]:
+        """Fallback mode: everything goes to the seed, which forwards. Operations it answers
+        NOT_OWNER (a partition moving, or the first table not made yet: right after a
+        cluster starts) are sent again with backoff until the deadline, as routed calls
+        are; once a table turns up (the seed had none when asked), the rest are routed."""
+        loop = asyncio.get_running_loop()
+        results: list[pb.Result | None] = [None] * len(ops)
+        todo: list[int] = list(range(len(ops)))
+        attempt = 0
+        while True:
+            retry: list[int] = []
+            try:
+                got = await self.seed.call(
+                    [ops[i] for i in todo], deadline - loop.time(), idempotent
+                )
+            except NotOwner as e:  # the whole batch refused: none of it applied
+                retry, why = todo, str(e)
+            else:
+                for i, r in zip(todo, got, strict=True):
+                    results[i] = r
+                    if r.status == Status.NOT_OWNER:
+                        retry.append(i)
+                        why = r.error
+            if not retry:
+                return results  # type: ignore[return-value]  # every slot is filled
+            delay = backoff(attempt, self.options.retry_base, self.options.retry_cap)
+            attempt += 1
+            if loop.time() + delay >= deadline:
+                if any(results[i] is None for i in retry):
+                    raise Unavailable(f"no owner answered before the deadline: {why}")
+                return results  # type: ignore[return-value]  # NOT_OWNER stands
+            await asyncio.sleep(delay)
+            if self._route is None and self.seed.table_version > 0:
+                refresh = self._refresh()
+                await asyncio.wait({refresh}, timeout=max(0.0, deadline - loop.time()))
+            if self._route is not None:
+                redone = await self._routed([ops[i] for i in retry], deadline, idempotent)
+                for i, r in zip(retry, redone, strict=True):
+                    results[i] = r
+                return results  # type: ignore[return-value]  # every slot is filled
+            todo = retry
 
     async def _routed(
         self, ops: Sequence[pb.Op], deadline: float, idempotent: bool

@@ -122,19 +122,30 @@ class Forwarder:
         for i, r in zip(idx, answer.results, strict=True):
             results[i].CopyFrom(r)
 
+    def _not_served(self, p: int) -> str:
+        """Why this member cannot answer for a partition it would own: the table has no
+        owner for it yet (no table at all while the cluster forms), or it is being handed
+        to us. Both pass; the client retries."""
+        routing = self.rt.routing
+        if routing.owner(p) is None:
+            if not routing.version:
+                return f"partition {p} has no owner yet: the cluster has no partition table; retry"
+            return f"partition {p} has no owner in table version {routing.version}; retry"
+        return f"partition {p} is moving; retry"
+
     async def _await_takeover(
         self, p: int, idx: list[int], request: pb.BatchRequest, results: list[pb.Result]
     ) -> None:
         event = self.rt.followers.wait_takeover(p)
         if event is None or request.hops == 0:
             for i in idx:
-                results[i].error = f"partition {p} is moving; retry"
+                results[i].error = self._not_served(p)
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), HANDOVER_WAIT_S)
         if not self.rt.routing.serves(p):
             for i in idx:
-                results[i].error = f"partition {p} is moving; retry"
+                results[i].error = self._not_served(p)
             return
         sub = pb.BatchRequest(ops=[request.ops[i] for i in idx], hops=request.hops)
         answer = self.executor.execute(sub)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 import grid
-from grid.harness.cluster import LocalCluster, MemberProcess, free_port
+from grid.harness.cluster import LocalCluster, MemberProcess, free_port, migration_state
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
 from tests.integration.support import live, raw_channel, raw_stats, wait_replicated, wait_until
@@ -307,3 +307,52 @@ def test_kill_9_idempotent_calls_ride_over_the_table_change(
     print(f"survivors, (operations, forwarded): {d}")
     assert set(d) == {s.name for s in survivors}
     assert sum(fwd for _, fwd in d.values()) == 0
+
+
+def test_a_write_before_the_first_table_waits_for_it(
+    no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A client that reaches a cluster still forming (no partition table yet: here one
+    member of a min_cluster_size=2 cluster) has nothing to route by, so it sends to its
+    seed; the seed answers NOT_OWNER, saying why. Within the deadline the client sends
+    again, and routes once a table appears, as a Hazelcast client waits for its cluster:
+    a caller must not see an error for a cluster that is merely starting (a test once
+    did, writing in the instant between start and the first table)."""
+    cluster = LocalCluster(
+        2, member_args=["--min-cluster-size", "2"], log_dir=tmp_path_factory.mktemp("forming")
+    )
+    try:
+        first = cluster.start_member(0)
+        cluster.wait_ready(first)
+        assert migration_state([first.address]) != (0, 0), "no table is not settled"
+        with grid.Client(first.address, timeout=1) as c, pytest.raises(grid.NotOwner) as e:
+            c.map("m").put("early", 1)
+        assert "no partition table" in str(e.value)
+
+        refused = raw_stats(first.address).migration.not_owner
+        outcome: dict[str, object] = {}
+
+        def write() -> None:
+            try:
+                with grid.Client(first.address, timeout=30) as c:
+                    c.map("m").put_many({f"k{i}": i for i in range(200)})
+                    outcome["read"] = c.map("m").get_many([f"k{i}" for i in range(200)])
+            except Exception as exc:  # reported by the assertion below
+                outcome["error"] = exc
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        wait_until(
+            lambda: raw_stats(first.address).migration.not_owner > refused,
+            10,
+            0.05,
+            "the write to be refused once",
+        )
+        assert writer.is_alive(), f"the write ended before the cluster formed: {outcome}"
+        cluster.wait_ready(cluster.start_member(1))
+        writer.join(40)
+        assert not writer.is_alive()
+        assert "error" not in outcome, outcome
+        assert outcome["read"] == {f"k{i}": i for i in range(200)}
+    finally:
+        cluster.stop(grace=5)
