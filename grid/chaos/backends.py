@@ -244,6 +244,26 @@ class NetnsBackend(ProcessBackend):
         assert self.net is not None
         self.net.heal()
 
+    def lose(self, names: Sequence[str], percent: int) -> None:
+        """These members drop `percent`% of their cluster packets each way."""
+        assert self.net is not None
+        for n in names:
+            self.net.lose(self.index(n), percent)
+
+    def deafen(self, name: str, to: Sequence[str]) -> None:
+        """`name` stops hearing `to`; they go on hearing it (a one-way cut)."""
+        assert self.net is not None
+        self.net.deafen(self.index(name), [self.index(n) for n in to])
+
+    def throttle(self, name: str, kbit: int) -> None:
+        """`name`'s cluster link sends at most `kbit` kbit/s."""
+        assert self.net is not None
+        self.net.throttle(self.index(name), kbit)
+
+    def restore_links(self) -> None:
+        assert self.net is not None
+        self.net.restore_links()
+
     def stop(self) -> None:
         """Stop the members, then remove every namespace, link and route (also on failure)."""
         if self.net is None:

@@ -29,7 +29,7 @@ SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
 
 @dataclass
 class Window:
-    kind: str  # kill, pause, leave, split
+    kind: str  # kill, pause, leave, split, loss, one-way, slow
     target: str  # a member, or a split's sides: "member-1 | member-2,member-3"
     start: float
     end: float | None = None
@@ -145,6 +145,44 @@ class Nemesis:
             w.notes.append(f"not one table {SETTLE_S:.0f}s after the heal: {why}")
             self.log(f"not joined: {why}")
         self._settle(w, t)
+        return w
+
+    def degrade(
+        self,
+        kind: str,
+        target: str,
+        apply: Callable[[], None],
+        hold_s: float,
+        failover: bool = False,
+    ) -> Window:
+        """Degrade links (`apply`: loss, a one-way cut, a slow link); with `failover`, wait
+        until the others' tables leave `target` out (a one-way cut: it hears nobody, so it
+        answers no probe) and audit from them; hold `hold_s`; then restore the links, wait
+        until one table names everyone and the partitions settled, and audit again.
+        Without `failover` whether the members fail anyone over is up to their failure
+        detector (15% loss or a slow link should not make them): what must hold is what
+        the checkers check."""
+        net = self.backend
+        if not isinstance(net, NetnsBackend):
+            raise TypeError(f"degraded links need the netns backend, not {net.name}")
+        addresses = net.members()
+        w = self._open(kind, target)
+        apply()
+        self.log(f"{kind} {target}")
+        try:
+            if failover:
+                self._failover(w)
+            time.sleep(hold_s)
+        finally:
+            t = self.now()
+            net.restore_links()
+            self.log("links restored")
+        why = poll(lambda: joined(addresses), SETTLE_S)
+        if why:
+            w.notes.append(f"not one table {SETTLE_S:.0f}s after the links came back: {why}")
+            self.log(f"not joined: {why}")
+        self._settle(w, t)
+        self.audit(f"after {kind} {target}", w.start)
         return w
 
     # ---- steps ------------------------------------------------------------------------------

@@ -168,9 +168,12 @@ def read_all(
 def lww_split(opts: Options, windows: list[Window]) -> bool:
     """Whether a split let two sides write with no majority rule: then, as documented
     (docs/replication.md, split brain), the heal keeps one side's value of a key written
-    on both, and a counter loses the other side's increments."""
+    on both, and a counter loses the other side's increments. A one-way cut is a split
+    for the member that hears nobody: it sees itself alone and, with no majority rule,
+    takes every partition's writes."""
     majority = opts.members // 2 + 1
-    return opts.min_cluster_size < majority and any(w.kind == "split" for w in windows)
+    splits = {"split", "one-way"}
+    return opts.min_cluster_size < majority and any(w.kind in splits for w in windows)
 
 
 def run(opts: Options, console: Console | None = None) -> int:

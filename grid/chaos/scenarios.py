@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from grid.chaos import probe
-from grid.chaos.backends import ProcessBackend
+from grid.chaos.backends import NetnsBackend, ProcessBackend
 from grid.chaos.nemesis import Nemesis
 from grid.chaos.workload import COUNTERS, counter_key
 
 QUIET_S = 2.0  # load without faults before each fault (writes to lose, a baseline to plot)
 DOWN_S = 2.0  # a killed member stays down this long after the failover
 HOLD_S = 4.0  # a split lasts this long after every side's tables name only that side
+LOSS_PERCENT = 15  # each way: about 28% of round trips fail, as on a bad wireless link
+SLOW_KBIT = 256  # a congested WAN link: a 64-key batch of 100-byte values takes ~0.3 s
 
 
 @dataclass
@@ -119,6 +121,58 @@ def isolate_one(ctx: Context) -> None:
     _repeat(ctx, once)
 
 
+def _links(ctx: Context) -> NetnsBackend:
+    net = ctx.backend
+    if not isinstance(net, NetnsBackend):
+        raise TypeError(f"degraded links need the netns backend, not {net.name}")
+    return net
+
+
+def lossy_links(ctx: Context) -> None:
+    """Every member drops LOSS_PERCENT of its cluster packets, each way, for HOLD_S."""
+    net = _links(ctx)
+    names = sorted(net.members())
+
+    def once() -> None:
+        ctx.nemesis.degrade(
+            "loss", f"{LOSS_PERCENT}% each way, every member",
+            lambda: net.lose(names, LOSS_PERCENT), HOLD_S,
+        )  # fmt: skip
+
+    _repeat(ctx, once)
+
+
+def one_way(ctx: Context) -> None:
+    """A primary (not the coordinator) stops hearing the others while they still hear it
+    (the asymmetric cut that failure detectors get wrong most often), until they fail it
+    over and HOLD_S more; then it hears them again and must rejoin."""
+    net = _links(ctx)
+
+    def once() -> None:
+        victim = _primary_not_coordinator(ctx)
+        others = sorted(n for n in net.members() if n != victim)
+        ctx.nemesis.degrade(
+            "one-way", victim, lambda: net.deafen(victim, others), HOLD_S, failover=True
+        )
+
+    _repeat(ctx, once)
+
+
+def slow_link(ctx: Context) -> None:
+    """The coordinator's cluster link sends at most SLOW_KBIT kbit/s for HOLD_S: table
+    publishes, replication and acknowledgements queue behind each other."""
+    net = _links(ctx)
+
+    def once() -> None:
+        victim = _coordinator(ctx)
+        ctx.nemesis.degrade(
+            "slow", f"{victim} at {SLOW_KBIT} kbit/s", lambda: net.throttle(victim, SLOW_KBIT),
+            HOLD_S,
+        )  # fmt: skip
+
+    _repeat(ctx, once)
+
+
 def _elsewhere(ctx: Context) -> None:  # pragma: no cover: refused before a run starts
     raise AssertionError("this scenario does not run on this backend")
 
@@ -161,6 +215,24 @@ SCENARIOS: dict[str, Scenario] = {
             "cut the counters' primary off from the others, then heal (real links: netns)",
             ("netns",),
             isolate_one,
+        ),
+        Scenario(
+            "lossy-links",
+            f"every member drops {LOSS_PERCENT}% of its cluster packets each way, then heals",
+            ("netns",),
+            lossy_links,
+        ),
+        Scenario(
+            "one-way",
+            "a primary stops hearing the others (they still hear it) until failed over, then heals",
+            ("netns",),
+            one_way,
+        ),
+        Scenario(
+            "slow-link",
+            f"the coordinator's cluster link slowed to {SLOW_KBIT} kbit/s, then restored",
+            ("netns",),
+            slow_link,
         ),
         Scenario(
             "disk-full",

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,104 @@ def test_netns_only_scenarios_and_plants_are_refused_elsewhere(
     args = ["--scenario", "isolate-one", "--backend", "netns", "--min-cluster-size", "4"]
     assert main([*base, *args]) == 2  # more than --members: refused before anything starts
     assert "--min-cluster-size" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize(
+    ("scenario", "min_cluster_size", "kind"),
+    [
+        ("lossy-links", 0, "loss"),
+        ("one-way", 2, "one-way"),
+        ("slow-link", 0, "slow"),
+    ],
+)
+def test_degraded_links_hold_every_checker(
+    no_grid_env: None,
+    netns_here: None,
+    tmp_path: Path,
+    scenario: str,
+    min_cluster_size: int,
+    kind: str,
+) -> None:
+    """Loss on every link, a one-way cut of a primary (with a majority rule: the deaf
+    member sees itself alone and must refuse writes, so no counter loses an increment)
+    and a slow coordinator: nothing acknowledged lost, replicas converge after."""
+    needs.command("nft")
+    code, result, text = chaos_run(tmp_path, scenario, min_cluster_size=min_cluster_size)
+    assert code == 0, text
+    assert all(c["holds"] for c in result["checkers"]), text
+    faults = result["faults"]
+    assert faults and all(f["kind"] == kind and f["end"] for f in faults), text
+    if kind == "one-way":  # the others stop hearing its acks: they must fail it over
+        assert all(f["failover_s"] for f in faults), text
+    writes = checker(result, "acknowledged-writes")["figures"]
+    assert writes["acknowledged"] > 100 and writes["lost_at_end"] == 0, text
+    assert result["audits"] and all(a["checked"] > 50 for a in result["audits"]), text
+    counters = checker(result, "counters")["figures"]
+    assert not any("lost_reported" in c for c in counters.values()), text
+    no_namespaces_left()
+
+
+UDP_COUNTER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 9999))
+s.settimeout(0.5)
+n = 0
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        s.recv(2048)
+        n += 1
+    except TimeoutError:
+        pass
+print(n, flush=True)
+"""
+
+
+def test_degraded_links_are_real(netns_here: None) -> None:
+    """What `lose`, `deafen` and `throttle` do to packets: 400 UDP datagrams from member 0
+    to member 1, counted where they arrive (no member processes: the links alone)."""
+    from grid.harness.netns import NetnsCluster
+
+    needs.command("nft")
+    net = NetnsCluster(2)
+    try:
+        net.setup_network()
+
+        def delivered(size: int = 200) -> int:
+            receiver = subprocess.Popen(
+                ["ip", "netns", "exec", net.namespaces[1], sys.executable, "-c", UDP_COUNTER,
+                 net.cluster_ip(1), "3"],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert receiver.stdout is not None
+            assert receiver.stdout.readline().strip() == "ready"
+            send = (
+                "import socket, time\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "for _ in range(400):\n"
+                f"    s.sendto(b'x' * {size}, ('{net.cluster_ip(1)}', 9999)); time.sleep(0.002)\n"
+            )
+            subprocess.run(
+                ["ip", "netns", "exec", net.namespaces[0], sys.executable, "-c", send],
+                check=True, timeout=30,
+            )  # fmt: skip
+            out, _ = receiver.communicate(timeout=30)
+            return int(out.strip())
+
+        assert delivered() >= 390  # a clean link (a veth pair drops nothing at this rate)
+        net.lose(1, 30)  # inbound at member 1 is what counts here: ~30% lost
+        assert 200 <= delivered() <= 340
+        net.restore_links()
+        net.deafen(1, [0])
+        assert delivered() == 0
+        net.restore_links()
+        net.throttle(0, 256)  # 400 x 1 KB in ~1 s is 3 Mbit/s: most wait, then drop
+        assert delivered(1000) < 200
+        net.restore_links()
+        assert delivered() >= 390
+    finally:
+        net.close()
+    no_namespaces_left()
