@@ -22,6 +22,7 @@ QUIET_S = 2.0  # load without faults before each fault (writes to lose, a baseli
 DOWN_S = 2.0  # a killed member stays down this long after the failover
 HOLD_S = 4.0  # a split lasts this long after every side's tables name only that side
 LOSS_PERCENT = 15  # each way: about 28% of round trips fail, as on a bad wireless link
+BRIDGE_HOLD_S = 12.0  # past the 10 s forwarding deadline: TCP alone rides out a short cut
 SLOW_KBIT = 256  # a congested WAN link: a 64-key batch of 100-byte values takes ~0.3 s
 
 
@@ -158,6 +159,27 @@ def one_way(ctx: Context) -> None:
     _repeat(ctx, once)
 
 
+def bridge(ctx: Context) -> None:
+    """Two members stop hearing each other while a third still hears both (a bridge: the
+    cut that no side of a clean split describes). Failure detection's indirect probes go
+    round it through the bridge, so nobody is failed over, while replication streams and
+    forwarding between the two stall (TCP retransmits) past their deadlines; nothing
+    acknowledged may be lost, and the streams must resume after.
+    One of the two is the coordinator; the seed picks the other."""
+    net = _links(ctx)
+
+    def once() -> None:
+        names = sorted(net.members())
+        a = _coordinator(ctx)
+        b = ctx.rng.choice([n for n in names if n != a])
+        ctx.nemesis.degrade(
+            "bridge", f"{a} x {b}",
+            lambda: (net.deafen(a, [b]), net.deafen(b, [a])), BRIDGE_HOLD_S,
+        )  # fmt: skip
+
+    _repeat(ctx, once)
+
+
 def slow_link(ctx: Context) -> None:
     """The coordinator's cluster link sends at most SLOW_KBIT kbit/s for HOLD_S: table
     publishes, replication and acknowledgements queue behind each other."""
@@ -227,6 +249,12 @@ SCENARIOS: dict[str, Scenario] = {
             "a primary stops hearing the others (they still hear it) until failed over, then heals",
             ("netns",),
             one_way,
+        ),
+        Scenario(
+            "bridge",
+            "two members stop hearing each other while a third still hears both, then heals",
+            ("netns",),
+            bridge,
         ),
         Scenario(
             "slow-link",

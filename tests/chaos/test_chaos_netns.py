@@ -114,6 +114,7 @@ def test_netns_only_scenarios_and_plants_are_refused_elsewhere(
         ("lossy-links", 0, "loss"),
         ("one-way", 2, "one-way"),
         ("slow-link", 0, "slow"),
+        ("bridge", 0, "bridge"),
     ],
 )
 def test_degraded_links_hold_every_checker(
@@ -125,8 +126,10 @@ def test_degraded_links_hold_every_checker(
     kind: str,
 ) -> None:
     """Loss on every link, a one-way cut of a primary (with a majority rule: the deaf
-    member sees itself alone and must refuse writes, so no counter loses an increment)
-    and a slow coordinator: nothing acknowledged lost, replicas converge after."""
+    member sees itself alone and must refuse writes, so no counter loses an increment),
+    a slow coordinator, and a bridge (two members cut, a third hearing both: nobody is
+    failed over, so no write may be lost, counters included): nothing acknowledged
+    lost, replicas converge after."""
     needs.command("nft")
     code, result, text = chaos_run(tmp_path, scenario, min_cluster_size=min_cluster_size)
     assert code == 0, text
