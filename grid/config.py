@@ -385,6 +385,20 @@ class Config:
         "On a graceful stop, how long the member may spend handing its partitions to others "
         "before it leaves anyway.",
     )
+    # --- observability -------------------------------------------------------------------------
+    metrics_port: int = _opt(
+        0,
+        "Port of the Prometheus endpoint (`GET /metrics`, on `host`). 0: off, as Redis and "
+        "Hazelcast expose nothing extra by default; 9121 is redis_exporter's, a common choice. "
+        "docs/operations.md lists the metrics.",
+    )
+    slow_log_ms: float = _opt(
+        100.0,
+        "A batch that takes longer than this (arrival to reply, fsync and sync backups "
+        "included) is logged as `slow batch` with its first op, map, key hash and duration, "
+        "at most 10 a second, as Redis's SLOWLOG keeps commands over its threshold. 100 ms is "
+        "ten times a loaded fsync here; 0 turns it off.",
+    )
     # --- runtime -------------------------------------------------------------------------------
     shutdown_grace_s: float = _opt(
         5.0,
@@ -417,6 +431,10 @@ class Config:
             raise ConfigError(f"port {self.port} is not a TCP port")
         if not 0 <= self.data_port <= 65_535:
             raise ConfigError(f"data_port {self.data_port} is not a TCP port")
+        if not 0 <= self.metrics_port <= 65_535:
+            raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port")
+        if self.slow_log_ms < 0:
+            raise ConfigError("slow_log_ms must be 0 (off) or positive")
         if self.data_handshake_timeout_s <= 0 or self.data_frame_timeout_s <= 0:
             raise ConfigError("data_handshake_timeout_s and data_frame_timeout_s must be positive")
         for name in (

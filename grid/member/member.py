@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import xxhash
@@ -30,6 +31,9 @@ from grid.member.server import NOT_SERVING, SERVING, GridService, add_health, se
 from grid.store import Store, wall_ms
 from grid.store.durability import Durability, DurableGuard
 from persistence import PersistenceError
+
+if TYPE_CHECKING:
+    from grid.member.metrics import MetricsServer
 
 log = logs.get("grid.member.member")
 
@@ -62,6 +66,7 @@ class Member:
         self.member_listeners: list[MemberListener] = []  # (kind, member), see grid.Node
         self._server: grpc.aio.Server | None = None
         self.data_plane: DataPlane | None = None
+        self.metrics: MetricsServer | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -123,6 +128,17 @@ class Member:
         self.service.data_address = cfg.data_advertise or (
             f"{self.address.rsplit(':', 1)[0]}:{data_port}"
         )
+        if cfg.metrics_port:
+            from grid.member.metrics import MetricsServer  # only members that export load it
+
+            self.metrics = MetricsServer(self)
+            try:
+                self.metrics.start(cfg.host, cfg.metrics_port)
+            except OSError:
+                await self.data_plane.stop(0)
+                await server.stop(0)
+                self._server = None
+                raise
         # membership after gRPC is up, so the address we advertise already answers
         self.gossip = GossipRuntime(
             cfg, self.name, self.address, __version__, listeners=self.member_listeners
@@ -201,6 +217,8 @@ class Member:
             await self.cluster.stop()
         if self.service is not None:
             self.service.end_idle_streams()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.data_plane is not None:
             await self.data_plane.stop(grace)
         await self._server.stop(grace)

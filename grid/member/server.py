@@ -24,6 +24,7 @@ from grid import __version__, logs
 from grid.config import Config
 from grid.errors import Unavailable
 from grid.member.executor import WRITES, BatchExecutor, fail_writes
+from grid.member.latency import Latencies
 from grid.store import Store, copies
 from grid.wire.frames import PROTOCOL
 from partitioning import partition_of
@@ -53,6 +54,7 @@ class GridService:
         """The Peer methods by name, for CALL frames (grid/member/peer.py fills it)."""
         """host:port of this member's data plane (grid/member/dataplane.py), once it listens."""
         self.executor = BatchExecutor(store, config)
+        self.latency = Latencies(config.slow_log_ms)
         self.started = time.monotonic()
         self.membership: Any = None
         """The member's GossipRuntime (grid/member/gossip/runtime.py), set once it runs."""
@@ -225,7 +227,25 @@ class GridService:
         """Execute a batch: its reply, and what must finish before the reply is sent (its
         fsync, its sync backups, its forwarded operations), or None when it can go now.
         The gRPC stream and the data plane (grid/member/dataplane.py) both serve through
-        this, so they cannot differ in what a reply waits for."""
+        this, so they cannot differ in what a reply waits for, and the latency histogram
+        and slow log (grid/member/latency.py) see every batch, waits included."""
+        started = time.perf_counter()
+        reply, later = self._run(request)
+        if later is None:
+            self.latency.observe(request, time.perf_counter() - started)
+            return reply, None
+
+        async def timed() -> None:
+            try:
+                await later()
+            finally:
+                self.latency.observe(request, time.perf_counter() - started)
+
+        return reply, timed
+
+    def _run(
+        self, request: pb.BatchRequest
+    ) -> tuple[pb.BatchReply, Callable[[], Awaitable[None]] | None]:
         executor = self.executor
         if self.cluster is not None:
             self.cluster.coordinator.stalled()  # a member back from a pause fences first
