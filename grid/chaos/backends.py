@@ -12,6 +12,7 @@ cannot run on this machine raises Unavailable, which the CLI turns into exit 2.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -61,6 +62,34 @@ class ProcessBackend:
     cluster: LocalCluster | None = None
     smart_routing = True  # clients reach every member's advertised address
     launches: list[Launch] = field(default_factory=list)
+    disk_mb: int = 0
+    """When set, each member's data dir is a tmpfs of this size (root): a disk to fill."""
+    _mounted: list[Path] = field(default_factory=list)
+
+    def data_dir(self, name: str) -> Path:
+        """The member's data dir, made on first use (a small tmpfs of its own when
+        `disk_mb` is set, so filling it fills nobody else's disk)."""
+        path = self.run_dir / "data" / name
+        if path in self._mounted:
+            return path
+        path.mkdir(parents=True, exist_ok=True)
+        if self.disk_mb:
+            if os.geteuid() != 0:
+                raise Unavailable("a small disk per member needs root (a tmpfs mount)")
+            mount = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={self.disk_mb}m,mode=0700", "tmpfs",
+                 str(path)],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if mount.returncode:
+                raise Unavailable(f"cannot mount a tmpfs on {path}: {mount.stderr.strip()}")
+            self._mounted.append(path)
+        return path
+
+    def _unmount(self) -> None:
+        for path in self._mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+        self._mounted.clear()
 
     def start(self, size: int, timeout: float = 60.0) -> None:
         logs = self.run_dir / "logs"
@@ -71,8 +100,7 @@ class ProcessBackend:
             size, member_args=self.member_args, log_dir=logs, env=env, launcher=launcher
         )
         for i in range(size):
-            data = self.run_dir / "data" / f"member-{i + 1}"
-            data.mkdir(parents=True, exist_ok=True)
+            data = self.data_dir(f"member-{i + 1}")
             m = self.cluster.start_member(i, ("--data-dir", str(data)))
             self.launches.append(Launch(m))
         for m in self.cluster.members:
@@ -157,11 +185,14 @@ class ProcessBackend:
         return out
 
     def stop(self) -> None:
-        """Stop every member (SIGCONT first: a paused one cannot leave), also on failure."""
-        if self.cluster is None:
-            return
-        self._before_stop()
-        self.cluster.stop(grace=10)
+        """Stop every member (SIGCONT first: a paused one cannot leave), also on failure;
+        then unmount the small disks."""
+        try:
+            if self.cluster is not None:
+                self._before_stop()
+                self.cluster.stop(grace=10)
+        finally:
+            self._unmount()
 
     def _before_stop(self) -> None:
         for m in self.current():
@@ -213,8 +244,7 @@ class NetnsBackend(ProcessBackend):
         """Member i's own flags: its data dir; and, when the founding member (started with
         no seeds) is started again, its peers as seeds (see ProcessBackend.restart)."""
         assert self.net is not None
-        data = self.run_dir / "data" / self.net.name(i)
-        data.mkdir(parents=True, exist_ok=True)
+        data = self.data_dir(self.net.name(i))
         extra = ["--data-dir", str(data)]
         if i == 0 and i in self._started:
             peers = [self.net.gossip_address(j) for j in range(1, self.net.size)]
@@ -265,18 +295,24 @@ class NetnsBackend(ProcessBackend):
         self.net.restore_links()
 
     def stop(self) -> None:
-        """Stop the members, then remove every namespace, link and route (also on failure)."""
-        if self.net is None:
-            return
-        self._before_stop()
-        self.net.close(grace=10)
+        """Stop the members, then remove every namespace, link and route, and unmount the
+        small disks (also on failure)."""
+        try:
+            if self.net is not None:
+                self._before_stop()
+                self.net.close(grace=10)
+        finally:
+            self._unmount()
 
 
 def make_backend(
-    name: str, run_dir: Path, member_args: tuple[str, ...], plant: str
+    name: str, run_dir: Path, member_args: tuple[str, ...], plant: str, disk_mb: int = 0
 ) -> ProcessBackend:
+    """disk_mb: give each member a tmpfs data dir of that size (the disk-full scenario)."""
+    if disk_mb and os.geteuid() != 0:
+        raise Unavailable("this scenario gives each member a small disk: a tmpfs, which needs root")
     if name == "process":
-        return ProcessBackend(run_dir, member_args, plant)
+        return ProcessBackend(run_dir, member_args, plant, disk_mb=disk_mb)
     if name == "netns":
         if why := netns.available():
             raise Unavailable(
@@ -285,7 +321,7 @@ def make_backend(
             )
         if plant:
             raise Unavailable("--plant runs on the process backend only")
-        return NetnsBackend(run_dir, member_args)
+        return NetnsBackend(run_dir, member_args, disk_mb=disk_mb)
     if name == "compose":
         raise Unavailable(
             "the compose backend is not built yet (issue 14; deploy/ and tests/deploy run "

@@ -14,9 +14,11 @@ invisible to a check of the final state only.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -29,7 +31,7 @@ SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
 
 @dataclass
 class Window:
-    kind: str  # kill, pause, leave, split, loss, one-way, slow
+    kind: str  # kill, pause, leave, split, loss, one-way, slow, bridge, disk-full
     target: str  # a member, or a split's sides: "member-1 | member-2,member-3"
     start: float
     end: float | None = None
@@ -185,6 +187,36 @@ class Nemesis:
         self.audit(f"after {kind} {target}", w.start)
         return w
 
+    def fill_disk(self, victim: str, data_dir: Path, hold_s: float) -> Window:
+        """Fill the victim's data dir with a ballast file until the disk refuses more; wait
+        until the member says `disk_full` (its next journal append fails) and its writes
+        are refused; hold; delete the ballast and wait until it resumes by itself; audit."""
+        w = self._open("disk-full", victim)
+        ballast = data_dir / BALLAST
+        written = _fill(ballast)
+        address = self.backend.members()[victim]
+        self.log(f"filled {victim}'s disk: {written / 2**20:.1f} MiB of ballast")
+        try:
+            why = poll(lambda: "" if _disk_full(address) else "disk_full not set", FAILOVER_S)
+            if why:
+                w.notes.append(f"the member did not notice the full disk: {why}")
+                self.log(f"no disk_full on {victim}: {why}")
+            else:
+                w.failover_s = self.now() - w.start  # here: until it refused writes
+                self.log(f"{victim} refuses writes: disk full after {w.failover_s:.1f}s")
+            time.sleep(hold_s)
+        finally:
+            t = self.now()
+            ballast.unlink(missing_ok=True)
+            self.log(f"freed {victim}'s disk")
+        why = poll(lambda: "still disk_full" if _disk_full(address) else "", SETTLE_S)
+        if why:
+            w.notes.append(f"writes did not resume within {SETTLE_S:.0f}s: {why}")
+            self.log(f"{victim} did not resume: {why}")
+        self._settle(w, t)
+        self.audit(f"after {victim}'s disk was full", w.start)
+        return w
+
     # ---- steps ------------------------------------------------------------------------------
     def _open(self, kind: str, target: str) -> Window:
         w = Window(kind, target, self.now())
@@ -210,6 +242,32 @@ class Nemesis:
         w.end = self.now()
         w.heal_s = w.end - healed_at
         self.log(f"settled again in {w.heal_s:.1f}s")
+
+
+BALLAST = "chaos-ballast"
+"""The file that fills a member's disk (in its data dir, which the member ignores)."""
+
+
+def _fill(path: Path, chunk: int = 1 << 20) -> int:
+    """Write zeros to `path` until the filesystem is full; the bytes written."""
+    block = bytes(chunk)
+    written = 0
+    with open(path, "wb", buffering=0) as fh:
+        while True:
+            try:
+                n = fh.write(block)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                if chunk > 4096:  # the last few pages: fill them too, in smaller writes
+                    block = bytes(chunk := chunk // 16)
+                    continue
+                return written
+            written += n or 0
+
+
+def _disk_full(address: str) -> bool:
+    return bool(probe.stats(address).persistence.disk_full)
 
 
 def failed_over(survivors: dict[str, str], dead: str) -> str:

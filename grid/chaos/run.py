@@ -186,7 +186,8 @@ def run(opts: Options, console: Console | None = None) -> int:
     if opts.min_cluster_size:
         member_args += ("--min-cluster-size", str(opts.min_cluster_size))
     try:
-        r.backend = make_backend(opts.backend, r.out, member_args, opts.plant)
+        disk_mb = SCENARIOS[opts.scenario].disk_mb
+        r.backend = make_backend(opts.backend, r.out, member_args, opts.plant, disk_mb)
     except Unavailable as e:
         console.print(f"grid chaos: {e}", markup=False, highlight=False)
         return EXIT_USAGE

@@ -23,6 +23,7 @@ DOWN_S = 2.0  # a killed member stays down this long after the failover
 HOLD_S = 4.0  # a split lasts this long after every side's tables name only that side
 LOSS_PERCENT = 15  # each way: about 28% of round trips fail, as on a bad wireless link
 BRIDGE_HOLD_S = 12.0  # past the 10 s forwarding deadline: TCP alone rides out a short cut
+DISK_MB = 64  # a member's own disk: big enough for a run's journal, quick to fill
 SLOW_KBIT = 256  # a congested WAN link: a 64-key batch of 100-byte values takes ~0.3 s
 
 
@@ -42,6 +43,7 @@ class Scenario:
     backends: tuple[str, ...]  # where it can run
     run: Callable[[Context], None]
     min_members: int = 3
+    disk_mb: int = 0  # each member's data dir a tmpfs of this size (a disk to fill)
 
 
 def _primary_not_coordinator(ctx: Context) -> str:
@@ -195,8 +197,16 @@ def slow_link(ctx: Context) -> None:
     _repeat(ctx, once)
 
 
-def _elsewhere(ctx: Context) -> None:  # pragma: no cover: refused before a run starts
-    raise AssertionError("this scenario does not run on this backend")
+def disk_full(ctx: Context) -> None:
+    """A primary's data dir (a DISK_MB tmpfs) is filled by a ballast file until its writes
+    fail for lack of space; HOLD_S later the ballast goes and the member must resume by
+    itself (it re-persists what did not reach the disk, then takes writes again)."""
+
+    def once() -> None:
+        victim = _primary_not_coordinator(ctx)
+        ctx.nemesis.fill_disk(victim, ctx.backend.data_dir(victim), HOLD_S)
+
+    _repeat(ctx, once)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -264,9 +274,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "disk-full",
-            "fill a member's data dir (needs a small filesystem of its own: compose)",
-            ("compose",),
-            _elsewhere,
+            "fill a primary's data dir (a tmpfs of its own) until writes fail, then free it",
+            ("process", "netns"),
+            disk_full,
+            disk_mb=DISK_MB,
         ),
     )
 }

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from grid.chaos.run import Options, run
 from grid.cli.main import main
+from tests import needs
 from tests.integration.support import run_grid
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,26 @@ def test_a_short_run_holds_every_checker(no_grid_env: None, tmp_path: Path, scen
 
 
 @pytest.mark.timeout(150)
+def test_a_full_disk_refuses_writes_and_the_member_resumes_by_itself(
+    no_grid_env: None, tmp_path: Path
+) -> None:
+    """disk-full: a primary's data dir (a 64 MB tmpfs of its own) filled by a ballast file.
+    The member must notice (disk_full, writes refused), stay up, and resume by itself
+    once the ballast is gone; nothing acknowledged may be lost."""
+    needs.root("the disk-full scenario (a tmpfs per member)")
+    code, result, text = chaos_run(tmp_path, "disk-full")
+    assert code == 0, text
+    assert all(verdicts(result).values()), text
+    faults = result["faults"]
+    assert faults and all(f["kind"] == "disk-full" for f in faults), text
+    assert all(f["failover_s"] is not None and f["end"] for f in faults), text  # noticed, resumed
+    assert not any(f["notes"] for f in faults), text
+    assert result["audits"] and all(a["checked"] > 50 for a in result["audits"]), text
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(tmp_path) not in mounts, "a member's tmpfs was left mounted"
+
+
+@pytest.mark.timeout(150)
 def test_a_planted_bug_fails_the_run_and_names_the_checker(
     no_grid_env: None, tmp_path: Path
 ) -> None:
@@ -94,6 +115,10 @@ def test_list_names_the_scenarios_and_the_plants(capsys: pytest.CaptureFixture[s
         "rolling-restart",
         "partition-halves",
         "isolate-one",
+        "lossy-links",
+        "one-way",
+        "bridge",
+        "slow-link",
         "disk-full",
         "skip-tenth",
     ):
@@ -105,7 +130,7 @@ def test_list_names_the_scenarios_and_the_plants(capsys: pytest.CaptureFixture[s
     [
         ["--scenario", "no-such-scenario"],
         ["--scenario", "partition-halves"],  # netns only
-        ["--scenario", "disk-full"],  # not on the process backend
+        ["--scenario", "lossy-links"],  # netns only
         ["--scenario", "kill-primary", "--backend", "compose"],
         ["--scenario", "kill-primary", "--backend", "nowhere"],
         ["--scenario", "kill-primary", "--plant", "no-such-plant"],
