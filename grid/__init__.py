@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from grid.embedded.localmap import AsyncLocalMap, LocalMap
     from grid.embedded.node import Node
     from grid.errors import (
+        AuthenticationFailed,
         CasFailed,
         CodecError,
         DeadlineExceeded,
@@ -49,6 +50,7 @@ _HOME = {
     "Map": "grid.client.sync",
     "Config": "grid.config",
     "ConfigError": "grid.config",
+    "AuthenticationFailed": "grid.errors",
     "CasFailed": "grid.errors",
     "CodecError": "grid.errors",
     "DeadlineExceeded": "grid.errors",
@@ -71,6 +73,7 @@ __all__ = [
     "AsyncClient",
     "AsyncLocalMap",
     "AsyncMap",
+    "AuthenticationFailed",
     "CasFailed",
     "Client",
     "Codec",

@@ -13,6 +13,7 @@ docs/configuration.md is generated from the `help` texts here
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from grid.wire.security import Security
 from partitioning.config import DEFAULT_VIRTUAL_NODES, MAX_BACKUPS
 from partitioning.keys import DEFAULT_PARTITION_COUNT
 
@@ -239,6 +241,28 @@ class Config:
         "decrypt, so keys rotate without downtime: add the new key second everywhere, then "
         "make it first, then remove the old. Empty: no encryption.",
     )
+    tls_cert: str = _opt(
+        "",
+        "PEM certificate chain this member serves on gRPC and the data plane, and presents to "
+        "peers that ask for one. Empty: no TLS (loopback and trusted networks only). Reloaded "
+        "without a restart when the file changes (checked every 10 s).",
+    )
+    tls_key: str = _opt("", "PEM private key of tls_cert.")
+    tls_ca: str = _opt(
+        "",
+        "PEM bundle of the certificate authorities this member trusts. Set: mutual TLS, every "
+        "client and peer must present a certificate one of them signed, and peers' "
+        "certificates are verified against it. Needs tls_cert.",
+    )
+    auth_token: str = _opt(
+        "",
+        "The cluster's shared token. Set: every client and peer must send it (the data "
+        "plane's Hello, gRPC `authorization: Bearer` metadata) or is refused; health checks "
+        "stay open for probes. Without a `secret`, membership messages are authenticated "
+        "with a key derived from it, so a member without the token is never admitted. Prefer "
+        "GRID_AUTH_TOKEN or the config file to a flag, which other users can read in the "
+        "process list.",
+    )
     # --- persistence (issue 4) ----------------------------------------------------------------
     data_dir: str = _opt(
         "",
@@ -431,6 +455,14 @@ class Config:
             raise ConfigError(f"port {self.port} is not a TCP port")
         if not 0 <= self.data_port <= 65_535:
             raise ConfigError(f"data_port {self.data_port} is not a TCP port")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: set both or neither")
+        if self.tls_ca and not self.tls_cert:
+            raise ConfigError("tls_ca (mutual TLS) needs tls_cert and tls_key: the member's own")
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"{name} {path!r} is not a file")
         if not 0 <= self.metrics_port <= 65_535:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port")
         if self.slow_log_ms < 0:
@@ -505,6 +537,23 @@ class Config:
     def table_backups(self) -> int:
         """Backups per partition in the table: what the widest map needs."""
         return max([self.backups, *self.backups_by_map().values()])
+
+    def gossip_secret(self) -> str:
+        """What authenticates membership messages: `secret`, or when only `auth_token` is
+        set, a key derived from it, so one token keeps out of the membership, not only out
+        of the data, a member that lacks it (it is never admitted, never given partitions
+        it could not be sent)."""
+        if self.secret or not self.auth_token:
+            return self.secret
+        return hmac.new(self.auth_token.encode(), b"grid gossip secret", "sha256").hexdigest()
+
+    def peer_security(self) -> Security:
+        """How this member dials its peers: TLS when it serves TLS (its own certificate
+        presented, the peers' verified against tls_ca or the system's store), the token."""
+        return Security(
+            cert=self.tls_cert, key=self.tls_key, ca=self.tls_ca, token=self.auth_token,
+            tls=bool(self.tls_cert),
+        )  # fmt: skip
 
     @property
     def member_name(self) -> str:

@@ -64,6 +64,11 @@ class DeadlineExceeded(Unavailable):
     """The call's deadline passed before the member answered."""
 
 
+class AuthenticationFailed(GridError):
+    """The member refused this client's credentials: its TLS certificate (or none where one
+    is required) or its token. Never retried: trying again cannot help."""
+
+
 class CodecError(GridError):
     """A value could not be encoded or decoded by the map's codec (client side)."""
 

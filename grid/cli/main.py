@@ -306,8 +306,19 @@ def _health(address: str, service: str, timeout: float) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from grid.wire.security import Security
+
+    kw = _credentials()
+    security = Security(
+        cert=kw.get("tls_cert", ""), key=kw.get("tls_key", ""), ca=kw.get("tls_ca", "")
+    )
     try:
-        with grpc.insecure_channel(address) as channel:
+        channel = (
+            grpc.secure_channel(address, security.grpc_channel_credentials())
+            if security.client_tls
+            else grpc.insecure_channel(address)
+        )
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
@@ -317,6 +328,23 @@ def _health(address: str, service: str, timeout: float) -> int:
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(f"{address}: {status}")
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _credentials() -> dict[str, str]:
+    """The client commands' TLS files and token, from the same variables a member reads
+    (GRID_TLS_CA, GRID_TLS_CERT, GRID_TLS_KEY, GRID_AUTH_TOKEN): in a member's container or
+    shell, `grid status` and `grid get` speak to it as its peers do."""
+    env = os.environ
+    return {
+        k: v
+        for k, v in (
+            ("tls_ca", env.get("GRID_TLS_CA", "")),
+            ("tls_cert", env.get("GRID_TLS_CERT", "")),
+            ("tls_key", env.get("GRID_TLS_KEY", "")),
+            ("token", env.get("GRID_AUTH_TOKEN", "")),
+        )
+        if v
+    }
 
 
 def _parse_value(text: str) -> Any:
@@ -331,7 +359,7 @@ def _data_command(args: argparse.Namespace) -> int:
     from grid.errors import GridError
 
     try:
-        with Client(args.address, timeout=args.timeout) as client:
+        with Client(args.address, timeout=args.timeout, **_credentials()) as client:
             m = client.map(args.map)
             if args.command == "get":
                 value = m.get(args.key)
@@ -364,7 +392,7 @@ def _status(args: argparse.Namespace) -> int:
         address = addresses[i]
         i += 1
         try:
-            with Client(address, timeout=3) as client:
+            with Client(address, timeout=3, **_credentials()) as client:
                 stats.append(client.stats())
                 view = client.members()
                 stats[-1]["cluster"] = [asdict(m) for m in view]  # its view

@@ -20,6 +20,7 @@ from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_
 from grid.client.router import Router, parse_seeds
 from grid.errors import CasFailed, InvalidArgument, Status, error_for
 from grid.members_view import ClusterMember, counters_from_metadata
+from grid.wire.security import PLAIN, Security
 from partitioning import PartitionTable
 from proto import grid_pb2 as pb
 from replication.hlc import Version
@@ -300,12 +301,23 @@ class AsyncClient:
         options: ConnectionOptions | None = None,
         smart_routing: bool = True,
         read_from_backup: bool = False,
+        tls: bool = False,
+        tls_ca: str = "",
+        tls_cert: str = "",
+        tls_key: str = "",
+        token: str = "",
     ) -> None:
+        """tls_ca: trust the members' certificates signed by these CAs (TLS on); tls=True:
+        TLS trusting the system's store; tls_cert/tls_key: this client's certificate, for
+        members that require one (mutual TLS); token: the cluster's auth_token."""
         seeds = parse_seeds(address)
         self.address = seeds[0]
         """The seed member: `stats()` are its statistics."""
         self.codec = resolve(codec)
         options = options or ConnectionOptions(timeout=timeout)
+        security = Security(cert=tls_cert, key=tls_key, ca=tls_ca, token=token, tls=tls)
+        if security != PLAIN:
+            options = replace(options, security=security)
         if read_from_backup:
             options = replace(options, read_from_backup=True)
         self._conn = Router(seeds, options, smart=smart_routing)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -62,10 +63,25 @@ def run_inline(coro: Coroutine[Any, Any, T]) -> T:
 class Link:
     """One blocking socket to a member's data plane, greeted, owned by one call at a time."""
 
-    def __init__(self, address: str, cluster: str, max_frame: int, timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        cluster: str,
+        max_frame: int,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+        token: str = "",
+    ) -> None:
         self.address = address
-        self.sock = socket.create_connection(split_address(address), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        host, port = split_address(address)
+        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            # the handshake runs here, under the connect timeout still set on the socket
+            self.sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+        except BaseException:
+            raw.close()
+            raise
         # Blocking mode with kernel timeouts, not socket.settimeout: with a Python-level
         # timeout CPython polls before every send and recv (two syscalls more a call, and
         # one more to set it); SO_RCVTIMEO makes recv fail with EAGAIN instead.
@@ -77,7 +93,7 @@ class Link:
         self.ready: list[tuple[int, int, bytes]] = []
         self.next_id = 1
         try:
-            self.send(frames.HELLO, 0, hello(cluster))
+            self.send(frames.HELLO, 0, hello(cluster, token))
             kind, _, body = self.receive_frame(time.monotonic() + timeout)
             if kind != frames.HELLO_REPLY:
                 raise Unavailable(f"{address} answered the Hello with a frame of kind {kind}")
@@ -108,7 +124,7 @@ class Link:
                 self._set_recv_timeout(left)
             try:
                 data = self.sock.recv(READ_BYTES)
-            except BlockingIOError:  # SO_RCVTIMEO ran out
+            except (BlockingIOError, ssl.SSLWantReadError):  # SO_RCVTIMEO ran out
                 continue  # the deadline check above decides
             if not data:
                 raise ConnectionResetError(f"{self.address} closed the connection")
@@ -144,6 +160,7 @@ class LinkPool:
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.options = options
+        self._tls = options.security.client_context()  # one context for every link
         self._idle: dict[str, list[Link]] = {}
         self._open: dict[str, int] = {}
         self.peak: dict[str, int] = {}
@@ -174,7 +191,10 @@ class LinkPool:
                     raise TimeoutError(f"all {limit} connections to {address} stayed busy")
                 self._freed.wait(left)
         try:
-            return Link(address, cluster, self.options.max_message_bytes, timeout)
+            return Link(
+                address, cluster, self.options.max_message_bytes, timeout,
+                self._tls, self.options.security.token,
+            )  # fmt: skip
         except BaseException:
             self._forget(address)
             raise

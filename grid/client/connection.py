@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -42,9 +44,18 @@ from typing import Any, cast
 import grpc
 
 from grid import __version__
-from grid.errors import DeadlineExceeded, GridError, Status, TooLarge, Unavailable, error_for
+from grid.errors import (
+    AuthenticationFailed,
+    DeadlineExceeded,
+    GridError,
+    Status,
+    TooLarge,
+    Unavailable,
+    error_for,
+)
 from grid.wire import frames
 from grid.wire.endpoints import data_plane_address, split_address
+from grid.wire.security import PLAIN, Security
 from proto import grid_pb2 as pb
 
 ENDPOINTS_METHOD = "/grid.v1.Grid/Endpoints"
@@ -78,6 +89,8 @@ class ConnectionOptions:
     fail_fast: bool = False
     """Raise StreamLost as soon as the stream breaks instead of retrying until the deadline:
     for a caller (the smart client's router) that retries elsewhere and must know at once."""
+    security: Security = PLAIN
+    """TLS and the cluster token (grid/wire/security.py); the default is plain TCP."""
 
 
 class StreamLost(Unavailable):
@@ -161,10 +174,46 @@ per call (asyncio.timeout costs a heap push and pop of a Python-compared TimerHa
 a sixth of an async get's client CPU with 64 callers)."""
 
 
-def hello(cluster: str) -> bytes:
-    """The first frame's body on a data-plane connection."""
+AUTH_REFUSED = "authentication failed"
+"""How a member's refusal of credentials begins (grid/member/dataplane.py, guard.py)."""
+
+
+def refusal(e: CallFailed, security: Security) -> GridError:
+    """A gRPC call's failure as the client should see it: the token refused is
+    AuthenticationFailed (never retried); a connection the member closed during the TLS
+    handshake stays Unavailable (a restarting member closes sockets too), with a hint."""
+    if e.code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationFailed(str(e))
+    if hint := tls_hint(str(e), security):
+        return Unavailable(f"{e} ({hint})")
+    return e
+
+
+def tls_hint(text: str, security: Security) -> str:
+    """What to check when a member closed the connection the way a TLS mismatch does."""
+    if not _TLS_TROUBLE.search(text):
+        return ""
+    if not security.client_tls:
+        return (
+            "if the member serves TLS, give tls_ca (and tls_cert/tls_key if it requires "
+            "client certificates)"
+        )
+    return (
+        "if TLS failed, check tls_ca, and tls_cert/tls_key if the member requires a client "
+        "certificate signed by its tls_ca"
+    )
+
+
+_TLS_TROUBLE = re.compile(r"Socket closed|SSL|handshake|certificate", re.IGNORECASE)
+
+
+def hello(cluster: str, token: str = "") -> bytes:
+    """The first frame's body on a data-plane connection (the cluster token in `auth`)."""
     return pb.Hello(
-        protocol=frames.PROTOCOL, cluster=cluster, client=f"grid-python/{__version__}"
+        protocol=frames.PROTOCOL,
+        cluster=cluster,
+        client=f"grid-python/{__version__}",
+        auth=token.encode(),
     ).SerializeToString()
 
 
@@ -231,15 +280,21 @@ class AsyncConnection:
     def __init__(self, address: str, options: ConnectionOptions | None = None) -> None:
         self.address = address
         self.options = opts = options or ConnectionOptions()
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", opts.max_message_bytes),
-                ("grpc.max_send_message_length", opts.max_message_bytes),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.enable_retries", 0),  # retries are ours: we know what is idempotent
-            ],
-        )
+        channel_options = [
+            ("grpc.max_receive_message_length", opts.max_message_bytes),
+            ("grpc.max_send_message_length", opts.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 0),  # retries are ours: we know what is idempotent
+        ]
+        security = opts.security
+        if security.client_tls:
+            self._channel = grpc.aio.secure_channel(
+                address, security.grpc_channel_credentials(), options=channel_options
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(address, options=channel_options)
+        self._metadata = security.grpc_metadata()
+        self._tls = security.client_context()
         self._link: _Link | None = None
         self._link_lock = asyncio.Lock()
         self._raw: dict[int, asyncio.Future[Any]] = {}  # exchange() and call_peer() calls
@@ -303,7 +358,9 @@ class AsyncConnection:
     ) -> tuple[bytes, grpc.aio.Metadata]:
         """A plain unary call on this connection's channel (stats, members): the reply's
         bytes and its trailing metadata; gRPC errors become Unavailable."""
-        call = self._channel.unary_unary(method)(request, timeout=timeout or self.options.timeout)
+        call = self._channel.unary_unary(method)(
+            request, timeout=timeout or self.options.timeout, metadata=self._metadata
+        )
         try:
             data = await call
             trailing = await call.trailing_metadata()
@@ -316,7 +373,7 @@ class AsyncConnection:
         """A server-streaming call on this connection's channel (WatchTable): each message's
         bytes until the member ends the stream; gRPC errors become CallFailed. No deadline:
         the stream lives as long as the caller iterates (cancel the task to stop it)."""
-        call = self._channel.unary_stream(method)(request)
+        call = self._channel.unary_stream(method)(request, metadata=self._metadata)
         try:
             while True:
                 data = await call.read()
@@ -537,7 +594,10 @@ class AsyncConnection:
         """Ask the member (gRPC) where its data plane is, connect, and say Hello."""
         loop = asyncio.get_running_loop()
         timeout = self.options.timeout
-        data, _ = await self.unary(ENDPOINTS_METHOD, b"", timeout)
+        try:
+            data, _ = await self.unary(ENDPOINTS_METHOD, b"", timeout)
+        except CallFailed as e:
+            raise refusal(e, self.options.security) from None
         endpoints = pb.EndpointsReply.FromString(data)
         if not endpoints.data_address:
             raise Unavailable(f"{self.address} has no data plane (is it an older member?)")
@@ -546,13 +606,19 @@ class AsyncConnection:
         try:
             async with asyncio.timeout(timeout):
                 _, link = await loop.create_connection(
-                    lambda: _Link(self, self.options.max_message_bytes), host, port
-                )
-                link.send(frames.HELLO, 0, hello(self.options.cluster or endpoints.cluster))
+                    lambda: _Link(self, self.options.max_message_bytes), host, port,
+                    ssl=self._tls, server_hostname=host if self._tls is not None else None,
+                )  # fmt: skip
+                cluster = self.options.cluster or endpoints.cluster
+                link.send(frames.HELLO, 0, hello(cluster, self.options.security.token))
                 reply = await link.hello
         except TimeoutError:
             raise Unavailable(
                 f"{self.address}'s data plane at {target} did not answer within {timeout:g} s"
+            ) from None
+        except ssl.SSLError as e:
+            raise AuthenticationFailed(
+                f"TLS with {self.address}'s data plane at {target} failed: {e.reason or e}"
             ) from None
         except OSError as e:
             raise Unavailable(
@@ -560,7 +626,8 @@ class AsyncConnection:
             ) from None
         if reply.error:
             link.close()
-            raise Unavailable(f"{self.address} refused the connection: {reply.error}")
+            kind = AuthenticationFailed if AUTH_REFUSED in reply.error else Unavailable
+            raise kind(f"{self.address} refused the connection: {reply.error}")
         self._member_limit = reply.max_frame
         self._member_batch_ops = reply.max_batch_ops
         self._link = link
@@ -571,13 +638,15 @@ class AsyncConnection:
             self._reset(why)
 
     def _fail_unsent(self, batch: list[_Call], error: Exception) -> None:
-        """The link could not be opened: this batch and everything queued never left."""
+        """The link could not be opened: this batch and everything queued never left.
+        They may go again elsewhere or later, unless the member refused our credentials."""
         why = error.message if isinstance(error, GridError) else f"{type(error).__name__}: {error}"
         calls = [*batch, *self._pending]
         self._pending.clear()
         for c in calls:
             if not c.future.done():
-                c.future.set_exception(_Lost(why, sent=False))
+                refused = isinstance(error, AuthenticationFailed)
+                c.future.set_exception(error if refused else _Lost(why, sent=False))
 
     def _deliver(self, request_id: int, reply: pb.BatchReply) -> None:
         if reply.table_version > self.table_version:

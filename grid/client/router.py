@@ -56,8 +56,9 @@ from grid.client.connection import (
     CallFailed,
     ConnectionOptions,
     StreamLost,
+    tls_hint,
 )
-from grid.errors import NotOwner, Status, Unavailable
+from grid.errors import AuthenticationFailed, NotOwner, Status, Unavailable
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
 
@@ -265,6 +266,7 @@ class Router:
         self._suspects: set[str] = set()  # addresses whose stream just broke
         self._any = ""  # the member that takes keyless ops (SIZE, CLEAR)
         self._discovered = not smart  # a seed answered Table (or routing is off)
+        self._unauthenticated = ""  # a seed refused our credentials: what it said
         self._rediscover_at = 0.0
         self._discover_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
@@ -329,6 +331,8 @@ class Router:
         deadline = loop.time() + (self.options.timeout if timeout is None else timeout)
         if not self._discovered:
             await self._discover(deadline)
+            if self._unauthenticated:  # a member refused our token: retrying cannot help
+                raise AuthenticationFailed(self._unauthenticated)
             if self._unreachable:  # never reached any seed: say so now, not at the deadline
                 raise Unavailable(self._unreachable)
         if self._route is None:
@@ -425,6 +429,7 @@ class Router:
         request = pb.TableRequest().SerializeToString()
         timeout = min(self.options.timeout, DISCOVER_TIMEOUT)
         refused: list[str] = []
+        hint = ""
         for address in self.seeds:
             conn = self._seed_conn(address)
             try:
@@ -435,8 +440,11 @@ class Router:
                     self.seed = conn
                     self._discovered = True
                     return
-                if e.code == grpc.StatusCode.UNAVAILABLE:
+                if e.code == grpc.StatusCode.UNAUTHENTICATED:
+                    self._unauthenticated = str(e)
+                elif e.code == grpc.StatusCode.UNAVAILABLE:
                     refused.append(f"{address} ({connect_failure(str(e))})")
+                    hint = hint or tls_hint(str(e), self.options.security)
                 continue
             except Unavailable:
                 continue
@@ -452,7 +460,7 @@ class Router:
             self._unreachable = (
                 f"cannot reach a grid member at {', '.join(refused)}: is one running there? "
                 "Start one with `grid node`, or give the address of one (--address, "
-                "GRID_ADDRESS)"
+                "GRID_ADDRESS)" + (f"; {hint}" if hint else "")
             )
 
     def _install(self, data: bytes, source: str) -> bool:

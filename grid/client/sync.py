@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from grid.client.aio import AsyncClient, AsyncMap, EntryView
@@ -24,6 +25,7 @@ from grid.client.keys import Duration, Key
 from grid.client.router import parse_seeds
 from grid.errors import Unavailable
 from grid.members_view import ClusterMember
+from grid.wire.security import PLAIN, Security
 from partitioning import PartitionTable
 from replication.hlc import Version
 
@@ -228,12 +230,23 @@ class Client:
         options: ConnectionOptions | None = None,
         smart_routing: bool = True,
         read_from_backup: bool = False,
+        tls: bool = False,
+        tls_ca: str = "",
+        tls_cert: str = "",
+        tls_key: str = "",
+        token: str = "",
     ) -> None:
+        """tls_ca: trust the members' certificates signed by these CAs (TLS on); tls=True:
+        TLS trusting the system's store; tls_cert/tls_key: this client's certificate, for
+        members that require one (mutual TLS); token: the cluster's auth_token."""
         seeds = parse_seeds(address)
         self.address = seeds[0]
         """The seed member: `stats()` are its statistics."""
         self._thread = _LoopThread(f"grid-client-{self.address}")
         opts = options or ConnectionOptions(timeout=timeout)
+        security = Security(cert=tls_cert, key=tls_key, ca=tls_ca, token=token, tls=tls)
+        if security != PLAIN:
+            opts = replace(opts, security=security)
 
         async def make() -> AsyncClient:
             return AsyncClient(

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -89,9 +90,16 @@ BIND_FAILED = re.compile(r"cannot (bind|listen on) ")
 """What a member says when one of its ports is taken (member.py, gossip/transport.py)."""
 
 
-def is_serving(address: str, timeout: float = 0.5) -> bool:
+def is_serving(address: str, timeout: float = 0.5, credentials: Any = None) -> bool:
+    """The member's standard health check answers SERVING (over TLS with `credentials`,
+    grpc.ssl_channel_credentials, for a member that serves TLS)."""
     try:
-        with grpc.insecure_channel(address) as ch:
+        channel = (
+            grpc.secure_channel(address, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(address)
+        )
+        with channel as ch:
             reply = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
             )
@@ -157,7 +165,7 @@ class MemberProcess:
             return ""
 
 
-def wait_serving(member: MemberProcess, timeout: float = 30.0) -> None:
+def wait_serving(member: MemberProcess, timeout: float = 30.0, credentials: Any = None) -> None:
     """Until the member's health check answers SERVING; fails with its log's tail if it
     exits first or does not serve within `timeout`."""
     deadline = time.monotonic() + timeout
@@ -166,7 +174,7 @@ def wait_serving(member: MemberProcess, timeout: float = 30.0) -> None:
             raise RuntimeError(
                 f"{member.name} exited with code {member.process.returncode}:\n{member.log_tail()}"
             )
-        if is_serving(member.address):
+        if is_serving(member.address, credentials=credentials):
             return
         time.sleep(0.05)
     raise TimeoutError(
@@ -185,11 +193,14 @@ class LocalCluster:
         env: dict[str, str] | None = None,
         join: bool = True,
         launcher: Sequence[str] = ("-m", "grid"),
+        health_credentials: Any = None,
     ) -> None:
         """join=False: members are started without --seeds (each its own cluster).
         launcher: what follows the interpreter on a member's command line before `node`
         (the chaos harness's planted members use a wrapper module of their own)."""
         self.join = join
+        self.health_credentials = health_credentials
+        """grpc.ssl_channel_credentials for the readiness checks of members serving TLS."""
         self.launcher = tuple(launcher)
         self.size = size
         self.base_port = base_port
@@ -288,7 +299,7 @@ class LocalCluster:
         raise AssertionError("unreachable")
 
     def wait_ready(self, member: MemberProcess, timeout: float = 30.0) -> None:
-        wait_serving(member, timeout)
+        wait_serving(member, timeout, self.health_credentials)
 
     def kill(self, member: MemberProcess, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):

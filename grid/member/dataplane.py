@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -56,6 +57,7 @@ from grid.wire.frames import (
     REPLICA,
     FrameError,
 )
+from grid.wire.security import token_matches
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.dataplane")
@@ -79,12 +81,15 @@ class DataPlane:
         """Connections closed for bad input or a refused handshake (stats)."""
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port."""
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Listen (TLS when given a context: grid/wire/security.py); the bound port. A TLS
+        handshake must finish within the Hello's time limit, or the socket is closed."""
         loop = asyncio.get_running_loop()
+        handshake = self.config.data_handshake_timeout_s if tls is not None else None
         self._server = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024
-        )
+            lambda: Connection(self), host, port, reuse_address=True, backlog=1024,
+            ssl=tls, ssl_handshake_timeout=handshake,
+        )  # fmt: skip
         return self._server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float) -> None:
@@ -209,6 +214,10 @@ class Connection(asyncio.Protocol):
         if hello.cluster != cfg.cluster_name:
             self._refuse(f"cluster name {hello.cluster!r} is not this member's "
                          f"{cfg.cluster_name!r}", reply_hello=True)  # fmt: skip
+            return
+        if cfg.auth_token and not token_matches(cfg.auth_token, hello.auth):
+            why = "a token is required" if not hello.auth else "wrong token"
+            self._refuse(f"authentication failed: {why} (auth_token)", reply_hello=True)
             return
         self.greeted = True
         reply = pb.HelloReply(

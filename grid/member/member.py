@@ -25,11 +25,13 @@ from grid import __version__, logs
 from grid.config import Config
 from grid.member.dataplane import DataPlane
 from grid.member.gossip.runtime import GossipRuntime, MemberListener
+from grid.member.guard import TokenInterceptor, exposure_warning, reload_loop, server_tls
 from grid.member.peer import PeerService
 from grid.member.runtime import ClusterRuntime
 from grid.member.server import NOT_SERVING, SERVING, GridService, add_health, server_options
 from grid.store import Store, wall_ms
 from grid.store.durability import Durability, DurableGuard
+from grid.wire.security import ServerTls
 from persistence import PersistenceError
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ class Member:
         self._server: grpc.aio.Server | None = None
         self.data_plane: DataPlane | None = None
         self.metrics: MetricsServer | None = None
+        self.tls: ServerTls | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -74,9 +77,14 @@ class Member:
 
     async def start(self) -> None:
         cfg = self.config
-        server = grpc.aio.server(options=server_options(cfg))
+        self.tls = server_tls(cfg)  # a bad certificate stops the start here, saying which
+        interceptors = [TokenInterceptor(cfg.auth_token)] if cfg.auth_token else None
+        server = grpc.aio.server(options=server_options(cfg), interceptors=interceptors)
         try:
-            port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            if self.tls is not None:
+                port = server.add_secure_port(f"{cfg.host}:{cfg.port}", self.tls.grpc_credentials())
+            else:
+                port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         except RuntimeError:  # grpc's way of saying the bind failed
             port = 0
         if port == 0:
@@ -117,7 +125,8 @@ class Member:
         self.data_plane = DataPlane(self.service, cfg)
         want = cfg.data_bind_port(port)
         try:
-            data_port = await self.data_plane.start(cfg.host, want)
+            tls = self.tls.context if self.tls is not None else None
+            data_port = await self.data_plane.start(cfg.host, want, tls)
         except OSError as e:
             await server.stop(0)
             self._server = None
@@ -153,6 +162,10 @@ class Member:
         await self._health.set("", SERVING)
         await self._health.set("grid.v1.Grid", SERVING)
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="grid-expiry"))
+        if self.tls is not None:
+            self._tasks.append(asyncio.create_task(reload_loop(self.tls), name="grid-tls"))
+        if warning := exposure_warning(cfg):
+            log.warning("OPEN TO THE NETWORK: " + warning, member=self.name)
         log.info(
             "member ready",
             member=self.name,

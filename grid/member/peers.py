@@ -20,6 +20,7 @@ from grid.errors import DeadlineExceeded, Unavailable
 from grid.member.replicas.link import FramePipe, open_follow
 from grid.wire import frames
 from grid.wire.endpoints import data_plane_address
+from grid.wire.security import Security
 from proto import grid_pb2 as pb
 
 PEER = "/grid.v1.Peer/"
@@ -39,9 +40,14 @@ TABLE = "/grid.v1.Grid/Table"
 
 
 class Peers:
-    def __init__(self, max_message_bytes: int, cluster: str = "") -> None:
+    def __init__(
+        self, max_message_bytes: int, cluster: str = "", security: Security | None = None
+    ) -> None:
         self._max = max_message_bytes
         self._cluster = cluster
+        self.security = security or Security()
+        self._tls = self.security.client_context()  # one context for every follow stream
+        self._metadata = self.security.grpc_metadata()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._data: dict[str, AsyncConnection] = {}
         self._endpoints: dict[str, tuple[str, str]] = {}
@@ -49,15 +55,18 @@ class Peers:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", self._max),
-                    ("grpc.max_send_message_length", self._max),
-                    ("grpc.keepalive_time_ms", 10_000),
-                    ("grpc.enable_retries", 0),
-                ],
-            )
+            options = [
+                ("grpc.max_receive_message_length", self._max),
+                ("grpc.max_send_message_length", self._max),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.enable_retries", 0),
+            ]
+            if self.security.client_tls:
+                credentials = self.security.grpc_channel_credentials()
+                ch = grpc.aio.secure_channel(address, credentials, options=options)
+            else:
+                ch = grpc.aio.insecure_channel(address, options=options)
+            self._channels[address] = ch
         return ch
 
     async def _unary(self, address: str, method: str, request: bytes, timeout: float) -> bytes:
@@ -65,7 +74,9 @@ class Peers:
         Endpoints: what finds the data plane) over gRPC. Failures are AioRpcErrors either
         way, so callers handle one kind."""
         if not method.startswith(PEER):
-            return await self.channel(address).unary_unary(method)(request, timeout=timeout)
+            return await self.channel(address).unary_unary(method)(
+                request, timeout=timeout, metadata=self._metadata
+            )
         try:
             status, payload = await self._connection(address).call_peer(
                 method[len(PEER) :], request, timeout
@@ -84,7 +95,9 @@ class Peers:
     def _connection(self, address: str) -> AsyncConnection:
         conn = self._data.get(address)
         if conn is None or conn.closed:
-            options = ConnectionOptions(max_message_bytes=self._max, cluster=self._cluster)
+            options = ConnectionOptions(
+                max_message_bytes=self._max, cluster=self._cluster, security=self.security
+            )
             conn = self._data[address] = AsyncConnection(address, options)
         return conn
 
@@ -143,7 +156,10 @@ class Peers:
         """A follow stream to the primary at `address` (gRPC address) on its data plane."""
         try:
             data_address, cluster = await self.endpoints(address, timeout)
-            return await open_follow(data_address, self._cluster or cluster, self._max, timeout)
+            return await open_follow(
+                data_address, self._cluster or cluster, self._max, timeout,
+                tls=self._tls, token=self.security.token,
+            )  # fmt: skip
         except grpc.aio.AioRpcError as e:
             self._endpoints.pop(address, None)
             raise Unavailable(f"{address}: {e.code().name}") from None

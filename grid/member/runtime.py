@@ -56,7 +56,7 @@ class ClusterRuntime:
         self.config = config
         self.store = store
         self.durability = durability
-        self.peers = Peers(config.max_message_bytes, config.cluster_name)
+        self.peers = Peers(config.max_message_bytes, config.cluster_name, config.peer_security())
         self.routing = Routing(name, address, store, config.data_dir)
         self.replicator = Replicator(
             name,

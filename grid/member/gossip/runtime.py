@@ -135,7 +135,7 @@ class GossipRuntime:
             keys = parse_keys(config.encryption_keys)
         except ValueError as e:
             raise ConfigError(f"encryption_keys: {e}") from e
-        self.sealer = Sealer(config.secret, keys)
+        self.sealer = Sealer(config.gossip_secret(), keys)
         self.transport = Transport(
             self._on_datagram,
             self._on_stream,

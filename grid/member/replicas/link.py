@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from typing import Protocol, cast
 
@@ -188,20 +189,29 @@ class _FollowerProtocol(asyncio.Protocol):
             self.pipe.resume_writing()
 
 
-async def open_follow(data_address: str, cluster: str, max_frame: int, timeout: float) -> FramePipe:
-    """Connect to a primary's data plane and say Hello; a pipe for the Follow messages.
+async def open_follow(
+    data_address: str,
+    cluster: str,
+    max_frame: int,
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+    token: str = "",
+) -> FramePipe:
+    """Connect to a primary's data plane (TLS when given a context) and say Hello, with
+    the cluster token; a pipe for the Follow messages.
 
-    Raises OSError (connect), PipeClosed (refused) or TimeoutError."""
+    Raises OSError (connect, TLS), PipeClosed (refused) or TimeoutError."""
     from proto import grid_pb2 as pb
 
     host, port = split_address(data_address)
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         transport, proto = await loop.create_connection(
-            lambda: _FollowerProtocol(max_frame), host, port
-        )
+            lambda: _FollowerProtocol(max_frame), host, port,
+            ssl=tls, server_hostname=host if tls is not None else None,
+        )  # fmt: skip
         try:
-            transport.write(frames.frame(frames.HELLO, 0, hello(cluster)))
+            transport.write(frames.frame(frames.HELLO, 0, hello(cluster, token)))
             reply = pb.HelloReply.FromString(await proto.hello)
         except BaseException:
             transport.close()
