@@ -416,6 +416,13 @@ class Config:
         "Hazelcast expose nothing extra by default; 9121 is redis_exporter's, a common choice. "
         "docs/operations.md lists the metrics.",
     )
+    dashboard_port: int = _opt(
+        0,
+        "Port of the web dashboard (members, partitions, maps' hit ratios, throughput and "
+        "latency over the last 10 minutes, events), on `host`. 0: off; while on, the member "
+        "asks every peer for its stats every 2 s. With auth_token set the page asks for it "
+        "as the password (HTTP Basic).",
+    )
     slow_log_ms: float = _opt(
         100.0,
         "A batch that takes longer than this (arrival to reply, fsync and sync backups "
@@ -463,6 +470,8 @@ class Config:
             path = getattr(self, name)
             if path and not os.path.isfile(path):
                 raise ConfigError(f"{name} {path!r} is not a file")
+        if not 0 <= self.dashboard_port <= 65_535:
+            raise ConfigError(f"dashboard_port {self.dashboard_port} is not a TCP port")
         if not 0 <= self.metrics_port <= 65_535:
             raise ConfigError(f"metrics_port {self.metrics_port} is not a TCP port")
         if self.slow_log_ms < 0:

@@ -276,7 +276,7 @@ class PartitionLag(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., backup: _Optional[str] = ..., changes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy")
+    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy", "latency", "latency_bounds_s")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +292,8 @@ class StatsReply(_message.Message):
     PERSISTENCE_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
     ANTI_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BOUNDS_S_FIELD_NUMBER: _ClassVar[int]
     member: str
     address: str
     version: str
@@ -307,7 +309,21 @@ class StatsReply(_message.Message):
     persistence: PersistenceStats
     migration: MigrationStats
     anti_entropy: AntiEntropyStats
-    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ..., anti_entropy: _Optional[_Union[AntiEntropyStats, _Mapping]] = ...) -> None: ...
+    latency: _containers.RepeatedCompositeFieldContainer[BatchLatency]
+    latency_bounds_s: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ..., anti_entropy: _Optional[_Union[AntiEntropyStats, _Mapping]] = ..., latency: _Optional[_Iterable[_Union[BatchLatency, _Mapping]]] = ..., latency_bounds_s: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class BatchLatency(_message.Message):
+    __slots__ = ("op", "map", "counts", "sum_s")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_S_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    map: str
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum_s: float
+    def __init__(self, op: _Optional[str] = ..., map: _Optional[str] = ..., counts: _Optional[_Iterable[int]] = ..., sum_s: _Optional[float] = ...) -> None: ...
 
 class AntiEntropyStats(_message.Message):
     __slots__ = ("rounds", "partitions_compared", "partitions_differing", "keys_repaired", "keys_sent", "last_round_s", "tombstones", "tombstones_collected", "backup_reads", "read_repair_checked", "read_repair_fixed")

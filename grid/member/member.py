@@ -35,6 +35,7 @@ from grid.wire.security import ServerTls
 from persistence import PersistenceError
 
 if TYPE_CHECKING:
+    from grid.member.dashboard import Dashboard
     from grid.member.metrics import MetricsServer
 
 log = logs.get("grid.member.member")
@@ -70,6 +71,7 @@ class Member:
         self.data_plane: DataPlane | None = None
         self.metrics: MetricsServer | None = None
         self.tls: ServerTls | None = None
+        self.dashboard: Dashboard | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -147,6 +149,15 @@ class Member:
                 await self.data_plane.stop(0)
                 await server.stop(0)
                 self._server = None
+                raise
+        if cfg.dashboard_port:
+            from grid.member.dashboard import Dashboard  # only members serving it load it
+
+            self.dashboard = Dashboard(self)
+            try:
+                await self.dashboard.start(cfg.host, cfg.dashboard_port)
+            except OSError:
+                await self.stop(0)
                 raise
         # membership after gRPC is up, so the address we advertise already answers
         self.gossip = GossipRuntime(
@@ -232,6 +243,8 @@ class Member:
             self.service.end_idle_streams()
         if self.metrics is not None:
             self.metrics.stop()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         if self.data_plane is not None:
             await self.data_plane.stop(grace)
         await self._server.stop(grace)

@@ -37,6 +37,7 @@ class PeerCallError(grpc.aio.AioRpcError):
 
 ENDPOINTS = "/grid.v1.Grid/Endpoints"
 TABLE = "/grid.v1.Grid/Table"
+STATS = "/grid.v1.Grid/Stats"
 
 
 class Peers:
@@ -139,6 +140,11 @@ class Peers:
         request = pb.LeaveRequest(member=member).SerializeToString()
         data = await self._unary(address, PEER + "Leave", request, timeout)
         return pb.LeaveReply.FromString(data)
+
+    async def stats(self, address: str, timeout: float) -> pb.StatsReply:
+        """A peer's statistics (gRPC Stats, with this member's credentials): the dashboard."""
+        data = await self._unary(address, STATS, b"", timeout)
+        return pb.StatsReply.FromString(data)
 
     async def endpoints(self, address: str, timeout: float = 5.0) -> tuple[str, str]:
         """A peer's data-plane address and cluster name (its Endpoints), asked once."""

@@ -24,7 +24,7 @@ from grid import __version__, logs
 from grid.config import Config
 from grid.errors import Unavailable
 from grid.member.executor import WRITES, BatchExecutor, fail_writes
-from grid.member.latency import Latencies
+from grid.member.latency import BUCKETS_S, Latencies, op_name
 from grid.store import Store, copies
 from grid.wire.frames import PROTOCOL
 from partitioning import partition_of
@@ -441,6 +441,16 @@ class GridService:
             else None,
             migration=self.cluster.stats() if self.cluster is not None else None,
             anti_entropy=self.cluster.anti_entropy_stats() if self.cluster is not None else None,
+            latency=[
+                pb.BatchLatency(
+                    op=op_name(code),
+                    map=name,
+                    counts=counts,
+                    sum_s=self.latency.sums.get((code, name), 0.0),
+                )
+                for (code, name), counts in self.latency.counts.items()
+            ],
+            latency_bounds_s=BUCKETS_S,
         )
 
 
