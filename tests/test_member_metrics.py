@@ -73,6 +73,8 @@ def snapshot() -> Snapshot:
         member_states={"alive": 3, "suspect": 0, "dead": 0, "left": 0},
         gossip={"datagrams_in": 5, "datagrams_out": 6, "rejected_bad_mac": 2, "health_score": 0},
         disk_free_bytes=123,
+        fsync_counts=[0, 0, 0, 2, 1, *[0] * 9],
+        fsync_seconds=0.004,
     )
 
 
@@ -102,6 +104,8 @@ def test_the_exposition_parses_and_says_what_the_snapshot_holds() -> None:
     assert samples[("grid_coordinator", ())] == 1
     assert samples[("grid_gossip_rejected_total", (("reason", "bad_mac"),))] == 2
     assert samples[("grid_disk_free_bytes", ())] == 123
+    assert samples[("grid_fsync_duration_seconds_count", ())] == 3
+    assert samples[("grid_fsync_duration_seconds_bucket", (("le", "0.001"),))] == 2
     le = (("le", "0.0005"), ("map", "users"), ("op", "get"))
     assert samples[("grid_batch_duration_seconds_bucket", le)] == 1
     assert samples[("grid_member_info", (("address", "127.0.0.1:5701"), ("member", "member-1"),

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from grid import logs
 from grid.member.latency import BUCKETS_S, op_name
+from grid.store.durability import FSYNC_BUCKETS_S
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.metrics")
@@ -57,6 +58,8 @@ class Snapshot:
     member_states: dict[str, int] = field(default_factory=dict)  # alive, suspect, dead, left
     gossip: dict[str, int | float] = field(default_factory=dict)
     disk_free_bytes: int | None = None
+    fsync_counts: list[int] = field(default_factory=list)  # by FSYNC_BUCKETS_S, then +Inf
+    fsync_seconds: float = 0.0
 
 
 def take_snapshot(member: Any) -> Snapshot:
@@ -75,7 +78,11 @@ def take_snapshot(member: Any) -> Snapshot:
             disk_free = shutil.disk_usage(member.config.data_dir).free
         except OSError:
             disk_free = None
+    durability = member.durability
+    fsync_counts = list(durability.counters.fsync_counts) if durability is not None else []
     return Snapshot(
+        fsync_counts=fsync_counts,
+        fsync_seconds=durability.counters.fsync_seconds if durability is not None else 0.0,
         stats=service.stats_reply(),
         latency_counts={k: list(v) for k, v in latency.counts.items()},
         latency_sums=dict(latency.sums),
@@ -209,14 +216,25 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         "Batches from arrival to reply (fsync and sync backups included), by first op and map.",
         labels=["op", "map"],
     )
-    bounds = [*(repr(b) for b in BUCKETS_S), "+Inf"]
     for (code, name), counts in sorted(snap.latency_counts.items()):
-        running, buckets = 0, []
-        for bound, n in zip(bounds, counts, strict=True):
-            running += n
-            buckets.append((bound, running))
+        buckets = _cumulative(BUCKETS_S, counts)
         hist.add_metric([op_name(code), name], buckets, snap.latency_sums.get((code, name), 0.0))
     yield hist
+    if snap.fsync_counts:
+        fsync = HistogramMetricFamily(
+            "grid_fsync_duration_seconds", "fsync rounds of the journal, by duration."
+        )
+        fsync.add_metric([], _cumulative(FSYNC_BUCKETS_S, snap.fsync_counts), snap.fsync_seconds)
+        yield fsync
+
+
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    labels = [*(repr(b) for b in bounds), "+Inf"]
+    running, out = 0, []
+    for label, n in zip(labels, counts, strict=True):
+        running += n
+        out.append((label, running))
+    return out
 
 
 class _MemberCollector(Collector):

@@ -45,9 +45,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,20 @@ DISK_FULL_WRITE = (
 )
 
 
+FSYNC_BUCKETS_S: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+"""Upper bounds of the fsync time histogram (a loaded fsync here: 0.2-10 ms), then +Inf."""
+
+
 @dataclass
 class Counters:
     snapshots: int = 0
     fsyncs: int = 0
     last_error: str = ""
+    fsync_counts: list[int] = field(default_factory=lambda: [0] * (len(FSYNC_BUCKETS_S) + 1))
+    """fsync rounds by duration (FSYNC_BUCKETS_S, then +Inf): the metrics' histogram."""
+    fsync_seconds: float = 0.0
 
 
 class Durability:
@@ -298,8 +308,13 @@ class Durability:
             if self.log.durable_token >= self.log.token:
                 continue
             try:
+                started = time.perf_counter()
                 await asyncio.to_thread(self.log.sync, self._pool)
-                self.counters.fsyncs += 1
+                took = time.perf_counter() - started
+                counters = self.counters
+                counters.fsyncs += 1
+                counters.fsync_counts[bisect_left(FSYNC_BUCKETS_S, took)] += 1
+                counters.fsync_seconds += took
             except DiskFull as e:
                 self._disk_trouble(list(e.partitions), f"fsync failed: {e}")
             except OSError as e:

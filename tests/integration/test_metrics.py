@@ -118,3 +118,25 @@ def test_a_busy_port_is_a_clear_error(
             assert f"cannot listen on 127.0.0.1:{port} for metrics" in member.log_tail()
         finally:
             c.stop()
+
+
+def test_a_durable_member_exports_its_fsync_times(
+    no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    port = free_port()
+    data = tmp_path_factory.mktemp("fsync-data")
+    c = LocalCluster(1, log_dir=tmp_path_factory.mktemp("fsync-logs"))
+    try:
+        c.start_member(0, ["--metrics-port", str(port), "--data-dir", str(data),
+                           "--fsync", "always"])  # fmt: skip
+        c.wait_ready(c.members[0])
+        with grid.Client(c.addresses[0], timeout=10) as client:
+            for i in range(20):  # each answered after its fsync
+                client.map("durable").put(f"k{i}", i)
+        s = scrape(port)
+        assert total(s, "grid_fsyncs_total") >= 1
+        assert total(s, "grid_fsync_duration_seconds_count") == total(s, "grid_fsyncs_total")
+        assert total(s, "grid_persistence_enabled") == 1
+        assert total(s, "grid_disk_free_bytes") > 0
+    finally:
+        c.stop()
