@@ -10,10 +10,12 @@ round trip.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
+from grid.client import patterns
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
@@ -55,6 +57,17 @@ def check(r: pb.Result) -> pb.Result:
     if r.status and r.status != Status.NOT_FOUND:
         raise error_for(r.status, r.error)
     return r
+
+
+RATE_LIMIT_MAP = "grid.ratelimits"
+"""Where rate limiters keep their counters unless told otherwise."""
+
+
+def _seconds(d: Duration) -> float:
+    ms = to_ms(d)
+    if ms <= 0:
+        raise InvalidArgument("get_or_load needs a ttl: a loaded value must expire")
+    return ms / 1000
 
 
 def encode_value(codec: Codec, value: Any) -> bytes:
@@ -257,6 +270,33 @@ class AsyncMap:
         """Count an access: restarts the max-idle clock (sliding expiry). True if it exists."""
         return bool((await self._one(self._op(TOUCH, key), timeout)).count)
 
+    async def get_or_load(
+        self,
+        key: Key,
+        loader: Callable[[Key], Any],
+        *,
+        ttl: Duration,
+        lease_ttl: float = 10.0,
+        beta: float = 1.0,
+        timeout: float | None = None,
+    ) -> Any:
+        """The value of `key`; on a miss `loader(key)` (plain or async) is called by exactly
+        one caller in the whole cluster and its value stored with `ttl`, the others waiting
+        for it; near expiry one caller refreshes it early (XFetch, `beta`; 0: never) while
+        the rest keep the current value. grid/client/patterns.py has the details. A loader
+        that returns None caches nothing. `timeout` bounds the whole call, a wait for
+        another caller's load included."""
+        budget = self._conn.options.timeout if timeout is None else timeout
+        pattern = patterns.get_or_load(
+            self.name, key, _seconds(ttl), self.codec.decode,
+            lambda v: encode_value(self.codec, v), time.monotonic() + budget, lease_ttl, beta,
+        )  # fmt: skip
+
+        async def call(ops: list[pb.Op]) -> list[pb.Result]:
+            return await self._conn.call(ops, timeout)
+
+        return await patterns.drive_async(pattern, call, loader)
+
     async def incr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
@@ -331,6 +371,28 @@ class AsyncClient:
         self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False
     ) -> AsyncMap:
         return AsyncMap(self._conn, name, codec or self.codec, raw_keys)
+
+    async def rate_limit(
+        self,
+        name: str,
+        who: str,
+        *,
+        limit: int,
+        window: float,
+        sliding: bool = False,
+        map: str = RATE_LIMIT_MAP,
+        timeout: float | None = None,
+    ) -> patterns.Decision:
+        """Count one call of `who` against `limit` calls per `window` seconds of limiter
+        `name`: fixed windows, or sliding (an estimate from two windows). One round trip;
+        grid/client/patterns.py says how it counts."""
+        pattern = patterns.rate_limit(map, name, who, limit, window, sliding, time.time())
+
+        async def call(ops: list[pb.Op]) -> list[pb.Result]:
+            return await self._conn.call(ops, timeout, idempotent=False)
+
+        decision: patterns.Decision = await patterns.drive_async(pattern, call, None)
+        return decision
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""

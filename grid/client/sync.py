@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from grid.client.aio import AsyncClient, AsyncMap, EntryView
+from grid.client import patterns
+from grid.client.aio import RATE_LIMIT_MAP, AsyncClient, AsyncMap, EntryView, _seconds, encode_value
 from grid.client.blocking import BlockingRouter, run_inline
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
@@ -196,6 +198,27 @@ class Map:
     def touch(self, key: Key, *, timeout: float | None = None) -> bool:
         return self._run(self._m.touch(key, timeout=timeout))
 
+    def get_or_load(
+        self,
+        key: Key,
+        loader: Callable[[Key], Any],
+        *,
+        ttl: Duration,
+        lease_ttl: float = 10.0,
+        beta: float = 1.0,
+        timeout: float | None = None,
+    ) -> Any:
+        """See AsyncMap.get_or_load; `loader` is a plain function here."""
+        m = self._m
+        budget = m._conn.options.timeout if timeout is None else timeout
+        pattern = patterns.get_or_load(
+            m.name, key, _seconds(ttl), m.codec.decode,
+            lambda v: encode_value(m.codec, v), time.monotonic() + budget, lease_ttl, beta,
+        )  # fmt: skip
+        return patterns.drive_sync(
+            pattern, lambda ops: self._run(m._conn.call(ops, timeout)), loader
+        )
+
     def incr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
@@ -267,6 +290,26 @@ class Client:
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""
         return self._thread.run(self._aclient.stats(timeout=timeout))
+
+    def rate_limit(
+        self,
+        name: str,
+        who: str,
+        *,
+        limit: int,
+        window: float,
+        sliding: bool = False,
+        map: str = RATE_LIMIT_MAP,
+        timeout: float | None = None,
+    ) -> patterns.Decision:
+        """See AsyncClient.rate_limit."""
+        pattern = patterns.rate_limit(map, name, who, limit, window, sliding, time.time())
+        decision: patterns.Decision = patterns.drive_sync(
+            pattern,
+            lambda ops: run_inline(self._blocking.call(ops, timeout, False)),
+            None,
+        )
+        return decision
 
     def table(self, *, timeout: float | None = None) -> PartitionTable | None:
         """The partition table the client routes by (see AsyncClient.table)."""
