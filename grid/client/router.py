@@ -578,6 +578,24 @@ class Router:
             self._refresh()  # the member has a newer table: fetch it, do not wait for it
         return results
 
+    def _retry_delay(
+        self,
+        attempt: int,
+        deadline: float,
+        results: Sequence[pb.Result | None],
+        retry: Sequence[int],
+        why: str,
+    ) -> float | None:
+        """The backoff before the next try, or None when the deadline leaves no room for
+        one: then the answers standing (NOT_OWNER, UNAVAILABLE) are final, and an
+        operation with no answer at all raises Unavailable."""
+        delay = backoff(attempt, self.options.retry_base, self.options.retry_cap)
+        if asyncio.get_running_loop().time() + delay < deadline:
+            return delay
+        if any(results[i] is None for i in retry):
+            raise Unavailable(f"no owner answered before the deadline: {why}")
+        return None
+
     async def _through_seed(
         self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
     ) -> list[pb.Result]:
@@ -605,11 +623,9 @@ class Router:
                         why = r.error
             if not retry:
                 return results  # type: ignore[return-value]  # every slot is filled
-            delay = backoff(attempt, self.options.retry_base, self.options.retry_cap)
+            delay = self._retry_delay(attempt, deadline, results, retry, why)
             attempt += 1
-            if loop.time() + delay >= deadline:
-                if any(results[i] is None for i in retry):
-                    raise Unavailable(f"no owner answered before the deadline: {why}")
+            if delay is None:
                 return results  # type: ignore[return-value]  # NOT_OWNER stands
             await asyncio.sleep(delay)
             if self._route is None and self.seed.table_version > 0:
@@ -679,11 +695,9 @@ class Router:
                             why = r.error
             if not retry:
                 return results  # type: ignore[return-value]  # every slot is filled
-            delay = backoff(attempt, self.options.retry_base, self.options.retry_cap)
+            delay = self._retry_delay(attempt, deadline, results, retry, why)
             attempt += 1
-            if loop.time() + delay >= deadline:
-                if any(results[i] is None for i in retry):
-                    raise Unavailable(f"no owner answered before the deadline: {why}")
+            if delay is None:
                 return results  # type: ignore[return-value]  # NOT_OWNER/UNAVAILABLE stand
             before = self.version
             if stale:
