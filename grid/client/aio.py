@@ -9,7 +9,10 @@ round trip.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -59,6 +62,8 @@ def check(r: pb.Result) -> pb.Result:
     return r
 
 
+LOCK_MAP = "grid.locks"
+"""Where locks and their fencing counters live unless told otherwise."""
 RATE_LIMIT_MAP = "grid.ratelimits"
 """Where rate limiters keep their counters unless told otherwise."""
 
@@ -393,6 +398,31 @@ class AsyncClient:
 
         decision: patterns.Decision = await patterns.drive_async(pattern, call, None)
         return decision
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        timeout: float | None = None,
+        map: str = LOCK_MAP,
+    ) -> AsyncIterator[int]:
+        """`async with client.lock("name", ttl=10) as token:` a lease lock: held until the
+        block ends or `ttl` runs out, whichever is first; waits for it up to `timeout`.
+        `token` is a fencing token: it grows with every acquisition of this lock, so a
+        resource that refuses tokens lower than the highest it saw is safe from a holder
+        whose lease ran out while it was paused. docs/patterns.md says what survives a
+        failover (give the lock map sync backups)."""
+        budget = self._conn.options.timeout if timeout is None else timeout
+        owner = os.urandom(16)
+        call = functools.partial(self._conn.call, timeout=timeout, idempotent=False)
+        pattern = patterns.acquire(map, name, owner, ttl, time.monotonic() + budget)
+        token, held = await patterns.drive_async(pattern, call, None)
+        try:
+            yield token
+        finally:
+            await patterns.drive_async(patterns.release(map, name, held), call, None)
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""

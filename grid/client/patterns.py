@@ -227,6 +227,62 @@ def rate_limit(
     return Decision(allowed, count, left, retry)
 
 
+# ---- lease locks ------------------------------------------------------------------------------
+RELEASED = b"\x00released"
+"""What a released lock holds for a millisecond (a CAS cannot delete): taken as absent."""
+
+
+def lock_keys(name: str) -> tuple[bytes, bytes]:
+    """The lock's key and its fencing counter's, in one partition."""
+    return f"{{lock:{name}}}".encode(), f"{{lock:{name}}}:fence".encode()
+
+
+def acquire(
+    map_name: str, name: str, owner: bytes, ttl: float, deadline: float
+) -> Generator[Step, Any, tuple[int, pb.Result]]:
+    """Take the lock or wait for it: (fencing token, the lock's entry as written).
+
+    One batch on the lock's partition: INCR of the fencing counter, then PUT IF_ABSENT of
+    the lock holding our owner id. The primary runs them in order under its lock, so when
+    the PUT succeeds the INCR's value is ours and greater than every token handed out
+    before it: a resource that remembers the highest token it has seen refuses a holder
+    whose lease ran out while it was paused (Kleppmann's fencing). A failed try costs a
+    token number, never an order."""
+    lock, fence = lock_keys(name)
+    wait = POLL_FIRST_S
+    while True:
+        ops = [
+            pb.Op(code=pb.INCR, map=map_name, key=fence, delta=1),
+            pb.Op(code=pb.PUT, map=map_name, key=lock, value=owner, ttl_ms=to_ms(ttl),
+                  condition=pb.IF_ABSENT),
+        ]  # fmt: skip
+        counted, taken = yield "ops", ops
+        _check(counted)
+        if taken.status != Status.CAS_FAILED:
+            _check(taken)
+            return counted.count, taken
+        if time.monotonic() + wait > deadline:
+            raise Unavailable(f"lock {name!r} is held by another owner; gave up at the deadline")
+        yield "sleep", wait
+        wait = min(POLL_MAX_S, wait * 2)
+
+
+def release(map_name: str, name: str, held: pb.Result) -> Generator[Step, Any, bool]:
+    """Give the lock up if it is still the entry we wrote (compare-and-set on its version
+    to a value that expires in a millisecond); False if it had run out and is another's."""
+    lock, _ = lock_keys(name)
+    op = pb.Op(
+        code=pb.PUT, map=map_name, key=lock, value=RELEASED, ttl_ms=1,
+        condition=pb.IF_VERSION, expected_ts=held.version_ts,
+        expected_member=held.version_member,
+    )  # fmt: skip
+    (r,) = yield "ops", [op]
+    if r.status == Status.CAS_FAILED or r.status == Status.NOT_FOUND:
+        return False
+    _check(r)
+    return True
+
+
 # ---- drivers ---------------------------------------------------------------------------------
 class _Failed:
     """A loader's exception on its way into the pattern (thrown in at its `load` step)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
@@ -19,7 +20,15 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from grid.client import patterns
-from grid.client.aio import RATE_LIMIT_MAP, AsyncClient, AsyncMap, EntryView, _seconds, encode_value
+from grid.client.aio import (
+    LOCK_MAP,
+    RATE_LIMIT_MAP,
+    AsyncClient,
+    AsyncMap,
+    EntryView,
+    _seconds,
+    encode_value,
+)
 from grid.client.blocking import BlockingRouter, run_inline
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
@@ -290,6 +299,28 @@ class Client:
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""
         return self._thread.run(self._aclient.stats(timeout=timeout))
+
+    @contextlib.contextmanager
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl: float = 10.0,
+        timeout: float | None = None,
+        map: str = LOCK_MAP,
+    ) -> Iterator[int]:
+        """`with client.lock("name", ttl=10) as token:` see AsyncClient.lock."""
+        budget = self._aclient.router.options.timeout if timeout is None else timeout
+
+        def call(ops: list[Any]) -> Any:
+            return run_inline(self._blocking.call(ops, timeout, False))
+
+        pattern = patterns.acquire(map, name, os.urandom(16), ttl, time.monotonic() + budget)
+        token, held = patterns.drive_sync(pattern, call, None)
+        try:
+            yield token
+        finally:
+            patterns.drive_sync(patterns.release(map, name, held), call, None)
 
     def rate_limit(
         self,
