@@ -343,6 +343,11 @@ class LocalMap:
         except NotOwner:
             return self.remote().touch(key, timeout=timeout)  # type: ignore[no-any-return]
 
+    def get_or_load(self, key: Key, loader: Callable[[Key], Any], **kw: Any) -> Any:
+        """The client's get_or_load (docs/patterns.md): its lease must be taken on the
+        key's primary like any caller's, so it goes through the node's own client."""
+        return self.remote().get_or_load(key, loader, **kw)
+
     def incr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
@@ -431,6 +436,10 @@ class AsyncLocalMap:
                 yield k
             if not cursor:
                 return
+
+    async def get_or_load(self, key: Key, loader: Callable[[Key], Any], **kw: Any) -> Any:
+        """See LocalMap.get_or_load (`loader` plain or async)."""
+        return await self.remote().get_or_load(key, loader, **kw)
 
     async def put(
         self,

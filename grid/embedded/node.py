@@ -241,17 +241,33 @@ class Node:
         """A client of the cluster through this member (created on first need): calls for
         partitions other members serve go straight to them, as from any client."""
         if self._client is None:
+            cfg = self.config
+            kw = {  # the member's own credentials: it dials itself and its peers as a peer
+                "read_from_backup": cfg.read_from_backup,
+                "tls": bool(cfg.tls_cert),
+                "tls_ca": cfg.tls_ca,
+                "tls_cert": cfg.tls_cert,
+                "tls_key": cfg.tls_key,
+                "token": cfg.auth_token,
+            }
             if self._mode == "sync":
                 from grid.client.sync import Client
 
-                self._client = Client(self.address, read_from_backup=self.config.read_from_backup)
+                self._client = Client(self.address, **kw)
             else:
                 from grid.client.aio import AsyncClient
 
-                self._client = AsyncClient(
-                    self.address, read_from_backup=self.config.read_from_backup
-                )
+                self._client = AsyncClient(self.address, **kw)
         return self._client
+
+    def lock(self, name: str, **kw: Any) -> Any:
+        """`with node.lock(name, ttl=10) as token:` (`async with` in async mode): the
+        client's lease lock (docs/patterns.md), through this member."""
+        return self._smart_client().lock(name, **kw)
+
+    def rate_limit(self, name: str, who: str, **kw: Any) -> Any:
+        """The client's rate limit (docs/patterns.md); a coroutine in async mode."""
+        return self._smart_client().rate_limit(name, who, **kw)
 
     def stats(self) -> dict[str, Any]:
         if self._mode is None or self._member.service is None:

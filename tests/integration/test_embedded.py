@@ -389,3 +389,25 @@ def test_async_embedded_writes_with_sync_backups_wait_for_the_backup(no_grid_env
                     assert await m.get(mine[0]) == "after"
 
         asyncio.run(asyncio.wait_for(main(), 90))
+
+
+def test_the_cache_patterns_work_on_an_embedded_node(no_grid_env: None) -> None:
+    """get_or_load, the lease lock and rate limits (docs/patterns.md) through a node's
+    maps: they go through its own client to the key's primary, itself here."""
+    calls: list[object] = []
+
+    def load(key: object) -> object:
+        calls.append(key)
+        return {"loaded": key}
+
+    with grid.Node(port=0) as node:
+        m = node.map("cache")
+        assert m.get_or_load("k", load, ttl=60) == {"loaded": "k"}
+        assert m.get_or_load("k", load, ttl=60) == {"loaded": "k"}
+        assert calls == ["k"] and m.get("k") == {"loaded": "k"}
+        with node.lock("job", ttl=5) as first:
+            pass
+        with node.lock("job", ttl=5) as second:
+            assert second > first
+        assert [node.rate_limit("api", "ada", limit=2, window=10).allowed
+                for _ in range(3)] == [True, True, False]  # fmt: skip
