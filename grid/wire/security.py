@@ -99,7 +99,9 @@ class ServerTls:
 
     def __init__(self, cert: str, key: str, ca: str = "") -> None:
         self.cert, self.key, self.ca = cert, key, ca
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # not create_default_context: it would also trust the system's CAs for client
+        # certificates, letting in anyone with a certificate from a public CA
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         if ca:
             self.context.load_verify_locations(cafile=ca)
