@@ -59,15 +59,26 @@ def encode_payload(payload: bytes) -> bytes:
 
 def encode_frames(records: Sequence[Sequence[object]], max_frame_bytes: int) -> bytes:
     """Pack `records` into as few frames as fit max_frame_bytes (usually one)."""
+    payloads = pack_payloads(records, max_frame_bytes)
+    if len(payloads) == 1:
+        return encode_payload(payloads[0])
+    return b"".join(encode_payload(p) for p in payloads)
+
+
+def pack_payloads(records: Sequence[Sequence[object]], max_frame_bytes: int) -> list[bytes]:
+    """The msgpack payloads of `records`' frames, not framed yet (usually one).
+
+    Separate from encode_payload() so a snapshot can pack on one thread (msgpack holds
+    the GIL) and checksum on another (zlib releases it for large buffers)."""
     payload = msgpack.packb(records, use_bin_type=True)
     if len(payload) + HEADER_LEN <= max_frame_bytes:
-        return encode_payload(payload)
+        return [payload]
     if len(records) == 1:
         raise InvalidRecord(
             f"one record packs to {len(payload)} bytes, more than max_frame_bytes {max_frame_bytes}"
         )
     mid = len(records) // 2
-    return encode_frames(records[:mid], max_frame_bytes) + encode_frames(
+    return pack_payloads(records[:mid], max_frame_bytes) + pack_payloads(
         records[mid:], max_frame_bytes
     )
 

@@ -36,9 +36,10 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
 
@@ -47,8 +48,8 @@ from persistence.frame import (
     MAGIC_LEN,
     SNAPSHOT_MAGIC,
     FrameScan,
-    encode_frames,
     encode_payload,
+    pack_payloads,
 )
 from persistence.layout import fsync_dir, read_file, snapshot_name
 from persistence.record import SNAPSHOT_OPS, Entry, Op, check_record
@@ -82,54 +83,149 @@ def write_snapshot(
 ) -> SnapshotInfo:
     """Write, fsync, rename and fsync-dir one snapshot.  Touches no file but its own, so
     it may run in a worker thread while the partition keeps appending."""
-    final = pdir / snapshot_name(start_segment)
-    tmp = final.with_name(final.name + ".tmp")
-    count = 0
+    writer = SnapshotWriter(
+        pdir, partition, seq, start_segment, reset=reset, max_frame_bytes=max_frame_bytes
+    )
     try:
-        with open(tmp, "wb") as f:
-            f.write(SNAPSHOT_MAGIC)
-            header = {
-                "format": FORMAT,
-                "partition": partition,
-                "seq": seq,
-                "start_segment": start_segment,
-                "created_ms": int(time.time() * 1000),
-                "reset": reset,
-            }
-            f.write(encode_payload(msgpack.packb(header)))
-            batch: list[tuple[object, ...]] = []
-            est = 0
+        batch: list[tuple[object, ...]] = []
+        est = 0
+        for r in records:
+            batch.append(r)
+            v = r[4]
+            est += len(r[3]) + (len(v) if v is not None else 0) + 40  # type: ignore[arg-type]
+            if est >= frame_target_bytes:
+                writer.write(writer.pack(batch))
+                batch, est = [], 0
+        if batch:
+            writer.write(writer.pack(batch))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class SnapshotWriter:
+    """One snapshot written a slice at a time: the caller packs slices of records where
+    it likes (a member packs them on its event loop, between requests) and does the I/O
+    with write() and commit() in a worker thread, where it holds no lock and almost no
+    GIL (zlib and file writes release it).  The file is the same as write_snapshot()'s.
+
+        w = SnapshotWriter(pdir, partition, seq, start_segment, max_frame_bytes=...)
+        payloads = w.pack(records)   # checks (unless trusted) and msgpack; no I/O
+        w.write(payloads)            # frames them (CRC) into <name>.tmp
+        info = w.commit()            # trailer, fsync, rename, fsync the directory
+        w.abort()                    # after any failure: close and remove the .tmp
+
+    pack() and write() may be called from different threads but not at the same time as
+    another call that touches the same state (pack: the count; write/commit: the file).
+    """
+
+    def __init__(
+        self,
+        pdir: Path,
+        partition: int,
+        seq: int,
+        start_segment: int,
+        *,
+        reset: bool = False,
+        max_frame_bytes: int,
+        on_commit: Callable[[SnapshotInfo], None] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.seq = seq
+        self.start_segment = start_segment
+        self.reset = reset
+        self.max_frame_bytes = max_frame_bytes
+        self.final = pdir / snapshot_name(start_segment)
+        self.tmp = self.final.with_name(self.final.name + ".tmp")
+        self.records = 0
+        self._file: BinaryIO | None = None
+        self.info: SnapshotInfo | None = None
+        self._on_commit = on_commit
+
+    def pack(self, records: Sequence[tuple[object, ...]], trusted: bool = False) -> list[bytes]:
+        """The payloads of a slice of records (PUT/INCR/DELETE, seq <= self.seq).
+
+        `trusted`: built by the caller from typed state (a member's store), so the
+        per-field check is skipped as Log.append does for the same records."""
+        if not trusted:
+            seq = self.seq
             for r in records:
                 check_record(r, SNAPSHOT_OPS)
                 if r[0] > seq:  # type: ignore[operator]
                     raise InvalidRecord(f"snapshot record seq {r[0]} is after snapshot {seq}")
-                batch.append(r)
-                v = r[4]
-                est += len(r[3]) + (len(v) if v is not None else 0) + 40  # type: ignore[arg-type]
-                if est >= frame_target_bytes:
-                    f.write(encode_frames(batch, max_frame_bytes))
-                    count += len(batch)
-                    batch, est = [], 0
-            if batch:
-                f.write(encode_frames(batch, max_frame_bytes))
-                count += len(batch)
-            f.write(encode_payload(msgpack.packb({"end": True, "records": count})))
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
-        os.replace(tmp, final)
-        fsync_dir(pdir)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(f"no space writing snapshot {final}: {exc}", [partition]) from None
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return SnapshotInfo(final, seq, start_segment, count, size)
+        if not records:
+            return []
+        payloads = pack_payloads(records, self.max_frame_bytes)
+        self.records += len(records)
+        return payloads
+
+    def write(self, payloads: Sequence[bytes]) -> None:
+        """Frame and write packed payloads to the temporary file (worker thread)."""
+        with self._io():
+            f = self._open()
+            for payload in payloads:
+                f.write(encode_payload(payload))
+
+    def commit(self) -> SnapshotInfo:
+        """Trailer, fsync, rename, fsync the directory: the snapshot is durable and whole.
+        Calls abort() itself if it fails."""
+        try:
+            with self._io():
+                f = self._open()
+                f.write(encode_payload(msgpack.packb({"end": True, "records": self.records})))
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+                f.close()
+                self._file = None
+                os.replace(self.tmp, self.final)
+                fsync_dir(self.final.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self.info = SnapshotInfo(self.final, self.seq, self.start_segment, self.records, size)
+        if self._on_commit is not None:
+            self._on_commit(self.info)
+        return self.info
+
+    def abort(self) -> None:
+        """Forget the snapshot: close and remove the temporary file (never the final one)."""
+        f, self._file = self._file, None
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+        if self.info is None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+
+    def _open(self) -> BinaryIO:
+        f = self._file
+        if f is None:
+            f = self._file = open(self.tmp, "wb")  # noqa: SIM115 (closed by commit/abort)
+            f.write(SNAPSHOT_MAGIC)
+            header = {
+                "format": FORMAT,
+                "partition": self.partition,
+                "seq": self.seq,
+                "start_segment": self.start_segment,
+                "created_ms": int(time.time() * 1000),
+                "reset": self.reset,
+            }
+            f.write(encode_payload(msgpack.packb(header)))
+        return f
+
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """A full disk as DiskFull (so the member can refuse writes), other errors as is."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(
+                    f"no space writing snapshot {self.final}: {exc}", [self.partition]
+                ) from None
+            raise
 
 
 @dataclass(slots=True)
