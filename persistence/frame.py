@@ -52,9 +52,14 @@ _crc32 = zlib.crc32
 
 def encode_payload(payload: bytes) -> bytes:
     """Frame an already-packed payload."""
+    return frame_header(payload) + payload
+
+
+def frame_header(payload: bytes) -> bytes:
+    """The header that frames `payload` (for writing the two without joining them)."""
     n = len(payload)
     pcrc = _crc32(payload)
-    return _HEADER.pack(n, pcrc, _crc32(_LENCRC.pack(n, pcrc))) + payload
+    return _HEADER.pack(n, pcrc, _crc32(_LENCRC.pack(n, pcrc)))
 
 
 def encode_frames(records: Sequence[Sequence[object]], max_frame_bytes: int) -> bytes:
@@ -66,10 +71,7 @@ def encode_frames(records: Sequence[Sequence[object]], max_frame_bytes: int) -> 
 
 
 def pack_payloads(records: Sequence[Sequence[object]], max_frame_bytes: int) -> list[bytes]:
-    """The msgpack payloads of `records`' frames, not framed yet (usually one).
-
-    Separate from encode_payload() so a snapshot can pack on one thread (msgpack holds
-    the GIL) and checksum on another (zlib releases it for large buffers)."""
+    """The msgpack payloads of `records`' frames, not framed yet (usually one)."""
     payload = msgpack.packb(records, use_bin_type=True)
     if len(payload) + HEADER_LEN <= max_frame_bytes:
         return [payload]

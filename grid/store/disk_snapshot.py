@@ -17,13 +17,16 @@ How it works now:
    and never changes the one the copy holds. It is a C-level dict copy, no
    value is copied: tens of microseconds per partition.
 2. On the event loop, a slice at a time (SLICE_RECORDS records or SLICE_BYTES,
-   whichever comes first, about 50 us of work): build the slice's records from
-   the copy and msgpack them (SnapshotWriter.pack), then yield to the loop so
-   the requests that arrived meanwhile run before the next slice.
-3. In a worker thread: frame (CRC) and write the packed slices, a WRITE_BYTES
-   batch at a time, one batch in flight; at the end the trailer, fsync,
-   rename, fsync of the directory (persistence/snapshot.py). zlib and the
-   file calls release the GIL, so this thread hardly competes with the loop.
+   whichever comes first, well under 0.1 ms of work): build the slice's
+   records from the copy, msgpack and frame them (SnapshotWriter.pack), then
+   yield to the loop so the requests that arrived meanwhile run before the
+   next slice.
+3. In a worker thread: one writev per WRITE_BYTES batch of frames, one batch
+   in flight; at the end the trailer, fsync, rename, fsync of the directory
+   (persistence/snapshot.py). The thread only makes system calls, so it takes
+   the GIL a few times per MiB: a thread doing Python work takes it from the
+   loop whenever the loop wakes, for up to the switch interval (5 ms), or for
+   as long as the OS leaves it off a CPU on a busy machine.
 
 Why it is still right. Every record carries the snapshot's seq, and the copy
 does not change while the slices are built, so the file is the partition's
