@@ -52,7 +52,9 @@ _crc32 = zlib.crc32
 
 def encode_payload(payload: bytes) -> bytes:
     """Frame an already-packed payload."""
-    return frame_header(payload) + payload
+    n = len(payload)
+    pcrc = _crc32(payload)
+    return _HEADER.pack(n, pcrc, _crc32(_LENCRC.pack(n, pcrc))) + payload
 
 
 def frame_header(payload: bytes) -> bytes:
@@ -64,10 +66,10 @@ def frame_header(payload: bytes) -> bytes:
 
 def encode_frames(records: Sequence[Sequence[object]], max_frame_bytes: int) -> bytes:
     """Pack `records` into as few frames as fit max_frame_bytes (usually one)."""
-    payloads = pack_payloads(records, max_frame_bytes)
-    if len(payloads) == 1:
-        return encode_payload(payloads[0])
-    return b"".join(encode_payload(p) for p in payloads)
+    payload = msgpack.packb(records, use_bin_type=True)
+    if len(payload) + HEADER_LEN <= max_frame_bytes:  # (the log's hot path: no list)
+        return encode_payload(payload)
+    return b"".join(encode_payload(p) for p in pack_payloads(records, max_frame_bytes))
 
 
 def pack_payloads(records: Sequence[Sequence[object]], max_frame_bytes: int) -> list[bytes]:

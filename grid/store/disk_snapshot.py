@@ -1,12 +1,10 @@
 """A partition's snapshot to disk, taken while writers go on, without stalling them.
 
 What used to stall them (profiled in docs/benchmarks.md, "Snapshots under load"):
-the member built the whole partition's records (a tuple and a copy of the
-value per entry) on the event loop under the store lock, about 11 ms per
-partition at 1M x 1 KB and far more under load, freed them there again, and
+the member built a whole partition's records (a tuple and a copy of each
+value) on the event loop under the store lock, freed them there again, and
 checked and msgpacked them in a worker thread whose Python work took the GIL
-from the loop for up to the interpreter's switch interval (5 ms) every time
-the loop woke up.
+from the loop for up to the switch interval (5 ms) each time the loop woke.
 
 How it works now:
 
@@ -17,7 +15,7 @@ How it works now:
    and never changes the one the copy holds. It is a C-level dict copy, no
    value is copied: tens of microseconds per partition.
 2. On the event loop, a slice at a time (SLICE_RECORDS records or SLICE_BYTES,
-   whichever comes first, well under 0.1 ms of work): build the slice's
+   whichever comes first, about 0.1 ms of work): build the slice's
    records from the copy, msgpack and frame them (SnapshotWriter.pack), then
    yield to the loop so the requests that arrived meanwhile run before the
    next slice.
@@ -34,8 +32,9 @@ state at that seq whatever was written meanwhile. Those later writes go to the
 segment that begin_snapshot() opened, the snapshot's start_segment, which
 recovery replays after loading it. The file format is unchanged (a slice is a
 frame), so old data dirs load as before. A crash (kill -9) at any point leaves
-the .tmp file, which recovery deletes, and the previous snapshot with every
-segment after it, because end_snapshot() removes them only after commit().
+either the .tmp file, which recovery deletes, next to the previous snapshot
+and every segment after it (end_snapshot() removes them only after commit()),
+or, once renamed, the new snapshot whole with the segments from its start.
 
 Memory: while a partition is written, entries overwritten since the copy stay
 alive through it; that is one partition's worth (1/271 of the data by
@@ -54,7 +53,7 @@ from grid.store.store import DELETE, PUT, Store
 from persistence import SnapshotInfo, SnapshotWriter
 
 SLICE_RECORDS = 256  # 100-byte values: ~150 us of loop work per slice
-SLICE_BYTES = 64 * 1024  # 1 KB values: 64 records, ~50 us; larger buffers are mmap'd
+SLICE_BYTES = 64 * 1024  # 1 KB values: 64 records, ~60 us; larger buffers are mmap'd
 WRITE_BYTES = 1 << 20  # packed bytes handed to the writer thread at once
 
 
