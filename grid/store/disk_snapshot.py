@@ -121,9 +121,9 @@ async def write(
     inflight: Future[Any] | None = None
     try:
         for part in slices(frozen, seq):
-            for payload in writer.pack(part, trusted=True):
-                pending.append(payload)
-                size += len(payload)
+            for piece in writer.pack(part, trusted=True):  # frame headers and payloads
+                pending.append(piece)
+                size += len(piece)
             if size >= WRITE_BYTES:
                 if inflight is not None:
                     await asyncio.wrap_future(inflight)
