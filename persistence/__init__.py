@@ -20,7 +20,7 @@ from persistence.errors import (
 from persistence.log import Log, SnapshotJob, should_snapshot
 from persistence.record import Entry, Op, Record
 from persistence.recovery import MemberRecoveryReport, PartitionRecovery, RecoveryReport
-from persistence.snapshot import SnapshotInfo
+from persistence.snapshot import SnapshotInfo, SnapshotWriter
 
 __all__ = [
     "BackupError",
@@ -42,6 +42,7 @@ __all__ = [
     "RecoveryRequired",
     "SnapshotInfo",
     "SnapshotJob",
+    "SnapshotWriter",
     "backup",
     "restore",
     "should_snapshot",

@@ -57,17 +57,32 @@ def encode_payload(payload: bytes) -> bytes:
     return _HEADER.pack(n, pcrc, _crc32(_LENCRC.pack(n, pcrc))) + payload
 
 
+def frame_header(payload: bytes) -> bytes:
+    """The header that frames `payload` (for writing the two without joining them)."""
+    n = len(payload)
+    pcrc = _crc32(payload)
+    return _HEADER.pack(n, pcrc, _crc32(_LENCRC.pack(n, pcrc)))
+
+
 def encode_frames(records: Sequence[Sequence[object]], max_frame_bytes: int) -> bytes:
     """Pack `records` into as few frames as fit max_frame_bytes (usually one)."""
     payload = msgpack.packb(records, use_bin_type=True)
-    if len(payload) + HEADER_LEN <= max_frame_bytes:
+    if len(payload) + HEADER_LEN <= max_frame_bytes:  # (the log's hot path: no list)
         return encode_payload(payload)
+    return b"".join(encode_payload(p) for p in pack_payloads(records, max_frame_bytes))
+
+
+def pack_payloads(records: Sequence[Sequence[object]], max_frame_bytes: int) -> list[bytes]:
+    """The msgpack payloads of `records`' frames, not framed yet (usually one)."""
+    payload = msgpack.packb(records, use_bin_type=True)
+    if len(payload) + HEADER_LEN <= max_frame_bytes:
+        return [payload]
     if len(records) == 1:
         raise InvalidRecord(
             f"one record packs to {len(payload)} bytes, more than max_frame_bytes {max_frame_bytes}"
         )
     mid = len(records) // 2
-    return encode_frames(records[:mid], max_frame_bytes) + encode_frames(
+    return pack_payloads(records[:mid], max_frame_bytes) + pack_payloads(
         records[mid:], max_frame_bytes
     )
 

@@ -30,11 +30,14 @@ partition per group instead of one per member; the bench measures it.  One descr
 stays open per partition written since startup (at most 271 by default).
 
 Snapshots without stopping writes.  The runtime copies a partition's state at some seq
-on the event loop (a dict copy: cheap), then
+on the event loop (shallow dict copies: cheap), then
 
     job = log.begin_snapshot(partition, seq)  # loop thread, microseconds: roll segment
     job.write(records)                        # worker thread: tmp, fsync, rename, fsync dir
     log.end_snapshot(job)                     # loop thread: retire superseded files
+
+or, instead of job.write(), job.writer() to pack the records in slices on the loop and
+write them in a worker thread (snapshot.py's SnapshotWriter; grid/store/durability.py).
 
 begin_snapshot() only closes the current segment for appends: every later record lands
 in a new segment whose number the snapshot records as its start_segment, so "the
@@ -81,7 +84,7 @@ from persistence.lock import DirLock
 from persistence.record import check_batch
 from persistence.recovery import MemberRecoveryReport, PartitionRecovery, recover_all
 from persistence.segment import SegmentWriter
-from persistence.snapshot import SnapshotInfo, write_snapshot
+from persistence.snapshot import SnapshotInfo, SnapshotWriter, write_snapshot
 
 
 def should_snapshot(log_bytes: int, live_bytes: int, ratio: float = 2.0) -> bool:
@@ -140,6 +143,22 @@ class SnapshotJob:
             max_frame_bytes=self.config.max_frame_bytes,
         )
         return self.info
+
+    def writer(self) -> SnapshotWriter:
+        """The alternative to write(): the snapshot a slice at a time (snapshot.py).  Its
+        commit() completes the job; then call end_snapshot()."""
+        return SnapshotWriter(
+            self.dir,
+            self.partition,
+            self.seq,
+            self.start_segment,
+            reset=self.reset,
+            max_frame_bytes=self.config.max_frame_bytes,
+            on_commit=self._committed,
+        )
+
+    def _committed(self, info: SnapshotInfo) -> None:
+        self.info = info
 
 
 class Log:

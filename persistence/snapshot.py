@@ -36,7 +36,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +47,9 @@ from persistence.frame import (
     MAGIC_LEN,
     SNAPSHOT_MAGIC,
     FrameScan,
-    encode_frames,
     encode_payload,
+    frame_header,
+    pack_payloads,
 )
 from persistence.layout import fsync_dir, read_file, snapshot_name
 from persistence.record import SNAPSHOT_OPS, Entry, Op, check_record
@@ -56,6 +57,7 @@ from persistence.record import SNAPSHOT_OPS, Entry, Op, check_record
 FORMAT = 1
 _VALUE_OPS = (int(Op.PUT), int(Op.INCR))
 _DELETE = int(Op.DELETE)
+_IOV_MAX = 512  # buffers per writev (Linux allows 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,54 +84,162 @@ def write_snapshot(
 ) -> SnapshotInfo:
     """Write, fsync, rename and fsync-dir one snapshot.  Touches no file but its own, so
     it may run in a worker thread while the partition keeps appending."""
-    final = pdir / snapshot_name(start_segment)
-    tmp = final.with_name(final.name + ".tmp")
-    count = 0
+    writer = SnapshotWriter(
+        pdir, partition, seq, start_segment, reset=reset, max_frame_bytes=max_frame_bytes
+    )
     try:
-        with open(tmp, "wb") as f:
-            f.write(SNAPSHOT_MAGIC)
-            header = {
-                "format": FORMAT,
-                "partition": partition,
-                "seq": seq,
-                "start_segment": start_segment,
-                "created_ms": int(time.time() * 1000),
-                "reset": reset,
-            }
-            f.write(encode_payload(msgpack.packb(header)))
-            batch: list[tuple[object, ...]] = []
-            est = 0
+        batch: list[tuple[object, ...]] = []
+        est = 0
+        for r in records:
+            batch.append(r)
+            v = r[4]
+            est += len(r[3]) + (len(v) if v is not None else 0) + 40  # type: ignore[arg-type]
+            if est >= frame_target_bytes:
+                writer.write(writer.pack(batch))
+                batch, est = [], 0
+        if batch:
+            writer.write(writer.pack(batch))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class SnapshotWriter:
+    """One snapshot written a slice at a time: the caller packs and frames slices of
+    records where it likes (a member does it on its event loop, between requests) and
+    hands the bytes to write() and commit() in a worker thread, which then only makes
+    system calls: one writev per batch, so it takes the GIL a few times per MiB and never
+    competes with the loop for long.  The file is the same as write_snapshot()'s.
+
+        w = SnapshotWriter(pdir, partition, seq, start_segment, max_frame_bytes=...)
+        pieces = w.pack(records)     # checks (unless trusted), msgpack, CRC; no I/O
+        w.write(pieces)              # appends them to <name>.tmp
+        info = w.commit()            # trailer, fsync, rename, fsync the directory
+        w.abort()                    # after any failure: close and remove the .tmp
+
+    pack() and write() may run in different threads, but each call must finish before
+    the next call touching the same state begins (pack: the count; write/commit: the
+    file).
+    """
+
+    def __init__(
+        self,
+        pdir: Path,
+        partition: int,
+        seq: int,
+        start_segment: int,
+        *,
+        reset: bool = False,
+        max_frame_bytes: int,
+        on_commit: Callable[[SnapshotInfo], None] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.seq = seq
+        self.start_segment = start_segment
+        self.reset = reset
+        self.max_frame_bytes = max_frame_bytes
+        self.final = pdir / snapshot_name(start_segment)
+        self.tmp = self.final.with_name(self.final.name + ".tmp")
+        self.records = 0
+        self.info: SnapshotInfo | None = None
+        self._fd: int | None = None
+        self._size = 0
+        self._on_commit = on_commit
+
+    def pack(self, records: Sequence[tuple[object, ...]], trusted: bool = False) -> list[bytes]:
+        """A slice of records (PUT/INCR/DELETE, seq <= self.seq) as frames: header and
+        payload alternately, ready for write().
+
+        `trusted`: built by the caller from typed state (a member's store), so the
+        per-field check is skipped as Log.append does for the same records."""
+        if not trusted:
+            seq = self.seq
             for r in records:
                 check_record(r, SNAPSHOT_OPS)
                 if r[0] > seq:  # type: ignore[operator]
                     raise InvalidRecord(f"snapshot record seq {r[0]} is after snapshot {seq}")
-                batch.append(r)
-                v = r[4]
-                est += len(r[3]) + (len(v) if v is not None else 0) + 40  # type: ignore[arg-type]
-                if est >= frame_target_bytes:
-                    f.write(encode_frames(batch, max_frame_bytes))
-                    count += len(batch)
-                    batch, est = [], 0
-            if batch:
-                f.write(encode_frames(batch, max_frame_bytes))
-                count += len(batch)
-            f.write(encode_payload(msgpack.packb({"end": True, "records": count})))
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
-        os.replace(tmp, final)
-        fsync_dir(pdir)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(f"no space writing snapshot {final}: {exc}", [partition]) from None
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return SnapshotInfo(final, seq, start_segment, count, size)
+        if not records:
+            return []
+        pieces: list[bytes] = []
+        for payload in pack_payloads(records, self.max_frame_bytes):
+            pieces += (frame_header(payload), payload)
+        self.records += len(records)
+        return pieces
+
+    def write(self, pieces: Sequence[bytes]) -> None:
+        """Append packed frames to the temporary file (a worker thread: system calls)."""
+        with self._io():
+            fd = self._open()
+            for i in range(0, len(pieces), _IOV_MAX):
+                self._write_all(fd, pieces[i : i + _IOV_MAX])
+
+    def commit(self) -> SnapshotInfo:
+        """Trailer, fsync, rename, fsync the directory: the snapshot is durable and whole.
+        Calls abort() itself if it fails."""
+        try:
+            with self._io():
+                fd = self._open()
+                trailer = msgpack.packb({"end": True, "records": self.records})
+                self._write_all(fd, [encode_payload(trailer)])
+                os.fsync(fd)
+                self._fd = None
+                os.close(fd)
+                os.replace(self.tmp, self.final)
+                fsync_dir(self.final.parent)
+        except BaseException:
+            self.abort()
+            raise
+        info = SnapshotInfo(self.final, self.seq, self.start_segment, self.records, self._size)
+        self.info = info
+        if self._on_commit is not None:
+            self._on_commit(info)
+        return info
+
+    def abort(self) -> None:
+        """Forget the snapshot: close and remove the temporary file (never the final one)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.info is None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            header = {
+                "format": FORMAT,
+                "partition": self.partition,
+                "seq": self.seq,
+                "start_segment": self.start_segment,
+                "created_ms": int(time.time() * 1000),
+                "reset": self.reset,
+            }
+            self._write_all(self._fd, [SNAPSHOT_MAGIC, encode_payload(msgpack.packb(header))])
+        return self._fd
+
+    def _write_all(self, fd: int, pieces: Sequence[bytes]) -> None:
+        want = sum(map(len, pieces))
+        done = os.writev(fd, pieces)
+        if done < want:  # short (a signal, a nearly full disk): finish plainly
+            rest = memoryview(b"".join(pieces))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        self._size += want
+
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """A full disk as DiskFull (so the member can refuse writes), other errors as is."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(
+                    f"no space writing snapshot {self.final}: {exc}", [self.partition]
+                ) from None
+            raise
 
 
 @dataclass(slots=True)

@@ -25,11 +25,12 @@ When the client's answer waits for the disk depends on `fsync`:
 
 Snapshots: every few seconds the member looks for partitions whose log is
 over `snapshot_ratio` times their share of live data, copies such a
-partition's entries under the lock (microseconds to a few milliseconds),
-rolls its log, and writes the snapshot in a worker thread while writes go
-on. The partition's share of live data is the member's live bytes / P: keys
-spread evenly over partitions by hash, and an exact per-partition count
-would cost every write.
+partition's dicts under the lock (shallow: microseconds), rolls its log, and
+writes the snapshot a slice at a time while writes go on, so that it never
+holds the loop or the GIL for long (grid/store/disk_snapshot.py). The
+partition's share of live data is the member's live bytes / P: keys spread
+evenly over partitions by hash, and an exact per-partition count would cost
+every write.
 
 Disk full: an append or fsync that fails with ENOSPC marks the member
 `disk_full`. Writes are then refused with UNAVAILABLE before they touch
@@ -56,8 +57,7 @@ import persistence
 from grid import logs
 from grid.config import Config
 from grid.errors import Unavailable
-from grid.store import Store
-from grid.store.entry import unpack
+from grid.store import Store, disk_snapshot
 from grid.store.store import CLEAR, DELETE, DROPPED, INCR, PUT
 from persistence import DiskFull, FsyncPolicy, Log, Op, should_snapshot
 
@@ -115,6 +115,8 @@ class Durability:
         self.report: persistence.MemberRecoveryReport | None = None
         self.entries_recovered = 0
         self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="grid-fsync")
+        self._snapshot_io = ThreadPoolExecutor(1, thread_name_prefix="grid-snapshot")
+        self._snapshot_lock = asyncio.Lock()
         self._durable_changed: asyncio.Event | None = None
         self._work = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,6 +181,7 @@ class Durability:
             except OSError as e:
                 log.error("closing the log failed", error=str(e))
         self._pool.shutdown(wait=True)
+        self._snapshot_io.shutdown(wait=True)
 
     # ---- the write path ----------------------------------------------------------------------
     def _record(
@@ -371,47 +374,38 @@ class Durability:
         return len(partitions), records
 
     async def snapshot(self, p: int) -> int:
-        """Copy partition p under the lock (short), write it in a worker thread; returns
-        the number of records written."""
-        store = self.store
-        with store.lock:
-            self.flush()
-            seq = self._seq.get(p, 0)
-            records = [
-                (seq, PUT, rmap.name, key, *unpack(blob))
-                for rmap in store.maps.values()
-                for key, blob in rmap.recs[p].items()
-            ]
-            # tombstones too: a restarted member must still remember its deletes for the
-            # grace period, or a replica that missed one gives the key back at a merge
-            records += [
-                (seq, DELETE, rmap.name, key, None, ts, member, 0, 0)
-                for rmap in store.maps.values()
-                for key, (ts, member) in rmap.tombs[p].items()
-            ]
-            # and each map's clear marker, as a delete of the empty key (never a real key)
-            records += [
-                (seq, DELETE, rmap.name, b"", None, *rmap.cleared[p], 0, 0)
-                for rmap in store.maps.values()
-                if rmap.cleared[p][0]
-            ]
-            # A partition whose log lost records is rewritten from memory (install).
-            job = None if p in self._needs_snapshot else self.log.begin_snapshot(p, seq)
-        started = time.monotonic()
-        if job is None:
-            await asyncio.to_thread(self.log.install, p, seq, records)
-        else:
-            await asyncio.to_thread(job.write, records)
-            self.log.end_snapshot(job)
+        """Copy partition p under the lock (shallow: microseconds), write it a slice at a
+        time (grid/store/disk_snapshot.py); returns the number of records written.
+
+        One snapshot at a time: the timer's and an operator's may overlap, and two of one
+        partition begun with no append between them would share a file name."""
+        async with self._snapshot_lock:
+            store = self.store
+            with store.lock:
+                self.flush()
+                seq = self._seq.get(p, 0)
+                frozen = disk_snapshot.freeze(store, p)
+                # A partition whose log lost records is rewritten from memory (install).
+                job = None if p in self._needs_snapshot else self.log.begin_snapshot(p, seq)
+            started = time.monotonic()
+            if job is None:
+                records = disk_snapshot.records(frozen, seq)
+                loop = asyncio.get_running_loop()
+                info = await loop.run_in_executor(
+                    self._snapshot_io, self.log.install, p, seq, records
+                )
+            else:
+                info = await disk_snapshot.write(frozen, seq, job.writer(), self._snapshot_io)
+                self.log.end_snapshot(job)
         self.counters.snapshots += 1
         log.info(
             "snapshot written",
             partition=p,
-            records=len(records),
+            records=info.records,
             seq=seq,
             seconds=round(time.monotonic() - started, 3),
         )
-        return len(records)
+        return info.records
 
     # ---- backup and stats ------------------------------------------------------------------------
     async def backup(self, dest: str) -> dict[str, Any]:

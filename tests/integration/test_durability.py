@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 import grid
 from grid.harness.cluster import LocalCluster, MemberProcess
+from proto import grid_pb2 as pb
 from tests import needs
 from tests.integration.support import wait_partitions_settled
 
@@ -162,6 +164,80 @@ def test_kill_9_during_heavy_writes_loses_no_acknowledged_write(data_dir: Path, 
         stats = persistence_stats(member.address)
     assert len(acked) > 2000, "the load should have acknowledged a lot of writes"
     assert stats["entries_recovered"] >= len(acked)
+
+
+def snapshot_rpc(address: str, outcome: dict[str, object]) -> None:
+    """The operator's `grid snapshot` (every partition); what happened goes in `outcome`."""
+    with grpc.insecure_channel(address) as ch:
+        try:
+            reply = pb.SnapshotReply.FromString(
+                ch.unary_unary("/grid.v1.Grid/Snapshot")(
+                    pb.SnapshotRequest().SerializeToString(), timeout=60
+                )
+            )
+            outcome["records"] = reply.records
+        except grpc.RpcError as e:
+            outcome["error"] = e.code().name
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+def test_kill_9_during_a_snapshot_loses_no_acknowledged_write(data_dir: Path, fsync: str) -> None:
+    """Snapshots are written a slice at a time while writes go on (grid/store/
+    disk_snapshot.py). 5 rounds: 40 MB on the member, 16 writers, a snapshot of every
+    partition, kill -9 in the middle of it, restart: every acknowledged write and every
+    preloaded key is there, from whichever mix of old snapshots, new ones and logs.
+    16 partitions of 2.5 MB, so a kill lands inside one partition's file, not between."""
+    rng = random.Random(20261207)
+    args = ("--data-dir", str(data_dir), "--fsync", fsync, "--partitions", "16")
+    pad = "x" * 1000
+    acked = {f"pre:{i}": f"{pad}{i}" for i in range(40_000)}
+    killed_mid_snapshot = 0
+    history: dict[str, int] = {}
+    with LocalCluster(0) as cluster:
+        member = start(cluster, 0, args)
+        with grid.Client(member.address, timeout=30) as c:
+            keys = list(acked)
+            for i in range(0, len(keys), 2000):
+                c.map("history").put_many({k: acked[k] for k in keys[i : i + 2000]})
+        for round_no in range(5):
+            if round_no:
+                member = start(cluster, 0, args)
+                older = rng.sample(sorted(acked), 3000)
+                lost = missing(member.address, {**{k: acked[k] for k in older}, **history})
+                assert not lost, f"round {round_no}: {len(lost)} acknowledged writes lost"
+            history = {}
+            outcome: dict[str, object] = {}
+            after = rng.uniform(0.02, 0.15)  # the snapshot takes about 0.4 s
+
+            async def snapshot_and_kill(
+                m: MemberProcess = member,
+                r: int = round_no,
+                after: float = after,
+                history: dict[str, int] = history,
+                outcome: dict[str, object] = outcome,
+            ) -> bool:
+                writers = asyncio.create_task(
+                    write_until_killed(m.address, f"r{r}", history, after + 3, writers=16)
+                )
+                await asyncio.sleep(0.1)
+                rpc = asyncio.create_task(asyncio.to_thread(snapshot_rpc, m.address, outcome))
+                await asyncio.sleep(after)
+                mid = False  # kill while a partition's snapshot file is being written
+                while not rpc.done() and not (mid := any(data_dir.rglob("*.snap.tmp"))):
+                    await asyncio.sleep(0.002)
+                cluster.kill(m, signal.SIGKILL)
+                await asyncio.gather(writers, rpc)
+                return mid
+
+            if asyncio.run(snapshot_and_kill()) and "error" in outcome:
+                killed_mid_snapshot += 1
+            acked.update(history)
+            member.process.wait(10)
+            cluster.members.remove(member)
+            assert history, "the writers were acknowledged while the snapshot ran"
+        member = start(cluster, 0, args)
+        assert not missing(member.address, acked)
+    assert killed_mid_snapshot >= 3, "the kill should land in the middle of the snapshots"
 
 
 def test_whole_cluster_killed_and_restarted_keeps_every_acknowledged_write(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from persistence import (
     InvalidRecord,
     Log,
     Op,
+    PersistenceError,
     Record,
     RecoveryRequired,
     should_snapshot,
@@ -123,6 +125,45 @@ def test_snapshot_while_appends_continue(cfg: Config) -> None:
     }
     assert report.partitions[0].snapshot_records == 2
     assert report.partitions[0].records_loaded == 2
+
+
+def test_snapshot_written_a_slice_at_a_time(cfg: Config) -> None:
+    """job.writer(): slices packed on one thread, written on another, appends in between;
+    the file is the same state as job.write()'s, and nothing is adopted before commit()."""
+    with Log.open(cfg) as log:
+        log.append(0, [put(i, b"k%d" % i, b"v" * i) for i in range(1, 41)])
+        state = [put(40, b"k%d" % i, b"v" * i) for i in range(1, 41)]
+        job = log.begin_snapshot(0, 40)
+        writer = job.writer()
+        with pytest.raises(InvalidRecord):
+            writer.pack([put(41, b"x", b"later")])  # after the snapshot's seq
+        for i in range(0, 40, 7):
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            pool.submit(writer.write, writer.pack(state[i : i + 7])).result()
+            pool.shutdown()
+            log.append(0, [put(41 + i, b"k1", b"new%d" % i)])
+        with pytest.raises(PersistenceError):
+            log.end_snapshot(job)  # not committed yet
+        assert writer.tmp.exists() and not writer.final.exists()
+        info = writer.commit()
+        log.end_snapshot(job)
+        assert info.records == 40 and job.info == info and not writer.tmp.exists()
+    states, report = state_of(cfg.data_dir)
+    assert report.partitions[0].snapshot_records == 40
+    assert states[0].maps["m"][b"k1"] == (b"new35", 76, 1, 0, 0)
+    assert states[0].maps["m"][b"k40"] == (b"v" * 40, 40, 1, 0, 0)
+
+
+def test_an_aborted_slice_writer_leaves_nothing(cfg: Config) -> None:
+    with Log.open(cfg) as log:
+        log.append(0, [put(1, b"a", b"1")])
+        job = log.begin_snapshot(0, 1)
+        writer = job.writer()
+        writer.write(writer.pack([put(1, b"a", b"1")]))
+        writer.abort()
+        assert not writer.tmp.exists() and not writer.final.exists()
+    states, _ = state_of(cfg.data_dir)
+    assert states[0].maps["m"] == {b"a": (b"1", 1, 1, 0, 0)}
 
 
 def test_install_replaces_history_even_backwards(cfg: Config) -> None:
