@@ -80,7 +80,7 @@ HANDOFF: ChunkKind
 REFUSED: ChunkKind
 
 class Op(_message.Message):
-    __slots__ = ("code", "map", "key", "value", "ttl_ms", "max_idle_ms", "condition", "expected_ts", "expected_member", "delta", "cursor", "limit")
+    __slots__ = ("code", "map", "key", "value", "ttl_ms", "max_idle_ms", "condition", "expected_ts", "expected_member", "delta", "cursor", "limit", "decimal")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Op(_message.Message):
     DELTA_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DECIMAL_FIELD_NUMBER: _ClassVar[int]
     code: OpCode
     map: str
     key: bytes
@@ -105,7 +106,8 @@ class Op(_message.Message):
     delta: int
     cursor: bytes
     limit: int
-    def __init__(self, code: _Optional[_Union[OpCode, str]] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., max_idle_ms: _Optional[int] = ..., condition: _Optional[_Union[Condition, str]] = ..., expected_ts: _Optional[int] = ..., expected_member: _Optional[int] = ..., delta: _Optional[int] = ..., cursor: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+    decimal: bool
+    def __init__(self, code: _Optional[_Union[OpCode, str]] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., max_idle_ms: _Optional[int] = ..., condition: _Optional[_Union[Condition, str]] = ..., expected_ts: _Optional[int] = ..., expected_member: _Optional[int] = ..., delta: _Optional[int] = ..., cursor: _Optional[bytes] = ..., limit: _Optional[int] = ..., decimal: _Optional[bool] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("status", "value", "count", "version_ts", "version_member", "ttl_ms", "keys", "cursor", "error")

@@ -177,7 +177,8 @@ class BatchExecutor:
         r.version_ts, r.version_member, _ = HEAD.unpack_from(blob)
 
     def _delete(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        r.count = int(self.store.delete(self._read_map(op.map), op.key, now))
+        expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None
+        r.count = int(self.store.delete(self._read_map(op.map), op.key, now, expected))
 
     def _expire(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = int(self.store.expire(self._read_map(op.map), op.key, op.ttl_ms, now))
@@ -193,7 +194,9 @@ class BatchExecutor:
         r.count = int(self.store.contains(self._read_map(op.map), op.key, now, self.from_backup))
 
     def _incr(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        r.count = self.store.incr(self.store.map(op.map), op.key, op.delta, op.ttl_ms, now)
+        r.count = self.store.incr(
+            self.store.map(op.map), op.key, op.delta, op.ttl_ms, now, op.decimal
+        )
 
     def _size(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = self.store.size(self._read_map(op.map))

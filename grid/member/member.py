@@ -22,6 +22,7 @@ import xxhash
 
 from grid import __version__, logs
 from grid.config import Config
+from grid.frontends.resp.server import RespServer
 from grid.member.dataplane import DataPlane
 from grid.member.gossip.runtime import GossipRuntime, MemberListener
 from grid.member.peer import PeerService
@@ -62,6 +63,7 @@ class Member:
         self.member_listeners: list[MemberListener] = []  # (kind, member), see grid.Node
         self._server: grpc.aio.Server | None = None
         self.data_plane: DataPlane | None = None
+        self.resp: RespServer | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -123,6 +125,15 @@ class Member:
         self.service.data_address = cfg.data_advertise or (
             f"{self.address.rsplit(':', 1)[0]}:{data_port}"
         )
+        if cfg.resp_port:
+            self.resp = RespServer(self.service, cfg)
+            try:
+                await self.resp.start(cfg.host, cfg.resp_port)
+            except OSError:
+                await self.data_plane.stop(0)
+                await server.stop(0)
+                self._server = None
+                raise
         # membership after gRPC is up, so the address we advertise already answers
         self.gossip = GossipRuntime(
             cfg, self.name, self.address, __version__, listeners=self.member_listeners
@@ -143,6 +154,7 @@ class Member:
             event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             address=self.address,
             data_address=self.service.data_address,
+            resp_address=self.resp.address if self.resp is not None else "",
             partitions=cfg.partitions,
             max_memory=cfg.max_memory,
             eviction_policy=cfg.eviction_policy,
@@ -201,6 +213,8 @@ class Member:
             await self.cluster.stop()
         if self.service is not None:
             self.service.end_idle_streams()
+        if self.resp is not None:
+            await self.resp.stop(grace)
         if self.data_plane is not None:
             await self.data_plane.stop(grace)
         await self._server.stop(grace)

@@ -1,0 +1,235 @@
+"""RESP requests, cut out of a byte stream: a bounded, incremental, sans-IO parser.
+
+What Redis accepts (networking.c, processMultibulkBuffer and processInlineBuffer),
+with its error texts, so clients and test suites see the same thing:
+
+- A request starting with `*` is a multibulk: `*<count>\\r\\n` then `count` bulks
+  `$<len>\\r\\n<bytes>\\r\\n`. A count <= 0 is an empty request and is skipped. The two
+  bytes after a bulk's data are skipped unchecked, as Redis does.
+- Anything else is an inline request: one line (ended by `\\n`, an optional `\\r`
+  before it dropped) split on blanks with Redis's quoting rules (sdssplitargs:
+  "double quotes" with \\n \\r \\t \\b \\a \\xHH escapes, 'single quotes' with \\'); an
+  empty line is skipped.
+- Limits: a header line or inline request may not go past 64 KiB without its end
+  (PROTO_INLINE_MAX_SIZE), a count past `max_args`, a bulk past `max_bulk`, and
+  one request's bulks together past `max_request`; each is a protocol error.
+
+A protocol error ends the stream: `feed` returns the requests before it, sets
+`error` to the reply text ("Protocol error: ..."), and returns nothing after. The
+server answers the requests, then the error, then closes (as Redis does).
+
+Memory: the parser holds at most one request being assembled (its finished
+bulks, plus the bytes of the current one), never more than the limits. A bulk
+still arriving is not re-parsed per packet: `need` says how many bytes must be
+buffered before parsing resumes, so a large value costs amortized appends only.
+"""
+
+from __future__ import annotations
+
+INLINE_MAX = 64 * 1024
+"""Redis's PROTO_INLINE_MAX_SIZE: the longest header line or inline request."""
+MAX_ARGS = 1024 * 1024
+"""Most arguments in one request (Redis 6 and earlier had the same bound; 7.0 allows
+INT_MAX but no command grid serves needs more)."""
+INT64_MAX = (1 << 63) - 1
+_BLANK = b" \t\n\r\v\f"  # isspace(): skipped between words, and after a closing quote
+_WORD_END = b" \t\n\r"  # what ends an unquoted word (not \v or \f: sdssplitargs)
+_SLOW = (b'"', b"'", b"\v", b"\f")
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def parse_ll(s: bytes) -> int | None:
+    """A signed 64-bit integer written as Redis's string2ll accepts it (no sign but a
+    leading minus, no blank, no leading zero), or None."""
+    if s.isdigit():
+        if (s[0] != 48 or len(s) == 1) and len(s) <= 19:
+            n = int(s)
+            return n if n <= INT64_MAX else None
+        return None
+    if len(s) > 1 and s[0] == 45 and s[1] != 48 and len(s) <= 20 and s[1:].isdigit():
+        n = int(s)
+        return n if n >= -INT64_MAX - 1 else None
+    return None
+
+
+def split_inline(line: bytes) -> list[bytes] | None:
+    """Redis's sdssplitargs: the words of an inline request, None for unbalanced quotes."""
+    end = line.find(b"\0")  # a C string: the line ends at a NUL byte
+    if end >= 0:
+        line = line[:end]
+    if not any(c in line for c in _SLOW):
+        return line.split()  # (bytes.split splits on exactly these blanks then)
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _BLANK:
+            i += 1
+        if i >= n:
+            return args
+        word = bytearray()
+        inq = insq = False
+        while True:
+            c = line[i] if i < n else 0
+            if inq:
+                if (
+                    c == 92
+                    and i + 3 < n
+                    and line[i + 1] == 120
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    word.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    word.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in _BLANK:
+                        return None
+                    i += 1
+                    break
+                elif i >= n:
+                    return None
+                else:
+                    word.append(c)
+            elif insq:
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    word.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in _BLANK:
+                        return None
+                    i += 1
+                    break
+                elif i >= n:
+                    return None
+                else:
+                    word.append(c)
+            elif i >= n or c in _WORD_END:
+                break
+            elif c == 34:
+                inq = True
+            elif c == 39:
+                insq = True
+            else:
+                word.append(c)
+            i += 1
+        args.append(bytes(word))
+
+
+class RespParser:
+    """Feed it bytes as they arrive; it returns the whole requests among them."""
+
+    __slots__ = ("_args", "_left", "_rest", "_size", "error", "max_args", "max_bulk",
+                 "max_request", "need")  # fmt: skip
+
+    def __init__(self, max_bulk: int, max_request: int, max_args: int = MAX_ARGS) -> None:
+        self.max_bulk = max_bulk
+        self.max_request = max_request
+        self.max_args = max_args
+        self.error: str | None = None
+        """Set once the stream broke the protocol: the error reply, "Protocol error: ..."."""
+        self.need = 0
+        """Buffered bytes needed before parsing can make progress."""
+        self._rest = bytearray()
+        self._args: list[bytes] | None = None  # the multibulk being assembled
+        self._left = 0  # its bulks still to come
+        self._size = 0  # its bytes so far
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a request is buffered (a client that stops there is stuck)."""
+        return bool(self._rest) or self._args is not None
+
+    def _fail(self, why: str) -> None:
+        self.error = f"Protocol error: {why}"
+        self._rest = bytearray()
+        self._args = None
+
+    def feed(self, data: bytes) -> list[list[bytes]]:
+        if self.error is not None:
+            return []
+        if self._rest:
+            self._rest += data
+            if len(self._rest) < self.need:
+                return []
+            buf = bytes(self._rest)
+        else:
+            if len(data) < self.need:
+                self._rest += data
+                return []
+            buf = data
+        self.need = 0
+        out: list[list[bytes]] = []
+        pos = self._parse(buf, out)
+        if self.error is None:
+            self._rest = bytearray(buf[pos:]) if pos < len(buf) else bytearray()
+        return out
+
+    def _parse(self, buf: bytes, out: list[list[bytes]]) -> int:
+        """Parse from the start of `buf`; returns where the unparsed bytes begin."""
+        pos, n = 0, len(buf)
+        while pos < n:
+            args = self._args
+            if args is None:
+                if buf[pos] != 42:  # not '*': an inline request
+                    nl = buf.find(b"\n", pos)
+                    if nl < 0:
+                        if n - pos > INLINE_MAX:
+                            self._fail("too big inline request")
+                        return pos
+                    end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                    words = split_inline(buf[pos:end])
+                    if words is None:
+                        self._fail("unbalanced quotes in request")
+                        return pos
+                    pos = nl + 1
+                    if words:
+                        out.append(words)
+                    continue
+                nl = buf.find(b"\r", pos)
+                if nl < 0 or nl + 1 >= n:
+                    if nl < 0 and n - pos > INLINE_MAX:
+                        self._fail("too big mbulk count string")
+                    return pos
+                count = parse_ll(buf[pos + 1 : nl])
+                if count is None or count > self.max_args:
+                    self._fail("invalid multibulk length")
+                    return pos
+                pos = nl + 2
+                if count <= 0:
+                    continue
+                args = self._args = []
+                self._left = count
+                self._size = 0
+            while self._left:
+                if pos >= n:
+                    return pos
+                nl = buf.find(b"\r", pos)
+                if nl < 0 or nl + 1 >= n:
+                    if nl < 0 and n - pos > INLINE_MAX:
+                        self._fail("too big bulk count string")
+                    return pos
+                if buf[pos] != 36:  # '$'
+                    self._fail(f"expected '$', got '{chr(buf[pos])}'")
+                    return pos
+                size = parse_ll(buf[pos + 1 : nl])
+                if size is None or size < 0 or size > self.max_bulk:
+                    self._fail("invalid bulk length")
+                    return pos
+                self._size += size
+                if self._size > self.max_request:
+                    self._fail(f"request larger than {self.max_request} bytes")
+                    return pos
+                end = nl + 2 + size
+                if end + 2 > n:
+                    self._size -= size
+                    self.need = end + 2 - pos
+                    return pos
+                args.append(buf[nl + 2 : end])
+                pos = end + 2
+                self._left -= 1
+            out.append(args)
+            self._args = None
+        return pos
