@@ -29,8 +29,9 @@ from __future__ import annotations
 INLINE_MAX = 64 * 1024
 """Redis's PROTO_INLINE_MAX_SIZE: the longest header line or inline request."""
 MAX_ARGS = 1024 * 1024
-"""Most arguments in one request (Redis 6 and earlier had the same bound; 7.0 allows
-INT_MAX but no command grid serves needs more)."""
+"""Most arguments in one request: Redis 6's bound (7.0 allows INT_MAX and waits for
+them). No command grid serves needs more, and a count beyond it is refused at once
+rather than read; `max_request` bounds the bytes of the arguments either way."""
 INT64_MAX = (1 << 63) - 1
 _BLANK = b" \t\n\r\v\f"  # isspace(): skipped between words, and after a closing quote
 _WORD_END = b" \t\n\r"  # what ends an unquoted word (not \v or \f: sdssplitargs)
@@ -218,13 +219,13 @@ class RespParser:
                 if size is None or size < 0 or size > self.max_bulk:
                     self._fail("invalid bulk length")
                     return pos
-                self._size += size
+                self._size += size + nl - pos + 4
                 if self._size > self.max_request:
                     self._fail(f"request larger than {self.max_request} bytes")
                     return pos
                 end = nl + 2 + size
                 if end + 2 > n:
-                    self._size -= size
+                    self._size -= size + nl - pos + 4
                     self.need = end + 2 - pos
                     return pos
                 args.append(buf[nl + 2 : end])

@@ -91,14 +91,15 @@ def type_(c: RespConnection, args: list[bytes]) -> Reply:
 def _rename(c: RespConnection, args: list[bytes], nx: bool) -> Reply:
     src, dst = args[1], args[2]
     partitions = c.config.partitions
-    if partition_of(src, partitions) != partition_of(dst, partitions):
-        return CROSSSLOT
+    apart = partition_of(src, partitions) != partition_of(dst, partitions)
     m = c.map
     name = "renamenx" if nx else "rename"
 
     def step(cur: Current) -> tuple[list[pb.Op], bytes]:
         if cur.value is None:
             return [], NO_SUCH_KEY
+        if apart:
+            return [], CROSSSLOT
         if src == dst:
             return [], ZERO if nx else OK
         put = pb.Op(code=PUT, map=m, key=dst, value=cur.value, ttl_ms=cur.ttl_ms,
@@ -120,6 +121,8 @@ async def _renamenx(c: RespConnection, src: bytes, dst: bytes, step: object) -> 
             return result_error(r)
     if not found[0].count:
         return NO_SUCH_KEY
+    if partition_of(src, c.config.partitions) != partition_of(dst, c.config.partitions):
+        return CROSSSLOT
     if found[1].count:
         return ZERO
     return await rmw(c.runner, m, src, "renamenx", step)  # type: ignore[arg-type]

@@ -56,17 +56,40 @@ _UNIT_FLAGS = {b"ex": EX, b"px": PX, b"exat": EXAT, b"pxat": PXAT}
 
 
 class Extended:
-    """SET's or GETEX's options: flags, and the absolute expiry in ms (0: none)."""
+    """SET's or GETEX's options: flags, and the absolute expiry in ms (0: none) once
+    `resolve` has checked the expiry argument (`expire`)."""
 
-    __slots__ = ("at", "flags")
+    __slots__ = ("at", "expire", "flags")
 
-    def __init__(self, flags: int, at: int) -> None:
+    def __init__(self, flags: int, at: int, expire: bytes | None = None) -> None:
         self.flags = flags
         self.at = at
+        self.expire = expire
+
+    def resolve(self, name: str) -> bytes | None:
+        """Redis's getExpireMillisecondsOrReply: sets `at`, or answers the error."""
+        if self.expire is None:
+            return None
+        ms = int_arg(self.expire)
+        if ms is None:
+            return NOT_INTEGER
+        flags = self.flags
+        seconds = bool(flags & (EX | EXAT))
+        if ms <= 0 or (seconds and ms > INT64_MAX // 1000):
+            return expire_time_error(name)
+        if seconds:
+            ms *= 1000
+        if flags & (EX | PX):
+            ms += now_ms()
+        if ms > INT64_MAX:
+            return expire_time_error(name)
+        self.at = ms
+        return None
 
 
-def parse_extended(args: list[bytes], start: int, for_set: bool, name: str) -> Extended | bytes:
-    """Redis's parseExtendedStringArgumentsOrReply and getExpireMillisecondsOrReply."""
+def parse_extended(args: list[bytes], start: int, for_set: bool) -> Extended | bytes:
+    """Redis's parseExtendedStringArgumentsOrReply (the expiry is checked by `resolve`:
+    SET checks it before anything, GETEX only once it found the key)."""
     flags = 0
     expire: bytes | None = None
     j = start
@@ -94,22 +117,7 @@ def parse_extended(args: list[bytes], start: int, for_set: bool, name: str) -> E
         else:
             return SYNTAX
         j += 1
-    at = 0
-    if expire is not None:
-        ms = int_arg(expire)
-        if ms is None:
-            return NOT_INTEGER
-        seconds = bool(flags & (EX | EXAT))
-        if ms <= 0 or (seconds and ms > INT64_MAX // 1000):
-            return expire_time_error(name)
-        if seconds:
-            ms *= 1000
-        if flags & (EX | PX):
-            ms += now_ms()
-        if ms > INT64_MAX:
-            return expire_time_error(name)
-        at = ms
-    return Extended(flags, at)
+    return Extended(flags, 0, expire)
 
 
 def _bulk_or_null(c: RespConnection, r: pb.Result) -> bytes:
@@ -127,9 +135,12 @@ def get(c: RespConnection, args: list[bytes]) -> Reply:
 
 
 def set_(c: RespConnection, args: list[bytes]) -> Reply:
-    opts = parse_extended(args, 3, True, "set")
+    opts = parse_extended(args, 3, True)
     if isinstance(opts, bytes):
         return opts
+    err = opts.resolve("set")
+    if err is not None:
+        return err
     return _set(c, args[1], args[2], opts)
 
 
@@ -211,7 +222,7 @@ def getdel(c: RespConnection, args: list[bytes]) -> Reply:
 
 
 def getex(c: RespConnection, args: list[bytes]) -> Reply:
-    opts = parse_extended(args, 2, False, "getex")
+    opts = parse_extended(args, 2, False)
     if isinstance(opts, bytes):
         return opts
     if not opts.flags:
@@ -221,6 +232,9 @@ def getex(c: RespConnection, args: list[bytes]) -> Reply:
     def step(cur: Current) -> tuple[list[pb.Op], bytes]:
         if cur.value is None:
             return [], c.enc.null
+        err = opts.resolve("getex")
+        if err is not None:
+            return [], err
         answer = bulk(cur.value)
         if opts.flags & PERSIST:
             if not cur.ttl_ms:
