@@ -134,6 +134,7 @@ def test_a_large_bulk_waits_without_reparsing() -> None:
         (b"set 'it\\'s' x", [b"set", b"it's", b"x"]),
         (b'set a"b c"', [b"set", b"ab c"]),
         (b"a\x0bb", [b"a\x0bb"]),
+        (b"a\x0cb c", [b"a\x0cb", b"c"]),
         (b"", []),
         (b'"unbalanced', None),
         (b"'x'y", None),
@@ -174,3 +175,13 @@ def test_integers_parse_as_string2ll(text: bytes, value: int | None) -> None:
 )
 def test_glob_matches_as_redis(pattern: bytes, key: bytes, matches: bool) -> None:
     assert match(pattern, key) is matches
+
+
+def test_a_nul_byte_hides_a_line_end_as_it_does_from_redis() -> None:
+    """Redis finds line ends with strchr, which stops at NUL: it waits for more."""
+    for stream in (b"*1\r\n$\x003\r\nfoo\r\n", b"*\x001\r\n", b"GET a\x00b\r\n"):
+        parser = RespParser(64, 1024)
+        assert parser.feed(stream) == []
+        assert parser.error is None and parser.partial
+        parser.feed(b"x" * (INLINE_MAX + 1))
+        assert parser.error is not None and parser.error.startswith("Protocol error: too big")

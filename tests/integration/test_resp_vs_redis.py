@@ -220,7 +220,14 @@ def test_inline_commands_as_redis(addresses: tuple[str, str]) -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"*1\r\nX3\r\n", b"*x\r\n", b"*1\r\n$-5\r\n", b'GET "unbalanced\r\n', b"*2147483648\r\n"],
+    [
+        b"*1\r\nX3\r\n",
+        b"*1\r\n\xff\r\n",
+        b"*x\r\n",
+        b"*1\r\n$-5\r\n",
+        b'GET "unbalanced\r\n',
+        b"*2147483648\r\n",
+    ],
 )
 def test_protocol_errors_as_redis(addresses: tuple[str, str], garbage: bytes) -> None:
     """The reply to garbage is Redis's error, after the replies before it, then a close."""

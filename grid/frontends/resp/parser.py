@@ -10,6 +10,8 @@ with its error texts, so clients and test suites see the same thing:
   before it dropped) split on blanks with Redis's quoting rules (sdssplitargs:
   "double quotes" with \\n \\r \\t \\b \\a \\xHH escapes, 'single quotes' with \\'); an
   empty line is skipped.
+- A NUL byte before a line's end hides the end, as it does from Redis's strchr: the
+  line is waited for (and refused past 64 KiB).
 - Limits: a header line or inline request may not go past 64 KiB without its end
   (PROTO_INLINE_MAX_SIZE), a count past `max_args`, a bulk past `max_bulk`, and
   one request's bulks together past `max_request`; each is a protocol error.
@@ -55,10 +57,8 @@ def parse_ll(s: bytes) -> int | None:
 
 
 def split_inline(line: bytes) -> list[bytes] | None:
-    """Redis's sdssplitargs: the words of an inline request, None for unbalanced quotes."""
-    end = line.find(b"\0")  # a C string: the line ends at a NUL byte
-    if end >= 0:
-        line = line[:end]
+    """Redis's sdssplitargs: the words of an inline request, None for unbalanced quotes.
+    (The parser never passes a line with a NUL byte.)"""
     if not any(c in line for c in _SLOW):
         return line.split()  # (bytes.split splits on exactly these blanks then)
     args: list[bytes] = []
@@ -144,6 +144,7 @@ class RespParser:
         return bool(self._rest) or self._args is not None
 
     def _fail(self, why: str) -> None:
+        """(`why` may hold a byte of the request as the character of the same code.)"""
         self.error = f"Protocol error: {why}"
         self._rest = bytearray()
         self._args = None
@@ -176,6 +177,8 @@ class RespParser:
             if args is None:
                 if buf[pos] != 42:  # not '*': an inline request
                     nl = buf.find(b"\n", pos)
+                    if nl >= 0 and b"\0" in buf[pos:nl]:
+                        nl = -1  # Redis's strchr stops at a NUL: no line end yet
                     if nl < 0:
                         if n - pos > INLINE_MAX:
                             self._fail("too big inline request")
@@ -196,6 +199,10 @@ class RespParser:
                     return pos
                 count = parse_ll(buf[pos + 1 : nl])
                 if count is None or count > self.max_args:
+                    if b"\0" in buf[pos:nl]:  # Redis's strchr stops there: no line end yet
+                        if n - pos > INLINE_MAX:
+                            self._fail("too big mbulk count string")
+                        return pos
                     self._fail("invalid multibulk length")
                     return pos
                 pos = nl + 2
@@ -212,12 +219,16 @@ class RespParser:
                     if nl < 0 and n - pos > INLINE_MAX:
                         self._fail("too big bulk count string")
                     return pos
-                if buf[pos] != 36:  # '$'
-                    self._fail(f"expected '$', got '{chr(buf[pos])}'")
-                    return pos
-                size = parse_ll(buf[pos + 1 : nl])
+                size = parse_ll(buf[pos + 1 : nl]) if buf[pos] == 36 else None  # '$'
                 if size is None or size < 0 or size > self.max_bulk:
-                    self._fail("invalid bulk length")
+                    if b"\0" in buf[pos:nl]:  # Redis's strchr stops there: no line end yet
+                        if n - pos > INLINE_MAX:
+                            self._fail("too big bulk count string")
+                        return pos
+                    if buf[pos] != 36:
+                        self._fail(f"expected '$', got '{chr(buf[pos])}'")
+                    else:
+                        self._fail("invalid bulk length")
                     return pos
                 self._size += size + nl - pos + 4
                 if self._size > self.max_request:

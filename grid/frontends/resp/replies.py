@@ -27,6 +27,11 @@ def error(message: str) -> bytes:
     return b"-" + message.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"
 
 
+def error_bytes(message: bytes) -> bytes:
+    """`error` for a message holding raw bytes of the request (Redis writes them as is)."""
+    return b"-" + message.replace(b"\r", b" ").replace(b"\n", b" ") + b"\r\n"
+
+
 def simple(text: str) -> bytes:
     return b"+" + text.encode() + b"\r\n"
 

@@ -26,7 +26,7 @@ from grid.frontends.resp import replies
 from grid.frontends.resp.commands import COMMANDS, NOT_SUPPORTED
 from grid.frontends.resp.common import wrong_args
 from grid.frontends.resp.parser import RespParser
-from grid.frontends.resp.replies import RESP2, Encoder, error
+from grid.frontends.resp.replies import RESP2, Encoder, error, error_bytes
 
 if TYPE_CHECKING:
     from grid.member.server import GridService
@@ -85,7 +85,8 @@ class RespConnection(FrontendConnection):
         return self.parser.feed(data)
 
     def parse_error(self) -> bytes | None:
-        return None if self.parser.error is None else error(f"ERR {self.parser.error}")
+        why = self.parser.error
+        return None if why is None else error_bytes(b"ERR " + why.encode("latin-1"))
 
     @property
     def partial(self) -> bool:

@@ -1,0 +1,189 @@
+"""Redis clients against a member's RESP port: redis-py (sync and asyncio, RESP2 and RESP3),
+pipelines, the SDK reading the same keys, and bad input that must cost a connection only.
+
+Tools (redis-cli, redis-benchmark) and a three-member cluster are in test_resp_tools.py;
+byte-for-byte comparisons with a real redis-server in test_resp_vs_redis.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio
+
+import grid
+from grid.harness.cluster import LocalCluster, MemberProcess
+from tests.integration.resp_support import RawResp, encode
+
+
+@pytest.fixture(scope="module")
+def resp_member(
+    no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MemberProcess]:
+    cluster = LocalCluster(
+        1,
+        resp=True,
+        member_args=["--data-frame-timeout-s", "2", "--max-value-bytes", "1MiB"],
+        log_dir=tmp_path_factory.mktemp("resp-member"),
+    )
+    cluster.start()
+    try:
+        yield cluster.members[0]
+    finally:
+        cluster.stop(grace=5)
+
+
+def connect(member: MemberProcess, protocol: int = 2) -> redis.Redis:
+    host, port = member.resp_address.rsplit(":", 1)
+    return redis.Redis(host=host, port=int(port), protocol=protocol, socket_timeout=10)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_sync(resp_member: MemberProcess, protocol: int) -> None:
+    r = connect(resp_member, protocol)
+    p = f"sync{protocol}:"
+    assert r.ping() is True
+    assert r.set(p + "a", "1") is True
+    assert r.get(p + "a") == b"1"
+    assert r.get(p + "missing") is None
+    assert r.incr(p + "a") == 2
+    assert r.incrby(p + "a", 10) == 12
+    assert r.get(p + "a") == b"12"  # a RESP counter is a decimal string
+    assert r.incrbyfloat(p + "f", 1.5) == 1.5
+    assert r.set(p + "a", "x", nx=True) is None
+    assert r.set(p + "t", "v", ex=100) is True
+    assert 99 <= r.ttl(p + "t") <= 100
+    assert r.expire(p + "t", 200, gt=True) is True
+    assert r.persist(p + "t") is True
+    assert r.ttl(p + "t") == -1
+    assert r.mset({p + "m1": "1", p + "m2": "2"}) is True
+    assert r.mget([p + "m1", p + "m2", p + "m3"]) == [b"1", b"2", None]
+    assert r.append(p + "m1", "00") == 3
+    assert r.getrange(p + "m1", 1, -1) == b"00"
+    assert r.setrange(p + "m1", 1, "23") == 3
+    assert r.getdel(p + "m1") == b"123"
+    assert r.exists(p + "m1", p + "m2") == 1
+    assert r.type(p + "m2") == b"string"
+    assert r.delete(p + "m2", p + "a") == 2
+    assert sorted(r.scan_iter(match=p + "*", count=5)) == sorted(r.keys(p + "*"))
+    assert r.client_setname("tester") is True
+    assert r.client_getname() in ("tester", b"tester")  # (redis-py decodes it)
+    assert r.client_id() > 0
+    assert isinstance(r.info("keyspace"), dict)
+    assert r.dbsize() >= 1
+    with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):
+        r.incrby(p + "f", 1)
+    with pytest.raises(redis.ResponseError, match="grid does not support HSET"):
+        r.hset(p + "h", "f", "v")
+    r.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_pipeline(resp_member: MemberProcess, protocol: int) -> None:
+    r = connect(resp_member, protocol)
+    pipe = r.pipeline(transaction=False)
+    for i in range(200):
+        pipe.set(f"pipe{protocol}:{i}", i)
+        pipe.incr(f"pipe{protocol}:{i}")
+        pipe.append(f"pipe{protocol}:{i}", "x")
+        pipe.get(f"pipe{protocol}:{i}")
+    replies = pipe.execute()
+    assert replies[3::4] == [f"{i + 1}x".encode() for i in range(200)]
+    with pytest.raises(redis.ResponseError, match=r"transactions \(MULTI/EXEC/WATCH\)"):
+        r.pipeline(transaction=True).set("x", 1).execute()
+    r.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_asyncio(resp_member: MemberProcess, protocol: int) -> None:
+    host, port = resp_member.resp_address.rsplit(":", 1)
+
+    async def main() -> list[bytes | None]:
+        r = redis.asyncio.Redis(host=host, port=int(port), protocol=protocol)
+        try:
+            await asyncio.gather(*(r.set(f"aio{protocol}:{i}", i) for i in range(100)))
+            await asyncio.gather(*(r.incr(f"aio{protocol}:{i}") for i in range(100)))
+            return list(await r.mget([f"aio{protocol}:{i}" for i in range(100)]))
+        finally:
+            await r.aclose()
+
+    assert asyncio.run(main()) == [str(i + 1).encode() for i in range(100)]
+
+
+def test_the_sdk_reads_resp_keys_with_the_raw_codec(resp_member: MemberProcess) -> None:
+    r = connect(resp_member)
+    r.set("sdk:k", b"\x00bytes")
+    r.incr("sdk:n")
+    with grid.Client(resp_member.address, timeout=10) as client:
+        kv = client.map("kv", codec="raw")
+        assert kv.get("sdk:k") == b"\x00bytes"
+        assert kv.get("sdk:n") == b"1"
+        kv.put("sdk:from-sdk", b"hello")
+    assert r.get("sdk:from-sdk") == b"hello"
+    r.close()
+
+
+# ---- bad input --------------------------------------------------------------------------------
+def healthy(member: MemberProcess) -> None:
+    """The member still answers new connections and still has what it stored."""
+    r = connect(member)
+    assert r.ping() is True
+    assert r.get("bad:canary") == b"alive"
+    r.close()
+
+
+@pytest.fixture
+def canary(resp_member: MemberProcess) -> MemberProcess:
+    r = connect(resp_member)
+    r.set("bad:canary", "alive")
+    r.close()
+    return resp_member
+
+
+def test_an_oversized_bulk_is_refused_and_closes_the_connection(canary: MemberProcess) -> None:
+    raw = RawResp(canary.resp_address)
+    raw.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + str(2 << 20).encode() + b"\r\n")
+    assert raw.reply() == b"-ERR Protocol error: invalid bulk length\r\n"
+    assert raw.closed()
+    healthy(canary)
+
+
+def test_binary_garbage_is_answered_and_closed(canary: MemberProcess) -> None:
+    raw = RawResp(canary.resp_address)
+    raw.send(encode("PING") + b"*1\r\n\xff\xfegarbage\r\n" + encode("PING"))
+    assert raw.reply() == b"+PONG\r\n"
+    assert raw.reply() == b"-ERR Protocol error: expected '$', got '\xff'\r\n"
+    assert raw.closed()
+    healthy(canary)
+
+
+def test_an_unknown_command_is_an_error_and_the_connection_goes_on(canary: MemberProcess) -> None:
+    raw = RawResp(canary.resp_address)
+    assert raw.call("FROB", "x").startswith(b"-ERR unknown command 'FROB'")
+    assert raw.call("GET", "bad:canary") == b"$5\r\nalive\r\n"
+    raw.close()
+
+
+def test_a_half_sent_command_is_closed_after_the_timeout(canary: MemberProcess) -> None:
+    """A client that stops in the middle of a request holds nothing for long, and stalls
+    nobody meanwhile."""
+    raw = RawResp(canary.resp_address)
+    raw.send(b"*3\r\n$3\r\nSET\r\n$10\r\nbad:canary\r\n$5\r\nde")
+    healthy(canary)  # others are served meanwhile
+    started = time.monotonic()
+    assert raw.closed(timeout=10)
+    assert time.monotonic() - started < 8
+    healthy(canary)  # and the half-sent write was never applied
+
+
+def test_many_connections_of_garbage_leave_the_member_serving(canary: MemberProcess) -> None:
+    host, port = canary.resp_address.rsplit(":", 1)
+    for i in range(50):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(bytes((i * 37 + j) % 256 for j in range(200)) + b"\r\n")
+    healthy(canary)
