@@ -161,7 +161,9 @@ class FrontendConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.queue.extend(self.parse(data))
+        requests = self.parse(data)
+        self.listener.commands += len(requests)
+        self.queue.extend(requests)
         error = self.parse_error()
         if error is not None:
             self.listener.refused += 1
@@ -186,54 +188,52 @@ class FrontendConnection(asyncio.Protocol):
     # ---- requests to replies -----------------------------------------------------------------
     def _drain(self) -> None:
         """Dispatch queued requests until one must run alone; write what is ready."""
-        request: pb.BatchRequest | None = None
+        ops: list[pb.Op] = []  # of the plans gathered into the next batch
         plans: list[tuple[Plan, Slot]] = []
-        queue, slots = self.queue, self.slots
+        queue, slots, dispatch = self.queue, self.slots, self.dispatch
+        max_ops = self.runner.max_ops
         while queue and self.busy is None:
             item = queue.popleft()
             if type(item) is Close:
                 reply: Reply = item
             else:
-                self.listener.commands += 1
                 try:
-                    reply = self.dispatch(item)
+                    reply = dispatch(item)
                 except Exception as e:  # a bug costs its command, not the connection
                     log.exception("front-end command failed", protocol=self.listener.protocol)
                     reply = self.internal_error(e)
             kind = type(reply)
-            if kind is bytes:
-                slots.append(Slot(cast(bytes, reply)))
-            elif kind is Plan:
+            if kind is Plan:
                 plan = cast(Plan, reply)
-                if request is not None and len(request.ops) + len(plan.ops) > self.runner.max_ops:
-                    self._run(request, plans)
-                    request, plans = None, []
-                if request is None:
-                    request = pb.BatchRequest()
-                request.ops.extend(plan.ops)
+                if len(ops) + len(plan.ops) > max_ops and ops:
+                    self._run(ops, plans)
+                    ops, plans = [], []
+                ops += plan.ops
                 slot = Slot()
                 slots.append(slot)
                 plans.append((plan, slot))
+            elif kind is bytes:
+                slots.append(Slot(cast(bytes, reply)))
             elif kind is Close:
                 slots.append(Slot(cast(Close, reply).data))
                 self.closing = True
                 queue.clear()
             else:  # a coroutine: it runs alone, after the batch before it
-                if request is not None:
-                    self._run(request, plans)
-                    request, plans = None, []
+                if ops:
+                    self._run(ops, plans)
+                    ops, plans = [], []
                 slot = Slot()
                 slots.append(slot)
                 self.busy = asyncio.get_running_loop().create_task(
                     self._alone(cast(Awaitable[bytes], reply), slot)
                 )
-        if request is not None:
-            self._run(request, plans)
+        if ops:
+            self._run(ops, plans)
         self._flush()
         self._update_reading()
 
-    def _run(self, request: pb.BatchRequest, plans: list[tuple[Plan, Slot]]) -> None:
-        results, later = self.runner.run(request)
+    def _run(self, ops: list[pb.Op], plans: list[tuple[Plan, Slot]]) -> None:
+        results, later = self.runner.run(pb.BatchRequest(ops=ops))
         if later is None:
             self._finish(results, plans)
             return
@@ -246,7 +246,7 @@ class FrontendConnection(asyncio.Protocol):
         for plan, slot in plans:
             n = len(plan.ops)
             try:
-                slot.data = plan.finish(results[at : at + n])
+                slot.data = plan.finish(results[at : at + n] if n != 1 else (results[at],))
             except Exception as e:
                 log.exception("front-end reply failed", protocol=self.listener.protocol)
                 slot.data = self.internal_error(e)

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from grid.member.server import GridService
 
 log = logs.get("grid.frontends.resp")
+BY_SPELLING = {**COMMANDS, **{name.upper(): cmd for name, cmd in COMMANDS.items()}}
+"""The table under the two spellings clients send (redis-py upper case, redis-benchmark
+and redis-cli as typed): most commands are found without lower-casing their name."""
 
 
 class RespServer:
@@ -96,13 +99,15 @@ class RespConnection(FrontendConnection):
         return error(f"ERR internal error in grid: {type(e).__name__}: {e}")
 
     def dispatch(self, args: list[bytes]) -> Reply:
-        name = args[0].lower()
-        cmd = COMMANDS.get(name)
+        cmd = BY_SPELLING.get(args[0])
         if cmd is None:
-            why = NOT_SUPPORTED.get(name)
-            if why is not None:
-                return error(f"ERR {why}")
-            return unknown_command(args)
+            name = args[0].lower()
+            cmd = COMMANDS.get(name)
+            if cmd is None:
+                why = NOT_SUPPORTED.get(name)
+                if why is not None:
+                    return error(f"ERR {why}")
+                return unknown_command(args)
         if cmd.subcommands and len(args) >= 2:
             sub = cmd.subcommands.get(args[1].lower().decode(errors="replace"))
             if sub is None:
@@ -111,7 +116,8 @@ class RespConnection(FrontendConnection):
                     f"Try {cmd.name.upper()} HELP."
                 )
             cmd = sub
-        if not cmd.arity_ok(len(args)):
+        arity = cmd.arity
+        if (len(args) != arity) if arity > 0 else (len(args) < -arity):
             return wrong_args(cmd.name)
         self.last_command = cmd.name
         return cmd.handler(self, args)
