@@ -187,3 +187,33 @@ def test_many_connections_of_garbage_leave_the_member_serving(canary: MemberProc
         with socket.create_connection((host, int(port)), timeout=5) as s:
             s.sendall(bytes((i * 37 + j) % 256 for j in range(200)) + b"\r\n")
     healthy(canary)
+
+
+def test_server_and_connection_commands(resp_member: MemberProcess) -> None:
+    r = connect(resp_member)
+    assert r.command_count() >= 50
+    info = r.command()  # redis-py parses COMMAND's reply into a dict
+    assert info["get"]["arity"] == 2 and info["get"]["flags"] == ["readonly", "fast"]
+    assert len(info) == r.command_count()
+    raw = RawResp(resp_member.resp_address)
+    assert raw.call("COMMAND", "INFO", "nosuch").endswith(b"*-1\r\n")
+    assert b"$3\r\nset\r\n" in raw.call("COMMAND", "LIST")
+    assert raw.call("COMMAND", "DOCS", "get").startswith(b"*2\r\n$3\r\nget\r\n")
+    secs, micros = r.time()
+    assert abs(secs - time.time()) < 5 and 0 <= micros < 1_000_000
+    r.set("srv:only", "1")
+    assert r.randomkey() is not None
+    assert r.config_get("maxmemory") == {"maxmemory": "0"}
+    assert r.config_set("maxmemory", "64mb") is True
+    assert r.config_get("maxmemory") == {"maxmemory": "64000000"}
+    assert r.config_set("maxmemory", "0") is True
+    info_all = r.info("all")
+    for field in ("redis_version", "connected_clients", "used_memory", "keyspace_hits",
+                  "keyspace_misses", "role", "db0"):  # fmt: skip
+        assert field in info_all, field
+    assert raw.call("HELLO", "3").startswith(b"%7\r\n")
+    assert raw.call("RESET") == b"+RESET\r\n"
+    assert raw.call("GET", "srv:none") == b"$-1\r\n"  # back to RESP2
+    assert raw.call("QUIT") == b"+OK\r\n"
+    assert raw.closed()
+    r.close()
