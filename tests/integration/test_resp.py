@@ -217,3 +217,28 @@ def test_server_and_connection_commands(resp_member: MemberProcess) -> None:
     assert raw.call("QUIT") == b"+OK\r\n"
     assert raw.closed()
     r.close()
+
+
+def test_expiry_times_are_exact_to_the_millisecond(resp_member: MemberProcess) -> None:
+    """Absolute times travel as such: PXAT then PEXPIRETIME gives the same number back,
+    and a command that keeps a TTL keeps it to the millisecond."""
+    r = connect(resp_member)
+    at = int(time.time() * 1000) + 100_000
+    r.set("exact:k", "v", pxat=at)
+    assert r.pexpiretime("exact:k") == at
+    r.set("exact:k", "w", keepttl=True)
+    r.append("exact:k", "x")
+    r.setrange("exact:k", 0, "y")
+    r.incrbyfloat("exact:n", 1)
+    r.pexpireat("exact:n", at)
+    r.incrbyfloat("exact:n", 1)
+    assert r.pexpiretime("exact:k") == at
+    assert r.pexpiretime("exact:n") == at
+    assert r.pexpireat("exact:k", at + 5, gt=True) is True
+    assert r.pexpiretime("exact:k") == at + 5
+    r.set("{e}a", "1", pxat=at)
+    r.rename("{e}a", "{e}b")
+    assert r.pexpiretime("{e}b") == at
+    assert r.getex("{e}b", pxat=at + 7) == b"1"
+    assert r.pexpiretime("{e}b") == at + 7
+    r.close()

@@ -20,9 +20,9 @@ Which commands are one grid operation and which are a loop, and why:
   correct (no write between the read and the write is lost) with no new code on
   the replication and persistence paths, and each would otherwise be a new opcode
   in the member's executor, store and tests. The cost is two round trips to the
-  primary instead of one. One imprecision: a kept TTL is rewritten as the time left
-  when the key was read, so it moves later by that read's round trip (about a
-  millisecond).
+  primary instead of one. Expiry times travel as absolute times (`expire_at_ms`,
+  another Op field added for this): a kept TTL stays to the millisecond, and
+  PXAT or PEXPIREAT followed by PEXPIRETIME give back the same number.
 """
 
 from __future__ import annotations
@@ -40,26 +40,29 @@ IF_ABSENT, IF_PRESENT, IF_VERSION = pb.IF_ABSENT, pb.IF_PRESENT, pb.IF_VERSION
 
 
 class Current(NamedTuple):
-    """A key as a read found it: its value (None: absent), version and time left (ms)."""
+    """A key as a read found it: its value (None: absent), version, and when it expires
+    (wall ms on its primary, 0 = never)."""
 
     value: bytes | None
     version: tuple[int, int]
-    ttl_ms: int
+    expire_at: int
 
     @classmethod
     def of(cls, r: pb.Result) -> Current:
         if r.status == pb.NOT_FOUND:
             return cls(None, (0, 0), 0)
-        return cls(r.value, (r.version_ts, r.version_member), r.ttl_ms)
+        return cls(r.value, (r.version_ts, r.version_member), r.expire_at_ms)
 
 
-def put_over(m: str, key: bytes, cur: Current, value: bytes, ttl_ms: int) -> pb.Op:
-    """A write that succeeds only if the key is still as `cur` saw it."""
+def put_over(m: str, key: bytes, cur: Current, value: bytes, expire_at: int) -> pb.Op:
+    """A write that succeeds only if the key is still as `cur` saw it; it expires at
+    `expire_at` (wall ms, 0 = never)."""
     if cur.value is None:
-        return pb.Op(code=PUT, map=m, key=key, value=value, ttl_ms=ttl_ms, condition=IF_ABSENT)
+        return pb.Op(code=PUT, map=m, key=key, value=value, expire_at_ms=expire_at,
+                     condition=IF_ABSENT)  # fmt: skip
     ts, member = cur.version
-    return pb.Op(code=PUT, map=m, key=key, value=value, ttl_ms=ttl_ms, condition=IF_VERSION,
-                 expected_ts=ts, expected_member=member)  # fmt: skip
+    return pb.Op(code=PUT, map=m, key=key, value=value, expire_at_ms=expire_at,
+                 condition=IF_VERSION, expected_ts=ts, expected_member=member)  # fmt: skip
 
 
 def delete_over(m: str, key: bytes, cur: Current) -> pb.Op:

@@ -119,7 +119,7 @@ def incrbyfloat(c: RespConnection, args: list[bytes]) -> Reply:
         if not total.is_finite() or abs(total) > LDBL_MAX:
             return [], error("ERR increment would produce NaN or Infinity")
         text = format_long_double(total)
-        return [put_over(m, key, cur, text, cur.ttl_ms)], bulk(text)
+        return [put_over(m, key, cur, text, cur.expire_at)], bulk(text)
 
     return rmw(c.runner, m, key, "incrbyfloat", step)
 

@@ -61,11 +61,10 @@ def _expire(c: RespConnection, args: list[bytes], name: str, unit: int, absolute
     when += base
     m, key = c.map, args[1]
     if not flags:
-        life = when - now_ms()
-        if life <= 0:
+        if when <= now_ms():
             op = pb.Op(code=DELETE, map=m, key=key)
         else:
-            op = pb.Op(code=EXPIRE, map=m, key=key, ttl_ms=life)
+            op = pb.Op(code=EXPIRE, map=m, key=key, expire_at_ms=when)
 
         def finish(rs: Sequence[pb.Result]) -> bytes:
             r = rs[0]
@@ -77,7 +76,7 @@ def _expire(c: RespConnection, args: list[bytes], name: str, unit: int, absolute
         if cur.value is None:
             return [], ZERO
         now = now_ms()
-        current = now + cur.ttl_ms if cur.ttl_ms else -1
+        current = cur.expire_at or -1
         if flags & NX and current != -1:
             return [], ZERO
         if flags & XX and current == -1:
@@ -88,7 +87,7 @@ def _expire(c: RespConnection, args: list[bytes], name: str, unit: int, absolute
             return [], ZERO
         if when <= now:
             return [delete_over(m, key, cur)], ONE
-        return [put_over(m, key, cur, cur.value, when - now)], ONE
+        return [put_over(m, key, cur, cur.value, when)], ONE
 
     return rmw(c.runner, m, key, name, step)
 
@@ -121,7 +120,7 @@ def _ttl(c: RespConnection, args: list[bytes], ms: bool, absolute: bool) -> Repl
             return integer(-1)
         left = max(left, 0)
         if absolute:
-            at = now_ms() + left
+            at = r.expire_at_ms
             return integer(at if ms else at // 1000)
         return integer(left if ms else (left + 500) // 1000)
 
@@ -148,7 +147,7 @@ def persist(c: RespConnection, args: list[bytes]) -> Reply:
     m, key = c.map, args[1]
 
     def step(cur: Current) -> tuple[list[pb.Op], bytes]:
-        if cur.value is None or not cur.ttl_ms:
+        if cur.value is None or not cur.expire_at:
             return [], ZERO
         return [put_over(m, key, cur, cur.value, 0)], ONE
 

@@ -102,7 +102,7 @@ def _rename(c: RespConnection, args: list[bytes], nx: bool) -> Reply:
             return [], CROSSSLOT
         if src == dst:
             return [], ZERO if nx else OK
-        put = pb.Op(code=PUT, map=m, key=dst, value=cur.value, ttl_ms=cur.ttl_ms,
+        put = pb.Op(code=PUT, map=m, key=dst, value=cur.value, expire_at_ms=cur.expire_at,
                     condition=IF_ABSENT if nx else 0)  # fmt: skip
         return [put, delete_over(m, src, cur)], ONE if nx else OK
 

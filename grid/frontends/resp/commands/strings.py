@@ -158,10 +158,10 @@ def set_(c: RespConnection, args: list[bytes]) -> Reply:
 
 def _set(c: RespConnection, key: bytes, value: bytes, opts: Extended) -> Reply:
     flags, m = opts.flags, c.map
-    ttl = opts.at - now_ms() if opts.at else 0
-    if not flags & (GET_OLD | KEEPTTL) and not (opts.at and ttl <= 0):
+    at = opts.at
+    if not flags & (GET_OLD | KEEPTTL) and not (at and at <= now_ms()):
         condition = IF_ABSENT if flags & NX else IF_PRESENT if flags & XX else 0
-        op = pb.Op(code=PUT, map=m, key=key, value=value, ttl_ms=ttl, condition=condition)
+        op = pb.Op(code=PUT, map=m, key=key, value=value, expire_at_ms=at, condition=condition)
         return Plan([op], lambda rs: _ok_or_null(c, rs))
 
     def step(cur: Current) -> tuple[list[pb.Op], bytes]:
@@ -169,11 +169,10 @@ def _set(c: RespConnection, key: bytes, value: bytes, opts: Extended) -> Reply:
         answer = c.enc.bulk_or_null(old) if flags & GET_OLD else OK
         if (flags & NX and old is not None) or (flags & XX and old is None):
             return [], answer if flags & GET_OLD else c.enc.null
-        keep = cur.ttl_ms if flags & KEEPTTL and old is not None else 0
-        if opts.at and opts.at <= now_ms():  # already expired: the key goes
+        if at and at <= now_ms():  # already expired: the key goes
             return ([delete_over(m, key, cur)] if old is not None else []), answer
-        life = opts.at - now_ms() if opts.at else keep
-        return [put_over(m, key, cur, value, max(life, 0))], answer
+        keep = cur.expire_at if flags & KEEPTTL else 0
+        return [put_over(m, key, cur, value, at or keep)], answer
 
     return rmw(c.runner, m, key, "set", step)
 
@@ -240,13 +239,12 @@ def getex(c: RespConnection, args: list[bytes]) -> Reply:
             return [], err
         answer = bulk(cur.value)
         if opts.flags & PERSIST:
-            if not cur.ttl_ms:
+            if not cur.expire_at:
                 return [], answer
             return [put_over(m, key, cur, cur.value, 0)], answer
-        life = opts.at - now_ms()
-        if life <= 0:
+        if opts.at <= now_ms():
             return [delete_over(m, key, cur)], answer
-        return [put_over(m, key, cur, cur.value, life)], answer
+        return [put_over(m, key, cur, cur.value, opts.at)], answer
 
     return rmw(c.runner, m, key, "getex", step)
 
@@ -385,7 +383,7 @@ def setrange(c: RespConnection, args: list[bytes]) -> Reply:
         if len(base) < offset:
             base += bytes(offset - len(base))
         new = base[:offset] + part + base[offset + len(part) :]
-        return [put_over(m, key, cur, new, cur.ttl_ms)], integer(len(new))
+        return [put_over(m, key, cur, new, cur.expire_at)], integer(len(new))
 
     return rmw(c.runner, m, key, "setrange", step)
 
@@ -398,7 +396,7 @@ def append(c: RespConnection, args: list[bytes]) -> Reply:
         new = (cur.value or b"") + part
         if len(new) > limit:
             return [], TOO_BIG
-        return [put_over(m, key, cur, new, cur.ttl_ms)], integer(len(new))
+        return [put_over(m, key, cur, new, cur.expire_at)], integer(len(new))
 
     return rmw(c.runner, m, key, "append", step)
 
