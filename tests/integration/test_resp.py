@@ -28,7 +28,14 @@ def resp_member(
     cluster = LocalCluster(
         1,
         resp=True,
-        member_args=["--data-frame-timeout-s", "2", "--max-value-bytes", "1MiB"],
+        member_args=[
+            "--data-frame-timeout-s",
+            "2",
+            "--max-value-bytes",
+            "1MiB",
+            "--max-batch-ops",
+            "64",
+        ],
         log_dir=tmp_path_factory.mktemp("resp-member"),
     )
     cluster.start()
@@ -241,4 +248,43 @@ def test_expiry_times_are_exact_to_the_millisecond(resp_member: MemberProcess) -
     assert r.pexpiretime("{e}b") == at
     assert r.getex("{e}b", pxat=at + 7) == b"1"
     assert r.pexpiretime("{e}b") == at + 7
+    r.close()
+
+
+def test_more_keys_than_a_batch_holds(resp_member: MemberProcess) -> None:
+    """The member takes at most max_batch_ops (64 here) operations a batch: multi-key
+    commands and pipelines longer than that are split, and answered as one."""
+    r = connect(resp_member)
+    keys = [f"many:{i}" for i in range(300)]
+    assert r.mset({k: k for k in keys}) is True
+    assert r.mget(keys) == [k.encode() for k in keys]
+    assert r.exists(*keys) == 300
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.append(k, "!")
+        pipe.get(k)
+    assert pipe.execute()[1::2] == [f"{k}!".encode() for k in keys]
+    assert r.delete(*keys) == 300
+    r.close()
+
+
+def test_a_client_that_does_not_read_is_not_read(canary: MemberProcess) -> None:
+    """Backpressure: a client pipelining reads of a large value without reading the
+    replies stops being read; the member serves others meanwhile."""
+    r = connect(canary)
+    r.set("bad:big", b"x" * 500_000)
+    host, port = canary.resp_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        request = encode("GET", "bad:big") * 100
+        sent = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                sent += s.send(request)
+            except BlockingIOError:
+                time.sleep(0.05)
+        healthy(canary)
+    healthy(canary)
     r.close()

@@ -3,8 +3,12 @@ three-member cluster where every member serves every key over RESP."""
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -49,9 +53,52 @@ def test_redis_cli_commands_and_its_interactive_start(single: LocalCluster) -> N
     out = cli(address, stdin="SET cli:p world\nGET cli:p\nDEL cli:p\nHELLO 3\n")
     assert out.startswith("OK\nworld\n1\n")
     assert "proto" in out
-    # its interactive start (COMMAND DOCS for hints) works over a pseudo-terminal too
     info = cli(address, "INFO", "server")
     assert "redis_version:7.0.15" in info
+
+
+def interactive(address: str, lines: list[bytes]) -> str:
+    """redis-cli at a terminal (a pseudo-terminal): its interactive start, the prompt, the
+    replies as a user sees them."""
+    host, port = address.rsplit(":", 1)
+    binary = needs.command("redis-cli")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: redis-cli on the terminal
+        os.environ["TERM"] = "dumb"
+        os.execv(binary, [binary, "-h", host, "-p", port])
+    out = b""
+
+    def read(seconds: float) -> None:
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    return
+                out += chunk
+                if b"\x1b[6n" in chunk:  # linenoise asks where the cursor is
+                    os.write(fd, b"\x1b[1;1R")
+
+    try:
+        for line in lines:
+            read(0.5)
+            os.write(fd, line + b"\r")
+        read(1.0)
+    finally:
+        os.close(fd)
+        os.waitpid(pid, 0)
+    return out.decode(errors="replace")
+
+
+def test_redis_cli_interactive(single: LocalCluster) -> None:
+    typed = [b"set tty:a b", b"get tty:a", b"hello 3", b"incr tty:n", b"quit"]
+    out = interactive(single.members[0].resp_address, typed)
+    assert "> set tty:a b\r\nOK" in out
+    assert '"b"' in out
+    assert '"server" => "redis"' in out
+    assert "(integer) 1" in out
 
 
 def test_redis_benchmark_set_get_pipelined(single: LocalCluster) -> None:
