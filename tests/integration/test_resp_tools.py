@@ -145,6 +145,16 @@ def test_three_members_every_member_serves_every_key(
             assert r.dbsize() == 301
             assert len(list(r.scan_iter(match="three:*", count=50))) == 301
             assert len(r.keys("three:*")) == 301
+        pipe = others[0].pipeline(transaction=False)  # forwarded writes, then their reads
+        for i in range(100):
+            pipe.set(f"three:p{i}", i)
+            pipe.append(f"three:p{i}", "x")
+            pipe.incr("three:pipeline-counter")
+            pipe.get(f"three:p{i}")
+        replies = pipe.execute()
+        assert replies[3::4] == [f"{i}x".encode() for i in range(100)]
+        assert replies[2::4] == list(range(1, 101))
+        first.delete(*(f"three:p{i}" for i in range(100)), "three:pipeline-counter")
         assert others[0].append("three:0", "x") == 2
         assert others[1].getset("three:0", "y") == b"0x"
         assert first.rename("{t}a" if first.set("{t}a", 1) else "", "{t}b") is True
