@@ -9,16 +9,17 @@ ready with one `transport.write`.
 
 Order is the protocol's only way to pair a reply with its request, so every
 request takes a slot in a queue of replies and a reply leaves only when every
-slot before it has: a batch held for its fsync, sync backups or forwarded
-operations holds the replies behind it (they are computed meanwhile; their
-writes are applied in order, and operations forwarded to one owner travel one
-connection in order too). A coroutine command (a read-modify-write) runs alone,
-after the batches before it are done: requests after it wait, parsed, until it is
-done, as they would on Redis. One gap remains: with fsync=always or sync backups,
-a batch forwards its operations only after its own wait, so the forwarded
-operations of a batch from a later socket read could reach their owner first;
-a client that pipelines a write and a read of one key across reads, on a member
-that does not own it, may then read the value before the write.
+slot before it has. Requests also take effect in their order, as on Redis:
+
+- a batch that is held only for its forwarded operations lets the batches after
+  it run at once: its local writes are applied already, and operations forwarded
+  to one owner travel one connection, in order (measured: serializing them too
+  cost 30-40% of a three-member cluster's pipelined throughput);
+- where replies wait for fsync (fsync=always) or sync backups, a batch forwards
+  only after that wait, so a held batch delays the batches after it until it is
+  done (they are parsed and dispatched meanwhile, and run then);
+- a coroutine command (a read-modify-write) runs alone, after the batches before
+  it are done: requests after it wait, parsed, until it is done.
 
 Bad input costs the connection, never the member: a protocol error is answered
 after the replies before it and the connection closes; a request begun and not
@@ -240,13 +241,27 @@ class FrontendConnection(asyncio.Protocol):
         self._update_reading()
 
     def _run(self, ops: list[pb.Op], plans: list[tuple[Plan, Slot]]) -> None:
+        if self.held and self.runner.waits_before_forwarding:  # see the module doc
+            task = asyncio.get_running_loop().create_task(self._after(list(self.held), ops, plans))
+        else:
+            results, later = self.runner.run(pb.BatchRequest(ops=ops))
+            if later is None:
+                self._finish(results, plans)
+                return
+            task = asyncio.get_running_loop().create_task(self._later(results, plans, later))
+        self.held.add(task)
+        task.add_done_callback(self._released)
+
+    async def _after(
+        self, before: list[asyncio.Task[None]], ops: list[pb.Op], plans: list[tuple[Plan, Slot]]
+    ) -> None:
+        await asyncio.gather(*before, return_exceptions=True)
         results, later = self.runner.run(pb.BatchRequest(ops=ops))
         if later is None:
             self._finish(results, plans)
-            return
-        task = asyncio.get_running_loop().create_task(self._later(results, plans, later))
-        self.held.add(task)
-        task.add_done_callback(self._released)
+            self._flush()
+        else:
+            await self._later(results, plans, later)
 
     def _finish(self, results: Sequence[pb.Result], plans: list[tuple[Plan, Slot]]) -> None:
         at = 0

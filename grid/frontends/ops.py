@@ -57,9 +57,17 @@ Reply = bytes | Plan | Close | Awaitable[bytes]
 class Runner:
     """Runs operations through the member's one entry point for batches."""
 
-    def __init__(self, service: GridService) -> None:
+    def __init__(self, service: GridService, map_name: str) -> None:
         self.service = service
-        self.max_ops = service.config.max_batch_ops
+        config = service.config
+        self.max_ops = config.max_batch_ops
+        sync = config.sync_backups_by_map().get(map_name, config.sync_backups)
+        self.waits_before_forwarding = bool(config.data_dir and config.fsync == "always") or (
+            sync > 0
+        )
+        """Whether a batch's reply waits for fsync or sync backups before its forwarded
+        operations are sent (GridService._finish), so that a later batch could overtake
+        them (grid/frontends/connection.py)."""
 
     def run(self, request: pb.BatchRequest) -> tuple[Sequence[pb.Result], Later | None]:
         """Run a batch now: its results (complete once `later`, if any, is awaited)."""

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import redis
 
 from grid.harness.cluster import LocalCluster
 from tests import needs
+from tests.integration.resp_support import RawResp, encode
 from tests.integration.support import wait_partitions_settled
 
 
@@ -165,5 +167,32 @@ def test_three_members_every_member_serves_every_key(
         assert others[1].dbsize() == 0
         for r in clients:
             r.close()
+    finally:
+        cluster.stop(grace=5)
+
+
+def test_pipelines_keep_their_order_where_replies_wait_for_backups(
+    no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With sync backups a batch forwards its operations only after its own wait: the
+    batches behind it must wait too, or a pipelined read could overtake its write."""
+    cluster = LocalCluster(3, resp=True, member_args=["--sync-backups", "1"],
+                           log_dir=tmp_path_factory.mktemp("resp-sync"))  # fmt: skip
+    cluster.start()
+    try:
+        wait_partitions_settled(cluster.addresses)
+        raw = RawResp(cluster.members[1].resp_address)
+        raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        keys = [f"sync:{i}" for i in range(50)]
+        for round_ in range(5):
+            # an MSET whose batch both writes here (and waits for its backups) and
+            # forwards, then an MGET in a segment of its own: a batch of its own
+            values = [f"{round_}-{k}".encode() for k in keys]
+            raw.send(encode("MSET", *(x for kv in zip(keys, values, strict=True) for x in kv)))
+            raw.send(encode("MGET", *keys))
+            assert raw.reply() == b"+OK\r\n"
+            expected = b"*50\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(v), v) for v in values)
+            assert raw.reply() == expected
+        raw.close()
     finally:
         cluster.stop(grace=5)

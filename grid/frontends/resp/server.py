@@ -44,7 +44,7 @@ class RespServer:
         self.service = service
         self.config = config
         self.map = config.frontend_map
-        self.runner = Runner(service)
+        self.runner = Runner(service, self.map)
         self.listener = Listener("resp", lambda lst: RespConnection(self, lst), config)
         self.ids = itertools.count(1)
         self.started = time.time()
