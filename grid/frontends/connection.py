@@ -30,6 +30,7 @@ does not read its replies, or has more than `MAX_HELD` waiting, is not read.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -296,6 +297,8 @@ class FrontendConnection(asyncio.Protocol):
                 await asyncio.gather(*self.held, return_exceptions=True)
             slot.data = await command
         except asyncio.CancelledError:
+            if inspect.iscoroutine(command):
+                command.close()  # cancelled before it started: no "never awaited" warning
             raise
         except Exception as e:
             log.exception("front-end command failed", protocol=self.listener.protocol)
