@@ -18,9 +18,10 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 
 from grid.bench.redis_side import RedisServer, find_redis_server
-from grid.harness.cluster import LocalCluster
+from grid.harness.cluster import LocalCluster, migration_state
 
 
 def run_benchmark(binary: str, address: str, n: int, pipeline: int) -> dict[str, float]:
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, list[float]]] = {"grid": {}, "redis": {}}
     try:
         cluster.start()
+        deadline = time.monotonic() + 60
+        while migration_state(cluster.addresses) != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.2)  # until every partition has its owner (else -TRYAGAIN)
         redis.start()
         sides = {"grid": cluster.members[0].resp_address, "redis": f"127.0.0.1:{redis.port}"}
         for _ in range(args.trials):

@@ -19,6 +19,7 @@ import redis.asyncio
 import grid
 from grid.harness.cluster import LocalCluster, MemberProcess
 from tests.integration.resp_support import RawResp, encode
+from tests.integration.support import wait_partitions_settled
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def resp_member(
     )
     cluster.start()
     try:
+        wait_partitions_settled(cluster.addresses)  # until then: -TRYAGAIN, no table yet
         yield cluster.members[0]
     finally:
         cluster.stop(grace=5)

@@ -26,6 +26,7 @@ def single(no_grid_env: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
     cluster = LocalCluster(1, resp=True, log_dir=tmp_path_factory.mktemp("resp-tools"))
     cluster.start()
     try:
+        wait_partitions_settled(cluster.addresses)  # until then: -TRYAGAIN, no table yet
         yield cluster
     finally:
         cluster.stop(grace=5)

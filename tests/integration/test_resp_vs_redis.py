@@ -18,6 +18,7 @@ import pytest
 from grid.harness.cluster import LocalCluster
 from tests import needs
 from tests.integration.resp_support import RawResp, redis_server
+from tests.integration.support import wait_partitions_settled
 
 Case = list[tuple[str | bytes | int, ...]]
 
@@ -207,6 +208,7 @@ def addresses(
     cluster = LocalCluster(1, resp=True, log_dir=tmp_path_factory.mktemp("resp-member"))
     cluster.start()
     try:
+        wait_partitions_settled(cluster.addresses)  # until then: -TRYAGAIN, no table yet
         with redis_server("--databases", "1") as redis:
             yield cluster.members[0].resp_address, redis
     finally:
