@@ -185,3 +185,28 @@ def test_a_nul_byte_hides_a_line_end_as_it_does_from_redis() -> None:
         assert parser.error is None and parser.partial
         parser.feed(b"x" * (INLINE_MAX + 1))
         assert parser.error is not None and parser.error.startswith("Protocol error: too big")
+
+
+class SlowOnly(RespParser):
+    """The parser without its fast path, to hold the two to the same answers."""
+
+    def _fast(self, buf: bytes, out: list[list[bytes]]) -> int:
+        return 0
+
+
+TRICKY = st.lists(
+    st.lists(st.sampled_from([b"", b"a", b"\r\n", b"x\r\ny", b"$3", b"*1", b"GET"]), min_size=1,
+             max_size=4),
+    max_size=8,
+)  # fmt: skip
+
+
+@given(TRICKY, st.binary(max_size=20), st.integers(8, 64))
+def test_the_fast_path_answers_as_the_full_parser(
+    sent: list[list[bytes]], tail: bytes, limit: int
+) -> None:
+    """Arguments holding CR LF, limits hit, garbage after: the same requests and errors."""
+    stream = b"".join(multibulk(a) for a in sent) + tail
+    fast, slow = RespParser(limit, 4 * limit, 3), SlowOnly(limit, 4 * limit, 3)
+    assert fast.feed(stream) == slow.feed(stream)
+    assert fast.error == slow.error
