@@ -290,3 +290,17 @@ def test_a_client_that_does_not_read_is_not_read(canary: MemberProcess) -> None:
         healthy(canary)
     healthy(canary)
     r.close()
+
+
+def test_a_taken_resp_port_is_a_clear_start_failure(
+    no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """What the harness (and an operator) reads when the RESP port is taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = LocalCluster(1, member_args=["--resp-port", str(port)],
+                               log_dir=tmp_path_factory.mktemp("resp-taken"))  # fmt: skip
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for RESP"):
+            cluster.start()
