@@ -304,3 +304,19 @@ def test_a_taken_resp_port_is_a_clear_start_failure(
                                log_dir=tmp_path_factory.mktemp("resp-taken"))  # fmt: skip
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for RESP"):
             cluster.start()
+
+
+def test_large_values_arrive_whole_in_any_pieces(resp_member: MemberProcess) -> None:
+    """A value near max_value_bytes (1 MiB here) sent in small pieces, read back whole."""
+    value = bytes(range(256)) * 4000  # 1,024,000 bytes, CR LF pairs inside
+    raw = RawResp(resp_member.resp_address)
+    request = encode("SET", "big:v", value)
+    for at in range(0, len(request), 7919):
+        raw.send(request[at : at + 7919])
+    assert raw.reply() == b"+OK\r\n"
+    assert raw.call("STRLEN", "big:v") == b":1024000\r\n"
+    raw.close()
+    r = connect(resp_member, 3)
+    assert r.get("big:v") == value
+    assert r.append("big:v", b"x" * 100) == 1_024_100
+    r.close()
