@@ -43,6 +43,10 @@ from proto import grid_pb2 as pb
 
 log = logs.get("grid.frontends")
 
+READY_WAIT_S = 10.0
+"""How long requests that arrive before the member has its first partition table wait
+for it before they run anyway (and are answered "retry" by the member): a client that
+connects the moment a member starts is served, not refused."""
 MAX_HELD = 4096
 """Replies one connection may have waiting before the member stops reading from it."""
 WRITE_HIGH_WATER = 4 * 1024 * 1024
@@ -114,6 +118,7 @@ class FrontendConnection(asyncio.Protocol):
         self._reading_paused = False
         self._paused_for_writes = False
         self._timer: asyncio.TimerHandle | None = None
+        self._placed = False  # the member had a partition table when this last looked
 
     # ---- what a protocol supplies -------------------------------------------------------------
     def parse(self, data: bytes) -> list[Any]:
@@ -202,6 +207,9 @@ class FrontendConnection(asyncio.Protocol):
         queue, slots, dispatch = self.queue, self.slots, self.dispatch
         max_ops = self.runner.max_ops
         while queue and self.busy is None:
+            if not self._placed and not self.runner.placed():
+                self.busy = asyncio.get_running_loop().create_task(self._until_placed())
+                break
             item = queue.popleft()
             if type(item) is Close:
                 reply: Reply = item
@@ -303,6 +311,15 @@ class FrontendConnection(asyncio.Protocol):
         except Exception as e:
             log.exception("front-end command failed", protocol=self.listener.protocol)
             slot.data = self.internal_error(e)
+        self.busy = None
+        if self.transport is not None:
+            self._drain()
+
+    async def _until_placed(self) -> None:
+        deadline = asyncio.get_running_loop().time() + READY_WAIT_S
+        while not self.runner.placed() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        self._placed = True  # placed, or waited long enough: run, and say so if it fails
         self.busy = None
         if self.transport is not None:
             self._drain()

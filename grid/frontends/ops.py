@@ -68,6 +68,16 @@ class Runner:
         """Whether a batch's reply waits for fsync or sync backups before its forwarded
         operations are sent (GridService._finish), so that a later batch could overtake
         them (grid/frontends/connection.py)."""
+        self._placed = False
+
+    def placed(self) -> bool:
+        """Whether the member has a partition table. Before its first one (the moments
+        after a start, until the cluster places its partitions) every operation would be
+        answered "no owner yet; retry"; a front end waits instead (`READY_WAIT_S`)."""
+        if not self._placed:
+            cluster = self.service.cluster
+            self._placed = cluster is None or bool(cluster.routing.version)
+        return self._placed
 
     def run(self, request: pb.BatchRequest) -> tuple[Sequence[pb.Result], Later | None]:
         """Run a batch now: its results (complete once `later`, if any, is awaited)."""

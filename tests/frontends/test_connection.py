@@ -20,6 +20,7 @@ class FakeService:
         self.config = config
         self.release = asyncio.Event()
         self.ran: list[bytes] = []
+        self.cluster: Any = None  # no cluster: always placed
 
     def run(
         self, request: pb.BatchRequest
@@ -174,5 +175,25 @@ def test_eof_closes_once_everything_is_answered() -> None:
         service.release.set()
         await settle()
         assert t.out == b"held2\n" and t.closed
+
+    asyncio.run(main())
+
+
+def test_requests_before_the_first_partition_table_wait_for_it() -> None:
+    class Routing:
+        version = 0
+
+    class Cluster:
+        routing = Routing()
+
+    async def main() -> None:
+        conn, t, service, _ = connect()
+        service.cluster = Cluster()
+        conn.data_received(b"GET a\nPING\n")
+        await asyncio.sleep(0.2)
+        assert t.out == b"" and service.ran == []
+        Routing.version = 7
+        await asyncio.sleep(0.2)
+        assert t.out == b"a\nPONG\n"
 
     asyncio.run(main())

@@ -24,9 +24,8 @@ from tests.integration.support import wait_partitions_settled
 @pytest.fixture(scope="module")
 def single(no_grid_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = LocalCluster(1, resp=True, log_dir=tmp_path_factory.mktemp("resp-tools"))
-    cluster.start()
+    cluster.start()  # and no waiting for the partition table: requests wait for it
     try:
-        wait_partitions_settled(cluster.addresses)  # until then: -TRYAGAIN, no table yet
         yield cluster
     finally:
         cluster.stop(grace=5)
