@@ -13,7 +13,8 @@ Which commands are one grid operation and which are a loop, and why:
   the two kinds are different values and do not mix.)
 - A compare-and-set loop (`rmw` below) for the rest: GETSET, SET ... GET, SET ...
   KEEPTTL, GETDEL, GETEX with options, APPEND, SETRANGE, INCRBYFLOAT, EXPIRE with
-  NX/XX/GT/LT, PERSIST, RENAME, MSETNX. Each reads the key (value, version,
+  NX/XX/GT/LT, PERSIST, RENAME, RENAMENX (MSETNX, many keys, checks, writes with
+  IF_ABSENT and undoes: commands/strings.py). Each reads the key (value, version,
   TTL), computes, and writes with IF_VERSION (IF_ABSENT if the key was absent;
   DELETE takes IF_VERSION too), retrying when another writer got in between. Why a
   loop and not an op per command: these are rare next to GET/SET/INCR, a loop is
