@@ -109,7 +109,7 @@ class FrontendConnection(asyncio.Protocol):
         self.config = listener.config
         self.transport: asyncio.Transport | None = None
         self.peer = ""
-        self.slots: deque[Slot] = deque()
+        self.slots: deque[Slot | Plan] = deque()
         self.queue: deque[Any] = deque()  # requests parsed, not yet dispatched
         self.busy: asyncio.Task[None] | None = None  # a coroutine command running alone
         self.held: set[asyncio.Task[None]] = set()  # batches waiting on `later`
@@ -203,7 +203,7 @@ class FrontendConnection(asyncio.Protocol):
     def _drain(self) -> None:
         """Dispatch queued requests until one must run alone; write what is ready."""
         ops: list[pb.Op] = []  # of the plans gathered into the next batch
-        plans: list[tuple[Plan, Slot]] = []
+        plans: list[Plan] = []
         queue, slots, dispatch = self.queue, self.slots, self.dispatch
         max_ops = self.runner.max_ops
         while queue and self.busy is None:
@@ -226,9 +226,8 @@ class FrontendConnection(asyncio.Protocol):
                     self._run(ops, plans)
                     ops, plans = [], []
                 ops += plan.ops
-                slot = Slot()
-                slots.append(slot)
-                plans.append((plan, slot))
+                slots.append(plan)
+                plans.append(plan)
             elif kind is bytes:
                 slots.append(Slot(cast(bytes, reply)))
             elif kind is Close:
@@ -249,7 +248,7 @@ class FrontendConnection(asyncio.Protocol):
         self._flush()
         self._update_reading()
 
-    def _run(self, ops: list[pb.Op], plans: list[tuple[Plan, Slot]]) -> None:
+    def _run(self, ops: list[pb.Op], plans: list[Plan]) -> None:
         if self.held and self.runner.waits_before_forwarding:  # see the module doc
             task = asyncio.get_running_loop().create_task(self._after(list(self.held), ops, plans))
         else:
@@ -262,7 +261,7 @@ class FrontendConnection(asyncio.Protocol):
         task.add_done_callback(self._released)
 
     async def _after(
-        self, before: list[asyncio.Task[None]], ops: list[pb.Op], plans: list[tuple[Plan, Slot]]
+        self, before: list[asyncio.Task[None]], ops: list[pb.Op], plans: list[Plan]
     ) -> None:
         await asyncio.gather(*before, return_exceptions=True)
         results, later = self.runner.run(pb.BatchRequest(ops=ops))
@@ -272,29 +271,29 @@ class FrontendConnection(asyncio.Protocol):
         else:
             await self._later(results, plans, later)
 
-    def _finish(self, results: Sequence[pb.Result], plans: list[tuple[Plan, Slot]]) -> None:
+    def _finish(self, results: Sequence[pb.Result], plans: list[Plan]) -> None:
         at = 0
-        for plan, slot in plans:
+        for plan in plans:
             n = len(plan.ops)
             try:
-                slot.data = plan.finish(results[at : at + n] if n != 1 else (results[at],))
+                plan.data = plan.finish(results[at : at + n] if n != 1 else (results[at],))
             except Exception as e:
                 log.exception("front-end reply failed", protocol=self.listener.protocol)
-                slot.data = self.internal_error(e)
+                plan.data = self.internal_error(e)
             at += n
 
     async def _later(
         self,
         results: Sequence[pb.Result],
-        plans: list[tuple[Plan, Slot]],
+        plans: list[Plan],
         later: Callable[[], Awaitable[None]],
     ) -> None:
         try:
             await later()
         except Exception as e:  # a bug in a wait must not lose the replies
             log.exception("held front-end batch failed", protocol=self.listener.protocol)
-            for _, slot in plans:
-                slot.data = self.internal_error(e)
+            for plan in plans:
+                plan.data = self.internal_error(e)
         else:
             self._finish(results, plans)
         self._flush()

@@ -33,13 +33,15 @@ Finish = Callable[[Sequence[pb.Result]], bytes]
 
 class Plan:
     """Grid operations for one command, and the function that turns their results (one
-    per op, in order) into the command's reply."""
+    per op, in order) into the command's reply. The connection keeps the plan in its
+    order of replies until `data`, the reply, is set (a plan is its own reply slot)."""
 
-    __slots__ = ("finish", "ops")
+    __slots__ = ("data", "finish", "ops")
 
     def __init__(self, ops: list[pb.Op], finish: Finish) -> None:
         self.ops = ops
         self.finish = finish
+        self.data: bytes | None = None
 
 
 class Close:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 Handler = Callable[["RespConnection", list[bytes]], Reply]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Command:
     name: str  # lower case, as Redis names it in errors ('get', 'client|setname')
     arity: int
