@@ -136,6 +136,18 @@ class Config:
         "A frame begun must be finished within this (a half-sent request held open is "
         "closed); 30 s carries a max_message_bytes frame over a slow link.",
     )
+    resp_port: int = _opt(
+        0,
+        "Port of the member's RESP front end (Redis clients and tools: redis-py, redis-cli, "
+        "redis-benchmark; docs/resp.md), on `host`. 0 = off: a member opens no port the "
+        "operator did not ask for. Any member serves any key.",
+    )
+    frontend_map: str = _opt(
+        "kv",
+        "The map the protocol front ends (RESP) keep their keys in, as raw bytes: an SDK "
+        "reads and writes the same keys with `client.map(name, codec='raw')`. One map "
+        "for every front end, so a key set through one protocol is read through another.",
+    )
     # --- data layout -----------------------------------------------------------------------
     partitions: int = _opt(
         DEFAULT_PARTITION_COUNT,
@@ -460,6 +472,10 @@ class Config:
             raise ConfigError("partitions must be between 1 and 65536")
         if not 0 <= self.port <= 65_535:
             raise ConfigError(f"port {self.port} is not a TCP port")
+        if not 0 <= self.resp_port <= 65_535:
+            raise ConfigError(f"resp_port {self.resp_port} is not a TCP port")
+        if not self.frontend_map or len(self.frontend_map.encode()) > 255:
+            raise ConfigError("frontend_map must be a map name of 1 to 255 bytes")
         if not 0 <= self.data_port <= 65_535:
             raise ConfigError(f"data_port {self.data_port} is not a TCP port")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -80,7 +80,7 @@ HANDOFF: ChunkKind
 REFUSED: ChunkKind
 
 class Op(_message.Message):
-    __slots__ = ("code", "map", "key", "value", "ttl_ms", "max_idle_ms", "condition", "expected_ts", "expected_member", "delta", "cursor", "limit")
+    __slots__ = ("code", "map", "key", "value", "ttl_ms", "max_idle_ms", "condition", "expected_ts", "expected_member", "delta", "cursor", "limit", "decimal", "expire_at_ms")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,8 @@ class Op(_message.Message):
     DELTA_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DECIMAL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_MS_FIELD_NUMBER: _ClassVar[int]
     code: OpCode
     map: str
     key: bytes
@@ -105,10 +107,12 @@ class Op(_message.Message):
     delta: int
     cursor: bytes
     limit: int
-    def __init__(self, code: _Optional[_Union[OpCode, str]] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., max_idle_ms: _Optional[int] = ..., condition: _Optional[_Union[Condition, str]] = ..., expected_ts: _Optional[int] = ..., expected_member: _Optional[int] = ..., delta: _Optional[int] = ..., cursor: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+    decimal: bool
+    expire_at_ms: int
+    def __init__(self, code: _Optional[_Union[OpCode, str]] = ..., map: _Optional[str] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_ms: _Optional[int] = ..., max_idle_ms: _Optional[int] = ..., condition: _Optional[_Union[Condition, str]] = ..., expected_ts: _Optional[int] = ..., expected_member: _Optional[int] = ..., delta: _Optional[int] = ..., cursor: _Optional[bytes] = ..., limit: _Optional[int] = ..., decimal: _Optional[bool] = ..., expire_at_ms: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("status", "value", "count", "version_ts", "version_member", "ttl_ms", "keys", "cursor", "error")
+    __slots__ = ("status", "value", "count", "version_ts", "version_member", "ttl_ms", "keys", "cursor", "error", "expire_at_ms")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +122,7 @@ class Result(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_MS_FIELD_NUMBER: _ClassVar[int]
     status: Status
     value: bytes
     count: int
@@ -127,7 +132,8 @@ class Result(_message.Message):
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     cursor: bytes
     error: str
-    def __init__(self, status: _Optional[_Union[Status, str]] = ..., value: _Optional[bytes] = ..., count: _Optional[int] = ..., version_ts: _Optional[int] = ..., version_member: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., cursor: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+    expire_at_ms: int
+    def __init__(self, status: _Optional[_Union[Status, str]] = ..., value: _Optional[bytes] = ..., count: _Optional[int] = ..., version_ts: _Optional[int] = ..., version_member: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., cursor: _Optional[bytes] = ..., error: _Optional[str] = ..., expire_at_ms: _Optional[int] = ...) -> None: ...
 
 class BatchRequest(_message.Message):
     __slots__ = ("id", "ops", "hops", "read_from_backup")

@@ -83,12 +83,14 @@ GRID_MAY_NOT = {
         "grid.cli",
         "grid.bench",
     ),
+    "grid.frontends": ("grid.store", "grid.client", "grid.embedded", "grid.harness", "grid.cli"),
     "grid.harness": ("grid.member", "grid.store", "grid.embedded"),
     "grid.chaos": ("grid.member", "grid.store", "grid.embedded"),
 }
 """The arrows inside grid (docs/architecture.md): the store and the SDK know nothing of
 the member runtime, gossip knows nothing of the data, and the harness and the chaos
-runner only start processes and talk to them as clients. A member is a client of its
+runner only start processes and talk to them as clients, and the protocol front ends
+reach the data only through the member's GridService.run. A member is a client of its
 peers' data planes (forwarding) through the SDK's connection (grid/client/connection.py),
 and of nothing else of the SDK."""
 

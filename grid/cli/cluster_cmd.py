@@ -55,16 +55,18 @@ def wait_for_migrations(addresses: list[str], console: Console, timeout: float =
 
 def cluster_table(cluster: LocalCluster) -> Table:
     t = Table(title="local cluster", title_justify="left")
-    for col in ("member", "address", "gossip", "pid", "log"):
+    resp = any(m.resp_address for m in cluster.members)
+    for col in ("member", "address", "gossip", *(["resp"] if resp else []), "pid", "log"):
         t.add_column(col)
     for m in cluster.members:
-        t.add_row(m.name, m.address, m.gossip_address, str(m.pid), str(m.log_path))
+        extra = [m.resp_address] if resp else []
+        t.add_row(m.name, m.address, m.gossip_address, *extra, str(m.pid), str(m.log_path))
     return t
 
 
-def cluster_up(n: int, base_port: int, member_args: list[str]) -> int:
+def cluster_up(n: int, base_port: int, member_args: list[str], resp: bool = False) -> int:
     console = wide_console()
-    cluster = LocalCluster(n, base_port=base_port, member_args=member_args)
+    cluster = LocalCluster(n, base_port=base_port, member_args=member_args, resp=resp)
     try:
         start_with_progress(cluster, console)
     except (RuntimeError, TimeoutError) as e:
@@ -83,6 +85,9 @@ def cluster_up(n: int, base_port: int, member_args: list[str]) -> int:
         f"try: grid put hello world -a {cluster.addresses[0]} && "
         f"grid status -a {cluster.addresses[0]}"
     )
+    if resp:
+        host, port = cluster.members[0].resp_address.rsplit(":", 1)
+        console.print(f"Redis clients: redis-cli -h {host} -p {port} (any member serves any key)")
     console.print("Ctrl-C stops the cluster.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-n", type=int, default=3, help="members [%(default)s]")
     up.add_argument("--base-port", type=int, default=5701, help="first port [%(default)s]")
     up.add_argument(
+        "--resp",
+        action="store_true",
+        help="members also speak RESP to Redis clients, on port + 3000 (8701, ...)",
+    )
+    up.add_argument(
         "member_args",
         nargs=argparse.REMAINDER,
         help="after --: flags for every member, e.g. -- --max-memory 256MiB",
@@ -245,7 +250,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from grid.cli.cluster_cmd import cluster_up
 
         member_args = [a for a in args.member_args if a != "--"]
-        return cluster_up(args.n, args.base_port, member_args)
+        return cluster_up(args.n, args.base_port, member_args, resp=args.resp)
     if args.command == "demo":
         from grid.cli.demo import run_demo
 

@@ -150,6 +150,8 @@ class MemberProcess:
     log_path: Path
     gossip_address: str = ""
     cmd: tuple[str, ...] = ()
+    resp_address: str = ""
+    """host:port of the member's RESP front end ("" when it has none)."""
 
     @property
     def pid(self) -> int:
@@ -194,10 +196,14 @@ class LocalCluster:
         join: bool = True,
         launcher: Sequence[str] = ("-m", "grid"),
         health_credentials: Any = None,
+        resp: bool = False,
     ) -> None:
         """join=False: members are started without --seeds (each its own cluster).
         launcher: what follows the interpreter on a member's command line before `node`
-        (the chaos harness's planted members use a wrapper module of their own)."""
+        (the chaos harness's planted members use a wrapper module of their own).
+        resp: every member also serves RESP (Redis clients) on a port of its own (the
+        gRPC port + 3000 with a base_port)."""
+        self.resp = resp
         self.join = join
         self.health_credentials = health_credentials
         """grpc.ssl_channel_credentials for the readiness checks of members serving TLS."""
@@ -219,6 +225,10 @@ class LocalCluster:
         port = self.base_port + index if self.base_port else free_port(self.host)
         gossip_port = port + 1000 if self.base_port else free_gossip_port(self.host)
         data_port = port + 2000 if self.base_port else free_port(self.host)
+        resp: list[str] = []
+        if self.resp:
+            resp_port = port + 3000 if self.base_port else free_port(self.host)
+            resp = ["--resp-port", str(resp_port)]
         name = f"member-{index + 1}"
         seeds: list[str] = []
         if self.join and self.members and index > 0:
@@ -240,6 +250,7 @@ class LocalCluster:
             "--log-format",
             "json",
             *seeds,
+            *resp,
             *self.member_args,
             *extra_args,
         ]
@@ -250,6 +261,7 @@ class LocalCluster:
             self.log_dir / f"{name}.log",
             f"{self.host}:{gossip_port}",
             tuple(cmd),
+            f"{self.host}:{resp[1]}" if resp else "",
         )
         self.members.append(member)
         return member
@@ -272,6 +284,7 @@ class LocalCluster:
             member.log_path,
             member.gossip_address,
             member.cmd,
+            member.resp_address,
         )
         self.members[self.members.index(member)] = fresh
         return fresh

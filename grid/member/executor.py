@@ -160,7 +160,9 @@ class BatchExecutor:
         r.version_ts, r.version_member, volatile = HEAD.unpack_from(blob)
         if volatile & 1:
             # (>= 1: a backup copy's max-idle clock may have run out; its TTL has not)
-            r.ttl_ms = max(1, store.deadline(blob) - now)
+            deadline = store.deadline(blob)
+            r.ttl_ms = max(1, deadline - now)
+            r.expire_at_ms = deadline
 
     def _put(self, op: pb.Op, r: pb.Result, now: int) -> None:
         expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None
@@ -169,7 +171,7 @@ class BatchExecutor:
             op.key,
             op.value,
             now,
-            op.ttl_ms,
+            max(1, op.expire_at_ms - now) if op.expire_at_ms else op.ttl_ms,
             op.max_idle_ms,
             op.condition,
             expected,
@@ -177,10 +179,12 @@ class BatchExecutor:
         r.version_ts, r.version_member, _ = HEAD.unpack_from(blob)
 
     def _delete(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        r.count = int(self.store.delete(self._read_map(op.map), op.key, now))
+        expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None
+        r.count = int(self.store.delete(self._read_map(op.map), op.key, now, expected))
 
     def _expire(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        r.count = int(self.store.expire(self._read_map(op.map), op.key, op.ttl_ms, now))
+        ttl = max(1, op.expire_at_ms - now) if op.expire_at_ms else op.ttl_ms
+        r.count = int(self.store.expire(self._read_map(op.map), op.key, ttl, now))
 
     def _ttl(self, op: pb.Op, r: pb.Result, now: int) -> None:
         left = self.store.ttl(self._read_map(op.map), op.key, now, self.from_backup)
@@ -188,12 +192,16 @@ class BatchExecutor:
             r.status = pb.NOT_FOUND
         else:
             r.count = left
+            if left >= 0:
+                r.expire_at_ms = now + left
 
     def _contains(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = int(self.store.contains(self._read_map(op.map), op.key, now, self.from_backup))
 
     def _incr(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        r.count = self.store.incr(self.store.map(op.map), op.key, op.delta, op.ttl_ms, now)
+        r.count = self.store.incr(
+            self.store.map(op.map), op.key, op.delta, op.ttl_ms, now, op.decimal
+        )
 
     def _size(self, op: pb.Op, r: pb.Result, now: int) -> None:
         r.count = self.store.size(self._read_map(op.map))

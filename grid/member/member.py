@@ -23,6 +23,7 @@ import xxhash
 
 from grid import __version__, logs
 from grid.config import Config
+from grid.frontends.resp.server import RespServer
 from grid.member.dataplane import DataPlane
 from grid.member.gossip.runtime import GossipRuntime, MemberListener
 from grid.member.guard import TokenInterceptor, exposure_warning, reload_loop, server_tls
@@ -72,6 +73,7 @@ class Member:
         self.metrics: MetricsServer | None = None
         self.tls: ServerTls | None = None
         self.dashboard: Dashboard | None = None
+        self.resp: RespServer | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -150,6 +152,13 @@ class Member:
                 await server.stop(0)
                 self._server = None
                 raise
+        if cfg.resp_port:
+            self.resp = RespServer(self.service, cfg)
+            try:
+                await self.resp.start(cfg.host, cfg.resp_port)
+            except OSError:
+                await self.stop(0)
+                raise
         if cfg.dashboard_port:
             from grid.member.dashboard import Dashboard  # only members serving it load it
 
@@ -183,6 +192,7 @@ class Member:
             event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             address=self.address,
             data_address=self.service.data_address,
+            resp_address=self.resp.address if self.resp is not None else "",
             partitions=cfg.partitions,
             max_memory=cfg.max_memory,
             eviction_policy=cfg.eviction_policy,
@@ -245,6 +255,8 @@ class Member:
             self.metrics.stop()
         if self.dashboard is not None:
             await self.dashboard.stop()
+        if self.resp is not None:
+            await self.resp.stop(grace)
         if self.data_plane is not None:
             await self.data_plane.stop(grace)
         await self._server.stop(grace)

@@ -551,12 +551,18 @@ class Store:
         rmap.stats.bytes += size
         return blob
 
-    def delete(self, rmap: RecordMap, key: bytes, now: int) -> bool:
+    def delete(
+        self, rmap: RecordMap, key: bytes, now: int, expected: tuple[int, int] | None = None
+    ) -> bool:
+        """Remove the entry; `expected`: only if it has this version (CasFailed if not, so
+        a read-modify-delete, as Redis's GETDEL, loses no write made in between)."""
         self.check_key(key)
         p = self._owner_check(key)
         if self.write_gate is not None:
             self.write_gate()
         blob = self._live(rmap, key, p, now)
+        if expected is not None:
+            _check_condition(IF_VERSION, blob, expected)
         if blob is not None:
             self._unlink(rmap, p, key)
             rmap.stats.deletes += 1
@@ -588,11 +594,21 @@ class Store:
         self._emit(PUT, rmap, p, key, blob)
         return True
 
-    def incr(self, rmap: RecordMap, key: bytes, delta: int, ttl_ms: int, now: int) -> int:
+    def incr(
+        self,
+        rmap: RecordMap,
+        key: bytes,
+        delta: int,
+        ttl_ms: int,
+        now: int,
+        decimal: bool = False,
+    ) -> int:
         """Add delta to a counter (a msgpack integer); create it at delta with ttl_ms if absent.
 
         The TTL applies only on creation, which is what a fixed-window rate limiter
         needs: the window starts with the first hit and later hits do not extend it.
+        `decimal`: the counter is a decimal string instead, as Redis keeps it (the RESP
+        front end's INCR: a GET after it must read b"11"), parsed by Redis's rules.
         """
         self.check_key(key)
         p = self._owner_check(key)
@@ -602,11 +618,12 @@ class Store:
         if not INT64_MIN <= delta <= INT64_MAX:
             raise InvalidArgument("delta is outside the 64-bit integer range")
         blob = self._live(rmap, key, p, now)
-        current = 0 if blob is None else decode_counter(value_of(blob))
+        decode = decode_decimal if decimal else decode_counter
+        current = 0 if blob is None else decode(value_of(blob))
         result = current + delta
         if not INT64_MIN <= result <= INT64_MAX:
             raise InvalidArgument("increment or decrement would overflow")
-        value = msgpack.packb(result)
+        value = str(result).encode() if decimal else msgpack.packb(result)
         if blob is None:
             self.write(rmap, key, value, now, ttl_ms=ttl_ms)
         else:
@@ -946,6 +963,20 @@ def decode_counter(value: bytes) -> int:
         if type(n) is int:
             return n
     raise InvalidArgument("value is not an integer (incr needs a msgpack integer)")
+
+
+NOT_AN_INTEGER = "value is not an integer or out of range"
+
+
+def decode_decimal(value: bytes) -> int:
+    """The integer a decimal counter holds, by Redis's string2ll: an optional minus, digits,
+    no leading zero, no sign or space, within 64 bits; else InvalidArgument."""
+    digits = value[1:] if value[:1] == b"-" else value
+    if 0 < len(digits) <= 19 and digits.isdigit() and (digits[0] != 48 or value == b"0"):
+        n = int(value)
+        if INT64_MIN <= n <= INT64_MAX:
+            return n
+    raise InvalidArgument(NOT_AN_INTEGER)
 
 
 def _check_condition(condition: int, blob: bytes | None, expected: tuple[int, int] | None) -> None:

@@ -1,0 +1,109 @@
+"""What a protocol front end asks of its member: batches of grid operations, run in order.
+
+A command of a foreign protocol (RESP now, memcached later) becomes one of:
+
+- a `Plan`: the grid operations it needs and how their results become its reply.
+  The connection gathers the plans of pipelined commands into one BatchRequest
+  and runs it through `GridService.run`, the entry point the SDK's batches use, so
+  a pipeline of 16 GETs costs one batch, not 16 (DESIGN.md: batches are first
+  class). Operations run in command order, each with its own result.
+- a coroutine, for a command that needs the answer of one operation to choose the
+  next (a compare-and-set loop, a scan over partitions): it calls `Runner.call`
+  as often as it needs; the connection runs nothing after it until it is done.
+- bytes: a reply that needs no data (PING, CLIENT GETNAME).
+
+Any member serves any key: operations for partitions it does not own come back
+NOT_OWNER from the executor and `GridService.run`'s `later` forwards them to their
+owners (grid/member/forwarding.py) before the reply goes out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from proto import grid_pb2 as pb
+
+if TYPE_CHECKING:
+    from grid.member.server import GridService
+
+Later = Callable[[], Awaitable[None]]
+Finish = Callable[[Sequence[pb.Result]], bytes]
+
+
+class Plan:
+    """Grid operations for one command, and the function that turns their results (one
+    per op, in order) into the command's reply. The connection keeps the plan in its
+    order of replies until `data`, the reply, is set (a plan is its own reply slot)."""
+
+    __slots__ = ("data", "finish", "ops")
+
+    def __init__(self, ops: list[pb.Op], finish: Finish) -> None:
+        self.ops = ops
+        self.finish = finish
+        self.data: bytes | None = None
+
+
+class Close:
+    """A reply after which the connection closes (QUIT, a protocol error)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+Reply = bytes | Plan | Close | Awaitable[bytes]
+
+
+class Runner:
+    """Runs operations through the member's one entry point for batches."""
+
+    def __init__(self, service: GridService, map_name: str) -> None:
+        self.service = service
+        config = service.config
+        self.max_ops = config.max_batch_ops
+        sync = config.sync_backups_by_map().get(map_name, config.sync_backups)
+        self.waits_before_forwarding = bool(config.data_dir and config.fsync == "always") or (
+            sync > 0
+        )
+        """Whether a batch's reply waits for fsync or sync backups before its forwarded
+        operations are sent (GridService._finish), so that a later batch could overtake
+        them (grid/frontends/connection.py)."""
+        self._placed = False
+
+    def placed(self) -> bool:
+        """Whether the member has a partition table. Before its first one (the moments
+        after a start, until the cluster places its partitions) every operation would be
+        answered "no owner yet; retry"; a front end waits instead (`READY_WAIT_S`)."""
+        if not self._placed:
+            cluster = self.service.cluster
+            self._placed = cluster is None or bool(cluster.routing.version)
+        return self._placed
+
+    def run(self, request: pb.BatchRequest) -> tuple[Sequence[pb.Result], Later | None]:
+        """Run a batch now: its results (complete once `later`, if any, is awaited)."""
+        reply, later = self.service.run(request)
+        if reply.status != pb.OK:  # a whole-batch refusal: every op gets its status
+            return _failed(len(request.ops), reply.status, reply.error), None
+        return reply.results, later
+
+    async def call(self, ops: Sequence[pb.Op]) -> list[pb.Result]:
+        """Run operations and wait for everything their replies wait for (fsync, sync
+        backups, forwarding), in batches of at most max_batch_ops."""
+        out: list[pb.Result] = []
+        for start in range(0, len(ops), self.max_ops):
+            request = pb.BatchRequest()
+            request.ops.extend(ops[start : start + self.max_ops])
+            results, later = self.run(request)
+            if later is not None:
+                await later()
+            out.extend(results)
+        return out
+
+    async def one(self, op: pb.Op) -> pb.Result:
+        return (await self.call([op]))[0]
+
+
+def _failed(n: int, status: Any, error: str) -> list[pb.Result]:
+    return [pb.Result(status=status, error=error) for _ in range(n)]

@@ -1,0 +1,134 @@
+"""Counters: INCR, INCRBY, DECR, DECRBY (one atomic grid INCR each) and INCRBYFLOAT.
+
+A RESP counter is stored as Redis stores it, a decimal string (b"11"), not as the
+SDK's msgpack integer: grid's INCR op carries `decimal` for this, so the increment
+is still one atomic operation on the key's primary, and a GET or an SET in
+between sees and writes plain text (grid/frontends/resp/keyspace.py says more).
+The parse is Redis's string2ll (no spaces, no '+', no leading zeros), so
+"value is not an integer or out of range" comes in the same cases.
+
+INCRBYFLOAT is a compare-and-set loop. Redis computes it in a C long double and
+prints it with 17 decimals, trailing zeros cut; Python has no long double, so the
+sum is taken exactly in decimal and printed the same way. The two agree wherever
+a long double represents the operands closely enough for 17 decimals (small
+decimal numbers such as 10.5 + 0.1 = 10.6), and may differ in the last digit
+beyond that.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation, localcontext
+from typing import TYPE_CHECKING
+
+from grid.frontends.ops import Plan, Reply
+from grid.frontends.resp.common import NOT_FLOAT, NOT_INTEGER, int_arg, result_error
+from grid.frontends.resp.keyspace import INCR, Current, put_over, rmw
+from grid.frontends.resp.replies import bulk, error, integer
+from grid.frontends.resp.table import ONE_KEY, command
+from proto import grid_pb2 as pb
+
+if TYPE_CHECKING:
+    from grid.frontends.resp.server import RespConnection
+
+INT64_MIN = -(1 << 63)
+_DECIMAL = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_HEX = re.compile(rb"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?\Z")
+_INF = re.compile(rb"[+-]?(?:inf|infinity)\Z", re.IGNORECASE)
+LDBL_MAX = Decimal("1.18973149535723176502e4932")
+LDBL_MIN = Decimal("3.6e-4951")
+
+
+def _incr(c: RespConnection, key: bytes, delta: int) -> Reply:
+    op = pb.Op(code=INCR, map=c.map, key=key, delta=delta, decimal=True)
+
+    def finish(rs: Sequence[pb.Result]) -> bytes:
+        r = rs[0]
+        return integer(r.count) if r.status == pb.OK else result_error(r)
+
+    return Plan([op], finish)
+
+
+def incr(c: RespConnection, args: list[bytes]) -> Reply:
+    return _incr(c, args[1], 1)
+
+
+def decr(c: RespConnection, args: list[bytes]) -> Reply:
+    return _incr(c, args[1], -1)
+
+
+def incrby(c: RespConnection, args: list[bytes]) -> Reply:
+    n = int_arg(args[2])
+    return NOT_INTEGER if n is None else _incr(c, args[1], n)
+
+
+def decrby(c: RespConnection, args: list[bytes]) -> Reply:
+    n = int_arg(args[2])
+    if n is None:
+        return NOT_INTEGER
+    if n == INT64_MIN:
+        return error("ERR decrement would overflow")
+    return _incr(c, args[1], -n)
+
+
+def parse_long_double(s: bytes) -> Decimal | None:
+    """A number as Redis's string2ld accepts it (strtold, the whole string, no leading
+    blank, no NaN, in long double range), or None."""
+    if not s or len(s) >= 5 * 1024:
+        return None
+    try:
+        if _DECIMAL.match(s):
+            value = Decimal(s.decode())
+        elif _HEX.match(s):
+            value = Decimal(float.fromhex(s.decode()))
+        elif _INF.match(s):
+            return Decimal("-Infinity") if s.startswith(b"-") else Decimal("Infinity")
+        else:
+            return None
+    except (InvalidOperation, ValueError, OverflowError):
+        return None
+    if value and not LDBL_MIN <= abs(value) <= LDBL_MAX:
+        return None  # strtold's ERANGE
+    return value
+
+
+def format_long_double(value: Decimal) -> bytes:
+    """Redis's ld2string(LD_STR_HUMAN): 17 decimals, trailing zeros and point cut."""
+    with localcontext() as ctx:
+        ctx.prec = 5000
+        text = f"{value.quantize(Decimal(1).scaleb(-17)):f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text == "-0":
+        text = "0"
+    return text.encode()
+
+
+def incrbyfloat(c: RespConnection, args: list[bytes]) -> Reply:
+    by = parse_long_double(args[2])
+    m, key = c.map, args[1]
+
+    def step(cur: Current) -> tuple[list[pb.Op], bytes]:
+        value = Decimal(0) if cur.value is None else parse_long_double(cur.value)
+        if value is None or by is None:
+            return [], NOT_FLOAT
+        with localcontext() as ctx:
+            ctx.prec = 5000
+            total = value + by
+        if not total.is_finite() or abs(total) > LDBL_MAX:
+            return [], error("ERR increment would produce NaN or Infinity")
+        text = format_long_double(total)
+        return [put_over(m, key, cur, text, cur.expire_at)], bulk(text)
+
+    return rmw(c.runner, m, key, "incrbyfloat", step)
+
+
+_W = "write denyoom fast"
+COMMANDS = [
+    command("incr", 2, _W, ONE_KEY, "string", incr),
+    command("decr", 2, _W, ONE_KEY, "string", decr),
+    command("incrby", 3, _W, ONE_KEY, "string", incrby),
+    command("decrby", 3, _W, ONE_KEY, "string", decrby),
+    command("incrbyfloat", 3, _W, ONE_KEY, "string", incrbyfloat),
+]
