@@ -45,7 +45,10 @@ def now_ms() -> int:
 
 
 def expire_at(exptime: int, now: int | None = None) -> int:
-    """The wall time (ms) an exptime means: 0 = never, EXPIRED = already past."""
+    """The wall time (ms) an exptime means: 0 = never, EXPIRED = already past. memcached
+    keeps an exptime in a signed 32-bit number, so a larger one wraps (2^31 is negative:
+    expired), and so does it here."""
+    exptime = ((exptime + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
     if exptime == 0:
         return 0
     if exptime < 0:

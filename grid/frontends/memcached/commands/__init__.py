@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from grid.frontends.memcached.commands import admin, arith, retrieval, storage
+from grid.frontends.memcached.commands import admin, arith, meta, retrieval, storage
 from grid.frontends.memcached.parser import Request
 from grid.frontends.ops import Reply
 
@@ -15,6 +15,6 @@ if TYPE_CHECKING:
 Handler = Callable[["MemcachedConnection", Request], Reply]
 COMMANDS: dict[bytes, Handler] = {
     name: handler
-    for module in (retrieval, storage, arith, admin)
+    for module in (retrieval, storage, arith, admin, meta)
     for name, handler in module.COMMANDS.items()
 }

@@ -73,12 +73,14 @@ def get(c: MemcachedConnection, req: Request) -> Reply:
 
 def gat(c: MemcachedConnection, req: Request) -> Reply:
     args = req.args
-    if len(args) < 3:
+    if len(args) < 2:
         return R.ERROR
     exptime = number(args[1])
     if exptime is None:
         return R.BAD_EXPTIME
     keys = args[2:]
+    if not keys:
+        return R.END
     if not all(map(key_ok, keys)):
         return R.BAD_FORMAT
     stats = c.stats
@@ -88,24 +90,26 @@ def gat(c: MemcachedConnection, req: Request) -> Reply:
     at = expire_at(exptime)
     with_cas = args[0] == b"gats"
     ops = []
-    for k in keys:
+    for k in keys:  # the value read is the touched one; one touched into the past is
+        # shown once, then gone (as memcached answers it)
         if at == EXPIRED:
+            ops.append(pb.Op(code=pb.GET, map=m, key=k))
             ops.append(pb.Op(code=pb.DELETE, map=m, key=k))
         else:  # (expire_at_ms 0 with ttl_ms 0: no expiry)
             ops.append(pb.Op(code=pb.EXPIRE, map=m, key=k, expire_at_ms=at))
-        ops.append(pb.Op(code=pb.GET, map=m, key=k))
+            ops.append(pb.Op(code=pb.GET, map=m, key=k))
+    evens, odds = slice(0, None, 2), slice(1, None, 2)
+    reads, touches = (evens, odds) if at == EXPIRED else (odds, evens)
 
     def finish(rs: Sequence[pb.Result]) -> bytes:
-        for r in rs[0::2]:
+        for r in rs[touches]:
             if R.failed(r):
                 return R.result_error(r)
             if r.count:
                 stats.touch_hits += 1
             else:
                 stats.touch_misses += 1
-        if at == EXPIRED:  # touched into the past: the items are gone, none is shown
-            return _values(c, keys, with_cas, [pb.Result(status=pb.NOT_FOUND) for _ in keys])
-        return _values(c, keys, with_cas, rs[1::2])
+        return _values(c, keys, with_cas, rs[reads])
 
     return _plan(c, ops, finish)
 
