@@ -87,12 +87,13 @@ def meta_length(args: list[bytes]) -> int | None:
     return n if n is not None and n >= 0 else None
 
 
-def data_length(args: list[bytes]) -> int | None:
-    """How many bytes of data follow this command line (before its CR LF), None: none."""
+def data_length(args: list[bytes]) -> StoreLine | int | None:
+    """How many bytes of data follow this command line (before its CR LF), None: none.
+    For the text storage commands, their whole parsed header (its `length`), so the
+    command does not parse the line again."""
     name = args[0]
     if name in STORAGE or name == b"cas":
-        line = store_line(args)
-        return None if line is None else line.length
+        return store_line(args)
     if name == b"ms":
         return meta_length(args)
     return None

@@ -28,7 +28,7 @@ many bytes must be buffered before parsing resumes.
 
 from __future__ import annotations
 
-from grid.frontends.memcached.grammar import data_length
+from grid.frontends.memcached.grammar import StoreLine, data_length
 
 OK, TOO_LARGE, BAD_CHUNK = 0, 1, 2
 MAX_LINE = 64 * 1024
@@ -37,15 +37,23 @@ longer `get` lines; clients split larger multi-gets (pymemcache, libmemcached)."
 
 
 class Request:
-    """A command line's tokens, its data block (storage commands), and what was wrong with
-    the block (`problem`: OK, TOO_LARGE or BAD_CHUNK)."""
+    """A command line's tokens, its data block (storage commands), what was wrong with
+    the block (`problem`: OK, TOO_LARGE or BAD_CHUNK), and a text storage command's
+    parsed header (`head`, else None)."""
 
-    __slots__ = ("args", "data", "problem")
+    __slots__ = ("args", "data", "head", "problem")
 
-    def __init__(self, args: list[bytes], data: bytes | None = None, problem: int = OK) -> None:
+    def __init__(
+        self,
+        args: list[bytes],
+        data: bytes | None = None,
+        problem: int = OK,
+        head: StoreLine | None = None,
+    ) -> None:
         self.args = args
         self.data = data
         self.problem = problem
+        self.head = head
 
     def __repr__(self) -> str:
         return f"Request({self.args!r}, {self.data!r}, {self.problem})"
@@ -61,8 +69,8 @@ class Request:
 class MemcacheParser:
     """Feed it bytes as they arrive; it returns the whole requests among them."""
 
-    __slots__ = ("_block", "_line", "_rest", "_skip", "error", "max_block", "max_item",
-                 "max_line", "need")  # fmt: skip
+    __slots__ = ("_block", "_head", "_line", "_rest", "_skip", "error", "max_block",
+                 "max_item", "max_line", "need")  # fmt: skip
 
     def __init__(self, max_item: int, max_block: int, max_line: int = MAX_LINE) -> None:
         self.max_item = max_item
@@ -75,6 +83,7 @@ class MemcacheParser:
         self._rest = bytearray()
         self._line: list[bytes] | None = None  # a storage line whose block is awaited
         self._block = 0  # that block's length
+        self._head: StoreLine | None = None  # that line's parsed header (text storage)
         self._skip = 0  # bytes of a too-large block still to drop
 
     @property
@@ -93,7 +102,7 @@ class MemcacheParser:
             if self._skip:
                 return out
             assert self._line is not None
-            out.append(Request(self._line, None, TOO_LARGE))
+            out.append(Request(self._line, None, TOO_LARGE, self._head))
             self._line = None
         if self._rest:
             self._rest += data
@@ -124,9 +133,9 @@ class MemcacheParser:
                     self.need = end + 2 - pos
                     return pos
                 if buf[end : end + 2] == b"\r\n":
-                    out.append(Request(line, buf[pos:end]))
+                    out.append(Request(line, buf[pos:end], OK, self._head))
                 else:
-                    out.append(Request(line, None, BAD_CHUNK))
+                    out.append(Request(line, None, BAD_CHUNK, self._head))
                 self._line = None
                 pos = end + 2
                 continue
@@ -143,22 +152,27 @@ class MemcacheParser:
             if b"" in args:
                 args = [a for a in args if a]
             pos = nl + 1
-            size = data_length(args) if args else None
-            if size is None:
+            framing = data_length(args) if args else None
+            if framing is None:
                 out.append(Request(args))
                 continue
+            if type(framing) is int:
+                head, size = None, framing
+            else:
+                head = framing
+                size = head.length  # type: ignore[union-attr]
             if size > self.max_item:
                 if size > self.max_block:
                     self.error = "SERVER_ERROR object too large for cache"
                     return pos
                 left = n - pos
                 if left >= size + 2:
-                    out.append(Request(args, None, TOO_LARGE))
+                    out.append(Request(args, None, TOO_LARGE, head))
                     pos += size + 2
                     continue
                 self._skip = size + 2 - left
-                self._line = args
+                self._line, self._head = args, head
                 return n
-            self._line = args
+            self._line, self._head = args, head
             self._block = size
         return pos

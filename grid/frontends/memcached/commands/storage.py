@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from grid.frontends.memcached import replies as R
-from grid.frontends.memcached.grammar import key_ok, store_line
+from grid.frontends.memcached.grammar import key_ok
 from grid.frontends.memcached.items import pack
 from grid.frontends.memcached.keyspace import EXPIRED, Item, delete_over, expire_at, rmw, write_over
 from grid.frontends.memcached.parser import BAD_CHUNK, TOO_LARGE, Request
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from grid.frontends.memcached.server import MemcachedConnection
 
 ARGS = {b"set": 5, b"add": 5, b"replace": 5, b"append": 5, b"prepend": 5, b"cas": 6}
+CONDITIONS = {b"set": 0, b"add": pb.IF_ABSENT, b"replace": pb.IF_PRESENT}
 
 
 def quiet(reply: bytes, noreply: bool) -> bytes:
@@ -51,7 +52,7 @@ def _finish(ok: bytes, lost: bytes, noreply: bool, c: MemcachedConnection) -> ob
 def store(c: MemcachedConnection, req: Request) -> Reply:
     args = req.args
     name = args[0]
-    line = store_line(args)
+    line = req.head
     if line is None:
         return R.ERROR if len(args) not in (ARGS[name], ARGS[name] + 1) else R.BAD_FORMAT
     noreply, key = line.noreply, line.key
@@ -68,8 +69,8 @@ def store(c: MemcachedConnection, req: Request) -> Reply:
     assert req.data is not None
     value = req.data
     at = expire_at(line.exptime)
-    if name == b"set" or name == b"add" or name == b"replace":
-        condition = {b"set": 0, b"add": pb.IF_ABSENT, b"replace": pb.IF_PRESENT}[name]
+    condition = CONDITIONS.get(name)
+    if condition is not None:
         if at == EXPIRED:  # nothing is written; the answer is what the write would say
             return _expired(c, name, key, noreply)
         op = pb.Op(code=pb.PUT, map=m, key=key, value=pack(line.flags, value), expire_at_ms=at,
