@@ -115,6 +115,23 @@ CASES: dict[str, list[str]] = {
         "mg t v f", "ma t D10 v", "get t", "ma",
     ],
     "me": ["me k", "me"],
+    "too large": [
+        "set k 0 0 1\r\na", "set k 0 0 1048577\r\n" + "x" * 1048577, "get k",
+        "set k 0 0 1\r\na", "add k 0 0 2000000\r\n" + "y" * 2000000, "get k",
+        "set big 0 0 1000000\r\n" + "z" * 1000000, "mg big s",
+        "ms k 1048577 T0\r\n" + "x" * 1048577, "get k",
+        "set k 0 0 2000000 noreply\r\n" + "y" * 2000000, "get k", "set k 0 0 1\r\na",
+        "ms k 2000000 MA\r\n" + "y" * 2000000, "get k", "set k 0 0 1\r\na",
+        "replace k 0 0 2000000\r\n" + "y" * 2000000, "get k",
+        "append k 0 0 2000000\r\n" + "y" * 2000000, "get k",
+        "set k 0 0 1 noreply\r\nabc", "get k",
+    ],
+    "flags": [
+        "ms k 1 F4294967295\r\nx", "mg k f", "ms k 1 F4294967296\r\nx", "mg k f",
+        "ms k 1 F-1\r\nx", "ms k 1 Fabc\r\nx", "ms k 1 T-1\r\nx", "mg k v", "ms k 1 Tx\r\nx",
+        "ms k 1 Cx\r\nx", "set k 65535 0 1\r\nx", "gets k", "append k 1 0 1\r\ny", "get k",
+        "ma k", "set n 77 0 1\r\n1", "incr n 1", "get n", "touch n 100", "get n",
+    ],
 }
 # fmt: on
 
@@ -166,3 +183,34 @@ def test_replies_are_memcached_replies(addresses: tuple[str, str], name: str) ->
     finally:
         ours.close()
         theirs.close()
+
+
+def test_a_pipelined_stream_as_memcached(addresses: tuple[str, str]) -> None:
+    """One write of many commands, good and bad, answered in order as memcached answers."""
+    stream = b"".join(
+        b"set p%d %d 0 2\r\nv%d\r\nget p%d p%d\r\nincr p%d 1\r\nappend p%d 0 0 1\r\n!\r\n"
+        b"bogus\r\nmg p%d v f k\r\ndelete p%d\r\nmn\r\n"
+        % (i, i, i % 10, i, i + 1, i, i, i, i) for i in range(100)
+    )  # fmt: skip
+    seen = []
+    for address in addresses:
+        side = RawMemcache(address)
+        assert side.step(b"flush_all\r\n") == b"OK\r\n"
+        side.send(stream)
+        seen.append([side.until(b"MN\r\n") for _ in range(100)])
+        side.close()
+    assert seen[0] == seen[1]
+
+
+def test_many_keys_in_one_get_as_memcached(addresses: tuple[str, str]) -> None:
+    keys = b" ".join(b"m%d" % i for i in range(300))
+    seen = []
+    for address in addresses:
+        side = RawMemcache(address)
+        assert side.step(b"flush_all\r\n") == b"OK\r\n"
+        side.step(
+            b"".join(b"set m%d 0 0 1 noreply\r\n%d\r\n" % (i, i % 10) for i in range(0, 300, 3))
+        )
+        seen.append(side.step(b"get " + keys + b"\r\n"))
+        side.close()
+    assert seen[0] == seen[1] and seen[0].count(b"VALUE") == 100

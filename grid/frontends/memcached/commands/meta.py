@@ -213,8 +213,8 @@ def ms(c: MemcachedConnection, req: Request) -> Reply:
     if meta_length(args) is None:  # no data block followed (grammar.py)
         return R.BAD_FORMAT
     key = args[1]
-    if req.problem == TOO_LARGE:
-        return R.TOO_LARGE
+    if req.problem == TOO_LARGE:  # memcached drops the old value, whatever the mode
+        return Plan([pb.Op(code=pb.DELETE, map=c.map, key=key)], lambda rs: R.TOO_LARGE)
     if req.problem == BAD_CHUNK:
         return R.BAD_CHUNK
     if not key_ok(key):
@@ -226,14 +226,12 @@ def ms(c: MemcachedConnection, req: Request) -> Reply:
     if mode is None:
         return b"CLIENT_ERROR invalid mode for ms M token\r\n"
     item_flags = unsigned(flags["F"]) if "F" in flags else 0
+    if item_flags is None:
+        return R.BAD_FORMAT
+    item_flags &= 0xFFFFFFFF  # (wraps, as the text commands' flags do)
     at = _exptime(flags["T"]) if "T" in flags else 0
     compare = unsigned(flags["C"]) if "C" in flags else None
-    if (
-        item_flags is None
-        or item_flags > 0xFFFFFFFF
-        or at is None
-        or ("C" in flags and compare is None)
-    ):
+    if at is None or ("C" in flags and compare is None):
         return BAD_TOKEN
     assert req.data is not None
     value, m = req.data, c.map

@@ -58,12 +58,14 @@ def store(c: MemcachedConnection, req: Request) -> Reply:
     noreply, key = line.noreply, line.key
     c.stats.cmd_set += 1
     m = c.map
+    # (memcached answers these two with the reply `noreply` silences, not as errors)
     if req.problem == TOO_LARGE:
+        too_large = b"" if noreply else R.TOO_LARGE
         if name == b"set":  # memcached drops the old value rather than keep a stale one
-            return Plan([pb.Op(code=pb.DELETE, map=m, key=key)], lambda rs: R.TOO_LARGE)
-        return R.TOO_LARGE
+            return Plan([pb.Op(code=pb.DELETE, map=m, key=key)], lambda rs: too_large)
+        return too_large
     if req.problem == BAD_CHUNK:
-        return R.BAD_CHUNK
+        return b"" if noreply else R.BAD_CHUNK
     if not key_ok(key):
         return R.BAD_FORMAT
     assert req.data is not None
