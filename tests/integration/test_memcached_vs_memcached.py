@@ -115,6 +115,14 @@ CASES: dict[str, list[str]] = {
         "mg t v f", "ma t D10 v", "get t", "ma",
     ],
     "me": ["me k", "me"],
+    "meta base64 keys": [
+        "ms Zm9v 2 b\r\nhi", "get foo", "mg Zm9v b v k", "mg Zm9v v b", "mg Zm9v k b O1",
+        "mg bm9wZQ== b k v", "mg !!! b v", "ma Y250 b N0 v k", "md Zm9v b k", "md Zm9v b k q",
+        "ms AAEC 1 b k\r\nx", "mg AAEC b k v", "ms Zm9v 1 b MA C1\r\nx",
+        "ms Zm9v 1 b MR C1\r\nx", "ms Zm9v 1 b ME C1\r\nx", "mg Zm9v b v",
+        "ms Zm9v 1 b ME C1\r\ny", "ms Zm9v 1 b MR C1\r\ny", "ms Zm9v 1 b MA C1\r\ny",
+        "mg Zm9v b v",
+    ],
     "too large": [
         "set k 0 0 1\r\na", "set k 0 0 1048577\r\n" + "x" * 1048577, "get k",
         "set k 0 0 1\r\na", "add k 0 0 2000000\r\n" + "y" * 2000000, "get k",

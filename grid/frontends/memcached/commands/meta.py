@@ -14,14 +14,16 @@ on a miss only `k` and `O` are echoed, as memcached 1.6.18 does. Supported:
 - mn; me answers memcached's fields from what grid knows (exp, cas, size; la=0,
   fetch=no, cls=1).
 
-Not supported, refused with "CLIENT_ERROR invalid flag": b (base64 keys), h, l
-(hit and last-access tracking), R (early recache), I (invalidate), E (explicit
-CAS). The single-operation cases (mg, ms in set/add/replace modes, md without C)
+All four take b: the key is sent in base64 and may hold any byte (a `k` answer is
+the key as sent, then " b"). Not supported, refused with "CLIENT_ERROR invalid
+flag": h, l (hit and last-access tracking), R (early recache), I (invalidate), E
+(explicit CAS). The single-operation cases (mg, ms in set/add/replace modes, md without C)
 are one grid operation; the others read the item first (keyspace.rmw).
 """
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -53,10 +55,10 @@ INVALID = b"CLIENT_ERROR invalid flag\r\n"
 DUPLICATE = b"CLIENT_ERROR duplicate flag\r\n"
 EITHER = b"CLIENT_ERROR invalid or duplicate flag\r\n"
 BAD_TOKEN = b"CLIENT_ERROR bad token in command line format\r\n"
-MG_FLAGS = "vftcksqOTNu"
-MS_FLAGS = "FTCMqOkcS"
-MD_FLAGS = "CqOk"
-MA_FLAGS = "NJDTMqOktcv"
+MG_FLAGS = "bvftcksqOTNu"
+MS_FLAGS = "bFTCMqOkcS"
+MD_FLAGS = "bCqOk"
+MA_FLAGS = "bNJDTMqOktcv"
 MN = b"MN\r\n"
 EN = b"EN\r\n"
 
@@ -77,12 +79,12 @@ def parse_flags(tokens: Sequence[bytes], allowed: str, either: bool = False) -> 
     return flags
 
 
-def _echo(flags: Flags, key: bytes) -> bytes:
+def _echo(flags: Flags) -> bytes:
     """The k and O flags, as a miss or a write answers them."""
     out = b""
     for f, tok in flags.items():
         if f == "k":
-            out += b" k" + key
+            out += b" k" + tok
         elif f == "O":
             out += b" O" + tok
     return out
@@ -93,17 +95,40 @@ def _exptime(tok: bytes) -> int | None:
     return None if n is None else expire_at(n)
 
 
-def _check(args: list[bytes], allowed: str, either: bool = False) -> Flags | bytes:
+def _check(args: list[bytes], allowed: str, either: bool = False) -> tuple[bytes, Flags] | bytes:
+    """The key and flags of mg, md or ma, or the error line."""
     if len(args) < 2:
         return R.ERROR
-    key = args[1]
-    if len(key) > KEY_MAX or not key_ok(key):
+    if len(args[1]) > KEY_MAX:
         return R.BAD_FORMAT
-    return parse_flags(args[2:], allowed, either)
+    flags = parse_flags(args[2:], allowed, either)
+    if isinstance(flags, bytes):
+        return flags
+    return _key(args[1], flags)
+
+
+def _key(token: bytes, flags: Flags) -> tuple[bytes, Flags] | bytes:
+    """The key a command names (with `b`, its token is base64: the key may hold any
+    byte), and the flags with what `k` answers put in as k's token: the key as sent,
+    and " b" after it when it was base64, as memcached 1.6.18 answers it."""
+    if "b" in flags:
+        try:
+            key = binascii.a2b_base64(token, strict_mode=True)
+        except binascii.Error:
+            return b"CLIENT_ERROR error decoding key\r\n"
+        if not 0 < len(key) <= KEY_MAX:
+            return R.BAD_FORMAT
+    else:
+        key = token
+        if not key_ok(key):
+            return R.BAD_FORMAT
+    if "k" in flags:
+        flags["k"] = token + b" b" if "b" in flags else token
+    return key, flags
 
 
 # ---- mg -------------------------------------------------------------------------------------
-def _hit(key: bytes, flags: Flags, r: pb.Result, won: str = "") -> bytes:
+def _hit(flags: Flags, r: pb.Result, won: str = "") -> bytes:
     item_flags, value, stubbed = unpack(r.value, with_stub=True)
     parts = []
     for f, tok in flags.items():
@@ -114,7 +139,7 @@ def _hit(key: bytes, flags: Flags, r: pb.Result, won: str = "") -> bytes:
         elif f == "c":
             parts.append(b"c%d" % r.version_ts)
         elif f == "k":
-            parts.append(b"k" + key)
+            parts.append(b"k" + tok)
         elif f == "s":
             parts.append(b"s%d" % len(value))
         elif f == "O":
@@ -131,10 +156,11 @@ def _hit(key: bytes, flags: Flags, r: pb.Result, won: str = "") -> bytes:
 
 def mg(c: MemcachedConnection, req: Request) -> Reply:
     args = req.args
-    flags = _check(args, MG_FLAGS)
-    if isinstance(flags, bytes):
-        return flags
-    key, m, stats = args[1], c.map, c.stats
+    checked = _check(args, MG_FLAGS)
+    if isinstance(checked, bytes):
+        return checked
+    key, flags = checked
+    m, stats = c.map, c.stats
     ops = []
     if "T" in flags:
         at = _exptime(flags["T"])
@@ -157,11 +183,11 @@ def mg(c: MemcachedConnection, req: Request) -> Reply:
         r = rs[-1]
         if r.status == pb.OK:
             stats.get_hits += 1
-            return _hit(key, flags, r)
+            return _hit(flags, r)
         if R.failed(r):
             return R.result_error(r)
         stats.get_misses += 1
-        return b"" if "q" in flags else b"EN%b\r\n" % _echo(flags, key)
+        return b"" if "q" in flags else b"EN%b\r\n" % _echo(flags)
 
     if vivify is None:
         return Plan(ops, finish)
@@ -184,7 +210,7 @@ async def _vivify(
             c.stats.get_misses += 1
             made = pb.Result(status=pb.OK, value=put.value, version_ts=w.version_ts,
                              expire_at_ms=put.expire_at_ms)  # fmt: skip
-            return _hit(key, flags, made, won="W")
+            return _hit(flags, made, won="W")
         if R.failed(w):
             return R.result_error(w)
     return finish(rs)  # type: ignore[operator,no-any-return]
@@ -194,7 +220,7 @@ async def _vivify(
 MODES = {b"S": "set", b"E": "add", b"R": "replace", b"A": "append", b"P": "prepend"}
 
 
-def _stored(code: bytes, flags: Flags, key: bytes, cas: int | None = None) -> bytes:
+def _stored(code: bytes, flags: Flags, cas: int | None = None) -> bytes:
     if code == b"HD" and "q" in flags:
         return b""
     parts = []
@@ -202,7 +228,7 @@ def _stored(code: bytes, flags: Flags, key: bytes, cas: int | None = None) -> by
         if f == "c":
             parts.append(b"c%d" % (cas or 0))
         elif f == "k":
-            parts.append(b"k" + key)
+            parts.append(b"k" + tok)
         elif f == "O":
             parts.append(b"O" + tok)
     return code + b"".join(b" " + p for p in parts) + b"\r\n"
@@ -217,11 +243,13 @@ def ms(c: MemcachedConnection, req: Request) -> Reply:
         return Plan([pb.Op(code=pb.DELETE, map=c.map, key=key)], lambda rs: R.TOO_LARGE)
     if req.problem == BAD_CHUNK:
         return R.BAD_CHUNK
-    if not key_ok(key):
-        return R.BAD_FORMAT
-    flags = parse_flags(args[3:], MS_FLAGS)
-    if isinstance(flags, bytes):
-        return flags
+    parsed = parse_flags(args[3:], MS_FLAGS)
+    if isinstance(parsed, bytes):
+        return parsed
+    checked = _key(key, parsed)
+    if isinstance(checked, bytes):
+        return checked
+    key, flags = checked
     mode = MODES.get(flags.get("M", b"S"))
     if mode is None:
         return b"CLIENT_ERROR invalid mode for ms M token\r\n"
@@ -245,9 +273,9 @@ def ms(c: MemcachedConnection, req: Request) -> Reply:
             r = rs[0]
             if r.status == pb.OK:
                 c.stats.total_items += 1
-                return _stored(b"HD", flags, key, r.version_ts)
+                return _stored(b"HD", flags, r.version_ts)
             if r.status == pb.CAS_FAILED:
-                return _stored(b"NS", flags, key)
+                return _stored(b"NS", flags)
             return R.result_error(r)
 
         return Plan([op], finish)
@@ -262,15 +290,19 @@ async def _ms_rmw(
     written: list[int] = []
 
     def step(item: Item) -> tuple[list[pb.Op], bytes]:
+        # as memcached 1.6.18 answers a miss: append and prepend say NS even with a
+        # CAS; set and replace with a CAS are a `cas` (NF)
         if item.value is None:
-            if compare is not None:
-                return [], _stored(b"NF", flags, key)
-            if mode in ("replace", "append", "prepend"):
-                return [], _stored(b"NS", flags, key)
-        elif compare is not None and item.cas != compare:
-            return [], _stored(b"EX", flags, key)
+            if mode in ("append", "prepend"):
+                return [], _stored(b"NS", flags)
+            if compare is not None and mode in ("set", "replace"):
+                return [], _stored(b"NF", flags)
+            if mode == "replace":
+                return [], _stored(b"NS", flags)
         elif mode == "add":
-            return [], _stored(b"NS", flags, key)
+            return [], _stored(b"NS", flags)
+        elif compare is not None and item.cas != compare:
+            return [], _stored(b"EX", flags)
         if mode in ("append", "prepend"):
             assert item.value is not None
             new = item.value + value if mode == "append" else value + item.value
@@ -279,26 +311,27 @@ async def _ms_rmw(
             return [write_over(m, key, item, item.flags, new, item.expire_at)], b""
         if at == EXPIRED:
             return ([delete_over(m, key, item)] if item.value is not None else []), _stored(
-                b"HD", flags, key
+                b"HD", flags
             )
         return [write_over(m, key, item, item_flags, value, at)], b""
 
     def done(rs: Sequence[pb.Result]) -> bytes:
         written.append(1)
         c.stats.total_items += 1
-        return _stored(b"HD", flags, key, rs[0].version_ts)
+        return _stored(b"HD", flags, rs[0].version_ts)
 
-    lost = _stored(b"EX", flags, key) if compare is not None else b""
+    lost = _stored(b"EX", flags) if compare is not None else b""
     return await rmw(c.runner, m, key, step, retry=compare is None, lost=lost, done=done)
 
 
 # ---- md -------------------------------------------------------------------------------------
 def md(c: MemcachedConnection, req: Request) -> Reply:
     args = req.args
-    flags = _check(args, MD_FLAGS, either=True)
-    if isinstance(flags, bytes):
-        return flags
-    key, m, stats = args[1], c.map, c.stats
+    checked = _check(args, MD_FLAGS, either=True)
+    if isinstance(checked, bytes):
+        return checked
+    key, flags = checked
+    m, stats = c.map, c.stats
     if "C" not in flags:
 
         def finish(rs: Sequence[pb.Result]) -> bytes:
@@ -307,9 +340,9 @@ def md(c: MemcachedConnection, req: Request) -> Reply:
                 return R.result_error(r)
             if r.count:
                 stats.delete_hits += 1
-                return _stored(b"HD", flags, key)
+                return _stored(b"HD", flags)
             stats.delete_misses += 1
-            return _stored(b"NF", flags, key)
+            return _stored(b"NF", flags)
 
         return Plan([pb.Op(code=pb.DELETE, map=m, key=key)], finish)
     compare = unsigned(flags["C"])
@@ -318,20 +351,21 @@ def md(c: MemcachedConnection, req: Request) -> Reply:
 
     def step(item: Item) -> tuple[list[pb.Op], bytes]:
         if item.value is None:
-            return [], _stored(b"NF", flags, key)
+            return [], _stored(b"NF", flags)
         if item.cas != compare:
-            return [], _stored(b"EX", flags, key)
-        return [delete_over(m, key, item)], _stored(b"HD", flags, key)
+            return [], _stored(b"EX", flags)
+        return [delete_over(m, key, item)], _stored(b"HD", flags)
 
-    return rmw(c.runner, m, key, step, retry=False, lost=_stored(b"EX", flags, key))
+    return rmw(c.runner, m, key, step, retry=False, lost=_stored(b"EX", flags))
 
 
 # ---- ma -------------------------------------------------------------------------------------
 def ma(c: MemcachedConnection, req: Request) -> Reply:
     args = req.args
-    flags = _check(args, MA_FLAGS, either=True)
-    if isinstance(flags, bytes):
-        return flags
+    checked = _check(args, MA_FLAGS, either=True)
+    if isinstance(checked, bytes):
+        return checked
+    key, flags = checked
     bad = EITHER
     delta = unsigned(flags["D"]) if "D" in flags else 1
     initial = unsigned(flags["J"]) if "J" in flags else 0
@@ -346,7 +380,7 @@ def ma(c: MemcachedConnection, req: Request) -> Reply:
     if mode not in (b"I", b"+", b"D", b"-"):
         return b"CLIENT_ERROR invalid mode for ma M token\r\n"
     incr = mode in (b"I", b"+")
-    key, m, stats = args[1], c.map, c.stats
+    m, stats = c.map, c.stats
     result: list[tuple[int, int]] = []  # (number, expire_at) written
 
     def step(item: Item) -> tuple[list[pb.Op], bytes]:
@@ -357,12 +391,12 @@ def ma(c: MemcachedConnection, req: Request) -> Reply:
                     stats.incr_misses += 1
                 else:
                     stats.decr_misses += 1
-                return [], _stored(b"NF", flags, key)
+                return [], _stored(b"NF", flags)
             when = 0 if create == EXPIRED else create
             result.append((initial, when))
             return [write_over(m, key, item, 0, b"%d" % initial, when)], b""
         if compare is not None and item.cas != compare:
-            return [], _stored(b"EX", flags, key)
+            return [], _stored(b"EX", flags)
         current = counter(item.value)
         if current is None:
             return [], R.NON_NUMERIC
@@ -385,7 +419,7 @@ def ma(c: MemcachedConnection, req: Request) -> Reply:
             elif f == "c":
                 parts.append(b"c%d" % rs[0].version_ts)
             elif f == "k":
-                parts.append(b"k" + key)
+                parts.append(b"k" + tok)
             elif f == "O":
                 parts.append(b"O" + tok)
         tail = b"".join(b" " + p for p in parts)
@@ -394,7 +428,7 @@ def ma(c: MemcachedConnection, req: Request) -> Reply:
             return b"VA %d%b\r\n%b\r\n" % (len(text), tail, text)
         return b"" if "q" in flags else b"HD%b\r\n" % tail
 
-    lost = _stored(b"EX", flags, key)
+    lost = _stored(b"EX", flags)
     return rmw(c.runner, m, key, step, retry=compare is None, lost=lost, done=done)
 
 
