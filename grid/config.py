@@ -144,9 +144,10 @@ class Config:
     )
     frontend_map: str = _opt(
         "kv",
-        "The map the protocol front ends (RESP) keep their keys in, as raw bytes: an SDK "
-        "reads and writes the same keys with `client.map(name, codec='raw')`. One map "
-        "for every front end, so a key set through one protocol is read through another.",
+        "The map the RESP front end keeps its keys in, as raw bytes: an SDK reads and "
+        "writes the same keys with `client.map(name, codec='raw')`. The memcached front "
+        "end has its own (memcached_map), since its items carry client flags; set that "
+        "one to this name to share the keys.",
     )
     memcached_port: int = _opt(
         0,

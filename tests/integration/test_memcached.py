@@ -210,3 +210,18 @@ def test_a_taken_memcached_port_is_a_clear_start_failure(
                                log_dir=tmp_path_factory.mktemp("mc-taken"))  # fmt: skip
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for memcached"):
             cluster.start()
+
+
+def test_large_values_arrive_whole_in_any_pieces(mc_member: MemberProcess) -> None:
+    """A value of 1,000,000 bytes (CR LF pairs inside) sent in small pieces, read back whole."""
+    value = bytes(range(256)) * 3906 + b"\r\n" * 32  # 1,000,000 bytes
+    raw = RawMemcache(mc_member.memcached_address)
+    request = b"set big:v 5 0 %d\r\n%b\r\nmn\r\n" % (len(value), value)
+    for at in range(0, len(request), 7919):
+        raw.send(request[at : at + 7919])
+    assert raw.until(b"MN\r\n") == b"STORED\r\n"
+    assert raw.step(b"mg big:v s f\r\n") == b"HD s1000000 f5\r\n"
+    raw.close()
+    c = pymc(mc_member)
+    assert c.get("big:v") == value
+    c.close()
