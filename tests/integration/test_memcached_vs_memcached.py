@@ -75,6 +75,9 @@ CASES: dict[str, list[str]] = {
         "replace k 0 0 1 noreply\r\nc",
         "append k 0 0 1 noreply\r\nd", "prepend k 0 0 1 noreply\r\ne", "get k",
         "delete k noreply", "get k", "incr k 1 noreply", "flush_all noreply",
+        "set s 0 0 1\r\na", "incr s 1 noreply", "incr s x noreply", "touch s abc noreply",
+        "delete s 5 noreply", "cas s 0 0 1 1 noreply\r\nb", "cas zz 0 0 1 1 noreply\r\nb",
+        "verbosity noreply", "set t 0 0 1 noreply\r\nab", "get s t",
     ],
     "misc": [
         "verbosity 1", "verbosity", "verbosity 1 noreply", "flush_all", "flush_all 0",

@@ -50,7 +50,7 @@ def delete(c: MemcachedConnection, req: Request) -> Reply:
     if noreply:
         rest = rest[:-1]
     if rest and rest != [b"0"]:  # a legacy "hold" time: memcached takes only 0
-        return DELETE_USAGE
+        return quiet(DELETE_USAGE, noreply)
     stats = c.stats
 
     def finish(rs: Sequence[pb.Result]) -> bytes:
@@ -73,10 +73,10 @@ def touch(c: MemcachedConnection, req: Request) -> Reply:
     key = args[1]
     if len(key) > KEY_MAX or not key_ok(key):
         return R.BAD_FORMAT
+    noreply = len(args) == 4 and args[3] == b"noreply"
     exptime = number(args[2])
     if exptime is None:
-        return R.BAD_EXPTIME
-    noreply = len(args) == 4 and args[3] == b"noreply"
+        return quiet(R.BAD_EXPTIME, noreply)
     at = expire_at(exptime)
     stats = c.stats
     stats.cmd_touch += 1
@@ -109,7 +109,7 @@ def flush_all(c: MemcachedConnection, req: Request) -> Reply:
     if args:
         n = number(args[0])
         if n is None:
-            return R.BAD_EXPTIME
+            return quiet(R.BAD_EXPTIME, noreply)
         delay = n
     server = c.server
     server.stats.cmd_flush += 1

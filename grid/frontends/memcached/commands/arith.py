@@ -56,10 +56,10 @@ def incr_decr(c: MemcachedConnection, req: Request) -> Reply:
     key = args[1]
     if len(key) > KEY_MAX or not key_ok(key):
         return R.BAD_FORMAT
+    noreply = len(args) == 4 and args[3] == b"noreply"
     delta = unsigned(args[2])
     if delta is None:
-        return R.BAD_DELTA
-    noreply = len(args) == 4 and args[3] == b"noreply"
+        return quiet(R.BAD_DELTA, noreply)
     incr = args[0] == b"incr"
     m, stats = c.map, c.stats
 
@@ -72,7 +72,7 @@ def incr_decr(c: MemcachedConnection, req: Request) -> Reply:
             return [], quiet(R.NOT_FOUND, noreply)
         current = counter(item.value)
         if current is None:
-            return [], R.NON_NUMERIC
+            return [], quiet(R.NON_NUMERIC, noreply)
         n = apply(current, delta, incr)
         if incr:
             stats.incr_hits += 1

@@ -4,7 +4,8 @@ set/add/replace are one PUT each (add: IF_ABSENT, replace: IF_PRESENT). append,
 prepend and cas read the item first (grid/frontends/memcached/keyspace.py says
 why). As memcached does, a set whose value is too large also removes the key
 (no stale value is left behind a failed set), append and prepend keep the item's
-flags and expiry, and `noreply` silences every reply but errors.
+flags and expiry, and `noreply` silences every reply, errors about the request
+included (as memcached 1.6.18 does; grid's own SERVER_ERRORs are still sent).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ CONDITIONS = {b"set": 0, b"add": pb.IF_ABSENT, b"replace": pb.IF_PRESENT}
 
 
 def quiet(reply: bytes, noreply: bool) -> bytes:
-    """`noreply` hides a reply unless it is an error."""
-    if noreply and not reply.startswith((b"CLIENT_ERROR", b"SERVER_ERROR")):
-        return b""
-    return reply
+    """`noreply` hides a reply, errors about the request too (memcached 1.6.18 sends
+    those through the same path; grid's own SERVER_ERRORs are always sent)."""
+    return b"" if noreply else reply
 
 
 def _finish(ok: bytes, lost: bytes, noreply: bool, c: MemcachedConnection) -> object:
@@ -58,14 +58,13 @@ def store(c: MemcachedConnection, req: Request) -> Reply:
     noreply, key = line.noreply, line.key
     c.stats.cmd_set += 1
     m = c.map
-    # (memcached answers these two with the reply `noreply` silences, not as errors)
     if req.problem == TOO_LARGE:
-        too_large = b"" if noreply else R.TOO_LARGE
+        too_large = quiet(R.TOO_LARGE, noreply)
         if name == b"set":  # memcached drops the old value rather than keep a stale one
             return Plan([pb.Op(code=pb.DELETE, map=m, key=key)], lambda rs: too_large)
         return too_large
     if req.problem == BAD_CHUNK:
-        return b"" if noreply else R.BAD_CHUNK
+        return quiet(R.BAD_CHUNK, noreply)
     if not key_ok(key):
         return R.BAD_FORMAT
     assert req.data is not None
