@@ -111,16 +111,17 @@ Done = Callable[[Sequence[pb.Result]], bytes]
 
 async def rmw(
     runner: Runner, m: str, key: bytes, step: Step, retry: bool = True,
-    lost: bytes = b"", done: Done | None = None,
+    lost: bytes = b"", done: Done | None = None, noreply: bool = False,
 ) -> bytes:  # fmt: skip
     """Read `key`, let `step` choose the writes and the reply, write, and start over if a
     write lost to another writer (unless `retry` is off: then answer `lost`). `done`, if
-    given, makes the reply from the writes' results instead."""
+    given, makes the reply from the writes' results instead. `noreply`: grid's own
+    errors are not answered either (the client reads no reply)."""
     get = pb.Op(code=pb.GET, map=m, key=key)
     for _ in range(RETRIES if retry else 1):
         r = (await runner.call([get]))[0]
         if failed(r):
-            return result_error(r)
+            return b"" if noreply else result_error(r)
         ops, reply = step(Item.of(r))
         if not ops:
             return reply
@@ -131,6 +132,8 @@ async def rmw(
             return lost
         for w in results:
             if failed(w):
-                return result_error(w)
+                return b"" if noreply else result_error(w)
         return done(results) if done is not None else reply
+    if noreply:
+        return b""
     return b"SERVER_ERROR lost %d races in a row with other writers of the key\r\n" % RETRIES

@@ -56,7 +56,7 @@ def delete(c: MemcachedConnection, req: Request) -> Reply:
     def finish(rs: Sequence[pb.Result]) -> bytes:
         r = rs[0]
         if R.failed(r):
-            return R.result_error(r)
+            return quiet(R.result_error(r), noreply)
         if r.count:
             stats.delete_hits += 1
             return quiet(R.DELETED, noreply)
@@ -88,7 +88,7 @@ def touch(c: MemcachedConnection, req: Request) -> Reply:
     def finish(rs: Sequence[pb.Result]) -> bytes:
         r = rs[0]
         if R.failed(r):
-            return R.result_error(r)
+            return quiet(R.result_error(r), noreply)
         if r.count:
             stats.touch_hits += 1
             return quiet(R.TOUCHED, noreply)
@@ -131,7 +131,7 @@ def flush_all(c: MemcachedConnection, req: Request) -> Reply:
 
     def finish(rs: Sequence[pb.Result]) -> bytes:
         r = rs[0]
-        return R.result_error(r) if R.failed(r) else quiet(R.OK, noreply)
+        return quiet(R.result_error(r) if R.failed(r) else R.OK, noreply)
 
     return Plan([clear], finish)
 

@@ -83,7 +83,7 @@ def incr_decr(c: MemcachedConnection, req: Request) -> Reply:
             b"%d\r\n" % n, noreply
         )
 
-    return rmw(c.runner, m, key, step)
+    return rmw(c.runner, m, key, step, noreply=noreply)
 
 
 COMMANDS = {b"incr": incr_decr, b"decr": incr_decr}

@@ -5,7 +5,7 @@ prepend and cas read the item first (grid/frontends/memcached/keyspace.py says
 why). As memcached does, a set whose value is too large also removes the key
 (no stale value is left behind a failed set), append and prepend keep the item's
 flags and expiry, and `noreply` silences every reply, errors about the request
-included (as memcached 1.6.18 does; grid's own SERVER_ERRORs are still sent).
+included (as memcached 1.6.18 does).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ CONDITIONS = {b"set": 0, b"add": pb.IF_ABSENT, b"replace": pb.IF_PRESENT}
 
 
 def quiet(reply: bytes, noreply: bool) -> bytes:
-    """`noreply` hides a reply, errors about the request too (memcached 1.6.18 sends
-    those through the same path; grid's own SERVER_ERRORs are always sent)."""
+    """`noreply` hides a reply, errors included: memcached 1.6.18 sends nearly all of
+    them through the path noreply skips, and a client that asked for no reply would
+    read an unexpected one as the answer to its next command."""
     return b"" if noreply else reply
 
 
@@ -44,7 +45,7 @@ def _finish(ok: bytes, lost: bytes, noreply: bool, c: MemcachedConnection) -> ob
             return quiet(lost, noreply)
         if r.status == pb.NOT_FOUND:
             return quiet(lost, noreply)
-        return R.result_error(r)
+        return quiet(R.result_error(r), noreply)
 
     return finish
 
@@ -92,7 +93,7 @@ def _expired(c: MemcachedConnection, name: bytes, key: bytes, noreply: bool) -> 
     def finish(rs: Sequence[pb.Result]) -> bytes:
         r = rs[0]
         if R.failed(r):
-            return R.result_error(r)
+            return quiet(R.result_error(r), noreply)
         if name == b"set":
             return quiet(R.STORED, noreply)
         if name == b"add":
@@ -110,10 +111,10 @@ def _concat(c: MemcachedConnection, key: bytes, part: bytes, after: bool, norepl
             return [], quiet(R.NOT_STORED, noreply)
         new = item.value + part if after else part + item.value
         if len(new) > limit:
-            return [], R.NO_MEMORY
+            return [], quiet(R.NO_MEMORY, noreply)
         return [write_over(m, key, item, item.flags, new, item.expire_at)], quiet(R.STORED, noreply)
 
-    return rmw(c.runner, m, key, step)
+    return rmw(c.runner, m, key, step, noreply=noreply)
 
 
 def _cas(
@@ -134,7 +135,7 @@ def _cas(
             return [delete_over(m, key, item)], quiet(R.STORED, noreply)
         return [write_over(m, key, item, flags, value, at)], quiet(R.STORED, noreply)
 
-    return rmw(c.runner, m, key, step, retry=False, lost=quiet(R.EXISTS, noreply))
+    return rmw(c.runner, m, key, step, retry=False, lost=quiet(R.EXISTS, noreply), noreply=noreply)
 
 
 COMMANDS = {name: store for name in ARGS}
