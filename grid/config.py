@@ -166,7 +166,8 @@ class Config:
         1024 * 1024,
         'Largest value the memcached front end stores (larger: "SERVER_ERROR object too '
         "large for cache\", the data read and dropped). 1 MiB is memcached's own default "
-        "(-I); at most max_value_bytes less the 5-byte flags header.",
+        "(-I). Capped at max_value_bytes less the 5-byte flags header, so a smaller "
+        "max_value_bytes lowers it rather than refuse to start.",
         parse=parse_size,
     )
     # --- data layout -----------------------------------------------------------------------
@@ -560,10 +561,8 @@ class Config:
             raise ConfigError("migration_max_bytes_per_s must be >= 0 (0 = no limit)")
         if self.max_memory < 0:
             raise ConfigError("max_memory must be >= 0 (0 = unbounded)")
-        if not 0 < self.memcached_max_item_bytes <= self.max_value_bytes - 5:
-            raise ConfigError(
-                "memcached_max_item_bytes must be positive and at most max_value_bytes - 5"
-            )
+        if self.memcached_max_item_bytes <= 0:
+            raise ConfigError("memcached_max_item_bytes must be positive")
         if self.max_message_bytes < self.max_value_bytes + self.max_key_bytes + 1024:
             raise ConfigError("max_message_bytes must exceed max_value_bytes + max_key_bytes")
 

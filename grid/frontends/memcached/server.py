@@ -23,6 +23,7 @@ from grid import logs
 from grid.config import Config
 from grid.frontends.connection import FrontendConnection, Listener
 from grid.frontends.memcached.commands import COMMANDS
+from grid.frontends.memcached.items import HEADER
 from grid.frontends.memcached.parser import MemcacheParser, Request
 from grid.frontends.memcached.replies import ERROR
 from grid.frontends.ops import Reply, Runner
@@ -89,7 +90,7 @@ class MemcachedConnection(FrontendConnection):
         self.map = server.map
         self.stats = server.stats
         config = self.config
-        self.max_item = config.memcached_max_item_bytes
+        self.max_item = min(config.memcached_max_item_bytes, config.max_value_bytes - HEADER)
         self.parser = MemcacheParser(max_item=self.max_item, max_block=config.max_message_bytes)
 
     def parse(self, data: bytes) -> list[Any]:
