@@ -17,8 +17,8 @@ on a miss only `k` and `O` are echoed, as memcached 1.6.18 does. Supported:
 All four take b: the key is sent in base64 and may hold any byte (a `k` answer is
 the key as sent, then " b"). Not supported, refused with "CLIENT_ERROR invalid
 flag": h, l (hit and last-access tracking), R (early recache), I (invalidate), E
-(explicit CAS). The single-operation cases (mg, ms in set/add/replace modes, md without C)
-are one grid operation; the others read the item first (keyspace.rmw).
+(explicit CAS). The single-operation cases (mg, ms in set/add/replace modes, md
+without C) are one grid operation; the others read the item first (keyspace.rmw).
 """
 
 from __future__ import annotations
@@ -287,7 +287,6 @@ async def _ms_rmw(
     at: int, compare: int | None,
 ) -> bytes:  # fmt: skip
     m = c.map
-    written: list[int] = []
 
     def step(item: Item) -> tuple[list[pb.Op], bytes]:
         # as memcached 1.6.18 answers a miss: append and prepend say NS even with a
@@ -316,7 +315,6 @@ async def _ms_rmw(
         return [write_over(m, key, item, item_flags, value, at)], b""
 
     def done(rs: Sequence[pb.Result]) -> bytes:
-        written.append(1)
         c.stats.total_items += 1
         return _stored(b"HD", flags, rs[0].version_ts)
 
