@@ -129,6 +129,8 @@ def test_more_keys_than_a_batch_holds(mc_member: MemberProcess) -> None:
     keys = [f"many:{i}" for i in range(300)]
     c.set_many({k: k.encode() for k in keys})
     assert c.get_many(keys) == {k: k.encode() for k in keys}
+    wanted = [f"many:{i:012d}" for i in range(10_000)]  # one get line of about 200 kB
+    assert c.get_many(wanted + keys) == {k: k.encode() for k in keys}
     c.close()
 
 

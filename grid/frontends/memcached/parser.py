@@ -15,15 +15,16 @@ What memcached does with blocks that do not fit, the parser does too:
   chunk") and parsing goes on after the bytes its length covered.
 
 A protocol error ends the stream (the connection answers what came before, then
-the error, then closes): a line longer than `max_line` without its end, or a
-block longer than `max_block` (more than any value could be; memcached would read
-and drop it, which a client could make last forever). `feed` then returns the
-requests before it and sets `error`.
+the error, then closes): a line longer than `max_line` without its end (a get,
+gets, gat or gats line: `max_block`), or a block longer than `max_block` (more
+than any value could be; memcached would read and drop it, which a client could
+make last forever). `feed` then returns the requests before it and sets `error`.
 
-Memory: the parser holds at most one unfinished request: a line (up to
-`max_line`) or a block (up to `max_item` + 2); a block being dropped costs a
-count only. A block still arriving is not re-parsed per packet: `need` says how
-many bytes must be buffered before parsing resumes.
+Memory: the parser holds at most one unfinished request: a line (up to its limit)
+or a block (up to `max_item` + 2); a block being dropped costs a count only.
+Neither is re-parsed per packet: a packet without a line end is appended to the
+line it continues, and `need` says how many bytes of a block must be buffered
+before parsing resumes.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from grid.frontends.memcached.grammar import StoreLine, data_length
 
 OK, TOO_LARGE, BAD_CHUNK = 0, 1, 2
 MAX_LINE = 64 * 1024
-"""Longest command line: a multi-get of 256 keys of 250 bytes fits. memcached reads
-longer `get` lines; clients split larger multi-gets (pymemcache, libmemcached)."""
+"""Longest command line other than a retrieval's (get, gets, gat, gats: up to
+`max_block`, as memcached reads a multi-get of any length)."""
+RETRIEVALS = (b"get ", b"gets ", b"gat ", b"gats ")
 
 
 class Request:
@@ -91,6 +93,14 @@ class MemcacheParser:
         """Whether part of a request is buffered (a client that stops there is stuck)."""
         return bool(self._rest) or self._line is not None or self._skip > 0
 
+    def _line_limit(self, buf: bytes | bytearray, pos: int) -> int:
+        """How long the line starting at `pos` may be: a retrieval line may name as many
+        keys as a message may hold (clients do not split their multi-gets), any other
+        `max_line`."""
+        if buf.startswith(RETRIEVALS, pos):
+            return self.max_block
+        return self.max_line
+
     def feed(self, data: bytes) -> list[Request]:
         if self.error is not None:
             return []
@@ -105,6 +115,12 @@ class MemcacheParser:
             out.append(Request(self._line, None, TOO_LARGE, self._head))
             self._line = None
         if self._rest:
+            if self._line is None and b"\n" not in data:  # still inside one command line
+                self._rest += data
+                if len(self._rest) > self._line_limit(self._rest, 0):
+                    self.error = "CLIENT_ERROR line too long"
+                    self._rest = bytearray()
+                return out
             self._rest += data
             if len(self._rest) < self.need:
                 return out
@@ -141,10 +157,10 @@ class MemcacheParser:
                 continue
             nl = buf.find(b"\n", pos)
             if nl < 0:
-                if n - pos > self.max_line:
+                if n - pos > self._line_limit(buf, pos):
                     self.error = "CLIENT_ERROR line too long"
                 return pos
-            if nl - pos > self.max_line:
+            if nl - pos > self._line_limit(buf, pos):
                 self.error = "CLIENT_ERROR line too long"
                 return pos
             end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
