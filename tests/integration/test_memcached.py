@@ -227,3 +227,15 @@ def test_large_values_arrive_whole_in_any_pieces(mc_member: MemberProcess) -> No
     c = pymc(mc_member)
     assert c.get("big:v") == value
     c.close()
+
+
+def test_flush_all_with_a_delay(mc_member: MemberProcess) -> None:
+    c = pymc(mc_member)
+    c.set("later:a", b"1")
+    assert c.flush_all(delay=1) is True
+    assert c.get("later:a") == b"1"  # not yet
+    time.sleep(1.8)
+    assert c.get("later:a") is None
+    c.set("later:b", b"2")  # stored after the flush: kept
+    assert c.get("later:b") == b"2"
+    c.close()
