@@ -144,9 +144,31 @@ class Config:
     )
     frontend_map: str = _opt(
         "kv",
-        "The map the protocol front ends (RESP) keep their keys in, as raw bytes: an SDK "
-        "reads and writes the same keys with `client.map(name, codec='raw')`. One map "
-        "for every front end, so a key set through one protocol is read through another.",
+        "The map the RESP front end keeps its keys in, as raw bytes: an SDK reads and "
+        "writes the same keys with `client.map(name, codec='raw')`. The memcached front "
+        "end has its own (memcached_map), since its items carry client flags; set that "
+        "one to this name to share the keys.",
+    )
+    memcached_port: int = _opt(
+        0,
+        "Port of the member's memcached front end (the text and meta protocols: pymemcache, "
+        "python-memcached, libmemcached's tools; docs/memcached.md), on `host`. 0 = off, as "
+        "resp_port. Any member serves any key.",
+    )
+    memcached_map: str = _opt(
+        "memcached",
+        "The map the memcached front end keeps its items in. Its own map, not frontend_map: "
+        "an item carries memcached's 32-bit client flags in a 5-byte header of the stored "
+        "value whenever they are not 0 (docs/memcached.md), which a Redis client would read "
+        "as part of the value. Set it to frontend_map to share the keys of flag-less items.",
+    )
+    memcached_max_item_bytes: int = _opt(
+        1024 * 1024,
+        'Largest value the memcached front end stores (larger: "SERVER_ERROR object too '
+        "large for cache\", the data read and dropped). 1 MiB is memcached's own default "
+        "(-I). Capped at max_value_bytes less the 5-byte flags header, so a smaller "
+        "max_value_bytes lowers it rather than refuse to start.",
+        parse=parse_size,
     )
     # --- data layout -----------------------------------------------------------------------
     partitions: int = _opt(
@@ -476,6 +498,10 @@ class Config:
             raise ConfigError(f"resp_port {self.resp_port} is not a TCP port")
         if not self.frontend_map or len(self.frontend_map.encode()) > 255:
             raise ConfigError("frontend_map must be a map name of 1 to 255 bytes")
+        if not 0 <= self.memcached_port <= 65_535:
+            raise ConfigError(f"memcached_port {self.memcached_port} is not a TCP port")
+        if not self.memcached_map or len(self.memcached_map.encode()) > 255:
+            raise ConfigError("memcached_map must be a map name of 1 to 255 bytes")
         if not 0 <= self.data_port <= 65_535:
             raise ConfigError(f"data_port {self.data_port} is not a TCP port")
         if bool(self.tls_cert) != bool(self.tls_key):
@@ -535,6 +561,8 @@ class Config:
             raise ConfigError("migration_max_bytes_per_s must be >= 0 (0 = no limit)")
         if self.max_memory < 0:
             raise ConfigError("max_memory must be >= 0 (0 = unbounded)")
+        if self.memcached_max_item_bytes <= 0:
+            raise ConfigError("memcached_max_item_bytes must be positive")
         if self.max_message_bytes < self.max_value_bytes + self.max_key_bytes + 1024:
             raise ConfigError("max_message_bytes must exceed max_value_bytes + max_key_bytes")
 

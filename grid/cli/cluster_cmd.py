@@ -56,17 +56,23 @@ def wait_for_migrations(addresses: list[str], console: Console, timeout: float =
 def cluster_table(cluster: LocalCluster) -> Table:
     t = Table(title="local cluster", title_justify="left")
     resp = any(m.resp_address for m in cluster.members)
-    for col in ("member", "address", "gossip", *(["resp"] if resp else []), "pid", "log"):
+    mc = any(m.memcached_address for m in cluster.members)
+    ports = [*(["resp"] if resp else []), *(["memcached"] if mc else [])]
+    for col in ("member", "address", "gossip", *ports, "pid", "log"):
         t.add_column(col)
     for m in cluster.members:
-        extra = [m.resp_address] if resp else []
+        extra = [*([m.resp_address] if resp else []), *([m.memcached_address] if mc else [])]
         t.add_row(m.name, m.address, m.gossip_address, *extra, str(m.pid), str(m.log_path))
     return t
 
 
-def cluster_up(n: int, base_port: int, member_args: list[str], resp: bool = False) -> int:
+def cluster_up(
+    n: int, base_port: int, member_args: list[str], resp: bool = False, memcached: bool = False
+) -> int:
     console = wide_console()
-    cluster = LocalCluster(n, base_port=base_port, member_args=member_args, resp=resp)
+    cluster = LocalCluster(
+        n, base_port=base_port, member_args=member_args, resp=resp, memcached=memcached
+    )
     try:
         start_with_progress(cluster, console)
     except (RuntimeError, TimeoutError) as e:
@@ -88,6 +94,11 @@ def cluster_up(n: int, base_port: int, member_args: list[str], resp: bool = Fals
     if resp:
         host, port = cluster.members[0].resp_address.rsplit(":", 1)
         console.print(f"Redis clients: redis-cli -h {host} -p {port} (any member serves any key)")
+    if memcached:
+        address = cluster.members[0].memcached_address
+        console.print(
+            f"memcached clients: memcstat --servers={address} (any member serves any key)"
+        )
     console.print("Ctrl-C stops the cluster.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="members also speak RESP to Redis clients, on port + 3000 (8701, ...)",
     )
     up.add_argument(
+        "--memcached",
+        action="store_true",
+        help="members also speak memcached's protocols, on port + 4000 (9701, ...)",
+    )
+    up.add_argument(
         "member_args",
         nargs=argparse.REMAINDER,
         help="after --: flags for every member, e.g. -- --max-memory 256MiB",
@@ -250,7 +255,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from grid.cli.cluster_cmd import cluster_up
 
         member_args = [a for a in args.member_args if a != "--"]
-        return cluster_up(args.n, args.base_port, member_args, resp=args.resp)
+        return cluster_up(
+            args.n, args.base_port, member_args, resp=args.resp, memcached=args.memcached
+        )
     if args.command == "demo":
         from grid.cli.demo import run_demo
 

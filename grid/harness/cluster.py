@@ -152,6 +152,8 @@ class MemberProcess:
     cmd: tuple[str, ...] = ()
     resp_address: str = ""
     """host:port of the member's RESP front end ("" when it has none)."""
+    memcached_address: str = ""
+    """host:port of the member's memcached front end ("" when it has none)."""
 
     @property
     def pid(self) -> int:
@@ -197,13 +199,16 @@ class LocalCluster:
         launcher: Sequence[str] = ("-m", "grid"),
         health_credentials: Any = None,
         resp: bool = False,
+        memcached: bool = False,
     ) -> None:
         """join=False: members are started without --seeds (each its own cluster).
         launcher: what follows the interpreter on a member's command line before `node`
         (the chaos harness's planted members use a wrapper module of their own).
         resp: every member also serves RESP (Redis clients) on a port of its own (the
-        gRPC port + 3000 with a base_port)."""
+        gRPC port + 3000 with a base_port).
+        memcached: every member also serves memcached clients (the gRPC port + 4000)."""
         self.resp = resp
+        self.memcached = memcached
         self.join = join
         self.health_credentials = health_credentials
         """grpc.ssl_channel_credentials for the readiness checks of members serving TLS."""
@@ -229,6 +234,10 @@ class LocalCluster:
         if self.resp:
             resp_port = port + 3000 if self.base_port else free_port(self.host)
             resp = ["--resp-port", str(resp_port)]
+        mc: list[str] = []
+        if self.memcached:
+            mc_port = port + 4000 if self.base_port else free_port(self.host)
+            mc = ["--memcached-port", str(mc_port)]
         name = f"member-{index + 1}"
         seeds: list[str] = []
         if self.join and self.members and index > 0:
@@ -251,6 +260,7 @@ class LocalCluster:
             "json",
             *seeds,
             *resp,
+            *mc,
             *self.member_args,
             *extra_args,
         ]
@@ -262,6 +272,7 @@ class LocalCluster:
             f"{self.host}:{gossip_port}",
             tuple(cmd),
             f"{self.host}:{resp[1]}" if resp else "",
+            f"{self.host}:{mc[1]}" if mc else "",
         )
         self.members.append(member)
         return member
@@ -285,6 +296,7 @@ class LocalCluster:
             member.gossip_address,
             member.cmd,
             member.resp_address,
+            member.memcached_address,
         )
         self.members[self.members.index(member)] = fresh
         return fresh

@@ -23,6 +23,7 @@ import xxhash
 
 from grid import __version__, logs
 from grid.config import Config
+from grid.frontends.memcached.server import MemcachedServer
 from grid.frontends.resp.server import RespServer
 from grid.member.dataplane import DataPlane
 from grid.member.gossip.runtime import GossipRuntime, MemberListener
@@ -74,6 +75,7 @@ class Member:
         self.tls: ServerTls | None = None
         self.dashboard: Dashboard | None = None
         self.resp: RespServer | None = None
+        self.memcached: MemcachedServer | None = None
         self._health = None
         self._tasks: list[asyncio.Task[None]] = []
         self.name = ""
@@ -154,11 +156,16 @@ class Member:
                 raise
         if cfg.resp_port:
             self.resp = RespServer(self.service, cfg)
-            try:
+        if cfg.memcached_port:
+            self.memcached = MemcachedServer(self.service, cfg)
+        try:
+            if self.resp is not None:
                 await self.resp.start(cfg.host, cfg.resp_port)
-            except OSError:
-                await self.stop(0)
-                raise
+            if self.memcached is not None:
+                await self.memcached.start(cfg.host, cfg.memcached_port)
+        except OSError:
+            await self.stop(0)
+            raise
         if cfg.dashboard_port:
             from grid.member.dashboard import Dashboard  # only members serving it load it
 
@@ -193,6 +200,7 @@ class Member:
             address=self.address,
             data_address=self.service.data_address,
             resp_address=self.resp.address if self.resp is not None else "",
+            memcached_address=self.memcached.address if self.memcached is not None else "",
             partitions=cfg.partitions,
             max_memory=cfg.max_memory,
             eviction_policy=cfg.eviction_policy,
@@ -257,6 +265,8 @@ class Member:
             await self.dashboard.stop()
         if self.resp is not None:
             await self.resp.stop(grace)
+        if self.memcached is not None:
+            await self.memcached.stop(grace)
         if self.data_plane is not None:
             await self.data_plane.stop(grace)
         await self._server.stop(grace)

@@ -1,0 +1,117 @@
+"""The memcached front end of a member: memcached clients and tools talk to grid on
+`memcached_port`.
+
+Each connection parses the text protocol (parser.py), looks the command up by its
+name (commands/), and hands it to its handler, which answers with bytes, a Plan of
+grid operations, or a coroutine (grid/frontends/ops.py). Ordering, pipelining,
+backpressure and bad input are the shared front-end connection's
+(grid/frontends/connection.py).
+
+Items live in one map (`memcached_map`) as raw bytes with the client flags in a
+header (items.py); any member serves any key (operations for partitions it does
+not own are forwarded to their owner). The counters `stats` reports are this
+member's, kept here (Stats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from grid import logs
+from grid.config import Config
+from grid.frontends.connection import FrontendConnection, Listener
+from grid.frontends.memcached.commands import COMMANDS
+from grid.frontends.memcached.items import HEADER
+from grid.frontends.memcached.parser import MemcacheParser, Request
+from grid.frontends.memcached.replies import ERROR
+from grid.frontends.ops import Reply, Runner
+
+if TYPE_CHECKING:
+    from grid.member.server import GridService
+
+log = logs.get("grid.frontends.memcached")
+
+
+class Stats:
+    """What `stats` counts, as memcached names it: this member's commands since it started."""
+
+    __slots__ = ("cas_badval", "cas_hits", "cas_misses", "cmd_flush", "cmd_get", "cmd_set",
+                 "cmd_touch", "decr_hits", "decr_misses", "delete_hits", "delete_misses",
+                 "get_hits", "get_misses", "incr_hits", "incr_misses", "total_items",
+                 "touch_hits", "touch_misses")  # fmt: skip
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class MemcachedServer:
+    """The listener, and what every connection shares: the member, the map, the counters."""
+
+    def __init__(self, service: GridService, config: Config) -> None:
+        self.service = service
+        self.config = config
+        self.map = config.memcached_map
+        self.runner = Runner(service, self.map)
+        self.listener = Listener("memcached", lambda lst: MemcachedConnection(self, lst), config)
+        self.stats = Stats()
+        self.started = time.time()
+        self.address = ""
+        self.flush_timer: asyncio.TimerHandle | None = None
+        """A delayed flush_all, pending (a later flush_all replaces it)."""
+        self.flush_task: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        try:
+            bound = await self.listener.start(host, port)
+        except OSError as e:
+            raise OSError(
+                f"cannot listen on {host}:{port} for memcached ({e.strerror or e}); "
+                "set memcached_port to a free port"
+            ) from e
+        self.address = f"{host}:{bound}"
+        log.info("memcached listening", address=self.address, map=self.map)
+        return bound
+
+    async def stop(self, grace: float) -> None:
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+        await self.listener.stop(grace)
+
+
+class MemcachedConnection(FrontendConnection):
+    """One memcached client."""
+
+    def __init__(self, server: MemcachedServer, listener: Listener) -> None:
+        super().__init__(listener, server.runner)
+        self.server = server
+        self.map = server.map
+        self.stats = server.stats
+        config = self.config
+        self.max_item = min(config.memcached_max_item_bytes, config.max_value_bytes - HEADER)
+        self.parser = MemcacheParser(max_item=self.max_item, max_block=config.max_message_bytes)
+
+    def parse(self, data: bytes) -> list[Any]:
+        return self.parser.feed(data)
+
+    def parse_error(self) -> bytes | None:
+        why = self.parser.error
+        return None if why is None else why.encode() + b"\r\n"
+
+    @property
+    def partial(self) -> bool:
+        return self.parser.partial
+
+    def internal_error(self, e: Exception) -> bytes:
+        return f"SERVER_ERROR internal error in grid: {type(e).__name__}: {e}\r\n".encode()
+
+    def dispatch(self, request: Request) -> Reply:
+        args = request.args
+        if not args:
+            return ERROR
+        handler = COMMANDS.get(args[0])
+        if handler is None:
+            return ERROR
+        return handler(self, request)
