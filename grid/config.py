@@ -504,6 +504,13 @@ class Config:
             raise ConfigError("memcached_map must be a map name of 1 to 255 bytes")
         if not 0 <= self.data_port <= 65_535:
             raise ConfigError(f"data_port {self.data_port} is not a TCP port")
+        if self.memcached_port and self.auth_token:
+            raise ConfigError(
+                "memcached_port cannot be served with auth_token set: memcached's text and "
+                "meta protocols have no authentication (SASL is binary-protocol only), so the "
+                "port would bypass the token. Use the RESP port (AUTH) or the SDK, or serve "
+                "memcached from members on a trusted network without a token"
+            )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together: set both or neither")
         if self.tls_ca and not self.tls_cert:

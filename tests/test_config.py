@@ -119,3 +119,13 @@ def test_read_from_backup_options_parse_and_validate() -> None:
     for bad in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="read_repair_chance"):
             Config(read_repair_chance=bad)
+
+
+def test_memcached_is_refused_where_a_token_guards_the_member() -> None:
+    """memcached's protocols cannot carry the token: serving them would bypass it."""
+    from grid.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="memcached_port cannot be served with auth_token"):
+        Config(memcached_port=11211, auth_token="t")
+    assert Config(memcached_port=11211).memcached_port == 11211
+    assert Config(resp_port=6379, auth_token="t").resp_port == 6379  # RESP has AUTH

@@ -286,3 +286,43 @@ def test_protocol_errors_as_redis(addresses: tuple[str, str], garbage: bytes) ->
         seen.append((first, second))
         side.close()
     assert seen[0] == seen[1]
+
+
+AUTH_CASES = [
+    ("GET", "k"),  # before AUTH: NOAUTH
+    ("AUTH", "wrong"),
+    ("AUTH", "someone", "s3cret"),
+    ("HELLO", "3"),  # HELLO without AUTH before authenticating
+    ("HELLO", "2", "AUTH", "default", "wrong"),
+    ("SET", "k", "v"),
+    ("AUTH", "s3cret"),
+    ("SET", "k", "v"),
+    ("GET", "k"),
+    ("AUTH", "default", "s3cret"),
+    ("HELLO", "2", "AUTH", "default", "s3cret"),
+]
+
+
+def test_auth_with_a_password_as_redis_requirepass(
+    no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """auth_token is the password of Redis's `default` user: the same replies, byte for byte,
+    as a redis-server started with --requirepass, before and after AUTH."""
+    needs.command("redis-server")
+    cluster = LocalCluster(1, resp=True, member_args=["--auth-token", "s3cret"],
+                           log_dir=tmp_path_factory.mktemp("resp-auth"))  # fmt: skip
+    cluster.start()
+    try:
+        with redis_server("--databases", "1", "--requirepass", "s3cret") as redis:
+            sides = [RawResp(cluster.members[0].resp_address), RawResp(redis)]
+            try:
+                for cmd in AUTH_CASES:
+                    ours, theirs = (side.call(*cmd) for side in sides)
+                    if cmd[0] == "HELLO":  # the client ids differ
+                        ours, theirs = (re.sub(rb"id\r\n:\d+", b"id", r) for r in (ours, theirs))
+                    assert ours == theirs, f"{cmd}: grid {ours!r}, redis {theirs!r}"
+            finally:
+                for side in sides:
+                    side.close()
+    finally:
+        cluster.stop(grace=5)

@@ -66,6 +66,9 @@ class RespServer:
         await self.listener.stop(grace)
 
 
+NOAUTH = error("NOAUTH Authentication required.")
+
+
 class RespConnection(FrontendConnection):
     """One Redis client."""
 
@@ -79,6 +82,9 @@ class RespConnection(FrontendConnection):
         self.enc: Encoder = RESP2
         self.created = time.time()
         self.last_command = "NULL"
+        self.authenticated = not self.config.auth_token
+        """With an auth_token, nothing but AUTH, HELLO ... AUTH, QUIT and RESET until the
+        client gives it as its password (user `default`), as a Redis with requirepass."""
         self.parser = RespParser(
             max_bulk=max(self.config.max_value_bytes, self.config.max_key_bytes),
             max_request=self.config.max_message_bytes,
@@ -119,6 +125,8 @@ class RespConnection(FrontendConnection):
         arity = cmd.arity
         if (len(args) != arity) if arity > 0 else (len(args) < -arity):
             return wrong_args(cmd.name)
+        if not self.authenticated and "no_auth" not in cmd.flags:
+            return NOAUTH  # Redis checks after the command and its arity, as here
         self.last_command = cmd.name
         return cmd.handler(self, args)
 

@@ -2,29 +2,30 @@
 
 They touch no data: each answers from the connection's own state. HELLO switches
 the connection between RESP2 and RESP3 and answers the server's description as a
-map. grid has no authentication yet, so AUTH (alone or inside HELLO) is an error
-that says so rather than a silent success.
+map. AUTH (alone or inside HELLO) checks the password against the member's
+auth_token, as `requirepass` does on Redis: the only user is `default`; without a
+token AUTH answers Redis's own error for a server with no password.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from grid import __version__
+from grid import __version__, logs
 from grid.frontends.ops import Close, Reply
 from grid.frontends.resp.common import NOT_INTEGER, SYNTAX, int_arg
 from grid.frontends.resp.replies import OK, PONG, RESP2, RESP3, bulk, error, integer, simple
 from grid.frontends.resp.table import NO_KEYS, command
+from grid.wire.security import token_matches
 
 if TYPE_CHECKING:
     from grid.frontends.resp.server import RespConnection
 
+log = logs.get("grid.frontends.resp")
+
 REDIS_VERSION = "7.0.15"
 """The Redis version grid answers as: the one whose semantics it implements (clients
 such as redis-py and redis-cli choose features by it)."""
-NO_AUTH = (
-    "ERR grid does not support authentication yet (no password is configured); connect without AUTH"
-)
 BAD_NAME = error("ERR Client names cannot contain spaces, newlines or special characters.")
 
 
@@ -51,15 +52,30 @@ def select(c: RespConnection, args: list[bytes]) -> Reply:
     return OK
 
 
+WRONGPASS = error("WRONGPASS invalid username-password pair or user is disabled.")
+
+
+def _password_ok(c: RespConnection, user: bytes, password: bytes) -> bool:
+    """Redis's `default` user: with no token it is `nopass` (any password), as on a Redis
+    without requirepass; with one, the password must be the token."""
+    token = c.config.auth_token
+    return user == b"default" and (not token or token_matches(token, password))
+
+
 def auth(c: RespConnection, args: list[bytes]) -> Reply:
     if len(args) > 3:
         return SYNTAX
-    if len(args) == 2:
+    if not c.config.auth_token and len(args) == 2:
         return error(
             "ERR AUTH <password> called without any password configured for the default "
             "user. Are you sure your configuration is correct?"
         )
-    return error(NO_AUTH)
+    user, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
+    if not _password_ok(c, user, password):
+        log.warning("RESP AUTH refused", peer=c.peer, user=user.decode(errors="replace"))
+        return WRONGPASS
+    c.authenticated = True
+    return OK
 
 
 def hello(c: RespConnection, args: list[bytes]) -> Reply:
@@ -74,12 +90,12 @@ def hello(c: RespConnection, args: list[bytes]) -> Reply:
         version = v
         i = 2
     name = None
-    wants_auth = False
+    auth_pair: tuple[bytes, bytes] | None = None
     while i < len(args):
         more = len(args) - 1 - i
         opt = args[i].lower()
         if opt == b"auth" and more >= 2:
-            wants_auth = True
+            auth_pair = (args[i + 1], args[i + 2])
             i += 3
         elif opt == b"setname" and more >= 1:
             name = args[i + 1]
@@ -88,8 +104,16 @@ def hello(c: RespConnection, args: list[bytes]) -> Reply:
             i += 2
         else:
             return error(f"ERR Syntax error in HELLO option '{args[i].decode(errors='replace')}'")
-    if wants_auth:
-        return error(NO_AUTH)
+    if auth_pair is not None:
+        if not _password_ok(c, *auth_pair):
+            return WRONGPASS
+        c.authenticated = True
+    elif not c.authenticated:
+        return error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+            "HELLO AUTH <user> <pass> option can be used to authenticate the client "
+            "and select the RESP protocol version at the same time"
+        )
     if version:
         c.enc = RESP3 if version == 3 else RESP2
     if name is not None:
