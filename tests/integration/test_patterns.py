@@ -16,7 +16,7 @@ import pytest
 
 import grid
 from grid.harness.cluster import LocalCluster
-from tests.integration.support import wait_partitions_settled
+from tests.integration.support import wait_partitions_settled, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -158,8 +158,7 @@ def test_without_early_refresh_the_key_expires_and_is_loaded_again(
     for _ in range(20):
         m.get_or_load("plain", loader, ttl=0.5, beta=0)
     assert loader.calls == 1  # hits, no early refresh
-    time.sleep(0.7)
-    assert m.get("plain") is None  # expired
+    wait_until(lambda: m.get("plain") is None, 10, 0.05, "the key to expire")
     m.get_or_load("plain", loader, ttl=0.5, beta=0)
     assert loader.calls == 2
 
@@ -197,7 +196,7 @@ def test_a_waiter_gives_up_at_its_deadline_saying_why(clients: list[grid.Client]
     m = clients[0].map("cache")
     slow = threading.Thread(target=lambda: m.get_or_load("slow", Loader(3.0), ttl=30, timeout=20))
     slow.start()
-    time.sleep(0.3)
+    wait_until(lambda: m.contains("{slow}:lease"), 10, 0.01, "the first caller's lease")
     with pytest.raises(grid.Unavailable, match="waited for another caller to load"):
         clients[1].map("cache").get_or_load("slow", Loader(0), ttl=30, timeout=1)
     slow.join(20)
