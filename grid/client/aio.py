@@ -22,8 +22,9 @@ from grid.client import patterns
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
+from grid.client.patterns import check
 from grid.client.router import Router, parse_seeds
-from grid.errors import CasFailed, InvalidArgument, Status, error_for
+from grid.errors import CasFailed, InvalidArgument, Status
 from grid.members_view import ClusterMember, counters_from_metadata
 from grid.wire.security import PLAIN, Security
 from partitioning import PartitionTable
@@ -53,13 +54,6 @@ class EntryView(NamedTuple):
     value: Any
     version: Version
     ttl: float | None
-
-
-def check(r: pb.Result) -> pb.Result:
-    """Raise the exception for a failed result; NOT_FOUND passes (it is an answer)."""
-    if r.status and r.status != Status.NOT_FOUND:
-        raise error_for(r.status, r.error)
-    return r
 
 
 LOCK_MAP = "grid.locks"

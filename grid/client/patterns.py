@@ -57,6 +57,7 @@ import msgpack
 
 from grid.client.keys import Key, encode_key, to_ms
 from grid.errors import Status, Unavailable, error_for
+from partitioning.keys import routing_key
 from proto import grid_pb2 as pb
 
 Step = tuple[str, Any]
@@ -68,15 +69,13 @@ POLL_MAX_S = 0.2
 
 def side_key(key: bytes, suffix: bytes) -> bytes:
     """A key in `key`'s partition: the same routing key (the first {...}, or the whole)."""
-    start = key.find(b"{")
-    if start >= 0:
-        end = key.find(b"}", start + 1)
-        if end > start + 1:  # key has a routing tag: keep it first
-            return key + suffix
+    if routing_key(key) != key:  # key has a routing tag: keep it first
+        return key + suffix
     return b"{" + key + b"}" + suffix
 
 
-def _check(r: pb.Result) -> pb.Result:
+def check(r: pb.Result) -> pb.Result:
+    """Raise the exception for a failed result; NOT_FOUND passes (it is an answer)."""
     if r.status and r.status != Status.NOT_FOUND:
         raise error_for(r.status, r.error)
     return r
@@ -100,7 +99,7 @@ def get_or_load(
     lease, meta = side_key(k, b":lease"), side_key(k, b":xfetch")
     get = pb.Op(code=pb.GET, map=map_name, key=k)
     got, info = yield "ops", [get, pb.Op(code=pb.GET, map=map_name, key=meta)]
-    _check(got)
+    check(got)
     if got.status != Status.NOT_FOUND:
         left_s = got.ttl_ms / 1000 if got.ttl_ms else None
         delta = msgpack.unpackb(info.value) / 1000 if info.status == Status.OK else None
@@ -132,7 +131,7 @@ def get_or_load(
         yield "sleep", wait
         wait = min(POLL_MAX_S, wait * 2)
         (got,) = yield "ops", [get]
-        _check(got)
+        check(got)
         if got.status != Status.NOT_FOUND:
             return decode(got.value)
 
@@ -150,10 +149,10 @@ def _take_lease(
         ttl_ms=to_ms(lease_ttl), condition=pb.IF_ABSENT,
     )  # fmt: skip
     taken, now = yield "ops", [op, get]
-    _check(now)
+    check(now)
     if taken.status == Status.CAS_FAILED:
         return False, now
-    _check(taken)
+    check(taken)
     return True, now
 
 
@@ -190,7 +189,7 @@ def _load(
         ],
     )
     for r in results:
-        _check(r)
+        check(r)
     return value
 
 
@@ -215,10 +214,10 @@ def rate_limit(
     if sliding:
         ops.append(pb.Op(code=pb.GET, map=map_name, key=f"{tag}:{n - 1}".encode()))
     results = yield "ops", ops
-    count: float = _check(results[0]).count
+    count: float = check(results[0]).count
     if sliding:
         prev = results[1]
-        before = msgpack.unpackb(prev.value) if _check(prev).status == Status.OK else 0
+        before = msgpack.unpackb(prev.value) if check(prev).status == Status.OK else 0
         overlap = 1.0 - (now - n * window) / window
         count += before * overlap
     allowed = count <= limit
@@ -257,9 +256,9 @@ def acquire(
                   condition=pb.IF_ABSENT),
         ]  # fmt: skip
         counted, taken = yield "ops", ops
-        _check(counted)
+        check(counted)
         if taken.status != Status.CAS_FAILED:
-            _check(taken)
+            check(taken)
             return counted.count, taken
         if time.monotonic() + wait > deadline:
             raise Unavailable(f"lock {name!r} is held by another owner; gave up at the deadline")
@@ -279,7 +278,7 @@ def release(map_name: str, name: str, held: pb.Result) -> Generator[Step, Any, b
     (r,) = yield "ops", [op]
     if r.status == Status.CAS_FAILED or r.status == Status.NOT_FOUND:
         return False
-    _check(r)
+    check(r)
     return True
 
 

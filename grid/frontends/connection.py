@@ -78,13 +78,22 @@ class Listener:
         self.commands = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port."""
+    async def start(self, host: str, port: int, label: str, **context: Any) -> str:
+        """Listen; returns the bound address. A port already taken says which setting
+        moves it (`{protocol}_port`), since the member refuses to start over it."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: self.factory(self), host, port, reuse_address=True, backlog=1024
-        )
-        return int(self._server.sockets[0].getsockname()[1])
+        try:
+            self._server = await loop.create_server(
+                lambda: self.factory(self), host, port, reuse_address=True, backlog=1024
+            )
+        except OSError as e:
+            raise OSError(
+                f"cannot listen on {host}:{port} for {label} ({e.strerror or e}); "
+                f"set {self.protocol}_port to a free port"
+            ) from e
+        address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
+        log.info(f"{self.protocol} listening", address=address, **context)
+        return address
 
     async def stop(self, grace: float) -> None:
         """Accept no more; idle connections close now, busy ones once their replies are

@@ -12,12 +12,10 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from grid.harness.cluster import free_port
+from tests.integration.support import reference_server
 
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 _VALUE_CAS = re.compile(rb"^(VALUE \S+ \d+ \d+) \d+\r$", re.M)
@@ -84,27 +82,11 @@ class RawMemcache:
             return self.buf, True
 
 
-@contextmanager
-def memcached_server(*args: str) -> Iterator[str]:
+def memcached_server(*args: str) -> AbstractContextManager[str]:
     """A real memcached on a free loopback port."""
     port = free_port()
-    proc = subprocess.Popen(
+    return reference_server(
+        "memcached",
         [MEMCACHED, "-p", str(port), "-l", "127.0.0.1", "-U", "0", "-u", "nobody", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        port,
     )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                RawMemcache(address, 1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("memcached did not start") from None
-                time.sleep(0.05)
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)

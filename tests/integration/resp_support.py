@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from grid.harness.cluster import free_port
+from tests.integration.support import reference_server
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -99,28 +97,12 @@ class RawResp:
             return True
 
 
-@contextmanager
-def redis_server(*args: str) -> Iterator[str]:
+def redis_server(*args: str) -> AbstractContextManager[str]:
     """A real redis-server on a free loopback port, without persistence."""
     port = free_port()
-    proc = subprocess.Popen(
+    return reference_server(
+        "redis-server",
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        port,
     )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                RawResp(address, 1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)

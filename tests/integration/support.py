@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +38,28 @@ LOCAL_KEYS = "/grid.v1.Grid/LocalKeys"
 
 
 # ---- polling -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def reference_server(name: str, argv: Sequence[str], port: int) -> Iterator[str]:
+    """A reference server (redis-server, memcached) we compare replies with, on `port` of
+    loopback: started, waited for until it accepts a connection, stopped at the end."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{name} did not start") from None
+                time.sleep(0.05)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def wait_until(
     predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:

@@ -64,16 +64,8 @@ class MemcachedServer:
         self.flush_task: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
-        try:
-            bound = await self.listener.start(host, port)
-        except OSError as e:
-            raise OSError(
-                f"cannot listen on {host}:{port} for memcached ({e.strerror or e}); "
-                "set memcached_port to a free port"
-            ) from e
-        self.address = f"{host}:{bound}"
-        log.info("memcached listening", address=self.address, map=self.map)
-        return bound
+        self.address = await self.listener.start(host, port, "memcached", map=self.map)
+        return int(self.address.rsplit(":", 1)[1])
 
     async def stop(self, grace: float) -> None:
         if self.flush_timer is not None:

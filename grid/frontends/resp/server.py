@@ -51,16 +51,8 @@ class RespServer:
         self.address = ""
 
     async def start(self, host: str, port: int) -> int:
-        try:
-            bound = await self.listener.start(host, port)
-        except OSError as e:
-            raise OSError(
-                f"cannot listen on {host}:{port} for RESP ({e.strerror or e}); "
-                "set resp_port to a free port"
-            ) from e
-        self.address = f"{host}:{bound}"
-        log.info("resp listening", address=self.address, map=self.map)
-        return bound
+        self.address = await self.listener.start(host, port, "RESP", map=self.map)
+        return int(self.address.rsplit(":", 1)[1])
 
     async def stop(self, grace: float) -> None:
         await self.listener.stop(grace)

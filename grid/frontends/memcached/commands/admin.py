@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from grid import __version__, logs
 from grid.frontends.memcached import replies as R
-from grid.frontends.memcached.commands.storage import quiet
+from grid.frontends.memcached.commands.storage import key_line, quiet
 from grid.frontends.memcached.grammar import KEY_MAX, key_ok, number
 from grid.frontends.memcached.keyspace import EXPIRED, expire_at
 from grid.frontends.memcached.parser import Request
@@ -67,14 +67,11 @@ def delete(c: MemcachedConnection, req: Request) -> Reply:
 
 
 def touch(c: MemcachedConnection, req: Request) -> Reply:
-    args = req.args
-    if len(args) not in (3, 4):
-        return R.ERROR
-    key = args[1]
-    if len(key) > KEY_MAX or not key_ok(key):
-        return R.BAD_FORMAT
-    noreply = len(args) == 4 and args[3] == b"noreply"
-    exptime = number(args[2])
+    line = key_line(req.args)
+    if isinstance(line, bytes):
+        return line
+    key, argument, noreply = line
+    exptime = number(argument)
     if exptime is None:
         return quiet(R.BAD_EXPTIME, noreply)
     at = expire_at(exptime)

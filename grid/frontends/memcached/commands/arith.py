@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from grid.frontends.memcached import replies as R
-from grid.frontends.memcached.commands.storage import quiet
-from grid.frontends.memcached.grammar import KEY_MAX, UINT64_MAX, key_ok, unsigned
+from grid.frontends.memcached.commands.storage import key_line, quiet
+from grid.frontends.memcached.grammar import UINT64_MAX, unsigned
 from grid.frontends.memcached.keyspace import Item, rmw, write_over
 from grid.frontends.memcached.parser import Request
 from grid.frontends.ops import Reply
@@ -50,17 +50,14 @@ def render(n: int, old: bytes) -> bytes:
 
 
 def incr_decr(c: MemcachedConnection, req: Request) -> Reply:
-    args = req.args
-    if len(args) not in (3, 4):
-        return R.ERROR
-    key = args[1]
-    if len(key) > KEY_MAX or not key_ok(key):
-        return R.BAD_FORMAT
-    noreply = len(args) == 4 and args[3] == b"noreply"
-    delta = unsigned(args[2])
+    line = key_line(req.args)
+    if isinstance(line, bytes):
+        return line
+    key, argument, noreply = line
+    delta = unsigned(argument)
     if delta is None:
         return quiet(R.BAD_DELTA, noreply)
-    incr = args[0] == b"incr"
+    incr = req.args[0] == b"incr"
     m, stats = c.map, c.stats
 
     def step(item: Item) -> tuple[list[pb.Op], bytes]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from grid.frontends.memcached import replies as R
-from grid.frontends.memcached.grammar import key_ok
+from grid.frontends.memcached.grammar import KEY_MAX, key_ok
 from grid.frontends.memcached.items import pack
 from grid.frontends.memcached.keyspace import EXPIRED, Item, delete_over, expire_at, rmw, write_over
 from grid.frontends.memcached.parser import BAD_CHUNK, TOO_LARGE, Request
@@ -33,6 +33,17 @@ def quiet(reply: bytes, noreply: bool) -> bytes:
     them through the path noreply skips, and a client that asked for no reply would
     read an unexpected one as the answer to its next command."""
     return b"" if noreply else reply
+
+
+def key_line(args: Sequence[bytes]) -> tuple[bytes, bytes, bool] | bytes:
+    """`<command> <key> <argument> [noreply]` (touch, incr, decr): the key, the argument
+    and noreply; or, for a line of another shape or a bad key, memcached's reply."""
+    if len(args) not in (3, 4):
+        return R.ERROR
+    key = args[1]
+    if len(key) > KEY_MAX or not key_ok(key):
+        return R.BAD_FORMAT
+    return key, args[2], len(args) == 4 and args[3] == b"noreply"
 
 
 def _finish(ok: bytes, lost: bytes, noreply: bool, c: MemcachedConnection) -> object:
