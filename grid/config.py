@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from grid.wire.security import Security
+from grid.wire.security import Credentials, Security, valid_password_hash
 from partitioning.config import DEFAULT_VIRTUAL_NODES, MAX_BACKUPS
 from partitioning.keys import DEFAULT_PARTITION_COUNT
 
@@ -297,6 +297,16 @@ class Config:
         "GRID_AUTH_TOKEN or the config file to a flag, which other users can read in the "
         "process list.",
     )
+    users: str = _opt(
+        "",
+        "Named logins for applications, each with its own password (revoked alone, unlike the "
+        "one token): in TOML a `[users]` table of name = hash, in GRID_USERS or a flag "
+        "`name=hash,name=hash`. A hash is what `grid passwd NAME` prints (sha256:, for long "
+        "random passwords: docs/operations.md says why). Users log in on the data plane, "
+        "gRPC (HTTP Basic), RESP (AUTH name password) and memcached; members use auth_token "
+        "among themselves, so users need it set.",
+        parse=lambda v: _users_text(v),
+    )
     # --- persistence (issue 4) ----------------------------------------------------------------
     data_dir: str = _opt(
         "",
@@ -504,12 +514,11 @@ class Config:
             raise ConfigError("memcached_map must be a map name of 1 to 255 bytes")
         if not 0 <= self.data_port <= 65_535:
             raise ConfigError(f"data_port {self.data_port} is not a TCP port")
-        if self.memcached_port and self.auth_token:
+        users = self.credentials().users
+        if users and not self.auth_token:
             raise ConfigError(
-                "memcached_port cannot be served with auth_token set: memcached's text and "
-                "meta protocols have no authentication (SASL is binary-protocol only), so the "
-                "port would bypass the token. Use the RESP port (AUTH) or the SDK, or serve "
-                "memcached from members on a trusted network without a token"
+                "users need auth_token: members log in to each other with the cluster token, "
+                "and a cluster with users but no token would let any peer in"
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together: set both or neither")
@@ -606,6 +615,16 @@ class Config:
         if self.secret or not self.auth_token:
             return self.secret
         return hmac.new(self.auth_token.encode(), b"grid gossip secret", "sha256").hexdigest()
+
+    def credentials(self) -> Credentials:
+        """Who may connect: the token and the users (parsed once; Config is not changed
+        in place after validation)."""
+        key = (self.auth_token, self.users)
+        cached = self.__dict__.get("_credentials")
+        if cached is None or cached[0] != key:
+            cached = (key, Credentials(self.auth_token, parse_users(self.users)))
+            self.__dict__["_credentials"] = cached
+        return cached[1]
 
     def peer_security(self) -> Security:
         """How this member dials its peers: TLS when it serves TLS (its own certificate
@@ -705,6 +724,43 @@ def reference_markdown() -> str:
         help_text = " ".join(str(f.metadata["help"]).split())
         lines.append(f"| `{f.name}` | `GRID_{f.name.upper()}` | `{default}` | {help_text} |")
     return "\n".join(lines) + "\n"
+
+
+_USER_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+def _users_text(value: Mapping[str, str] | str) -> str:
+    """A TOML `[users]` table or the `name=hash,...` text, checked, as the text."""
+    pairs = value.items() if isinstance(value, Mapping) else _user_pairs(str(value))
+    return ",".join(f"{name}={digest}" for name, digest in parse_users(dict(pairs)).items())
+
+
+def _user_pairs(text: str) -> list[tuple[str, str]]:
+    out = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, sep, digest = item.partition("=")
+        if not sep:
+            raise ConfigError(f"{item!r} is not name=hash")
+        out.append((name.strip(), digest.strip()))
+    return out
+
+
+def parse_users(value: Mapping[str, str] | str) -> dict[str, str]:
+    pairs = value.items() if isinstance(value, Mapping) else _user_pairs(value)
+    users: dict[str, str] = {}
+    for name, digest in pairs:
+        if not _USER_NAME.match(name) or name == "default":
+            raise ConfigError(
+                f"user name {name!r}: 1-64 of letters, digits, _ . @ -, and not `default` "
+                "(the token's user on the RESP and memcached ports)"
+            )
+        if not isinstance(digest, str) or not valid_password_hash(digest):
+            raise ConfigError(
+                f"user {name!r}: the password must be given as `grid passwd` prints it "
+                "(sha256: and 64 hex digits), never in clear"
+            )
+        users[name] = digest
+    return users
 
 
 def _per_map(option: str, text: str) -> dict[str, int]:

@@ -514,16 +514,18 @@ class EndpointsReply(_message.Message):
     def __init__(self, name: _Optional[str] = ..., data_address: _Optional[str] = ..., protocol: _Optional[int] = ..., cluster: _Optional[str] = ..., data_advertised: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol", "cluster", "client", "auth")
+    __slots__ = ("protocol", "cluster", "client", "auth", "user")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     AUTH_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     protocol: int
     cluster: str
     client: str
     auth: bytes
-    def __init__(self, protocol: _Optional[int] = ..., cluster: _Optional[str] = ..., client: _Optional[str] = ..., auth: _Optional[bytes] = ...) -> None: ...
+    user: str
+    def __init__(self, protocol: _Optional[int] = ..., cluster: _Optional[str] = ..., client: _Optional[str] = ..., auth: _Optional[bytes] = ..., user: _Optional[str] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("protocol", "member", "max_frame", "max_batch_ops", "error")

@@ -121,11 +121,39 @@ def test_read_from_backup_options_parse_and_validate() -> None:
             Config(read_repair_chance=bad)
 
 
-def test_memcached_is_refused_where_a_token_guards_the_member() -> None:
-    """memcached's protocols cannot carry the token: serving them would bypass it."""
-    from grid.config import Config, ConfigError
+def test_users_load_from_toml_env_and_grid_passwd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`grid passwd` prints an entry the config takes as it is; a clear password, a bad
+    name or users without the token are refused, naming what is wrong."""
+    from grid.cli.main import main
+    from grid.wire.security import hash_password
 
-    with pytest.raises(ConfigError, match="memcached_port cannot be served with auth_token"):
-        Config(memcached_port=11211, auth_token="t")
-    assert Config(memcached_port=11211).memcached_port == 11211
-    assert Config(resp_port=6379, auth_token="t").resp_port == 6379  # RESP has AUTH
+    assert main(["passwd", "alice"]) == 0
+    out = capsys.readouterr().out
+    password = out.split("password: ", 1)[1].split("\n", 1)[0]
+    entry = out.split("users entry: ", 1)[1].split("\n", 1)[0]
+    assert len(password) >= 43 and entry == f"alice={hash_password(password)}"
+
+    toml = tmp_path / "member.toml"
+    toml.write_text(f'auth_token = "t"\n[users]\nalice = "{entry.split("=", 1)[1]}"\n')
+    from_file = Config.load(file=toml, env={})
+    assert not from_file.credentials().check("alice", password.encode())
+    assert from_file.credentials().check("alice", b"guess") == "wrong user or password"
+    from_env = Config.load(env={"GRID_AUTH_TOKEN": "t", "GRID_USERS": entry})
+    assert from_env.credentials() == from_file.credentials()
+
+    for users, token, message in (
+        ("alice=hunter2", "t", "never in clear"),
+        (f"default={hash_password('x')}", "t", "not `default`"),
+        (f"a b={hash_password('x')}", "t", "letters, digits"),
+        (entry, "", "users need auth_token"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            Config.load(env={"GRID_AUTH_TOKEN": token, "GRID_USERS": users})
+
+
+def test_memcached_is_served_where_a_token_guards_the_member() -> None:
+    """memcached's text protocol logs in as `memcached -Y` does (frontends/memcached/login.py),
+    so the port no longer bypasses the token."""
+    assert Config(memcached_port=11211, auth_token="t").memcached_port == 11211

@@ -97,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
+    passwd = sub.add_parser(
+        "passwd",
+        help="make a user's password and the `users` entry that lets it in",
+        description="Prints a new random password (256 bits) and the name=hash entry for the "
+        "members' `users` option. With --stdin, hashes the password read from standard input "
+        "instead (one line).",
+    )
+    passwd.add_argument("name", help="the user's name")
+    passwd.add_argument("--stdin", action="store_true", help="read the password from stdin")
+
     health = sub.add_parser(
         "health",
         help="ask a member's gRPC health service; exit 0 if SERVING, 1 otherwise (probes)",
@@ -232,6 +242,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "config":
         return _config(args)
+    if args.command == "passwd":
+        return _passwd(args.name, args.stdin)
     if args.command == "health":
         return _health(args.address, args.service, args.timeout)
     logs.configure("warning")
@@ -342,10 +354,32 @@ def _health(address: str, service: str, timeout: float) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
+def _passwd(name: str, from_stdin: bool) -> int:
+    from grid.config import ConfigError, parse_users
+    from grid.wire.security import generate_password, hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n") if from_stdin else generate_password()
+    if not password:
+        print("grid passwd: an empty password", file=sys.stderr)
+        return 2
+    entry = f"{name}={hash_password(password)}"
+    try:
+        parse_users(entry)
+    except ConfigError as e:
+        print(f"grid passwd: {e}", file=sys.stderr)
+        return 2
+    if not from_stdin:
+        print(f"password: {password}")
+    print(f"users entry: {entry}")
+    print(f'in TOML, under [users]: {name} = "{entry.split("=", 1)[1]}"')
+    return 0
+
+
 def _credentials() -> dict[str, str]:
     """The client commands' TLS files and token, from the same variables a member reads
     (GRID_TLS_CA, GRID_TLS_CERT, GRID_TLS_KEY, GRID_AUTH_TOKEN): in a member's container or
-    shell, `grid status` and `grid get` speak to it as its peers do."""
+    shell, `grid status` and `grid get` speak to it as its peers do. GRID_USER and
+    GRID_PASSWORD log in as one of the members' users instead."""
     env = os.environ
     return {
         k: v
@@ -354,6 +388,8 @@ def _credentials() -> dict[str, str]:
             ("tls_cert", env.get("GRID_TLS_CERT", "")),
             ("tls_key", env.get("GRID_TLS_KEY", "")),
             ("token", env.get("GRID_AUTH_TOKEN", "")),
+            ("user", env.get("GRID_USER", "")),
+            ("password", env.get("GRID_PASSWORD", "")),
         )
         if v
     }

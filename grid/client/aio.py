@@ -345,16 +345,22 @@ class AsyncClient:
         tls_cert: str = "",
         tls_key: str = "",
         token: str = "",
+        user: str = "",
+        password: str = "",
     ) -> None:
         """tls_ca: trust the members' certificates signed by these CAs (TLS on); tls=True:
         TLS trusting the system's store; tls_cert/tls_key: this client's certificate, for
-        members that require one (mutual TLS); token: the cluster's auth_token."""
+        members that require one (mutual TLS); token: the cluster's auth_token; user and
+        password: a login of the members' `users`, instead of the token."""
         seeds = parse_seeds(address)
         self.address = seeds[0]
         """The seed member: `stats()` are its statistics."""
         self.codec = resolve(codec)
         options = options or ConnectionOptions(timeout=timeout)
-        security = Security(cert=tls_cert, key=tls_key, ca=tls_ca, token=token, tls=tls)
+        security = Security(
+            cert=tls_cert, key=tls_key, ca=tls_ca, token=token, tls=tls, user=user,
+            password=password,
+        )  # fmt: skip
         if security != PLAIN:
             options = replace(options, security=security)
         if read_from_backup:

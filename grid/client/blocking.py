@@ -70,7 +70,7 @@ class Link:
         max_frame: int,
         timeout: float,
         tls: ssl.SSLContext | None = None,
-        token: str = "",
+        login: tuple[str, str] = ("", ""),
     ) -> None:
         self.address = address
         host, port = split_address(address)
@@ -93,7 +93,7 @@ class Link:
         self.ready: list[tuple[int, int, bytes]] = []
         self.next_id = 1
         try:
-            self.send(frames.HELLO, 0, hello(cluster, token))
+            self.send(frames.HELLO, 0, hello(cluster, login))
             kind, _, body = self.receive_frame(time.monotonic() + timeout)
             if kind != frames.HELLO_REPLY:
                 raise Unavailable(f"{address} answered the Hello with a frame of kind {kind}")
@@ -193,7 +193,7 @@ class LinkPool:
         try:
             return Link(
                 address, cluster, self.options.max_message_bytes, timeout,
-                self._tls, self.options.security.token,
+                self._tls, self.options.security.login,
             )  # fmt: skip
         except BaseException:
             self._forget(address)

@@ -207,13 +207,16 @@ def tls_hint(text: str, security: Security) -> str:
 _TLS_TROUBLE = re.compile(r"Socket closed|SSL|handshake|certificate", re.IGNORECASE)
 
 
-def hello(cluster: str, token: str = "") -> bytes:
-    """The first frame's body on a data-plane connection (the cluster token in `auth`)."""
+def hello(cluster: str, login: tuple[str, str] = ("", "")) -> bytes:
+    """The first frame's body on a data-plane connection: the login (`Security.login`) in
+    `user` and `auth`."""
+    user, secret = login
     return pb.Hello(
         protocol=frames.PROTOCOL,
         cluster=cluster,
         client=f"grid-python/{__version__}",
-        auth=token.encode(),
+        auth=secret.encode(),
+        user=user,
     ).SerializeToString()
 
 
@@ -610,7 +613,7 @@ class AsyncConnection:
                     ssl=self._tls, server_hostname=host if self._tls is not None else None,
                 )  # fmt: skip
                 cluster = self.options.cluster or endpoints.cluster
-                link.send(frames.HELLO, 0, hello(cluster, self.options.security.token))
+                link.send(frames.HELLO, 0, hello(cluster, self.options.security.login))
                 reply = await link.hello
         except TimeoutError:
             raise Unavailable(

@@ -17,7 +17,8 @@ own script (no build step, nothing fetched from the internet) that polls
 The HTTP server is deliberately small (asyncio streams, GET only, one request per
 connection, headers bounded at MAX_REQUEST_BYTES and REQUEST_TIMEOUT_S): it serves two
 paths to an operator's browser, nothing more. With `auth_token` set it asks for HTTP
-Basic authentication whose password is the token (any user name).
+Basic authentication: one of the member's `users` and its password, or the token as the
+password (any user name).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from importlib import resources
 from typing import Any
 
 from grid import logs
-from grid.wire.security import token_matches
+from grid.wire.security import Credentials
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.dashboard")
@@ -211,9 +212,10 @@ class Dashboard:
         parts = lines[0].split(" ")
         if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
             return "405 Method Not Allowed", "text/plain", b"GET only\n", "Allow: GET\r\n"
-        token = self.member.config.auth_token
-        if token and not _basic_ok(lines[1:], token):
-            return ("401 Unauthorized", "text/plain", b"the cluster's auth_token is the password\n",
+        logins = self.member.config.credentials()
+        if logins.required and not _basic_ok(lines[1:], logins):
+            return ("401 Unauthorized", "text/plain",
+                    b"log in as a user of the cluster, or with its auth_token as the password\n",
                     'WWW-Authenticate: Basic realm="grid"\r\n')  # fmt: skip
         path = parts[1].split("?", 1)[0]
         if path == "/":
@@ -223,7 +225,9 @@ class Dashboard:
         return "404 Not Found", "text/plain", b"not found\n", ""
 
 
-def _basic_ok(headers: list[str], token: str) -> bool:
+def _basic_ok(headers: list[str], logins: Credentials) -> bool:
+    """HTTP Basic: a user's name and password, or any name with the cluster token (a
+    browser asks for both; the token alone has no name)."""
     for line in headers:
         name, _, value = line.partition(":")
         if name.strip().lower() == "authorization":
@@ -231,10 +235,11 @@ def _basic_ok(headers: list[str], token: str) -> bool:
             if scheme.lower() != "basic":
                 return False
             try:
-                _, _, password = base64.b64decode(encoded).decode().partition(":")
+                user, _, password = base64.b64decode(encoded).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 return False
-            return token_matches(token, password)
+            secret = password.encode()
+            return not logins.check(user, secret) or not logins.check("", secret)
     return False
 
 

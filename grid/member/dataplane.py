@@ -57,7 +57,6 @@ from grid.wire.frames import (
     REPLICA,
     FrameError,
 )
-from grid.wire.security import token_matches
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.dataplane")
@@ -215,9 +214,10 @@ class Connection(asyncio.Protocol):
             self._refuse(f"cluster name {hello.cluster!r} is not this member's "
                          f"{cfg.cluster_name!r}", reply_hello=True)  # fmt: skip
             return
-        if cfg.auth_token and not token_matches(cfg.auth_token, hello.auth):
-            why = "a token is required" if not hello.auth else "wrong token"
-            self._refuse(f"authentication failed: {why} (auth_token)", reply_hello=True)
+        why = cfg.credentials().check(hello.user, hello.auth)
+        if why:
+            who = f" as user {hello.user!r}" if hello.user else ""
+            self._refuse(f"authentication failed{who}: {why} (auth_token, users)", reply_hello=True)
             return
         self.greeted = True
         reply = pb.HelloReply(

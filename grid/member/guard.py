@@ -1,9 +1,10 @@
 """The member's side of TLS and the cluster token (grid/wire/security.py has the rules).
 
-- `TokenInterceptor`: gRPC calls without the right `authorization: Bearer` token are
-  refused UNAUTHENTICATED before any handler runs, except the standard health service,
-  which probes (Kubernetes, docker HEALTHCHECK) must reach without secrets: it says
-  only SERVING or not. The data plane checks the same token in its Hello.
+- `LoginInterceptor`: gRPC calls without the token (`authorization: Bearer`) or a
+  user's password (`authorization: Basic`) are refused UNAUTHENTICATED before any
+  handler runs, except the standard health service, which probes (Kubernetes, docker
+  HEALTHCHECK) must reach without secrets: it says only SERVING or not. The data plane
+  checks the same login in its Hello, with the same `Credentials.check`.
 - `reload_loop`: certificates are replaced on disk by renewal tools (cert-manager,
   certbot); every RELOAD_CHECK_S the member looks at the files' times and loads a
   changed pair, without a restart. A pair that does not load (a key half-written) is
@@ -24,7 +25,7 @@ import grpc
 
 from grid import logs
 from grid.config import Config
-from grid.wire.security import ServerTls, bearer, token_matches
+from grid.wire.security import Credentials, ServerTls, login_of
 
 log = logs.get("grid.member.guard")
 
@@ -32,9 +33,9 @@ RELOAD_CHECK_S = 10.0
 OPEN_TO_PROBES = "/grpc.health.v1.Health/"
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str) -> None:
-        self.token = token
+class LoginInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
         self.refused = 0
 
     async def intercept_service(
@@ -45,13 +46,13 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_TO_PROBES):
             return handler
-        given = bearer(details.invocation_metadata)
-        if given and token_matches(self.token, given):
+        user, secret = login_of(details.invocation_metadata) or ("", b"")
+        why = self.credentials.check(user, secret)
+        if not why:
             return handler
         self.refused += 1
-        why = "wrong token" if given else "a token is required"
-        log.warning("gRPC call refused", method=details.method, reason=why)
-        return _refusal(handler, f"authentication failed: {why} (auth_token)")
+        log.warning("gRPC call refused", method=details.method, user=user, reason=why)
+        return _refusal(handler, f"authentication failed: {why} (auth_token, users)")
 
 
 def _refusal(handler: grpc.RpcMethodHandler, why: str) -> grpc.RpcMethodHandler:
@@ -101,7 +102,7 @@ async def reload_loop(tls: ServerTls) -> None:
 
 def exposure_warning(config: Config) -> str:
     """The warning for a member open to its network, or "" when it is not."""
-    if config.tls_cert or config.auth_token or _loopback(config.host):
+    if config.tls_cert or config.credentials().required or _loopback(config.host):
         return ""
     return (
         f"listening on {config.host} with neither TLS nor a token: anyone who can reach "

@@ -27,7 +27,7 @@ from grid.frontends.memcached.server import MemcachedServer
 from grid.frontends.resp.server import RespServer
 from grid.member.dataplane import DataPlane
 from grid.member.gossip.runtime import GossipRuntime, MemberListener
-from grid.member.guard import TokenInterceptor, exposure_warning, reload_loop, server_tls
+from grid.member.guard import LoginInterceptor, exposure_warning, reload_loop, server_tls
 from grid.member.peer import PeerService
 from grid.member.runtime import ClusterRuntime
 from grid.member.server import NOT_SERVING, SERVING, GridService, add_health, server_options
@@ -84,7 +84,8 @@ class Member:
     async def start(self) -> None:
         cfg = self.config
         self.tls = server_tls(cfg)  # a bad certificate stops the start here, saying which
-        interceptors = [TokenInterceptor(cfg.auth_token)] if cfg.auth_token else None
+        logins = cfg.credentials()
+        interceptors = [LoginInterceptor(logins)] if logins.required else None
         server = grpc.aio.server(options=server_options(cfg), interceptors=interceptors)
         try:
             if self.tls is not None:

@@ -13,6 +13,18 @@ One `Security` value says what a side presents and what it trusts:
   Hello (`auth`) and in gRPC metadata (`authorization: Bearer ...`); a member that has
   one refuses a connection or call without it, comparing in constant time.
 
+- `user`, `password`: an application's own login, one of the member's `users`, instead
+  of the token. Sent in the Hello (`user`, `auth`) and in gRPC metadata as HTTP Basic.
+
+Users, and why their passwords are SHA-256 and not a slow KDF: a member checks a login
+at every connection's handshake, on its event loop, and a client opens up to 64
+connections a member; scrypt at a safe cost takes 15-60 ms here, which would stall
+every other connection and make a flood of wrong guesses a cheap way to stop a member.
+Redis's ACL stores SHA-256 for the same reason and asks for long random passwords,
+against which a fast hash loses nothing: `grid passwd` makes one (256 bits, as Redis's
+ACL GENPASS) and prints the line for the config. A human's weak password is what a
+slow hash protects, and has no place here.
+
 Nothing here opens a socket: the data plane, the sync client's sockets, the async
 client and the member's peers each build their context from here, so the rules cannot
 drift apart. Contexts are made once per connection pool, not per connection (loading
@@ -26,10 +38,15 @@ keep the certificate they started with, as with nginx or Redis.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import hmac
 import os
+import secrets
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +61,8 @@ class Security:
     token: str = ""
     tls: bool = False
     """Client side: use TLS even without a `ca` (the system's trust store)."""
+    user: str = ""
+    password: str = ""
 
     @property
     def client_tls(self) -> bool:
@@ -69,10 +88,15 @@ class Security:
         )
 
     def grpc_metadata(self) -> tuple[tuple[str, str], ...] | None:
+        if self.user:
+            basic = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            return ((TOKEN_METADATA, f"Basic {basic}"),)
         return ((TOKEN_METADATA, f"Bearer {self.token}"),) if self.token else None
 
-    def hello_auth(self) -> bytes:
-        return self.token.encode()
+    @property
+    def login(self) -> tuple[str, str]:
+        """(user, secret) for the Hello: a user's password, or ("", the cluster token)."""
+        return (self.user, self.password) if self.user else ("", self.token)
 
 
 PLAIN = Security()
@@ -86,12 +110,77 @@ def token_matches(expected: str, given: bytes | str) -> bool:
     return hmac.compare_digest(expected.encode(), given)
 
 
-def bearer(metadata: Any) -> str:
-    """The token of an `authorization: Bearer ...` gRPC metadata entry, or ""."""
+def login_of(metadata: Any) -> tuple[str, bytes] | None:
+    """(user, secret) of an `authorization` gRPC metadata entry: `Bearer <token>` is the
+    cluster token (user ""), `Basic base64(user:password)` a user's login; None if the
+    call carries neither."""
     for key, value in metadata or ():
-        if key == TOKEN_METADATA and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :]
-    return ""
+        if key != TOKEN_METADATA or not isinstance(value, str):
+            continue
+        if value.startswith("Bearer "):
+            return "", value[len("Bearer ") :].encode()
+        if value.startswith("Basic "):
+            try:
+                pair = base64.b64decode(value[len("Basic ") :], validate=True)
+            except (binascii.Error, ValueError):
+                return None
+            user, sep, password = pair.partition(b":")
+            if sep and user:
+                return user.decode(errors="replace"), password
+    return None
+
+
+HASH_PREFIX = "sha256:"
+
+
+def hash_password(password: str) -> str:
+    """What the config keeps of a user's password (see the module docstring on why)."""
+    return HASH_PREFIX + hashlib.sha256(password.encode()).hexdigest()
+
+
+def generate_password() -> str:
+    """256 random bits, URL-safe: as long as Redis's ACL GENPASS makes by default."""
+    return secrets.token_urlsafe(32)
+
+
+def valid_password_hash(text: str) -> bool:
+    digest = text[len(HASH_PREFIX) :]
+    return (
+        text.startswith(HASH_PREFIX)
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who a member lets in: the cluster token (members, operators, the `default` user of
+    the RESP and memcached ports) and the named users of the config."""
+
+    token: str = ""
+    users: Mapping[str, str] = field(default_factory=dict)  # name -> hash_password(...)
+
+    @property
+    def required(self) -> bool:
+        return bool(self.token or self.users)
+
+    def check(self, user: str, secret: bytes) -> str:
+        """ "" when (user, secret) may in; otherwise why not, in words a log can keep (never
+        saying whether the user exists: a wrong name and a wrong password read alike)."""
+        if not self.required:
+            return ""
+        if not user or user == "default":
+            if not secret:
+                return "a token or a user's password is required"
+            if self.token and token_matches(self.token, secret):
+                return ""
+            return "wrong token"
+        want = self.users.get(user)
+        got = hash_password(secret.decode(errors="replace"))
+        if want is not None and hmac.compare_digest(want, got):
+            return ""
+        hmac.compare_digest(got, got)  # the same time whether or not the user exists
+        return "wrong user or password"
 
 
 class ServerTls:

@@ -24,6 +24,7 @@ from grid.config import Config
 from grid.frontends.connection import FrontendConnection, Listener
 from grid.frontends.memcached.commands import COMMANDS
 from grid.frontends.memcached.items import HEADER
+from grid.frontends.memcached.login import LoginGate
 from grid.frontends.memcached.parser import MemcacheParser, Request
 from grid.frontends.memcached.replies import ERROR
 from grid.frontends.ops import Reply, Runner
@@ -73,6 +74,15 @@ class MemcachedServer:
         await self.listener.stop(grace)
 
 
+class Answered:
+    """A request the login gate has already answered (its reply is ready)."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+
 class MemcachedConnection(FrontendConnection):
     """One memcached client."""
 
@@ -84,22 +94,45 @@ class MemcachedConnection(FrontendConnection):
         config = self.config
         self.max_item = min(config.memcached_max_item_bytes, config.max_value_bytes - HEADER)
         self.parser = MemcacheParser(max_item=self.max_item, max_block=config.max_message_bytes)
+        logins = config.credentials()
+        self.gate = LoginGate(self._accepts) if logins.required else None
+        """Until a login: memcached -Y's exchange (login.py), then None."""
+
+    def _accepts(self, user: bytes, password: bytes) -> bool:
+        name = user.decode(errors="replace")
+        why = self.config.credentials().check(name, password)
+        if why:
+            self.listener.refused += 1
+            log.warning("memcached login refused", peer=self.peer, user=name, reason=why)
+        return not why
 
     def parse(self, data: bytes) -> list[Any]:
-        return self.parser.feed(data)
+        gate = self.gate
+        if gate is None:
+            return self.parser.feed(data)
+        answers, rest = gate.feed(data)
+        out: list[Any] = [Answered(a) for a in answers]
+        if gate.passed:
+            self.gate = None
+            out += self.parser.feed(rest)
+        return out
 
     def parse_error(self) -> bytes | None:
+        if self.gate is not None and self.gate.closed:
+            return b""  # memcached closes without a word
         why = self.parser.error
         return None if why is None else why.encode() + b"\r\n"
 
     @property
     def partial(self) -> bool:
-        return self.parser.partial
+        return self.gate.partial if self.gate is not None else self.parser.partial
 
     def internal_error(self, e: Exception) -> bytes:
         return f"SERVER_ERROR internal error in grid: {type(e).__name__}: {e}\r\n".encode()
 
-    def dispatch(self, request: Request) -> Reply:
+    def dispatch(self, request: Request | Answered) -> Reply:
+        if type(request) is Answered:
+            return request.reply
         args = request.args
         if not args:
             return ERROR

@@ -74,7 +74,7 @@ class RespConnection(FrontendConnection):
         self.enc: Encoder = RESP2
         self.created = time.time()
         self.last_command = "NULL"
-        self.authenticated = not self.config.auth_token
+        self.authenticated = not self.config.credentials().required
         """With an auth_token, nothing but AUTH, HELLO ... AUTH, QUIT and RESET until the
         client gives it as its password (user `default`), as a Redis with requirepass."""
         self.parser = RespParser(

@@ -211,7 +211,7 @@ async def open_follow(
             ssl=tls, server_hostname=host if tls is not None else None,
         )  # fmt: skip
         try:
-            transport.write(frames.frame(frames.HELLO, 0, hello(cluster, token)))
+            transport.write(frames.frame(frames.HELLO, 0, hello(cluster, ("", token))))
             reply = pb.HelloReply.FromString(await proto.hello)
         except BaseException:
             transport.close()

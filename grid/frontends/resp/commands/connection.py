@@ -3,8 +3,9 @@
 They touch no data: each answers from the connection's own state. HELLO switches
 the connection between RESP2 and RESP3 and answers the server's description as a
 map. AUTH (alone or inside HELLO) checks the password against the member's
-auth_token, as `requirepass` does on Redis: the only user is `default`; without a
-token AUTH answers Redis's own error for a server with no password.
+auth_token, as `requirepass` does on Redis, for the `default` user, and the member's
+`users` against their own passwords, as Redis ACL users; without a token AUTH answers
+Redis's own error for a server with no password.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from grid.frontends.ops import Close, Reply
 from grid.frontends.resp.common import NOT_INTEGER, SYNTAX, int_arg
 from grid.frontends.resp.replies import OK, PONG, RESP2, RESP3, bulk, error, integer, simple
 from grid.frontends.resp.table import NO_KEYS, command
-from grid.wire.security import token_matches
 
 if TYPE_CHECKING:
     from grid.frontends.resp.server import RespConnection
@@ -57,9 +57,12 @@ WRONGPASS = error("WRONGPASS invalid username-password pair or user is disabled.
 
 def _password_ok(c: RespConnection, user: bytes, password: bytes) -> bool:
     """Redis's `default` user: with no token it is `nopass` (any password), as on a Redis
-    without requirepass; with one, the password must be the token."""
-    token = c.config.auth_token
-    return user == b"default" and (not token or token_matches(token, password))
+    without requirepass; with one, the password must be the token. The member's `users`
+    log in with their own passwords, as Redis ACL users do."""
+    logins = c.config.credentials()
+    if not logins.required:
+        return user == b"default"
+    return not logins.check(user.decode(errors="replace"), password)
 
 
 def auth(c: RespConnection, args: list[bytes]) -> Reply:
