@@ -277,9 +277,10 @@ class Config:
     )
     tls_cert: str = _opt(
         "",
-        "PEM certificate chain this member serves on gRPC and the data plane, and presents to "
-        "peers that ask for one. Empty: no TLS (loopback and trusted networks only). Reloaded "
-        "without a restart when the file changes (checked every 10 s).",
+        "PEM certificate chain this member serves on every port (gRPC, the data plane, RESP, "
+        "memcached, metrics, the dashboard), and presents to peers that ask for one. Empty: "
+        "no TLS (loopback and trusted networks only). Reloaded without a restart when the "
+        "file changes (checked every 10 s).",
     )
     tls_key: str = _opt("", "PEM private key of tls_cert.")
     tls_ca: str = _opt(

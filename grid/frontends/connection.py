@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -78,21 +79,27 @@ class Listener:
         self.commands = 0
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int, label: str, **context: Any) -> str:
-        """Listen; returns the bound address. A port already taken says which setting
-        moves it (`{protocol}_port`), since the member refuses to start over it."""
+    async def start(
+        self, host: str, port: int, label: str, tls: ssl.SSLContext | None = None, **context: Any
+    ) -> str:
+        """Listen (TLS with the member's context when it has one: every port of a member
+        with tls_cert speaks TLS, as redis-server's tls-port and memcached -Z do); returns
+        the bound address. A port already taken says which setting moves it
+        (`{protocol}_port`), since the member refuses to start over it."""
         loop = asyncio.get_running_loop()
+        handshake = self.config.data_handshake_timeout_s if tls is not None else None
         try:
             self._server = await loop.create_server(
-                lambda: self.factory(self), host, port, reuse_address=True, backlog=1024
-            )
+                lambda: self.factory(self), host, port, reuse_address=True, backlog=1024,
+                ssl=tls, ssl_handshake_timeout=handshake,
+            )  # fmt: skip
         except OSError as e:
             raise OSError(
                 f"cannot listen on {host}:{port} for {label} ({e.strerror or e}); "
                 f"set {self.protocol}_port to a free port"
             ) from e
         address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
-        log.info(f"{self.protocol} listening", address=address, **context)
+        log.info(f"{self.protocol} listening", address=address, tls=tls is not None, **context)
         return address
 
     async def stop(self, grace: float) -> None:

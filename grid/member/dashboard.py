@@ -27,6 +27,7 @@ import asyncio
 import base64
 import itertools
 import json
+import ssl
 import time
 from collections import deque
 from importlib import resources
@@ -58,9 +59,9 @@ class Dashboard:
         self._page = resources.files("grid.member").joinpath("dashboard.html").read_bytes()
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         try:
-            self._server = await asyncio.start_server(self._serve, host, port)
+            self._server = await asyncio.start_server(self._serve, host, port, ssl=tls)
         except OSError as e:
             raise OSError(
                 f"cannot listen on {host}:{port} for the dashboard ({e.strerror or e}); "
@@ -69,7 +70,7 @@ class Dashboard:
         self.port = self._server.sockets[0].getsockname()[1]
         self.member.member_listeners.append(self.on_member)  # before membership starts
         self._sampler = asyncio.create_task(self._sample_loop(), name="grid-dashboard")
-        log.info("dashboard", address=f"http://{host}:{self.port}/")
+        log.info("dashboard", address=f"{'https' if tls else 'http'}://{host}:{self.port}/")
         return self.port
 
     async def stop(self) -> None:

@@ -149,7 +149,7 @@ class Member:
 
             self.metrics = MetricsServer(self)
             try:
-                self.metrics.start(cfg.host, cfg.metrics_port)
+                self.metrics.start(cfg.host, cfg.metrics_port, tls)
             except OSError:
                 await self.data_plane.stop(0)
                 await server.stop(0)
@@ -161,9 +161,9 @@ class Member:
             self.memcached = MemcachedServer(self.service, cfg)
         try:
             if self.resp is not None:
-                await self.resp.start(cfg.host, cfg.resp_port)
+                await self.resp.start(cfg.host, cfg.resp_port, tls)
             if self.memcached is not None:
-                await self.memcached.start(cfg.host, cfg.memcached_port)
+                await self.memcached.start(cfg.host, cfg.memcached_port, tls)
         except OSError:
             await self.stop(0)
             raise
@@ -172,7 +172,7 @@ class Member:
 
             self.dashboard = Dashboard(self)
             try:
-                await self.dashboard.start(cfg.host, cfg.dashboard_port)
+                await self.dashboard.start(cfg.host, cfg.dashboard_port, tls)
             except OSError:
                 await self.stop(0)
                 raise

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -251,6 +254,18 @@ class _MemberCollector(Collector):
         yield from families(snap)
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per scrape, as prometheus-client's own server."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is not news for the member's log
+
+
 class MetricsServer:
     """The HTTP endpoint: started with the member, stopped with it."""
 
@@ -260,18 +275,31 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
         self.port = 0
 
-    def start(self, host: str, port: int) -> int:
+    def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        """Serve /metrics from a thread (prometheus-client's WSGI server). With TLS, on the
+        member's own context rather than prometheus-client's from the files, so a
+        reloaded certificate and mutual TLS apply here as on every other port; the
+        handshake runs in the request's thread, not the accepting one, so a client that
+        stalls it holds up nobody."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_MemberCollector(self.member, asyncio.get_running_loop()))
         try:
-            self._server, self._thread = start_http_server(port, host, registry)
+            server = make_server(host, port, make_wsgi_app(registry), _Server, _Quiet)
         except OSError as e:
             raise OSError(
                 f"cannot listen on {host}:{port} for metrics ({e.strerror or e}); "
                 "set metrics_port to a free port"
             ) from e
-        self.port = self._server.server_port
-        log.info("metrics endpoint", address=f"{host}:{self.port}", path="/metrics")
+        if tls is not None:
+            server.socket = tls.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        self.port = server.server_port
+        scheme = "https" if tls is not None else "http"
+        log.info("metrics endpoint", address=f"{scheme}://{host}:{self.port}/metrics")
         return self.port
 
     def stop(self) -> None:

@@ -226,3 +226,77 @@ def _served_name(host: str, port: int, tls: Tls) -> str:
     assert der is not None
     cert = x509.load_der_x509_certificate(der)
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def test_every_port_speaks_tls_and_wants_a_client_certificate(
+    no_grid_env: None, tls: Tls, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With tls_cert and tls_ca, the RESP, memcached, metrics and dashboard ports speak TLS
+    and want a client certificate, as gRPC and the data plane do: redis-py, pymemcache and
+    an HTTPS client with the CA and a certificate get in (logging in where the port asks),
+    and a plain client, or one without a certificate, does not."""
+    import urllib.error
+    import urllib.request
+
+    import redis
+    from pymemcache.client.base import Client as Memcache
+    from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
+    from grid.harness.cluster import free_port
+
+    metrics, dashboard = free_port(), free_port()
+    c = LocalCluster(1, resp=True, memcached=True, health_credentials=tls.health(),
+                     log_dir=tmp_path_factory.mktemp("tls-ports"))  # fmt: skip
+    try:
+        c.start_member(0, [*tls.member_args(0), "--metrics-port", str(metrics),
+                           "--dashboard-port", str(dashboard)])  # fmt: skip
+        c.wait_ready(c.members[0])
+        m = c.members[0]
+        good = ssl.create_default_context(cafile=tls.ca.ca)
+        good.load_cert_chain(tls.client.cert, tls.client.key)
+        no_cert = ssl.create_default_context(cafile=tls.ca.ca)
+
+        host, port = m.resp_address.rsplit(":", 1)
+        ok = redis.Redis(host, int(port), password=TOKEN, ssl=True, ssl_ca_certs=tls.ca.ca,
+                         ssl_certfile=tls.client.cert, ssl_keyfile=tls.client.key)  # fmt: skip
+        assert ok.set("k", "v") and ok.get("k") == b"v"
+        ok.close()
+        for refused in (
+            redis.Redis(host, int(port), password=TOKEN, socket_timeout=5),
+            redis.Redis(host, int(port), password=TOKEN, ssl=True, ssl_ca_certs=tls.ca.ca,
+                        socket_timeout=5),
+        ):  # fmt: skip
+            with pytest.raises(redis.ConnectionError):
+                refused.get("k")
+            refused.close()
+
+        host, port = m.memcached_address.rsplit(":", 1)
+        mc = Memcache((host, int(port)), tls_context=good, timeout=5)
+        assert mc.set("login", f"default {TOKEN}".encode(), noreply=False)
+        assert mc.set("k", b"w", noreply=False) and mc.get("k") == b"w"
+        mc.close()
+        mc = Memcache((host, int(port)), tls_context=no_cert, timeout=5)
+        with pytest.raises((ssl.SSLError, OSError, MemcacheUnexpectedCloseError)):
+            mc.set("login", f"default {TOKEN}".encode(), noreply=False)
+        mc.close()
+
+        scrape = urllib.request.urlopen(f"https://127.0.0.1:{metrics}/metrics", context=good,
+                                        timeout=10)  # fmt: skip
+        assert b"grid_" in scrape.read()
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, OSError)):
+            urllib.request.urlopen(f"https://127.0.0.1:{metrics}/metrics", context=no_cert,
+                                   timeout=10)  # fmt: skip
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP: cut off
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10)
+
+        page = urllib.request.Request(f"https://127.0.0.1:{dashboard}/api/cluster")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(page, context=good, timeout=10)
+        import base64
+
+        page.add_header(
+            "Authorization", "Basic " + base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+        )
+        assert b"members" in urllib.request.urlopen(page, context=good, timeout=10).read()
+    finally:
+        c.stop(grace=5)

@@ -16,6 +16,7 @@ member's, kept here (Stats).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,8 @@ class MemcachedServer:
         """A delayed flush_all, pending (a later flush_all replaces it)."""
         self.flush_task: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        self.address = await self.listener.start(host, port, "memcached", map=self.map)
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        self.address = await self.listener.start(host, port, "memcached", tls, map=self.map)
         return int(self.address.rsplit(":", 1)[1])
 
     async def stop(self, grace: float) -> None:

@@ -15,6 +15,7 @@ partitions it does not own are forwarded to their owner). There is one database,
 from __future__ import annotations
 
 import itertools
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +51,8 @@ class RespServer:
         self.started = time.time()
         self.address = ""
 
-    async def start(self, host: str, port: int) -> int:
-        self.address = await self.listener.start(host, port, "RESP", map=self.map)
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
+        self.address = await self.listener.start(host, port, "RESP", tls, map=self.map)
         return int(self.address.rsplit(":", 1)[1])
 
     async def stop(self, grace: float) -> None:
