@@ -5,9 +5,10 @@ and an auth_token, with certificates made on the spot (grid/harness/certs.py). B
 members run at once on loopback, and the workloads alternate between them slice by
 slice, so the machine's noise falls on both alike. Per workload: ops/s (keys), p50 and
 p99 latency of a call, and the secured/plain ratio of ops/s (issue 17's target:
-batched at least 0.8x). redis-server's TLS is not the reference here: Debian's build
-has it, but a fair comparison would need redis-py with TLS too; noted in
-docs/benchmarks.md.
+batched at least 0.8x). The reference, where redis-server is installed (Debian's build
+has TLS): one redis-server serving a plain port and a TLS port with the same CA and
+client certificate, driven by redis-py plain and with TLS through the same workloads
+(pipelines of 64 GET/SET for the batches), so its TLS/plain ratio stands beside grid's.
 
 Workloads, sync Client, 100-byte values: seq get and seq put (one key a call),
 get_many and put_many of 64 keys.
@@ -16,17 +17,21 @@ get_many and put_many of 64 keys.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 import grid
+from grid.bench.redis_side import find_redis_server
 from grid.bench.stats import Sample, SideResult
 from grid.harness.certs import Authority
-from grid.harness.cluster import LocalCluster
+from grid.harness.cluster import LocalCluster, free_port
 
 TOKEN = "bench-token"
 VALUE = b"v" * 100
@@ -43,6 +48,64 @@ def workloads(m: grid.Map) -> dict[str, tuple[int, Callable[[int], None]]]:
         "get_many 64": (64, lambda i: m.get_many(batches[i % len(batches)])),
         "put_many 64": (64, lambda i: m.put_many(items[i % len(items)])),
     }
+
+
+def redis_workloads(r: Any) -> dict[str, tuple[int, Callable[[int], None]]]:
+    """The same shapes on redis-py: a pipeline of 64 for a batch."""
+    batches = [KEYS[i : i + 64] for i in range(0, len(KEYS), 64)]
+
+    def pipe(i: int, put: bool) -> None:
+        p = r.pipeline(transaction=False)
+        for k in batches[i % len(batches)]:
+            p.set(k, VALUE) if put else p.get(k)
+        p.execute()
+
+    return {
+        "seq get": (1, lambda i: r.get(KEYS[i % len(KEYS)])),
+        "seq put": (1, lambda i: r.set(KEYS[i % len(KEYS)], VALUE)),
+        "get_many 64": (64, lambda i: pipe(i, False)),
+        "put_many 64": (64, lambda i: pipe(i, True)),
+    }
+
+
+@contextlib.contextmanager
+def redis_pair(ca: Authority, member: Any, client: Any) -> Iterator[dict[str, Any] | None]:
+    """redis-py clients of one redis-server, plain and TLS (None: no redis-server)."""
+    binary = find_redis_server()
+    if binary is None:
+        yield None
+        return
+    import redis
+
+    plain_port, tls_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(plain_port), "--tls-port", str(tls_port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--tls-cert-file", member.cert,
+         "--tls-key-file", member.key, "--tls-ca-cert-file", ca.ca],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sides = {
+        "plain": redis.Redis("127.0.0.1", plain_port),
+        "tls": redis.Redis("127.0.0.1", tls_port, ssl=True, ssl_ca_certs=ca.ca,
+                           ssl_certfile=client.cert, ssl_keyfile=client.key),
+    }  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                for r in sides.values():
+                    r.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server with TLS did not start") from None
+                time.sleep(0.05)
+        yield sides
+    finally:
+        for r in sides.values():
+            r.close()
+        proc.terminate()
+        proc.wait(10)
 
 
 def slice_of(call: Callable[[int], None], per_call: int, calls: int) -> Sample:
@@ -87,12 +150,18 @@ def main(argv: list[str] | None = None) -> int:
                 side["put_many 64"][1](0)
                 for i in range(len(KEYS) // 64 + 1):
                     side["put_many 64"][1](i)
-            results = {(s, w): SideResult(s) for s in sides for w in sides[s]}
-            for _ in range(args.rounds):
-                for w in sides["plain"]:
-                    for s in ("plain", "tls"):
-                        per_call, call = sides[s][w]
-                        results[(s, w)].add(slice_of(call, per_call, args.calls))
+            with redis_pair(ca, member, client) as reference:
+                if reference is not None:
+                    sides["redis plain"] = redis_workloads(reference["plain"])
+                    sides["redis tls"] = redis_workloads(reference["tls"])
+                    sides["redis plain"]["put_many 64"][1](0)  # connect, warm up
+                    sides["redis tls"]["put_many 64"][1](0)
+                results = {(s, w): SideResult(s) for s in sides for w in sides[s]}
+                for _ in range(args.rounds):
+                    for w in sides["plain"]:
+                        for s in sides:
+                            per_call, call = sides[s][w]
+                            results[(s, w)].add(slice_of(call, per_call, args.calls))
         when = time.strftime("%Y-%m-%d %H:%M")
         print(f"grid.bench.tls {when}, {args.rounds} rounds x {args.calls} calls a slice, "
               "1 member each on loopback, 100-byte values")  # fmt: skip
@@ -104,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{p.percentile_us(99):>8.0f}   {t.ops_per_s:>10,.0f} "
                   f"{t.percentile_us(50):>8.0f} {t.percentile_us(99):>8.0f}   "
                   f"{t.ops_per_s / p.ops_per_s:>8.2f}x")  # fmt: skip
+        if "redis tls" not in sides:
+            print("no redis-server here: no Redis TLS reference")
+        else:
+            print("reference: redis-server and redis-py, the same workloads (pipelines of 64)")
+            for w in sides["plain"]:
+                p, t = results[("redis plain", w)], results[("redis tls", w)]
+                print(f"{w:<13} {p.ops_per_s:>12,.0f} {p.percentile_us(50):>8.0f} "
+                      f"{p.percentile_us(99):>8.0f}   {t.ops_per_s:>10,.0f} "
+                      f"{t.percentile_us(50):>8.0f} {t.percentile_us(99):>8.0f}   "
+                      f"{t.ops_per_s / p.ops_per_s:>8.2f}x")  # fmt: skip
     finally:
         plain.stop()
         secured.stop()
