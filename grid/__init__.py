@@ -19,6 +19,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from grid.client.aio import AsyncClient, AsyncMap, EntryView
     from grid.client.codec import Codec, JsonCodec, MsgpackCodec, RawCodec
+    from grid.client.stores import (
+        AsyncStoredMap,
+        MapStore,
+        StoredMap,
+        StoreUnavailable,
+        Write,
+    )
     from grid.client.sync import Client, Map
     from grid.config import Config, ConfigError
     from grid.embedded.localmap import AsyncLocalMap, LocalMap
@@ -46,6 +53,11 @@ _HOME = {
     "JsonCodec": "grid.client.codec",
     "MsgpackCodec": "grid.client.codec",
     "RawCodec": "grid.client.codec",
+    "AsyncStoredMap": "grid.client.stores",
+    "MapStore": "grid.client.stores",
+    "StoredMap": "grid.client.stores",
+    "StoreUnavailable": "grid.client.stores",
+    "Write": "grid.client.stores",
     "Client": "grid.client.sync",
     "Map": "grid.client.sync",
     "Config": "grid.config",
@@ -73,6 +85,7 @@ __all__ = [
     "AsyncClient",
     "AsyncLocalMap",
     "AsyncMap",
+    "AsyncStoredMap",
     "AuthenticationFailed",
     "CasFailed",
     "Client",
@@ -87,15 +100,19 @@ __all__ = [
     "JsonCodec",
     "LocalMap",
     "Map",
+    "MapStore",
     "MsgpackCodec",
     "Node",
     "NotOwner",
     "OutOfMemory",
     "RawCodec",
     "Status",
+    "StoreUnavailable",
+    "StoredMap",
     "TooLarge",
     "Unavailable",
     "Version",
+    "Write",
     "__version__",
 ]
 
