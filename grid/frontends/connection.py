@@ -292,11 +292,27 @@ class FrontendConnection(asyncio.Protocol):
         for plan in plans:
             n = len(plan.ops)
             try:
-                plan.data = plan.finish(results[at : at + n] if n != 1 else (results[at],))
+                data = plan.finish(results[at : at + n] if n != 1 else (results[at],))
             except Exception as e:
                 log.exception("front-end reply failed", protocol=self.listener.protocol)
-                plan.data = self.internal_error(e)
+                data = self.internal_error(e)
+            if type(data) is bytes:
+                plan.data = data
+            else:  # what it read calls for a write first (a memcached win token): it waits
+                task = asyncio.get_running_loop().create_task(self._settle(plan, data))
+                self.held.add(task)
+                task.add_done_callback(self._released)
             at += n
+
+    async def _settle(self, plan: Plan, pending: Awaitable[bytes]) -> None:
+        """The reply of a plan whose finish needed more calls; the replies after it wait
+        in their slots meanwhile, so the order holds."""
+        try:
+            plan.data = await pending
+        except Exception as e:
+            log.exception("front-end reply failed", protocol=self.listener.protocol)
+            plan.data = self.internal_error(e)
+        self._flush()
 
     async def _later(
         self,

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from grid.member.server import GridService
 
 Later = Callable[[], Awaitable[None]]
-Finish = Callable[[Sequence[pb.Result]], bytes]
+Finish = Callable[[Sequence[pb.Result]], "bytes | Awaitable[bytes]"]
+"""A plan's reply from its results; a coroutine when they call for more calls first."""
 
 
 class Plan:

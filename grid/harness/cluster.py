@@ -90,9 +90,16 @@ BIND_FAILED = re.compile(r"cannot (bind|listen on) ")
 """What a member says when one of its ports is taken (member.py, gossip/transport.py)."""
 
 
+READY_SERVICE = "grid.v1.Grid"
+"""The health service a member sets SERVING once its whole start is done. The overall
+service ("") answers SERVING as soon as gRPC is up, before the data plane, the front
+ends and membership are: a member whose memcached port turned out taken looked ready
+for that moment, and a test saw it so under load."""
+
+
 def is_serving(address: str, timeout: float = 0.5, credentials: Any = None) -> bool:
-    """The member's standard health check answers SERVING (over TLS with `credentials`,
-    grpc.ssl_channel_credentials, for a member that serves TLS)."""
+    """The member's health check for its data service answers SERVING (over TLS with
+    `credentials`, grpc.ssl_channel_credentials, for a member that serves TLS)."""
     try:
         channel = (
             grpc.secure_channel(address, credentials)
@@ -101,7 +108,7 @@ def is_serving(address: str, timeout: float = 0.5, credentials: Any = None) -> b
         )
         with channel as ch:
             reply = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                health_pb2.HealthCheckRequest(service=READY_SERVICE), timeout=timeout
             )
             return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:

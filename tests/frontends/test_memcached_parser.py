@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from grid.frontends.memcached.commands.arith import apply, counter, render
 from grid.frontends.memcached.grammar import key_ok, store_line
-from grid.frontends.memcached.items import pack, stub, unpack
+from grid.frontends.memcached.items import STALE, TOKEN_SENT, pack, unpack, unpack_state
 from grid.frontends.memcached.keyspace import EXPIRED, expire_at
 from grid.frontends.memcached.parser import BAD_CHUNK, OK, TOO_LARGE, MemcacheParser, Request
 
@@ -133,14 +133,13 @@ def test_keys() -> None:
     assert not key_ok(b"a\x01b") and not key_ok(b"a\x7fb") and not key_ok(b"")
 
 
-@given(st.integers(0, 2**32 - 1), VALUE)
-def test_flags_round_trip(flags: int, value: bytes) -> None:
-    stored = pack(flags, value)
+@given(st.integers(0, 2**32 - 1), VALUE, st.sampled_from([0, TOKEN_SENT, STALE, 3]))
+def test_flags_and_state_round_trip(flags: int, value: bytes, state: int) -> None:
+    stored = pack(flags, value, state)
+    assert unpack_state(stored) == (flags, value, state)
     assert unpack(stored) == (flags, value)
-    assert unpack(stored, with_stub=True) == (flags, value, False)
-    if flags == 0 and value[:1] not in (b"\xc1", b"\xc2"):
+    if flags == 0 and state == 0 and value[:1] not in (b"\xc0", b"\xc1"):
         assert stored == value  # plain bytes to the SDK and RESP
-    assert unpack(stub(flags, value), with_stub=True) == (flags, value, True)
 
 
 def test_expire_at() -> None:

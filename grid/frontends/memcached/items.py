@@ -8,48 +8,58 @@ bytes:
     flags == 0:  the value itself          b"hello"
     otherwise:   0xC1, flags (4 bytes, big-endian), the value
 
-A stub that `mg ... N` (vivify) created carries the header with 0xC2 instead, so a
-later `mg` knows another client already won the right to fill it (its Z flag); any
-write replaces the stub with a plain item.
+An item with meta-protocol state carries 0xC0, a state byte, then the flags:
 
-0xC1 is a byte no msgpack value and no UTF-8 text begins with, so a value read
-through the SDK or RESP in the same map is the plain bytes whenever the flags are
-0, the common case, and an item with flags is never mistaken for one without. A
-value with flags 0 that itself begins with 0xC1 gets the header too, so reading
-back is never ambiguous. Values written into the map by other means that begin
-with 0xC1 and are 5 bytes or longer are read as an item with flags.
+    state != 0:  0xC0, state (1 byte), flags (4 bytes, big-endian), the value
+
+The state bits are memcached's: TOKEN_SENT, a client was told it won the right to
+recache the item (mg's W; later readers get Z): set on a stub that `mg ... N`
+created, on a stale item's first read, and on an `mg ... R` win; STALE, `md ... I`
+(or `ms ... I` with an older CAS) marked it stale (mg's X). Any write of a new item
+replaces them (ma keeps them, as memcached's in-place increment does).
+
+0xC0 and 0xC1 are bytes no UTF-8 text begins with, and no msgpack value longer than
+one byte (0xC0 is nil, 0xC1 unused), so a value read through the SDK or RESP in the
+same map is the plain bytes whenever the flags are 0 and there is no state, the
+common case, and an item with flags is never mistaken for one without. A value with
+flags 0 that itself begins with 0xC0 or 0xC1 gets the header too, so reading back is
+never ambiguous. Values written into the map by other means that begin with 0xC1 and
+are 5 bytes or longer (0xC0: 6) are read as an item with a header. (Before the state
+byte, a stub was marked 0xC2, a UTF-8 lead byte; such a stub left over from an older
+member reads as a 5-byte value until it expires.)
 """
 
 from __future__ import annotations
 
-from typing import Literal, overload
-
 MARK = 0xC1
-STUB = 0xC2
-_MARKS = (b"\xc1", b"\xc2")
-HEADER = 5
+STATE = 0xC0
+TOKEN_SENT = 1
+STALE = 2
+_MARKS = (b"\xc0", b"\xc1")
+HEADER = 6
+"""The most bytes a header adds to a value."""
 
 
-def pack(flags: int, value: bytes) -> bytes:
+def pack(flags: int, value: bytes, state: int = 0) -> bytes:
     """The bytes to store for an item."""
+    if state:
+        return b"%c%c%b%b" % (STATE, state, flags.to_bytes(4, "big"), value)
     if flags or value[:1] in _MARKS:
         return b"%c%b%b" % (MARK, flags.to_bytes(4, "big"), value)
     return value
 
 
-def stub(flags: int, value: bytes) -> bytes:
-    """The bytes of a vivified stub (mg's N flag)."""
-    return b"%c%b%b" % (STUB, flags.to_bytes(4, "big"), value)
+def unpack(stored: bytes) -> tuple[int, bytes]:
+    """(flags, value) of stored bytes."""
+    flags, value, _ = unpack_state(stored)
+    return flags, value
 
 
-@overload
-def unpack(stored: bytes) -> tuple[int, bytes]: ...
-@overload
-def unpack(stored: bytes, with_stub: Literal[True]) -> tuple[int, bytes, bool]: ...
-def unpack(stored: bytes, with_stub: bool = False) -> tuple[int, bytes] | tuple[int, bytes, bool]:
-    """(flags, value) of stored bytes, and with `with_stub` whether it is a stub."""
+def unpack_state(stored: bytes) -> tuple[int, bytes, int]:
+    """(flags, value, state bits) of stored bytes."""
     head = stored[:1]
-    if head in _MARKS and len(stored) >= HEADER:
-        flags, value = int.from_bytes(stored[1:HEADER], "big"), stored[HEADER:]
-        return (flags, value, head == b"\xc2") if with_stub else (flags, value)
-    return (0, stored, False) if with_stub else (0, stored)
+    if head == b"\xc1" and len(stored) >= 5:
+        return int.from_bytes(stored[1:5], "big"), stored[5:], 0
+    if head == b"\xc0" and len(stored) >= 6:
+        return int.from_bytes(stored[2:6], "big"), stored[6:], stored[1]
+    return 0, stored, 0

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from grid.frontends.memcached.items import pack, unpack
+from grid.frontends.memcached.items import pack, unpack_state
 from grid.frontends.memcached.replies import failed, result_error
 from grid.frontends.ops import Runner
 from proto import grid_pb2 as pb
@@ -75,13 +75,15 @@ class Item(NamedTuple):
     flags: int
     version: tuple[int, int]
     expire_at: int
+    state: int = 0
+    """The meta protocol's bits (items.py: TOKEN_SENT, STALE)."""
 
     @classmethod
     def of(cls, r: pb.Result) -> Item:
         if r.status != pb.OK:
             return cls(None, 0, (0, 0), 0)
-        flags, value = unpack(r.value)
-        return cls(value, flags, (r.version_ts, r.version_member), r.expire_at_ms)
+        flags, value, state = unpack_state(r.value)
+        return cls(value, flags, (r.version_ts, r.version_member), r.expire_at_ms, state)
 
     @property
     def cas(self) -> int:
@@ -89,13 +91,16 @@ class Item(NamedTuple):
         return self.version[0]
 
 
-def write_over(m: str, key: bytes, item: Item, flags: int, value: bytes, at: int) -> pb.Op:
+def write_over(
+    m: str, key: bytes, item: Item, flags: int, value: bytes, at: int, state: int = 0
+) -> pb.Op:
     """A write that succeeds only if the item is still as `item` saw it."""
     ts, member = item.version
+    stored = pack(flags, value, state)
     if item.value is None:
-        return pb.Op(code=pb.PUT, map=m, key=key, value=pack(flags, value), expire_at_ms=at,
+        return pb.Op(code=pb.PUT, map=m, key=key, value=stored, expire_at_ms=at,
                      condition=pb.IF_ABSENT)  # fmt: skip
-    return pb.Op(code=pb.PUT, map=m, key=key, value=pack(flags, value), expire_at_ms=at,
+    return pb.Op(code=pb.PUT, map=m, key=key, value=stored, expire_at_ms=at,
                  condition=pb.IF_VERSION, expected_ts=ts, expected_member=member)  # fmt: skip
 
 

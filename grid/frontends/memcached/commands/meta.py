@@ -4,33 +4,36 @@ A meta command is a key and flags: one character each, some with a token after i
 (`T30`, `Oabc`). Flags that ask for data are answered in the order they were sent;
 on a miss only `k` and `O` are echoed, as memcached 1.6.18 does. Supported:
 
-- mg: v f t c k s q O T (touch) N (vivify) u (accepted; grid has no LRU to bump);
-  a vivified item is a stub remembered in its header (items.py), so the client that
-  created it gets W and later ones Z until a write replaces it.
-- ms: F T C M(E A P R S) q O k c S (ignored, as memcached ignores it); an `I` is
-  refused as an invalid flag.
-- md: C q O k.
+- mg: v f t c k s q O T (touch) N (vivify) R (recache) u (accepted; grid has no LRU
+  to bump). Stale-while-revalidate as memcached does it: an item's state bits
+  (items.py) say whether it is stale (X) and whether a client was told it won the
+  right to recache it; the first reader of a stale item, of a vivified stub's miss, or
+  of an item whose TTL is below R, wins (W), and is made so by a write on the version
+  it read (one winner among racing readers); the readers after it get Z.
+- ms: F T C M(E A P R S) q O k c S (ignored, as memcached ignores it) I (with C: an
+  older CAS still stores, marked stale).
+- md: C q O k I (invalidate: mark stale instead of deleting; T then sets the TTL).
 - ma: N J D T M(I + D -) q O k t c v.
 - mn; me answers memcached's fields from what grid knows (exp, cas, size; la=0,
   fetch=no, cls=1).
 
 All four take b: the key is sent in base64 and may hold any byte (a `k` answer is
 the key as sent, then " b"). Not supported, refused with "CLIENT_ERROR invalid
-flag": h, l (hit and last-access tracking), R (early recache), I (invalidate), E
-(explicit CAS). The single-operation cases (mg, ms in set/add/replace modes, md
+flag": h, l (hit and last-access tracking: a write on every read), E (explicit CAS,
+which memcached 1.6.18 refuses too). The single-operation cases (mg, ms in set/add/replace modes, md
 without C) are one grid operation; the others read the item first (keyspace.rmw).
 """
 
 from __future__ import annotations
 
 import binascii
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from grid.frontends.memcached import replies as R
 from grid.frontends.memcached.commands.arith import apply, counter, render
 from grid.frontends.memcached.grammar import KEY_MAX, key_ok, meta_length, number, unsigned
-from grid.frontends.memcached.items import pack, stub, unpack
+from grid.frontends.memcached.items import STALE, TOKEN_SENT, pack, unpack, unpack_state
 from grid.frontends.memcached.keyspace import (
     EXPIRED,
     Item,
@@ -55,9 +58,9 @@ INVALID = b"CLIENT_ERROR invalid flag\r\n"
 DUPLICATE = b"CLIENT_ERROR duplicate flag\r\n"
 EITHER = b"CLIENT_ERROR invalid or duplicate flag\r\n"
 BAD_TOKEN = b"CLIENT_ERROR bad token in command line format\r\n"
-MG_FLAGS = "bvftcksqOTNu"
-MS_FLAGS = "bFTCMqOkcS"
-MD_FLAGS = "bCqOk"
+MG_FLAGS = "bvftcksqOTNRu"
+MS_FLAGS = "bFTCMqOkcSI"
+MD_FLAGS = "bCqOkIT"
 MA_FLAGS = "bNJDTMqOktcv"
 MN = b"MN\r\n"
 EN = b"EN\r\n"
@@ -128,8 +131,10 @@ def _key(token: bytes, flags: Flags) -> tuple[bytes, Flags] | bytes:
 
 
 # ---- mg -------------------------------------------------------------------------------------
-def _hit(flags: Flags, r: pb.Result, won: str = "") -> bytes:
-    item_flags, value, stubbed = unpack(r.value, with_stub=True)
+def _hit(flags: Flags, r: pb.Result, won: bool = False) -> bytes:
+    """A hit's answer: the flags asked for, in their order, then memcached's Z (another
+    client won the recache), X (stale) and W (this one won), in that order."""
+    item_flags, value, state = unpack_state(r.value)
     parts = []
     for f, tok in flags.items():
         if f == "f":
@@ -144,14 +149,52 @@ def _hit(flags: Flags, r: pb.Result, won: str = "") -> bytes:
             parts.append(b"s%d" % len(value))
         elif f == "O":
             parts.append(b"O" + tok)
-    if won:
-        parts.append(won.encode())
-    elif stubbed:
+    if state & TOKEN_SENT and not won:
         parts.append(b"Z")
+    if state & STALE:
+        parts.append(b"X")
+    if won:
+        parts.append(b"W")
     tail = b"".join(b" " + p for p in parts)
     if "v" in flags:
         return b"VA %d%b\r\n%b\r\n" % (len(value), tail, value)
     return b"HD%b\r\n" % tail
+
+
+def _wins(r: pb.Result, recache: int | None) -> bool:
+    """Whether this read wins the right to recache: the item is stale, or its TTL is below
+    the R token, and no client was told so before."""
+    _, _, state = unpack_state(r.value)
+    if state & TOKEN_SENT:
+        return False
+    if state & STALE:
+        return True
+    return recache is not None and r.expire_at_ms != 0 and ttl_seconds(r) < recache
+
+
+async def _claim(
+    c: MemcachedConnection, key: bytes, flags: Flags, r: pb.Result, recache: int | None
+) -> bytes:
+    """Mark the item TOKEN_SENT, on the version read (another reader may be claiming it
+    too: one write wins, the other reads again and answers Z); then answer W."""
+    for _ in range(3):
+        item = Item.of(r)
+        assert item.value is not None
+        op = write_over(c.map, key, item, item.flags, item.value, item.expire_at,
+                        item.state | TOKEN_SENT)  # fmt: skip
+        (w,) = await c.runner.call([op])
+        if w.status == pb.OK:
+            won = pb.Result(status=pb.OK, value=op.value, version_ts=w.version_ts,
+                            expire_at_ms=item.expire_at)  # fmt: skip
+            return _hit(flags, won, won=True)
+        if w.status != pb.CAS_FAILED:
+            return R.result_error(w)
+        (r,) = await c.runner.call([pb.Op(code=pb.GET, map=c.map, key=key)])
+        if r.status != pb.OK:
+            return R.result_error(r) if R.failed(r) else b"" if "q" in flags else EN
+        if not _wins(r, recache):
+            return _hit(flags, r)
+    return _hit(flags, r)
 
 
 def mg(c: MemcachedConnection, req: Request) -> Reply:
@@ -176,13 +219,20 @@ def mg(c: MemcachedConnection, req: Request) -> Reply:
         vivify = _exptime(flags["N"])
         if vivify is None:
             return BAD_TOKEN
+    recache = None
+    if "R" in flags:
+        recache = number(flags["R"])
+        if recache is None:
+            return BAD_TOKEN
     ops.append(pb.Op(code=pb.GET, map=m, key=key))
     stats.cmd_get += 1
 
-    def finish(rs: Sequence[pb.Result]) -> bytes:
+    def finish(rs: Sequence[pb.Result]) -> bytes | Awaitable[bytes]:
         r = rs[-1]
         if r.status == pb.OK:
             stats.get_hits += 1
+            if _wins(r, recache):
+                return _claim(c, key, flags, r, recache)
             return _hit(flags, r)
         if R.failed(r):
             return R.result_error(r)
@@ -202,18 +252,22 @@ async def _vivify(
     for _ in range(2):
         rs = await c.runner.call(ops)
         if rs[-1].status != pb.NOT_FOUND:
-            return finish(rs)  # type: ignore[operator,no-any-return]
-        put = pb.Op(code=pb.PUT, map=m, key=key, value=stub(0, b""), condition=pb.IF_ABSENT,
-                    expire_at_ms=0 if at == EXPIRED else at)  # fmt: skip
+            return await _answer(finish(rs))  # type: ignore[operator]
+        put = pb.Op(code=pb.PUT, map=m, key=key, value=pack(0, b"", TOKEN_SENT),
+                    condition=pb.IF_ABSENT, expire_at_ms=0 if at == EXPIRED else at)  # fmt: skip
         w = (await c.runner.call([put]))[0]
         if w.status == pb.OK:
             c.stats.get_misses += 1
             made = pb.Result(status=pb.OK, value=put.value, version_ts=w.version_ts,
                              expire_at_ms=put.expire_at_ms)  # fmt: skip
-            return _hit(flags, made, won="W")
+            return _hit(flags, made, won=True)
         if R.failed(w):
             return R.result_error(w)
-    return finish(rs)  # type: ignore[operator,no-any-return]
+    return await _answer(finish(rs))  # type: ignore[operator]
+
+
+async def _answer(reply: bytes | Awaitable[bytes]) -> bytes:
+    return reply if isinstance(reply, bytes) else await reply
 
 
 # ---- ms -------------------------------------------------------------------------------------
@@ -301,6 +355,9 @@ async def _ms_rmw(
         elif mode == "add":
             return [], _stored(b"NS", flags)
         elif compare is not None and item.cas != compare:
+            if "I" in flags and compare < item.cas and mode in ("set", "replace"):
+                # invalidate: an older CAS still stores, marked stale (mg answers X)
+                return [write_over(m, key, item, item_flags, value, at, STALE)], b""
             return [], _stored(b"EX", flags)
         if mode in ("append", "prepend"):
             assert item.value is not None
@@ -330,7 +387,9 @@ def md(c: MemcachedConnection, req: Request) -> Reply:
         return checked
     key, flags = checked
     m, stats = c.map, c.stats
-    if "C" not in flags:
+    if "I" in flags:
+        return _invalidate(c, key, flags)
+    if "C" not in flags:  # (T without I is ignored, as memcached ignores it)
 
         def finish(rs: Sequence[pb.Result]) -> bytes:
             r = rs[0]
@@ -345,7 +404,7 @@ def md(c: MemcachedConnection, req: Request) -> Reply:
         return Plan([pb.Op(code=pb.DELETE, map=m, key=key)], finish)
     compare = unsigned(flags["C"])
     if compare is None:
-        return BAD_TOKEN
+        return EITHER
 
     def step(item: Item) -> tuple[list[pb.Op], bytes]:
         if item.value is None:
@@ -355,6 +414,30 @@ def md(c: MemcachedConnection, req: Request) -> Reply:
         return [delete_over(m, key, item)], _stored(b"HD", flags)
 
     return rmw(c.runner, m, key, step, retry=False, lost=_stored(b"EX", flags))
+
+
+def _invalidate(c: MemcachedConnection, key: bytes, flags: Flags) -> Reply:
+    """md with I: keep the item, marked stale, with a new CAS and no win token given, so
+    the next mg answers X W and the ones after Z X; T sets its TTL meanwhile."""
+    compare = unsigned(flags["C"]) if "C" in flags else None
+    at = _exptime(flags["T"]) if "T" in flags else None
+    if ("C" in flags and compare is None) or ("T" in flags and at is None):
+        return EITHER  # md answers a bad token as a bad flag, as memcached 1.6.18 does
+    m = c.map
+
+    def step(item: Item) -> tuple[list[pb.Op], bytes]:
+        if item.value is None:
+            return [], _stored(b"NF", flags)
+        if compare is not None and item.cas != compare:
+            return [], _stored(b"EX", flags)
+        if at == EXPIRED:
+            return [delete_over(m, key, item)], _stored(b"HD", flags)
+        when = item.expire_at if at is None else at
+        return [write_over(m, key, item, item.flags, item.value, when, STALE)], _stored(
+            b"HD", flags
+        )
+
+    return rmw(c.runner, m, key, step, retry=compare is None, lost=_stored(b"EX", flags))
 
 
 # ---- ma -------------------------------------------------------------------------------------
@@ -405,7 +488,8 @@ def ma(c: MemcachedConnection, req: Request) -> Reply:
             stats.decr_hits += 1
         when = item.expire_at if at is None else (0 if at == EXPIRED else at)
         result.append((n, when))
-        return [write_over(m, key, item, item.flags, render(n, item.value), when)], b""
+        new = render(n, item.value)  # in place, as memcached: a stale item stays stale
+        return [write_over(m, key, item, item.flags, new, when, item.state)], b""
 
     def done(rs: Sequence[pb.Result]) -> bytes:
         n, when = result[0]
