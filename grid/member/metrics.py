@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -259,6 +260,16 @@ class _Server(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A refused TLS handshake is an audit line, not a traceback on stderr."""
+        error = sys.exc_info()[1]
+        peer = f"{client_address[0]}:{client_address[1]}"
+        if isinstance(error, ssl.SSLError | ConnectionError | TimeoutError):
+            reason = getattr(error, "reason", None) or str(error)
+            log.warning("TLS handshake refused", port="metrics", peer=peer, reason=reason)
+        else:
+            log.error("metrics request failed", peer=peer, error=repr(error))
 
 
 class _Quiet(WSGIRequestHandler):
