@@ -295,17 +295,21 @@ def _run_inside(pid: int, run_file: Path, console: Console) -> int:
         stdout=None if tty else subprocess.PIPE,
         stderr=None if tty else subprocess.STDOUT,
         text=True,
+        # its own session: a Ctrl-C reaches it once, from us, not also from the terminal
+        start_new_session=True,
     )
     try:
         if child.stdout is not None:
             for line in child.stdout:
                 console.print(line.rstrip("\n"), markup=False, highlight=False)
         code = child.wait()
-    except KeyboardInterrupt:  # the run stops its members and reports; then we clean up
+    except BaseException:  # Ctrl-C, a test's timeout: the run stops its members first
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signal.SIGINT)
         try:
-            child.wait(120)
+            rest, _ = child.communicate(timeout=120)
+            for line in (rest or "").splitlines():
+                console.print(line, markup=False, highlight=False)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait(10)
