@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,6 +139,9 @@ def compose_file(
             # every other member: a restarted member rejoins whoever is up
             "GRID_SEEDS": ",".join(a for n, a in gossip.items() if n != name),
             "GRID_BACKUPS": "1",
+            # a graceful leave ends before `docker stop` turns it into a SIGKILL
+            "GRID_LEAVE_TIMEOUT_S": str(STOP_S - 15),
+            "GRID_SHUTDOWN_GRACE_S": "5",
         }
         service: dict[str, Any] = {
             "image": image,
@@ -216,7 +219,10 @@ def host_unavailable() -> str:
 def run_from_host(opts: Options, console: Console, prepared: Prepared | None = None) -> int:
     """Build and bring up the project, run the chaos run inside its network, remove it
     all (also on failure and Ctrl-C); the run's exit code (2: compose cannot run here)."""
-    say = lambda message: console.print(f"compose: {message}", markup=False, highlight=False)  # noqa: E731
+
+    def say(message: str) -> None:
+        console.print(f"grid chaos: compose: {message}", markup=False, highlight=False)
+
     if why := host_unavailable():
         say(f"the compose backend cannot run here: {why}; use --backend process")
         return 2
@@ -224,54 +230,65 @@ def run_from_host(opts: Options, console: Console, prepared: Prepared | None = N
     files = out / "compose"
     files.mkdir(parents=True, exist_ok=True)
     opts = replace(opts, out=str(out))
-    cleanup = contextlib.ExitStack()
-    with cleanup:
+    with contextlib.ExitStack() as cleanup:  # undone last first, however the run ends
         try:
-            if prepared is not None:
-                engine, image = prepared.engine, prepared.image
-            else:
-                started = time.monotonic()
-                engine = docker.Engine.start(files)
-                cleanup.callback(engine.close)
-                say(
-                    f"engine {'started' if engine.process else 'found'} "
-                    f"({time.monotonic() - started:.1f} s)"
-                )
-                docker.sweep_stale(engine)
-                image = f"grid:{docker.run_tag()}"
-                cleanup.callback(engine.run, "rmi", "--force", image, check=False)
-                _build(engine, image, say)
-        except docker.DockerUnavailable as e:
+            return _make_and_run(opts, console, prepared, cleanup, say)
+        except (docker.DockerUnavailable, Unavailable) as e:
             say(f"the compose backend cannot run here: {e}")
             return 2
-        if engine.compose is None:
-            say("the compose backend cannot run here: no docker-compose (Debian docker-compose)")
-            return 2
-        from grid.chaos.run import SCENARIOS, member_flags
-
-        slot = free_slot(engine)
-        members = member_ips(opts.members, slot)
-        spec = compose_file(
-            image, members, slot, member_flags(opts), opts.plant, SCENARIOS[opts.scenario].disk_mb
-        )
-        file = files / "compose.yml"
-        file.write_text(json.dumps(spec, indent=2))
-        project = docker.ComposeProject(engine, file, docker.run_tag())
-        cleanup.callback(project.close)
-        cleanup.callback(_save_logs, engine, project, list(members), out / "logs")
-        project.up(RUNNER)
-        pid = int(engine.run("inspect", "--format", "{{.State.Pid}}", project.container(RUNNER))
-                  .stdout.strip())  # fmt: skip
-        say(f"project {project.name}: network {SUBNET}.{slot}.0/24, runner pid {pid}")
-        run_file = files / "run.json"
-        ComposeRun(
-            engine.docker, engine.compose, project.name, str(file), members, asdict(opts)
-        ).save(run_file)
-        return _run_inside(pid, run_file, console)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            say(f"the compose project could not be made: {str(e)[-2000:]}")
+            return 1
     raise AssertionError("unreachable")  # the with block returns
 
 
-def _build(engine: docker.Engine, image: str, say: Any) -> None:
+def _make_and_run(
+    opts: Options,
+    console: Console,
+    prepared: Prepared | None,
+    cleanup: contextlib.ExitStack,
+    say: Callable[[str], None],
+) -> int:
+    """Engine, image, project, the run inside it; what to undo goes on `cleanup`."""
+    out = Path(opts.out)
+    files = out / "compose"
+    if prepared is not None:
+        engine, image = prepared.engine, prepared.image
+    else:
+        started = time.monotonic()
+        engine = docker.Engine.start(files)
+        cleanup.callback(engine.close)
+        how = "started" if engine.process else "found"
+        say(f"engine {how} ({time.monotonic() - started:.1f} s)")
+        docker.sweep_stale(engine)
+        image = f"grid:{docker.run_tag()}"
+        cleanup.callback(engine.run, "rmi", "--force", image, check=False)
+        _build(engine, image, say)
+    if engine.compose is None:
+        raise docker.DockerUnavailable("no docker-compose (Debian package docker-compose)")
+    from grid.chaos.run import SCENARIOS, member_flags
+
+    slot = free_slot(engine)
+    members = member_ips(opts.members, slot)
+    disk_mb = SCENARIOS[opts.scenario].disk_mb
+    spec = compose_file(image, members, slot, member_flags(opts), opts.plant, disk_mb)
+    file = files / "compose.yml"
+    file.write_text(json.dumps(spec, indent=2))
+    project = docker.ComposeProject(engine, file, docker.run_tag())
+    cleanup.callback(project.close)
+    cleanup.callback(_save_logs, engine, project, list(members), out / "logs")
+    project.up(RUNNER)
+    pid = int(engine.run("inspect", "--format", "{{.State.Pid}}", project.container(RUNNER))
+              .stdout.strip())  # fmt: skip
+    say(f"project {project.name}: network {SUBNET}.{slot}.0/24, runner pid {pid}")
+    run_file = files / "run.json"
+    ComposeRun(engine.docker, engine.compose, project.name, str(file), members, asdict(opts)).save(
+        run_file
+    )
+    return _run_inside(pid, run_file, console)
+
+
+def _build(engine: docker.Engine, image: str, say: Callable[[str], None]) -> None:
     started = time.monotonic()
     base, built = docker.base_image(engine)
     say(f"base image {base}: " + (f"built in {built:.0f} s" if built else "cached"))

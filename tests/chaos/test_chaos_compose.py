@@ -2,10 +2,10 @@
 nftables rules in the containers' namespaces, checkers that must hold.
 
 Each run is 3 member containers of the grid image on an internal compose network, 12 s
-of load, one fault and its heal (about 25 s a run here). The engine and the image are
-the session's (tests/docker_fixtures.py), shared with tests/deploy/test_compose.py, so
-the image is built once; the run makes and removes its own compose project (containers,
-network, volumes), which the test checks.
+of load, one fault and its heal (30-50 s a run on two loaded cores). The engine and the
+image are the session's (tests/docker_fixtures.py), shared with
+tests/deploy/test_compose.py, so the image is built once; the run makes and removes its
+own compose project (containers, network, volumes), which the test checks.
 
 Skipped, loudly under CI=true (tests/needs.py), where Docker cannot run (no dockerd,
 not root) or root, `nsenter` or `nft` are missing.
