@@ -357,7 +357,6 @@ class ComposeBackend(ProcessBackend, LinkFaults):
     _ended: list[Exit] = field(default_factory=list)  # containers that exited and restarted
     _pids: dict[str, int] = field(default_factory=dict)
     _degraded: set[str] = field(default_factory=set)
-    _split: bool = False
 
     @property
     def run(self) -> ComposeRun:
@@ -381,6 +380,8 @@ class ComposeBackend(ProcessBackend, LinkFaults):
 
     # ---- life cycle --------------------------------------------------------------------------
     def start(self, size: int, timeout: float = START_S) -> None:
+        """Bring up the members the host side wrote into the compose file (`size` of
+        them: it made the file from the same options), and wait until each serves."""
         names = list(self.run.members)
         docker.run_command(
             [self.run.compose, "--project-name", self.run.project, "--file", self.run.file,
@@ -496,12 +497,10 @@ class ComposeBackend(ProcessBackend, LinkFaults):
             apart = [n for n in self.run.members if n != name and n not in placed.get(name, ())]
             if apart:
                 nft.apply(self._enter(name), nft.cut(self._others(apart)), nft.SPLIT_TABLE)
-        self._split = True
 
     def heal(self) -> None:
         for name in self.running():
             nft.delete(self._enter(name), nft.SPLIT_TABLE)
-        self._split = False
 
     def lose(self, names: Sequence[str], percent: int) -> None:
         for name in names:
