@@ -15,7 +15,8 @@ failing test never leaves a member behind.
 - `node` / `async_node`: an embedded grid.Node, sync (`with`) and async.
 
 tests/needs.py (loaded here as a plugin) says what a test needs from the machine and
-lists every skip at the end of a CI=true run.
+lists every skip at the end of a CI=true run; tests/docker_fixtures.py (a plugin too)
+makes the Docker engine and the grid image once per session for the tests that need them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import grid
 from grid.harness.cluster import LocalCluster, MemberProcess
 from tests.integration.support import AsyncRunner
 
-pytest_plugins = ["tests.needs"]
+pytest_plugins = ["tests.needs", "tests.docker_fixtures"]
 
 _names = itertools.count(1)
 

@@ -5,8 +5,9 @@ them signals, restarts one that exited, and says which exits it was told to caus
 The process backend runs `grid node` processes on loopback through LocalCluster, each
 with a data dir of its own under the run's folder (so a restarted member recovers its
 data, as a deployed one would). The netns backend runs the same members, one network
-namespace each (grid/harness/netns.py), and can also split the network. A backend that
-cannot run on this machine raises Unavailable, which the CLI turns into exit 2.
+namespace each (grid/harness/netns.py), and can also split the network. The compose
+backend (grid/chaos/compose.py) runs them as containers. A backend that cannot run on
+this machine raises Unavailable, which the CLI turns into exit 2.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grid.harness import netns
 from grid.harness.cluster import LocalCluster, MemberProcess, wait_serving
 from grid.harness.netns import NetnsCluster
+
+if TYPE_CHECKING:
+    from grid.chaos.compose import ComposeRun
 
 PLANT_ENV = "GRID_TEST_PLANT"
 """Read only by grid/chaos/planted_member.py, never by the member itself."""
@@ -217,8 +222,39 @@ def _wait_stopped(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+class LinkFaults:
+    """What a backend that owns its members' network can do to it: splits, and degraded
+    links (loss, a one-way cut, a slow link). The netns backend re-wires bridges and adds
+    nftables rules in namespaces; the compose backend adds rules in containers'
+    namespaces. Scenarios that need these run on backends that have them."""
+
+    def split(self, sides: Sequence[Sequence[str]]) -> None:
+        """Members on different sides stop reaching each other (the run's clients still
+        reach every member)."""
+        raise NotImplementedError
+
+    def heal(self) -> None:
+        raise NotImplementedError
+
+    def lose(self, names: Sequence[str], percent: int) -> None:
+        """These members drop `percent`% of their cluster packets each way."""
+        raise NotImplementedError
+
+    def deafen(self, name: str, to: Sequence[str]) -> None:
+        """`name` stops hearing `to`; they go on hearing it (a one-way cut)."""
+        raise NotImplementedError
+
+    def throttle(self, name: str, kbit: int) -> None:
+        """`name`'s cluster link sends at most `kbit` kbit/s."""
+        raise NotImplementedError
+
+    def restore_links(self) -> None:
+        """Undo `lose`, `deafen` and `throttle`."""
+        raise NotImplementedError
+
+
 @dataclass
-class NetnsBackend(ProcessBackend):
+class NetnsBackend(ProcessBackend, LinkFaults):
     """Members in network namespaces (grid.harness.netns.NetnsCluster): one namespace each,
     cluster links on bridges in a hub namespace, so a split is real (links moved between
     bridges) while every member's client link to the root namespace stays up. Members
@@ -306,9 +342,15 @@ class NetnsBackend(ProcessBackend):
 
 
 def make_backend(
-    name: str, run_dir: Path, member_args: tuple[str, ...], plant: str, disk_mb: int = 0
+    name: str,
+    run_dir: Path,
+    member_args: tuple[str, ...],
+    plant: str,
+    disk_mb: int = 0,
+    project: ComposeRun | None = None,
 ) -> ProcessBackend:
-    """disk_mb: give each member a tmpfs data dir of that size (the disk-full scenario)."""
+    """disk_mb: give each member a tmpfs data dir of that size (the disk-full scenario).
+    project: the compose project this process was started for (grid/chaos/compose.py)."""
     if disk_mb and os.geteuid() != 0:
         raise Unavailable("this scenario gives each member a small disk: a tmpfs, which needs root")
     if name == "process":
@@ -323,8 +365,12 @@ def make_backend(
             raise Unavailable("--plant runs on the process backend only")
         return NetnsBackend(run_dir, member_args, disk_mb=disk_mb)
     if name == "compose":
-        raise Unavailable(
-            "the compose backend is not built yet (issue 14; deploy/ and tests/deploy run "
-            "compose by hand); use --backend process"
-        )
+        if project is None:
+            raise Unavailable(
+                "the compose backend runs its checks inside the project's network: start "
+                "it with `grid chaos run --backend compose`"
+            )
+        from grid.chaos.compose import ComposeBackend
+
+        return ComposeBackend(run_dir, member_args, plant, disk_mb=disk_mb, project=project)
     raise Unavailable(f"no backend {name!r}: process, netns or compose")

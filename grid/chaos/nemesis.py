@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from grid.chaos import probe
-from grid.chaos.backends import NetnsBackend, ProcessBackend
+from grid.chaos.backends import LinkFaults, ProcessBackend
 
 FAILOVER_S = 30.0  # failure detection (2-6 s) plus the coordinator's round, with margin
 SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
@@ -114,9 +114,9 @@ class Nemesis:
         its coordinator publishes nothing); audit from the largest side; `hold_s` later, heal and
         wait until one table names everyone again and the partitions settled."""
         net = self.backend
-        if not isinstance(net, NetnsBackend):
-            raise TypeError(f"a split needs the netns backend, not {net.name}")
-        addresses = net.members()
+        if not isinstance(net, LinkFaults):
+            raise TypeError(f"a split needs the netns or compose backend, not {self.backend.name}")
+        addresses = self.backend.members()
         before = probe.table(addresses[sides[0][0]])
         largest = max(sides, key=len)
         w = self._open("split", " | ".join(",".join(side) for side in sides))
@@ -165,9 +165,9 @@ class Nemesis:
         detector (15% loss or a slow link should not make them): what must hold is what
         the checkers check."""
         net = self.backend
-        if not isinstance(net, NetnsBackend):
-            raise TypeError(f"degraded links need the netns backend, not {net.name}")
-        addresses = net.members()
+        if not isinstance(net, LinkFaults):
+            raise TypeError(f"degraded links need the netns or compose backend, not {net.name}")
+        addresses = self.backend.members()
         w = self._open(kind, target)
         apply()
         self.log(f"{kind} {target}")

@@ -19,7 +19,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
@@ -33,6 +33,9 @@ from grid.chaos.nemesis import SETTLE_S, Nemesis, Window, poll
 from grid.chaos.scenarios import SCENARIOS, Context
 from grid.chaos.workload import COUNTERS, MAP, Workload, counter_key
 from partitioning import partition_of
+
+if TYPE_CHECKING:
+    from grid.chaos.compose import ComposeRun, Prepared
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -71,8 +74,8 @@ def usage_error(opts: Options) -> str:
         return "--sync-backups must be 0 or 1 (one backup per partition)"
     if not 0 <= opts.min_cluster_size <= opts.members:
         return "--min-cluster-size must be between 0 and --members"
-    if opts.plant and opts.backend != "process":
-        return "--plant runs on the process backend only"
+    if opts.plant and opts.backend == "netns":
+        return "--plant runs on the process and compose backends only"
     if opts.plant:
         from simulation.plants import PLANTS
 
@@ -176,18 +179,39 @@ def lww_split(opts: Options, windows: list[Window]) -> bool:
     return opts.min_cluster_size < majority and any(w.kind in splits for w in windows)
 
 
-def run(opts: Options, console: Console | None = None) -> int:
+def member_flags(opts: Options) -> tuple[str, ...]:
+    """The flags every member of the run is started with."""
+    flags: tuple[str, ...] = ("--sync-backups", str(opts.sync_backups))
+    if opts.min_cluster_size:
+        flags += ("--min-cluster-size", str(opts.min_cluster_size))
+    return flags
+
+
+def run(
+    opts: Options,
+    console: Console | None = None,
+    *,
+    project: ComposeRun | None = None,
+    prepared: Prepared | None = None,
+) -> int:
+    """One run. On the compose backend this is called twice: on the host (no `project`:
+    it builds the project and runs the rest in its network, grid/chaos/compose.py), then
+    inside the project's network with the `project` it made. `prepared`: an engine and
+    image to use instead of starting and building them (the tests share them)."""
     console = console or Console(stderr=True)
     if why := usage_error(opts):
         console.print(f"grid chaos: {why}", markup=False, highlight=False)
         return EXIT_USAGE
+    if opts.backend == "compose" and project is None:
+        from grid.chaos.compose import run_from_host
+
+        return run_from_host(opts, console, prepared)
     r = Run(opts, console)
-    member_args = ("--sync-backups", str(opts.sync_backups))
-    if opts.min_cluster_size:
-        member_args += ("--min-cluster-size", str(opts.min_cluster_size))
     try:
         disk_mb = SCENARIOS[opts.scenario].disk_mb
-        r.backend = make_backend(opts.backend, r.out, member_args, opts.plant, disk_mb)
+        r.backend = make_backend(
+            opts.backend, r.out, member_flags(opts), opts.plant, disk_mb, project
+        )
     except Unavailable as e:
         console.print(f"grid chaos: {e}", markup=False, highlight=False)
         return EXIT_USAGE

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from grid.chaos import probe
-from grid.chaos.backends import NetnsBackend, ProcessBackend
+from grid.chaos.backends import LinkFaults, ProcessBackend
 from grid.chaos.nemesis import Nemesis
 from grid.chaos.workload import COUNTERS, counter_key
 
@@ -124,17 +124,17 @@ def isolate_one(ctx: Context) -> None:
     _repeat(ctx, once)
 
 
-def _links(ctx: Context) -> NetnsBackend:
+def _links(ctx: Context) -> LinkFaults:
     net = ctx.backend
-    if not isinstance(net, NetnsBackend):
-        raise TypeError(f"degraded links need the netns backend, not {net.name}")
+    if not isinstance(net, LinkFaults):
+        raise TypeError(f"degraded links need the netns or compose backend, not {net.name}")
     return net
 
 
 def lossy_links(ctx: Context) -> None:
     """Every member drops LOSS_PERCENT of its cluster packets, each way, for HOLD_S."""
     net = _links(ctx)
-    names = sorted(net.members())
+    names = sorted(ctx.backend.members())
 
     def once() -> None:
         ctx.nemesis.degrade(
@@ -153,7 +153,7 @@ def one_way(ctx: Context) -> None:
 
     def once() -> None:
         victim = _primary_not_coordinator(ctx)
-        others = sorted(n for n in net.members() if n != victim)
+        others = sorted(n for n in ctx.backend.members() if n != victim)
         ctx.nemesis.degrade(
             "one-way", victim, lambda: net.deafen(victim, others), HOLD_S, failover=True
         )
@@ -171,7 +171,7 @@ def bridge(ctx: Context) -> None:
     net = _links(ctx)
 
     def once() -> None:
-        names = sorted(net.members())
+        names = sorted(ctx.backend.members())
         a = _coordinator(ctx)
         b = ctx.rng.choice([n for n in names if n != a])
         ctx.nemesis.degrade(
@@ -215,67 +215,67 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "kill-primary",
             "kill -9 a primary (not the coordinator), restart it from its data dir",
-            ("process", "netns"),
+            ("process", "netns", "compose"),
             kill_primary,
         ),
         Scenario(
             "kill-coordinator",
             "kill -9 the coordinator, restart it from its data dir",
-            ("process", "netns"),
+            ("process", "netns", "compose"),
             kill_coordinator,
         ),
         Scenario(
             "pause-primary",
             "SIGSTOP a primary until the others fail over without it, then SIGCONT",
-            ("process", "netns"),
+            ("process", "netns", "compose"),
             pause_primary,
         ),
         Scenario(
             "rolling-restart",
             "every member in turn leaves gracefully (SIGTERM) and is started again",
-            ("process", "netns"),
+            ("process", "netns", "compose"),
             rolling_restart,
         ),
         Scenario(
             "partition-halves",
-            "cut the cluster in two halves (chosen by the seed), then heal (real links: netns)",
-            ("netns",),
+            "cut the cluster in two halves (chosen by the seed), then heal",
+            ("netns", "compose"),
             partition_halves,
         ),
         Scenario(
             "isolate-one",
-            "cut the counters' primary off from the others, then heal (real links: netns)",
-            ("netns",),
+            "cut the counters' primary off from the others, then heal",
+            ("netns", "compose"),
             isolate_one,
         ),
         Scenario(
             "lossy-links",
             f"every member drops {LOSS_PERCENT}% of its cluster packets each way, then heals",
-            ("netns",),
+            ("netns", "compose"),
             lossy_links,
         ),
         Scenario(
             "one-way",
             "a primary stops hearing the others (they still hear it) until failed over, then heals",
-            ("netns",),
+            ("netns", "compose"),
             one_way,
         ),
         Scenario(
             "bridge",
             "two members stop hearing each other while a third still hears both, then heals",
-            ("netns",),
+            ("netns", "compose"),
             bridge,
         ),
         Scenario(
             "slow-link",
             f"the coordinator's cluster link slowed to {SLOW_KBIT} kbit/s, then restored",
-            ("netns",),
+            ("netns", "compose"),
             slow_link,
         ),
         Scenario(
             "disk-full",
             "fill a primary's data dir (a tmpfs of its own) until writes fail, then free it",
-            ("process", "netns"),
+            ("process", "netns", "compose"),
             disk_full,
             disk_mb=DISK_MB,
         ),

@@ -58,7 +58,9 @@ def run_tag() -> str:
     return f"{TAG_PREFIX}{os.getpid():x}"
 
 
-def _which(name: str, *prefer: str) -> str | None:
+def which(name: str, *prefer: str) -> str | None:
+    """The path of a command: `prefer`red paths first, then $PATH, then the sbin folders
+    (a non-root PATH may lack them)."""
     for path in prefer:
         if os.access(path, os.X_OK):
             return path
@@ -79,13 +81,13 @@ class Engine:
     @classmethod
     def start(cls, log_dir: Path, timeout: float = 60.0) -> Engine:
         # Debian's CLI first: it matches Debian's engine (and speaks its API version).
-        docker = _which("docker", "/usr/bin/docker")
+        docker = which("docker", "/usr/bin/docker")
         if docker is None:
             raise DockerUnavailable("no docker CLI (Debian package docker.io)")
-        compose = _which("docker-compose")
+        compose = which("docker-compose")
         if _answers(docker):
             return cls(docker, compose, None)
-        dockerd = _which("dockerd")
+        dockerd = which("dockerd")
         if dockerd is None:
             raise DockerUnavailable("no dockerd (Debian package docker.io)")
         if os.geteuid() != 0:
@@ -125,7 +127,7 @@ class Engine:
         check: bool = True,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return _run([self.docker, *args], timeout=timeout, check=check, input=input)
+        return run_command([self.docker, *args], timeout=timeout, check=check, input=input)
 
     def image_exists(self, ref: str) -> bool:
         return self.run("image", "inspect", ref, check=False, timeout=30).returncode == 0
@@ -145,12 +147,12 @@ class Engine:
 
 def _answers(docker: str) -> bool:
     try:
-        return _run([docker, "info"], timeout=15, check=False).returncode == 0
+        return run_command([docker, "info"], timeout=15, check=False).returncode == 0
     except subprocess.TimeoutExpired:
         return False
 
 
-def _run(
+def run_command(
     cmd: Sequence[str],
     *,
     timeout: float,
@@ -159,6 +161,8 @@ def _run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run a command, bounded in time; with `check`, a RuntimeError that carries the
+    tails of its output when it fails."""
     result = subprocess.run(
         list(cmd),
         capture_output=True,
@@ -205,12 +209,12 @@ def base_image(engine: Engine, timeout: float = 600.0) -> tuple[str, float]:
     with _machine_lock():
         if engine.image_exists(BASE_TAG):
             return BASE_TAG, 0.0
-        debootstrap = _which("debootstrap")
+        debootstrap = which("debootstrap")
         if debootstrap is None:
             raise DockerUnavailable("no debootstrap (Debian package debootstrap)")
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"{run_tag()}-rootfs-") as root:
-            _run(
+            run_command(
                 [
                     debootstrap,
                     "--variant=minbase",
@@ -255,7 +259,7 @@ def build_wheelhouse(out: Path, source: Path = REPO, timeout: float = 600.0) -> 
     with tempfile.TemporaryDirectory(prefix=f"{run_tag()}-src-") as tmp:
         copy = Path(tmp) / "grid"
         shutil.copytree(source, copy, ignore=skip)
-        _run(
+        run_command(
             [sys.executable, "-m", "pip", "wheel", "--quiet", f"{copy}[fast]", "-w", str(out)],
             timeout=timeout,
         )
@@ -304,7 +308,7 @@ class ComposeProject:
         self, *args: str, timeout: float = 120.0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         assert self.engine.compose is not None
-        return _run(
+        return run_command(
             [self.engine.compose, "--project-name", self.name, "--file", str(self.file), *args],
             timeout=timeout,
             check=check,

@@ -51,6 +51,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from grid.harness import nft
 from grid.harness.cluster import MemberProcess, wait_serving
 
 CLUSTER_NET = "10.213"
@@ -60,8 +61,6 @@ GOSSIP_PORT = 6701
 MAX_MEMBERS = 63  # 4 addresses per client /30 in one /24
 FAMILY = re.compile(r"^gt([0-9a-f]+)n([0-9]+)")
 """Every namespace and root-namespace link this module makes starts with this."""
-NFT_TABLE = "grid_chaos"
-"""The nftables table of link faults in a member's namespace (gone with the namespace)."""
 LOCK_FILE = Path(tempfile.gettempdir()) / "grid-netns.lock"
 
 _runs = itertools.count(1)  # run 0 is the availability probe
@@ -379,63 +378,37 @@ class NetnsCluster:
     def lose(self, i: int, percent: int) -> None:
         """Member i drops `percent`% of the packets on its cluster link, each way, at random
         (nftables `numgen random`: the kernel here has no netem). Client links are spared."""
-        if not 0 < percent < 100:
-            raise ValueError(f"percent must be 1..99, not {percent}")
-        chains = {
-            "inbound": f"type filter hook input priority 0; policy accept; "
-            f'iifname "eth0" numgen random mod 100 < {percent} drop',
-            "outbound": f"type filter hook output priority 0; policy accept; "
-            f'oifname "eth0" numgen random mod 100 < {percent} drop',
-        }
-        self._faulty_rules(i, chains)
+        self._faulty_rules(i, nft.loss(percent, nft.on_interface("eth0")))
 
     def deafen(self, i: int, to: Sequence[int]) -> None:
         """Member i stops hearing the members `to` while they go on hearing it: packets from
         their cluster addresses are dropped on the way in (a one-way partition; TCP
         connections either way fail, since half of each handshake is lost)."""
-        sources = ", ".join(self.cluster_ip(j) for j in to if j != i)
-        if not sources:
-            raise ValueError("deafen needs another member to stop hearing")
-        chains = {
-            "inbound": "type filter hook input priority 0; policy accept; "
-            f"ip saddr {{ {sources} }} drop",
-        }
-        self._faulty_rules(i, chains)
+        self._faulty_rules(i, nft.deaf([self.cluster_ip(j) for j in to if j != i]))
 
     def throttle(self, i: int, kbit: int) -> None:
         """Member i's cluster link sends at most `kbit` kbit/s: a token bucket (tc tbf)
         whose queue holds up to 200 ms of traffic, so a busy link is slow before it drops."""
-        if kbit <= 0:
-            raise ValueError(f"kbit must be positive, not {kbit}")
-        burst = max(2, kbit // 8)  # kbyte: one tick's worth at this rate, at least a frame
-        tbf = ["tbf", "rate", f"{kbit}kbit", "burst", f"{burst}kb", "latency", "200ms"]
-        _ip("netns", "exec", self.namespaces[i], "tc", "qdisc", "replace", "dev", "eth0",
-            "root", *tbf)  # fmt: skip
+        nft.throttle(self._enter(i), "eth0", kbit)
         self._degraded.add(i)
 
     def restore_links(self) -> None:
         """Undo `lose`, `deafen` and `throttle` on every member."""
         for i in sorted(self._degraded):
-            ns = self.namespaces[i]
-            _ip("netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE, check=False)
-            _ip("netns", "exec", ns, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+            nft.delete(self._enter(i))
+            nft.unthrottle(self._enter(i), "eth0")
         self._degraded.clear()
+
+    def _enter(self, i: int) -> list[str]:
+        """The command prefix that runs a command in member i's namespace."""
+        return ["ip", "netns", "exec", self.namespaces[i]]
 
     def _faulty_rules(self, i: int, chains: dict[str, str]) -> None:
         """Replace member i's fault table with these chains (name -> body)."""
-        ns = self.namespaces[i]
-        _ip("netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE, check=False)
-        script = (
-            f"table inet {NFT_TABLE} {{\n"
-            + "".join(f"  chain {name} {{ {body}; }}\n" for name, body in chains.items())
-            + "}\n"
-        )
-        nft = subprocess.run(
-            ["ip", "netns", "exec", ns, "nft", "-f", "-"],
-            input=script, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-        if nft.returncode:
-            raise NetnsError(f"nft in {ns} refused {script!r}: {nft.stderr.strip()}")
+        try:
+            nft.apply(self._enter(i), chains)
+        except nft.RuleError as e:
+            raise NetnsError(str(e)) from e
         self._degraded.add(i)
 
     # ---- processes -------------------------------------------------------------------------

@@ -129,9 +129,8 @@ def test_list_names_the_scenarios_and_the_plants(capsys: pytest.CaptureFixture[s
     "args",
     [
         ["--scenario", "no-such-scenario"],
-        ["--scenario", "partition-halves"],  # netns only
-        ["--scenario", "lossy-links"],  # netns only
-        ["--scenario", "kill-primary", "--backend", "compose"],
+        ["--scenario", "partition-halves"],  # netns and compose only
+        ["--scenario", "lossy-links"],  # netns and compose only
         ["--scenario", "kill-primary", "--backend", "nowhere"],
         ["--scenario", "kill-primary", "--plant", "no-such-plant"],
         ["--scenario", "kill-primary", "--members", "1"],

@@ -101,7 +101,7 @@ def test_netns_only_scenarios_and_plants_are_refused_elsewhere(
     assert "netns" in capsys.readouterr().err
     args = ["--scenario", "kill-primary", "--backend", "netns", "--plant", "skip-tenth"]
     assert main([*base, *args]) == 2
-    assert "process backend only" in capsys.readouterr().err
+    assert "process and compose backends only" in capsys.readouterr().err
     args = ["--scenario", "isolate-one", "--backend", "netns", "--min-cluster-size", "4"]
     assert main([*base, *args]) == 2  # more than --members: refused before anything starts
     assert "--min-cluster-size" in capsys.readouterr().err

@@ -4,7 +4,8 @@ Each scenario on each backend it runs on, for SOAK_S of load (its fault repeats 
 quiet spell before each), with two seeds: every checker must hold. The short runs in
 test_chaos.py and test_chaos_netns.py are the default suite's; these find what only
 shows after many faults in a row (a leak of lineage, a partition left unsettled by the
-third split). About 2.5 minutes a run on two cores: the 32 runs take about 80 minutes.
+third split). About 2.5 minutes a run on two cores: the 54 runs (11 scenarios on the
+backends each runs on, compose included, two seeds) take about 2 hours 15 minutes.
 Each workload thread is bounded at MAX_OPS operations (enough for the whole run).
 
     .venv/bin/pytest -m soak tests/chaos/test_chaos_soak.py            # all of it
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from grid.chaos.compose import Prepared
 from grid.chaos.run import Options, run
 from grid.chaos.scenarios import SCENARIOS
 from grid.harness.netns import available
@@ -43,8 +45,20 @@ CASES = [
 
 @pytest.mark.parametrize(("scenario", "backend", "seed"), CASES)
 def test_a_long_run_holds_every_checker(
-    no_grid_env: None, tmp_path: Path, scenario: str, backend: str, seed: int
+    no_grid_env: None,
+    tmp_path: Path,
+    scenario: str,
+    backend: str,
+    seed: int,
+    request: pytest.FixtureRequest,
 ) -> None:
+    prepared = None
+    if backend == "compose":  # the session's engine and image (tests/docker_fixtures.py)
+        needs.root("the compose chaos backend")
+        needs.command("nsenter")
+        needs.command("nft")
+        engine = request.getfixturevalue("docker_engine")
+        prepared = Prepared(engine, request.getfixturevalue("grid_image"))
     if backend == "netns":
         needs.root("the netns chaos backend")
         needs.command("ip")
@@ -59,7 +73,7 @@ def test_a_long_run_holds_every_checker(
         scenario=scenario, backend=backend, duration=SOAK_S, seed=seed, out=str(out),
         min_cluster_size=MAJORITY.get(scenario, 0), max_ops=MAX_OPS,
     )  # fmt: skip
-    code = run(opts, console)
+    code = run(opts, console, prepared=prepared)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     result = json.loads((out / "result.json").read_text())
     assert code == 0, text

@@ -2,7 +2,9 @@
 spread the partitions, keep data through a `docker kill` of one of them.
 
 Docker's steps (engine, base image, wheelhouse, image, project) are
-grid/harness/docker.py's; this file says what must hold. The host cannot reach the
+grid/harness/docker.py's; the engine and the image are made once per session
+(tests/docker_fixtures.py, shared with tests/chaos/test_chaos_compose.py); this file
+says what must hold. The host cannot reach the
 members (the network is internal), so everything the test asks the cluster goes
 through the workload container: tests/deploy/probe.py, fed to its Python on stdin.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from grid.harness import docker
-from tests import needs
+from tests.docker_fixtures import Timings
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -37,60 +39,15 @@ PARTITIONS = 271
 KEYS = 2000
 
 
-class Timings(dict[str, float]):
-    def __call__(self, name: str, since: float) -> None:
-        self[name] = round(time.monotonic() - since, 1)
-
-
-@pytest.fixture(scope="module")
-def timings() -> Timings:
-    return Timings()
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[docker.Engine]:
-    for command in ("dockerd", "docker-compose", "debootstrap"):
-        needs.command(command)
-    started = time.monotonic()
-    try:
-        engine = docker.Engine.start(tmp_path_factory.mktemp("dockerd"))
-    except docker.DockerUnavailable as e:
-        pytest.skip(f"DOCKER CANNOT RUN HERE, deploy/ untested: {e}")
-    timings("engine", started)
-    try:
-        docker.sweep_stale(engine)
-        yield engine
-    finally:
-        engine.close()
-
-
-@pytest.fixture(scope="module")
-def image(
-    engine: docker.Engine, tmp_path_factory: pytest.TempPathFactory, timings: Timings
-) -> Iterator[str]:
-    started = time.monotonic()
-    base, built = docker.base_image(engine)
-    timings["base image (0: cached)"] = round(built, 1)
-    started = time.monotonic()
-    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
-    docker.build_wheelhouse(wheelhouse)
-    timings("wheelhouse", started)
-    tag = f"grid:{docker.run_tag()}"
-    started = time.monotonic()
-    try:
-        docker.build_image(engine, wheelhouse, base, tag)
-        timings("image", started)
-        yield tag
-    finally:
-        engine.run("rmi", "--force", tag, check=False)
-
-
 @pytest.fixture(scope="module")
 def project(
-    engine: docker.Engine, image: str, request: pytest.FixtureRequest
+    docker_engine: docker.Engine, grid_image: str, request: pytest.FixtureRequest
 ) -> Iterator[docker.ComposeProject]:
     project = docker.ComposeProject(
-        engine, ROOT / "deploy" / "docker-compose.yml", docker.run_tag(), {"GRID_IMAGE": image}
+        docker_engine,
+        ROOT / "deploy" / "docker-compose.yml",
+        docker.run_tag(),
+        {"GRID_IMAGE": grid_image},
     )
     failed = request.session.testsfailed
     try:
@@ -150,11 +107,12 @@ def settled(
 
 
 def test_three_members_cluster_and_survive_a_kill(
-    engine: docker.Engine,
+    docker_engine: docker.Engine,
     project: docker.ComposeProject,
-    timings: Timings,
+    docker_timings: Timings,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    engine, timings = docker_engine, docker_timings
     started = time.monotonic()
     views = wait_for("one cluster, partitions spread", settled(project, MEMBERS), 90)
     timings("cluster settled", started)
