@@ -33,6 +33,7 @@ import asyncio
 import inspect
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -125,6 +126,8 @@ class FrontendConnection(asyncio.Protocol):
         self.config = listener.config
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.last_active = time.monotonic()
+        """When the client last sent something (memcached's `stats conns`)."""
         self.slots: deque[Slot | Plan] = deque()
         self.queue: deque[Any] = deque()  # requests parsed, not yet dispatched
         self.busy: asyncio.Task[None] | None = None  # a coroutine command running alone
@@ -190,6 +193,7 @@ class FrontendConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = time.monotonic()
         requests = self.parse(data)
         self.listener.commands += len(requests)
         self.queue.extend(requests)

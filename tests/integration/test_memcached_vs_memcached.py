@@ -238,3 +238,26 @@ def test_many_keys_in_one_get_as_memcached(addresses: tuple[str, str]) -> None:
         seen.append(side.step(b"get " + keys + b"\r\n"))
         side.close()
     assert seen[0] == seen[1] and seen[0].count(b"VALUE") == 100
+
+
+def test_stats_subcommands_speak_memcacheds_names(addresses: tuple[str, str]) -> None:
+    """`stats settings/items/slabs/conns` list only names memcached lists (grid has no
+    slab classes: one class holds every item); the rest answer as memcached's bytes."""
+    ours, theirs = (RawMemcache(a) for a in addresses)
+    try:
+        for side in (ours, theirs):
+            assert side.step(b"set stats-key 0 0 1\r\nx\r\n") == b"STORED\r\n"
+        for sub in (b"sizes", b"detail dump", b"extstore", b"bogus", b"detail on", b"detail off"):
+            a, b = ours.step(b"stats " + sub + b"\r\n"), theirs.step(b"stats " + sub + b"\r\n")
+            assert a == b, f"stats {sub!r}: grid {a!r}, memcached {b!r}"
+        for sub in (b"settings", b"items", b"slabs", b"conns"):
+            names = [
+                {re.sub(rb"^\d+:", b"N:", line.split(b" ")[1])
+                 for line in side.step(b"stats " + sub + b"\r\n").splitlines()
+                 if line.startswith(b"STAT ")}
+                for side in (ours, theirs)
+            ]  # fmt: skip
+            assert names[0] and names[0] <= names[1], f"stats {sub!r}: {names[0] - names[1]}"
+    finally:
+        ours.close()
+        theirs.close()

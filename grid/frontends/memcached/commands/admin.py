@@ -161,11 +161,24 @@ def quit_(c: MemcachedConnection, req: Request) -> Reply:
 def stats(c: MemcachedConnection, req: Request) -> Reply:
     args = req.args
     if len(args) > 1:
-        if args[1] == b"reset" and len(args) == 2:
+        sub = args[1]
+        if sub == b"reset" and len(args) == 2:
             s = c.server.stats
             for name in s.__slots__:
                 setattr(s, name, 0)
             return b"RESET\r\n"
+        if sub == b"settings":
+            return _lines(_settings(c))
+        if sub == b"sizes":
+            return _lines([("sizes_status", "disabled")])
+        if sub == b"conns":
+            return _lines(_conns(c))
+        if sub in (b"extstore", b"detail") and (sub != b"detail" or args[2:3] == [b"dump"]):
+            return R.END  # no external storage; detail tracking off: nothing to dump
+        if sub == b"detail" and args[2:3] in ([b"on"], [b"off"]):
+            return b"OK\r\n"  # accepted as memcached does; grid keeps no per-prefix detail
+        if sub in (b"items", b"slabs"):
+            return Plan([pb.Op(code=pb.SIZE, map=c.map)], lambda rs: _classes(c, sub, rs[0]))
         return R.ERROR
 
     def finish(rs: Sequence[pb.Result]) -> bytes:
@@ -223,7 +236,76 @@ def _stats_text(c: MemcachedConnection, items: int) -> bytes:
         ("curr_items", items),
         ("total_items", s.total_items),
     ]
-    return b"".join(b"STAT %s %s\r\n" % (k.encode(), str(v).encode()) for k, v in lines) + R.END
+    return _lines(lines)
+
+
+def _lines(pairs: Sequence[tuple[str, object]]) -> bytes:
+    return b"".join(b"STAT %s %s\r\n" % (k.encode(), str(v).encode()) for k, v in pairs) + R.END
+
+
+def _settings(c: MemcachedConnection) -> list[tuple[str, object]]:
+    """memcached's `stats settings` names, in its order, with what grid has for each;
+    settings of memcached's own slab allocator, LRU threads and extstore have no grid
+    counterpart and are not listed."""
+    cfg = c.config
+    host, _, port = c.server.address.rpartition(":")
+    return [
+        ("maxbytes", cfg.max_memory),
+        ("maxconns", 10000),
+        ("tcpport", port),
+        ("udpport", 0),
+        ("inter", host),
+        ("verbosity", 0),
+        ("evictions", "off" if cfg.eviction_policy == "noeviction" else "on"),
+        ("domain_socket", "NULL"),
+        ("cas_enabled", "yes"),
+        ("tcp_backlog", 1024),
+        ("binding_protocol", "ascii"),
+        ("auth_enabled_sasl", "no"),
+        ("auth_enabled_ascii", "yes" if cfg.credentials().required else "no"),
+        ("item_size_max", c.max_item),
+        ("flush_enabled", "yes"),
+        ("dump_enabled", "no"),
+        ("ssl_enabled", "yes" if cfg.tls_cert else "no"),
+    ]
+
+
+def _conns(c: MemcachedConnection) -> list[tuple[str, object]]:
+    """One block per open connection, as memcached names them (its fd is our index)."""
+    out: list[tuple[str, object]] = []
+    listen = c.server.address
+    out += [("0:addr", f"tcp:{listen}"), ("0:state", "conn_listening")]
+    now = time.monotonic()
+    for i, conn in enumerate(sorted(c.listener.connections, key=lambda x: x.peer), start=1):
+        out += [
+            (f"{i}:addr", f"tcp:{conn.peer}"),
+            (f"{i}:listen_addr", f"tcp:{listen}"),
+            (f"{i}:state", "conn_parse_cmd"),
+            (f"{i}:secs_since_last_cmd", int(now - conn.last_active)),
+        ]
+    return out
+
+
+def _classes(c: MemcachedConnection, sub: bytes, r: pb.Result) -> bytes:
+    """`stats items` / `stats slabs` as one slab class holding every item: grid has no
+    slab classes, but tools read the item count and memory from these."""
+    if R.failed(r):
+        return R.result_error(r)
+    s = c.server.stats
+    store = c.server.service.store
+    with store.lock:
+        rmap = store.maps.get(c.map)
+        used = rmap.stats.bytes if rmap is not None else 0
+    if sub == b"items":
+        return _lines([("items:1:number", r.count), ("items:1:age", 0),
+                       ("items:1:mem_requested", used), ("items:1:evicted", 0),
+                       ("items:1:outofmemory", 0)])  # fmt: skip
+    return _lines([
+        ("1:chunk_size", c.max_item), ("1:used_chunks", r.count), ("1:get_hits", s.get_hits),
+        ("1:cmd_set", s.cmd_set), ("1:delete_hits", s.delete_hits), ("1:incr_hits", s.incr_hits),
+        ("1:decr_hits", s.decr_hits), ("1:cas_hits", s.cas_hits), ("1:cas_badval", s.cas_badval),
+        ("1:touch_hits", s.touch_hits), ("active_slabs", 1), ("total_malloced", used),
+    ])  # fmt: skip
 
 
 COMMANDS = {
