@@ -282,7 +282,7 @@ class PartitionLag(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., backup: _Optional[str] = ..., changes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy", "latency", "latency_bounds_s")
+    __slots__ = ("member", "address", "version", "partitions", "uptime_s", "max_memory", "eviction_policy", "total", "maps", "requests", "operations", "rejected", "persistence", "migration", "anti_entropy", "latency", "latency_bounds_s", "warnings")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +300,7 @@ class StatsReply(_message.Message):
     ANTI_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BOUNDS_S_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     member: str
     address: str
     version: str
@@ -317,7 +318,8 @@ class StatsReply(_message.Message):
     anti_entropy: AntiEntropyStats
     latency: _containers.RepeatedCompositeFieldContainer[BatchLatency]
     latency_bounds_s: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ..., anti_entropy: _Optional[_Union[AntiEntropyStats, _Mapping]] = ..., latency: _Optional[_Iterable[_Union[BatchLatency, _Mapping]]] = ..., latency_bounds_s: _Optional[_Iterable[float]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., version: _Optional[str] = ..., partitions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_memory: _Optional[int] = ..., eviction_policy: _Optional[str] = ..., total: _Optional[_Union[MapStats, _Mapping]] = ..., maps: _Optional[_Iterable[_Union[MapStats, _Mapping]]] = ..., requests: _Optional[int] = ..., operations: _Optional[int] = ..., rejected: _Optional[int] = ..., persistence: _Optional[_Union[PersistenceStats, _Mapping]] = ..., migration: _Optional[_Union[MigrationStats, _Mapping]] = ..., anti_entropy: _Optional[_Union[AntiEntropyStats, _Mapping]] = ..., latency: _Optional[_Iterable[_Union[BatchLatency, _Mapping]]] = ..., latency_bounds_s: _Optional[_Iterable[float]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchLatency(_message.Message):
     __slots__ = ("op", "map", "counts", "sum_s")

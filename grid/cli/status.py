@@ -224,6 +224,9 @@ def read_repair_table(stats: list[dict[str, Any]]) -> Table:
 
 def print_status(stats: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or wide_console()
+    for s in stats:
+        for warning in s.get("warnings") or ():
+            console.print(f"[bold red]! {s['member']}: {warning}[/]")
     views = [s for s in stats if s.get("cluster")]
     if views:
         console.print(membership_table(views[0]["cluster"], views[0]["member"]))

@@ -24,6 +24,7 @@ from grid import __version__, logs
 from grid.config import Config
 from grid.errors import Unavailable
 from grid.member.executor import WRITES, BatchExecutor, fail_writes
+from grid.member.guard import exposure_warning
 from grid.member.latency import BUCKETS_S, Latencies, op_name
 from grid.store import Store, copies
 from grid.wire.frames import PROTOCOL
@@ -417,6 +418,17 @@ class GridService:
             bytes=sum(f["size"] for f in files),
         ).SerializeToString()
 
+    def warnings(self) -> list[str]:
+        """What `grid status` shows in red: the start's exposure warning stays true for as
+        long as the member runs, and a full disk until space returns."""
+        out = []
+        if exposure := exposure_warning(self.config):
+            out.append("OPEN TO THE NETWORK: " + exposure)
+        durability = self.executor.durability
+        if durability is not None and durability.disk_full:
+            out.append("DISK FULL: writes are refused until space returns")
+        return out
+
     def stats_reply(self) -> pb.StatsReply:
         store = self.store
         ex = self.executor
@@ -424,6 +436,7 @@ class GridService:
             maps = [_map_stats(name, rmap.stats) for name, rmap in sorted(store.maps.items())]
             total = _map_stats("", store.totals())
         return pb.StatsReply(
+            warnings=self.warnings(),
             member=self.name,
             address=self.address,
             version=__version__,

@@ -271,9 +271,12 @@ def test_split_brain_2_1_both_sides_write_heal_merges_by_lww(
         "partitions to settle",
     )
 
-    # 2. base data through member 0
+    # 2. base data through member 0 (which serves 0.0.0.0 in its namespace with neither TLS
+    # nor a token: `grid status` must say so in red, from its Stats)
     with grid.Client(c.client_address(0), timeout=10, smart_routing=False) as client:
         client.map(MAP).put_many({f"base-{i}": base_value(i) for i in range(BASE)})
+        warnings = client.stats()["warnings"]
+        assert any(w.startswith("OPEN TO THE NETWORK: listening on 0.0.0.0") for w in warnings)
 
     tables: dict[str, PartitionTable | None] = {"before": admin.table(c.client_address(0))}
 
