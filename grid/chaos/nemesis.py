@@ -31,7 +31,7 @@ SETTLE_S = 60.0  # partitions settled after a restart, on two loaded cores
 
 @dataclass
 class Window:
-    kind: str  # kill, pause, leave, split, loss, one-way, slow, bridge, disk-full
+    kind: str  # kill, pause, leave, split, loss, one-way, slow, bridge, ring, disk-full
     target: str  # a member, or a split's sides: "member-1 | member-2,member-3"
     start: float
     end: float | None = None

@@ -182,6 +182,35 @@ def bridge(ctx: Context) -> None:
     _repeat(ctx, once)
 
 
+def majority_ring(ctx: Context) -> None:
+    """The members in a ring (order chosen by the seed), each hearing only the members
+    within `reach` of it on either side: every member sees a majority, counting itself,
+    but no two members far apart see the same one (Jepsen's majorities ring). Failure
+    detection's indirect probes go round through the neighbours, so nobody should be
+    failed over while streams between far members stall; held BRIDGE_HOLD_S, past the
+    forwarding deadline, then restored; nothing acknowledged may be lost."""
+    net = _links(ctx)
+
+    def once() -> None:
+        names = sorted(ctx.backend.members())
+        ctx.rng.shuffle(names)
+        n = len(names)
+        reach = (n // 2 + 1) // 2  # self + 2 x reach >= a majority
+        far = {
+            a: [b for j, b in enumerate(names) if min((i - j) % n, (j - i) % n) > reach]
+            for i, a in enumerate(names)
+        }
+
+        def cut() -> None:
+            for a, others in far.items():
+                if others:
+                    net.deafen(a, others)
+
+        ctx.nemesis.degrade("ring", " - ".join(names), cut, BRIDGE_HOLD_S)
+
+    _repeat(ctx, once)
+
+
 def slow_link(ctx: Context) -> None:
     """The coordinator's cluster link sends at most SLOW_KBIT kbit/s for HOLD_S: table
     publishes, replication and acknowledgements queue behind each other."""
@@ -265,6 +294,14 @@ SCENARIOS: dict[str, Scenario] = {
             "two members stop hearing each other while a third still hears both, then heals",
             ("netns", "compose"),
             bridge,
+        ),
+        Scenario(
+            "majority-ring",
+            "5 or more members in a ring, each hearing only its neighbours (each sees a "
+            "majority, none the same), then heals",
+            ("netns", "compose"),
+            majority_ring,
+            min_members=5,
         ),
         Scenario(
             "slow-link",

@@ -4,8 +4,9 @@ Each scenario on each backend it runs on, for SOAK_S of load (its fault repeats 
 quiet spell before each), with two seeds: every checker must hold. The short runs in
 test_chaos.py and test_chaos_netns.py are the default suite's; these find what only
 shows after many faults in a row (a leak of lineage, a partition left unsettled by the
-third split). About 2.5 minutes a run on two cores: the 54 runs (11 scenarios on the
-backends each runs on, compose included, two seeds) take about 2 hours 15 minutes.
+third split). About 2.5 minutes a run on two cores: the 58 runs (12 scenarios on the
+backends each runs on, compose included, two seeds; majority-ring with 5 members) take
+about 2 hours 25 minutes.
 Each workload thread is bounded at MAX_OPS operations (enough for the whole run).
 
     .venv/bin/pytest -m soak tests/chaos/test_chaos_soak.py            # all of it
@@ -72,6 +73,7 @@ def test_a_long_run_holds_every_checker(
     opts = Options(
         scenario=scenario, backend=backend, duration=SOAK_S, seed=seed, out=str(out),
         min_cluster_size=MAJORITY.get(scenario, 0), max_ops=MAX_OPS,
+        members=max(3, SCENARIOS[scenario].min_members),
     )  # fmt: skip
     code = run(opts, console, prepared=prepared)
     text = console.file.getvalue()  # type: ignore[attr-defined]
