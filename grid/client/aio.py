@@ -22,6 +22,7 @@ from grid.client import patterns
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
+from grid.client.listeners import AsyncListener, EntryEvent
 from grid.client.router import Router, parse_seeds
 from grid.errors import CasFailed, InvalidArgument, Status, error_for
 from grid.members_view import ClusterMember, counters_from_metadata
@@ -320,6 +321,33 @@ class AsyncMap:
     async def clear(self, *, timeout: float | None = None) -> int:
         """Remove every entry; returns how many."""
         return (await self._one(pb.Op(code=CLEAR, map=self.name), timeout)).count
+
+    # ---- listeners -----------------------------------------------------------------------------
+    async def add_listener(
+        self,
+        callback: Callable[[EntryEvent], Any],
+        *,
+        kinds: Iterable[str] | None = None,
+        include_values: bool = False,
+        prefix: Key = b"",
+        on_gap: Callable[[int, str], Any] | None = None,
+        reconcile_interval: float = 1.0,
+    ) -> AsyncListener:
+        """Call `callback(event)` (plain or async) for every change of this map: kinds of
+        "added", "updated", "removed", "expired", "evicted" (the default: all five) and
+        "cleared"; `include_values` puts the new value in added/updated events; `prefix`
+        keeps keys starting with it. Returns once every partition is subscribed: a change
+        made after it is delivered at least once, in order per key; `on_gap(partition,
+        why)` says when changes could not be (docs/patterns.md, "Entry listeners").
+        `await listener.close()`, or `async with`, ends it."""
+        router = self._conn
+        if not isinstance(router, Router):
+            raise InvalidArgument("listeners need a client's router")
+        listener = AsyncListener(
+            router, self.name, self.codec, self.raw_keys, callback, on_gap, kinds,
+            include_values, prefix, reconcile_interval,
+        )  # fmt: skip
+        return await listener.start()
 
 
 class AsyncClient:

@@ -383,6 +383,10 @@ class Router:
             conn = self._seed_conns[address] = self._connect(address, self.options)
         return conn
 
+    def connection(self, address: str) -> AsyncConnection:
+        """The connection to a member (made on first use): watches ride on it."""
+        return self._member(address)
+
     def _member(self, address: str) -> AsyncConnection:
         """The fail-fast connection to a member, made on first use (a channel is cheap and
         its stream opens only when a batch goes out)."""

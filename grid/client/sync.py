@@ -33,6 +33,7 @@ from grid.client.blocking import BlockingRouter, run_inline
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
 from grid.client.keys import Duration, Key
+from grid.client.listeners import EntryEvent, Listener
 from grid.client.router import parse_seeds
 from grid.errors import Unavailable
 from grid.members_view import ClusterMember
@@ -98,9 +99,10 @@ class _LoopThread:
 class Map:
     """A named map on the grid, seen through a (blocking) Client. Same API as AsyncMap."""
 
-    def __init__(self, amap: AsyncMap, run: Any) -> None:
+    def __init__(self, amap: AsyncMap, run: Any, client: Client | None = None) -> None:
         self._m = amap
         self._run = run
+        self._client = client
         self.name = amap.name
 
     def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
@@ -241,6 +243,26 @@ class Map:
     def clear(self, *, timeout: float | None = None) -> int:
         return self._run(self._m.clear(timeout=timeout))
 
+    def add_listener(
+        self,
+        callback: Callable[[EntryEvent], Any],
+        *,
+        kinds: Iterable[str] | None = None,
+        include_values: bool = False,
+        prefix: Key = b"",
+        on_gap: Callable[[int, str], Any] | None = None,
+        reconcile_interval: float = 1.0,
+    ) -> Listener:
+        """See AsyncMap.add_listener; `callback` runs on a thread of the listener's own,
+        one event at a time. `listener.close()`, or `with`, ends it."""
+        client = self._client
+        if client is None:
+            raise Unavailable("this map has no client to listen through")
+        m = self._m
+        return Listener(client._aclient.router, client._thread.run, m.name, m.codec,
+                        m.raw_keys, callback, on_gap, kinds, include_values, prefix,
+                        reconcile_interval)  # fmt: skip
+
 
 class Client:
     """A client of a grid cluster for blocking code; safe to share between threads.
@@ -294,7 +316,7 @@ class Client:
 
     def map(self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False) -> Map:
         amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys)
-        return Map(amap, run_inline)
+        return Map(amap, run_inline, self)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""
