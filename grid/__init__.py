@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from grid.client.aio import AsyncClient, AsyncMap, EntryView
     from grid.client.codec import Codec, JsonCodec, MsgpackCodec, RawCodec
+    from grid.client.listeners import EntryEvent
+    from grid.client.nearcache import NearCache
     from grid.client.sync import Client, Map
     from grid.config import Config, ConfigError
     from grid.embedded.localmap import AsyncLocalMap, LocalMap
@@ -46,6 +48,8 @@ _HOME = {
     "JsonCodec": "grid.client.codec",
     "MsgpackCodec": "grid.client.codec",
     "RawCodec": "grid.client.codec",
+    "EntryEvent": "grid.client.listeners",
+    "NearCache": "grid.client.nearcache",
     "Client": "grid.client.sync",
     "Map": "grid.client.sync",
     "Config": "grid.config",
@@ -81,6 +85,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DeadlineExceeded",
+    "EntryEvent",
     "EntryView",
     "GridError",
     "InvalidArgument",
@@ -88,6 +93,7 @@ __all__ = [
     "LocalMap",
     "Map",
     "MsgpackCodec",
+    "NearCache",
     "Node",
     "NotOwner",
     "OutOfMemory",

@@ -23,7 +23,9 @@ from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
 from grid.client.listeners import AsyncListener, EntryEvent
+from grid.client.nearcache import MISSING, NearCache, NearCachedCalls, NearCacheStore
 from grid.client.router import Router, parse_seeds
+from grid.client.watch import Watcher
 from grid.errors import CasFailed, InvalidArgument, Status, error_for
 from grid.members_view import ClusterMember, counters_from_metadata
 from grid.wire.security import PLAIN, Security
@@ -91,11 +93,17 @@ class AsyncMap:
         name: str,
         codec: str | Codec = "msgpack",
         raw_keys: bool = False,
+        near: NearCacheStore | None = None,
     ) -> None:
-        self._conn = conn
-        self.name = name
         self.codec = resolve(codec)
+        self._near = near
+        self._conn: Any = conn if near is None else NearCachedCalls(conn, near)
+        self.name = name
         self.raw_keys = raw_keys
+
+    def near_cache_stats(self) -> dict[str, int] | None:
+        """The near cache's counters (grid/client/nearcache.py), None without one."""
+        return self._near.stats() if self._near is not None else None
 
     def _op(self, code: int, key: Key, **fields: Any) -> pb.Op:
         return pb.Op(code=code, map=self.name, key=encode_key(key), **fields)
@@ -105,6 +113,15 @@ class AsyncMap:
 
     # ---- reads -------------------------------------------------------------------------------
     async def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
+        near = self._near
+        if near is not None:
+            value = near.get(key.encode() if key.__class__ is str else encode_key(key))
+            if value is not MISSING:
+                return value
+        return await self.fetch(key, default, timeout)
+
+    async def fetch(self, key: Key, default: Any, timeout: float | None) -> Any:
+        """`get` from the members (filling the near cache, if any, on the way back)."""
         r = await self._one(self._op(GET, key), timeout)
         return default if r.status == Status.NOT_FOUND else self.codec.decode(r.value)
 
@@ -341,6 +358,8 @@ class AsyncMap:
         why)` says when changes could not be (docs/patterns.md, "Entry listeners").
         `await listener.close()`, or `async with`, ends it."""
         router = self._conn
+        if isinstance(router, NearCachedCalls):
+            router = router._inner
         if not isinstance(router, Router):
             raise InvalidArgument("listeners need a client's router")
         listener = AsyncListener(
@@ -394,6 +413,8 @@ class AsyncClient:
         if read_from_backup:
             options = replace(options, read_from_backup=True)
         self._conn = Router(seeds, options, smart=smart_routing)
+        self._near: dict[str, tuple[NearCacheStore, Watcher]] = {}
+        """Near caches by map name: one per map per client, shared by its map objects."""
 
     @property
     def router(self) -> Router:
@@ -401,9 +422,32 @@ class AsyncClient:
         return self._conn
 
     def map(
-        self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False
+        self,
+        name: str,
+        *,
+        codec: str | Codec | None = None,
+        raw_keys: bool = False,
+        near_cache: NearCache | None = None,
     ) -> AsyncMap:
-        return AsyncMap(self._conn, name, codec or self.codec, raw_keys)
+        """The map `name`; `near_cache` keeps its values in this client too, invalidated by
+        the members (grid/client/nearcache.py; the first configuration given for a map
+        is the one its near cache keeps)."""
+        store = self.near_cache(name, near_cache, codec) if near_cache is not None else None
+        return AsyncMap(self._conn, name, codec or self.codec, raw_keys, store)
+
+    def near_cache(
+        self, name: str, config: NearCache, codec: str | Codec | None = None
+    ) -> NearCacheStore:
+        """The near cache of map `name` in this client, made (and its watch started on the
+        running loop) on first use."""
+        held = self._near.get(name)
+        if held is None:
+            store = NearCacheStore(config, resolve(codec or self.codec))
+            watcher = Watcher(self._conn, store, name,
+                              reconcile_interval=config.reconcile_interval)  # fmt: skip
+            held = self._near[name] = (store, watcher)
+            watcher.start()
+        return held[0]
 
     async def rate_limit(
         self,
@@ -490,6 +534,8 @@ class AsyncClient:
         return pb.MembersReply.FromString(data), counters_from_metadata(trailing)
 
     async def close(self) -> None:
+        for _, watcher in self._near.values():
+            await watcher.close()
         await self._conn.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -103,6 +103,9 @@ class Feed:
         self.items.append(Gap(partition, why))
         self.wake()
 
+    def start(self, partitions: int) -> None:
+        pass
+
     def live(self, partition: int) -> None:
         pass
 

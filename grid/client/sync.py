@@ -32,8 +32,9 @@ from grid.client.aio import (
 from grid.client.blocking import BlockingRouter, run_inline
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
-from grid.client.keys import Duration, Key
+from grid.client.keys import Duration, Key, encode_key
 from grid.client.listeners import EntryEvent, Listener
+from grid.client.nearcache import MISSING, NearCache, NearCacheStore
 from grid.client.router import parse_seeds
 from grid.errors import Unavailable
 from grid.members_view import ClusterMember
@@ -106,7 +107,17 @@ class Map:
         self.name = amap.name
 
     def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
+        near = self._m._near
+        if near is not None:  # a hit answers here: no coroutine, no socket
+            value = near.get(key.encode() if key.__class__ is str else encode_key(key))
+            if value is not MISSING:
+                return value
+            return self._run(self._m.fetch(key, default, timeout))
         return self._run(self._m.get(key, default, timeout=timeout))
+
+    def near_cache_stats(self) -> dict[str, int] | None:
+        """The near cache's counters (grid/client/nearcache.py), None without one."""
+        return self._m.near_cache_stats()
 
     def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
         return self._run(self._m.get_entry(key, timeout=timeout))
@@ -314,8 +325,23 @@ class Client:
         self._aclient = self._thread.run(make())
         self._blocking = BlockingRouter(self._aclient.router, self._thread.loop, self._thread.run)
 
-    def map(self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False) -> Map:
-        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys)
+    def map(
+        self,
+        name: str,
+        *,
+        codec: str | Codec | None = None,
+        raw_keys: bool = False,
+        near_cache: NearCache | None = None,
+    ) -> Map:
+        """See AsyncClient.map."""
+        store = None
+        if near_cache is not None:
+
+            async def make() -> NearCacheStore:
+                return self._aclient.near_cache(name, near_cache, codec)
+
+            store = self._thread.run(make())
+        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys, store)
         return Map(amap, run_inline, self)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:

@@ -155,6 +155,8 @@ class Cursors:
 class Consumer(Protocol):
     """What a Watcher tells (called on the event loop, in order per partition)."""
 
+    def start(self, partitions: int) -> None: ...
+
     def events(self, partition: int, events: Sequence[pb.WatchEvent]) -> None: ...
 
     def live(self, partition: int) -> None: ...
@@ -256,6 +258,7 @@ class Watcher:
                 table = router.table
                 count = table.partition_count if table is not None else 0
                 if self.cursors is None and count:
+                    self.consumer.start(count)
                     self.cursors = Cursors(count)
                 if self.cursors is not None:
                     await self._subscribe()
