@@ -241,8 +241,7 @@ class Primary:
             # client watches resume across the change (the copy is whole at pos.seq; a
             # stream that broke left it IDLE, which is fine; a half snapshot is not)
             plog.prev = (pos.term, pos.seq)
-            if pos.recent:
-                plog.before = list(pos.recent)
+            plog.before = pos.tail()
         return plog
 
     def end_log(self, p: int, why: str) -> None:

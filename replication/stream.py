@@ -130,20 +130,32 @@ class FollowerLog:
     seq: int = 0
     phase: Phase = Phase.IDLE
     recent: deque[tuple[int, Any]] | None = field(default=None, compare=False, repr=False)
-    """The last changes applied live, (seq, record): a promoted or handed-over copy's
-    log begins with them, so client watches resume across the change of primary
-    (PrimaryLog.lineage). Cleared by a snapshot (what came before is not contiguous)."""
+    """The last changes applied live, as (first seq, records) per chunk: a promoted or
+    handed-over copy's log begins with them, so client watches resume across the change
+    of primary (PrimaryLog.lineage). Cleared by a snapshot (what came before is not
+    contiguous). A chunk a tuple: this is the backups' hot path (about 2 ns a record)."""
+    kept: int = field(default=0, compare=False, repr=False)
 
     def keep(self, first_seq: int, records: Any) -> None:
-        """Remember changes first_seq.. just applied (bounded: DEFAULT_KEEP)."""
+        """Remember changes first_seq.. just applied (about DEFAULT_KEEP of them)."""
         recent = self.recent
         if recent is None:
-            recent = self.recent = deque(maxlen=DEFAULT_KEEP)
-        recent.extend(zip(range(first_seq, first_seq + len(records)), records, strict=True))
+            recent = self.recent = deque()
+        recent.append((first_seq, records))
+        self.kept += len(records)
+        while self.kept - len(recent[0][1]) >= DEFAULT_KEEP:
+            self.kept -= len(recent.popleft()[1])
+
+    def tail(self) -> list[tuple[int, Any]]:
+        """The changes kept, as (seq, record), oldest first."""
+        out: list[tuple[int, Any]] = []
+        for first, records in self.recent or ():
+            out.extend(zip(range(first, first + len(records)), records, strict=True))
+        return out
 
     def snapshot_begin(self) -> Verdict:
         self.phase = Phase.SNAPSHOT
-        self.recent = None
+        self.recent, self.kept = None, 0
         return Verdict.APPLY
 
     def snapshot_records(self) -> Verdict:

@@ -102,6 +102,21 @@ def test_kinds_prefix_and_values_sync_and_async(three: LocalCluster) -> None:
             lst.close()
 
 
+def test_an_embedded_node_listens_and_is_heard(no_grid_env: None) -> None:
+    """A node's local writes (in this thread, straight to its store) reach a listener of
+    its own and one of a remote client."""
+    seen_here, seen_there = Seen(), Seen()
+    with grid.Node(port=0) as node, grid.Client(node.address, timeout=30) as remote, \
+            node.map("emb").add_listener(seen_here), \
+            remote.map("emb").add_listener(seen_there):  # fmt: skip
+        m = node.map("emb")
+        for i in range(40):
+            m.put(f"e{i}", i)
+        want = {f"e{i}" for i in range(40)}
+        for seen in (seen_here, seen_there):
+            wait_until(lambda s=seen: {e.key for e in s.events} >= want, 10, what="events")
+
+
 def test_no_event_lost_across_a_kill_9_under_sync_backups(three: LocalCluster) -> None:
     """A writer updates 24 keys with growing values while a member is killed with -9:
     every acknowledged value reaches the listener, and each key's values never go back.

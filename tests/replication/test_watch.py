@@ -84,7 +84,7 @@ def test_a_promoted_copy_resumes_watchers_of_the_old_lineage() -> None:
     pos.keep(1, [(PUT, "m", b"k%d" % i, b"v", 1, 1, 0, 0) for i in range(1, 6)])
     pos.seq = 5
     new = PrimaryLog(99, 5)
-    new.prev, new.before = (7, 5), list(pos.recent or ())
+    new.prev, new.before = (7, 5), pos.tail()
     new.append((PUT, "m", b"n", b"v", 1, 1, 0, 0))
     ws = Watchers({0: new})
     w = ws.open(1, "m", b"", 0, values=False)
@@ -129,3 +129,16 @@ def test_a_log_that_ends_tells_its_watchers() -> None:
     assert ws.drain(w)[0].kind is Notice.NOT_PRIMARY
     ws.close(w)
     assert not ws.by_partition
+
+
+def test_a_follower_keeps_about_the_last_256_changes_contiguous() -> None:
+    pos = FollowerLog(7, 0, Phase.LIVE)
+    rec = (PUT, "m", b"k", b"v", 1, 1, 0, 0)
+    first = 1
+    for n in (100, 1, 64, 200, 3):
+        pos.keep(first, (rec,) * n)
+        first += n
+    seqs = [s for s, _ in pos.tail()]
+    assert seqs == list(range(seqs[0], first)) and 256 <= len(seqs) < 256 + 200
+    pos.snapshot_begin()
+    assert pos.tail() == []
