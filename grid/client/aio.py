@@ -93,11 +93,13 @@ class AsyncMap:
         name: str,
         codec: str | Codec = "msgpack",
         raw_keys: bool = False,
-        near: NearCacheStore | None = None,
+        near: tuple[NearCacheStore, Watcher] | None = None,
     ) -> None:
         self.codec = resolve(codec)
-        self._near = near
-        self._conn: Any = conn if near is None else NearCachedCalls(conn, near)
+        self._near = near[0] if near is not None else None
+        self._conn: Any = conn
+        if near is not None:
+            self._conn = NearCachedCalls(conn, near[0], near[1].ensure_started)
         self.name = name
         self.raw_keys = raw_keys
 
@@ -140,9 +142,21 @@ class AsyncMap:
     ) -> dict[Key, Any]:
         """The found keys and their values (missing keys are left out), in one round trip."""
         keys = list(keys)
+        out: dict[Key, Any] = {}
+        near = self._near
+        if near is not None:  # the near cache's hits; the rest from the members
+            missed = []
+            for k in keys:
+                value = near.get(encode_key(k))
+                if value is MISSING:
+                    missed.append(k)
+                else:
+                    out[k] = value
+            keys = missed
+            if not keys:
+                return out
         results = await self._conn.call([self._op(GET, k) for k in keys], timeout)
         decode = self.codec.decode
-        out: dict[Key, Any] = {}
         for k, r in zip(keys, results, strict=True):
             if check(r).status != Status.NOT_FOUND:
                 out[k] = decode(r.value)
@@ -360,8 +374,11 @@ class AsyncMap:
         router = self._conn
         if isinstance(router, NearCachedCalls):
             router = router._inner
-        if not isinstance(router, Router):
-            raise InvalidArgument("listeners need a client's router")
+        if not isinstance(router, Router) or not router.smart:
+            raise InvalidArgument(
+                "listeners need a client with smart routing (they "
+                "subscribe at each partition's primary)"
+            )
         listener = AsyncListener(
             router, self.name, self.codec, self.raw_keys, callback, on_gap, kinds,
             include_values, prefix, reconcile_interval,
@@ -432,14 +449,15 @@ class AsyncClient:
         """The map `name`; `near_cache` keeps its values in this client too, invalidated by
         the members (grid/client/nearcache.py; the first configuration given for a map
         is the one its near cache keeps)."""
-        store = self.near_cache(name, near_cache, codec) if near_cache is not None else None
-        return AsyncMap(self._conn, name, codec or self.codec, raw_keys, store)
+        near = self.near_cache(name, near_cache, codec) if near_cache is not None else None
+        return AsyncMap(self._conn, name, codec or self.codec, raw_keys, near)
 
     def near_cache(
         self, name: str, config: NearCache, codec: str | Codec | None = None
-    ) -> NearCacheStore:
-        """The near cache of map `name` in this client, made (and its watch started on the
-        running loop) on first use."""
+    ) -> tuple[NearCacheStore, Watcher]:
+        """The near cache of map `name` in this client and its watch, made (and the watch
+        started on the running loop) on first use. It needs smart routing: a client that
+        sends everything to its seed (`smart_routing=False`) caches nothing."""
         held = self._near.get(name)
         if held is None:
             store = NearCacheStore(config, resolve(codec or self.codec))
@@ -447,7 +465,7 @@ class AsyncClient:
                               reconcile_interval=config.reconcile_interval)  # fmt: skip
             held = self._near[name] = (store, watcher)
             watcher.start()
-        return held[0]
+        return held
 
     async def rate_limit(
         self,

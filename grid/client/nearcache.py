@@ -256,9 +256,10 @@ class NearCachedCalls:
     (before they are sent and when answered), and GET answers fill the cache. Whatever
     else a map asks of its connection passes through."""
 
-    def __init__(self, inner: Any, store: NearCacheStore) -> None:
+    def __init__(self, inner: Any, store: NearCacheStore, started: Any) -> None:
         self._inner = inner
         self.store = store
+        self._started = started  # the watcher's ensure_started
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -267,6 +268,7 @@ class NearCachedCalls:
         self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         store = self.store
+        self._started()
         written = [op.key for op in ops if op.code in WRITE_OPS]
         cleared = any(op.code == pb.CLEAR for op in ops)
         gets = [i for i, op in enumerate(ops) if op.code == pb.GET]

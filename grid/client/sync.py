@@ -36,7 +36,8 @@ from grid.client.keys import Duration, Key, encode_key
 from grid.client.listeners import EntryEvent, Listener
 from grid.client.nearcache import MISSING, NearCache, NearCacheStore
 from grid.client.router import parse_seeds
-from grid.errors import Unavailable
+from grid.client.watch import Watcher
+from grid.errors import InvalidArgument, Unavailable
 from grid.members_view import ClusterMember
 from grid.wire.security import PLAIN, Security
 from partitioning import PartitionTable
@@ -269,6 +270,11 @@ class Map:
         client = self._client
         if client is None:
             raise Unavailable("this map has no client to listen through")
+        if not client._aclient.router.smart:
+            raise InvalidArgument(
+                "listeners need a client with smart routing (they "
+                "subscribe at each partition's primary)"
+            )
         m = self._m
         return Listener(client._aclient.router, client._thread.run, m.name, m.codec,
                         m.raw_keys, callback, on_gap, kinds, include_values, prefix,
@@ -334,14 +340,14 @@ class Client:
         near_cache: NearCache | None = None,
     ) -> Map:
         """See AsyncClient.map."""
-        store = None
+        near = None
         if near_cache is not None:
 
-            async def make() -> NearCacheStore:
+            async def make() -> tuple[NearCacheStore, Watcher]:
                 return self._aclient.near_cache(name, near_cache, codec)
 
-            store = self._thread.run(make())
-        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys, store)
+            near = self._thread.run(make())
+        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys, near)
         return Map(amap, run_inline, self)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:

@@ -40,6 +40,8 @@ EVENTS, SYNCED, RESET, DROPPED, NOT_PRIMARY = (
 )  # fmt: skip
 PENDING_TIMEOUT = 3.0
 """Seconds a subscription may wait for its first answer before it is sent again."""
+MIN_ROUND_S = 0.02
+"""Subscription rounds are at least this far apart."""
 RETRY_S = 0.05
 """How soon idle partitions are subscribed again after a failure (doubling to 1 s)."""
 
@@ -235,7 +237,16 @@ class Watcher:
 
     # ---- running ------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start on the running loop; without one (a map made outside async code), the
+        first call made through the near cache starts it (`ensure_started`)."""
+        try:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        except RuntimeError:
+            self._task = None
+
+    def ensure_started(self) -> None:
+        if self._task is None and not self.closed:
+            self.start()  # (nothing without a running loop: the next call tries again)
 
     async def ready(self, timeout: float) -> bool:
         """Wait until every partition is live (True) or the timeout passes (False)."""
@@ -278,6 +289,9 @@ class Watcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+            # rounds at least this far apart: a partition refused by a member the table
+            # still names (a move in progress) is asked again once the table has moved
+            await asyncio.sleep(MIN_ROUND_S)
 
     async def _subscribe(self) -> None:
         cursors = self.cursors

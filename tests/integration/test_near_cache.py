@@ -6,6 +6,7 @@ wait is on a condition and bounded; the last test kills and restarts a member.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -65,6 +66,31 @@ def test_hits_invalidation_own_writes_and_bounds(three: LocalCluster) -> None:
         b.map("short").put("k", 2, ttl=0.3)  # the member's TTL also bounds the entry
         wait_until(lambda: ttl_near.get("k") == 2, 5, what="update")
         wait_until(lambda: ttl_near.get("k") is None, 5, what="expiry")
+
+
+def test_async_client_near_cache_and_get_many(three: LocalCluster) -> None:
+    async def run() -> None:
+        async with grid.AsyncClient(three.addresses[2], timeout=30) as ac:
+            near = ac.map("amap", near_cache=grid.NearCache(reconcile_interval=REPAIR_S))
+            writer = ac.map("amap")
+            await writer.put_many({"a": 1, "b": 2})
+            for _ in range(500):  # bounded: until every partition's stream is live
+                if near.near_cache_stats()["live_partitions"] == 271:  # type: ignore[index]
+                    break
+                await asyncio.sleep(0.01)
+            assert await near.get_many(["a", "b", "c"]) == {"a": 1, "b": 2}
+            assert await near.get_many(["a", "b"]) == {"a": 1, "b": 2}  # from the cache
+            stats = near.near_cache_stats()
+            assert stats is not None and stats["hits"] == 2
+            with grid.Client(three.addresses[0], timeout=30) as other:
+                other.map("amap").put("a", 10)
+            for _ in range(500):
+                if await near.get("a") == 10:
+                    break
+                await asyncio.sleep(0.01)
+            assert await near.get("a") == 10
+
+    asyncio.run(run())
 
 
 def test_no_stale_value_after_a_member_is_killed_and_restarted(three: LocalCluster) -> None:
