@@ -40,6 +40,8 @@ EVENTS, SYNCED, RESET, DROPPED, NOT_PRIMARY = (
 )  # fmt: skip
 PENDING_TIMEOUT = 3.0
 """Seconds a subscription may wait for its first answer before it is sent again."""
+SEND_TIMEOUT = 2.0
+"""Seconds a WatchRequest may wait for its member's connection."""
 MIN_ROUND_S = 0.02
 """Subscription rounds are at least this far apart."""
 RETRY_S = 0.05
@@ -306,18 +308,26 @@ class Watcher:
             route = self.router.route or route
         owners = route.owners
         groups = cursors.subscribe(lambda p: owners[p], time.monotonic())
+        pos = cursors.pos
+        sends = []
         for address, parts in groups.items():
-            pos = cursors.pos
-            req = self._request(subscribe=[
-                pb.WatchFrom(partition=p, term=pos[p].term, seq=pos[p].seq) for p in parts
-            ])  # fmt: skip
-            try:
-                await self.router.connection(address).send_watch(
-                    self, req.SerializeToString(), self.router.options.timeout
-                )
-            except GridError as e:
-                cursors.failed(parts)
-                raise e
+            subscribe = [pb.WatchFrom(partition=p, term=pos[p].term, seq=pos[p].seq)
+                         for p in parts]  # fmt: skip
+            sends.append(self._send(address, self._request(subscribe=subscribe)))
+        failed: BaseException | None = None
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        for parts, outcome in zip(groups.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                cursors.failed(parts)  # idle again: the next round (after a backoff) retries
+                failed = outcome
+        if failed is not None:
+            raise failed
+
+    async def _send(self, address: str, req: pb.WatchRequest) -> None:
+        """One WatchRequest to a member, waiting at most SEND_TIMEOUT for its connection
+        (a member that stopped without closing it must not hold up the others)."""
+        timeout = min(self.router.options.timeout, SEND_TIMEOUT)
+        await self.router.connection(address).send_watch(self, req.SerializeToString(), timeout)
 
     def _request(self, **fields: Any) -> pb.WatchRequest:
         """A request carrying the filter (a member that lost the watch opens it anew)."""
@@ -328,17 +338,15 @@ class Watcher:
         cursors = self.cursors
         assert cursors is not None
         addresses = {pos.address for pos in cursors.pos if pos.phase is Phase.LIVE}
+        probes = []
         for address in addresses:
             unanswered = self._probed.get(address)
             if unanswered is not None and now - unanswered > self.reconcile_interval:
                 self.lost(address, "no answer to a reconciliation probe")
                 continue
-            req = self._request(probe=True)
-            with contextlib.suppress(GridError):
-                await self.router.connection(address).send_watch(
-                    self, req.SerializeToString(), self.router.options.timeout
-                )
-                self._probed.setdefault(address, now)
+            self._probed.setdefault(address, now)
+            probes.append(self._send(address, self._request(probe=True)))
+        await asyncio.gather(*probes, return_exceptions=True)  # (a failed send: lost soon)
 
     async def close(self) -> None:
         self.closed = True

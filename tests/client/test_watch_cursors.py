@@ -66,3 +66,17 @@ def test_near_cache_store_bounds_ttl_and_invalidation() -> None:
     p = store.reserve([b"e"])[0][0]
     store.stale(p)
     assert store.get(b"e") is MISSING and store.reserve([b"e"])[0][1] == -1
+
+
+def test_near_cache_max_idle_and_byte_bound() -> None:
+    store = NearCacheStore(NearCache(max_idle=0.05, max_bytes=20), resolve("raw"))
+    store.start(1)
+    store.live(0)
+    store.fill(b"a", store.reserve([b"a"])[0], b"x" * 10, 0)
+    store.fill(b"b", store.reserve([b"b"])[0], b"x" * 10, 0)
+    assert store.get(b"a") is MISSING and store.stats()["bytes"] == 11  # 22 bytes were over 20
+    for _ in range(3):  # hits keep it: idle is since the last hit
+        time.sleep(0.03)
+        assert store.get(b"b") == b"x" * 10
+    time.sleep(0.07)
+    assert store.get(b"b") is MISSING and store.stats()["expirations"] == 1
