@@ -237,7 +237,7 @@ class PersistenceStats(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., data_dir: _Optional[str] = ..., fsync: _Optional[str] = ..., partitions_recovered: _Optional[int] = ..., records_loaded: _Optional[int] = ..., records_skipped: _Optional[int] = ..., records_dropped: _Optional[int] = ..., bytes_truncated: _Optional[int] = ..., recovery_s: _Optional[float] = ..., entries_recovered: _Optional[int] = ..., log_bytes: _Optional[int] = ..., snapshots: _Optional[int] = ..., fsyncs: _Optional[int] = ..., disk_full: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class MigrationStats(_message.Message):
-    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log", "lagging")
+    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log", "lagging", "watch_subscriptions", "watch_events", "watch_dropped", "watch_resets")
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRIMARIES_FIELD_NUMBER: _ClassVar[int]
     BACKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +259,10 @@ class MigrationStats(_message.Message):
     POSITIONS_LOADED_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_LOG_FIELD_NUMBER: _ClassVar[int]
     LAGGING_FIELD_NUMBER: _ClassVar[int]
+    WATCH_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    WATCH_RESETS_FIELD_NUMBER: _ClassVar[int]
     table_version: int
     primaries: int
     backups: int
@@ -280,7 +284,11 @@ class MigrationStats(_message.Message):
     positions_loaded: int
     resumed_from_log: int
     lagging: _containers.RepeatedCompositeFieldContainer[PartitionLag]
-    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ..., lagging: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ...) -> None: ...
+    watch_subscriptions: int
+    watch_events: int
+    watch_dropped: int
+    watch_resets: int
+    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ..., lagging: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ..., watch_subscriptions: _Optional[int] = ..., watch_events: _Optional[int] = ..., watch_dropped: _Optional[int] = ..., watch_resets: _Optional[int] = ...) -> None: ...
 
 class PartitionLag(_message.Message):
     __slots__ = ("partition", "backup", "changes", "seconds")

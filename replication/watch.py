@@ -171,6 +171,7 @@ class Watchers:
         self.by_partition: dict[int, list[Sub]] = {}
         self.dropped = 0  # subscriptions dropped for falling behind
         self.resets = 0  # subscriptions that could not resume
+        self.queued = 0  # events queued since the start
 
     # ---- watches and subscriptions -------------------------------------------------------------
     def open(
@@ -225,6 +226,9 @@ class Watchers:
                 if not subs:
                     del self.by_partition[p]
             w.ready.pop(p, None)
+
+    def subscriptions(self) -> int:
+        return sum(len(subs) for subs in self.by_partition.values())
 
     def probe(self, w: Watch) -> None:
         """Reconciliation: every subscribed partition answers its position (EVENTS with no
@@ -294,6 +298,7 @@ class Watchers:
             value = None
         sub.items.append(Event(kind, key, value, seq, ts, member, expire_at))
         sub.queued += 1
+        self.queued += 1
         w.bytes += len(key) + len(value or b"") + EVENT_OVERHEAD
         if sub.queued > self.max_events or w.bytes > self.max_bytes:
             self.dropped += 1

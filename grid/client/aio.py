@@ -552,9 +552,7 @@ class AsyncClient:
         return pb.MembersReply.FromString(data), counters_from_metadata(trailing)
 
     async def close(self) -> None:
-        for _, watcher in self._near.values():
-            await watcher.close()
-        await self._conn.close()
+        await self._conn.close()  # (closes the listeners' and near caches' watches too)
 
     async def __aenter__(self) -> AsyncClient:
         return self

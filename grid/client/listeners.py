@@ -21,6 +21,7 @@ partition concerned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -32,6 +33,7 @@ from grid.client.codec import Codec
 from grid.client.keys import Key, decode_key
 from grid.client.router import Router
 from grid.client.watch import Watcher
+from grid.errors import GridError
 from proto import grid_pb2 as pb
 from replication.hlc import Version
 from replication.watch import KIND_NAMES, kinds_mask
@@ -130,12 +132,13 @@ def _watcher(
     include_values: bool,
     prefix: Key,
     reconcile_interval: float,
+    on_closed: Callable[[], None],
 ) -> Watcher:
     return Watcher(
         router, feed, map_name,
         prefix=prefix.encode() if isinstance(prefix, str) else prefix,
         kinds=kinds_mask(DEFAULT_KINDS if kinds is None else kinds),
-        values=include_values, reconcile_interval=reconcile_interval,
+        values=include_values, reconcile_interval=reconcile_interval, on_closed=on_closed,
     )  # fmt: skip
 
 
@@ -159,10 +162,9 @@ class AsyncListener:
         self._on_gap = on_gap or _log_gap
         self._event = asyncio.Event()
         self.feed = Feed(codec, raw_keys, self._event.set)
-        self.watcher = _watcher(
-            router, self.feed, map_name, kinds, include_values, prefix, reconcile_interval
-        )
         self._task: asyncio.Task[None] | None = None
+        self.watcher = _watcher(router, self.feed, map_name, kinds, include_values, prefix,
+                                reconcile_interval, self._stop)  # fmt: skip
 
     async def start(self) -> AsyncListener:
         self.watcher.start()
@@ -188,10 +190,15 @@ class AsyncListener:
                 except Exception:
                     log.exception("entry listener callback failed")
 
-    async def close(self) -> None:
-        await self.watcher.close()
-        if self._task is not None:
+    def _stop(self) -> None:
+        if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
+
+    async def close(self) -> None:
+        """End the listener (also done when its client closes). Events queued and not yet
+        delivered are dropped."""
+        await self.watcher.close()
+        if self._task is not None and self._task is not asyncio.current_task():
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def __aenter__(self) -> AsyncListener:
@@ -225,9 +232,8 @@ class Listener:
         self._cond = threading.Condition()
         self._closed = False
         self.feed = Feed(codec, raw_keys, self._notify)
-        self.watcher = _watcher(
-            router, self.feed, map_name, kinds, include_values, prefix, reconcile_interval
-        )
+        self.watcher = _watcher(router, self.feed, map_name, kinds, include_values, prefix,
+                                reconcile_interval, self._stop)  # fmt: skip
 
         async def start() -> None:
             self.watcher.start()
@@ -261,13 +267,18 @@ class Listener:
                 except Exception:
                     log.exception("entry listener callback failed")
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._run(self.watcher.close())
+    def _stop(self) -> None:
+        """The watch ended (this close, or its client's): the thread stops."""
         with self._cond:
             self._closed = True
             self._cond.notify()
+
+    def close(self) -> None:
+        """End the listener (also done when its client closes)."""
+        if not self._closed:
+            with contextlib.suppress(GridError):  # the client closed meanwhile
+                self._run(self.watcher.close())
+            self._stop()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
 

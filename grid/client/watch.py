@@ -183,9 +183,11 @@ class Watcher:
         kinds: int = 0,
         values: bool = False,
         reconcile_interval: float = 1.0,
+        on_closed: Callable[[], None] = lambda: None,
     ) -> None:
         self.router = router
         self.consumer = consumer
+        self.on_closed = on_closed  # told at the end of close (its consumer stops too)
         self.watch_id = next(_ids)
         self.map = map_name
         self.prefix = prefix
@@ -245,6 +247,8 @@ class Watcher:
             self._task = asyncio.get_running_loop().create_task(self._run())
         except RuntimeError:
             self._task = None
+            return
+        self.router.watchers[self.watch_id] = self  # closed with the client
 
     def ensure_started(self) -> None:
         if self._task is None and not self.closed:
@@ -349,7 +353,16 @@ class Watcher:
         await asyncio.gather(*probes, return_exceptions=True)  # (a failed send: lost soon)
 
     async def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
+        self.router.watchers.pop(self.watch_id, None)
+        try:
+            await self._close()
+        finally:
+            self.on_closed()
+
+    async def _close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -197,6 +197,7 @@ class ClusterRuntime:
         held = table.partitions_of(me) if table is not None else None
         owned = self.store.owned
         lag_max, lag_total, lag_s, lagging = self.replicator.lag()
+        watchers = self.replicator.watchers
         return pb.MigrationStats(
             lag_changes_max=lag_max,
             lag_changes_total=lag_total,
@@ -222,6 +223,10 @@ class ClusterRuntime:
             not_owner=self.forwarder.not_owner,
             coordinator=self.coordinator.acting,
             pending=self.coordinator.pending,
+            watch_subscriptions=watchers.subscriptions(),
+            watch_events=watchers.queued,
+            watch_dropped=watchers.dropped,
+            watch_resets=watchers.resets,
         )
 
 

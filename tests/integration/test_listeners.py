@@ -96,6 +96,9 @@ def test_kinds_prefix_and_values_sync_and_async(three: LocalCluster) -> None:
                 ("removed", "p:a"), ("expired", "p:t")]  # fmt: skip
             assert not sync_seen.kinds("other") and not sync_seen.kinds("p:never")
             assert sync_seen.kinds("p:t")[0] == ("added", 4)
+            watching = listening.stats()["migration"]
+            assert int(watching["watch_subscriptions"]) > 0
+            assert int(watching["watch_events"]) > 0
         finally:
             stop.set()
             runner.join(30)
@@ -104,17 +107,18 @@ def test_kinds_prefix_and_values_sync_and_async(three: LocalCluster) -> None:
 
 def test_an_embedded_node_listens_and_is_heard(no_grid_env: None) -> None:
     """A node's local writes (in this thread, straight to its store) reach a listener of
-    its own and one of a remote client."""
+    its own and one of a remote client; closing the client ends its listener."""
     seen_here, seen_there = Seen(), Seen()
-    with grid.Node(port=0) as node, grid.Client(node.address, timeout=30) as remote, \
-            node.map("emb").add_listener(seen_here), \
-            remote.map("emb").add_listener(seen_there):  # fmt: skip
-        m = node.map("emb")
-        for i in range(40):
-            m.put(f"e{i}", i)
-        want = {f"e{i}" for i in range(40)}
-        for seen in (seen_here, seen_there):
-            wait_until(lambda s=seen: {e.key for e in s.events} >= want, 10, what="events")
+    with grid.Node(port=0) as node, node.map("emb").add_listener(seen_here):
+        with grid.Client(node.address, timeout=30) as remote:
+            there = remote.map("emb").add_listener(seen_there)
+            m = node.map("emb")
+            for i in range(40):
+                m.put(f"e{i}", i)
+            want = {f"e{i}" for i in range(40)}
+            for seen in (seen_here, seen_there):
+                wait_until(lambda s=seen: {e.key for e in s.events} >= want, 10, what="events")
+        wait_until(lambda: not there._thread.is_alive(), 5, what="the listener's thread ends")
 
 
 def test_no_event_lost_across_a_kill_9_under_sync_backups(three: LocalCluster) -> None:
