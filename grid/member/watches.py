@@ -23,7 +23,7 @@ from typing import Any
 from grid.store import Store
 from grid.wire import frames
 from proto import grid_pb2 as pb
-from replication.watch import Notice, Watch, Watchers
+from replication.watch import Watch, Watchers
 
 MAX_WATCHES = 1024
 """Watches one connection may hold (a client has one per listener or near cache)."""
@@ -128,6 +128,3 @@ class ClientWatches:
             for w in self.watches.values():
                 self.core.close(w)
         self.watches.clear()
-
-
-__all__ = ["ClientWatches", "Notice", "encode"]
