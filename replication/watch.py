@@ -209,9 +209,14 @@ class Watchers:
         for s, rec in missing:
             op, map_name, key, value, ts, member, expire_at, _ = rec
             if op and map_name == w.map:
-                # a replayed put is "updated": whether the key existed is not kept
-                kind = kind_of(op, op in (_PUT, _INCR))
-                self._event(sub, kind, key, value, s, ts, member, expire_at)
+                kind = kind_of(op, True)
+                if kind == UPDATED and not w.kinds & UPDATED:
+                    # whether a replayed put's key existed is not kept: "updated", or
+                    # "added" for a watch of adds only, so that it still hears of it
+                    kind = ADDED
+                if w.kinds & kind and (not w.prefix or kind == CLEARED
+                                       or key.startswith(w.prefix)):  # fmt: skip
+                    self._event(sub, kind, key, value, s, ts, member, expire_at)
 
     def unsubscribe(self, w: Watch, partitions: Iterable[int]) -> None:
         for p in partitions:

@@ -142,3 +142,14 @@ def test_a_follower_keeps_about_the_last_256_changes_contiguous() -> None:
     assert seqs == list(range(seqs[0], first)) and 256 <= len(seqs) < 256 + 200
     pos.snapshot_begin()
     assert pos.tail() == []
+
+
+def test_a_replay_keeps_the_filter_and_an_adds_only_watch_hears_puts() -> None:
+    ws, logs = setup()
+    write(ws, logs, 0, b"p:a")
+    write(ws, logs, 0, b"q:b")
+    write(ws, logs, 0, b"p:a", DELETE, existed=True)
+    w = ws.open(1, "m", b"p:", kinds_mask({"added"}), values=False)
+    ws.subscribe(w, 0, 7, 0)  # a resume: replayed from the log, by the same filter
+    _, ev = ws.drain(w)
+    assert [(e.kind, e.key) for e in ev.events] == [(ADDED, b"p:a")]
