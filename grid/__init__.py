@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from grid.client.aio import AsyncClient, AsyncMap, EntryView
     from grid.client.codec import Codec, JsonCodec, MsgpackCodec, RawCodec
+    from grid.client.listeners import EntryEvent
+    from grid.client.nearcache import NearCache
     from grid.client.stores import (
         AsyncStoredMap,
         MapStore,
@@ -58,6 +60,8 @@ _HOME = {
     "StoredMap": "grid.client.stores",
     "StoreUnavailable": "grid.client.stores",
     "Write": "grid.client.stores",
+    "EntryEvent": "grid.client.listeners",
+    "NearCache": "grid.client.nearcache",
     "Client": "grid.client.sync",
     "Map": "grid.client.sync",
     "Config": "grid.config",
@@ -94,6 +98,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DeadlineExceeded",
+    "EntryEvent",
     "EntryView",
     "GridError",
     "InvalidArgument",
@@ -102,6 +107,7 @@ __all__ = [
     "Map",
     "MapStore",
     "MsgpackCodec",
+    "NearCache",
     "Node",
     "NotOwner",
     "OutOfMemory",

@@ -40,6 +40,14 @@ class Condition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IF_PRESENT: _ClassVar[Condition]
     IF_VERSION: _ClassVar[Condition]
 
+class WatchChunkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_EVENTS: _ClassVar[WatchChunkKind]
+    WATCH_SYNCED: _ClassVar[WatchChunkKind]
+    WATCH_RESET: _ClassVar[WatchChunkKind]
+    WATCH_DROPPED: _ClassVar[WatchChunkKind]
+    WATCH_NOT_PRIMARY: _ClassVar[WatchChunkKind]
+
 class ChunkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MUTATIONS: _ClassVar[ChunkKind]
@@ -72,6 +80,11 @@ ALWAYS: Condition
 IF_ABSENT: Condition
 IF_PRESENT: Condition
 IF_VERSION: Condition
+WATCH_EVENTS: WatchChunkKind
+WATCH_SYNCED: WatchChunkKind
+WATCH_RESET: WatchChunkKind
+WATCH_DROPPED: WatchChunkKind
+WATCH_NOT_PRIMARY: WatchChunkKind
 MUTATIONS: ChunkKind
 SNAPSHOT_BEGIN: ChunkKind
 SNAPSHOT: ChunkKind
@@ -224,7 +237,7 @@ class PersistenceStats(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., data_dir: _Optional[str] = ..., fsync: _Optional[str] = ..., partitions_recovered: _Optional[int] = ..., records_loaded: _Optional[int] = ..., records_skipped: _Optional[int] = ..., records_dropped: _Optional[int] = ..., bytes_truncated: _Optional[int] = ..., recovery_s: _Optional[float] = ..., entries_recovered: _Optional[int] = ..., log_bytes: _Optional[int] = ..., snapshots: _Optional[int] = ..., fsyncs: _Optional[int] = ..., disk_full: _Optional[bool] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class MigrationStats(_message.Message):
-    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log", "lagging")
+    __slots__ = ("table_version", "primaries", "backups", "in_flight", "fills_done", "handoffs", "bytes_received", "bytes_sent", "forwarded", "not_owner", "coordinator", "pending", "lag_changes_max", "lag_changes_total", "lag_seconds_max", "sync_timeouts", "caught_up_from_log", "snapshots_sent", "positions_loaded", "resumed_from_log", "lagging", "watch_subscriptions", "watch_events", "watch_dropped", "watch_resets")
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PRIMARIES_FIELD_NUMBER: _ClassVar[int]
     BACKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +259,10 @@ class MigrationStats(_message.Message):
     POSITIONS_LOADED_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_LOG_FIELD_NUMBER: _ClassVar[int]
     LAGGING_FIELD_NUMBER: _ClassVar[int]
+    WATCH_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    WATCH_RESETS_FIELD_NUMBER: _ClassVar[int]
     table_version: int
     primaries: int
     backups: int
@@ -267,7 +284,11 @@ class MigrationStats(_message.Message):
     positions_loaded: int
     resumed_from_log: int
     lagging: _containers.RepeatedCompositeFieldContainer[PartitionLag]
-    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ..., lagging: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ...) -> None: ...
+    watch_subscriptions: int
+    watch_events: int
+    watch_dropped: int
+    watch_resets: int
+    def __init__(self, table_version: _Optional[int] = ..., primaries: _Optional[int] = ..., backups: _Optional[int] = ..., in_flight: _Optional[int] = ..., fills_done: _Optional[int] = ..., handoffs: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., forwarded: _Optional[int] = ..., not_owner: _Optional[int] = ..., coordinator: _Optional[bool] = ..., pending: _Optional[int] = ..., lag_changes_max: _Optional[int] = ..., lag_changes_total: _Optional[int] = ..., lag_seconds_max: _Optional[float] = ..., sync_timeouts: _Optional[int] = ..., caught_up_from_log: _Optional[int] = ..., snapshots_sent: _Optional[int] = ..., positions_loaded: _Optional[int] = ..., resumed_from_log: _Optional[int] = ..., lagging: _Optional[_Iterable[_Union[PartitionLag, _Mapping]]] = ..., watch_subscriptions: _Optional[int] = ..., watch_events: _Optional[int] = ..., watch_dropped: _Optional[int] = ..., watch_resets: _Optional[int] = ...) -> None: ...
 
 class PartitionLag(_message.Message):
     __slots__ = ("partition", "backup", "changes", "seconds")
@@ -542,6 +563,78 @@ class HelloReply(_message.Message):
     max_batch_ops: int
     error: str
     def __init__(self, protocol: _Optional[int] = ..., member: _Optional[str] = ..., max_frame: _Optional[int] = ..., max_batch_ops: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class WatchFrom(_message.Message):
+    __slots__ = ("partition", "term", "seq")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    term: int
+    seq: int
+    def __init__(self, partition: _Optional[int] = ..., term: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("map", "prefix", "kinds", "values", "subscribe", "unsubscribe", "probe", "close")
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    map: str
+    prefix: bytes
+    kinds: int
+    values: bool
+    subscribe: _containers.RepeatedCompositeFieldContainer[WatchFrom]
+    unsubscribe: _containers.RepeatedScalarFieldContainer[int]
+    probe: bool
+    close: bool
+    def __init__(self, map: _Optional[str] = ..., prefix: _Optional[bytes] = ..., kinds: _Optional[int] = ..., values: _Optional[bool] = ..., subscribe: _Optional[_Iterable[_Union[WatchFrom, _Mapping]]] = ..., unsubscribe: _Optional[_Iterable[int]] = ..., probe: _Optional[bool] = ..., close: _Optional[bool] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("kind", "key", "value", "seq", "version_ts", "version_member", "expire_at_ms")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    VERSION_TS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    kind: int
+    key: bytes
+    value: bytes
+    seq: int
+    version_ts: int
+    version_member: int
+    expire_at_ms: int
+    def __init__(self, kind: _Optional[int] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., seq: _Optional[int] = ..., version_ts: _Optional[int] = ..., version_member: _Optional[int] = ..., expire_at_ms: _Optional[int] = ...) -> None: ...
+
+class WatchChunk(_message.Message):
+    __slots__ = ("partition", "kind", "term", "prev", "seq", "events", "forked")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    kind: WatchChunkKind
+    term: int
+    prev: int
+    seq: int
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    forked: bool
+    def __init__(self, partition: _Optional[int] = ..., kind: _Optional[_Union[WatchChunkKind, str]] = ..., term: _Optional[int] = ..., prev: _Optional[int] = ..., seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., forked: _Optional[bool] = ...) -> None: ...
+
+class WatchEvents(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[WatchChunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[WatchChunk, _Mapping]]] = ...) -> None: ...
 
 class Chunk(_message.Message):
     __slots__ = ("partition", "kind", "seq", "records", "count", "error", "term", "epoch")

@@ -320,6 +320,7 @@ class Follower:
                     for r in records:
                         if r[0] and held(r[1]):
                             apply(p, *r, now)
+                st.keep(chunk.seq + skip, records)  # for client watches after a promotion
                 acks[p] = st.seq
             elif kind == _SNAPSHOT:
                 if st.snapshot_records() is _RESYNC:

@@ -237,6 +237,11 @@ class Primary:
         if term is None:
             term, seq = new_term(self.rng), (pos.seq if pos is not None else 0)
         plog = self.logs[p] = PrimaryLog(term, seq or 0, self.keep)
+        if pos is not None and pos.term and pos.phase is not Phase.SNAPSHOT and pos.seq == plog.seq:
+            # client watches resume across the change (the copy is whole at pos.seq; a
+            # stream that broke left it IDLE, which is fine; a half snapshot is not)
+            plog.prev = (pos.term, pos.seq)
+            plog.before = pos.tail()
         return plog
 
     def end_log(self, p: int, why: str) -> None:

@@ -22,8 +22,11 @@ from grid.client import patterns
 from grid.client.codec import Codec, resolve
 from grid.client.connection import AsyncConnection, ConnectionOptions
 from grid.client.keys import Duration, Key, decode_key, encode_key, from_ms, to_ms
+from grid.client.listeners import AsyncListener, EntryEvent
+from grid.client.nearcache import MISSING, NearCache, NearCachedCalls, NearCacheStore
 from grid.client.patterns import check
 from grid.client.router import Router, parse_seeds
+from grid.client.watch import Watcher
 from grid.errors import CasFailed, InvalidArgument, Status
 from grid.members_view import ClusterMember, counters_from_metadata
 from grid.wire.security import PLAIN, Security
@@ -84,11 +87,19 @@ class AsyncMap:
         name: str,
         codec: str | Codec = "msgpack",
         raw_keys: bool = False,
+        near: tuple[NearCacheStore, Watcher] | None = None,
     ) -> None:
-        self._conn = conn
-        self.name = name
         self.codec = resolve(codec)
+        self._near = near[0] if near is not None else None
+        self._conn: Any = conn
+        if near is not None:
+            self._conn = NearCachedCalls(conn, near[0], near[1].ensure_started)
+        self.name = name
         self.raw_keys = raw_keys
+
+    def near_cache_stats(self) -> dict[str, int] | None:
+        """The near cache's counters (grid/client/nearcache.py), None without one."""
+        return self._near.stats() if self._near is not None else None
 
     def _op(self, code: int, key: Key, **fields: Any) -> pb.Op:
         return pb.Op(code=code, map=self.name, key=encode_key(key), **fields)
@@ -98,6 +109,15 @@ class AsyncMap:
 
     # ---- reads -------------------------------------------------------------------------------
     async def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
+        near = self._near
+        if near is not None:
+            value = near.get(key.encode() if key.__class__ is str else encode_key(key))
+            if value is not MISSING:
+                return value
+        return await self.fetch(key, default, timeout)
+
+    async def fetch(self, key: Key, default: Any, timeout: float | None) -> Any:
+        """`get` from the members (filling the near cache, if any, on the way back)."""
         r = await self._one(self._op(GET, key), timeout)
         return default if r.status == Status.NOT_FOUND else self.codec.decode(r.value)
 
@@ -116,9 +136,21 @@ class AsyncMap:
     ) -> dict[Key, Any]:
         """The found keys and their values (missing keys are left out), in one round trip."""
         keys = list(keys)
+        out: dict[Key, Any] = {}
+        near = self._near
+        if near is not None:  # the near cache's hits; the rest from the members
+            missed = []
+            for k in keys:
+                value = near.get(encode_key(k))
+                if value is MISSING:
+                    missed.append(k)
+                else:
+                    out[k] = value
+            keys = missed
+            if not keys:
+                return out
         results = await self._conn.call([self._op(GET, k) for k in keys], timeout)
         decode = self.codec.decode
-        out: dict[Key, Any] = {}
         for k, r in zip(keys, results, strict=True):
             if check(r).status != Status.NOT_FOUND:
                 out[k] = decode(r.value)
@@ -315,6 +347,38 @@ class AsyncMap:
         """Remove every entry; returns how many."""
         return (await self._one(pb.Op(code=CLEAR, map=self.name), timeout)).count
 
+    # ---- listeners -----------------------------------------------------------------------------
+    async def add_listener(
+        self,
+        callback: Callable[[EntryEvent], Any],
+        *,
+        kinds: Iterable[str] | None = None,
+        include_values: bool = False,
+        prefix: Key = b"",
+        on_gap: Callable[[int, str], Any] | None = None,
+        reconcile_interval: float = 1.0,
+    ) -> AsyncListener:
+        """Call `callback(event)` (plain or async) for every change of this map: kinds of
+        "added", "updated", "removed", "expired", "evicted" (the default: all five) and
+        "cleared"; `include_values` puts the new value in added/updated events; `prefix`
+        keeps keys starting with it. Returns once every partition is subscribed: a change
+        made after it is delivered at least once, in order per key; `on_gap(partition,
+        why)` says when changes could not be (docs/patterns.md, "Entry listeners").
+        `await listener.close()`, or `async with`, ends it."""
+        router = self._conn
+        if isinstance(router, NearCachedCalls):
+            router = router._inner
+        if not isinstance(router, Router) or not router.smart:
+            raise InvalidArgument(
+                "listeners need a client with smart routing (they "
+                "subscribe at each partition's primary)"
+            )
+        listener = AsyncListener(
+            router, self.name, self.codec, self.raw_keys, callback, on_gap, kinds,
+            include_values, prefix, reconcile_interval,
+        )  # fmt: skip
+        return await listener.start()
+
 
 class AsyncClient:
     """A client of a grid cluster for asyncio code.
@@ -366,6 +430,8 @@ class AsyncClient:
         if read_from_backup:
             options = replace(options, read_from_backup=True)
         self._conn = Router(seeds, options, smart=smart_routing)
+        self._near: dict[str, tuple[NearCacheStore, Watcher]] = {}
+        """Near caches by map name: one per map per client, shared by its map objects."""
 
     @property
     def router(self) -> Router:
@@ -373,9 +439,33 @@ class AsyncClient:
         return self._conn
 
     def map(
-        self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False
+        self,
+        name: str,
+        *,
+        codec: str | Codec | None = None,
+        raw_keys: bool = False,
+        near_cache: NearCache | None = None,
     ) -> AsyncMap:
-        return AsyncMap(self._conn, name, codec or self.codec, raw_keys)
+        """The map `name`; `near_cache` keeps its values in this client too, invalidated by
+        the members (grid/client/nearcache.py; the first configuration given for a map
+        is the one its near cache keeps)."""
+        near = self.near_cache(name, near_cache, codec) if near_cache is not None else None
+        return AsyncMap(self._conn, name, codec or self.codec, raw_keys, near)
+
+    def near_cache(
+        self, name: str, config: NearCache, codec: str | Codec | None = None
+    ) -> tuple[NearCacheStore, Watcher]:
+        """The near cache of map `name` in this client and its watch, made (and the watch
+        started on the running loop) on first use. It needs smart routing: a client that
+        sends everything to its seed (`smart_routing=False`) caches nothing."""
+        held = self._near.get(name)
+        if held is None:
+            store = NearCacheStore(config, resolve(codec or self.codec))
+            watcher = Watcher(self._conn, store, name,
+                              reconcile_interval=config.reconcile_interval)  # fmt: skip
+            held = self._near[name] = (store, watcher)
+            watcher.start()
+        return held
 
     async def rate_limit(
         self,
@@ -462,7 +552,7 @@ class AsyncClient:
         return pb.MembersReply.FromString(data), counters_from_metadata(trailing)
 
     async def close(self) -> None:
-        await self._conn.close()
+        await self._conn.close()  # (closes the listeners' and near caches' watches too)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -39,7 +39,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import grpc
 
@@ -91,6 +91,16 @@ class ConnectionOptions:
     for a caller (the smart client's router) that retries elsewhere and must know at once."""
     security: Security = PLAIN
     """TLS and the cluster token (grid/wire/security.py); the default is plain TCP."""
+
+
+class WatchHandler(Protocol):
+    """Who receives a watch's EVENTS frames on a connection (grid/client/watch.py)."""
+
+    watch_id: int
+
+    def events(self, address: str, body: bytes) -> None: ...
+
+    def lost(self, address: str, why: str) -> None: ...
 
 
 class StreamLost(Unavailable):
@@ -255,6 +265,8 @@ class _Link(asyncio.Protocol):
                 deliver(request_id, pb.BatchReply.FromString(body))
             elif kind == frames.CALL_REPLY:
                 self.conn._deliver_call(request_id, body)
+            elif kind == frames.EVENTS:
+                self.conn._deliver_events(request_id, body)
             elif kind == frames.HELLO_REPLY and not self.hello.done():
                 self.hello.set_result(pb.HelloReply.FromString(body))
             elif kind == frames.ERROR:
@@ -311,6 +323,7 @@ class AsyncConnection:
         self._closed = False
         self._member_limit = 0  # the member's max message size, once an error has told us
         self._member_batch_ops = 0  # the member's max_batch_ops, once a refusal has told us
+        self._watches: dict[int, WatchHandler] = {}  # watch id -> its events' receiver
         self.table_version = 0
         """The highest partition table version the member's replies have carried: a smart
         client compares it with its own table to notice that it is stale."""
@@ -577,6 +590,29 @@ class AsyncConnection:
         except _Lost as lost:
             raise Unavailable(f"connection to {self.address} lost ({lost})") from None
 
+    # ---- watches (grid/client/watch.py) -------------------------------------------------------
+    async def send_watch(self, handler: WatchHandler, body: bytes, timeout: float) -> None:
+        """Send a WatchRequest for `handler.watch_id` (opening the link if need be); its
+        EVENTS go to `handler.events`, and `handler.lost()` is called if the link breaks
+        (the member forgets the link's watches with it). Raises Unavailable."""
+        if self._closed:
+            raise Unavailable("the connection is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                link = await self._ensure_link()
+        except TimeoutError:
+            raise DeadlineExceeded(f"no data plane at {self.address} in time") from None
+        self._watches[handler.watch_id] = handler
+        link.send(frames.WATCH, handler.watch_id, body)
+
+    def forget_watch(self, watch_id: int) -> None:
+        self._watches.pop(watch_id, None)
+
+    def _deliver_events(self, watch_id: int, body: bytes) -> None:
+        handler = self._watches.get(watch_id)
+        if handler is not None:
+            handler.events(self.address, body)
+
     def _deliver_call(self, request_id: int, body: bytes) -> None:
         future = self._raw.pop(request_id, None)
         if future is None or future.done():
@@ -687,6 +723,9 @@ class AsyncConnection:
         link, self._link = self._link, None
         if link is not None:
             link.close()
+        watches, self._watches = self._watches, {}
+        for handler in watches.values():
+            handler.lost(self.address, why)
         inflight, self._inflight = self._inflight, {}
         for calls in inflight.values():
             for c in calls:

@@ -276,6 +276,9 @@ class Router:
         self._reached = False  # some seed has answered once
         self._unreachable = ""  # why no seed could be reached at all, while none ever was
         self._turn = random.randrange(1 << 16)  # read_from_backup: which replica reads next
+        self.watchers: dict[int, Any] = {}
+        """Watches running on this router (grid/client/watch.py: listeners, near caches),
+        by watch id: closed with it."""
 
     # ---- what the client shows ---------------------------------------------------------------
     @property
@@ -365,6 +368,9 @@ class Router:
         return await self.seed.stats(timeout)
 
     async def close(self) -> None:
+        for watcher in list(self.watchers.values()):
+            with contextlib.suppress(Exception):
+                await watcher.close()
         self._closed = True
         tasks = [self._discover_task, self._refresh_task, self._watch_task, *self._tasks]
         for task in tasks:
@@ -382,6 +388,10 @@ class Router:
         if conn is None:
             conn = self._seed_conns[address] = self._connect(address, self.options)
         return conn
+
+    def connection(self, address: str) -> AsyncConnection:
+        """The connection to a member (made on first use): watches ride on it."""
+        return self._member(address)
 
     def _member(self, address: str) -> AsyncConnection:
         """The fail-fast connection to a member, made on first use (a channel is cheap and

@@ -32,9 +32,12 @@ from grid.client.aio import (
 from grid.client.blocking import BlockingRouter, run_inline
 from grid.client.codec import Codec
 from grid.client.connection import ConnectionOptions
-from grid.client.keys import Duration, Key
+from grid.client.keys import Duration, Key, encode_key
+from grid.client.listeners import EntryEvent, Listener
+from grid.client.nearcache import MISSING, NearCache, NearCacheStore
 from grid.client.router import parse_seeds
-from grid.errors import Unavailable
+from grid.client.watch import Watcher
+from grid.errors import InvalidArgument, Unavailable
 from grid.members_view import ClusterMember
 from grid.wire.security import PLAIN, Security
 from partitioning import PartitionTable
@@ -98,13 +101,24 @@ class _LoopThread:
 class Map:
     """A named map on the grid, seen through a (blocking) Client. Same API as AsyncMap."""
 
-    def __init__(self, amap: AsyncMap, run: Any) -> None:
+    def __init__(self, amap: AsyncMap, run: Any, client: Client | None = None) -> None:
         self._m = amap
         self._run = run
+        self._client = client
         self.name = amap.name
 
     def get(self, key: Key, default: Any = None, *, timeout: float | None = None) -> Any:
+        near = self._m._near
+        if near is not None:  # a hit answers here: no coroutine, no socket
+            value = near.get(key.encode() if key.__class__ is str else encode_key(key))
+            if value is not MISSING:
+                return value
+            return self._run(self._m.fetch(key, default, timeout))
         return self._run(self._m.get(key, default, timeout=timeout))
+
+    def near_cache_stats(self) -> dict[str, int] | None:
+        """The near cache's counters (grid/client/nearcache.py), None without one."""
+        return self._m.near_cache_stats()
 
     def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
         return self._run(self._m.get_entry(key, timeout=timeout))
@@ -241,6 +255,31 @@ class Map:
     def clear(self, *, timeout: float | None = None) -> int:
         return self._run(self._m.clear(timeout=timeout))
 
+    def add_listener(
+        self,
+        callback: Callable[[EntryEvent], Any],
+        *,
+        kinds: Iterable[str] | None = None,
+        include_values: bool = False,
+        prefix: Key = b"",
+        on_gap: Callable[[int, str], Any] | None = None,
+        reconcile_interval: float = 1.0,
+    ) -> Listener:
+        """See AsyncMap.add_listener; `callback` runs on a thread of the listener's own,
+        one event at a time. `listener.close()`, or `with`, ends it."""
+        client = self._client
+        if client is None:
+            raise Unavailable("this map has no client to listen through")
+        if not client._aclient.router.smart:
+            raise InvalidArgument(
+                "listeners need a client with smart routing (they "
+                "subscribe at each partition's primary)"
+            )
+        m = self._m
+        return Listener(client._aclient.router, client._thread.run, m.name, m.codec,
+                        m.raw_keys, callback, on_gap, kinds, include_values, prefix,
+                        reconcile_interval)  # fmt: skip
+
 
 class Client:
     """A client of a grid cluster for blocking code; safe to share between threads.
@@ -298,9 +337,24 @@ class Client:
         self._aclient = self._thread.run(make())
         self._blocking = BlockingRouter(self._aclient.router, self._thread.loop, self._thread.run)
 
-    def map(self, name: str, *, codec: str | Codec | None = None, raw_keys: bool = False) -> Map:
-        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys)
-        return Map(amap, run_inline)
+    def map(
+        self,
+        name: str,
+        *,
+        codec: str | Codec | None = None,
+        raw_keys: bool = False,
+        near_cache: NearCache | None = None,
+    ) -> Map:
+        """See AsyncClient.map."""
+        near = None
+        if near_cache is not None:
+
+            async def make() -> tuple[NearCacheStore, Watcher]:
+                return self._aclient.near_cache(name, near_cache, codec)
+
+            near = self._thread.run(make())
+        amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys, near)
+        return Map(amap, run_inline, self)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""

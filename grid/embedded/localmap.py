@@ -348,6 +348,11 @@ class LocalMap:
         key's primary like any caller's, so it goes through the node's own client."""
         return self.remote().get_or_load(key, loader, **kw)
 
+    def add_listener(self, callback: Callable[[Any], Any], **kw: Any) -> Any:
+        """The client's add_listener (docs/patterns.md, "Entry listeners"): the events come
+        from every partition's primary, so it listens through the node's own client."""
+        return self.remote().add_listener(callback, **kw)
+
     def incr(
         self, key: Key, delta: int = 1, *, ttl: Duration = None, timeout: float | None = None
     ) -> int:
@@ -440,6 +445,10 @@ class AsyncLocalMap:
     async def get_or_load(self, key: Key, loader: Callable[[Key], Any], **kw: Any) -> Any:
         """See LocalMap.get_or_load (`loader` plain or async)."""
         return await self.remote().get_or_load(key, loader, **kw)
+
+    async def add_listener(self, callback: Callable[[Any], Any], **kw: Any) -> Any:
+        """See LocalMap.add_listener (`callback` plain or async)."""
+        return await self.remote().add_listener(callback, **kw)
 
     async def put(
         self,

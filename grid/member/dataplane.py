@@ -44,6 +44,7 @@ from grid.errors import Status
 from grid.member.peer import BadRequest
 from grid.member.replicas.link import FramePipe
 from grid.member.server import GridService
+from grid.member.watches import ClientWatches
 from grid.wire import frames
 from grid.wire.frames import (
     BATCH,
@@ -55,6 +56,7 @@ from grid.wire.frames import (
     HELLO,
     HELLO_REPLY,
     REPLICA,
+    WATCH,
     FrameError,
 )
 from proto import grid_pb2 as pb
@@ -123,6 +125,8 @@ class Connection(asyncio.Protocol):
         self.pipe: FramePipe | None = None
         """Set when this connection carries a follower's stream instead of batches."""
         self.follow_task: asyncio.Task[None] | None = None
+        self.watches: ClientWatches | None = None
+        """A client's watches (grid/member/watches.py), from its first WATCH frame on."""
 
     # ---- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -148,11 +152,15 @@ class Connection(asyncio.Protocol):
         self.transport = None
         for t in self.held:
             t.cancel()
+        if self.watches is not None:
+            self.watches.close()
 
     def pause_writing(self) -> None:
         if self.pipe is not None:
             self.pipe.pause_writing()  # the primary's sender waits; acks are still read
             return
+        if self.watches is not None:
+            self.watches.pause()
         self._paused_for_writes = True
         self._update_reading()
 
@@ -160,6 +168,8 @@ class Connection(asyncio.Protocol):
         if self.pipe is not None:
             self.pipe.resume_writing()
             return
+        if self.watches is not None:
+            self.watches.resume()
         self._paused_for_writes = False
         self._update_reading()
 
@@ -176,6 +186,8 @@ class Connection(asyncio.Protocol):
                 self._batch(request_id, body)
             elif kind == CALL and self.greeted and self.pipe is None:
                 self._call(request_id, body)
+            elif kind == WATCH and self.greeted and self.pipe is None:
+                self._watch(request_id, body)
             elif kind == FOLLOW and self.greeted:
                 self._follow(body)
             elif kind == HELLO and not self.greeted:
@@ -253,6 +265,25 @@ class Connection(asyncio.Protocol):
             pipe.closed("follow stream failed")
         else:
             pipe.closed("follow stream ended")
+
+    def _watch(self, watch_id: int, body: bytes) -> None:
+        """A client's WatchRequest (grid/member/watches.py); refused on a member with no
+        cluster runtime (nothing numbers its changes)."""
+        if self.watches is None:
+            cluster = self.service.cluster
+            if cluster is None:
+                self._refuse("this member serves no watches (no cluster runtime)")
+                return
+            self.watches = ClientWatches(
+                self.service.store, cluster.replicator.watchers, self._write,
+                self.service.store.partitions,
+            )  # fmt: skip
+        try:
+            why = self.watches.request(watch_id, body)
+        except DecodeError:
+            why = f"malformed WatchRequest ({len(body)} bytes)"
+        if why:
+            self._refuse(why)
 
     def _batch(self, request_id: int, body: bytes) -> None:
         try:

@@ -137,17 +137,26 @@ class ClusterRuntime:
         self.store.write_gate = gate
 
     def _wire_sink(self) -> None:
+        """The store's changes go to the journal, then to the replicator (which gives a
+        primary's change its seq), then to client watches (replication/watch.py)."""
         record = self.replicator.record
+        watchers = self.replicator.watchers
+        watching = watchers.by_partition  # (one dict for good: its truth is "any watch")
+        watch = watchers.record
         journal = self.store.sink  # durability's, when the member keeps data on disk
-        if journal is None:
-            self.store.sink = record
-            return
+        store = self.store
 
-        def sink(*change: object) -> None:
-            journal(*change)  # type: ignore[arg-type]
-            record(*change)  # type: ignore[arg-type]
+        def sink(
+            p: int, op: int, m: str, key: bytes, value: bytes | None, ts: int, member: int,
+            expire_at: int, max_idle: int,
+        ) -> None:  # fmt: skip
+            if journal is not None:
+                journal(p, op, m, key, value, ts, member, expire_at, max_idle)
+            record(p, op, m, key, value, ts, member, expire_at, max_idle)
+            if watching:
+                watch(p, op, m, key, value, ts, member, expire_at, store.existed)
 
-        self.store.sink = sink  # type: ignore[assignment]
+        self.store.sink = sink
 
     def install_proto(self, msg: pb.PartitionTable) -> None:
         """A table from the coordinator (raises ValueError if malformed)."""
@@ -188,6 +197,7 @@ class ClusterRuntime:
         held = table.partitions_of(me) if table is not None else None
         owned = self.store.owned
         lag_max, lag_total, lag_s, lagging = self.replicator.lag()
+        watchers = self.replicator.watchers
         return pb.MigrationStats(
             lag_changes_max=lag_max,
             lag_changes_total=lag_total,
@@ -213,6 +223,10 @@ class ClusterRuntime:
             not_owner=self.forwarder.not_owner,
             coordinator=self.coordinator.acting,
             pending=self.coordinator.pending,
+            watch_subscriptions=watchers.subscriptions(),
+            watch_events=watchers.queued,
+            watch_dropped=watchers.dropped,
+            watch_resets=watchers.resets,
         )
 
 

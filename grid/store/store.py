@@ -130,6 +130,10 @@ class Store:
             self.deadline,
         )
         self.sink: Sink | None = None  # persistence (and later replication) listen here
+        self.existed = False
+        """Whether the key of the PUT, INCR or DELETE the sink is being told of had a live
+        entry before it: set just before the call, for client watches (added or updated;
+        a delete of an absent key leaves a tombstone and no event)."""
         # Called before any client write touches memory; raises to refuse it (disk full).
         self.write_gate: Callable[[], None] | None = None
         # Partitions this member serves as primary (1) or not (0); None: all of them (a
@@ -447,6 +451,7 @@ class Store:
             stats.bytes += grow
             stats.puts += 1
             if self.sink is not None:
+                self.existed = True
                 self.sink(p, PUT, rmap.name, key, value, ts.ts, ts.member, 0, 0)
             return blob
         expire_at = now + ttl_ms if ttl_ms else 0
@@ -461,6 +466,7 @@ class Store:
         )
         rmap.stats.puts += 1
         if self.sink is not None:
+            self.existed = old is not None
             self.sink(p, PUT, rmap.name, key, value, ts.ts, ts.member, expire_at, max_idle_ms)
         return blob
 
@@ -572,6 +578,7 @@ class Store:
         v = self.hlc.tick()
         rmap.tombs[p][key] = v
         if self.sink is not None:
+            self.existed = blob is not None
             self.sink(p, DELETE, rmap.name, key, None, v.ts, v.member, 0, 0)
         return blob is not None
 
@@ -591,6 +598,7 @@ class Store:
         blob = self._write(
             rmap, p, key, blob, value, ts.ts, ts.member, expire_at, max_idle, now, _NO_ACCESS, False
         )
+        self.existed = True
         self._emit(PUT, rmap, p, key, blob)
         return True
 
@@ -633,6 +641,7 @@ class Store:
                 rmap, p, key, blob, value, ts.ts, ts.member, expire_at, max_idle, now, _ACCESS
             )
             rmap.stats.puts += 1
+            self.existed = True
             self._emit(INCR, rmap, p, key, blob)
         return result
 
@@ -834,8 +843,10 @@ class Store:
                     self.used += grow
                     rmap.stats.bytes += grow
                     if self.sink is not None:
+                        self.existed = True
                         self.sink(partition, op, map_name, key, value, ts, member, 0, 0)
                     return True
+                self.existed = True
                 self._write(
                     rmap, partition, key, blob, value, ts, member, expire_at, max_idle, now, _CLOCK
                 )
@@ -850,6 +861,7 @@ class Store:
                         if version <= dead:
                             return False
                         del tombs[key]  # a key is either live or remembered as deleted
+                self.existed = False
                 self._insert(rmap, partition, key, value, ts, member, expire_at, max_idle, now)
             if self.sink is not None:
                 self.sink(partition, op, map_name, key, value, ts, member, expire_at, max_idle)
@@ -888,6 +900,7 @@ class Store:
                 remembered = True
         if not (removed or remembered):
             return False
+        self.existed = removed
         if self.sink is not None:
             self.sink(partition, op, map_name, key, None, ts, member, 0, 0)
         return True

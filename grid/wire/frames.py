@@ -33,11 +33,14 @@ PROTOCOL = 1
 
 HELLO, HELLO_REPLY, BATCH, BATCH_REPLY, ERROR, FOLLOW, REPLICA = 1, 2, 3, 4, 5, 6, 7
 CALL, CALL_REPLY = 8, 9
+WATCH, EVENTS = 10, 11
 KINDS = {HELLO: "HELLO", HELLO_REPLY: "HELLO_REPLY", BATCH: "BATCH", BATCH_REPLY: "BATCH_REPLY",
          ERROR: "ERROR", FOLLOW: "FOLLOW", REPLICA: "REPLICA", CALL: "CALL",
-         CALL_REPLY: "CALL_REPLY"}  # fmt: skip
+         CALL_REPLY: "CALL_REPLY", WATCH: "WATCH", EVENTS: "EVENTS"}  # fmt: skip
 """FOLLOW (a follower's FollowMessage) and REPLICA (a primary's ReplicaBatch) are the
-member-to-member replication stream (grid/member/replicas/link.py); their id is 0."""
+member-to-member replication stream (grid/member/replicas/link.py); their id is 0.
+WATCH (a client's WatchRequest) and EVENTS (the member's WatchEvents) are a client's
+change streams (replication/watch.py); their id is the client's watch id."""
 
 HEADER = struct.Struct(">IBI")
 """length, kind, id: 9 bytes."""

@@ -36,6 +36,7 @@ from proto import grid_pb2 as pb
 from replication.map_backups import Holds, MapBackups
 from replication.primary import Chunk, Downstream, Kind, Lag, Mark, Primary, Record
 from replication.stream import DEFAULT_KEEP, FollowerLog, PrimaryLog
+from replication.watch import Watch, Watchers
 
 log = logs.get("grid.member.replicas.replica")
 _monotonic = time.monotonic
@@ -80,6 +81,10 @@ def unpack_records(data: bytes, count: int, max_value: int, what: str) -> list[A
     if not isinstance(records, tuple) or len(records) != count:
         raise ValueError(f"{what}: malformed records")
     return records  # type: ignore[return-value]
+
+
+def _wake_watch(w: Watch) -> None:
+    w.owner.wake()  # grid/member/watches.py's ClientWatches
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -173,6 +178,9 @@ class Replicator:
             on_ready=self._wake,
         )
         self.record = self.core.record
+        self.watchers = Watchers(self.core.logs, on_ready=_wake_watch)
+        """Client watches of the partitions this member is primary of (replication/watch.py;
+        grid/member/watches.py sends them); fed by the store's sink after `record`."""
         """The store's sink for changes of partitions this member is primary of: the
         core's own method, with no wrapper (it runs for every write and every apply)."""
         self.streams: dict[str, Stream] = {}
@@ -245,6 +253,7 @@ class Replicator:
         table = self.routing.table
         with self.store.lock:  # the core's on_ready wakes the senders, under the lock
             self.core.on_table(table.replicas if table is not None else None)
+            self.watchers.revalidate()
 
     # ---- the Follow stream (server side) ---------------------------------------------------
     async def serve_follow(self, pipe: Pipe) -> None:
@@ -354,6 +363,7 @@ class Replicator:
         loop = asyncio.get_running_loop()
         with self.store.lock:
             handing, failed = self.core.handoff(partitions, to, epoch)
+            self.watchers.revalidate()
             for p in handing:
                 self.routing.handed_off(p, to, epoch)  # the server forwards p from now on
                 assert stream is not None
@@ -381,6 +391,7 @@ class Replicator:
                     if back:  # HANDOFF never left: nobody took p over, serve it again
                         self.routing.take_back(p)
                         self.core.resume(p)
+                        self.watchers.revalidate()
                 if not back:  # `to` may serve p: the table of `epoch` settles it
                     log.warning("hand-off not confirmed; serving nothing of it until the "
                                 "table of its epoch", partition=p, to=to, epoch=epoch,
