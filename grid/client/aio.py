@@ -26,6 +26,7 @@ from grid.client.listeners import AsyncListener, EntryEvent
 from grid.client.nearcache import MISSING, NearCache, NearCachedCalls, NearCacheStore
 from grid.client.patterns import check
 from grid.client.router import Router, parse_seeds
+from grid.client.topics import AsyncTopic
 from grid.client.watch import Watcher
 from grid.errors import CasFailed, InvalidArgument, Status
 from grid.members_view import ClusterMember, counters_from_metadata
@@ -451,6 +452,10 @@ class AsyncClient:
         is the one its near cache keeps)."""
         near = self.near_cache(name, near_cache, codec) if near_cache is not None else None
         return AsyncMap(self._conn, name, codec or self.codec, raw_keys, near)
+
+    def topic(self, name: str, *, retention: float = 60.0) -> AsyncTopic:
+        """Publish/subscribe on `name` (grid/client/topics.py says what it guarantees)."""
+        return AsyncTopic(self, name, retention)
 
     def near_cache(
         self, name: str, config: NearCache, codec: str | Codec | None = None

@@ -36,6 +36,7 @@ from grid.client.keys import Duration, Key, encode_key
 from grid.client.listeners import EntryEvent, Listener
 from grid.client.nearcache import MISSING, NearCache, NearCacheStore
 from grid.client.router import parse_seeds
+from grid.client.topics import Topic
 from grid.client.watch import Watcher
 from grid.errors import InvalidArgument, Unavailable
 from grid.members_view import ClusterMember
@@ -355,6 +356,10 @@ class Client:
             near = self._thread.run(make())
         amap = AsyncMap(self._blocking, name, codec or self._aclient.codec, raw_keys, near)
         return Map(amap, run_inline, self)
+
+    def topic(self, name: str, *, retention: float = 60.0) -> Topic:
+        """Publish/subscribe on `name` (grid/client/topics.py says what it guarantees)."""
+        return Topic(self, name, retention)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The seed member's statistics (each member counts only what it served)."""

@@ -269,6 +269,11 @@ class Node:
         """The client's rate limit (docs/patterns.md); a coroutine in async mode."""
         return self._smart_client().rate_limit(name, who, **kw)
 
+    def topic(self, name: str, **kw: Any) -> Any:
+        """The client's publish/subscribe topic (grid/client/topics.py), through this
+        member: a Topic, or an AsyncTopic in async mode."""
+        return self._smart_client().topic(name, **kw)
+
     def stats(self) -> dict[str, Any]:
         if self._mode is None or self._member.service is None:
             raise RuntimeError("the node is not running")
