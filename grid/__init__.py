@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Write,
     )
     from grid.client.sync import Client, Map
+    from grid.client.tags import AsyncTaggedMap, TaggedMap
     from grid.config import Config, ConfigError
     from grid.embedded.localmap import AsyncLocalMap, LocalMap
     from grid.embedded.node import Node
@@ -62,6 +63,8 @@ _HOME = {
     "Write": "grid.client.stores",
     "EntryEvent": "grid.client.listeners",
     "NearCache": "grid.client.nearcache",
+    "AsyncTaggedMap": "grid.client.tags",
+    "TaggedMap": "grid.client.tags",
     "Client": "grid.client.sync",
     "Map": "grid.client.sync",
     "Config": "grid.config",
@@ -90,6 +93,7 @@ __all__ = [
     "AsyncLocalMap",
     "AsyncMap",
     "AsyncStoredMap",
+    "AsyncTaggedMap",
     "AuthenticationFailed",
     "CasFailed",
     "Client",
@@ -115,6 +119,7 @@ __all__ = [
     "Status",
     "StoreUnavailable",
     "StoredMap",
+    "TaggedMap",
     "TooLarge",
     "Unavailable",
     "Version",

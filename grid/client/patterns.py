@@ -282,6 +282,33 @@ def release(map_name: str, name: str, held: pb.Result) -> Generator[Step, Any, b
     return True
 
 
+# ---- whole-map scans --------------------------------------------------------------------------
+SCAN_PAGE = 500
+
+
+def scan_pages(
+    map_name: str,
+    on_page: Callable[[list[bytes], list[pb.Result]], Generator[Step, Any, None]],
+) -> Generator[Step, Any, None]:
+    """Every entry of a map, a page at a time: SCAN for keys, then one batch of GETs, then
+    `on_page(keys, results)` (a pattern of its own: it may write). A key present for the
+    whole scan is seen once, migrations included (the SCAN cursor's guarantee)."""
+    cursor = b""
+    while True:
+        (page,) = yield "ops", [pb.Op(code=pb.SCAN, map=map_name, cursor=cursor, limit=SCAN_PAGE)]
+        check(page)
+        keys, cursor = list(page.keys), page.cursor
+        if keys:
+            got = yield "ops", [pb.Op(code=pb.GET, map=map_name, key=k) for k in keys]
+            for r in got:
+                check(r)
+            found = [(k, r) for k, r in zip(keys, got, strict=True) if r.status == Status.OK]
+            if found:
+                yield from on_page([k for k, _ in found], [r for _, r in found])
+        if not cursor:
+            return
+
+
 # ---- drivers ---------------------------------------------------------------------------------
 class _Failed:
     """A loader's exception on its way into the pattern (thrown in at its `load` step)."""

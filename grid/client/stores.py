@@ -68,7 +68,6 @@ log = logs.get("grid.client.stores")
 QUEUE_PREFIX = "grid.wb."
 DEAD_SUFFIX = ".dead"
 LOCK_TTL_S = 30.0
-SCAN_PAGE = 500
 
 
 class StoreUnavailable(Exception):
@@ -202,53 +201,40 @@ def drain(
 def _due(
     map_name: str, decode: Callable[[bytes], Any], raw_keys: bool, report: DrainReport
 ) -> Generator[patterns.Step, Any, list[_Queued]]:
-    queue = QUEUE_PREFIX + map_name
     now = time.time()
     due: list[_Queued] = []
-    cursor = b""
-    while True:
-        (page,) = yield "ops", [pb.Op(code=pb.SCAN, map=queue, cursor=cursor, limit=SCAN_PAGE)]
-        patterns.check(page)
-        keys, cursor = list(page.keys), page.cursor
-        if keys:
-            got = yield "ops", [pb.Op(code=pb.GET, map=queue, key=k) for k in keys]
-            for k, r in zip(keys, got, strict=True):
-                if r.status == Status.NOT_FOUND:
-                    continue  # stored and deleted since the scan saw it
-                patterns.check(r)
-                record = msgpack.unpackb(r.value)
-                if record["due"] > now:
-                    report.pending += 1
-                    continue
-                q = _Queued(k, record, (r.version_ts, r.version_member))
-                value = record["v"]
-                q.write = Write(
-                    decode_key(k, raw_keys),
-                    None if value is None else decode(value),
-                    record["id"],
-                    record["n"] + 1,
-                )
-                due.append(q)
-        if not cursor:
-            return due
+
+    def keep(keys: list[bytes], results: list[pb.Result]) -> Generator[patterns.Step, Any, None]:
+        for k, r in zip(keys, results, strict=True):
+            record = msgpack.unpackb(r.value)
+            if record["due"] > now:
+                report.pending += 1
+                continue
+            q = _Queued(k, record, (r.version_ts, r.version_member))
+            value = record["v"]
+            q.write = Write(
+                decode_key(k, raw_keys),
+                None if value is None else decode(value),
+                record["id"],
+                record["n"] + 1,
+            )
+            due.append(q)
+        yield from ()
+
+    yield from patterns.scan_pages(QUEUE_PREFIX + map_name, keep)
+    return due
 
 
 def read_all(map_name: str) -> Generator[patterns.Step, Any, dict[bytes, bytes]]:
-    """Every entry of a map, scanned page by page (the queue and dead-letter maps)."""
+    """Every entry of a map (the queue and dead-letter maps)."""
     out: dict[bytes, bytes] = {}
-    cursor = b""
-    while True:
-        (page,) = yield "ops", [pb.Op(code=pb.SCAN, map=map_name, cursor=cursor, limit=SCAN_PAGE)]
-        patterns.check(page)
-        keys, cursor = list(page.keys), page.cursor
-        if keys:
-            got = yield "ops", [pb.Op(code=pb.GET, map=map_name, key=k) for k in keys]
-            for k, r in zip(keys, got, strict=True):
-                if r.status != Status.NOT_FOUND:
-                    patterns.check(r)
-                    out[k] = r.value
-        if not cursor:
-            return out
+
+    def keep(keys: list[bytes], results: list[pb.Result]) -> Generator[patterns.Step, Any, None]:
+        out.update(zip(keys, (r.value for r in results), strict=True))
+        yield from ()
+
+    yield from patterns.scan_pages(map_name, keep)
+    return out
 
 
 def _if_version(q: _Queued) -> dict[str, Any]:
