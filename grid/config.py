@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from grid.wire.security import Credentials, Security, valid_password_hash
+from grid.wire.security import Credentials, Security, trust_fingerprint, valid_password_hash
 from partitioning.config import DEFAULT_VIRTUAL_NODES, MAX_BACKUPS
 from partitioning.keys import DEFAULT_PARTITION_COUNT
 
@@ -612,10 +612,16 @@ class Config:
         """What authenticates membership messages: `secret`, or when only `auth_token` is
         set, a key derived from it, so one token keeps out of the membership, not only out
         of the data, a member that lacks it (it is never admitted, never given partitions
-        it could not be sent)."""
+        it could not be sent). With `tls_ca` the key is derived from the CA bundle's
+        certificates too: a member trusting other authorities (another cluster's
+        certificate, the same token) could not exchange data with this cluster, so it is
+        not let into its membership either."""
         if self.secret or not self.auth_token:
             return self.secret
-        return hmac.new(self.auth_token.encode(), b"grid gossip secret", "sha256").hexdigest()
+        context = b"grid gossip secret"
+        if self.tls_ca:
+            context += b" trusting " + trust_fingerprint(self.tls_ca).encode()
+        return hmac.new(self.auth_token.encode(), context, "sha256").hexdigest()
 
     def credentials(self) -> Credentials:
         """Who may connect: the token and the users (parsed once; Config is not changed

@@ -43,6 +43,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import ssl
 from collections.abc import Mapping
@@ -128,6 +129,19 @@ def login_of(metadata: Any) -> tuple[str, bytes] | None:
             if sep and user:
                 return user.decode(errors="replace"), password
     return None
+
+
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def trust_fingerprint(ca_file: str) -> str:
+    """SHA-256 over the certificates of a CA bundle (their DER, sorted: the same
+    authorities in another order or layout give the same value); "" for no file."""
+    if not ca_file:
+        return ""
+    pems = _PEM_CERT.findall(Path(ca_file).read_text())
+    ders = sorted(ssl.PEM_cert_to_DER_cert(p) for p in pems)
+    return hashlib.sha256(b"".join(ders)).hexdigest()
 
 
 HASH_PREFIX = "sha256:"

@@ -160,6 +160,32 @@ def test_a_member_without_the_token_is_never_admitted(
         secured.members.remove(m3)
 
 
+def test_a_member_of_another_ca_with_the_same_token_is_never_admitted(
+    secured: LocalCluster, tls: Tls
+) -> None:
+    """Another cluster's member: the same token, but its certificate and its trust are
+    another CA's, so no data could pass between it and this cluster. The membership key
+    derived from the token includes the CA bundle (Config.gossip_secret), so the others
+    reject its messages and never name it; before, it was admitted as alive and the
+    coordinator tried to fill it."""
+    other = tls.stranger_ca.issue("member-3")
+    args = ["--tls-cert", other.cert, "--tls-key", other.key, "--tls-ca", tls.stranger_ca.ca,
+            "--auth-token", TOKEN]  # fmt: skip
+    before = _logs(secured).count("rejected")
+    m3 = secured.start_member(2, args)
+    try:
+        wait_until(lambda: _logs(secured).count("rejected") > before or not m3.alive(), 30, 0.2,
+                   "the members to reject its messages")  # fmt: skip
+        with grid.Client(secured.members[0].address, timeout=10, **tls.client_kw()) as c:
+            assert sorted(c.addresses()) == ["member-1", "member-2"]
+            assert all(m.name != "member-3" for m in c.members())
+            assert c.map("secure").get("k7") == 7
+    finally:
+        secured.kill(m3)
+        m3.process.wait(10)
+        secured.members.remove(m3)
+
+
 def test_the_cli_reads_the_credentials_a_member_reads(secured: LocalCluster, tls: Tls) -> None:
     """GRID_TLS_CA/CERT/KEY and GRID_AUTH_TOKEN: the variables a member's own config takes,
     so `grid` in a member's shell or container speaks to it as its peers do."""
