@@ -41,6 +41,7 @@ from typing import Any, cast
 from grid import logs
 from grid.config import Config
 from grid.frontends.ops import Close, Plan, Reply, Runner
+from grid.wire.tls_gate import gated
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.frontends")
@@ -88,12 +89,12 @@ class Listener:
         the bound address. A port already taken says which setting moves it
         (`{protocol}_port`), since the member refuses to start over it."""
         loop = asyncio.get_running_loop()
-        handshake = self.config.data_handshake_timeout_s if tls is not None else None
+        factory = gated(lambda: self.factory(self), tls, self.config.data_handshake_timeout_s,
+                        label, self._refused)  # fmt: skip
         try:
             self._server = await loop.create_server(
-                lambda: self.factory(self), host, port, reuse_address=True, backlog=1024,
-                ssl=tls, ssl_handshake_timeout=handshake,
-            )  # fmt: skip
+                factory, host, port, reuse_address=True, backlog=1024
+            )
         except OSError as e:
             raise OSError(
                 f"cannot listen on {host}:{port} for {label} ({e.strerror or e}); "
@@ -102,6 +103,9 @@ class Listener:
         address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
         log.info(f"{self.protocol} listening", address=address, tls=tls is not None, **context)
         return address
+
+    def _refused(self) -> None:
+        self.refused += 1
 
     async def stop(self, grace: float) -> None:
         """Accept no more; idle connections close now, busy ones once their replies are

@@ -35,6 +35,7 @@ from typing import Any
 
 from grid import logs
 from grid.wire.security import Credentials
+from grid.wire.tls_gate import gated
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.dashboard")
@@ -61,7 +62,13 @@ class Dashboard:
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         try:
-            self._server = await asyncio.start_server(self._serve, host, port, ssl=tls)
+            loop = asyncio.get_running_loop()
+
+            def stream() -> asyncio.Protocol:
+                return asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._serve)
+
+            factory = gated(stream, tls, REQUEST_TIMEOUT_S, "dashboard")
+            self._server = await loop.create_server(factory, host, port, reuse_address=True)
         except OSError as e:
             raise OSError(
                 f"cannot listen on {host}:{port} for the dashboard ({e.strerror or e}); "

@@ -59,6 +59,7 @@ from grid.wire.frames import (
     WATCH,
     FrameError,
 )
+from grid.wire.tls_gate import gated
 from proto import grid_pb2 as pb
 
 log = logs.get("grid.member.dataplane")
@@ -83,15 +84,18 @@ class DataPlane:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
-        """Listen (TLS when given a context: grid/wire/security.py); the bound port. A TLS
-        handshake must finish within the Hello's time limit, or the socket is closed."""
+        """Listen (TLS when given a context: grid/wire/security.py, run by tls_gate.py so a
+        refused handshake is logged); the bound port. A TLS handshake must finish within
+        the Hello's time limit, or the socket is closed."""
         loop = asyncio.get_running_loop()
-        handshake = self.config.data_handshake_timeout_s if tls is not None else None
-        self._server = await loop.create_server(
-            lambda: Connection(self), host, port, reuse_address=True, backlog=1024,
-            ssl=tls, ssl_handshake_timeout=handshake,
-        )  # fmt: skip
+        factory = gated(lambda: Connection(self), tls, self.config.data_handshake_timeout_s,
+                        "data plane", self._refused)  # fmt: skip
+        self._server = await loop.create_server(factory, host, port, reuse_address=True,
+                                                backlog=1024)  # fmt: skip
         return self._server.sockets[0].getsockname()[1]
+
+    def _refused(self) -> None:
+        self.refused += 1
 
     async def stop(self, grace: float) -> None:
         """Accept no more; idle connections close now, busy ones once their held replies

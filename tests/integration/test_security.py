@@ -314,8 +314,11 @@ def test_every_port_speaks_tls_and_wants_a_client_certificate(
                                    timeout=10)  # fmt: skip
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP: cut off
             urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10)
-        wait_until(lambda: '"port": "metrics"' in m.log_path.read_text(), 10,
-                   what="the refused scrape's audit line")  # fmt: skip
+        def audited() -> bool:
+            text = m.log_path.read_text()
+            return all(f'"port": "{p}"' in text for p in ("metrics", "RESP", "memcached"))
+
+        wait_until(audited, 10, what="an audit line for each refused handshake")
         assert "TLS handshake refused" in m.log_path.read_text()
 
         page = urllib.request.Request(f"https://127.0.0.1:{dashboard}/api/cluster")
