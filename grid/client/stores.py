@@ -366,9 +366,11 @@ class StoredMap:
         return patterns.drive_sync(pattern, lambda ops: self.map._run(m._conn.call(ops)), user)
 
     def get(self, key: Key, default: Any = None) -> Any:
-        if self.o.write == "none" and not hasattr(self.o.store, "load"):
+        """The value; on a miss the store's `load` (once for the cluster), if it has one."""
+        load = getattr(self.o.store, "load", None)
+        if load is None:
             return self.map.get(key, default)
-        value = self.map.get_or_load(key, self.o.store.load, ttl=self.o.load_ttl)
+        value = self.map.get_or_load(key, load, ttl=self.o.load_ttl)
         return default if value is None else value
 
     def put(self, key: Key, value: Any, *, ttl: float | None = None) -> None:
@@ -509,7 +511,10 @@ class AsyncStoredMap:
         return await patterns.drive_async(pattern, self.map._conn.call, user)
 
     async def get(self, key: Key, default: Any = None) -> Any:
-        value = await self.map.get_or_load(key, self.o.store.load, ttl=self.o.load_ttl)
+        load = getattr(self.o.store, "load", None)
+        if load is None:
+            return await self.map.get(key, default)
+        value = await self.map.get_or_load(key, load, ttl=self.o.load_ttl)
         return default if value is None else value
 
     async def put(self, key: Key, value: Any, *, ttl: float | None = None) -> None:
