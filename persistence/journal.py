@@ -151,16 +151,14 @@ def segment_name(number: int) -> str:
 
 @dataclass(slots=True)
 class _Part:
+    """What the journal knows of a partition besides its hot counters (Journal._last,
+    Journal._bytes: plain dicts, so append() touches no object per partition)."""
+
     number: int
-    last_seq: int = 0
     snapshots: list[int] = field(default_factory=list)
     """Positions of the snapshots on disk, ascending."""
     origin: int | None = None
     """Position of its first record in the journal since it started or was reset."""
-    log_bytes: float = 0.0
-    """Estimated journal bytes of its records since its newest snapshot."""
-    broken: bool = False
-    """A sync() failed and cut records off; only a snapshot (install) repairs it."""
 
 
 @dataclass(slots=True)
@@ -218,6 +216,14 @@ class Journal:
         self.dir = config.data_dir / JOURNAL_DIR
         self._lock_file = lock
         self._parts: dict[int, _Part] = {}
+        self._last: dict[int, int] = {}
+        """Last seq of every partition."""
+        self._bytes: dict[int, float] = {}
+        """Estimated journal bytes of a partition's records since its newest snapshot."""
+        self._broken: set[int] = set()
+        """Partitions whose records a failed sync() cut off; a snapshot repairs them."""
+        self._no_origin: set[int] = set()
+        """Known partitions with no record in the journal since they started or reset."""
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._token = 0
@@ -259,7 +265,7 @@ class Journal:
         gc.disable()  # millions of acyclic tuples: gen-0 collections cost 15-20%
         try:
             legacy = _migrate(self.config, now_ms)
-            states, report, parts = _recover(self.config, now_ms)
+            states, report, parts, nbytes = _recover(self.config, now_ms)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -279,6 +285,9 @@ class Journal:
         )
         self._next_segment = highest + 1  # never append where a snapshot may point
         self._parts = parts
+        self._last = {p: st.seq for p, st in states.items()}
+        self._bytes = nbytes
+        self._no_origin = {p for p, part in parts.items() if part.origin is None}
         self._recovered = True
         report.duration_s = time.perf_counter() - t0
         return states, report
@@ -299,32 +308,27 @@ class Journal:
         """
         if not self._recovered:
             self._require_recovery()
-        parts = self._parts
-        touched: list[tuple[_Part, int, int]] = []
+        if self._broken and not self._broken.isdisjoint(batch):
+            bad = sorted(self._broken.intersection(batch))
+            raise DiskFull(
+                f"partitions {bad} lost unsynced records to a failed sync; "
+                "take a snapshot to persist them again",
+                bad,
+            )
+        last = self._last
         count = 0
         for p, recs in batch.items():
-            part = parts.get(p)
-            if part is None:
+            prev = last.get(p)
+            if prev is None:
                 if type(p) is not int or not 0 <= p < 10_000:
                     raise ValueError(f"partition {p!r} out of range")
-                part = _Part(p)
-            if part.broken:
-                raise DiskFull(
-                    f"partition {p} lost unsynced records to a failed sync; "
-                    "take a snapshot to persist it again",
-                    [p],
-                )
-            if trusted:
-                if not recs or recs[0][0] <= part.last_seq:  # type: ignore[operator]
-                    raise InvalidRecord(
-                        f"partition {p}: batch does not continue after seq {part.last_seq}"
-                    )
-                last = recs[-1][0]
-            else:
-                last = check_batch(recs, part.last_seq)
-            touched.append((part, last, len(recs)))  # type: ignore[arg-type]
+                prev = 0
+            if not trusted:
+                check_batch(recs, prev)
+            elif not recs or recs[0][0] <= prev:  # type: ignore[operator]
+                raise InvalidRecord(f"partition {p}: batch does not continue after seq {prev}")
             count += len(recs)
-        if not touched:
+        if not count:
             raise InvalidRecord("empty batch")
         data = _encode(batch, self.config.max_frame_bytes)
         seg = self._active
@@ -341,13 +345,18 @@ class Journal:
             raise DiskFull(str(exc), list(batch)) from None
         self._segments[seg.number] = seg.size
         share = len(data) / count
-        for part, last, n in touched:
-            part.last_seq = last
-            part.log_bytes += n * share
-            if part.origin is None:
-                part.origin = at
-            if part.number not in parts:
-                parts[part.number] = part
+        nbytes = self._bytes
+        for p, recs in batch.items():
+            last[p] = recs[-1][0]  # type: ignore[assignment]
+            nbytes[p] = nbytes.get(p, 0.0) + len(recs) * share
+        parts = self._parts
+        if len(parts) < len(last):  # partitions new to the journal
+            for p in batch.keys() - parts.keys():
+                parts[p] = _Part(p, origin=at)
+        if self._no_origin and not self._no_origin.isdisjoint(batch):
+            for p in self._no_origin.intersection(batch):
+                parts[p].origin = at
+            self._no_origin.difference_update(batch)
         with self._lock:
             self._token += 1
             self._dirty[seg.number] = seg
@@ -388,10 +397,7 @@ class Journal:
                     lost = parts | self._dirty_parts  # appended meanwhile were cut too
                     self._roll = True
                     self._dirty_dir = dirty_dir
-                for p in lost:
-                    part = self._parts.get(p)
-                    if part is not None:
-                        part.broken = True
+                self._broken.update(lost)
                 first = errors[0]
                 if isinstance(first, OSError) and first.errno not in (
                     errno.ENOSPC,
@@ -430,10 +436,11 @@ class Journal:
         """Start a snapshot of the state at `seq`, the partition's last appended seq
         (copy the state and call this with no append in between).  Notes the journal's
         end position: microseconds, on the loop thread."""
-        part = self._ready(partition)
-        if seq != part.last_seq:
+        self._ready(partition)
+        if seq != self._last[partition]:
             raise InvalidRecord(
-                f"snapshot seq {seq} is not partition {partition}'s last seq {part.last_seq}"
+                f"snapshot seq {seq} is not partition {partition}'s last seq "
+                f"{self._last[partition]}"
             )
         pdir, new_dir = self._partition_dir(partition)
         return SnapshotJob(
@@ -442,7 +449,7 @@ class Journal:
             self._end(),
             pdir,
             self.config,
-            log_bytes=part.log_bytes,
+            log_bytes=self._bytes.get(partition, 0.0),
             new_dir=new_dir,
         )
 
@@ -456,8 +463,9 @@ class Journal:
             fsync_dir(self.config.data_dir)  # the partition's directory entry
         if job.start_segment not in part.snapshots:
             part.snapshots = sorted([*part.snapshots, job.start_segment])
-        part.broken = False
-        part.log_bytes = max(0.0, part.log_bytes - job.log_bytes)
+        self._broken.discard(job.partition)
+        done = self._bytes.get(job.partition, 0.0) - job.log_bytes
+        self._bytes[job.partition] = max(0.0, done)
         self._trim_snapshots(part)
         self._reclaim()
 
@@ -496,11 +504,12 @@ class Journal:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(pdir / snapshot_name(s))
         part.snapshots = [job.start_segment]
-        part.last_seq = seq
         part.origin = None
-        part.log_bytes = 0.0
-        part.broken = False
+        self._no_origin.add(partition)
+        self._last[partition] = seq
+        self._bytes[partition] = 0.0
         self._parts[partition] = part
+        self._broken.discard(partition)
         return info
 
     # -- partitions --------------------------------------------------------------------
@@ -510,14 +519,12 @@ class Journal:
         return sorted(self._parts)
 
     def last_seq(self, partition: int) -> int:
-        part = self._parts.get(partition)
-        return part.last_seq if part is not None else 0
+        return self._last.get(partition, 0)
 
     def log_bytes(self, partition: int) -> int:
         """Journal bytes of the partition's records since its newest snapshot (an
         estimate: a frame's bytes shared by record count), for should_snapshot()."""
-        part = self._parts.get(partition)
-        return int(part.log_bytes) if part is not None else 0
+        return int(self._bytes.get(partition, 0.0))
 
     def journal_bytes(self) -> int:
         """Bytes of every journal segment on disk."""
@@ -549,6 +556,10 @@ class Journal:
             self._dirty[seg.number] = seg
         self.sync()
         self._parts.pop(partition, None)
+        self._last.pop(partition, None)
+        self._bytes.pop(partition, None)
+        self._no_origin.discard(partition)
+        self._broken.discard(partition)
         pdir = partition_dir(self.config.data_dir, partition)
         if pdir.exists():
             shutil.rmtree(pdir, ignore_errors=True)
@@ -616,6 +627,8 @@ class Journal:
             if not 0 <= partition < 10_000:
                 raise ValueError(f"partition {partition} out of range")
             part = self._parts[partition] = _Part(partition)
+            self._last[partition] = 0
+            self._no_origin.add(partition)
         return part
 
     def _partition_dir(self, partition: int) -> tuple[Path, bool]:
@@ -776,7 +789,7 @@ class _Restart(Exception):
 
 def _recover(
     config: Config, now_ms: int
-) -> tuple[dict[int, PartitionRecovery], MemberRecoveryReport, dict[int, _Part]]:
+) -> tuple[dict[int, PartitionRecovery], MemberRecoveryReport, dict[int, _Part], dict[int, float]]:
     jdir = config.data_dir / JOURNAL_DIR
     stop_at: tuple[int, int] | None = None
     errors: list[str] = []
@@ -794,6 +807,7 @@ def _recover(
     report = MemberRecoveryReport(journal=journal)
     out: dict[int, PartitionRecovery] = {}
     parts: dict[int, _Part] = {}
+    nbytes: dict[int, float] = {}
     for p, st in states.items():
         if st.dropped:  # a crash between drop()'s marker and the directory's removal
             shutil.rmtree(partition_dir(config.data_dir, p), ignore_errors=True)
@@ -820,17 +834,12 @@ def _recover(
             tail_segment=None,
         )
         report.partitions[p] = rep
-        parts[p] = _Part(
-            p,
-            last_seq=rep.last_seq,
-            snapshots=st.snapshots,
-            origin=st.first,
-            log_bytes=st.log_bytes,
-        )
+        parts[p] = _Part(p, snapshots=st.snapshots, origin=st.first)
+        nbytes[p] = st.log_bytes
     if not jdir.is_dir():
         jdir.mkdir()
         fsync_dir(config.data_dir)
-    return out, report, parts
+    return out, report, parts, nbytes
 
 
 def _load(
