@@ -436,7 +436,7 @@ def apply_records(
                 got = maps[m] = {}
             d = got
             last_map = m
-        if op in (_PUT, _INCR):
+        if op == _PUT or op == _INCR:  # noqa: SIM109 - `in (a, b)` builds a tuple per record
             if type(v) is not bytes:
                 raise BadRecord("PUT without a bytes value")
             cur = d.get(k)
@@ -458,11 +458,11 @@ def apply_records(
                 or 0 < cur[3] <= now_ms
             ):
                 d[k] = r[4:]
-        elif op in (_EXPIRE, _EVICT):
+        elif op == _EXPIRE or op == _EVICT:  # noqa: SIM109
             cur = d.get(k)
             if cur is not None and (cur[1] < ts or (cur[1] == ts and cur[2] <= mid)):
                 del d[k]
-        elif op in (_CLEAR, _CLEARED) and k == b"":
+        elif (op == _CLEAR or op == _CLEARED) and k == b"":  # noqa: SIM109
             gone = [
                 key
                 for key, e in d.items()
