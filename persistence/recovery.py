@@ -169,6 +169,7 @@ class MemberRecoveryReport:
             f"{self.total('bytes_truncated')} bytes truncated, "
             f"{self.total('records_dropped')} records dropped with them, "
             f"{len(self.problems)} partitions with problems"
+            + (f", {self.migrated} migrated from per-partition logs" if self.migrated else "")
         )
 
 
