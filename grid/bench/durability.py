@@ -11,9 +11,10 @@ Three measurements, each against real processes on loopback in the same run:
 2. Recovery of N records of 100 bytes (default 1M): grid's recovery time (the
    member's own `recovery_s`, from its journal) against Redis replaying an AOF of
    the same N SETs (aof-use-rdb-preamble no, so it really replays commands; its
-   own "DB loaded" time), and, in this process, the per-partition logs of earlier
-   builds (persistence.Log) holding the same records in the same batches.
-   Targets: grid's rate >= 0.5x Redis's, and >= 1.0x the per-partition logs'.
+   own "DB loaded" time); and, each in a fresh bare process, the member's journal
+   again and the per-partition logs of earlier builds (persistence.Log) holding
+   the same records in the same batches. Targets: the member's rate >= 0.5x
+   Redis's; the journal's >= 1.0x the per-partition logs' (bare vs bare).
 3. A snapshot of a member holding about 1 GB (1M x 1 KB; --snapshot-mb to
    shrink): how long it takes, and the p99 write latency of 16 writers before
    and while it runs.
@@ -174,13 +175,16 @@ def recovery(console: Console, redis_bin: str | None, records: int, tmp: Path) -
         member = _start(cluster, 0, args)
         stats = _stats(member.address)["persistence"]
     seconds = stats["recovery_s"]
-    out["grid journal"] = {
+    out["grid journal (member)"] = {
         "records": stats["records_loaded"],
         "seconds": seconds,
         "records_s": stats["records_loaded"] / seconds,
         "mb_s": disk / seconds / 1e6,
     }
-    out["grid per-partition logs"] = _legacy_recovery(records, tmp / "recovery-legacy")
+    out["grid journal (bare process)"] = _bare_recovery("Journal", data)
+    legacy = tmp / "recovery-legacy"
+    _write_legacy(records, legacy)
+    out["per-partition logs (bare process)"] = _bare_recovery("Log", legacy)
     if redis_bin:
         rdir = tempfile.mkdtemp(prefix="grid-bench-aof-", dir=tmp)
         aof = [
@@ -216,7 +220,7 @@ def recovery(console: Console, redis_bin: str | None, records: int, tmp: Path) -
                 "mb_s": disk / rs / 1e6,
             }
     table = Table(title=f"recovery of {records:,} records of 100 bytes", title_justify="left")
-    for col in ("server", "records", "seconds", "records/s", "MB/s"):
+    for col in ("server", "records", "seconds", "records/s", "MB/s", "CPU s"):
         table.add_column(col, justify="left" if col == "server" else "right")
     for name, r in out.items():
         table.add_row(
@@ -225,15 +229,16 @@ def recovery(console: Console, redis_bin: str | None, records: int, tmp: Path) -
             f"{r['seconds']:.2f}",
             f"{r['records_s']:,.0f}",
             f"{r['mb_s']:.1f}",
+            f"{r['cpu_s']:.2f}" if "cpu_s" in r else "-",
         )
     console.print(table)
     return out
 
 
-def _legacy_recovery(records: int, data: Path) -> dict[str, float]:
-    """The per-partition layout of earlier builds (persistence.Log), the same records in
-    the same 5,000-key batches split by partition as the member's flush did, recovered
-    in a fresh process: the "before" of the journal, measured in the same run."""
+def _write_legacy(records: int, data: Path) -> None:
+    """The per-partition layout of earlier builds (persistence.Log) holding the same
+    records in the same 5,000-key batches, split by partition as the member's flush did:
+    the "before" of the journal, measured in the same run."""
     cfg = persistence.Config(data, fsync=persistence.FsyncPolicy.NEVER)
     seq: dict[int, int] = {}
     ts = time.time_ns() // 1000
@@ -248,23 +253,30 @@ def _legacy_recovery(records: int, data: Path) -> dict[str, float]:
                 batch.setdefault(p, []).append((s, 1, "bench", key, VALUE, ts, 1, 0, 0))
             for p, recs in batch.items():
                 log.append(p, recs, trusted=True)
+
+
+def _bare_recovery(kind: str, data: Path) -> dict[str, float]:
+    """persistence.Journal or .Log recovering `data` in a fresh process with nothing
+    else running in it: the same method for both layouts (a member also starts its
+    servers' threads meanwhile, and a warm heap would flatter either)."""
     disk = _dir_bytes(data)
-    # in a fresh process, as the member recovers: a warm heap would flatter it
     code = (
-        "import sys, persistence\n"
-        "with persistence.Log.open(persistence.Config(sys.argv[1])) as log:\n"
-        "    _, r = log.recover(0)\n"
-        "print(r.records_loaded, r.duration_s)\n"
+        "import sys, time, persistence\n"
+        "with getattr(persistence, sys.argv[1]).open(persistence.Config(sys.argv[2])) as x:\n"
+        "    cpu = time.process_time()\n"
+        "    _, r = x.recover(int(time.time() * 1000))\n"
+        "print(r.records_loaded, r.duration_s, time.process_time() - cpu)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(data)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, kind, str(data)], capture_output=True, text=True, check=True
     )
-    loaded, seconds = out.stdout.split()
+    loaded, seconds, cpu = out.stdout.split()
     return {
         "records": int(loaded),
         "seconds": float(seconds),
         "records_s": int(loaded) / float(seconds),
         "mb_s": disk / float(seconds) / 1e6,
+        "cpu_s": float(cpu),
     }
 
 
@@ -377,14 +389,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio = t["grid fsync=interval"]["ops_s"] / t["grid memory-only"]["ops_s"]
         checks.append(("interval vs grid memory-only", ratio, 0.9))
     if r:
-        journal = r["grid journal"]["records_s"]
-        legacy = r["grid per-partition logs"]["records_s"]
+        journal = r["grid journal (bare process)"]["records_s"]
+        legacy = r["per-partition logs (bare process)"]["records_s"]
         checks.append(("recovery: journal vs per-partition logs", journal / legacy, 1.0))
     if "redis" in r:
         checks.append(
             (
                 "recovery rate vs Redis AOF",
-                r["grid journal"]["records_s"] / r["redis"]["records_s"],
+                r["grid journal (member)"]["records_s"] / r["redis"]["records_s"],
                 0.5,
             )
         )
