@@ -53,13 +53,16 @@ older one plus the journal), else the start of its history in the journal.  A se
 is deleted once it lies wholly before min(need(p)) over every partition (never the
 active one).  So one idle partition with an old snapshot pins the journal: pinning()
 names the partitions whose need lies in the oldest segment, and the member snapshots
-them when the journal outgrows snapshot_ratio x the live data + 2 segments, which is
-the bound on its size (plus keep_snapshots snapshots per partition).
+them when the journal outgrows keep_snapshots x snapshot_ratio x the live data + 2
+segments (grid/store/durability.py): the journal stays within that plus what is written
+during the two snapshot rounds it takes to release a segment (docs/persistence.md).
 
 Recovery.  Per partition: delete *.tmp, load the newest snapshot that validates,
-quarantine corrupt ones and fall back.  Then read the journal's segments in order, once,
-and apply each frame's records to their partitions (recovery.apply_records, the one
-LWW replay loop), skipping a partition's records before its snapshot's position.  The
+quarantine corrupt ones and fall back.  Then read the journal's segments in order, once
+each, in two passes per segment: note where each partition's records lie in every frame,
+then decode and apply them one partition at a time (recovery.apply_records, the one LWW
+replay loop; see _replay for why), skipping a partition's records before its snapshot's
+position.  The
 journal stops at its first bad frame, as a partition's log did: a torn tail is cut
 quietly, damage with data after it is cut and the cut bytes saved to *.corrupt (later
 segments renamed *.corrupt), and the records that could still be decoded from what was

@@ -31,7 +31,8 @@ live data + 2 segments, for the partitions that keep its oldest segment on
 disk (an idle partition's old snapshot would keep every segment after it);
 a journal segment is deleted once every partition's snapshots cover it. It
 copies such a
-partition's dicts under the lock (shallow: microseconds), rolls its log, and
+partition's dicts under the lock (shallow: microseconds), notes the journal's
+position, and
 writes the snapshot a slice at a time while writes go on, so that it never
 holds the loop or the GIL for long (grid/store/disk_snapshot.py). The
 partition's share of live data is the member's live bytes / P: keys spread
