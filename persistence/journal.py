@@ -103,7 +103,6 @@ import msgpack
 from persistence.config import Config, FsyncPolicy
 from persistence.errors import (
     CorruptSnapshot,
-    DataDirNotWritable,
     DiskFull,
     InvalidRecord,
     PersistenceError,
@@ -111,6 +110,7 @@ from persistence.errors import (
 )
 from persistence.frame import HEADER_LEN, JOURNAL_MAGIC, MAGIC_LEN, FrameScan, encode_payload
 from persistence.layout import (
+    check_writable,
     fsync_dir,
     list_files,
     list_partitions,
@@ -126,7 +126,9 @@ from persistence.recovery import (
     PartitionRecovery,
     RecoveryReport,
     apply_records,
+    quarantine,
     recover_all,
+    save_tail,
 )
 from persistence.segment import SegmentWriter
 from persistence.snapshot import LoadedSnapshot, SnapshotInfo, SnapshotWriter, load_snapshot
@@ -251,7 +253,7 @@ class Journal:
         lock = DirLock(config.data_dir)
         lock.acquire()
         try:
-            _check_writable(config.data_dir)
+            check_writable(config.data_dir)
             journal = cls(config, lock)
         except BaseException:
             lock.release()
@@ -741,16 +743,6 @@ def _sync_one(seg: SegmentWriter) -> OSError | DiskFull | None:
     return None
 
 
-def _check_writable(data_dir: Path) -> None:
-    probe = data_dir / f".probe-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise DataDirNotWritable(f"data directory {data_dir} is not writable: {exc}") from None
-
-
 # ---- recovery ----------------------------------------------------------------------------
 
 
@@ -913,7 +905,7 @@ def _load_snapshot(st: _State, pdir: Path, p: int, max_frame: int, trimmed: bool
             break
         except CorruptSnapshot as exc:
             rep.errors.append(f"snapshot {exc}; falling back")
-            _quarantine(pdir, name, rep)
+            quarantine(pdir, name, rep)
             snaps = [s for s in snaps if s != start]
     st.snapshots = snaps
     if loaded is not None:
@@ -1058,15 +1050,15 @@ def _cut(
         if torn:
             os.unlink(path)
         else:
-            _quarantine(jdir, segment_name(number), journal)
+            quarantine(jdir, segment_name(number), journal)
     else:
         if not torn:
-            _save_tail(path, offset, journal)
+            save_tail(path, offset, journal)
         with open(path, "r+b") as f:
             f.truncate(offset)
             os.fsync(f.fileno())
     for s in later:
-        _quarantine(jdir, segment_name(s), journal)
+        quarantine(jdir, segment_name(s), journal)
     fsync_dir(jdir)
 
 
@@ -1092,26 +1084,6 @@ def _count_records(buf: bytes, max_frame: int, into: dict[int, int]) -> None:
         if "payload checksum" not in scan.error or length <= 0:
             return  # a damaged header: frame boundaries after it are unknown
         off = scan.offset + HEADER_LEN + length
-
-
-def _quarantine(directory: Path, name: str, report: RecoveryReport) -> None:
-    target = directory / f"{name}.corrupt"
-    n = 1
-    while target.exists():
-        n += 1
-        target = directory / f"{name}.corrupt{n}"
-    os.replace(directory / name, target)
-    report.quarantined.append(target.name)
-
-
-def _save_tail(path: Path, offset: int, report: RecoveryReport) -> None:
-    target = path.with_name(path.name + f".{offset}.corrupt")
-    with open(path, "rb") as src, open(target, "wb") as dst:
-        src.seek(offset)
-        shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-    report.quarantined.append(target.name)
 
 
 # ---- migration from the per-partition layout ---------------------------------------------

@@ -244,7 +244,7 @@ def _recover(
         except CorruptSnapshot as exc:
             report.errors.append(f"snapshot {exc}; falling back")
             if repair:
-                _quarantine(pdir, name, report)
+                quarantine(pdir, name, report)
                 snaps = [s for s in snaps if s != start]
     if loaded is not None:
         maps = loaded.maps
@@ -318,17 +318,17 @@ def _recover(
                 if torn:
                     os.unlink(path)
                 else:
-                    _quarantine(pdir, segment_name(number), report)
+                    quarantine(pdir, segment_name(number), report)
                 del segments[number]
             else:
                 if not torn:
-                    _save_tail(path, offset, report)
+                    save_tail(path, offset, report)
                 with open(path, "r+b") as f:
                     f.truncate(offset)
                     os.fsync(f.fileno())
                 segments[number] = offset
             for s in later:
-                _quarantine(pdir, segment_name(s), report)
+                quarantine(pdir, segment_name(s), report)
                 del segments[s]
             fsync_dir(pdir)
         if tail is None:
@@ -481,7 +481,8 @@ def apply_records(
     return prev, loaded, skipped
 
 
-def _quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:
+def quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:
+    """Rename a damaged file `*.corrupt` (numbered if taken) and report it."""
     target = pdir / f"{name}.corrupt"
     n = 1
     while target.exists():
@@ -491,7 +492,7 @@ def _quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:
     report.quarantined.append(target.name)
 
 
-def _save_tail(path: Path, offset: int, report: RecoveryReport) -> None:
+def save_tail(path: Path, offset: int, report: RecoveryReport) -> None:
     """Keep bytes cut from the middle of a log for the operator (not for a torn end)."""
     target = path.with_name(path.name + f".{offset}.corrupt")
     with open(path, "rb") as src, open(target, "wb") as dst:
