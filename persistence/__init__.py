@@ -1,8 +1,11 @@
-"""Durable partitions: append-only log segments, snapshots, recovery, backup.
+"""Durable partitions: a member-wide journal, per-partition snapshots, recovery, backup.
 
-The member runtime uses `Log` (log.py explains the protocol), builds `Record`s, and
-applies the `PartitionRecovery.maps` that `Log.recover()` returns.  This package imports
-only the standard library and msgpack.  Format and guarantees: docs/persistence.md.
+The member runtime uses `Journal` (journal.py explains the layout and the protocol),
+builds `Record`s, and applies the `PartitionRecovery.maps` that `Journal.recover()`
+returns.  `Log` (log.py) is the per-partition layout of earlier builds: its recovery
+is what converts an old data dir on the first start (journal.py, "Old data dirs").
+This package imports only the standard library and msgpack.  Format and guarantees:
+docs/persistence.md.
 """
 
 from persistence.backup import backup, restore, verify_backup
@@ -17,6 +20,7 @@ from persistence.errors import (
     PersistenceError,
     RecoveryRequired,
 )
+from persistence.journal import Journal
 from persistence.log import Log, SnapshotJob, should_snapshot
 from persistence.record import Entry, Op, Record
 from persistence.recovery import MemberRecoveryReport, PartitionRecovery, RecoveryReport
@@ -32,6 +36,7 @@ __all__ = [
     "Entry",
     "FsyncPolicy",
     "InvalidRecord",
+    "Journal",
     "Log",
     "MemberRecoveryReport",
     "Op",

@@ -1,7 +1,9 @@
 """Backup and restore of a whole data directory, online.
 
-A backup is a directory holding, for every partition, the newest snapshot and the
-segments after it, plus manifest.json listing each file's length and sha256.  It is
+A backup is a directory holding, for every partition, the newest snapshot, and the
+journal segments from the oldest position one of them replays from (or the
+per-partition segments after each snapshot, for a `Log` of earlier builds), plus
+manifest.json listing each file's length and sha256.  It is
 itself a valid data directory (restore is a verified copy), so recovery code is the
 only reader of the data format.
 
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from persistence.errors import BackupError
+from persistence.journal import Journal
 from persistence.layout import LOCK_NAME, fsync_dir
 from persistence.lock import DirLock
 from persistence.log import Log
@@ -34,7 +37,7 @@ FORMAT = 1
 _CHUNK = 1024 * 1024
 
 
-def backup(log: Log, dest: Path) -> dict[str, object]:
+def backup(log: Log | Journal, dest: Path) -> dict[str, object]:
     """Copy a consistent point-in-time image of `log` into the empty directory `dest`."""
     dest = Path(dest)
     _require_empty(dest)

@@ -41,6 +41,7 @@ from persistence.errors import InvalidRecord
 
 SEGMENT_MAGIC = b"GRIDLOG1"
 SNAPSHOT_MAGIC = b"GRIDSNP1"
+JOURNAL_MAGIC = b"GRIDJNL1"
 MAGIC_LEN = 8
 
 _HEADER = struct.Struct("<III")
@@ -143,6 +144,11 @@ class FrameScan:
             off = stop
             self.offset = off
             yield payload
+
+    @property
+    def frame_start(self) -> int:
+        """Offset of the frame last yielded (its position in the file)."""
+        return self._frame_start
 
     def reject(self, reason: str) -> None:
         """The consumer found the last yielded payload invalid: stop before that frame."""

@@ -20,6 +20,8 @@ import os
 import re
 from pathlib import Path
 
+from persistence.errors import DataDirNotWritable
+
 LOCK_NAME = "LOCK"
 _PART_RE = re.compile(r"^p-(\d{4,})$")
 _SEG_RE = re.compile(r"^seg-(\d{10,})\.log$")
@@ -74,3 +76,15 @@ def read_file(path: Path) -> bytes:
     """Whole file in one read: recovery is faster slicing one buffer than streaming."""
     with open(path, "rb", buffering=0) as f:
         return f.read()
+
+
+def check_writable(data_dir: Path) -> None:
+    """DataDirNotWritable unless a file can be created in `data_dir` (a read-only mount,
+    permissions): said at open, not at the first append."""
+    probe = data_dir / f".probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataDirNotWritable(f"data directory {data_dir} is not writable: {exc}") from None

@@ -65,7 +65,6 @@ from pathlib import Path
 
 from persistence.config import Config, FsyncPolicy
 from persistence.errors import (
-    DataDirNotWritable,
     DiskFull,
     InvalidRecord,
     PersistenceError,
@@ -73,6 +72,7 @@ from persistence.errors import (
 )
 from persistence.frame import encode_frames
 from persistence.layout import (
+    check_writable,
     fsync_dir,
     list_files,
     list_partitions,
@@ -185,7 +185,7 @@ class Log:
         lock = DirLock(config.data_dir)
         lock.acquire()
         try:
-            _check_writable(config.data_dir)
+            check_writable(config.data_dir)
             log = cls(config, lock)
             for p in list_partitions(config.data_dir):
                 log._parts[p] = _Partition(p, partition_dir(config.data_dir, p), ready=False)
@@ -563,13 +563,3 @@ def _sync_one(seg: SegmentWriter) -> OSError | DiskFull | None:
     except (DiskFull, OSError) as exc:
         return exc
     return None
-
-
-def _check_writable(data_dir: Path) -> None:
-    probe = data_dir / f".probe-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise DataDirNotWritable(f"data directory {data_dir} is not writable: {exc}") from None

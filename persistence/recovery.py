@@ -88,6 +88,9 @@ class RecoveryReport:
     """Entries dropped because their expiry had passed by now_ms."""
     bytes_truncated: int = 0
     """Bytes cut from the tail of the log (torn frame and anything after it)."""
+    records_dropped: int = 0
+    """Records of this partition in the journal's cut-off tail (as far as they could
+    still be decoded: a damaged frame's records cannot be counted)."""
     quarantined: list[str] = field(default_factory=list)
     """Files renamed *.corrupt (bad snapshots, segments after a bad frame, cut bytes)."""
     errors: list[str] = field(default_factory=list)
@@ -131,9 +134,17 @@ class MemberRecoveryReport:
 
     partitions: dict[int, RecoveryReport] = field(default_factory=dict)
     duration_s: float = 0.0
+    journal: RecoveryReport | None = None
+    """What recovery did to the member-wide journal itself (partition -1): frames
+    dropped, bytes truncated, segments quarantined, their errors."""
+    migrated: int = 0
+    """Partitions converted from the per-partition layout of earlier builds."""
 
     def total(self, name: str) -> int:
-        return sum(getattr(r, name) for r in self.partitions.values())
+        total = sum(getattr(r, name) for r in self.partitions.values())
+        if self.journal is not None:
+            total += getattr(self.journal, name)
+        return total
 
     @property
     def records_loaded(self) -> int:
@@ -141,7 +152,11 @@ class MemberRecoveryReport:
 
     @property
     def problems(self) -> dict[int, list[str]]:
-        return {p: r.errors for p, r in self.partitions.items() if r.errors}
+        """Errors by partition; the journal's own (a cut tail) under -1."""
+        out = {p: r.errors for p, r in self.partitions.items() if r.errors}
+        if self.journal is not None and self.journal.errors:
+            out[-1] = self.journal.errors
+        return out
 
     def summary(self) -> str:
         return (
@@ -152,7 +167,9 @@ class MemberRecoveryReport:
             f"{self.total('frames_dropped')} bad frames, "
             f"{self.total('records_expired')} expired, "
             f"{self.total('bytes_truncated')} bytes truncated, "
+            f"{self.total('records_dropped')} records dropped with them, "
             f"{len(self.problems)} partitions with problems"
+            + (f", {self.migrated} migrated from per-partition logs" if self.migrated else "")
         )
 
 
@@ -227,7 +244,7 @@ def _recover(
         except CorruptSnapshot as exc:
             report.errors.append(f"snapshot {exc}; falling back")
             if repair:
-                _quarantine(pdir, name, report)
+                quarantine(pdir, name, report)
                 snaps = [s for s in snaps if s != start]
     if loaded is not None:
         maps = loaded.maps
@@ -301,17 +318,17 @@ def _recover(
                 if torn:
                     os.unlink(path)
                 else:
-                    _quarantine(pdir, segment_name(number), report)
+                    quarantine(pdir, segment_name(number), report)
                 del segments[number]
             else:
                 if not torn:
-                    _save_tail(path, offset, report)
+                    save_tail(path, offset, report)
                 with open(path, "r+b") as f:
                     f.truncate(offset)
                     os.fsync(f.fileno())
                 segments[number] = offset
             for s in later:
-                _quarantine(pdir, segment_name(s), report)
+                quarantine(pdir, segment_name(s), report)
                 del segments[s]
             fsync_dir(pdir)
         if tail is None:
@@ -347,107 +364,125 @@ def _recover(
 def _replay(
     scan: FrameScan, maps: dict[str, dict[bytes, Entry]], prev: int, base: int, now_ms: int
 ) -> tuple[int, int, int]:
-    """Apply every good frame of one segment.  The hot loop of recovery: keep it flat.
-
-    An entry already expired at now_ms loses to any later record whatever its version:
-    the member only logs what it applied, so a later record with an older version means
-    the member no longer had the entry (it had expired, lazily, without an EXPIRE
-    record, as entries dropped at load never get one); LWW alone would resurrect it.
-    """
+    """Apply every good frame of one segment (per-partition layout of earlier builds)."""
     unpackb = msgpack.unpackb
     loaded = skipped = 0
-    last_map: object = None
-    d: dict[bytes, Entry] = {}
     for payload in scan:
         try:
             recs = unpackb(payload, use_list=False, raw=False)
         except Exception as exc:
             scan.reject(f"undecodable payload: {type(exc).__name__}")
             raise _BadRecord(str(exc)) from None
-        if type(recs) is not tuple or not recs:
-            scan.reject("payload is not an array of records")
-            raise _BadRecord("payload is not an array of records")
-        for r in recs:
-            if type(r) is not tuple or len(r) != 9:
-                scan.reject("record is not a 9-array")
-                raise _BadRecord("record is not a 9-array")
-            seq, op, m, k, v, ts, mid, exp, idle = r
-            if (
-                type(seq) is not int
-                or seq <= prev
-                or type(k) is not bytes
-                or type(ts) is not int
-                or type(mid) is not int
-                or type(exp) is not int
-                or type(idle) is not int
-                or ts < 0
-                or mid < 0
-                or exp < 0
-                or idle < 0
-            ):
-                scan.reject(f"invalid record (seq {seq!r:.20} after {prev})")
-                raise _BadRecord("invalid record")
-            prev = seq
-            if seq <= base:
-                skipped += 1
-                continue
-            if m != last_map:
-                if type(m) is not str:
-                    scan.reject("map name is not a string")
-                    raise _BadRecord("map name is not a string")
-                got = maps.get(m)
-                if got is None:
-                    got = maps[m] = {}
-                d = got
-                last_map = m
-            if op in (_PUT, _INCR):
-                if type(v) is not bytes:
-                    scan.reject("PUT without a bytes value")
-                    raise _BadRecord("PUT without a bytes value")
-                cur = d.get(k)
-                if (
-                    cur is None
-                    or ts > cur[1]
-                    or (ts == cur[1] and mid > cur[2])
-                    or 0 < cur[3] <= now_ms
-                ):
-                    d[k] = r[4:]
-            elif v is not None:
-                scan.reject(f"op {op!r:.10} with a value")
-                raise _BadRecord("op with a value")
-            elif op == _DELETE:
-                cur = d.get(k)
-                if (
-                    cur is None
-                    or ts > cur[1]
-                    or (ts == cur[1] and mid > cur[2])
-                    or 0 < cur[3] <= now_ms
-                ):
-                    d[k] = r[4:]
-            elif op in (_EXPIRE, _EVICT):
-                cur = d.get(k)
-                if cur is not None and (cur[1] < ts or (cur[1] == ts and cur[2] <= mid)):
-                    del d[k]
-            elif op in (_CLEAR, _CLEARED) and k == b"":
-                gone = [
-                    key
-                    for key, e in d.items()
-                    if e[1] < ts or (e[1] == ts and e[2] <= mid)  # type: ignore[operator]
-                ]
-                for key in gone:
-                    del d[key]  # an older clear marker too
-                if op == _CLEARED and b"" not in d:
-                    # a clear keeps its marker, a tombstone of the empty key (no real key
-                    # is empty); a bare CLEAR (a dropped copy) leaves none
-                    d[b""] = r[4:]
-            else:
-                scan.reject(f"unknown op {op!r:.10}")
-                raise _BadRecord("unknown op")
-            loaded += 1
+        try:
+            prev, n_loaded, n_skipped = apply_records(recs, maps, prev, base, now_ms)
+        except BadRecord as exc:
+            scan.reject(str(exc))
+            raise _BadRecord(str(exc)) from None
+        loaded += n_loaded
+        skipped += n_skipped
     return prev, loaded, skipped
 
 
-def _quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:
+class BadRecord(Exception):
+    """A decoded frame holds a record recovery cannot apply (the frame counts as bad)."""
+
+
+def apply_records(
+    recs: object, maps: dict[str, dict[bytes, Entry]], prev: int, base: int, now_ms: int
+) -> tuple[int, int, int]:
+    """Apply one frame's records of one partition; return (last seq, loaded, skipped).
+
+    The hot loop of recovery: keep it flat.  Records with seq <= `base` are in the
+    snapshot already and skipped; seqs must strictly increase after `prev`.  Raises
+    BadRecord at the first invalid record, having applied the ones before it (the caller
+    replays again stopping before the frame, so a frame counts as a whole).
+
+    An entry already expired at now_ms loses to any later record whatever its version:
+    the member only logs what it applied, so a later record with an older version means
+    the member no longer had the entry (it had expired, lazily, without an EXPIRE
+    record, as entries dropped at load never get one); LWW alone would resurrect it.
+    """
+    if type(recs) is not tuple or not recs:
+        raise BadRecord("payload is not an array of records")
+    loaded = skipped = 0
+    last_map: object = None
+    d: dict[bytes, Entry] = {}
+    for r in recs:
+        if type(r) is not tuple or len(r) != 9:
+            raise BadRecord("record is not a 9-array")
+        seq, op, m, k, v, ts, mid, exp, idle = r
+        if (
+            type(seq) is not int
+            or seq <= prev
+            or type(k) is not bytes
+            or type(ts) is not int
+            or type(mid) is not int
+            or type(exp) is not int
+            or type(idle) is not int
+            or ts < 0
+            or mid < 0
+            or exp < 0
+            or idle < 0
+        ):
+            raise BadRecord(f"invalid record (seq {seq!r:.20} after {prev})")
+        prev = seq
+        if seq <= base:
+            skipped += 1
+            continue
+        if m != last_map:
+            if type(m) is not str:
+                raise BadRecord("map name is not a string")
+            got = maps.get(m)
+            if got is None:
+                got = maps[m] = {}
+            d = got
+            last_map = m
+        if op == _PUT or op == _INCR:  # noqa: SIM109 - `in (a, b)` builds a tuple per record
+            if type(v) is not bytes:
+                raise BadRecord("PUT without a bytes value")
+            cur = d.get(k)
+            if (
+                cur is None
+                or ts > cur[1]
+                or (ts == cur[1] and mid > cur[2])
+                or 0 < cur[3] <= now_ms
+            ):
+                d[k] = r[4:]
+        elif v is not None:
+            raise BadRecord(f"op {op!r:.10} with a value")
+        elif op == _DELETE:
+            cur = d.get(k)
+            if (
+                cur is None
+                or ts > cur[1]
+                or (ts == cur[1] and mid > cur[2])
+                or 0 < cur[3] <= now_ms
+            ):
+                d[k] = r[4:]
+        elif op == _EXPIRE or op == _EVICT:  # noqa: SIM109
+            cur = d.get(k)
+            if cur is not None and (cur[1] < ts or (cur[1] == ts and cur[2] <= mid)):
+                del d[k]
+        elif (op == _CLEAR or op == _CLEARED) and k == b"":  # noqa: SIM109
+            gone = [
+                key
+                for key, e in d.items()
+                if e[1] < ts or (e[1] == ts and e[2] <= mid)  # type: ignore[operator]
+            ]
+            for key in gone:
+                del d[key]  # an older clear marker too
+            if op == _CLEARED and b"" not in d:
+                # a clear keeps its marker, a tombstone of the empty key (no real key
+                # is empty); a bare CLEAR (a dropped copy) leaves none
+                d[b""] = r[4:]
+        else:
+            raise BadRecord(f"unknown op {op!r:.10}")
+        loaded += 1
+    return prev, loaded, skipped
+
+
+def quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:
+    """Rename a damaged file `*.corrupt` (numbered if taken) and report it."""
     target = pdir / f"{name}.corrupt"
     n = 1
     while target.exists():
@@ -457,7 +492,7 @@ def _quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:
     report.quarantined.append(target.name)
 
 
-def _save_tail(path: Path, offset: int, report: RecoveryReport) -> None:
+def save_tail(path: Path, offset: int, report: RecoveryReport) -> None:
     """Keep bytes cut from the middle of a log for the operator (not for a torn end)."""
     target = path.with_name(path.name + f".{offset}.corrupt")
     with open(path, "rb") as src, open(target, "wb") as dst:

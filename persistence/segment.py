@@ -62,7 +62,9 @@ class SegmentWriter:
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, partition: int, number: int, path: Path) -> SegmentWriter:
+    def create(
+        cls, partition: int, number: int, path: Path, magic: bytes = SEGMENT_MAGIC
+    ) -> SegmentWriter:
         """A new segment file with its magic.  The caller fsyncs the directory later."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -72,7 +74,7 @@ class SegmentWriter:
             raise
         seg = cls(partition, number, path, fd, 0)
         try:
-            seg.write(SEGMENT_MAGIC)
+            seg.write(magic)
         except BaseException:
             os.close(fd)
             os.unlink(path)

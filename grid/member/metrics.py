@@ -150,7 +150,7 @@ def _scalars(snap: Snapshot) -> list[tuple[str, type, str, float]]:
          ae.read_repair_fixed),
         # persistence
         ("grid_persistence_enabled", G, "1 if the member keeps a data_dir.", int(ps.enabled)),
-        ("grid_log_bytes", G, "Bytes in the partition logs now.", ps.log_bytes),
+        ("grid_log_bytes", G, "Journal bytes to replay after the snapshots.", ps.log_bytes),
         ("grid_snapshots", C, "Partition snapshots taken since start.", ps.snapshots),
         ("grid_fsyncs", C, "fsync calls of the journal.", ps.fsyncs),
         ("grid_disk_full", G, "1 while writes fail for lack of space.", int(ps.disk_full)),

@@ -7,10 +7,11 @@ The store reports every change it applies to a *sink* (grid/store/store.py),
 under the store lock and in order: puts and counter results as their new
 state, deletes as tombstones, TTL changes as puts with the new expiry,
 evictions and expirations as removals, clears per partition. This module is
-that sink. It buffers the changes per partition and `flush()` (called at the
-end of every batch, still under the lock) gives each its partition's next
-sequence number and appends them to the partition's log as one frame: one
-write syscall per partition touched by the batch, however many operations.
+that sink. It buffers the changes per partition, each with its partition's
+next sequence number, and `flush()` (called at the end of every batch, still
+under the lock) appends them all to the member's journal as one frame: one
+write syscall per batch, however many partitions and operations it touched
+(persistence/journal.py).
 
 When the client's answer waits for the disk depends on `fsync`:
 
@@ -23,9 +24,15 @@ When the client's answer waits for the disk depends on `fsync`:
   at most the last second.
 - never: the kernel writes back when it likes; a clean stop still fsyncs.
 
-Snapshots: every few seconds the member looks for partitions whose log is
-over `snapshot_ratio` times their share of live data, copies such a
-partition's dicts under the lock (shallow: microseconds), rolls its log, and
+Snapshots: every few seconds the member looks for partitions whose records in
+the journal are over `snapshot_ratio` times their share of live data, and,
+when the journal itself outgrows `keep_snapshots` x `snapshot_ratio` x the
+live data + 2 segments, for the partitions that keep its oldest segment on
+disk (an idle partition's old snapshot would keep every segment after it);
+a journal segment is deleted once every partition's snapshots cover it. It
+copies such a
+partition's dicts under the lock (shallow: microseconds), notes the journal's
+position, and
 writes the snapshot a slice at a time while writes go on, so that it never
 holds the loop or the GIL for long (grid/store/disk_snapshot.py). The
 partition's share of live data is the member's live bytes / P: keys spread
@@ -35,7 +42,8 @@ every write.
 Disk full: an append or fsync that fails with ENOSPC marks the member
 `disk_full`. Writes are then refused with UNAVAILABLE before they touch
 memory (reads go on); the failed batch's changes are applied in memory but
-not on disk, so the affected partitions are re-persisted by a snapshot as
+not on disk (a journal append is all or nothing, so every partition of the
+batch), so the affected partitions are re-persisted by a snapshot as
 soon as space returns (a repair task retries every second), and then writes
 resume. Nothing on disk is corrupted: the library cuts a failed append back
 to the last whole frame.
@@ -59,13 +67,13 @@ from grid.config import Config
 from grid.errors import Unavailable
 from grid.store import Store, disk_snapshot
 from grid.store.store import CLEAR, DELETE, DROPPED, INCR, PUT
-from persistence import DiskFull, FsyncPolicy, Log, Op, should_snapshot
+from persistence import DiskFull, FsyncPolicy, Journal, Op, should_snapshot
 
 log = logs.get("grid.store.durability")
 
 SNAPSHOT_CHECK_S = 2.0
 MIN_SNAPSHOT_LOG_BYTES = 1 << 20  # never snapshot a partition for less than 1 MiB of log
-SYNC_THREADS = 8  # parallel per-partition fsyncs commit together in the journal
+SYNC_THREADS = 2  # a roll leaves two journal segments to fsync: in parallel
 CLEARED = int(Op.CLEARED)  # a clear as journaled (a bare CLEAR is a dropped copy)
 CLIENT_WRITES = frozenset({PUT, DELETE, INCR, CLEARED})
 DISK_FULL_WRITE = (
@@ -96,11 +104,12 @@ class Durability:
         self.store = store
         self.clock = clock
         self.policy = FsyncPolicy(config.fsync)
-        self.log = Log.open(
+        self.log = Journal.open(
             persistence.Config(
                 data_dir=Path(config.data_dir),
                 fsync=self.policy,
                 snapshot_ratio=config.snapshot_ratio,
+                segment_bytes=config.journal_segment_mb * 1024 * 1024,
             )
         )
         self._pending: dict[int, list[tuple[Any, ...]]] = {}
@@ -233,19 +242,21 @@ class Durability:
         if not pending:
             return 0
         self._pending = {}
+        blocked = self._needs_snapshot
+        batch = {p: c for p, c in pending.items() if p not in blocked} if blocked else pending
+        lost = [c for p, c in pending.items() if p in blocked] if blocked else []
         token = 0
-        for p, changes in pending.items():
-            if p not in self._needs_snapshot:
-                try:
-                    token = self.log.append(p, changes, trusted=True)
-                    continue
-                except DiskFull:
-                    self._disk_trouble([p], "append failed: no space left on the device")
-                except OSError as e:  # EIO and friends: the same treatment, louder
-                    log.error("log append failed", partition=p, error=str(e))
-                    self._disk_trouble([p], f"append failed: {e}")
-            if any(c[1] in CLIENT_WRITES for c in changes):
-                self.write_failed = True
+        if batch:
+            try:
+                token = self.log.append(batch, trusted=True)
+            except DiskFull:
+                self._disk_trouble(list(batch), "append failed: no space left on the device")
+                lost = list(pending.values())
+            except OSError as e:  # EIO and friends: the same treatment, louder
+                log.error("journal append failed", partitions=len(batch), error=str(e))
+                self._disk_trouble(list(batch), f"append failed: {e}")
+                lost = list(pending.values())
+        self.write_failed = any(c[1] in CLIENT_WRITES for changes in lost for c in changes)
         if token and self._loop is not None:
             self._wake()
         return token
@@ -350,17 +361,33 @@ class Durability:
         self.disk_full = False
 
     async def snapshot_due(self) -> int:
-        """Snapshot every partition whose log outgrew its data; returns how many."""
+        """Snapshot every partition whose records in the journal outgrew its data, and,
+        when the journal outgrew its bound, the partitions pinning its oldest segment;
+        returns how many snapshots were taken."""
         share = self.store.used / self.store.partitions
-        done = 0
+        done: set[int] = set()
         for p in self.log.partitions():
             size = self.log.log_bytes(p)
             if size >= MIN_SNAPSHOT_LOG_BYTES and should_snapshot(
                 size, int(share), self.config.snapshot_ratio
             ):
                 await self.snapshot(p)
-                done += 1
-        return done
+                done.add(p)
+        if self.log.journal_bytes() > self.journal_bound():
+            for p in self.log.pinning():
+                if p not in done:
+                    await self.snapshot(p)
+                    done.add(p)
+        return len(done)
+
+    def journal_bound(self) -> int:
+        """Journal bytes past which the partitions pinning its oldest segment are
+        snapshotted: what per-partition logs held at most (keep_snapshots x
+        snapshot_ratio x live data), plus two segments (the active one, and the oldest,
+        deleted whole)."""
+        cfg = self.log.config
+        ratio = cfg.keep_snapshots * self.config.snapshot_ratio
+        return int(ratio * self.store.used) + 2 * cfg.segment_bytes
 
     async def snapshot_all(self) -> tuple[int, int]:
         """Snapshot every partition that has data or a log; returns (partitions, records)."""
@@ -426,6 +453,8 @@ class Durability:
             "bytes_truncated": r.total("bytes_truncated") if r else 0,
             "recovery_s": r.duration_s if r else 0.0,
             "entries_recovered": self.entries_recovered,
+            # what recovery would replay after the snapshots (the journal on disk also
+            # holds what fallbacks need, and at least its active segment)
             "log_bytes": sum(self.log.log_bytes(p) for p in self.log.partitions()),
             "snapshots": self.counters.snapshots,
             "fsyncs": self.counters.fsyncs,
