@@ -314,6 +314,7 @@ def test_every_port_speaks_tls_and_wants_a_client_certificate(
                                    timeout=10)  # fmt: skip
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP: cut off
             urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10)
+
         def audited() -> bool:
             text = m.log_path.read_text()
             return all(f'"port": "{p}"' in text for p in ("metrics", "RESP", "memcached"))
