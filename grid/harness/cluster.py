@@ -52,11 +52,13 @@ def _pick(host: str, kinds: Sequence[int]) -> int:
     binds it, and the kernel hands ports from the ephemeral range to every outgoing
     connection in the meantime (the test's own gRPC channels among them); a test once
     failed that way, a member exiting with "address already in use". Ports under the
-    range are never given out implicitly, so only another explicit bind can take one.
+    range are never given out implicitly, so only another explicit bind can take one (the
+    port a member derives from it, + DERIVED_SPAN, included: a test once saw a derived
+    data port in the range taken by a client's connection).
     Each port is handed out once per process, so two members never get the same one.
     """
     low, _ = _ephemeral_range()
-    top = low - 1 if low - 1 > PORT_FLOOR + 1000 else 65535
+    top = low - 1 - DERIVED_SPAN if low - 1 - DERIVED_SPAN > PORT_FLOOR + 1000 else 65535
     for _ in range(200):
         port = random.randint(PORT_FLOOR, top)
         if port in _handed_out:
@@ -90,16 +92,20 @@ BIND_FAILED = re.compile(r"cannot (bind|listen on) ")
 """What a member says when one of its ports is taken (member.py, gossip/transport.py)."""
 
 
-READY_SERVICE = "grid.v1.Grid"
-"""The health service a member sets SERVING once its whole start is done. The overall
-service ("") answers SERVING as soon as gRPC is up, before the data plane, the front
-ends and membership are: a member whose memcached port turned out taken looked ready
-for that moment, and a test saw it so under load."""
+READY_SERVICE = ""
+"""The health service a start waits for: the member says "" SERVING once every port it
+serves is bound (member.py), so a member whose memcached port turned out taken never
+looks up. (grid.v1.Grid waits for the rest of the start, which a member short of
+min_cluster_size never finishes; probes of readiness for data ask that one.)"""
+
+DERIVED_SPAN = 2000
+"""A member derives its data port as its gRPC port + 2000 when not told one: ports are
+handed out that far below the ephemeral range, so the derived one is below it too."""
 
 
 def is_serving(address: str, timeout: float = 0.5, credentials: Any = None) -> bool:
-    """The member's health check for its data service answers SERVING (over TLS with
-    `credentials`, grpc.ssl_channel_credentials, for a member that serves TLS)."""
+    """The member's health check answers SERVING (over TLS with `credentials`,
+    grpc.ssl_channel_credentials, for a member that serves TLS)."""
     try:
         channel = (
             grpc.secure_channel(address, credentials)

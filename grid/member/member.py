@@ -127,6 +127,10 @@ class Member:
         self.service.peer_calls = peer_service.calls  # the data plane's CALL frames
         server.add_generic_rpc_handlers((self.service.handler(), peer_service.handler()))
         self._health = add_health(server)
+        # "" (the member is up) says SERVING once every port is bound, not when gRPC starts
+        # (grpc's default): a member whose memcached port is taken must never look up.
+        # grid.v1.Grid (ready to serve data) waits for the rest of the start.
+        await self._health.set("", NOT_SERVING)
         await server.start()
         self._server = server
         self.data_plane = DataPlane(self.service, cfg)
@@ -176,6 +180,7 @@ class Member:
             except OSError:
                 await self.stop(0)
                 raise
+        await self._health.set("", SERVING)  # every port is bound
         # membership after gRPC is up, so the address we advertise already answers
         self.gossip = GossipRuntime(
             cfg, self.name, self.address, __version__, listeners=self.member_listeners
@@ -187,7 +192,6 @@ class Member:
         except BaseException:
             await self.stop(0)
             raise
-        await self._health.set("", SERVING)
         await self._health.set("grid.v1.Grid", SERVING)
         self._tasks.append(asyncio.create_task(self._expiry_loop(), name="grid-expiry"))
         if self.tls is not None:
