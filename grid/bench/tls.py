@@ -108,6 +108,14 @@ def redis_pair(ca: Authority, member: Any, client: Any) -> Iterator[dict[str, An
         proc.wait(10)
 
 
+def row(workload: str, plain: SideResult, tls: SideResult) -> str:
+    """One line of the table: both sides' ops/s, p50 and p99, and TLS / plain."""
+    return (f"{workload:<13} {plain.ops_per_s:>12,.0f} {plain.percentile_us(50):>8.0f} "
+            f"{plain.percentile_us(99):>8.0f}   {tls.ops_per_s:>10,.0f} "
+            f"{tls.percentile_us(50):>8.0f} {tls.percentile_us(99):>8.0f}   "
+            f"{tls.ops_per_s / plain.ops_per_s:>8.2f}x")  # fmt: skip
+
+
 def slice_of(call: Callable[[int], None], per_call: int, calls: int) -> Sample:
     lat = []
     start = time.perf_counter()
@@ -168,21 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'workload':<13} {'plain ops/s':>12} {'p50 us':>8} {'p99 us':>8}   "
               f"{'TLS ops/s':>10} {'p50 us':>8} {'p99 us':>8}   {'TLS/plain':>9}")  # fmt: skip
         for w in sides["plain"]:
-            p, t = results[("plain", w)], results[("tls", w)]
-            print(f"{w:<13} {p.ops_per_s:>12,.0f} {p.percentile_us(50):>8.0f} "
-                  f"{p.percentile_us(99):>8.0f}   {t.ops_per_s:>10,.0f} "
-                  f"{t.percentile_us(50):>8.0f} {t.percentile_us(99):>8.0f}   "
-                  f"{t.ops_per_s / p.ops_per_s:>8.2f}x")  # fmt: skip
+            print(row(w, results[("plain", w)], results[("tls", w)]))
         if "redis tls" not in sides:
             print("no redis-server here: no Redis TLS reference")
         else:
             print("reference: redis-server and redis-py, the same workloads (pipelines of 64)")
             for w in sides["plain"]:
-                p, t = results[("redis plain", w)], results[("redis tls", w)]
-                print(f"{w:<13} {p.ops_per_s:>12,.0f} {p.percentile_us(50):>8.0f} "
-                      f"{p.percentile_us(99):>8.0f}   {t.ops_per_s:>10,.0f} "
-                      f"{t.percentile_us(50):>8.0f} {t.percentile_us(99):>8.0f}   "
-                      f"{t.ops_per_s / p.ops_per_s:>8.2f}x")  # fmt: skip
+                print(row(w, results[("redis plain", w)], results[("redis tls", w)]))
     finally:
         plain.stop()
         secured.stop()

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 import grid
-from grid.harness.cluster import MemberProcess, is_serving, migration_state
+from grid.harness.cluster import LocalCluster, MemberProcess, is_serving, migration_state
 from grid.member.placement.routing import table_from_proto
 from partitioning import PartitionTable
 from proto import grid_pb2 as pb
@@ -38,6 +38,21 @@ LOCAL_KEYS = "/grid.v1.Grid/LocalKeys"
 
 
 # ---- polling -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def settled_cluster(
+    size: int, log_dir: Path, member_args: Sequence[str] = ()
+) -> Iterator[LocalCluster]:
+    """A LocalCluster of `size` members, started, its partitions settled; stopped at the end
+    (a module fixture's body: `with settled_cluster(3, tmp.mktemp("x")) as c: yield c`)."""
+    cluster = LocalCluster(size, member_args=member_args, log_dir=log_dir)
+    try:
+        cluster.start()
+        wait_partitions_settled(cluster.addresses)
+        yield cluster
+    finally:
+        cluster.stop(grace=5)
+
+
 @contextlib.contextmanager
 def reference_server(name: str, argv: Sequence[str], port: int) -> Iterator[str]:
     """A reference server (redis-server, memcached) we compare replies with, on `port` of

@@ -15,7 +15,7 @@ import pytest
 import grid
 from grid.harness.cluster import LocalCluster
 from partitioning import partition_of
-from tests.integration.support import wait_partitions_settled, wait_until
+from tests.integration.support import settled_cluster, wait_partitions_settled, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +24,8 @@ REPAIR_S = 0.5  # the reconcile interval of these tests' near caches
 
 @pytest.fixture(scope="module")
 def three(no_grid_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(3, log_dir=tmp_path_factory.mktemp("near-cache"))
-    try:
-        c.start()
-        wait_partitions_settled(c.addresses)
+    with settled_cluster(3, tmp_path_factory.mktemp("near-cache")) as c:
         yield c
-    finally:
-        c.stop(grace=5)
 
 
 def cached(client: grid.Client, name: str, **kw: object) -> grid.Map:

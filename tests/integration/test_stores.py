@@ -13,7 +13,7 @@ import pytest
 
 import grid
 from grid.harness.cluster import LocalCluster
-from tests.integration.support import live, wait_partitions_settled, wait_until
+from tests.integration.support import live, settled_cluster, wait_until
 
 WRITES = 10_000
 POISON = {f"bad-{i}" for i in range(20)}
@@ -55,14 +55,8 @@ class Database:
 
 @pytest.fixture(scope="module")
 def cluster(no_grid_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(3, member_args=["--sync-backups", "1"],
-                     log_dir=tmp_path_factory.mktemp("stores"))  # fmt: skip
-    try:
-        c.start()
-        wait_partitions_settled(c.addresses)
+    with settled_cluster(3, tmp_path_factory.mktemp("stores"), ["--sync-backups", "1"]) as c:
         yield c
-    finally:
-        c.stop(grace=5)
 
 
 def test_write_behind_survives_an_outage_and_a_kill_of_a_primary(cluster: LocalCluster) -> None:

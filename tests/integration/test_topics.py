@@ -14,21 +14,15 @@ import pytest
 import grid
 from grid.harness.cluster import LocalCluster
 from partitioning import partition_of
-from tests.integration.support import wait_partitions_settled, wait_until
+from tests.integration.support import settled_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def three(no_grid_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    c = LocalCluster(3, member_args=["--sync-backups", "1"],
-                     log_dir=tmp_path_factory.mktemp("topics"))  # fmt: skip
-    try:
-        c.start()
-        wait_partitions_settled(c.addresses)
+    with settled_cluster(3, tmp_path_factory.mktemp("topics"), ["--sync-backups", "1"]) as c:
         yield c
-    finally:
-        c.stop(grace=5)
 
 
 class Inbox:
