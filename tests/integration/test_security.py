@@ -21,6 +21,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import grid
 from grid.harness.certs import Authority, Pair
@@ -315,9 +316,14 @@ def test_every_port_speaks_tls_and_wants_a_client_certificate(
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP: cut off
             urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10)
 
-        def audited() -> bool:
+        with grpc.insecure_channel(m.address) as plain_grpc, pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(plain_grpc).Check(health_pb2.HealthCheckRequest(),
+                                                         timeout=5)  # fmt: skip
+
+        def audited() -> bool:  # ours, and gRPC core's own line for its port
             text = m.log_path.read_text()
-            return all(f'"port": "{p}"' in text for p in ("metrics", "RESP", "memcached"))
+            ports = all(f'"port": "{p}"' in text for p in ("metrics", "RESP", "memcached"))
+            return ports and "Handshake failed" in text
 
         wait_until(audited, 10, what="an audit line for each refused handshake")
         assert "TLS handshake refused" in m.log_path.read_text()
