@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from grid.client.codec import Codec
+from grid.client.nearcache import NearCache
 from grid.client.stats_view import stats_dict
 from grid.client.sync import _LoopThread
 from grid.config import Config
@@ -195,15 +196,26 @@ class Node:
     def name(self) -> str:
         return self._member.name
 
-    def map(self, name: str, *, codec: str | Codec = "msgpack", raw_keys: bool = False) -> Any:
+    def map(
+        self,
+        name: str,
+        *,
+        codec: str | Codec = "msgpack",
+        raw_keys: bool = False,
+        near_cache: NearCache | None = None,
+    ) -> Any:
         """A LocalMap (sync mode) or AsyncLocalMap (async mode) over this member's store;
-        their Sync* subclasses when the map has sync backups (writes wait for them)."""
+        their Sync* subclasses when the map has sync backups (writes wait for them).
+        `near_cache` keeps the values of keys other members serve in this process too
+        (the node's own partitions are served from its store already), invalidated as
+        a client's near cache is (grid/client/nearcache.py)."""
         if self._mode is None or self._member.store is None:
             raise RuntimeError("start the node first (with/open() or async with/start())")
         sync = self._sync_backups(name)
 
         def remote() -> Any:
-            return self._smart_client().map(name, codec=codec, raw_keys=raw_keys)
+            client = self._smart_client()
+            return client.map(name, codec=codec, raw_keys=raw_keys, near_cache=near_cache)
 
         store, backup = self._member.store, self.config.read_from_backup
         if self._mode == "sync":

@@ -411,3 +411,39 @@ def test_the_cache_patterns_work_on_an_embedded_node(no_grid_env: None) -> None:
             assert second > first
         assert [node.rate_limit("api", "ada", limit=2, window=10).allowed
                 for _ in range(3)] == [True, True, False]  # fmt: skip
+
+
+def test_an_embedded_node_near_caches_what_other_members_serve(no_grid_env: None) -> None:
+    """Keys another member serves are read through the node's client, and with a near
+    cache kept in the node: the second read is a hit, and another client's write
+    reaches it (invalidated by that member's change stream)."""
+    from grid.harness.cluster import LocalCluster
+    from partitioning import partition_of
+    from tests.integration.support import wait_partitions_settled, wait_until
+
+    keys = [f"nc-{i}" for i in range(200)]
+    with LocalCluster(1) as cluster:
+        cluster.start()
+        other = cluster.members[0]
+        with grid.Node(port=0, seeds=other.gossip_address, backups=0) as node:
+            wait_partitions_settled([node.address, other.address])
+            with grid.Client(other.address) as client:
+                table = client.table()
+                assert table is not None
+                remote = [
+                    k for k in keys if table.owner(partition_of(k.encode(), 271)) == other.name
+                ]
+                assert remote, "the other member should serve some keys"
+                key = remote[0]
+                client.map("m").put(key, "v1")
+                m = node.map("m", near_cache=grid.NearCache(max_entries=100))
+                assert m.get(key) == "v1"
+
+                def hit() -> bool:  # served from the cache once its partition's stream is live
+                    assert m.get(key) == "v1"
+                    stats = m.remote().near_cache_stats()
+                    return stats is not None and stats["hits"] >= 1
+
+                wait_until(hit, 10, what="a near-cache hit")
+                client.map("m").put(key, "v2")
+                wait_until(lambda: m.get(key) == "v2", 10, what="the invalidation")
