@@ -78,31 +78,33 @@ def cluster_up(
     except (RuntimeError, TimeoutError) as e:
         console.print(f"[red]cluster failed to start:[/red] {e}")
         return 1
-    if n > 1 and not wait_for_migrations(cluster.addresses, console):
-        console.print("[yellow]partitions did not settle in time; see grid status[/yellow]")
-    console.print(cluster_table(cluster))
-    if n > 1:
+    try:  # a Ctrl-C while the partitions settle must stop the members too
+        if n > 1 and not wait_for_migrations(cluster.addresses, console):
+            console.print("[yellow]partitions did not settle in time; see grid status[/yellow]")
+        console.print(cluster_table(cluster))
+        if n > 1:
+            console.print(
+                f"members joined one cluster through {cluster.members[0].name}'s gossip address "
+                f"{cluster.members[0].gossip_address}; keys are spread over them by partition, "
+                "each partition with its backups on other members."
+            )
         console.print(
-            f"members joined one cluster through {cluster.members[0].name}'s gossip address "
-            f"{cluster.members[0].gossip_address}; keys are spread over them by partition, "
-            "each partition with its backups on other members."
+            f"try: grid put hello world -a {cluster.addresses[0]} && "
+            f"grid status -a {cluster.addresses[0]}"
         )
-    console.print(
-        f"try: grid put hello world -a {cluster.addresses[0]} && "
-        f"grid status -a {cluster.addresses[0]}"
-    )
-    if resp:
-        host, port = cluster.members[0].resp_address.rsplit(":", 1)
-        console.print(f"Redis clients: redis-cli -h {host} -p {port} (any member serves any key)")
-    if memcached:
-        address = cluster.members[0].memcached_address
-        console.print(
-            f"memcached clients: memcstat --servers={address} (any member serves any key)"
-        )
-    console.print("Ctrl-C stops the cluster.")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+        if resp:
+            host, port = cluster.members[0].resp_address.rsplit(":", 1)
+            console.print(
+                f"Redis clients: redis-cli -h {host} -p {port} (any member serves any key)"
+            )
+        if memcached:
+            address = cluster.members[0].memcached_address
+            console.print(
+                f"memcached clients: memcstat --servers={address} (any member serves any key)"
+            )
+        console.print("Ctrl-C stops the cluster.")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         while not stop.wait(0.5):
             dead = [m for m in cluster.members if not m.alive()]
             if dead:
@@ -110,6 +112,7 @@ def cluster_up(
                 break
     except KeyboardInterrupt:
         pass
-    console.print("stopping members ...")
-    cluster.stop()
+    finally:
+        console.print("stopping members ...")
+        cluster.stop()
     return 0

@@ -230,3 +230,52 @@ def test_health_exit_code_is_the_probe_answer(address: str) -> None:
     p = run_grid("health", "-a", "127.0.0.1:1", "--timeout", "1")
     assert p.returncode == 1
     assert "127.0.0.1:1: UNAVAILABLE" in p.stderr
+
+
+def test_cluster_up_serves_resp_and_memcached_until_ctrl_c(no_grid_env: None) -> None:
+    """`grid cluster up --resp --memcached`: redis-py and pymemcache reach the members on
+    base + 3000 and base + 4000; Ctrl-C stops them all and the ports close."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import redis
+    from pymemcache.client.base import Client as Memcache
+
+    from grid.harness.cluster import _ephemeral_range, free_port
+    from tests.integration.support import wait_until
+
+    low, _ = _ephemeral_range()
+    base = next(p for p in (free_port() for _ in range(100)) if p + 4000 < low - 10)
+    for offset in (1, 1000, 1001, 2000, 2001, 3000, 3001, 4000, 4001):
+        with socket.socket() as s:  # every port the two members will bind is free now
+            s.bind(("127.0.0.1", base + offset - 1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRID_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grid", "cluster", "up", "-n", "2", "--base-port", str(base),
+         "--resp", "--memcached"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        r = redis.Redis("127.0.0.1", base + 3001, socket_timeout=5)
+        mc = Memcache(("127.0.0.1", base + 4001), timeout=5)
+
+        def up() -> bool:
+            try:
+                return bool(r.set("k", "v")) and mc.set("m", b"x", noreply=False)
+            except (redis.ConnectionError, OSError):
+                return False
+
+        wait_until(up, 60, 0.2, "both front ends of the second member")
+        assert r.get("k") == b"v" and mc.get("m") == b"x"
+        r.close()
+        mc.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0  # the members stopped, also mid-start (Ctrl-C any time)
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", base + 3000), 2):
+            pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
