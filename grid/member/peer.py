@@ -52,6 +52,7 @@ class PeerService:
             "Compare": self.compare,
             "Repair": self.repair,
             "ReadRepair": self.read_repair,
+            "PubSub": self.pubsub,
         }
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -129,6 +130,14 @@ class PeerService:
         except (ValueError, TypeError, msgpack.UnpackException) as e:
             raise BadRequest(f"Repair: {e}") from None
         return reply.SerializeToString()
+
+    async def pubsub(self, data: bytes) -> bytes:
+        """A PUBLISH on another member, for this member's RESP subscribers."""
+        try:
+            delivered = self.rt.pubsub.received(data)
+        except (ValueError, TypeError, msgpack.UnpackException) as e:
+            raise BadRequest(f"PubSub: {e}") from None
+        return msgpack.packb(delivered)
 
     async def read_repair(self, data: bytes) -> bytes:
         msg = self._parse(pb.ReadRepairRequest, data)

@@ -29,6 +29,7 @@ from grid.member.forwarding import Forwarder
 from grid.member.peers import Peers
 from grid.member.placement.coordinator import Coordinator
 from grid.member.placement.routing import Routing, table_from_proto
+from grid.member.pubsub import PubSubRelay
 from grid.member.replicas.antientropy import AntiEntropy
 from grid.member.replicas.follower import Followers
 from grid.member.replicas.positions import FollowPositions
@@ -85,6 +86,8 @@ class ClusterRuntime:
             membership,
         )
         self.forwarder = Forwarder(self, executor)
+        self.pubsub = PubSubRelay(name, self.peers._unary, membership)
+        """RESP PUBLISH across members (grid/member/pubsub.py)."""
         self.anti_entropy = AntiEntropy(
             name,
             config,
@@ -182,6 +185,7 @@ class ClusterRuntime:
         await self.read_repair.stop()
         await self.anti_entropy.stop()
         await self.coordinator.stop()
+        await self.pubsub.close()
         self.followers.close()
         await self.peers.close()
 

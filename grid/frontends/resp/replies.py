@@ -74,6 +74,10 @@ class Encoder:
         """An array of already encoded replies."""
         return b"*%d\r\n" % len(items) + b"".join(items)
 
+    def push(self, items: Sequence[bytes]) -> bytes:
+        """Out-of-band data (pub/sub): an array in RESP2."""
+        return self.array(items)
+
     def bulk_or_null(self, data: bytes | None) -> bytes:
         return self.null if data is None else b"$%d\r\n%b\r\n" % (len(data), data)
 
@@ -128,6 +132,9 @@ class Resp3Encoder(Encoder):
 
     def set(self, items: Sequence[bytes]) -> bytes:
         return b"~%d\r\n" % len(items) + b"".join(items)
+
+    def push(self, items: Sequence[bytes]) -> bytes:
+        return b">%d\r\n" % len(items) + b"".join(items)
 
     def double(self, x: float) -> bytes:
         return b"," + format_double(x) + b"\r\n"

@@ -21,13 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 from grid import logs
 from grid.config import Config
-from grid.frontends.connection import FrontendConnection, Listener
+from grid.frontends.connection import FrontendConnection, Listener, Slot
 from grid.frontends.ops import Reply, Runner
 from grid.frontends.resp import replies
 from grid.frontends.resp.commands import COMMANDS, NOT_SUPPORTED
+from grid.frontends.resp.commands.pubsub import (
+    MAX_OUTPUT_BYTES,
+    SUBSCRIBED_OK,
+    Subscriptions,
+    refused_while_subscribed,
+)
 from grid.frontends.resp.common import wrong_args
 from grid.frontends.resp.parser import RespParser
-from grid.frontends.resp.replies import RESP2, Encoder, error, error_bytes
+from grid.frontends.resp.replies import RESP2, Encoder, bulk, error, error_bytes
 
 if TYPE_CHECKING:
     from grid.member.server import GridService
@@ -50,6 +56,17 @@ class RespServer:
         self.ids = itertools.count(1)
         self.started = time.time()
         self.address = ""
+        self.subs = Subscriptions()
+        cluster = service.cluster
+        self.relay = cluster.pubsub if cluster is not None else None
+        if self.relay is not None:
+            self.relay.deliver = self.subs.deliver  # peers' PUBLISHes reach ours
+
+    def publish(self, channel: bytes, message: bytes) -> int:
+        """To every member's subscribers; how many of this member's got it."""
+        if self.relay is None:
+            return self.subs.deliver(channel, message)
+        return self.relay.publish(channel, message)
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         self.address = await self.listener.start(host, port, "RESP", tls, map=self.map)
@@ -82,6 +99,28 @@ class RespConnection(FrontendConnection):
             max_bulk=max(self.config.max_value_bytes, self.config.max_key_bytes),
             max_request=self.config.max_message_bytes,
         )
+        self.channels: set[bytes] = set()
+        self.patterns: set[bytes] = set()
+
+    def push_message(self, items: list[bytes]) -> int:
+        """A pub/sub message, after every reply already due (1: sent, 0: this subscriber
+        was too far behind and is cut off, as Redis cuts it off)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return 0
+        if t.get_write_buffer_size() > MAX_OUTPUT_BYTES:
+            log.warning("pub/sub subscriber too far behind: disconnected", peer=self.peer)
+            self.server.subs.drop(self)
+            t.abort()
+            return 0
+        self.slots.append(Slot(self.enc.push([bulk(i) for i in items])))
+        self._flush()
+        return 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.channels or self.patterns:
+            self.server.subs.drop(self)
+        super().connection_lost(exc)
 
     def parse(self, data: bytes) -> list[Any]:
         return self.parser.feed(data)
@@ -120,6 +159,12 @@ class RespConnection(FrontendConnection):
             return wrong_args(cmd.name)
         if not self.authenticated and "no_auth" not in cmd.flags:
             return NOAUTH  # Redis checks after the command and its arity, as here
+        if (self.channels or self.patterns) and self.enc.protocol == 2:
+            base = cmd.name.split("|")[0]
+            if base not in SUBSCRIBED_OK:
+                return refused_while_subscribed(base)
+            if base == "ping":  # answered as a pub/sub message in this state
+                return self.enc.array([bulk(b"pong"), bulk(args[1] if len(args) > 1 else b"")])
         self.last_command = cmd.name
         return cmd.handler(self, args)
 

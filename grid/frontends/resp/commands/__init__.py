@@ -7,12 +7,21 @@ than Redis's "unknown command", which reads like a typo.
 
 from __future__ import annotations
 
-from grid.frontends.resp.commands import admin, connection, counters, expiry, keys, scan, strings
+from grid.frontends.resp.commands import (
+    admin,
+    connection,
+    counters,
+    expiry,
+    keys,
+    pubsub,
+    scan,
+    strings,
+)
 from grid.frontends.resp.table import Command
 
 COMMANDS: dict[bytes, Command] = {
     cmd.name.encode(): cmd
-    for module in (connection, strings, counters, keys, expiry, scan, admin)
+    for module in (connection, strings, counters, keys, expiry, scan, admin, pubsub)
     for cmd in module.COMMANDS
 }
 
@@ -45,8 +54,8 @@ for _names, _why in (
      "each command is atomic on its own"),
     ("eval evalsha eval_ro evalsha_ro script function fcall fcall_ro",
      "scripting (Lua scripts and functions) is not available"),
-    ("subscribe unsubscribe psubscribe punsubscribe publish pubsub ssubscribe sunsubscribe "
-     "spublish", "publish/subscribe is not available yet"),
+    ("ssubscribe sunsubscribe spublish", "sharded publish/subscribe is not available; "
+     "SUBSCRIBE and PUBLISH reach every member"),
     ("move copy dump restore migrate object sort sort_ro wait waitaof swapdb",
      "this generic command is not available"),
     ("save bgsave bgrewriteaof lastsave shutdown slaveof replicaof sync psync failover "

@@ -138,6 +138,7 @@ def hello(c: RespConnection, args: list[bytes]) -> Reply:
 def reset(c: RespConnection, args: list[bytes]) -> Reply:
     c.enc = RESP2
     c.name = b""
+    c.server.subs.drop(c)  # RESET leaves every channel and pattern, as Redis
     return simple("RESET")
 
 
