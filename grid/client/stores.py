@@ -329,15 +329,9 @@ class _Options:
         self.owner = os.urandom(16)
 
 
-class StoredMap:
-    """A (blocking) map in front of a database; the module docstring says how.
-
-        orders = grid.StoredMap(client.map("orders"), OrdersStore(), write="behind")
-        orders.put("o-1", {...}); orders.get("o-2")   # loads o-2 on a miss
-        orders.start()                                 # drain in a thread
-
-    `map` is a `Client`'s map or an embedded node's (writes then go through the node's
-    own client, as its patterns do)."""
+class _StoredBase:
+    """What the blocking and the asyncio StoredMap share: the map seen through a client,
+    the options, and the patterns they drive (each with its own driver)."""
 
     def __init__(
         self,
@@ -354,10 +348,43 @@ class StoredMap:
     ) -> None:
         self.map = _client_map(map)
         self.name = self.map.name
-        if inspect.iscoroutinefunction(store.store):
-            raise InvalidArgument("an async MapStore needs AsyncStoredMap")
+        self._amap = getattr(self.map, "_m", self.map)  # the AsyncMap (a blocking Map wraps one)
         self.o = _Options(store, write, delay, batch_size, max_attempts, retry_base,
                           retry_max, load_ttl)  # fmt: skip
+
+    def _enqueue(self, key: Key, value: Any, ttl: float | None) -> patterns.Pattern:
+        """The write-behind write (the entry and its queue record in one batch)."""
+        if self.o.write == "none":
+            raise InvalidArgument(f"{self.name} is read-through only (write='none')")
+        encoded = None if value is None else self._amap.codec.encode(value)
+        return enqueue(self.name, encode_key(key), encoded, to_ms(ttl), self.o.delay)
+
+    def _drain(self) -> patterns.Pattern:
+        o, m = self.o, self._amap
+        return drain(self.name, m.codec.decode, m.raw_keys, batch_size=o.batch_size,
+                     max_attempts=o.max_attempts, retry_base=o.retry_base,
+                     retry_max=o.retry_max, owner=o.owner)  # fmt: skip
+
+    def _letters(self, rows: dict[bytes, bytes]) -> dict[Key, dict[str, Any]]:
+        return _letters(rows, self._amap.codec.decode, self._amap.raw_keys)
+
+
+class StoredMap(_StoredBase):
+    """A (blocking) map in front of a database; the module docstring says how.
+
+        orders = grid.StoredMap(client.map("orders"), OrdersStore(), write="behind")
+        orders.put("o-1", {...}); orders.get("o-2")   # loads o-2 on a miss
+        orders.start()                                 # drain in a thread
+
+    `map` is a `Client`'s map or an embedded node's (writes then go through the node's
+    own client, as its patterns do)."""
+
+    def __init__(self, map: Any, store: MapStore, **options: Any) -> None:
+        """Options: write ("behind", "through", "none"), delay, batch_size, max_attempts,
+        retry_base, retry_max, load_ttl (the module docstring says what each does)."""
+        if inspect.iscoroutinefunction(store.store):
+            raise InvalidArgument("an async MapStore needs AsyncStoredMap")
+        super().__init__(map, store, **options)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -382,34 +409,22 @@ class StoredMap:
         self._write(key, None, None)
 
     def _write(self, key: Key, value: Any, ttl: float | None) -> None:
-        o = self.o
-        if o.write == "through":
-            self._call_store([Write(key, value, uuid.uuid4().hex)])
+        if self.o.write == "through":
+            self.o.store.store([Write(key, value, uuid.uuid4().hex)])
             if value is None:
                 self.map.delete(key)
             else:
                 self.map.put(key, value, ttl=ttl)
             return
-        if o.write == "none":
-            raise InvalidArgument(f"{self.name} is read-through only (write='none')")
-        encoded = None if value is None else self.map._m.codec.encode(value)
-        self._drive(enqueue(self.name, encode_key(key), encoded, to_ms(ttl), o.delay), None)
-
-    def _call_store(self, writes: list[Write]) -> None:
-        self.o.store.store(writes)
+        self._drive(self._enqueue(key, value, ttl), None)
 
     def drain(self) -> DrainReport:
         """One drain round now (the thread does one every `delay` seconds)."""
-        o = self.o
-        pattern = drain(self.name, self.map._m.codec.decode, self.map._m.raw_keys,
-                        batch_size=o.batch_size, max_attempts=o.max_attempts,
-                        retry_base=o.retry_base, retry_max=o.retry_max, owner=o.owner)  # fmt: skip
-        return self._drive(pattern, _outcome(o.store.store))
+        return self._drive(self._drain(), _outcome(self.o.store.store))
 
     def dead_letters(self) -> dict[Key, dict[str, Any]]:
         """The writes that failed `max_attempts` times: key -> value, error, attempts, id."""
-        rows = self._drive(read_all(QUEUE_PREFIX + self.name + DEAD_SUFFIX), None)
-        return _letters(rows, self.map._m.codec.decode, self.map._m.raw_keys)
+        return self._letters(self._drive(read_all(QUEUE_PREFIX + self.name + DEAD_SUFFIX), None))
 
     def queued(self) -> int:
         """Writes waiting in the queue (due or not)."""
@@ -484,27 +499,12 @@ def _letters(
     return out
 
 
-class AsyncStoredMap:
+class AsyncStoredMap(_StoredBase):
     """StoredMap for asyncio: the same behaviour on an AsyncMap; `store` methods may be
     coroutine functions or plain ones."""
 
-    def __init__(
-        self,
-        map: Any,
-        store: MapStore,
-        *,
-        write: str = "behind",
-        delay: float = 1.0,
-        batch_size: int = 100,
-        max_attempts: int = 5,
-        retry_base: float = 0.5,
-        retry_max: float = 30.0,
-        load_ttl: float = 3600.0,
-    ) -> None:
-        self.map = _client_map(map)
-        self.name = self.map.name
-        self.o = _Options(store, write, delay, batch_size, max_attempts, retry_base,
-                          retry_max, load_ttl)  # fmt: skip
+    def __init__(self, map: Any, store: MapStore, **options: Any) -> None:
+        super().__init__(map, store, **options)
         self._task: asyncio.Task[None] | None = None
 
     async def _drive(self, pattern: patterns.Pattern, user: Callable[[Any], Any] | None) -> Any:
@@ -526,9 +526,8 @@ class AsyncStoredMap:
         await self._write(key, None, None)
 
     async def _write(self, key: Key, value: Any, ttl: float | None) -> None:
-        o = self.o
-        if o.write == "through":
-            result = o.store.store([Write(key, value, uuid.uuid4().hex)])
+        if self.o.write == "through":
+            result = self.o.store.store([Write(key, value, uuid.uuid4().hex)])
             if asyncio.iscoroutine(result):
                 await result
             if value is None:
@@ -536,24 +535,18 @@ class AsyncStoredMap:
             else:
                 await self.map.put(key, value, ttl=ttl)
             return
-        if o.write == "none":
-            raise InvalidArgument(f"{self.name} is read-through only (write='none')")
-        encoded = None if value is None else self.map.codec.encode(value)
-        await self._drive(enqueue(self.name, encode_key(key), encoded, to_ms(ttl), o.delay), None)
+        await self._drive(self._enqueue(key, value, ttl), None)
 
     async def dead_letters(self) -> dict[Key, dict[str, Any]]:
-        rows = await self._drive(read_all(QUEUE_PREFIX + self.name + DEAD_SUFFIX), None)
-        return _letters(rows, self.map.codec.decode, self.map.raw_keys)
+        return self._letters(
+            await self._drive(read_all(QUEUE_PREFIX + self.name + DEAD_SUFFIX), None)
+        )
 
     async def queued(self) -> int:
         return len(await self._drive(read_all(QUEUE_PREFIX + self.name), None))
 
     async def drain(self) -> DrainReport:
-        o = self.o
-        pattern = drain(self.name, self.map.codec.decode, self.map.raw_keys,
-                        batch_size=o.batch_size, max_attempts=o.max_attempts,
-                        retry_base=o.retry_base, retry_max=o.retry_max, owner=o.owner)  # fmt: skip
-        return await self._drive(pattern, _outcome(o.store.store))
+        return await self._drive(self._drain(), _outcome(self.o.store.store))
 
     def start(self) -> None:
         if self._task is None:

@@ -61,8 +61,7 @@ class _Numbering:
 class _Dedup:
     """The last number handed over per publisher: later duplicates and replays dropped."""
 
-    def __init__(self, deliver: Callable[[Any], Any]) -> None:
-        self.deliver = deliver
+    def __init__(self) -> None:
         self.last: dict[str, int] = {}
 
     def accept(self, event: EntryEvent) -> bool:
@@ -99,7 +98,7 @@ class Topic:
     ) -> Any:
         """Call `callback(message)` for every message published from now on, in order per
         publisher, once each; returns the listener (`.close()`, or `with`)."""
-        dedup = _Dedup(callback)
+        dedup = _Dedup()
 
         def on_event(event: EntryEvent) -> None:
             if dedup.accept(event):
@@ -124,7 +123,7 @@ class AsyncTopic:
     async def subscribe(
         self, callback: Callable[[Any], Any], *, on_gap: Callable[[int, str], Any] | None = None
     ) -> Any:
-        dedup = _Dedup(callback)
+        dedup = _Dedup()
 
         def on_event(event: EntryEvent) -> Any:
             if dedup.accept(event):

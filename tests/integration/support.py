@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 
 import grid
 from grid.harness.cluster import LocalCluster, MemberProcess, is_serving, migration_state
@@ -40,17 +41,30 @@ LOCAL_KEYS = "/grid.v1.Grid/LocalKeys"
 # ---- polling -------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def settled_cluster(
-    size: int, log_dir: Path, member_args: Sequence[str] = ()
+    size: int, log_dir: Path, member_args: Sequence[str] = (), **options: Any
 ) -> Iterator[LocalCluster]:
     """A LocalCluster of `size` members, started, its partitions settled; stopped at the end
     (a module fixture's body: `with settled_cluster(3, tmp.mktemp("x")) as c: yield c`)."""
-    cluster = LocalCluster(size, member_args=member_args, log_dir=log_dir)
+    cluster = LocalCluster(size, member_args=member_args, log_dir=log_dir, **options)
     try:
         cluster.start()
         wait_partitions_settled(cluster.addresses)
         yield cluster
     finally:
         cluster.stop(grace=5)
+
+
+def assert_taken_port_refused(flag: str, label: str, log_dir: Path) -> None:
+    """A member given a port another socket holds (`flag`, e.g. --resp-port) does not
+    start, and says which port and what for ("... for RESP"), as the harness and an
+    operator read it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = LocalCluster(1, member_args=[flag, str(port)], log_dir=log_dir)
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for {label}"):
+            cluster.start()
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from pymemcache.client.base import Client as PyMemcache
 import grid
 from grid.harness.cluster import LocalCluster, MemberProcess
 from tests.integration.memcached_support import RawMemcache
-from tests.integration.support import wait_partitions_settled
+from tests.integration.support import assert_taken_port_refused, wait_partitions_settled
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +204,7 @@ def test_quit_closes_after_the_replies_before_it(canary: MemberProcess) -> None:
 def test_a_taken_memcached_port_is_a_clear_start_failure(
     no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        cluster = LocalCluster(1, member_args=["--memcached-port", str(port)],
-                               log_dir=tmp_path_factory.mktemp("mc-taken"))  # fmt: skip
-        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for memcached"):
-            cluster.start()
+    assert_taken_port_refused("--memcached-port", "memcached", tmp_path_factory.mktemp("mc-taken"))
 
 
 def test_large_values_arrive_whole_in_any_pieces(mc_member: MemberProcess) -> None:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import grid
 from grid.harness.cluster import LocalCluster, free_port
 from tests import needs
-from tests.integration.support import wait_partitions_settled, wait_until
+from tests.integration.support import assert_taken_port_refused, wait_partitions_settled, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -105,19 +105,7 @@ def test_every_member_exports_and_the_numbers_move(
 def test_a_busy_port_is_a_clear_error(
     no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        c = LocalCluster(1, log_dir=tmp_path_factory.mktemp("busy"))
-        try:
-            member = c.start_member(0, ["--metrics-port", str(port)])
-            assert member.process.wait(30) != 0
-            assert f"cannot listen on 127.0.0.1:{port} for metrics" in member.log_tail()
-        finally:
-            c.stop()
+    assert_taken_port_refused("--metrics-port", "metrics", tmp_path_factory.mktemp("busy"))
 
 
 def test_a_durable_member_exports_its_fsync_times(

@@ -19,7 +19,7 @@ import redis.asyncio
 import grid
 from grid.harness.cluster import LocalCluster, MemberProcess
 from tests.integration.resp_support import RawResp, encode
-from tests.integration.support import wait_partitions_settled
+from tests.integration.support import assert_taken_port_refused, wait_partitions_settled
 
 
 @pytest.fixture(scope="module")
@@ -296,14 +296,7 @@ def test_a_taken_resp_port_is_a_clear_start_failure(
     no_grid_env: None, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """What the harness (and an operator) reads when the RESP port is taken."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        cluster = LocalCluster(1, member_args=["--resp-port", str(port)],
-                               log_dir=tmp_path_factory.mktemp("resp-taken"))  # fmt: skip
-        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for RESP"):
-            cluster.start()
+    assert_taken_port_refused("--resp-port", "RESP", tmp_path_factory.mktemp("resp-taken"))
 
 
 def test_large_values_arrive_whole_in_any_pieces(resp_member: MemberProcess) -> None:

@@ -15,7 +15,7 @@ import pytest
 from grid.harness.cluster import LocalCluster
 from tests import needs
 from tests.integration.resp_support import RawResp, redis_server
-from tests.integration.support import wait_partitions_settled, wait_until
+from tests.integration.support import settled_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,8 @@ def transcript(address: str, resp3: bool) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def two(no_grid_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(2, resp=True, log_dir=tmp_path_factory.mktemp("pubsub"))
-    try:
-        cluster.start()
-        wait_partitions_settled(cluster.addresses)
+    with settled_cluster(2, tmp_path_factory.mktemp("pubsub"), resp=True) as cluster:
         yield cluster
-    finally:
-        cluster.stop(grace=5)
 
 
 @pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])

@@ -41,38 +41,43 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self.channels: dict[bytes, set[RespConnection]] = {}
-        self.patterns: dict[bytes, tuple[re.Pattern[bytes], set[RespConnection]]] = {}
+        self.patterns: dict[bytes, set[RespConnection]] = {}
+        self._compiled: dict[bytes, re.Pattern[bytes]] = {}
 
     def deliver(self, channel: bytes, message: bytes) -> int:
         """Push a message to this member's subscribers; how many got it."""
         n = 0
         for conn in list(self.channels.get(channel, ())):
             n += conn.push_message([b"message", channel, message])
-        for pattern, (rx, conns) in list(self.patterns.items()):
-            if rx.fullmatch(channel):
+        for pattern, conns in list(self.patterns.items()):
+            if self._compiled[pattern].fullmatch(channel):
                 for conn in list(conns):
                     n += conn.push_message([b"pmessage", pattern, channel, message])
         return n
 
-    def drop(self, conn: RespConnection) -> None:
-        for ch in conn.channels:
-            self._leave(self.channels, ch, conn)
-        for p in conn.patterns:
-            entry = self.patterns.get(p)
-            if entry is not None:
-                entry[1].discard(conn)
-                if not entry[1]:
-                    del self.patterns[p]
-        conn.channels.clear()
-        conn.patterns.clear()
+    def join(self, conn: RespConnection, name: bytes, pattern: bool) -> None:
+        mine, table = (conn.patterns, self.patterns) if pattern else (conn.channels, self.channels)
+        if name not in mine:
+            mine.add(name)
+            table.setdefault(name, set()).add(conn)
+            if pattern and name not in self._compiled:
+                self._compiled[name] = _glob(name)
 
-    @staticmethod
-    def _leave(table: dict[bytes, set[RespConnection]], key: bytes, conn: RespConnection) -> None:
-        conns = table.get(key)
+    def leave(self, conn: RespConnection, name: bytes, pattern: bool) -> None:
+        mine, table = (conn.patterns, self.patterns) if pattern else (conn.channels, self.channels)
+        mine.discard(name)
+        conns = table.get(name)
         if conns is not None:
             conns.discard(conn)
             if not conns:
-                del table[key]
+                del table[name]
+                self._compiled.pop(name, None)
+
+    def drop(self, conn: RespConnection) -> None:
+        for ch in list(conn.channels):
+            self.leave(conn, ch, False)
+        for p in list(conn.patterns):
+            self.leave(conn, p, True)
 
 
 def _count(c: RespConnection) -> int:
@@ -84,58 +89,42 @@ def _confirm(c: RespConnection, kind: bytes, name: bytes | None) -> bytes:
     return enc.push([bulk(kind), enc.bulk_or_null(name), integer(_count(c))])
 
 
-def subscribe(c: RespConnection, args: list[bytes]) -> Reply:
-    subs = c.server.subs
+def _subscribe(c: RespConnection, names: list[bytes], pattern: bool) -> bytes:
+    kind = b"psubscribe" if pattern else b"subscribe"
     out = []
-    for ch in args[1:]:
-        if ch not in c.channels:
-            c.channels.add(ch)
-            subs.channels.setdefault(ch, set()).add(c)
-        out.append(_confirm(c, b"subscribe", ch))
+    for name in names:
+        c.server.subs.join(c, name, pattern)
+        out.append(_confirm(c, kind, name))
     return b"".join(out)
+
+
+def _unsubscribe(c: RespConnection, names: list[bytes], pattern: bool) -> bytes:
+    """Leave these, or with none named every one; Redis confirms each (or says nil, 0)."""
+    kind = b"punsubscribe" if pattern else b"unsubscribe"
+    names = names or sorted(c.patterns if pattern else c.channels)
+    if not names:
+        return _confirm(c, kind, None)
+    out = []
+    for name in names:
+        c.server.subs.leave(c, name, pattern)
+        out.append(_confirm(c, kind, name))
+    return b"".join(out)
+
+
+def subscribe(c: RespConnection, args: list[bytes]) -> Reply:
+    return _subscribe(c, args[1:], pattern=False)
 
 
 def psubscribe(c: RespConnection, args: list[bytes]) -> Reply:
-    subs = c.server.subs
-    out = []
-    for p in args[1:]:
-        if p not in c.patterns:
-            c.patterns.add(p)
-            subs.patterns.setdefault(p, (_glob(p), set()))[1].add(c)
-        out.append(_confirm(c, b"psubscribe", p))
-    return b"".join(out)
+    return _subscribe(c, args[1:], pattern=True)
 
 
 def unsubscribe(c: RespConnection, args: list[bytes]) -> Reply:
-    subs = c.server.subs
-    names = args[1:] or sorted(c.channels)
-    if not names:
-        return _confirm(c, b"unsubscribe", None)
-    out = []
-    for ch in names:
-        if ch in c.channels:
-            c.channels.discard(ch)
-            subs._leave(subs.channels, ch, c)
-        out.append(_confirm(c, b"unsubscribe", ch))
-    return b"".join(out)
+    return _unsubscribe(c, args[1:], pattern=False)
 
 
 def punsubscribe(c: RespConnection, args: list[bytes]) -> Reply:
-    subs = c.server.subs
-    names = args[1:] or sorted(c.patterns)
-    if not names:
-        return _confirm(c, b"punsubscribe", None)
-    out = []
-    for p in names:
-        if p in c.patterns:
-            c.patterns.discard(p)
-            entry = subs.patterns.get(p)
-            if entry is not None:
-                entry[1].discard(c)
-                if not entry[1]:
-                    del subs.patterns[p]
-        out.append(_confirm(c, b"punsubscribe", p))
-    return b"".join(out)
+    return _unsubscribe(c, args[1:], pattern=True)
 
 
 def publish(c: RespConnection, args: list[bytes]) -> Reply:
