@@ -214,7 +214,7 @@ class RespParser:
             if args is None:
                 if buf[pos] != 42:  # not '*': an inline request
                     nl = buf.find(b"\n", pos)
-                    if nl >= 0 and b"\0" in buf[pos:nl]:
+                    if nl >= 0 and 0 in buf[pos:nl]:
                         nl = -1  # Redis's strchr stops at a NUL: no line end yet
                     if nl < 0:
                         if n - pos > INLINE_MAX:
@@ -239,7 +239,7 @@ class RespParser:
                 if count is None:
                     count = parse_ll(head)
                 if count is None or count > self.max_args:
-                    if b"\0" in buf[pos:nl]:  # Redis's strchr stops there: no line end yet
+                    if 0 in buf[pos:nl]:  # Redis's strchr stops there: no line end yet
                         if n - pos > INLINE_MAX:
                             self._fail("too big mbulk count string")
                         return pos
@@ -270,7 +270,7 @@ class RespParser:
                     if size is None:
                         size = parse_ll(head)
                 if size is None or size < 0 or size > max_bulk:
-                    if b"\0" in buf[pos:nl]:  # Redis's strchr stops there: no line end yet
+                    if 0 in buf[pos:nl]:  # Redis's strchr stops there: no line end yet
                         if n - pos > INLINE_MAX:
                             self._fail("too big bulk count string")
                             return pos
