@@ -55,6 +55,15 @@ class HybridClock:
         self._last = ts
         return Version(ts, self.member)
 
+    def stamp(self, wall_ms: int) -> int:
+        """A new timestamp for a local write, from a wall reading the caller already took
+        (a batch's one clock reading; the member is `member`): `tick` without its clock
+        call and its Version, which were a tenth of a put's CPU in the member."""
+        wall = wall_ms << LOGICAL_BITS
+        last = self._last
+        ts = self._last = wall if wall > last else last + 1
+        return ts
+
     def observe(self, remote_ts: int) -> None:
         """Move past a timestamp seen from another member (receive rule)."""
         if remote_ts > self._last:

@@ -165,15 +165,18 @@ class BatchExecutor:
             r.expire_at_ms = deadline
 
     def _put(self, op: pb.Op, r: pb.Result, now: int) -> None:
-        expected = (op.expected_ts, op.expected_member) if op.condition == pb.IF_VERSION else None
+        # (each field read of a protobuf message builds a Python object: read each once)
+        condition = op.condition
+        expected = (op.expected_ts, op.expected_member) if condition == pb.IF_VERSION else None
+        expire_at = op.expire_at_ms
         blob = self.store.write(
             self.store.map(op.map),
             op.key,
             op.value,
             now,
-            max(1, op.expire_at_ms - now) if op.expire_at_ms else op.ttl_ms,
+            max(1, expire_at - now) if expire_at else op.ttl_ms,
             op.max_idle_ms,
-            op.condition,
+            condition,
             expected,
         )
         r.version_ts, r.version_member, _ = HEAD.unpack_from(blob)

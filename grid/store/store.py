@@ -439,8 +439,9 @@ class Store:
                 self._reserve(grow, now, (key, rmap.id * self.partitions + p))
                 old = recs[key]  # an eviction may have moved it to another slot
             sv = _field(old, SLOT_AT)[0]
-            ts = self.hlc.tick()
-            blob = recs[key] = HEAD.pack(ts.ts, ts.member, sv) + value
+            hlc = self.hlc
+            ts = hlc.stamp(now)
+            blob = recs[key] = HEAD.pack(ts, hlc.member, sv) + value
             if self._track:
                 if self._lfu:
                     self._access(sv >> 1, now)
@@ -452,7 +453,7 @@ class Store:
             stats.puts += 1
             if self.sink is not None:
                 self.existed = True
-                self.sink(p, PUT, rmap.name, key, value, ts.ts, ts.member, 0, 0)
+                self.sink(p, PUT, rmap.name, key, value, ts, hlc.member, 0, 0)
             return blob
         expire_at = now + ttl_ms if ttl_ms else 0
         if old is None:
@@ -460,14 +461,15 @@ class Store:
             tombs = rmap.tombs[p]
             if tombs:
                 tombs.pop(key, None)  # a key is either live or remembered as deleted
-        ts = self.hlc.tick()
+        hlc = self.hlc
+        ts = hlc.stamp(now)
         blob = self._write(
-            rmap, p, key, old, value, ts.ts, ts.member, expire_at, max_idle_ms, now, _ACCESS
+            rmap, p, key, old, value, ts, hlc.member, expire_at, max_idle_ms, now, _ACCESS
         )
         rmap.stats.puts += 1
         if self.sink is not None:
             self.existed = old is not None
-            self.sink(p, PUT, rmap.name, key, value, ts.ts, ts.member, expire_at, max_idle_ms)
+            self.sink(p, PUT, rmap.name, key, value, ts, hlc.member, expire_at, max_idle_ms)
         return blob
 
     def put(
