@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replication.stream import FollowerLog, Phase, PrimaryLog, Verdict, new_term
+from replication.stream import STAMP_S, FollowerLog, Phase, PrimaryLog, Verdict, new_term
 
 
 def test_since_returns_exactly_the_missing_changes() -> None:
@@ -21,6 +21,20 @@ def test_since_returns_exactly_the_missing_changes() -> None:
     assert log.since(5, 5) is None  # change 6 is no longer kept: snapshot
     assert log.since(4, 8) is None  # another lineage: its seq 8 is another state
     assert log.since(5, 11) is None  # ahead of the primary: cannot be ours
+
+
+def test_applied_at_is_the_time_of_the_change_within_a_stamp() -> None:
+    log = PrimaryLog(term=1, keep=8)
+    for i in range(12):  # a change every 4 ms: every other one starts a stamp (STAMP_S 10 ms)
+        log.append(f"c{i}", at=100.0 + i * 0.004)
+    assert log.first == 5 and log.kept()[0] == (5, "c4")
+    assert log.applied_at(4) is None  # no longer kept
+    assert log.applied_at(13) is None  # not yet written
+    for seq in range(5, 13):
+        at = log.applied_at(seq)
+        assert at is not None
+        true = 100.0 + (seq - 1) * 0.004
+        assert true - STAMP_S <= at <= true, (seq, at, true)
 
 
 def test_follower_takes_snapshot_then_mutations_and_skips_duplicates() -> None:
