@@ -490,6 +490,13 @@ class Config:
         "On SIGTERM/SIGINT, how long in-flight requests may take to finish before the member "
         "exits anyway.",
     )
+    parent_pid: int = _opt(
+        0,
+        "Stop gracefully, as on SIGTERM, once the process with this id is no longer the "
+        "member's parent (it exited). For harnesses and supervisors that start members "
+        "and may die without stopping them (a test killed mid-run); 0: never. The "
+        "harness (grid/harness/cluster.py) passes its own.",
+    )
     log_level: str = _opt("info", "debug, info, warning or error.")
     log_format: str = _opt(
         "auto",

@@ -271,6 +271,8 @@ class LocalCluster:
             str(data_port),
             "--log-format",
             "json",
+            "--parent-pid",  # a member stops if this process dies without stopping it
+            str(os.getpid()),
             *seeds,
             *resp,
             *mc,

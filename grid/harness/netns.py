@@ -425,6 +425,7 @@ class NetnsCluster:
             "--gossip-host", self.cluster_ip(i),
             "--gossip-port", str(GOSSIP_PORT),
             "--log-format", "json",
+            "--parent-pid", str(os.getpid()),  # stops if this process dies unannounced
             *seeds, *self.member_args, *extra,
         ]  # fmt: skip
 

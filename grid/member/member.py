@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -325,6 +326,26 @@ async def run_member(config: Config) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a stop during it is graceful
         loop.add_signal_handler(sig, stop.set)
-    await member.start()
-    await stop.wait()
+    orphan = loop.create_task(_stop_when_orphaned(config.parent_pid, stop))
+    try:
+        await member.start()
+        await stop.wait()
+    finally:
+        orphan.cancel()
     await member.stop()
+
+
+ORPHAN_CHECK_S = 0.5
+"""How often a member given a parent_pid checks that its parent is still there."""
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set `stop` once `parent` is no longer this process's parent. Polled, not
+    PR_SET_PDEATHSIG: that signal follows the parent *thread*, and a harness restarts
+    members from its fault threads, which end long before the harness does."""
+    if not parent:
+        return
+    while os.getppid() == parent:
+        await asyncio.sleep(ORPHAN_CHECK_S)
+    log.warning("parent process gone; stopping", parent_pid=parent)
+    stop.set()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +50,49 @@ def test_start_tries_again_when_a_picked_port_is_taken(
         c.stop()
         for s in thieves:
             s.close()
+
+
+def test_members_stop_when_the_harness_dies_without_stopping_them(
+    no_grid_env: None, tmp_path: Path
+) -> None:
+    """A script that started members and was killed (kill -9 of a test run, a CI job
+    cancelled) must not leave them running: each gets the harness's pid as parent_pid,
+    notices it is orphaned, and stops gracefully."""
+    script = (
+        "import sys\n"
+        "from grid.harness.cluster import LocalCluster\n"
+        "c = LocalCluster(1, log_dir=sys.argv[1]).start()\n"
+        "print(c.members[0].pid, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    harness_proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    member_pid = 0
+    try:
+        assert harness_proc.stdout is not None
+        member_pid = int(harness_proc.stdout.readline())
+        assert _running(member_pid)
+        harness_proc.kill()
+        harness_proc.wait(10)
+        deadline = time.monotonic() + 30
+        while _running(member_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(member_pid), "the orphaned member is still running after 30 s"
+        log = (tmp_path / "member-1.log").read_text()
+        assert "parent process gone; stopping" in log
+        assert "member stopped" in log  # a graceful stop, not a crash
+    finally:
+        harness_proc.kill()
+        if member_pid and _running(member_pid):
+            os.kill(member_pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (an exited one reparented to init is reaped by it;
+    a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
