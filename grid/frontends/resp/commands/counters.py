@@ -8,11 +8,12 @@ The parse is Redis's string2ll (no spaces, no '+', no leading zeros), so
 "value is not an integer or out of range" comes in the same cases.
 
 INCRBYFLOAT is a compare-and-set loop. Redis computes it in a C long double and
-prints it with 17 decimals, trailing zeros cut; Python has no long double, so the
-sum is taken exactly in decimal and printed the same way. The two agree wherever
-a long double represents the operands closely enough for 17 decimals (small
-decimal numbers such as 10.5 + 0.1 = 10.6), and may differ in the last digit
-beyond that.
+prints it with 17 decimals, trailing zeros cut, so its digits show the long double's
+rounding (123.456 + 7.1 is 130.55600000000000001); grid takes the sum in the C
+library's long double too (grid/frontends/resp/longdouble.py) and prints it the same
+way. Where that library cannot be loaded, the sum is taken exactly in decimal and
+printed the same way: equal for small decimal numbers (10.5 + 0.1 = 10.6), different
+from Redis in the last digits of most others.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING
 
 from grid.frontends.ops import Plan, Reply
+from grid.frontends.resp import longdouble
 from grid.frontends.resp.common import NOT_FLOAT, NOT_INTEGER, int_arg, result_error
 from grid.frontends.resp.keyspace import INCR, Current, put_over, rmw
 from grid.frontends.resp.replies import bulk, error, integer
@@ -106,6 +108,8 @@ def format_long_double(value: Decimal) -> bytes:
 
 
 def incrbyfloat(c: RespConnection, args: list[bytes]) -> Reply:
+    if longdouble.AVAILABLE:
+        return _incrbyfloat_c(c, args)
     by = parse_long_double(args[2])
     m, key = c.map, args[1]
 
@@ -119,6 +123,24 @@ def incrbyfloat(c: RespConnection, args: list[bytes]) -> Reply:
         if not total.is_finite() or abs(total) > LDBL_MAX:
             return [], error("ERR increment would produce NaN or Infinity")
         text = format_long_double(total)
+        return [put_over(m, key, cur, text, cur.expire_at)], bulk(text)
+
+    return rmw(c.runner, m, key, "incrbyfloat", step)
+
+
+def _incrbyfloat_c(c: RespConnection, args: list[bytes]) -> Reply:
+    """INCRBYFLOAT in the C library's long double, as Redis computes it."""
+    by = longdouble.parse(args[2])
+    m, key = c.map, args[1]
+
+    def step(cur: Current) -> tuple[list[pb.Op], bytes]:
+        value = longdouble.LongDouble(0) if cur.value is None else longdouble.parse(cur.value)
+        if value is None or by is None:
+            return [], NOT_FLOAT
+        total = longdouble.add(value, by)
+        if not longdouble.finite(total):
+            return [], error("ERR increment would produce NaN or Infinity")
+        text = longdouble.human(total)
         return [put_over(m, key, cur, text, cur.expire_at)], bulk(text)
 
     return rmw(c.runner, m, key, "incrbyfloat", step)
