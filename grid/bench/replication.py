@@ -46,6 +46,7 @@ import contextlib
 import json
 import os
 import random
+import shlex
 import tempfile
 import time
 from collections import Counter
@@ -867,7 +868,7 @@ def report_lag(console: Console, runs: list[dict[str, Any]], s: Settings) -> Non
 async def run_fill(
     console: Console, clusters: Clusters, s: Settings, virtual_nodes: int
 ) -> dict[str, Any]:
-    c = await clusters.start("fill", s.fill_members, [])
+    c = await clusters.start("fill", s.fill_members, list(s.fill_args))
     probe = Probe()
     client = grid.AsyncClient(c.addresses, timeout=30, codec="raw")
     try:
@@ -914,6 +915,7 @@ async def run_fill(
         new_entries = final[newcomer.name].total.entries
         return {
             "members_before": s.fill_members,
+            "member_args": list(s.fill_args),
             "keys": n,
             "value_size": s.value_size,
             "copies": copies,
@@ -944,7 +946,8 @@ def report_fill(console: Console, r: dict[str, Any]) -> None:
         title=f"filling a new member: {r['members_before']} member"
         f"{'s' if r['members_before'] > 1 else ''} (backups=1) hold "
         f"{r['keys']:,} keys x {r['value_size']} B = {r['copies']:,} copies; "
-        f"{r['new_member']} starts",
+        f"{r['new_member']} starts"
+        + (f"; members run with {' '.join(r['member_args'])}" if r.get("member_args") else ""),
         title_justify="left",
     )
     t.add_column("what")
@@ -991,6 +994,7 @@ class Settings:
     fill_keys: int
     fill_members: int
     settle_timeout: float
+    fill_args: tuple[str, ...] = ()
 
 
 async def run_all(console: Console, clusters: Clusters, s: Settings) -> dict[str, Any]:
@@ -1077,6 +1081,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--settle-timeout", type=float, default=600.0, help="fill: seconds to settle [600]"
     )
+    parser.add_argument(
+        "--fill-args", default="",
+        help="fill: member flags, e.g. \"--migration-max-bytes-per-s 0 "
+        "--migration-max-parallel 8\" for how fast a member can be filled without the "
+        "throttle that protects clients (default: the members' defaults)",
+    )  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--keep-logs", metavar="DIR", help="keep the members' logs in DIR")
     args = parser.parse_args(argv)
@@ -1102,6 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
         lag_s=args.lag_seconds,
         fill_keys=args.fill_keys,
         fill_members=args.fill_members,
+        fill_args=tuple(shlex.split(args.fill_args)),
         settle_timeout=args.settle_timeout,
     )
     from grid import logs
