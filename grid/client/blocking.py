@@ -38,6 +38,7 @@ import grpc
 
 from grid.client.connection import CallFailed, ConnectionOptions, batch_bytes, hello
 from grid.client.router import Router, group_by_owner
+from grid.client.wireops import AnyOp
 from grid.errors import DeadlineExceeded, Status, Unavailable, error_for
 from grid.wire import frames
 from grid.wire.endpoints import data_plane_address, split_address
@@ -248,7 +249,7 @@ class BlockingRouter:
         self._endpoints: dict[str, tuple[str, str]] = {}  # gRPC address -> (data, cluster)
 
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         """Run ops on their owners: one result per op, in order (never suspends)."""
         budget = self.options.timeout if timeout is None else timeout
@@ -263,7 +264,7 @@ class BlockingRouter:
 
     # ---- the fast path -----------------------------------------------------------------------
     def _fast(
-        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+        self, ops: Sequence[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result] | None:
         """The results, or None when the async router must take the whole call."""
         router = self.router

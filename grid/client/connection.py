@@ -44,6 +44,7 @@ from typing import Any, Protocol, cast
 import grpc
 
 from grid import __version__
+from grid.client.wireops import AnyOp, WireOp, entry, ops_bytes, varint
 from grid.errors import (
     AuthenticationFailed,
     DeadlineExceeded,
@@ -132,24 +133,11 @@ class _Lost(Exception):
         self.sent = sent
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def batch_bytes(request_id: int, ops: Sequence[pb.Op]) -> bytes:
+def batch_bytes(request_id: int, ops: Sequence[pb.Op | WireOp]) -> bytes:
     """A serialized BatchRequest{id, ops} made of the ops' own encodings (a repeated field
     is the concatenation of its elements), without building the message: the sync
     client's hot path, where constructing a BatchRequest costs more than sending it."""
-    parts = [b"\x08", _varint(request_id)]
-    for op in ops:
-        s = op.SerializeToString()
-        parts += (b"\x12", _varint(len(s)), s)
-    return b"".join(parts)
+    return b"".join([b"\x08", varint(request_id), *[entry(op) for op in ops]])
 
 
 class _Refused(Exception):
@@ -334,7 +322,7 @@ class AsyncConnection:
 
     # ---- public ------------------------------------------------------------------------------
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         """Run ops on the member and return one result per op, in order."""
         if self._closed:
@@ -430,7 +418,7 @@ class AsyncConnection:
         limit = self.options.max_batch_ops
         return min(limit, self._member_batch_ops) if self._member_batch_ops else limit
 
-    def _split(self, ops: Sequence[pb.Op]) -> list[list[pb.Op]]:
+    def _split(self, ops: Sequence[AnyOp]) -> list[list[AnyOp]]:
         """Cut a call into chunks that fit one stream message each."""
         max_ops, max_bytes = self._max_ops(), self._max_bytes()
         if (
@@ -439,7 +427,7 @@ class AsyncConnection:
             and all(len(op.value) < 4096 for op in ops)
         ):
             return [list(ops)]
-        chunks: list[list[pb.Op]] = [[]]
+        chunks: list[list[AnyOp]] = [[]]
         size = 0
         for op in ops:
             n = op.ByteSize() + 8
@@ -451,10 +439,10 @@ class AsyncConnection:
         return chunks
 
     async def _call_with_retry(
-        self, ops: list[pb.Op], deadline: float, idempotent: bool
+        self, ops: list[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result]:
         loop = asyncio.get_running_loop()
-        body = pb.BatchRequest(ops=ops).SerializeToString()
+        body = ops_bytes(ops)
         attempt = 0
         while True:
             if len(ops) > self._max_ops():
@@ -535,7 +523,7 @@ class AsyncConnection:
                 request_id = self._next_id
                 self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
                 flag = READ_FROM_BACKUP if self.options.read_from_backup else b""
-                message = b"".join((b"\x08", _varint(request_id), *(c.body for c in batch), flag))
+                message = b"".join((b"\x08", varint(request_id), *(c.body for c in batch), flag))
                 link = self._link
                 if link is None or link.closed:
                     try:

@@ -58,6 +58,7 @@ from grid.client.connection import (
     StreamLost,
     tls_hint,
 )
+from grid.client.wireops import AnyOp
 from grid.errors import AuthenticationFailed, NotOwner, Status, Unavailable
 from partitioning import PartitionTable, partition_of
 from proto import grid_pb2 as pb
@@ -115,7 +116,7 @@ def cursor_partition(cursor: bytes, partition_count: int) -> int | None:
     return part
 
 
-def op_partition(op: pb.Op, partition_count: int) -> int | None:
+def op_partition(op: AnyOp, partition_count: int) -> int | None:
     """The partition whose owner must see `op`, or None when any member can take it
     (SIZE and CLEAR fan out on the member; an unknown opcode gets its error anywhere)."""
     if op.code in KEYED_OPS:
@@ -126,7 +127,7 @@ def op_partition(op: pb.Op, partition_count: int) -> int | None:
 
 
 def group_by_owner(
-    ops: Sequence[pb.Op],
+    ops: Sequence[AnyOp],
     indexes: Iterable[int],
     owners: Sequence[str],
     any_address: str,
@@ -325,7 +326,7 @@ class Router:
 
     # ---- the AsyncConnection surface ---------------------------------------------------------
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         """Run ops on their owners and return one result per op, in order."""
         if self._closed:
@@ -571,7 +572,7 @@ class Router:
         return self._any
 
     async def _send(
-        self, address: str, ops: list[pb.Op], deadline: float, idempotent: bool
+        self, address: str, ops: list[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result]:
         conn = self._member(address)
         loop = asyncio.get_running_loop()
@@ -607,7 +608,7 @@ class Router:
         return None
 
     async def _through_seed(
-        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+        self, ops: Sequence[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result]:
         """Fallback mode: everything goes to the seed, which forwards. Operations it answers
         NOT_OWNER (a partition moving, or the first table not made yet: right after a
@@ -649,7 +650,7 @@ class Router:
             todo = retry
 
     async def _routed(
-        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+        self, ops: Sequence[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result]:
         loop = asyncio.get_running_loop()
         results: list[pb.Result | None] = [None] * len(ops)
