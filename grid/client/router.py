@@ -61,6 +61,7 @@ from grid.client.connection import (
 from grid.client.wireops import AnyOp
 from grid.errors import AuthenticationFailed, NotOwner, Status, Unavailable
 from partitioning import PartitionTable, partition_of
+from partitioning.keys import partitions_of
 from proto import grid_pb2 as pb
 
 log = logging.getLogger("grid.client")  # stdlib logging: a library must not print by itself
@@ -136,18 +137,31 @@ def group_by_owner(
 
     `owners[p]` is the address of partition p's primary ("" if unknown: any member).
     Order inside a group is kept, so two ops on one key in one call apply in order.
+    A batch of keyed ops (the usual one) is hashed in one pass (`partitions_of`), and a
+    batch whose keys all live on one member (a small batch, a hash-tagged one, a
+    one-member cluster) is one group without a loop.
     """
+    idx = list(indexes)
     count = len(owners)
-    groups: dict[str, list[int]] = {}
-    for i in indexes:
-        p = op_partition(ops[i], count)
-        address = (owners[p] if p is not None else "") or any_address
-        group = groups.get(address)
-        if group is None:
-            groups[address] = [i]
-        else:
-            group.append(i)
+    if len(idx) == 1:
+        return {_address(op_partition(ops[idx[0]], count), owners, any_address): idx}
+    chosen = [ops[i] for i in idx]
+    if {op.code for op in chosen} <= KEYED_OPS:
+        addresses = [
+            owners[p] or any_address for p in partitions_of([op.key for op in chosen], count)
+        ]
+    else:
+        addresses = [_address(op_partition(op, count), owners, any_address) for op in chosen]
+    if len(set(addresses)) <= 1:
+        return {addresses[0]: idx} if idx else {}
+    groups: dict[str, list[int]] = {a: [] for a in dict.fromkeys(addresses)}
+    for i, address in zip(idx, addresses, strict=True):
+        groups[address].append(i)
     return groups
+
+
+def _address(partition: int | None, owners: Sequence[str], any_address: str) -> str:
+    return (owners[partition] if partition is not None else "") or any_address
 
 
 @dataclass(frozen=True)
