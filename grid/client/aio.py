@@ -124,8 +124,13 @@ class AsyncMap:
 
     async def fetch(self, key: Key, default: Any, timeout: float | None) -> Any:
         """`get` from the members (filling the near cache, if any, on the way back)."""
-        r = await self._one(self._get_op(key), timeout)
-        return default if r.status == Status.NOT_FOUND else self.codec.decode(r.value)
+        (r,) = await self._conn.call((self._get_op(key),), timeout)
+        status = r.status
+        if status == Status.NOT_FOUND:
+            return default
+        if status:
+            check(r)
+        return self.codec.decode(r.value)
 
     async def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
         r = await self._one(self._op(GET, key), timeout)

@@ -65,6 +65,11 @@ STATS_METHOD = "/grid.v1.Grid/Stats"
 FRAMING = 1024  # bytes of headroom for the id field and gRPC framing
 
 
+SMALL_VALUE = 4096
+"""Ops with values under this many bytes are counted, not measured, when a call is cut
+into chunks that fit one frame (64 bytes of headroom an op)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionOptions:
     timeout: float = 5.0
@@ -329,6 +334,10 @@ class AsyncConnection:
             raise Unavailable("the client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.options.timeout if timeout is None else timeout)
+        if len(ops) == 1 and len(ops[0].value) < SMALL_VALUE:
+            # one chunk that cannot need splitting, and nothing to ask again: an op the
+            # member could not fit in its reply is the whole reply
+            return await self._call_with_retry(list(ops), deadline, idempotent)
         while True:
             chunks = self._split(ops)
             try:
@@ -424,7 +433,7 @@ class AsyncConnection:
         if (
             len(ops) <= max_ops
             and len(ops) * 64 < max_bytes
-            and all(len(op.value) < 4096 for op in ops)
+            and all(len(op.value) < SMALL_VALUE for op in ops)
         ):
             return [list(ops)]
         chunks: list[list[AnyOp]] = [[]]

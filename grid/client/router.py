@@ -353,8 +353,11 @@ class Router:
                 raise AuthenticationFailed(self._unauthenticated)
             if self._unreachable:  # never reached any seed: say so now, not at the deadline
                 raise Unavailable(self._unreachable)
-        if self._route is None:
+        route = self._route
+        if route is None:
             return await self._through_seed(ops, deadline, idempotent)
+        if len(ops) == 1 and not self.options.read_from_backup:
+            return await self._routed_one(ops, route, deadline, idempotent)
         return await self._routed(ops, deadline, idempotent)
 
     async def unary(
@@ -663,9 +666,55 @@ class Router:
                 return results  # type: ignore[return-value]  # every slot is filled
             todo = retry
 
-    async def _routed(
-        self, ops: Sequence[AnyOp], deadline: float, idempotent: bool
+    async def _send_groups(
+        self,
+        ops: Sequence[AnyOp],
+        groups: dict[str, list[int]],
+        deadline: float,
+        idempotent: bool,
+    ) -> list[object]:
+        """Every group to its member at once: per group its results, or the StreamLost or
+        NotOwner that stopped it (those `_routed` retries; any other error is returned
+        from gather and raised by the caller, or raised here for a single group)."""
+        sends = [
+            self._send(address, [ops[i] for i in idxs], deadline, idempotent)
+            for address, idxs in groups.items()
+        ]
+        if len(sends) == 1:
+            try:
+                return [await sends[0]]
+            except (StreamLost, NotOwner) as e:
+                return [e]
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    async def _routed_one(
+        self, ops: Sequence[AnyOp], route: Route, deadline: float, idempotent: bool
     ) -> list[pb.Result]:
+        """A call of one op (the async get's): `_routed`'s first round without its
+        bookkeeping. Anything but an answer to keep (a lost stream, NOT_OWNER, UNAVAILABLE
+        to retry) goes on in `_routed` as the outcome of that round."""
+        owners = route.owners
+        p = op_partition(ops[0], len(owners))
+        address = (owners[p] if p is not None else "") or self.any_address(route)
+        outcome: list[pb.Result] | StreamLost | NotOwner
+        try:
+            outcome = await self._send(address, list(ops), deadline, idempotent)
+        except (StreamLost, NotOwner) as e:
+            outcome = e
+        else:
+            status = outcome[0].status
+            if status != Status.NOT_OWNER and (status != Status.UNAVAILABLE or not idempotent):
+                return outcome
+        return await self._routed(ops, deadline, idempotent, first=({address: [0]}, [outcome]))
+
+    async def _routed(
+        self,
+        ops: Sequence[AnyOp],
+        deadline: float,
+        idempotent: bool,
+        first: tuple[dict[str, list[int]], list[object]] | None = None,
+    ) -> list[pb.Result]:
+        """`first`: the groups and outcomes of a first round already sent (`_routed_one`)."""
         loop = asyncio.get_running_loop()
         results: list[pb.Result | None] = [None] * len(ops)
         todo: list[int] = list(range(len(ops)))
@@ -675,21 +724,15 @@ class Router:
             route = self._route
             assert route is not None
             owners: Sequence[str] = route.owners
-            if spread:
-                owners = Readers(route.replicas, self._turn, self._suspects)
-                self._turn += 1
-            groups = group_by_owner(ops, todo, owners, self.any_address(route))
-            sends = [
-                self._send(address, [ops[i] for i in idxs], deadline, idempotent)
-                for address, idxs in groups.items()
-            ]
-            if len(sends) == 1:
-                try:
-                    outcomes: list[object] = [await sends[0]]
-                except (StreamLost, NotOwner) as e:
-                    outcomes = [e]
+            outcomes: list[object]
+            if first is not None:
+                (groups, outcomes), first = first, None
             else:
-                outcomes = await asyncio.gather(*sends, return_exceptions=True)
+                if spread:
+                    owners = Readers(route.replicas, self._turn, self._suspects)
+                    self._turn += 1
+                groups = group_by_owner(ops, todo, owners, self.any_address(route))
+                outcomes = await self._send_groups(ops, groups, deadline, idempotent)
             retry: list[int] = []
             stale = False
             why = ""
