@@ -160,12 +160,15 @@ class AsyncMap:
             keys = missed
             if not keys:
                 return out
-        get = self._get_op
-        results = await self._conn.call([get(k) for k in keys], timeout)
+        encoded = [k.encode() if k.__class__ is str else encode_key(k) for k in keys]
+        results = await self._conn.call(self._ops.keyed_many(GET, encoded), timeout)
         decode = self.codec.decode
         for k, r in zip(keys, results, strict=True):
-            if check(r).status != Status.NOT_FOUND:
+            status = r.status
+            if not status:
                 out[k] = decode(r.value)
+            elif status != Status.NOT_FOUND:
+                check(r)
         return out
 
     async def contains(self, key: Key, *, timeout: float | None = None) -> bool:
@@ -305,15 +308,16 @@ class AsyncMap:
                 op(PUT, encode_key(k), encode_value(self.codec, v), ttl_ms, max_idle_ms)
                 for k, v in pairs
             ]
-        else:  # the bulk load: one call per key to the codec and one to the writer
-            put = self._ops.put
-            ops = [
-                put(
-                    k.encode() if k.__class__ is str else encode_key(k),
-                    encode(v) if v is not None else encode_value(self.codec, v),
-                )
-                for k, v in pairs
-            ]
+        else:  # the bulk load: one call per key to the codec, one loop in the writer
+            ops = self._ops.put_many(
+                [
+                    (
+                        k.encode() if k.__class__ is str else encode_key(k),
+                        encode(v) if v is not None else encode_value(self.codec, v),
+                    )
+                    for k, v in pairs
+                ]
+            )
         for r in await self._conn.call(ops, timeout):
             if r.status:
                 check(r)
@@ -323,7 +327,8 @@ class AsyncMap:
         return bool((await self._one(self._op(DELETE, key), timeout)).count)
 
     async def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
-        results = await self._conn.call([self._op(DELETE, k) for k in keys], timeout)
+        encoded = [encode_key(k) for k in keys]
+        results = await self._conn.call(self._ops.keyed_many(DELETE, encoded), timeout)
         return sum(check(r).count for r in results)
 
     async def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:

@@ -314,6 +314,7 @@ class BlockingRouter:
         results: list[pb.Result | None] = [None] * len(ops)
         again: list[int] = []
         newest = 0
+        resend = RESEND_IDEMPOTENT if idempotent else RESEND
         for idxs, reply in replies:
             newest = max(newest, reply.table_version)
             if reply.status != Status.OK:
@@ -323,11 +324,16 @@ class BlockingRouter:
                     again.extend(idxs)  # the whole batch refused: nothing of it applied
                     continue
                 raise error_for(reply.status, reply.error)
-            for i, r in zip(idxs, reply.results, strict=True):
-                if r.status == Status.NOT_OWNER or (r.status == Status.UNAVAILABLE and idempotent):
-                    again.append(i)
-                else:
+            got = list(reply.results)
+            if len(got) != len(idxs):
+                raise ValueError(f"{len(got)} results for {len(idxs)} operations")
+            if len(replies) == 1:  # one member took the whole call: its results, in order
+                results = got  # type: ignore[assignment]
+            else:
+                for i, r in zip(idxs, got, strict=True):
                     results[i] = r
+            # the slots of ops sent again are overwritten below
+            again += [idxs[j] for j, r in enumerate(got) if r.status in resend]
         if newest > router.version:
             self.loop.call_soon_threadsafe(router.refresh)
         if again:
@@ -356,6 +362,12 @@ class BlockingRouter:
                 self.options.cluster or reply.cluster,
             )
         return found
+
+
+RESEND = frozenset({Status.NOT_OWNER})
+"""Answers to send again through the router: not applied (the member does not own it)."""
+RESEND_IDEMPOTENT = frozenset({Status.NOT_OWNER, Status.UNAVAILABLE})
+"""The same for an idempotent call, which may also be sent again after UNAVAILABLE."""
 
 
 class _TooBig(Exception):

@@ -97,3 +97,15 @@ def test_a_batch_of_both_kinds_is_protobufs(
         ops.append(OpWriter(name).op(code, key, value) if wire else message)
     assert ops_bytes(ops) == batch_of(messages)
     assert b"".join(entry(m) for m in messages) == batch_of(messages)
+
+
+@given(map_names, codes, st.lists(data | st.binary(min_size=100, max_size=200), max_size=10))
+def test_keyed_many_is_keyed_each(name: str, code: int, keys: list[bytes]) -> None:
+    writer = OpWriter(name)
+    assert writer.keyed_many(code, keys) == [writer.keyed(code, k) for k in keys]
+
+
+@given(map_names, st.lists(st.tuples(data, data | st.binary(min_size=120, max_size=20_000))))
+def test_put_many_is_put_each(name: str, pairs: list[tuple[bytes, bytes]]) -> None:
+    writer = OpWriter(name)
+    assert writer.put_many(pairs) == [writer.put(k, v) for k, v in pairs]
