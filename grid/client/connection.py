@@ -337,15 +337,15 @@ class AsyncConnection:
         if len(ops) == 1 and len(ops[0].value) < SMALL_VALUE:
             # one chunk that cannot need splitting, and nothing to ask again: an op the
             # member could not fit in its reply is the whole reply
-            return await self._call_with_retry(list(ops), deadline, idempotent)
+            return await self._call_with_retry(list(ops), deadline, idempotent, loop)
         while True:
             chunks = self._split(ops)
             try:
                 if len(chunks) == 1:
-                    results = await self._call_with_retry(chunks[0], deadline, idempotent)
+                    results = await self._call_with_retry(chunks[0], deadline, idempotent, loop)
                 else:
                     parts = await asyncio.gather(
-                        *(self._call_with_retry(c, deadline, idempotent) for c in chunks)
+                        *(self._call_with_retry(c, deadline, idempotent, loop) for c in chunks)
                     )
                     results = [r for part in parts for r in part]
             except _Resplit:
@@ -448,9 +448,14 @@ class AsyncConnection:
         return chunks
 
     async def _call_with_retry(
-        self, ops: list[AnyOp], deadline: float, idempotent: bool
+        self,
+        ops: list[AnyOp],
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[pb.Result]:
-        loop = asyncio.get_running_loop()
+        """`loop`: the running loop, passed down (asyncio.get_running_loop costs a getpid
+        system call on Python 3.11)."""
         body = ops_bytes(ops)
         attempt = 0
         while True:

@@ -357,7 +357,7 @@ class Router:
         if route is None:
             return await self._through_seed(ops, deadline, idempotent)
         if len(ops) == 1 and not self.options.read_from_backup:
-            return await self._routed_one(ops, route, deadline, idempotent)
+            return await self._routed_one(ops, route, deadline, idempotent, loop)
         return await self._routed(ops, deadline, idempotent)
 
     async def unary(
@@ -589,10 +589,16 @@ class Router:
         return self._any
 
     async def _send(
-        self, address: str, ops: list[AnyOp], deadline: float, idempotent: bool
+        self,
+        address: str,
+        ops: list[AnyOp],
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[pb.Result]:
+        """`loop`: the running loop, passed down (asyncio.get_running_loop costs a getpid
+        system call on Python 3.11)."""
         conn = self._member(address)
-        loop = asyncio.get_running_loop()
         try:
             results = await conn.call(ops, deadline - loop.time(), idempotent)
         except StreamLost:
@@ -672,12 +678,13 @@ class Router:
         groups: dict[str, list[int]],
         deadline: float,
         idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[object]:
         """Every group to its member at once: per group its results, or the StreamLost or
         NotOwner that stopped it (those `_routed` retries; any other error is returned
         from gather and raised by the caller, or raised here for a single group)."""
         sends = [
-            self._send(address, [ops[i] for i in idxs], deadline, idempotent)
+            self._send(address, [ops[i] for i in idxs], deadline, idempotent, loop)
             for address, idxs in groups.items()
         ]
         if len(sends) == 1:
@@ -688,7 +695,12 @@ class Router:
         return await asyncio.gather(*sends, return_exceptions=True)
 
     async def _routed_one(
-        self, ops: Sequence[AnyOp], route: Route, deadline: float, idempotent: bool
+        self,
+        ops: Sequence[AnyOp],
+        route: Route,
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[pb.Result]:
         """A call of one op (the async get's): `_routed`'s first round without its
         bookkeeping. Anything but an answer to keep (a lost stream, NOT_OWNER, UNAVAILABLE
@@ -698,7 +710,7 @@ class Router:
         address = (owners[p] if p is not None else "") or self.any_address(route)
         outcome: list[pb.Result] | StreamLost | NotOwner
         try:
-            outcome = await self._send(address, list(ops), deadline, idempotent)
+            outcome = await self._send(address, list(ops), deadline, idempotent, loop)
         except (StreamLost, NotOwner) as e:
             outcome = e
         else:
@@ -732,7 +744,7 @@ class Router:
                     owners = Readers(route.replicas, self._turn, self._suspects)
                     self._turn += 1
                 groups = group_by_owner(ops, todo, owners, self.any_address(route))
-                outcomes = await self._send_groups(ops, groups, deadline, idempotent)
+                outcomes = await self._send_groups(ops, groups, deadline, idempotent, loop)
             retry: list[int] = []
             stale = False
             why = ""
