@@ -168,6 +168,7 @@ class LinkPool:
         """The most links ever open at once per member (for tests and stats)."""
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
+        self._waiters = 0  # threads in take() waiting for a link to be given back
         self._closed = False
 
     def take(self, address: str, cluster: str, timeout: float) -> Link:
@@ -190,7 +191,11 @@ class LinkPool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"all {limit} connections to {address} stayed busy")
-                self._freed.wait(left)
+                self._waiters += 1
+                try:
+                    self._freed.wait(left)
+                finally:
+                    self._waiters -= 1
         try:
             return Link(
                 address, cluster, self.options.max_message_bytes, timeout,
@@ -205,7 +210,8 @@ class LinkPool:
             idle = self._idle.setdefault(link.address, [])
             if not self._closed and len(idle) < MAX_IDLE_PER_MEMBER:
                 idle.append(link)
-                self._freed.notify()
+                if self._waiters:  # Condition.notify costs as much as the rest of this
+                    self._freed.notify()
                 return
         self.discard(link)
 
