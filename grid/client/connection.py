@@ -11,9 +11,10 @@ message carrying 64 operations barely more than one carrying one. So:
   queue up, and the next write carries all of them. Under load batches grow
   by themselves; when idle a lone call goes out at once (no timer, no delay).
 - Batches are assembled from bytes, not messages: a protobuf repeated field
-  is just its elements' encodings one after another, so each caller
-  serializes its own `BatchRequest(ops=...)` once and the writer joins the
-  byte strings behind an id field. No message is copied or re-encoded.
+  is just its elements' encodings one after another, so each caller's ops
+  become the bytes of a `BatchRequest(ops=...)` once (`wireops.ops_bytes`; the
+  maps' ops are already bytes) and the writer joins those behind an id field.
+  No message is copied or re-encoded.
 
 Failures: if the stream breaks (member restarted, network), every call in
 flight fails with a retryable error and the next write opens a new stream.
