@@ -84,6 +84,9 @@ class WireOp(NamedTuple):
         return f"WireOp({pb.Op.FromString(self.SerializeToString())!r})"
 
 
+AnyOp = pb.Op | WireOp
+"""What the client's layers pass along: a `pb.Op` or one already encoded."""
+
 _new = tuple.__new__
 """`_new(WireOp, (code, key, value, entry))`: a WireOp without NamedTuple's __new__ frame."""
 
@@ -95,8 +98,9 @@ class OpWriter:
 
     def __init__(self, map_name: str) -> None:
         encoded = map_name.encode()
-        field = b"\x12" + varint(len(encoded)) + encoded if encoded else b""
-        # code (field 1) and map (field 2) open every op: one head per opcode
+        field = b"\x12" + varint(len(encoded)) + encoded if encoded else b""  # map, field 2
+        # code (field 1, tag 08) and map open every op: one head per opcode; then come
+        # key (tag 1a) and value (tag 22), length-delimited
         self._heads = tuple(
             (b"\x08" + varint(code) if code else b"") + field
             for code in range(max(pb.OpCode.values()) + 1)
@@ -115,12 +119,12 @@ class OpWriter:
         """A plain PUT (no ttl, no max idle, unconditional): the bulk load's op."""
         nk, nv = len(key), len(value)
         if 0 < nk < 128 and 0 < nv < 128:
-            body = b"".join((self._heads[2], b"\x1a", _SMALL[nk], key, b'"', _SMALL[nv], value))
+            body = b"".join((self._heads[2], b"\x1a", _SMALL[nk], key, b"\x22", _SMALL[nv], value))
         else:
             body = (
                 self._heads[2]
                 + (b"\x1a" + varint(nk) + key if key else b"")
-                + (b'"' + varint(nv) + value if value else b"")
+                + (b"\x22" + varint(nv) + value if value else b"")
             )
         return _new(WireOp, (2, key, value, _entry(body)))
 
@@ -152,7 +156,7 @@ class OpWriter:
             n = fixed + nk + 1 + nv
             if 0 < nk < 128 and 0 < nv < 128 and n < 16384:
                 length = small[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7))
-                entry = join((b"\x12", length, head, small[nk], key, b'"', small[nv], value))
+                entry = join((b"\x12", length, head, small[nk], key, b"\x22", small[nv], value))
                 ops.append(_new(WireOp, (2, key, value, entry)))
             else:
                 ops.append(self.put(key, value))
@@ -176,33 +180,30 @@ class OpWriter:
         if key:
             parts += (b"\x1a", varint(len(key)), key)
         if value:
-            parts += (b'"', varint(len(value)), value)
+            parts += (b"\x22", varint(len(value)), value)
+        # the rest are varints: the tag is field number << 3 (wire type 0)
         if ttl_ms:
-            parts += (b"(", varint(ttl_ms))
+            parts += (b"\x28", varint(ttl_ms))  # field 5
         if max_idle_ms:
-            parts += (b"0", varint(max_idle_ms))
+            parts += (b"\x30", varint(max_idle_ms))  # field 6
         if condition:
-            parts += (b"8", varint(condition))
+            parts += (b"\x38", varint(condition))  # field 7
         if expected_ts:
-            parts += (b"@", varint(expected_ts))
+            parts += (b"\x40", varint(expected_ts))  # field 8
         if expected_member:
-            parts += (b"H", varint(expected_member))
+            parts += (b"\x48", varint(expected_member))  # field 9
         if delta:
-            parts += (b"P", varint(delta))
+            parts += (b"\x50", varint(delta))  # field 10
         return _new(WireOp, (code, key, value, _entry(b"".join(parts))))
 
 
-def entry(op: pb.Op | WireOp) -> bytes:
+def entry(op: AnyOp) -> bytes:
     """An op's bytes as an element of BatchRequest.ops (tag, length, message)."""
     if op.__class__ is WireOp:
         return op.entry  # type: ignore[union-attr]
     return _entry(op.SerializeToString())
 
 
-def ops_bytes(ops: Iterable[pb.Op | WireOp]) -> bytes:
+def ops_bytes(ops: Iterable[AnyOp]) -> bytes:
     """The serialized `BatchRequest(ops=ops)`: the entries one after another."""
     return b"".join([entry(op) for op in ops])
-
-
-AnyOp = pb.Op | WireOp
-"""What the client's layers pass along: a `pb.Op` or one already encoded."""
