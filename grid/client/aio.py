@@ -28,6 +28,7 @@ from grid.client.patterns import check
 from grid.client.router import Router, parse_seeds
 from grid.client.topics import AsyncTopic
 from grid.client.watch import Watcher
+from grid.client.wireops import AnyOp, OpWriter, WireOp
 from grid.errors import CasFailed, InvalidArgument, Status
 from grid.members_view import ClusterMember, counters_from_metadata
 from grid.wire.security import PLAIN, Security
@@ -97,15 +98,19 @@ class AsyncMap:
             self._conn = NearCachedCalls(conn, near[0], near[1].ensure_started)
         self.name = name
         self.raw_keys = raw_keys
+        self._ops = OpWriter(name)
 
     def near_cache_stats(self) -> dict[str, int] | None:
         """The near cache's counters (grid/client/nearcache.py), None without one."""
         return self._near.stats() if self._near is not None else None
 
-    def _op(self, code: int, key: Key, **fields: Any) -> pb.Op:
-        return pb.Op(code=code, map=self.name, key=encode_key(key), **fields)
+    def _op(self, code: int, key: Key, **fields: Any) -> WireOp:
+        return self._ops.op(code, encode_key(key), **fields)
 
-    async def _one(self, op: pb.Op, timeout: float | None, idempotent: bool = True) -> pb.Result:
+    def _get_op(self, key: Key) -> WireOp:
+        return self._ops.keyed(GET, key.encode() if key.__class__ is str else encode_key(key))
+
+    async def _one(self, op: AnyOp, timeout: float | None, idempotent: bool = True) -> pb.Result:
         return check((await self._conn.call((op,), timeout, idempotent))[0])
 
     # ---- reads -------------------------------------------------------------------------------
@@ -119,8 +124,13 @@ class AsyncMap:
 
     async def fetch(self, key: Key, default: Any, timeout: float | None) -> Any:
         """`get` from the members (filling the near cache, if any, on the way back)."""
-        r = await self._one(self._op(GET, key), timeout)
-        return default if r.status == Status.NOT_FOUND else self.codec.decode(r.value)
+        (r,) = await self._conn.call((self._get_op(key),), timeout)
+        status = r.status
+        if status == Status.NOT_FOUND:
+            return default
+        if status:
+            check(r)
+        return self.codec.decode(r.value)
 
     async def get_entry(self, key: Key, *, timeout: float | None = None) -> EntryView | None:
         r = await self._one(self._op(GET, key), timeout)
@@ -150,11 +160,15 @@ class AsyncMap:
             keys = missed
             if not keys:
                 return out
-        results = await self._conn.call([self._op(GET, k) for k in keys], timeout)
+        encoded = [k.encode() if k.__class__ is str else encode_key(k) for k in keys]
+        results = await self._conn.call(self._ops.keyed_many(GET, encoded), timeout)
         decode = self.codec.decode
         for k, r in zip(keys, results, strict=True):
-            if check(r).status != Status.NOT_FOUND:
+            status = r.status
+            if not status:
                 out[k] = decode(r.value)
+            elif status != Status.NOT_FOUND:
+                check(r)
         return out
 
     async def contains(self, key: Key, *, timeout: float | None = None) -> bool:
@@ -196,18 +210,21 @@ class AsyncMap:
         max_idle: Duration,
         condition: int = pb.ALWAYS,
         expected: Version | None = None,
-    ) -> pb.Op:
-        op = self._op(
+    ) -> WireOp:
+        ttl_ms, max_idle_ms = to_ms(ttl), to_ms(max_idle)
+        if not ttl_ms and not max_idle_ms and not condition and expected is None:
+            return self._ops.put(encode_key(key), encode_value(self.codec, value))
+        ts, member = expected if expected is not None else (0, 0)
+        return self._op(
             PUT,
             key,
             value=encode_value(self.codec, value),
-            ttl_ms=to_ms(ttl),
-            max_idle_ms=to_ms(max_idle),
+            ttl_ms=ttl_ms,
+            max_idle_ms=max_idle_ms,
             condition=condition,
+            expected_ts=ts,
+            expected_member=member,
         )
-        if expected is not None:
-            op.expected_ts, op.expected_member = expected
-        return op
 
     async def put(
         self,
@@ -282,16 +299,36 @@ class AsyncMap:
     ) -> None:
         """Store many values in one round trip."""
         pairs = items.items() if isinstance(items, Mapping) else items
-        ops = [self._put_op(k, v, ttl, max_idle) for k, v in pairs]
+        ttl_ms, max_idle_ms = to_ms(ttl), to_ms(max_idle)
+        encode = self.codec.encode
+        ops: list[WireOp]
+        if ttl_ms or max_idle_ms:
+            op = self._ops.op
+            ops = [
+                op(PUT, encode_key(k), encode_value(self.codec, v), ttl_ms, max_idle_ms)
+                for k, v in pairs
+            ]
+        else:  # the bulk load: one call per key to the codec, one loop in the writer
+            ops = self._ops.put_many(
+                [
+                    (
+                        k.encode() if k.__class__ is str else encode_key(k),
+                        encode(v) if v is not None else encode_value(self.codec, v),
+                    )
+                    for k, v in pairs
+                ]
+            )
         for r in await self._conn.call(ops, timeout):
-            check(r)
+            if r.status:
+                check(r)
 
     async def delete(self, key: Key, *, timeout: float | None = None) -> bool:
         """Remove the key; True if it existed."""
         return bool((await self._one(self._op(DELETE, key), timeout)).count)
 
     async def delete_many(self, keys: Iterable[Key], *, timeout: float | None = None) -> int:
-        results = await self._conn.call([self._op(DELETE, k) for k in keys], timeout)
+        encoded = [encode_key(k) for k in keys]
+        results = await self._conn.call(self._ops.keyed_many(DELETE, encoded), timeout)
         return sum(check(r).count for r in results)
 
     async def expire(self, key: Key, ttl: Duration, *, timeout: float | None = None) -> bool:

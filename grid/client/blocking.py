@@ -38,6 +38,7 @@ import grpc
 
 from grid.client.connection import CallFailed, ConnectionOptions, batch_bytes, hello
 from grid.client.router import Router, group_by_owner
+from grid.client.wireops import AnyOp
 from grid.errors import DeadlineExceeded, Status, Unavailable, error_for
 from grid.wire import frames
 from grid.wire.endpoints import data_plane_address, split_address
@@ -167,6 +168,7 @@ class LinkPool:
         """The most links ever open at once per member (for tests and stats)."""
         self._lock = threading.Lock()
         self._freed = threading.Condition(self._lock)
+        self._waiters = 0  # threads in take() waiting for a link to be given back
         self._closed = False
 
     def take(self, address: str, cluster: str, timeout: float) -> Link:
@@ -189,7 +191,11 @@ class LinkPool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"all {limit} connections to {address} stayed busy")
-                self._freed.wait(left)
+                self._waiters += 1
+                try:
+                    self._freed.wait(left)
+                finally:
+                    self._waiters -= 1
         try:
             return Link(
                 address, cluster, self.options.max_message_bytes, timeout,
@@ -204,7 +210,8 @@ class LinkPool:
             idle = self._idle.setdefault(link.address, [])
             if not self._closed and len(idle) < MAX_IDLE_PER_MEMBER:
                 idle.append(link)
-                self._freed.notify()
+                if self._waiters:  # Condition.notify costs as much as the rest of this
+                    self._freed.notify()
                 return
         self.discard(link)
 
@@ -248,7 +255,7 @@ class BlockingRouter:
         self._endpoints: dict[str, tuple[str, str]] = {}  # gRPC address -> (data, cluster)
 
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         """Run ops on their owners: one result per op, in order (never suspends)."""
         budget = self.options.timeout if timeout is None else timeout
@@ -263,7 +270,7 @@ class BlockingRouter:
 
     # ---- the fast path -----------------------------------------------------------------------
     def _fast(
-        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+        self, ops: Sequence[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result] | None:
         """The results, or None when the async router must take the whole call."""
         router = self.router
@@ -313,6 +320,7 @@ class BlockingRouter:
         results: list[pb.Result | None] = [None] * len(ops)
         again: list[int] = []
         newest = 0
+        resend = RESEND_IDEMPOTENT if idempotent else RESEND
         for idxs, reply in replies:
             newest = max(newest, reply.table_version)
             if reply.status != Status.OK:
@@ -322,11 +330,16 @@ class BlockingRouter:
                     again.extend(idxs)  # the whole batch refused: nothing of it applied
                     continue
                 raise error_for(reply.status, reply.error)
-            for i, r in zip(idxs, reply.results, strict=True):
-                if r.status == Status.NOT_OWNER or (r.status == Status.UNAVAILABLE and idempotent):
-                    again.append(i)
-                else:
+            got = list(reply.results)
+            if len(got) != len(idxs):
+                raise ValueError(f"{len(got)} results for {len(idxs)} operations")
+            if len(replies) == 1:  # one member took the whole call: its results, in order
+                results = got  # type: ignore[assignment]
+            else:
+                for i, r in zip(idxs, got, strict=True):
                     results[i] = r
+            # the slots of ops sent again are overwritten below
+            again += [idxs[j] for j, r in enumerate(got) if r.status in resend]
         if newest > router.version:
             self.loop.call_soon_threadsafe(router.refresh)
         if again:
@@ -355,6 +368,12 @@ class BlockingRouter:
                 self.options.cluster or reply.cluster,
             )
         return found
+
+
+RESEND = frozenset({Status.NOT_OWNER})
+"""Answers to send again through the router: not applied (the member does not own it)."""
+RESEND_IDEMPOTENT = frozenset({Status.NOT_OWNER, Status.UNAVAILABLE})
+"""The same for an idempotent call, which may also be sent again after UNAVAILABLE."""
 
 
 class _TooBig(Exception):

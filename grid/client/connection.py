@@ -11,9 +11,10 @@ message carrying 64 operations barely more than one carrying one. So:
   queue up, and the next write carries all of them. Under load batches grow
   by themselves; when idle a lone call goes out at once (no timer, no delay).
 - Batches are assembled from bytes, not messages: a protobuf repeated field
-  is just its elements' encodings one after another, so each caller
-  serializes its own `BatchRequest(ops=...)` once and the writer joins the
-  byte strings behind an id field. No message is copied or re-encoded.
+  is just its elements' encodings one after another, so each caller's ops
+  become the bytes of a `BatchRequest(ops=...)` once (`wireops.ops_bytes`; the
+  maps' ops are already bytes) and the writer joins those behind an id field.
+  No message is copied or re-encoded.
 
 Failures: if the stream breaks (member restarted, network), every call in
 flight fails with a retryable error and the next write opens a new stream.
@@ -44,6 +45,7 @@ from typing import Any, Protocol, cast
 import grpc
 
 from grid import __version__
+from grid.client.wireops import AnyOp, WireOp, entry, ops_bytes, varint
 from grid.errors import (
     AuthenticationFailed,
     DeadlineExceeded,
@@ -62,6 +64,11 @@ ENDPOINTS_METHOD = "/grid.v1.Grid/Endpoints"
 READ_FROM_BACKUP = b"\x20\x01"  # BatchRequest field 4 (read_from_backup) = true
 STATS_METHOD = "/grid.v1.Grid/Stats"
 FRAMING = 1024  # bytes of headroom for the id field and gRPC framing
+
+
+SMALL_VALUE = 4096
+"""Ops with values under this many bytes are counted, not measured, when a call is cut
+into chunks that fit one frame (64 bytes of headroom an op)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +139,11 @@ class _Lost(Exception):
         self.sent = sent
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def batch_bytes(request_id: int, ops: Sequence[pb.Op]) -> bytes:
+def batch_bytes(request_id: int, ops: Sequence[pb.Op | WireOp]) -> bytes:
     """A serialized BatchRequest{id, ops} made of the ops' own encodings (a repeated field
     is the concatenation of its elements), without building the message: the sync
     client's hot path, where constructing a BatchRequest costs more than sending it."""
-    parts = [b"\x08", _varint(request_id)]
-    for op in ops:
-        s = op.SerializeToString()
-        parts += (b"\x12", _varint(len(s)), s)
-    return b"".join(parts)
+    return b"".join([b"\x08", varint(request_id), *[entry(op) for op in ops]])
 
 
 class _Refused(Exception):
@@ -334,21 +328,25 @@ class AsyncConnection:
 
     # ---- public ------------------------------------------------------------------------------
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         """Run ops on the member and return one result per op, in order."""
         if self._closed:
             raise Unavailable("the client is closed")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.options.timeout if timeout is None else timeout)
+        if len(ops) == 1 and len(ops[0].value) < SMALL_VALUE:
+            # one chunk that cannot need splitting, and nothing to ask again: an op the
+            # member could not fit in its reply is the whole reply
+            return await self._call_with_retry(list(ops), deadline, idempotent, loop)
         while True:
             chunks = self._split(ops)
             try:
                 if len(chunks) == 1:
-                    results = await self._call_with_retry(chunks[0], deadline, idempotent)
+                    results = await self._call_with_retry(chunks[0], deadline, idempotent, loop)
                 else:
                     parts = await asyncio.gather(
-                        *(self._call_with_retry(c, deadline, idempotent) for c in chunks)
+                        *(self._call_with_retry(c, deadline, idempotent, loop) for c in chunks)
                     )
                     results = [r for part in parts for r in part]
             except _Resplit:
@@ -430,16 +428,16 @@ class AsyncConnection:
         limit = self.options.max_batch_ops
         return min(limit, self._member_batch_ops) if self._member_batch_ops else limit
 
-    def _split(self, ops: Sequence[pb.Op]) -> list[list[pb.Op]]:
+    def _split(self, ops: Sequence[AnyOp]) -> list[list[AnyOp]]:
         """Cut a call into chunks that fit one stream message each."""
         max_ops, max_bytes = self._max_ops(), self._max_bytes()
         if (
             len(ops) <= max_ops
             and len(ops) * 64 < max_bytes
-            and all(len(op.value) < 4096 for op in ops)
+            and all(len(op.value) < SMALL_VALUE for op in ops)
         ):
             return [list(ops)]
-        chunks: list[list[pb.Op]] = [[]]
+        chunks: list[list[AnyOp]] = [[]]
         size = 0
         for op in ops:
             n = op.ByteSize() + 8
@@ -451,10 +449,15 @@ class AsyncConnection:
         return chunks
 
     async def _call_with_retry(
-        self, ops: list[pb.Op], deadline: float, idempotent: bool
+        self,
+        ops: list[AnyOp],
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[pb.Result]:
-        loop = asyncio.get_running_loop()
-        body = pb.BatchRequest(ops=ops).SerializeToString()
+        """`loop`: the running loop, passed down (asyncio.get_running_loop costs a getpid
+        system call on Python 3.11)."""
+        body = ops_bytes(ops)
         attempt = 0
         while True:
             if len(ops) > self._max_ops():
@@ -535,7 +538,7 @@ class AsyncConnection:
                 request_id = self._next_id
                 self._next_id = (self._next_id + 1) & frames.ID_MASK or 1
                 flag = READ_FROM_BACKUP if self.options.read_from_backup else b""
-                message = b"".join((b"\x08", _varint(request_id), *(c.body for c in batch), flag))
+                message = b"".join((b"\x08", varint(request_id), *(c.body for c in batch), flag))
                 link = self._link
                 if link is None or link.closed:
                     try:

@@ -44,6 +44,7 @@ from typing import Any
 
 from grid.client.codec import Codec
 from grid.client.keys import Duration, to_ms
+from grid.client.wireops import AnyOp
 from partitioning import partition_of
 from proto import grid_pb2 as pb
 
@@ -265,7 +266,7 @@ class NearCachedCalls:
         return getattr(self._inner, name)
 
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         store = self.store
         self._started()

@@ -58,8 +58,10 @@ from grid.client.connection import (
     StreamLost,
     tls_hint,
 )
+from grid.client.wireops import AnyOp
 from grid.errors import AuthenticationFailed, NotOwner, Status, Unavailable
 from partitioning import PartitionTable, partition_of
+from partitioning.keys import partitions_of
 from proto import grid_pb2 as pb
 
 log = logging.getLogger("grid.client")  # stdlib logging: a library must not print by itself
@@ -115,7 +117,7 @@ def cursor_partition(cursor: bytes, partition_count: int) -> int | None:
     return part
 
 
-def op_partition(op: pb.Op, partition_count: int) -> int | None:
+def op_partition(op: AnyOp, partition_count: int) -> int | None:
     """The partition whose owner must see `op`, or None when any member can take it
     (SIZE and CLEAR fan out on the member; an unknown opcode gets its error anywhere)."""
     if op.code in KEYED_OPS:
@@ -126,7 +128,7 @@ def op_partition(op: pb.Op, partition_count: int) -> int | None:
 
 
 def group_by_owner(
-    ops: Sequence[pb.Op],
+    ops: Sequence[AnyOp],
     indexes: Iterable[int],
     owners: Sequence[str],
     any_address: str,
@@ -135,18 +137,31 @@ def group_by_owner(
 
     `owners[p]` is the address of partition p's primary ("" if unknown: any member).
     Order inside a group is kept, so two ops on one key in one call apply in order.
+    A batch of keyed ops (the usual one) is hashed in one pass (`partitions_of`), and a
+    batch whose keys all live on one member (a small batch, a hash-tagged one, a
+    one-member cluster) is one group without a loop.
     """
+    idx = list(indexes)
     count = len(owners)
-    groups: dict[str, list[int]] = {}
-    for i in indexes:
-        p = op_partition(ops[i], count)
-        address = (owners[p] if p is not None else "") or any_address
-        group = groups.get(address)
-        if group is None:
-            groups[address] = [i]
-        else:
-            group.append(i)
+    if len(idx) == 1:
+        return {_address(op_partition(ops[idx[0]], count), owners, any_address): idx}
+    chosen = [ops[i] for i in idx]
+    if {op.code for op in chosen} <= KEYED_OPS:
+        addresses = [
+            owners[p] or any_address for p in partitions_of([op.key for op in chosen], count)
+        ]
+    else:
+        addresses = [_address(op_partition(op, count), owners, any_address) for op in chosen]
+    if len(set(addresses)) <= 1:
+        return {addresses[0]: idx} if idx else {}
+    groups: dict[str, list[int]] = {a: [] for a in dict.fromkeys(addresses)}
+    for i, address in zip(idx, addresses, strict=True):
+        groups[address].append(i)
     return groups
+
+
+def _address(partition: int | None, owners: Sequence[str], any_address: str) -> str:
+    return (owners[partition] if partition is not None else "") or any_address
 
 
 @dataclass(frozen=True)
@@ -325,7 +340,7 @@ class Router:
 
     # ---- the AsyncConnection surface ---------------------------------------------------------
     async def call(
-        self, ops: Sequence[pb.Op], timeout: float | None = None, idempotent: bool = True
+        self, ops: Sequence[AnyOp], timeout: float | None = None, idempotent: bool = True
     ) -> list[pb.Result]:
         """Run ops on their owners and return one result per op, in order."""
         if self._closed:
@@ -338,8 +353,11 @@ class Router:
                 raise AuthenticationFailed(self._unauthenticated)
             if self._unreachable:  # never reached any seed: say so now, not at the deadline
                 raise Unavailable(self._unreachable)
-        if self._route is None:
+        route = self._route
+        if route is None:
             return await self._through_seed(ops, deadline, idempotent)
+        if len(ops) == 1 and not self.options.read_from_backup:
+            return await self._routed_one(ops, route, deadline, idempotent, loop)
         return await self._routed(ops, deadline, idempotent)
 
     async def unary(
@@ -571,10 +589,16 @@ class Router:
         return self._any
 
     async def _send(
-        self, address: str, ops: list[pb.Op], deadline: float, idempotent: bool
+        self,
+        address: str,
+        ops: list[AnyOp],
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[pb.Result]:
+        """`loop`: the running loop, passed down (asyncio.get_running_loop costs a getpid
+        system call on Python 3.11)."""
         conn = self._member(address)
-        loop = asyncio.get_running_loop()
         try:
             results = await conn.call(ops, deadline - loop.time(), idempotent)
         except StreamLost:
@@ -607,7 +631,7 @@ class Router:
         return None
 
     async def _through_seed(
-        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+        self, ops: Sequence[AnyOp], deadline: float, idempotent: bool
     ) -> list[pb.Result]:
         """Fallback mode: everything goes to the seed, which forwards. Operations it answers
         NOT_OWNER (a partition moving, or the first table not made yet: right after a
@@ -648,9 +672,61 @@ class Router:
                 return results  # type: ignore[return-value]  # every slot is filled
             todo = retry
 
-    async def _routed(
-        self, ops: Sequence[pb.Op], deadline: float, idempotent: bool
+    async def _send_groups(
+        self,
+        ops: Sequence[AnyOp],
+        groups: dict[str, list[int]],
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
+    ) -> list[object]:
+        """Every group to its member at once: per group its results, or the StreamLost or
+        NotOwner that stopped it (those `_routed` retries; any other error is returned
+        from gather and raised by the caller, or raised here for a single group)."""
+        sends = [
+            self._send(address, [ops[i] for i in idxs], deadline, idempotent, loop)
+            for address, idxs in groups.items()
+        ]
+        if len(sends) == 1:
+            try:
+                return [await sends[0]]
+            except (StreamLost, NotOwner) as e:
+                return [e]
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    async def _routed_one(
+        self,
+        ops: Sequence[AnyOp],
+        route: Route,
+        deadline: float,
+        idempotent: bool,
+        loop: asyncio.AbstractEventLoop,
     ) -> list[pb.Result]:
+        """A call of one op (the async get's): `_routed`'s first round without its
+        bookkeeping. Anything but an answer to keep (a lost stream, NOT_OWNER, UNAVAILABLE
+        to retry) goes on in `_routed` as the outcome of that round."""
+        owners = route.owners
+        p = op_partition(ops[0], len(owners))
+        address = (owners[p] if p is not None else "") or self.any_address(route)
+        outcome: list[pb.Result] | StreamLost | NotOwner
+        try:
+            outcome = await self._send(address, list(ops), deadline, idempotent, loop)
+        except (StreamLost, NotOwner) as e:
+            outcome = e
+        else:
+            status = outcome[0].status
+            if status != Status.NOT_OWNER and (status != Status.UNAVAILABLE or not idempotent):
+                return outcome
+        return await self._routed(ops, deadline, idempotent, first=({address: [0]}, [outcome]))
+
+    async def _routed(
+        self,
+        ops: Sequence[AnyOp],
+        deadline: float,
+        idempotent: bool,
+        first: tuple[dict[str, list[int]], list[object]] | None = None,
+    ) -> list[pb.Result]:
+        """`first`: the groups and outcomes of a first round already sent (`_routed_one`)."""
         loop = asyncio.get_running_loop()
         results: list[pb.Result | None] = [None] * len(ops)
         todo: list[int] = list(range(len(ops)))
@@ -660,21 +736,15 @@ class Router:
             route = self._route
             assert route is not None
             owners: Sequence[str] = route.owners
-            if spread:
-                owners = Readers(route.replicas, self._turn, self._suspects)
-                self._turn += 1
-            groups = group_by_owner(ops, todo, owners, self.any_address(route))
-            sends = [
-                self._send(address, [ops[i] for i in idxs], deadline, idempotent)
-                for address, idxs in groups.items()
-            ]
-            if len(sends) == 1:
-                try:
-                    outcomes: list[object] = [await sends[0]]
-                except (StreamLost, NotOwner) as e:
-                    outcomes = [e]
+            outcomes: list[object]
+            if first is not None:
+                (groups, outcomes), first = first, None
             else:
-                outcomes = await asyncio.gather(*sends, return_exceptions=True)
+                if spread:
+                    owners = Readers(route.replicas, self._turn, self._suspects)
+                    self._turn += 1
+                groups = group_by_owner(ops, todo, owners, self.any_address(route))
+                outcomes = await self._send_groups(ops, groups, deadline, idempotent, loop)
             retry: list[int] = []
             stale = False
             why = ""

@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from xxhash import xxh3_64_intdigest
 
-from partitioning.keys import DEFAULT_PARTITION_COUNT, partition_of, routing_key
+from partitioning.keys import DEFAULT_PARTITION_COUNT, partition_of, partitions_of, routing_key
 
 
 def test_xxh3_reference_value():
@@ -66,3 +66,11 @@ def test_same_tag_same_partition(tag, prefix, suffix):
     key = prefix + b"{" + tag + b"}" + suffix
     assert routing_key(key) == tag
     assert partition_of(key) == partition_of(tag)
+
+
+BRACED = st.sampled_from([b"{", b"}", b"a{b}c", b"{}", b"x{y"])
+
+
+@given(st.lists(st.binary(max_size=24) | BRACED), st.integers(1, 10_000))
+def test_partitions_of_is_partition_of_each(keys, partitions):
+    assert partitions_of(keys, partitions) == [partition_of(k, partitions) for k in keys]
