@@ -211,6 +211,9 @@ class Primary:
         self.closing: list[tuple[Downstream, str]] = []
         self.handing: dict[int, str] = {}  # partitions handed off, not yet taken over
         self.handoffs_sent: set[int] = set()  # of those, the ones whose HANDOFF was drained
+        self.handed_at: dict[int, Mark] = {}
+        """(term, seq) of each partition's hand-off, under way or taken over: the writes it
+        carried reached the new primary (`lost`), until this member serves p again."""
         self.touched: dict[int, PrimaryLog] = {}  # partition -> log written, since take_touched()
         self.caught_up = 0  # subscriptions answered from the log (no snapshot)
         self.snapshots_sent = 0  # subscriptions answered with a snapshot
@@ -234,6 +237,7 @@ class Primary:
         """Become p's primary: a new term continuing this member's position, or (a hand
         off) the old primary's (term, seq)."""
         pos = self.positions.pop(p, None)
+        self.handed_at.pop(p, None)
         if term is None:
             term, seq = new_term(self.rng), (pos.seq if pos is not None else 0)
         plog = self.logs[p] = PrimaryLog(term, seq or 0, self.keep)
@@ -528,6 +532,7 @@ class Primary:
                 if other is not f:
                     self._push(other, Queued(Kind.REFUSED, p, 0, f"partition {p} moved to {to}"))
             self.handing[p] = to
+            self.handed_at[p] = (plog.term, plog.seq)
             handing.append(p)
         return handing, refused
 
@@ -540,6 +545,7 @@ class Primary:
         to = self.handing.pop(p, None)
         sent = p in self.handoffs_sent
         self.handoffs_sent.discard(p)
+        self.handed_at.pop(p, None)  # taken back, or its fate unknown: not a carrier
         if to is None or sent:
             return False
         f = self.streams.get(to)
@@ -586,12 +592,21 @@ class Primary:
     def lost(self, touched: Mapping[int, Mark]) -> list[int]:
         """The partitions of `touched` whose log here is not the one the writes went to
         any more: this member lost and took back p since (a failover, a take-back), and
-        began a new term whose seqs count from another start. Its backups' acks say
-        nothing of those writes: a sync write over them cannot be confirmed."""
+        began a new term whose seqs count from another start; or it lost p and serves it
+        no more, other than by a hand-off that carried the writes to the new primary (a
+        table made by others took p away: a member alone in a split adopting the
+        majority's table at the heal, whose primary of p never had these writes). The
+        backups' acks, if any come, say nothing of those writes: a sync write over them
+        cannot be confirmed."""
         out = []
-        for p, (term, _) in touched.items():
+        for p, (term, seq) in touched.items():
             plog = self.logs.get(p)
-            if plog is not None and plog.term != term:
+            if plog is not None:
+                if plog.term != term:
+                    out.append(p)
+                continue
+            handed = self.handed_at.get(p)
+            if handed is None or handed[0] != term or handed[1] < seq:
                 out.append(p)
         return out
 
@@ -608,11 +623,14 @@ class Primary:
         by at least `floor[p]`: what the table asked for when the write was made. A
         table that drops a backup while the write waits (this member's view of a split:
         the backup is alive on the other side) must not confirm it with fewer copies. A
-        partition this member no longer serves is its new primary's to answer; one whose
-        term changed here is `lost`, which the caller asks first."""
+        partition this member handed off waits until the new primary has taken it over
+        (then it has the writes); one moved away otherwise, or whose term changed here,
+        is `lost`, which the caller asks first."""
         missing = []
         for p, (_, seq) in touched.items():
             if not self.serves(p):
+                if p in self.handing:
+                    missing.append((p, seq))
                 continue
             backups = replicas(p)[1 : 1 + ranks]
             need = min(n, len(backups))

@@ -175,6 +175,44 @@ def test_a_sync_write_of_an_ended_term_is_lost_not_confirmed_by_the_next() -> No
     assert core.lost(touched) == [1]
 
 
+def test_a_sync_write_whose_partition_was_taken_away_is_lost_not_confirmed() -> None:
+    """A member alone in a split takes writes; at the heal it adopts the majority's table,
+    which gives p to a member that never had them, while a sync write waits: it is lost,
+    not confirmed because p is no longer this member's to answer (found by the long
+    chaos suite, isolate-one with min_cluster_size 2: a write acknowledged 0.1 s after
+    the heal, with no copy on any other member)."""
+    serving = {1}
+    core = primary(serving)
+    write(core, 1, b"k")
+    touched = core.take_touched()
+    serving.discard(1)
+    core.end_log(1, "the majority's table gives it to another member")
+    assert core.lost(touched) == [1]
+
+
+def test_a_sync_write_handed_off_waits_for_the_take_over_then_holds() -> None:
+    """A graceful hand-off carries the writes to the new primary: a write waiting over
+    it is neither lost nor confirmed until the new primary has taken p over."""
+    serving = {1}
+    core = primary(serving)
+    f = core.open_stream("b")
+    core.subscribe(f, 1, core.logs[1].term, 0, False)
+    core.drain(f)
+    write(core, 1, b"k")
+    touched = core.take_touched()
+    replicas = lambda p: ("b", "p")  # noqa: E731  (the table after the hand-off)
+    core.handoff([1], "b", epoch=9)
+    serving.discard(1)
+    assert core.lost(touched) == []
+    assert core.unconfirmed(touched, 1, replicas) == [(1, 1)]
+    assert core.taken_over(f, 1)
+    assert core.lost(touched) == [] and core.unconfirmed(touched, 1, replicas) == []
+    # a later write of the next term there (served again) is judged by its own log
+    serving.add(1)
+    core.start_log(1)
+    assert core.lost(touched) == [1]
+
+
 def test_a_backup_dropped_from_the_table_does_not_confirm_a_waiting_write() -> None:
     """This member's view of a split takes the backup for dead and a table drops it while
     a sync write waits: the write still needs the one backup its table asked for (a
