@@ -58,6 +58,8 @@ CASES: dict[str, Case] = {
         ("SETEX", "k", -5, "v"), ("SETEX", "k", "x", "v"), ("PSETEX", "p", 100000, "v"),
         ("TTL", "p"), ("PSETEX", "p", 0, "v"), ("SETNX", "n", "1"), ("SETNX", "n", "2"),
         ("GET", "n"), ("SETEX", "k", 10), ("SETNX", "n"),
+        ("PSETEX", "p", 9223372036854775807, "v"), ("PSETEX", "p", 9223372036854775806, "v"),
+        ("SETEX", "k", 9223372036854775, "v"),
     ],
     "getdel getex": [
         ("GETDEL", "k"), ("SET", "k", "v"), ("GETDEL", "k"), ("GET", "k"), ("SET", "k", "v"),

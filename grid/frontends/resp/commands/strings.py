@@ -197,7 +197,10 @@ def _setex(c: RespConnection, args: list[bytes], unit: int, name: str) -> Reply:
         return NOT_INTEGER
     if n <= 0 or (unit == 1000 and n > INT64_MAX // 1000):
         return expire_time_error(name)
-    return _set(c, args[1], args[3], Extended(0, n * unit + now_ms()))
+    at = n * unit + now_ms()
+    if at > INT64_MAX:  # Redis: the sum wraps negative, "invalid expire time"
+        return expire_time_error(name)
+    return _set(c, args[1], args[3], Extended(0, at))
 
 
 def setex(c: RespConnection, args: list[bytes]) -> Reply:
