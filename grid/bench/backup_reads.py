@@ -35,7 +35,7 @@ import grid
 from grid.bench.main import run_guarded
 from grid.bench.stats import percentile
 from grid.cli.status import wide_console
-from grid.harness.cluster import LocalCluster, migration_state
+from grid.harness.cluster import LocalCluster, wait_settled
 from partitioning import partition_of
 
 MAP = "reads"
@@ -47,15 +47,6 @@ class Settings:
     slices: int = 6
     slice_s: float = 3.0
     callers: int = 32
-
-
-def settle(addresses: list[str], timeout: float = 60.0) -> None:
-    """Until the partitions are placed on every member and nothing moves."""
-    deadline = time.monotonic() + timeout
-    while migration_state(addresses) != (0, 0):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"partitions did not settle within {timeout}s")
-        time.sleep(0.2)
 
 
 def row(name: str, mode: str, ops: int, seconds: float, lat: list[float]) -> dict[str, Any]:
@@ -88,7 +79,7 @@ def embedded(s: Settings, log_dir: Path) -> list[dict[str, Any]]:
         for node in nodes.values():
             node.open()
         try:
-            settle([other.address, *(n.address for n in nodes.values())])
+            wait_settled([other.address, *(n.address for n in nodes.values())])
             with grid.Client(other.address, timeout=30) as client:
                 m = client.map(MAP)
                 for i in range(0, s.keys, 2000):
@@ -151,7 +142,7 @@ def remote(s: Settings, log_dir: Path) -> list[dict[str, Any]]:
     with LocalCluster(3, member_args=args, log_dir=log_dir) as cluster:
         for mp in cluster.members:
             cluster.wait_ready(mp)
-        settle(cluster.addresses)
+        wait_settled(cluster.addresses)
         keys = [f"k{i}" for i in range(s.keys)]
         with grid.Client(cluster.addresses[0], timeout=30) as client:
             m = client.map(MAP)

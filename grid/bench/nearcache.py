@@ -35,7 +35,7 @@ import grid
 from grid.bench.main import run_guarded
 from grid.bench.stats import percentile
 from grid.cli.status import wide_console
-from grid.harness.cluster import LocalCluster, migration_state
+from grid.harness.cluster import LocalCluster, wait_settled
 from partitioning import partition_of
 
 MAP = "nearcache"
@@ -47,14 +47,6 @@ class Settings:
     seconds: float = 3.0
     writes: int = 500
     reconcile_interval: float = 1.0
-
-
-def settle(addresses: list[str], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while migration_state(addresses) != (0, 0):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"partitions did not settle within {timeout}s")
-        time.sleep(0.2)
 
 
 def wait(predicate: Any, timeout: float, what: str) -> None:
@@ -96,7 +88,7 @@ def measure(s: Settings, files: Path, say: Any) -> dict[str, Any]:
     cluster = LocalCluster(3, log_dir=files)
     try:
         cluster.start()
-        settle(cluster.addresses)
+        wait_settled(cluster.addresses)
         a_member, w_member, victim = cluster.members
         with grid.Client(a_member.address, timeout=30) as a, \
                 grid.Client(w_member.address, timeout=30) as w:  # fmt: skip

@@ -155,6 +155,16 @@ def migration_state(addresses: Sequence[str], timeout: float = 2.0) -> tuple[int
     return pending, filling
 
 
+def wait_settled(addresses: Sequence[str], timeout: float = 60.0) -> None:
+    """Until `migration_state` says settled: partitions placed on every member, nothing
+    moving (benchmarks start measuring only then); TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while migration_state(addresses) != (0, 0):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"partitions did not settle within {timeout}s")
+        time.sleep(0.2)
+
+
 @dataclass
 class MemberProcess:
     name: str

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from persistence import Config, Log
-
-ROOT = Path(__file__).parents[2]
+from tests.persistence.kill9 import kill_9_rounds
 
 CHILD = r"""
 import random, sys
@@ -41,28 +35,9 @@ while True:
 
 def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    rng = random.Random(20261127)
     acked: dict[int, int] = {}
     started = time.monotonic()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for round_ in range(20):
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(data), str(round_)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=ROOT,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"ready\n", child.stderr.read()  # type: ignore[union-attr]
-        time.sleep(rng.uniform(0.0, 0.25))
-        os.kill(child.pid, signal.SIGKILL)
-        out, _ = child.communicate(timeout=10)
-        assert child.returncode == -signal.SIGKILL
-        for line in out.decode().splitlines():
-            if line.count(" ") == 1 and line.endswith(tuple("0123456789")):
-                p, s = map(int, line.split())
-                acked[p] = max(acked.get(p, 0), s)
+    for round_, acked in kill_9_rounds(CHILD, data, 20, 20261127, 0.25):
         with Log.open(Config(data)) as log:
             states, report = log.recover(0)
         for p, s in acked.items():

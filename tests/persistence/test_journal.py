@@ -28,6 +28,7 @@ from persistence.frame import JOURNAL_MAGIC, MAGIC_LEN, FrameScan, encode_payloa
 from persistence.journal import JOURNAL_DIR, MIGRATED, MIGRATING, SHIFT, segment_name
 from persistence.layout import list_files, partition_dir
 from tests.persistence.conftest import put
+from tests.persistence.kill9 import kill_9_rounds
 from tests.persistence.test_diskfull import tmpfs
 
 
@@ -507,34 +508,9 @@ while True:
 def test_kill_9_loses_no_acknowledged_batch(tmp_path: Path) -> None:
     """kill -9 at random moments of always-appends (with snapshots and segment rolls):
     every acknowledged record of every partition is recovered."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    root = Path(__file__).parents[2]
     data = tmp_path / "data"
-    rng = random.Random(20261207)
     acked: dict[int, int] = {}
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    for round_ in range(15):
-        child = subprocess.Popen(
-            [sys.executable, "-c", JOURNAL_CHILD, str(data), str(round_)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=root,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline() == b"ready\n", child.stderr.read()  # type: ignore[union-attr]
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        out, _ = child.communicate(timeout=10)
-        assert child.returncode == -signal.SIGKILL
-        for line in out.decode().splitlines():
-            if line.count(" ") == 1 and line.endswith(tuple("0123456789")):
-                p, s = map(int, line.split())
-                acked[p] = max(acked.get(p, 0), s)
+    for round_, acked in kill_9_rounds(JOURNAL_CHILD, data, 15, 20261207, 0.3):
         states, report = recover(data)
         for p, s in acked.items():
             got = states[p].maps["m"]
