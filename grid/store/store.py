@@ -577,11 +577,12 @@ class Store:
         # A tombstone even when the key is not here: after a split this side may simply
         # never have had the key, and the delete must still win over the other side's
         # older value when the two merge (last writer wins; Cassandra does the same).
-        v = self.hlc.tick()
-        rmap.tombs[p][key] = v
+        hlc = self.hlc
+        ts = hlc.stamp(now)
+        rmap.tombs[p][key] = (ts, hlc.member)
         if self.sink is not None:
             self.existed = blob is not None
-            self.sink(p, DELETE, rmap.name, key, None, v.ts, v.member, 0, 0)
+            self.sink(p, DELETE, rmap.name, key, None, ts, hlc.member, 0, 0)
         return blob is not None
 
     def expire(self, rmap: RecordMap, key: bytes, ttl_ms: int, now: int) -> bool:
@@ -595,10 +596,11 @@ class Store:
         if blob is None:
             return False
         value, _, _, _, max_idle = unpack(blob)
-        ts = self.hlc.tick()
+        hlc = self.hlc
+        ts = hlc.stamp(now)
         expire_at = now + ttl_ms if ttl_ms else 0
         blob = self._write(
-            rmap, p, key, blob, value, ts.ts, ts.member, expire_at, max_idle, now, _NO_ACCESS, False
+            rmap, p, key, blob, value, ts, hlc.member, expire_at, max_idle, now, _NO_ACCESS, False
         )
         self.existed = True
         self._emit(PUT, rmap, p, key, blob)
@@ -638,10 +640,11 @@ class Store:
             self.write(rmap, key, value, now, ttl_ms=ttl_ms)
         else:
             _, _, _, expire_at, max_idle = unpack(blob)
-            ts = self.hlc.tick()
+            hlc = self.hlc
             blob = self._write(
-                rmap, p, key, blob, value, ts.ts, ts.member, expire_at, max_idle, now, _ACCESS
-            )
+                rmap, p, key, blob, value, hlc.stamp(now), hlc.member, expire_at, max_idle, now,
+                _ACCESS,
+            )  # fmt: skip
             rmap.stats.puts += 1
             self.existed = True
             self._emit(INCR, rmap, p, key, blob)
