@@ -7,13 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from grid.harness import cluster as harness
 from grid.harness.cluster import LocalCluster
+from tests.integration.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -75,10 +75,7 @@ def test_members_stop_when_the_harness_dies_without_stopping_them(
         assert _running(member_pid)
         harness_proc.kill()
         harness_proc.wait(10)
-        deadline = time.monotonic() + 30
-        while _running(member_pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _running(member_pid), "the orphaned member is still running after 30 s"
+        wait_until(lambda: not _running(member_pid), 30, 0.1, "the orphaned member to stop")
         log = (tmp_path / "member-1.log").read_text()
         assert "parent process gone; stopping" in log
         assert "member stopped" in log  # a graceful stop, not a crash

@@ -19,9 +19,9 @@ from Redis in the last digits of most others.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation, localcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from grid.frontends.ops import Plan, Reply
 from grid.frontends.resp import longdouble
@@ -107,40 +107,41 @@ def format_long_double(value: Decimal) -> bytes:
     return text.encode()
 
 
+def _decimal_sum(a: Decimal, b: Decimal) -> Decimal | None:
+    """The exact sum, or None where a long double would be NaN or infinite."""
+    with localcontext() as ctx:
+        ctx.prec = 5000
+        total = a + b
+    return total if total.is_finite() and abs(total) <= LDBL_MAX else None
+
+
+def _long_double_sum(a: longdouble.LongDouble, b: longdouble.LongDouble) -> Any:
+    total = longdouble.add(a, b)
+    return total if longdouble.finite(total) else None
+
+
+# (parse, zero, sum or None if not finite, print): the C library's long double where it
+# loads, exact decimal elsewhere (the module docstring says how they differ)
+_ARITH: tuple[Callable[[bytes], Any], Any, Callable[[Any, Any], Any], Callable[[Any], bytes]] = (
+    (longdouble.parse, longdouble.LongDouble(0), _long_double_sum, longdouble.human)
+    if longdouble.AVAILABLE
+    else (parse_long_double, Decimal(0), _decimal_sum, format_long_double)
+)
+
+
 def incrbyfloat(c: RespConnection, args: list[bytes]) -> Reply:
-    if longdouble.AVAILABLE:
-        return _incrbyfloat_c(c, args)
-    by = parse_long_double(args[2])
+    parse, zero, add, show = _ARITH
+    by = parse(args[2])
     m, key = c.map, args[1]
 
     def step(cur: Current) -> tuple[list[pb.Op], bytes]:
-        value = Decimal(0) if cur.value is None else parse_long_double(cur.value)
+        value = zero if cur.value is None else parse(cur.value)
         if value is None or by is None:
             return [], NOT_FLOAT
-        with localcontext() as ctx:
-            ctx.prec = 5000
-            total = value + by
-        if not total.is_finite() or abs(total) > LDBL_MAX:
+        total = add(value, by)
+        if total is None:
             return [], error("ERR increment would produce NaN or Infinity")
-        text = format_long_double(total)
-        return [put_over(m, key, cur, text, cur.expire_at)], bulk(text)
-
-    return rmw(c.runner, m, key, "incrbyfloat", step)
-
-
-def _incrbyfloat_c(c: RespConnection, args: list[bytes]) -> Reply:
-    """INCRBYFLOAT in the C library's long double, as Redis computes it."""
-    by = longdouble.parse(args[2])
-    m, key = c.map, args[1]
-
-    def step(cur: Current) -> tuple[list[pb.Op], bytes]:
-        value = longdouble.LongDouble(0) if cur.value is None else longdouble.parse(cur.value)
-        if value is None or by is None:
-            return [], NOT_FLOAT
-        total = longdouble.add(value, by)
-        if not longdouble.finite(total):
-            return [], error("ERR increment would produce NaN or Infinity")
-        text = longdouble.human(total)
+        text = show(total)
         return [put_over(m, key, cur, text, cur.expire_at)], bulk(text)
 
     return rmw(c.runner, m, key, "incrbyfloat", step)
