@@ -351,7 +351,9 @@ class Config:
         0,
         "Backups that must have applied a write before the primary answers it (0 = all "
         "backups asynchronous). Capped by the backups a partition has. With 1, a write "
-        "acknowledged to a client survives the loss of any one member.",
+        "acknowledged to a client survives the loss of any one member. A member that sees "
+        "no majority of the members it knows (the smaller side of a split, or the last of "
+        "three) confirms none: UNAVAILABLE at sync_backup_timeout_s (docs/replication.md).",
     )
     map_sync_backups: str = _opt(
         "",

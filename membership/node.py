@@ -258,6 +258,12 @@ class Node:
         m = self._members.get(name)
         return None if m is None else m.state
 
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        """The addresses this member was told to join through, other than its own: a
+        member that hears from none of them is not a cluster of one (`known_members`)."""
+        return tuple(self._seeds)
+
     def members(self) -> list[MemberInfo]:
         """Everything we know, including ourselves and dead/left tombstones."""
         return [m.info() for m in self._members.values()]

@@ -171,6 +171,27 @@ class Downstream:
         self.closed = False
 
 
+def known_members(
+    me: str, known: Iterable[str], saved: Iterable[str], seeds: Iterable[str] = ()
+) -> set[str]:
+    """The members a sync write's room counts on a side with no majority in sight
+    (`Primary.needs`): those membership knows and that never departed (`known`), and,
+    while it knows nobody else, those it knew when its table was last saved (`saved`),
+    or else one for each address it was told to join through (`seeds`, not its own).
+    A member restarted on its side of a split hears from nobody: counting itself a
+    cluster of one, it would confirm sync writes no other member holds (the simulator,
+    3 members: seed 14 with its data dir, and seed 2 without one, where it starts a
+    new cluster alone). Once it hears from anyone, the gossip's full state (the dead
+    and the departed with the living) is the word. A member given no seeds, or only
+    its own address, is a cluster of one."""
+    out = {me, *known}
+    if len(out) == 1:
+        out.update(saved)
+    if len(out) == 1:
+        out.update(f"seed {s}" for s in seeds)
+    return out
+
+
 class Primary:
     """Every partition this member is primary of, and their followers."""
 
@@ -578,6 +599,8 @@ class Primary:
         replicas: Callable[[int], tuple[str, ...]],
         ranks: int = 1 << 30,
         members: int = 0,
+        live: int = 0,
+        known: int = 0,
     ) -> dict[int, int]:
         """How many backups each touched partition's writes need, by the table of the
         write (`members`: how many members it names): `unconfirmed`'s floor while they
@@ -585,8 +608,23 @@ class Primary:
         failover the table's other members could fill, as many as they could hold: a
         failover made by this member's view of a split leaves a partition with no
         backup, and a sync write there must wait (or time out) rather than be confirmed
-        by nobody. A table of one member needs nothing: there is nowhere to copy to."""
-        room = max(0, min(members - 1, ranks))
+        by nobody.
+
+        A member's own table cannot tell a split from a smaller cluster: alone on its
+        side, it failed the others over and names itself only, as the last member of a
+        cluster would. Its membership can (`known_members`): the members it took for
+        dead never departed (`known`: alive, suspect or dead, not left; `live`: alive
+        or suspect, itself included in both). A member that sees no majority of them
+        may be the smaller side of a split, so there the dead count as room too, and
+        its sync writes wait for copies it cannot make (UNAVAILABLE at the timeout)
+        instead of being confirmed with none (the netns chaos run partition-halves). A
+        side that sees a majority goes by its table and the members it sees: its
+        failovers are the cluster's, and a crash of a minority of members does not
+        stop sync writes; but members in sight that its table does not name yet (a
+        heal, before the cluster's table reaches it; a joiner) are room a write waits
+        for, not a cluster of one."""
+        size = max(members, live if 2 * live > known else known)
+        room = max(0, min(size - 1, ranks))
         return {p: max(min(n, len(replicas(p)[1 : 1 + ranks])), min(n, room)) for p in touched}
 
     def lost(self, touched: Mapping[int, Mark]) -> list[int]:

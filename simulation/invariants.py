@@ -456,10 +456,17 @@ class Invariants:
         replicas: tuple[str, ...],
         n: int,
         ranks: int,
+        cluster: int = 1,
     ) -> None:
-        """A primary answers a sync write OK: 1 + min(n, backups) stores hold it."""
+        """A primary answers a sync write OK: 1 + min(n, backups) stores hold it, and
+        two at least while the cluster (`cluster`: its members, up or down, that did
+        not leave) has another member to hold a copy: a primary whose own table names
+        only itself (alone on its side of a split, it failed the others over) must not
+        confirm a sync write that exists nowhere else."""
         self.checks += 1
         need = 1 + min(n, len(replicas[1 : 1 + ranks]))
+        if cluster > 1 and n and ranks:
+            need = max(need, 2)
         holders = [
             m
             for m in sorted({member, *replicas})
@@ -469,7 +476,7 @@ class Invariants:
         if len(holders) < need:
             self.fail(
                 f"{member} p{p} {key!r}: confirmed {v} under sync backups held by "
-                f"{holders}, fewer than {need} of {replicas}"
+                f"{holders}, fewer than {need} of {replicas} ({cluster} members)"
             )
         if v > self.sync_acked.get(key, (0, 0)):
             self.sync_acked[key] = v

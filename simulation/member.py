@@ -65,6 +65,7 @@ from grid.config import Config
 from grid.store.copies import StoreCopies, digest, snapshot_records
 from grid.store.recordmap import ZERO
 from grid.store.store import DELETE, DROPPED, INCR, Store
+from membership.state import MemberState
 from partitioning.keys import partition_of
 from partitioning.leave import Departed
 from partitioning.ownership import Moved, Ownership
@@ -74,7 +75,7 @@ from replication.antientropy import Compared, Differing, Reconciler, Repaired
 from replication.digest import Digest
 from replication.follower import FILL_LINGER_S, Follower
 from replication.map_backups import MapBackups
-from replication.primary import Chunk, Primary
+from replication.primary import Chunk, Primary, known_members
 from simulation import wire
 from simulation.coordinator import FILL_TIMEOUT_S, SimCoordinator
 from simulation.disk import Disks
@@ -201,6 +202,7 @@ class Saved(NamedTuple):
 
     table: PartitionTable
     moved: dict[int, Moved]
+    known: tuple[str, ...] = ()  # the members known, not departed (`sight`)
 
 
 class Terms(NamedTuple):
@@ -280,6 +282,7 @@ class SimMember:
         self.pushed: dict[int, int] = {}
         self.draining: dict[int, int] = {}  # a leaver's hand-backs not acknowledged (root)
         self._live: dict[str, str] | None = None
+        self._sight: tuple[int, tuple[str, ...]] | None = None
         self._writing = False
 
     # ---- time and timers ----------------------------------------------------------------
@@ -372,9 +375,27 @@ class SimMember:
         self.rebalancer.observe(self._live)
         return self._live
 
+    def sight(self) -> tuple[int, int]:
+        """(members seen alive, members known and never departed), this one included:
+        grid/member/placement/coordinator.py's `sight`."""
+        live, known, _ = self._sight_of()
+        return live, known
+
+    def _sight_of(self) -> tuple[int, int, tuple[str, ...]]:
+        if self._sight is None:
+            members = self.w.cluster.node(self.name).members()
+            live = sum(1 for m in members if m.state <= MemberState.SUSPECT)
+            known = [m.name for m in members if m.state != MemberState.LEFT]
+            saved = self.saved.known if self.saved is not None else ()
+            seeds = self.w.cluster.node(self.name).seeds
+            names = known_members(self.name, known, saved, seeds)
+            self._sight = (live, tuple(sorted(names)))
+        return self._sight[0], len(self._sight[1]), self._sight[1]
+
     def on_member(self, kind: str, member: str) -> None:
         """A membership event of this member's node."""
         self._live = None
+        self._sight = None
         self.coordinator.on_member(kind, member)
 
     # ---- routing, as grid/member/placement/routing.py keeps it ----------------------------
@@ -448,7 +469,8 @@ class SimMember:
         """table.json: the table in use and the hand-offs no table settled yet."""
         table = self.ownership.table
         if table is not None:
-            self.w.saved[self.name] = Saved(table, dict(self.ownership.moved))
+            _, _, known = self._sight_of()
+            self.w.saved[self.name] = Saved(table, dict(self.ownership.moved), known)
 
     def follow_table(self) -> None:
         """Streams by the table in use: primaries get a log, backups subscribe."""
@@ -839,7 +861,8 @@ class SimMember:
             elif confirmed and n:
                 table = self.table
                 replicas = table.replicas(p) if table is not None else (self.name,)
-                self.inv.confirmed(self.name, p, key, (ts, member), replicas, n, held)
+                cluster = len(self.w.names) - len(self.w.departed_names)
+                self.inv.confirmed(self.name, p, key, (ts, member), replicas, n, held, cluster)
             status = wire.OK if confirmed else wire.UNCONFIRMED
             self.reply_sync(client, req, status, ts, member, "", result)
 
@@ -873,7 +896,10 @@ class SimMember:
             if self.ownership.fenced or core.lost(touched):
                 return False
             if floor is None:
-                floor = core.needs(touched, n, table.replicas, ranks, len(table.members))
+                live, known = self.sight()
+                floor = core.needs(
+                    touched, n, table.replicas, ranks, len(table.members), live, known
+                )
             missing = core.unconfirmed(touched, n, table.replicas, ranks, floor)
             if not missing:
                 return True

@@ -409,6 +409,9 @@ class World:
         self.degraded = False  # some member's links are lossy or slow
         self.default_loss = 0.0
         self.split: tuple[list[str], list[str]] | None = None
+        self.departed_names: set[str] = set()
+        """Members that left gracefully and have not started again: the others are the
+        cluster, alive or not (`Invariants.confirmed`)."""
         self.names = self.cluster.bootstrap(cfg.members)
         skews = random.Random(f"skew:{cfg.seed}")
         self.skew_ms = {n: skews.randint(-25, 25) for n in self.names}
@@ -528,6 +531,7 @@ class World:
         if self.replicas[name].alive:  # left the gossip, its process not ended yet
             self._stop_process(name)
         self.note(f"restart {name}")
+        self.departed_names.discard(name)
         self.stats.restarts += 1
         self.cluster.restart(name)
         self.incarnations[name] += 1
@@ -556,6 +560,7 @@ class World:
         """The leaving member's conversation with the coordinator ended: it leaves the
         gossip now and its process ends a moment later (grid/member/member.py's stop)."""
         self.note(f"departed {name} {how.end.value} {how.error}")
+        self.departed_names.add(name)
         self.cluster.leave(name)
         self.loop.call_later(LEAVE_LINGER_S, self._left, name, self.incarnations[name])
 

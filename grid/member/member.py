@@ -124,6 +124,7 @@ class Member:
         )
         self.service.cluster = self.cluster
         self.member_listeners.append(self.cluster.coordinator.on_member)
+        self.cluster.coordinator.seeds = lambda: self.gossip.seeds() if self.gossip else ()
         peer_service = PeerService(self.cluster)
         self.service.peer_calls = peer_service.calls  # the data plane's CALL frames
         server.add_generic_rpc_handlers((self.service.handler(), peer_service.handler()))

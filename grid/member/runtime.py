@@ -85,6 +85,7 @@ class ClusterRuntime:
             self.peers,
             membership,
         )
+        self.replicator.sight = self.coordinator.sight
         self.forwarder = Forwarder(self, executor)
         self.pubsub = PubSubRelay(name, self.peers._unary, membership)
         """RESP PUBLISH across members (grid/member/pubsub.py)."""

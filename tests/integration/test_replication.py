@@ -229,6 +229,50 @@ def test_counter_with_sync_backups_counts_every_acknowledged_increment(
     assert acked <= final <= acked + unknown
 
 
+@pytest.mark.parametrize(
+    "cluster_of_three",
+    [["--sync-backups", "1", "--sync-backup-timeout-s", "1", "--map-sync-backups", "plain=0"]],
+    indirect=True,
+    ids=["sync_backups=1"],
+)
+def test_a_member_left_alone_confirms_no_sync_write_until_another_is_back(
+    cluster_of_three: LocalCluster,
+) -> None:
+    """Two of three members die: the survivor fails them over and its table names it
+    alone, as a cluster of one's would. From there it cannot tell this from being the
+    smaller side of a split (the netns chaos run partition-halves: a lone member
+    confirmed sync writes no other member held). Seeing 1 of the 3 members it knows,
+    it answers sync writes UNAVAILABLE ("applied, not confirmed"), asynchronous ones go on,
+    and once one of the others is back and holds a copy, sync writes are confirmed."""
+    cluster = cluster_of_three
+    survivor, *gone = cluster.members
+    for m in gone:
+        cluster.kill(m, signal.SIGKILL)
+        m.process.wait(5)
+    names = (survivor.name,)
+    wait_until(
+        lambda: (t := table_of(survivor.address)) is not None and t.members == names,
+        30,
+        0.1,
+        "the survivor's failover",
+    )
+    with grid.Client(survivor.address, timeout=10) as client:
+        m = client.map("alone")
+        for _ in range(3):  # an increment is not retried: the member's answer stands
+            with pytest.raises(grid.Unavailable, match="not confirmed by its sync backups"):
+                m.incr("hits")
+        assert m.get("hits") == 3  # applied on the primary, as the error says
+        client.map("plain").put("k", 1)  # a map with asynchronous backups takes writes
+    back = cluster.restart(gone[0])
+    cluster.wait_ready(back)
+    wait_partitions_settled([survivor.address, back.address])
+    with grid.Client(survivor.address, timeout=10) as client:
+        m = client.map("alone")
+        for i in range(20):
+            m.put(f"k{i}", -i)  # confirmed: each has a copy on the member back
+        assert m.get_many([f"k{i}" for i in range(20)]) == {f"k{i}": -i for i in range(20)}
+
+
 def test_sync_backups_option_is_validated() -> None:
     from grid.config import Config, ConfigError
 

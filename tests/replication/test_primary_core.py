@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from replication.map_backups import MapBackups
-from replication.primary import NOOP, Kind, Primary
+from replication.primary import NOOP, Kind, Primary, known_members
 from replication.stream import Phase
 
 PUT = 1
@@ -236,6 +236,33 @@ def test_a_backup_dropped_from_the_table_does_not_confirm_a_waiting_write() -> N
     assert core.unconfirmed(touched, 1, lambda p: ("p", "b"), floor=floor) == []
 
 
+def test_a_member_alone_without_a_majority_in_sight_needs_the_backups_it_lost() -> None:
+    """A member alone on its side of a split failed the others over: its table names
+    only itself, as the last member of a cluster would. Its membership still knows the
+    others (dead, never departed); seeing no majority of them, its sync writes need
+    the backups they would have had, not none (the netns chaos run partition-halves:
+    254 acknowledged puts missing at an audit). A side that sees a majority goes by
+    its table: a crash of a minority of members does not stop sync writes."""
+    core = primary({1})
+    write(core, 1, b"k")
+    touched = core.take_touched()
+    alone = lambda p: ("p",)  # noqa: E731
+    # 1 of 3 in sight: needs its one backup, so the write is not confirmed
+    floor = core.needs(touched, 1, alone, members=1, live=1, known=3)
+    assert floor == {1: 1}
+    assert core.unconfirmed(touched, 1, alone, floor=floor) == [(1, 1)]
+    assert core.needs(touched, 2, alone, members=1, live=1, known=3) == {1: 2}
+    # a cluster of one (the others left: not known any more) needs nothing
+    assert core.needs(touched, 1, alone, members=1, live=1, known=1) == {1: 0}
+    # 2 of 3 in sight, a majority: the table of two decides, one backup at most
+    pair = lambda p: ("p", "b")  # noqa: E731
+    assert core.needs(touched, 2, pair, members=2, live=2, known=3) == {1: 1}
+    # 2 of 4 in sight is no majority: the dead count, as many as asked for
+    assert core.needs(touched, 2, pair, members=2, live=2, known=4) == {1: 2}
+    # ranks (per-map backups) still cap what a write may need
+    assert core.needs(touched, 2, alone, ranks=1, members=1, live=1, known=3) == {1: 1}
+
+
 def test_a_follower_that_does_not_drain_is_cut_off_not_the_writers() -> None:
     core = primary({1}, max_queue_bytes=500)
     f = core.open_stream("slow")
@@ -266,3 +293,13 @@ def test_only_live_changes_linger() -> None:
     core.drain(f)
     core.handoff([2], "b", epoch=3)
     assert not core.lingers(f)  # a hand-off goes at once
+
+
+def test_known_members_count_the_saved_and_the_seeds_only_while_alone() -> None:
+    """A member restarted on its side of a split hears from nobody: the members saved
+    with its table count (or, with no table saved, one for each seed), so it is not a
+    cluster of one; once the gossip knows anyone, the gossip alone counts."""
+    assert known_members("a", [], ["a", "b", "c"]) == {"a", "b", "c"}
+    assert known_members("a", [], [], ["10.0.0.2:7000"]) == {"a", "seed 10.0.0.2:7000"}
+    assert known_members("a", ["b"], ["a", "b", "c"], ["x"]) == {"a", "b"}
+    assert known_members("a", [], []) == {"a"}  # no seeds, nothing saved: one member

@@ -132,8 +132,9 @@ def test_every_planted_bug_is_caught_and_its_replay_fails_the_same_way(plant: st
     """The simulator has teeth: each bug of simulation/plants.py, put back into the
     production code, fails a small run with the invariant it breaks and the command
     that replays it; the replay fails the same way, byte for byte."""
+    members = PLANTS[plant].members
     with planted(plant):
-        first = World(small(1)).run()
+        first = World(small(1, **({"members": members} if members else {}))).run()
     assert not first.ok and first.error.startswith("t="), first.summary(plant)
     summary = first.summary(plant)
     assert f"replay: python -m simulation.run --plant {plant} --seed 1" in summary

@@ -1,5 +1,6 @@
 """Routing's table.json (grid/member/placement/routing.py): the table in use, the
-addresses, and the hand-offs no table settled yet, read back at a restart."""
+addresses, the hand-offs no table settled yet and the members known, read back at a
+restart."""
 
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ def test_a_hand_off_is_saved_with_the_table_and_not_served_after_a_restart(
     p = table.partitions_of("a").primary[0]
     with r.store.lock:
         r.handed_off(p, "b", 4)
+    r.known = ("a", "b", "c")  # the coordinator's: c is dead, never departed
     r.save()
     saved = r.load_saved()
     assert saved is not None and saved.moved == {p: Moved("b", 4)}
+    assert saved.known == ("a", "b", "c")
     assert saved.table == table and saved.addresses["b"] == "b:1"
     again = routing(tmp_path)
     assert again.restarted(saved)
@@ -48,6 +51,7 @@ def test_a_table_file_without_moved_loads_as_no_hand_off(tmp_path: Path) -> None
     (tmp_path / TABLE_FILE).write_text(json.dumps(old))
     saved = routing(tmp_path).load_saved()
     assert saved is not None and saved.table == table and saved.moved == {}
+    assert saved.known == ()
     again = routing(tmp_path)
     assert again.restarted(saved)
     assert all(again.serves(p) for p in table.partitions_of("a").primary)

@@ -234,6 +234,10 @@ class GossipRuntime:
         await self.transport.close()
 
     # ---- queries --------------------------------------------------------------------------
+    def seeds(self) -> tuple[str, ...]:
+        """The addresses joined through, other than this member's (`Node.seeds`)."""
+        return () if self.node is None else self.node.seeds
+
     def members(self) -> list[ClusterMember]:
         """Everything this member knows, itself first, then by name (tombstones included)."""
         if self.node is None:

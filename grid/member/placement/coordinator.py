@@ -58,6 +58,7 @@ from partitioning.leave import TIMED_OUT, AskLeave, DepartureEnd, LeaveAnswer
 from partitioning.rebalancer import Rebalancer, View
 from partitioning.succession import newest_table
 from proto import grid_pb2 as pb
+from replication.primary import known_members
 
 log = logs.get("grid.member.placement.coordinator")
 
@@ -110,6 +111,9 @@ class Coordinator:
             quorum=config.min_cluster_size,
         )
         self.live_count = 1  # members this member sees alive, itself included
+        self.known_count = 1  # and those it took for dead (not left): `sight`
+        self._saved_known: tuple[str, ...] = ()  # table.json's, for `known_members`
+        self.seeds: Callable[[], tuple[str, ...]] = tuple  # the gossip's (member.py)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pulse_at = time.monotonic()
@@ -136,6 +140,7 @@ class Coordinator:
         if saved is None:
             return
         table = saved.table
+        self._saved_known = saved.known
         if self.routing.restarted(saved):  # see first_table for its streams
             self.rebalancer.installed(table)
         self.rebalancer.restarted(table)
@@ -269,13 +274,27 @@ class Coordinator:
     def live(self) -> dict[str, str]:
         """The live members (alive or suspect) and their addresses, this one first."""
         out = {self.me: self.address}
+        known = []
         for m in self.membership():
-            if m.state in LIVE_STATES and m.name != self.me:
+            if m.name == self.me:
+                continue
+            if m.state in LIVE_STATES:
                 out[m.name] = m.address
+            if m.state != "left":
+                known.append(m.name)
         self.live_count = len(out)
+        names = known_members(self.me, known, self._saved_known, self.seeds())
+        self.known_count = len(names)
+        self.routing.known = tuple(sorted(names))
         self._quorum(self.live_count)
         self.rebalancer.observe(out)
         return out
+
+    def sight(self) -> tuple[int, int]:
+        """(members seen alive, members known and never departed), itself included in
+        both, as of the last membership event: whether this member sees a majority
+        (`Primary.needs`)."""
+        return self.live_count, self.known_count
 
     def _view(self) -> View:
         routing = self.routing

@@ -51,6 +51,9 @@ class Saved(NamedTuple):
     table: PartitionTable
     addresses: dict[str, str]
     moved: dict[int, Moved]
+    known: tuple[str, ...] = ()
+    """The members this member's membership knew and that had not departed (the
+    coordinator's `sight`): a restart that hears from nobody still counts them."""
 
 
 class Routing:
@@ -65,6 +68,7 @@ class Routing:
         restored = self._path is not None and self._path.exists()
         self.ownership = Ownership(me, store.partitions, restored=restored)
         self.addresses: dict[str, str] = {me: address}
+        self.known: tuple[str, ...] = (me,)  # saved with the table (`Saved.known`)
         self.listeners: list[TableListener] = []
         self._watchers: set[asyncio.Queue[pb.PartitionTable]] = set()
         self._proto: pb.PartitionTable | None = None
@@ -250,13 +254,19 @@ class Routing:
 
     # ---- saved table -------------------------------------------------------------------------
     def save(self) -> None:
-        """table.json: the table in use, the addresses, and the hand-offs no table settled
-        yet (`moved`: a file without it, from an older member, loads as none)."""
+        """table.json: the table in use, the addresses, the hand-offs no table settled
+        yet (`moved`) and the members known (`known`); a file without the last two, from
+        an older member, loads them as none."""
         if self._path is None or self.table is None:
             return
         tmp = self._path.with_suffix(".tmp")
         moved = {str(p): [m.to, m.epoch] for p, m in self.ownership.moved.items()}
-        data = {"table": self.table.to_dict(), "addresses": self.addresses, "moved": moved}
+        data = {
+            "table": self.table.to_dict(),
+            "addresses": self.addresses,
+            "moved": moved,
+            "known": list(self.known),
+        }
         try:
             tmp.write_text(json.dumps(data))
             os.replace(tmp, self._path)
@@ -275,13 +285,14 @@ class Routing:
                 int(p): Moved(str(to), int(epoch))
                 for p, (to, epoch) in dict(data.get("moved") or {}).items()
             }
+            known = tuple(str(m) for m in list(data.get("known") or ()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("saved partition table ignored", path=str(self._path), error=str(e))
             return None
         if table.partition_count != self.partitions:
             return None
         moved = {p: m for p, m in moved.items() if 0 <= p < self.partitions}
-        return Saved(table, addresses, moved)
+        return Saved(table, addresses, moved, known)
 
 
 def table_to_proto(table: PartitionTable | None, addresses: dict[str, str]) -> pb.PartitionTable:

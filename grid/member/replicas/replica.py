@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -81,6 +81,10 @@ def unpack_records(data: bytes, count: int, max_value: int, what: str) -> list[A
     if not isinstance(records, tuple) or len(records) != count:
         raise ValueError(f"{what}: malformed records")
     return records  # type: ignore[return-value]
+
+
+def _no_sight() -> tuple[int, int]:
+    return 0, 0  # no membership wired: the table alone decides
 
 
 def _wake_watch(w: Watch) -> None:
@@ -187,6 +191,9 @@ class Replicator:
         self.throttle = Throttle(rate)
         self.bytes_sent = 0
         self.sync_timeouts = 0
+        self.sight: Callable[[], tuple[int, int]] = _no_sight
+        """(live, known) members of this member's membership (the coordinator's
+        `sight`): a sync write's room on a side that sees no majority."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -426,7 +433,10 @@ class Replicator:
                 self.sync_timeouts += 1
                 return False
             if floor is None:
-                floor = core.needs(touched, n, table.replicas, ranks, len(table.members))
+                live, known = self.sight()
+                floor = core.needs(
+                    touched, n, table.replicas, ranks, len(table.members), live, known
+                )
             missing = core.unconfirmed(touched, n, table.replicas, ranks, floor)
             if not missing:
                 return True
