@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from membership.config import Config as MembershipConfig
 from partitioning.decisions import (
     AskTables,
     Decision,
@@ -59,6 +60,10 @@ HANDOFF_RPC_TIMEOUT_S = 2 * RPC_TIMEOUT_S + 10
 LEAVE_TIMEOUT_S = 120.0  # grid's leave_timeout_s default
 LEAVE_POLL_S = 0.05
 DRAIN_RETRY_S = 0.5  # grid/member/placement/coordinator.py's
+_gossip = MembershipConfig()
+STALL_FENCE_S = _gossip.suspicion_mult * _gossip.probe_interval  # grid's: see `stalled`
+CONFIRM_TABLE_S = 3 * STALL_FENCE_S
+PULSE_S = 0.5  # grid pulses every 0.1 s; either way a stall of STALL_FENCE_S is seen
 
 
 class SimCoordinator:
@@ -116,10 +121,17 @@ class SimCoordinator:
         return View(self.m.live(), self.m.w.loop.now, o.unsettled(), frozenset(o.lacking))
 
     def _round(self) -> Task[None]:
-        """One round: ask the rebalancer, carry out each decision, report back."""
+        """One round: ask the rebalancer, carry out each decision, report back. Dropped
+        at a stall, and none starts while fenced (grid's `_round`): a coordinator paused
+        mid-round would go on with a layout older than the failover the others made."""
         rebalancer = self.rebalancer
+        if self.m.stalled():
+            return
+        fences = self.m.fences
         decision = rebalancer.begin(self.view())
         while decision is not None:
+            if self.m.stalled() or self.m.fences != fences:
+                return  # the next round starts afresh (begin drops this one)
             self.decisions += 1
             self.m.w.decided(self.m, decision)
             report = yield from self._carry_out(decision)

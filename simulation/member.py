@@ -77,7 +77,13 @@ from replication.follower import FILL_LINGER_S, Follower
 from replication.map_backups import MapBackups
 from replication.primary import Chunk, Primary, known_members
 from simulation import wire
-from simulation.coordinator import FILL_TIMEOUT_S, SimCoordinator
+from simulation.coordinator import (
+    CONFIRM_TABLE_S,
+    FILL_TIMEOUT_S,
+    PULSE_S,
+    STALL_FENCE_S,
+    SimCoordinator,
+)
 from simulation.disk import Disks
 from simulation.invariants import CLEAR_KEY
 from simulation.rpc import Result, Rpc
@@ -283,6 +289,9 @@ class SimMember:
         self.draining: dict[int, int] = {}  # a leaver's hand-backs not acknowledged (root)
         self._live: dict[str, str] | None = None
         self._sight: tuple[int, tuple[str, ...]] | None = None
+        self.pulse_at: float | None = None  # the last pulse (None: not started)
+        self.fences = 0
+        self.fencing = False
         self._writing = False
 
     # ---- time and timers ----------------------------------------------------------------
@@ -337,8 +346,53 @@ class SimMember:
             waited += 0.05
         self.restore_saved()
         self.coordinator.start()
+        self._pulse()
         yield from self.first_table()
         self.started = True
+
+    # ---- a stalled member fences itself (grid/member/placement/coordinator.py) -------------
+    def _pulse(self) -> None:
+        self.stalled()
+        self.pulse_at = self.w.loop.now
+        self.later(PULSE_S, self._pulse)
+
+    def stalled(self) -> bool:
+        """Whether this process stood still (a pause) longer than failure detection since
+        its last pulse; if so it fences itself: serves nothing until it has asked the
+        live members for their tables. Called by the pulse, by the coordinator's rounds
+        and before every client write, as grid's `stalled`: the timers and messages held
+        by a pause all run at its end, and none may act on a table the others moved past."""
+        if self.pulse_at is None:
+            return False
+        gap = self.w.loop.now - self.pulse_at
+        if gap <= STALL_FENCE_S or self.fencing:
+            return self.fencing
+        self.w.note(f"{self.name} warning: stood still {gap:.3f}s: fenced until confirmed")
+        self.pulse_at = self.w.loop.now
+        self.fences += 1
+        self.fencing = True
+        self.ownership.fenced = True
+        self.set_owned()
+        spawn(self._confirm_table(), self.is_alive)
+        return True
+
+    def _confirm_table(self) -> Task[None]:
+        """grid's `_confirm_table`: adopt the newest table the live members have, then
+        serve by it; after CONFIRM_TABLE_S without every answer, serve by what it has."""
+        started = self.w.loop.now
+        version = self.ownership.version
+        while True:
+            everyone = yield from self.coordinator.adopt(self.live())
+            if everyone or self.ownership.version != version:
+                break
+            if self.w.loop.now - started > CONFIRM_TABLE_S:
+                break
+            yield self.sleep(0.2)
+        self.ownership.fenced = False
+        self.fencing = False
+        self.set_owned()
+        self.follow_table()  # an install while fenced ended every primary log
+        self.coordinator.wake()
 
     def restore_saved(self) -> None:
         """Start from the table saved before a restart, waiting for the members it names
@@ -758,10 +812,13 @@ class SimMember:
         elif kind == wire.F:
             self.on_follow(src, msg[1], msg[2], msg[3], msg[4], msg[5])
         elif kind == wire.W:
+            self.stalled()
             self.on_write(src_addr, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.SW:
+            self.stalled()
             self.on_sync_write(src_addr, msg[1], msg[2], msg[3], msg[4])
         elif kind == wire.CL:
+            self.stalled()
             self.on_clear()
         elif kind == wire.AR:
             self.on_ae_roots(src, msg[1], msg[2], msg[3], msg[4])
