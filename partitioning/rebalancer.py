@@ -42,8 +42,9 @@ and every second):
    plus those waited for; partitions whose list differs move
    `wave_size` at a time: fill, hand off, publish. Before each wave the round
    stops if this member no longer coordinates, a member asked to leave, a
-   member is gone or joined, or a member answered with another lineage's table
-   (our publishes are ignored), so the next round handles that first.
+   member is gone or joined, a member answered with another lineage's table
+   (our publishes are ignored), or a member's last answer is older than
+   `TABLE_CHECK_S` (at most once per that), so the next round handles that first.
 
 Tables are published only between steps, never while a hand-off is in
 flight, so a table installed after a hand-off already shows it. Each
@@ -163,6 +164,7 @@ class Rebalancer:
         self._epoch_floor = 0  # a member holds a table of this epoch: publish above it
         self._adopt = False  # that table's epoch is above ours: take its lists first
         self._confirm = False  # restarted with a saved table: ask the others' first
+        self._stale_at = float("-inf")  # the last time `_stale` ended a round
         self._overtake = False  # a member holds a table of another lineage
         self._unsettled = 0  # a member holds a hand-off only a table of this epoch settles
         self._lacking: dict[str, frozenset[int]] = {}  # member -> copies it says it lacks
@@ -439,6 +441,14 @@ class Rebalancer:
                 return  # a member joined (came back): the target changed (next round)
             if self._overtake:
                 return  # members ignore our tables: overtake theirs first (next round)
+            if self._stale(latest):
+                # a member's last word on our table is old: the next round sends it again
+                # (`Resend`) and hears which table it holds. One that refuses our fills
+                # may hold another lineage's, made while it saw itself alone, and waves
+                # that fail one after the other (30 s a fill) never publish, so nothing
+                # asked: the cluster kept two tables for good (the simulator, 2 members,
+                # seed 3: 20 waves failed in one round)
+                return
             if self._lacking and self._lacks(layout, latest):
                 return  # a member lacks copies the lists name it for: fail it over first
             wave = Wave(todo[i : i + self.wave_size], layout, target, live, self.narrowest)
@@ -493,6 +503,19 @@ class Rebalancer:
         to = tuple(m for m, address in live.items() if m != self.me and address)
         report = yield Publish(table, live, to)
         self._sent_addresses = dict(_expect(report, Published).addresses)
+
+    def _stale(self, live: Mapping[str, str]) -> bool:
+        """Whether a live member's last answer to a publish is older than TABLE_CHECK_S;
+        true at most once per TABLE_CHECK_S, so a member that does not answer at all (a
+        link cut one way) stops the waves among the others only that often."""
+        now = self._view.now
+        if now - self._stale_at <= TABLE_CHECK_S:
+            return False
+        at = self._answered_at
+        if any(now - at.get(m, now) > TABLE_CHECK_S for m in live if m != self.me):
+            self._stale_at = now
+            return True
+        return False
 
     def _installed(self) -> PartitionTable:
         assert self.table is not None
