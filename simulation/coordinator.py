@@ -178,6 +178,7 @@ class SimCoordinator:
     def _publish(self, decision: Publish) -> Task[Published]:
         table = decision.table
         self.m.w.published(self.m.name, table)
+        self.m.ownership.born()  # with no table: it makes the first one (grid's `_publish`)
         self.m.install(table)
         sent = {m: self.m.w.raddr(m) for m in table.members}
         yield gather(

@@ -588,6 +588,7 @@ class SimMember:
     # ---- peer calls (grid/member/peer.py) -------------------------------------------------
     def handle(self, caller: str, method: int, args: list[Any]) -> Result | Future[Result]:
         if method == wire.TABLE:
+            self.ownership.born()  # with no table: asked before a first table
             if self.rebalancer.asked(caller):  # it may lack copies: ask it (a publish)
                 self.coordinator.wake()
             return [self.ownership.version]

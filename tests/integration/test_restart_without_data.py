@@ -29,6 +29,7 @@ from grid.harness.cluster import LocalCluster
 from tests.integration.support import (
     partitions_settled,
     replicas_differ,
+    table_of,
     timed_wait,
     wait_partitions_settled,
     wait_replicated,
@@ -107,3 +108,40 @@ def test_a_quick_restart_without_data_serves_no_empty_copy(
             wrong, examples = wrong_values(client.map("m"), want)
         print(f"\nread rounds while settling: {rounds}, failed batches: {errors}")
         assert not wrong, f"{wrong} keys lost their value: {examples}"
+
+
+def test_a_quick_restart_without_data_in_a_cluster_unchanged_since_its_birth(
+    no_grid_env: None, tmp_path: Path
+) -> None:
+    """The same restart in a cluster whose table never changed since its first one: the
+    members born together (min_cluster_size 3: the first table waits for all three),
+    no data dirs. Epoch 1 tells a member with no data that no copy exists anywhere yet;
+    the restarted member, finding the others already holding a table when it first
+    asks, knows it joined a running cluster (`Ownership.others_hold`). Before that it
+    installed the birth table and served its primaries from its empty store (the
+    simulator, 3 members without data dirs, seed 39)."""
+    (tmp_path / "logs").mkdir()
+    args = ["--backups", "1", "--min-cluster-size", "3"]
+    with LocalCluster(3, member_args=args, log_dir=tmp_path / "logs") as cluster:
+        wait_partitions_settled(cluster.addresses, timeout=30)
+        table = table_of(cluster.members[0].address)
+        assert table is not None and len(table.members) == 3 and table.epoch == 1
+        seed = cluster.members[0]
+        want = {f"k{i}": i for i in range(KEYS)}
+        with grid.Client(seed.address, timeout=10) as client:
+            client.map("m").put_many(want)
+        wait_replicated(cluster.addresses)
+        victim = cluster.members[2]
+        cluster.kill(victim)  # SIGKILL, and back at once with nothing
+        victim.process.wait(10)
+        victim = cluster.restart(victim)
+        cluster.wait_ready(victim)
+        with grid.Client(seed.address, timeout=10) as client:
+            m = client.map("m")
+            deadline = time.monotonic() + SETTLE_S
+            while time.monotonic() < deadline:  # bounded: reads while it settles
+                failed, bad = read_all(m, want)
+                assert not bad, f"read {len(bad)} keys missing or wrong: {bad[:5]}"
+                if failed == 0 and partitions_settled(cluster.addresses):
+                    break
+        assert LACKING in victim.log_tail(10_000), "the restart was not quicker than detection"

@@ -10,6 +10,14 @@ CONFIG = PlacementConfig(partition_count=16, backups=1)
 MEMBERS = ["a", "b", "c"]
 
 
+def born(me: str) -> Ownership:
+    """A member born with its cluster: asked for its table before the first one was
+    made, so a first table of epoch 1 lacks nothing to it."""
+    o = Ownership(me, 16)
+    o.born()
+    return o
+
+
 def table(epoch: int, members: list[str] = MEMBERS) -> PartitionTable:
     return build_table(members, epoch, CONFIG)
 
@@ -19,14 +27,14 @@ def primaries(t: PartitionTable, m: str) -> set[int]:
 
 
 def test_nothing_is_served_before_a_table() -> None:
-    o = Ownership("a", 16)
+    o = born("a")
     assert o.owned() == bytearray(16)
     assert not any(o.serves(p) for p in range(16))
     assert o.owner(0) is None and o.version == 0
 
 
 def test_verdicts() -> None:
-    o = Ownership("a", 16)
+    o = born("a")
     t1, t2 = table(1), table(2)
     assert o.verdict(t1) is Verdict.INSTALL and o.install(t1)
     assert o.verdict(t1) is Verdict.SAME and not o.install(t1)
@@ -39,7 +47,7 @@ def test_verdicts() -> None:
 
 
 def test_owned_is_the_tables_primaries() -> None:
-    o = Ownership("a", 16)
+    o = born("a")
     t = table(1)
     o.install(t)
     mine = primaries(t, "a")
@@ -50,7 +58,7 @@ def test_owned_is_the_tables_primaries() -> None:
 
 def test_a_hand_off_survives_older_tables_and_settles_at_its_epoch() -> None:
     t1 = table(1)
-    a, b = Ownership("a", 16), Ownership("b", 16)
+    a, b = born("a"), born("b")
     a.install(t1)
     b.install(t1)
     p = min(primaries(t1, "a"))
@@ -73,7 +81,7 @@ def test_a_hand_off_survives_older_tables_and_settles_at_its_epoch() -> None:
 
 
 def test_take_back() -> None:
-    a = Ownership("a", 16)
+    a = born("a")
     t = table(1)
     a.install(t)
     p = min(primaries(t, "a"))
@@ -84,12 +92,12 @@ def test_take_back() -> None:
 
 def test_a_restart_starts_the_saved_tables_streams_only_if_still_in_use() -> None:
     saved = table(4)
-    o = Ownership("a", 16)
+    o = born("a")
     assert o.restarted(saved)
     assert o.owned() == owned_by(saved, "a")
     assert o.start_saved()  # nobody had a newer table: start its streams now
     assert not o.start_saved()  # asked once
-    o2 = Ownership("a", 16)
+    o2 = born("a")
     o2.restarted(saved)
     o2.install(table(5))  # the cluster went on: the install started the streams
     assert not o2.start_saved()
@@ -107,7 +115,7 @@ def test_a_hand_off_that_arrives_after_the_table_of_its_epoch_is_not_served():
     the coordinator published the table of the confirm epoch with the old lists. A
     HANDOFF applied after that table must not make a second primary under it."""
     t = table(3)
-    b = Ownership("b", 16)
+    b = born("b")
     b.install(t)
     p = min(primaries(t, "a"))
     assert not b.take_over(p, 3, "a")  # the table of epoch 3 settled it already
@@ -121,7 +129,7 @@ def test_a_hand_off_from_a_member_the_table_does_not_name_primary_is_refused():
     source late: by b's table another member serves p, and holds that same table, so
     taking p over would make two primaries under it."""
     t = table(3)
-    b = Ownership("b", 16)
+    b = born("b")
     b.install(t)
     p = min(primaries(t, "a"))
     assert not b.take_over(p, 9, "c") and not b.serves(p) and b.early == {}
@@ -133,7 +141,7 @@ def test_an_unsettled_hand_off_is_reported_and_survives_a_restart():
     a table of the hand-off's epoch; it says so (`unsettled`), and a restart with the
     saved table still does not serve p (the saved table cannot show the hand-off)."""
     t = table(3)
-    a, b = Ownership("a", 16), Ownership("b", 16)
+    a, b = born("a"), born("b")
     a.install(t)
     b.install(t)
     assert a.unsettled() == b.unsettled() == 0
@@ -141,12 +149,12 @@ def test_an_unsettled_hand_off_is_reported_and_survives_a_restart():
     a.handed_off(p, "b", 4)
     assert b.take_over(p, 4, "a")
     assert a.unsettled() == b.unsettled() == 4
-    again = Ownership("a", 16)
+    again = born("a")
     assert again.restarted(t, dict(a.moved))
     assert not again.serves(p) and again.owner(p) == "b" and again.unsettled() == 4
     assert not again.owned()[p]
     # a saved hand-off the saved table settled already is not kept
-    settled = Ownership("a", 16)
+    settled = born("a")
     settled.restarted(table(4), dict(a.moved))
     assert settled.moved == {} and settled.unsettled() == 0
     for o in (a, b, again):
@@ -178,11 +186,31 @@ def test_a_member_started_without_data_lacks_the_places_its_first_table_gives_it
 
 def test_a_first_table_of_epoch_one_or_a_restart_from_disk_lacks_nothing():
     fresh = Ownership("c", 16)
+    fresh.born()  # asked by the coordinator making it
     assert fresh.install(table(1)) and fresh.lacking == set()  # a new cluster: no copy yet
     restored = Ownership("c", 16)
     assert restored.restarted(table(3)) and restored.lacking == set()
     assert restored.install(table(4)) and restored.lacking == set()
     assert {p for p in range(16) if restored.serves(p)} == primaries(table(4), "c")
+
+
+def test_a_first_table_of_epoch_one_lacks_nothing_only_to_those_born_with_it():
+    """A cluster unchanged since its birth keeps epoch 1. Its table lacks nothing to a
+    member that took part in making it (asked for its table while it had none, or the
+    coordinator that made it); a member with no data that installs it otherwise joined
+    a running cluster (a restart quicker than failure detection): its places lack."""
+    restarted = Ownership("c", 16)
+    assert restarted.install(table(1)) and restarted.lacking == places(table(1), "c")
+    born = Ownership("c", 16)
+    born.born()  # the coordinator's ask before it made the first table
+    assert born.install(table(1)) and born.lacking == set()
+    late = Ownership("c", 16)
+    late.born()
+    late.install(table(1))
+    late.born()  # asked again once it has a table: nothing changes
+    assert late.install(table(2)) and late.lacking == set()  # not its first table
+    on_disk = Ownership("c", 16, restored=True)
+    assert on_disk.install(table(1)) and on_disk.lacking == set()
 
 
 def test_a_member_restarting_from_disk_lacks_nothing_even_if_a_publish_comes_first():

@@ -386,6 +386,7 @@ class Coordinator:
         self.followers.reconcile()
 
     async def _publish(self, decision: Publish) -> Published:
+        self.routing.ownership.born()  # with no table: it makes the first one
         self.install(decision.table, decision.addresses)
         sent = {m: self.routing.addresses.get(m, "") for m in decision.table.members}
         msg = self.routing.to_proto()
@@ -406,6 +407,7 @@ class Coordinator:
     def asked(self, member: str) -> None:
         """`member` asked for this member's table (it starts, or is back from a stall): it
         gets the next publish, whose answer says what copies it lacks."""
+        self.routing.ownership.born()  # with no table: asked before a first table
         if self.rebalancer.asked(member):
             self._wake.set()
 
