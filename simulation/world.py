@@ -451,10 +451,14 @@ class World:
     def settled_table(self, coordinator: str, table: PartitionTable) -> bool:
         """Whether `table` can be the end: the coordinator published it, and no table of a
         higher epoch was published (a side of a split may publish after it, below it:
-        its members take the higher one when the coordinator sends it again)."""
+        its members take the higher one when the coordinator sends it again) that a
+        member still holds, in memory or saved with its store. A table every holder of
+        which lost its memory (crashes without data dirs) cannot come back."""
         if self.publisher.get(table.version) != coordinator:
             return False
-        return all(v >> 32 <= table.epoch for v in self.tables)
+        held = {r.table.version for r in self.replicas.values() if r.alive and r.table}
+        held.update(s.table.version for s in self.saved.values())
+        return all(v >> 32 <= table.epoch for v in self.tables if v in held)
 
     def decided(self, member: SimMember, decision: Decision) -> None:
         """A rebalancer decided something (the faults may crash its member in the middle)."""
