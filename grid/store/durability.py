@@ -144,16 +144,7 @@ class Durability:
         for p, state in states.items():
             self._seq[p] = state.seq
             for name, entries in state.maps.items():
-                rmap = store.map(name)
-                for key, (value, ts, member, expire_at, max_idle) in entries.items():
-                    if value is None:  # a tombstone: the key is deleted
-                        if key == b"":  # the map's clear marker in this partition
-                            store.restore_cleared(rmap, p, ts, member)
-                        else:
-                            store.restore_tombstone(rmap, key, ts, member, now)
-                        continue
-                    store.restore(rmap, key, value, ts, member, expire_at, max_idle, now)
-                    loaded += 1
+                loaded += store.restore_many(store.map(name), p, entries, now)
         self.flush()
         self.report = report
         self.entries_recovered = loaded
