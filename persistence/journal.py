@@ -270,7 +270,7 @@ class Journal:
         gc.disable()  # millions of acyclic tuples: gen-0 collections cost 15-20%
         try:
             legacy = _migrate(self.config, now_ms)
-            states, report, parts, nbytes = _recover(self.config, now_ms)
+            states, report, parts, nbytes = _recover(self.config, now_ms, gc_was_enabled)
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -783,14 +783,14 @@ class _Restart(Exception):
 
 
 def _recover(
-    config: Config, now_ms: int
+    config: Config, now_ms: int, collect: bool
 ) -> tuple[dict[int, PartitionRecovery], MemberRecoveryReport, dict[int, _Part], dict[int, float]]:
     jdir = config.data_dir / JOURNAL_DIR
     stop_at: tuple[int, int] | None = None
     errors: list[str] = []
     while True:
         try:
-            states, journal = _load(config, now_ms, stop_at)
+            states, journal = _load(config, now_ms, stop_at, collect)
             break
         except _Restart as again:
             # An invalid record inside a frame whose checksum was fine: replay again
@@ -838,7 +838,7 @@ def _recover(
 
 
 def _load(
-    config: Config, now_ms: int, stop_at: tuple[int, int] | None
+    config: Config, now_ms: int, stop_at: tuple[int, int] | None, collect: bool
 ) -> tuple[dict[int, _State], RecoveryReport]:
     data_dir = config.data_dir
     jdir = data_dir / JOURNAL_DIR
@@ -871,7 +871,7 @@ def _load(
         if stop_at is not None and stop_at[0] == number:
             scan.end = stop_at[1]
         try:
-            _replay(scan, number, states, now_ms)
+            _replay(scan, number, states, now_ms, collect)
         except _BadFrame as exc:
             # undecodable, or an invalid record in a frame whose checksum was fine: replay
             # again stopping before that frame (other partitions' records of it and of
@@ -929,7 +929,9 @@ class _BadFrame(Exception):
         self.offset = offset
 
 
-def _replay(scan: FrameScan, number: int, states: dict[int, _State], now_ms: int) -> None:
+def _replay(
+    scan: FrameScan, number: int, states: dict[int, _State], now_ms: int, collect: bool
+) -> None:
     """Apply every good frame of one journal segment to its partitions.
 
     Two passes, so that the records are applied one partition after the other as a
@@ -969,11 +971,14 @@ def _replay(scan: FrameScan, number: int, states: dict[int, _State], now_ms: int
         except Exception as exc:
             scan.reject(f"payload is not a map of partitions: {exc}")
             raise _BadFrame(scan.offset, f"payload is not a map of partitions: {exc}") from None
-    _apply(pending, states, now_ms)
+    _apply(pending, states, now_ms, collect)
 
 
 def _apply(
-    pending: dict[int, list[tuple[int, memoryview, float]]], states: dict[int, _State], now_ms: int
+    pending: dict[int, list[tuple[int, memoryview, float]]],
+    states: dict[int, _State],
+    now_ms: int,
+    collect: bool,
 ) -> None:
     """Decode and apply each partition's records, in journal order within each."""
     unpackb = msgpack.unpackb
@@ -1012,11 +1017,14 @@ def _apply(
             rep.records_loaded += loaded
             rep.records_skipped += skipped
             st.log_bytes += share
-        # The cyclic GC is off while recovering (journal.recover): scanning this
-        # partition's new objects now, while they are in cache, untracks its entry tuples
-        # (atomic contents) at a fraction of what one collection over millions costs
-        # when it is turned back on.
-        gc.collect(0)
+        # The cyclic GC is off while recovering (journal.recover). If the caller runs with
+        # it on, scanning this partition's new objects now, while they are in cache,
+        # untracks its entry tuples (atomic contents) at a fraction of what one
+        # collection over millions costs when it is turned back on. A caller that keeps
+        # it off (the member: grid/store/durability.py) frees the tuples once they are
+        # in its store, before any collection sees them, so it skips this.
+        if collect:
+            gc.collect(0)
 
 
 def _cut(
