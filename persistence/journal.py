@@ -978,7 +978,7 @@ def _replay(
 RUN_GROUPS = 32
 """A partition's consecutive arrays of records (from as many frames) applied in one
 call: one call per record array cost about 5k instructions, and the arrays of the
-bench's 5,000-key batches hold 15 records; 32 of them (a few hundred KB decoded) stay
+bench's 5,000-key batches hold 9-15 records; 32 of them (a few hundred KB decoded) stay
 in cache until applied."""
 
 
