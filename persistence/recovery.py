@@ -67,6 +67,8 @@ from persistence.record import Entry, Op
 from persistence.snapshot import LoadedSnapshot, load_snapshot
 
 _PUT, _DELETE, _EXPIRE, _INCR, _EVICT, _CLEAR, _CLEARED = (int(o) for o in Op)
+_TAIL = slice(4, None)
+"""A record's last five fields, its Entry."""
 
 
 @dataclass(slots=True)
@@ -401,84 +403,95 @@ def apply_records(
     the member only logs what it applied, so a later record with an older version means
     the member no longer had the entry (it had expired, lazily, without an EXPIRE
     record, as entries dropped at load never get one); LWW alone would resurrect it.
+
+    Every name the loop uses is a local (a global or builtin costs a dict probe per
+    use), the entry is a subscript with a prebuilt slice (`r[4:]` builds a slice object
+    per record on 3.11), a record's length is checked by the unpacking itself, and the
+    count of records loaded is derived at the end: about 100 bytecodes per PUT.
     """
     if type(recs) is not tuple or not recs:
         raise BadRecord("payload is not an array of records")
-    loaded = skipped = 0
+    skipped = 0
     last_map: object = None
     d: dict[bytes, Entry] = {}
-    for r in recs:
-        if type(r) is not tuple or len(r) != 9:
-            raise BadRecord("record is not a 9-array")
-        seq, op, m, k, v, ts, mid, exp, idle = r
-        if (
-            type(seq) is not int
-            or seq <= prev
-            or type(k) is not bytes
-            or type(ts) is not int
-            or type(mid) is not int
-            or type(exp) is not int
-            or type(idle) is not int
-            or ts < 0
-            or mid < 0
-            or exp < 0
-            or idle < 0
-        ):
-            raise BadRecord(f"invalid record (seq {seq!r:.20} after {prev})")
-        prev = seq
-        if seq <= base:
-            skipped += 1
-            continue
-        if m != last_map:
-            if type(m) is not str:
-                raise BadRecord("map name is not a string")
-            got = maps.get(m)
-            if got is None:
-                got = maps[m] = {}
-            d = got
-            last_map = m
-        if op == _PUT or op == _INCR:  # noqa: SIM109 - `in (a, b)` builds a tuple per record
-            if type(v) is not bytes:
-                raise BadRecord("PUT without a bytes value")
-            cur = d.get(k)
+    get = d.get
+    tail, tuple_, int_, bytes_, str_ = _TAIL, tuple, int, bytes, str
+    put, incr, delete = _PUT, _INCR, _DELETE
+    try:
+        for r in recs:
+            if type(r) is not tuple_:
+                raise BadRecord("record is not a 9-array")
+            seq, op, m, k, v, ts, mid, exp, idle = r  # ValueError unless 9 fields
             if (
-                cur is None
-                or ts > cur[1]
-                or (ts == cur[1] and mid > cur[2])
-                or 0 < cur[3] <= now_ms
+                type(seq) is not int_
+                or seq <= prev
+                or type(k) is not bytes_
+                or type(ts) is not int_
+                or type(mid) is not int_
+                or type(exp) is not int_
+                or type(idle) is not int_
+                or ts < 0
+                or mid < 0
+                or exp < 0
+                or idle < 0
             ):
-                d[k] = r[4:]
-        elif v is not None:
-            raise BadRecord(f"op {op!r:.10} with a value")
-        elif op == _DELETE:
-            cur = d.get(k)
-            if (
-                cur is None
-                or ts > cur[1]
-                or (ts == cur[1] and mid > cur[2])
-                or 0 < cur[3] <= now_ms
-            ):
-                d[k] = r[4:]
-        elif op == _EXPIRE or op == _EVICT:  # noqa: SIM109
-            cur = d.get(k)
-            if cur is not None and (cur[1] < ts or (cur[1] == ts and cur[2] <= mid)):
-                del d[k]
-        elif (op == _CLEAR or op == _CLEARED) and k == b"":  # noqa: SIM109
-            gone = [
-                key
-                for key, e in d.items()
-                if e[1] < ts or (e[1] == ts and e[2] <= mid)  # type: ignore[operator]
-            ]
-            for key in gone:
-                del d[key]  # an older clear marker too
-            if op == _CLEARED and b"" not in d:
-                # a clear keeps its marker, a tombstone of the empty key (no real key
-                # is empty); a bare CLEAR (a dropped copy) leaves none
-                d[b""] = r[4:]
-        else:
-            raise BadRecord(f"unknown op {op!r:.10}")
-        loaded += 1
-    return prev, loaded, skipped
+                raise BadRecord(f"invalid record (seq {seq!r:.20} after {prev})")
+            prev = seq
+            if seq <= base:
+                skipped += 1
+                continue
+            if m != last_map:
+                if type(m) is not str_:
+                    raise BadRecord("map name is not a string")
+                got = maps.get(m)
+                if got is None:
+                    got = maps[m] = {}
+                d = got
+                get = d.get
+                last_map = m
+            if op == put or op == incr:  # noqa: SIM109 - `in (a, b)` builds a tuple per record
+                if type(v) is not bytes_:
+                    raise BadRecord("PUT without a bytes value")
+                cur = get(k)
+                if (
+                    cur is None
+                    or ts > cur[1]
+                    or (ts == cur[1] and mid > cur[2])
+                    or 0 < cur[3] <= now_ms
+                ):
+                    d[k] = r[tail]
+            elif v is not None:
+                raise BadRecord(f"op {op!r:.10} with a value")
+            elif op == delete:
+                cur = get(k)
+                if (
+                    cur is None
+                    or ts > cur[1]
+                    or (ts == cur[1] and mid > cur[2])
+                    or 0 < cur[3] <= now_ms
+                ):
+                    d[k] = r[tail]
+            elif op == _EXPIRE or op == _EVICT:  # noqa: SIM109
+                cur = get(k)
+                if cur is not None and (cur[1] < ts or (cur[1] == ts and cur[2] <= mid)):
+                    del d[k]
+            elif (op == _CLEAR or op == _CLEARED) and k == b"":  # noqa: SIM109
+                gone = [
+                    key
+                    for key, e in d.items()
+                    if e[1] < ts or (e[1] == ts and e[2] <= mid)  # type: ignore[operator]
+                ]
+                for key in gone:
+                    del d[key]  # an older clear marker too
+                if op == _CLEARED and b"" not in d:
+                    # a clear keeps its marker, a tombstone of the empty key (no real key
+                    # is empty); a bare CLEAR (a dropped copy) leaves none
+                    d[b""] = r[tail]
+            else:
+                raise BadRecord(f"unknown op {op!r:.10}")
+    except ValueError:
+        raise BadRecord("record is not a 9-array") from None
+    return prev, len(recs) - skipped, skipped
 
 
 def quarantine(pdir: Path, name: str, report: RecoveryReport) -> None:

@@ -13,8 +13,12 @@ Three measurements, each against real processes on loopback in the same run:
    the same N SETs (aof-use-rdb-preamble no, so it really replays commands; its
    own "DB loaded" time); and, each in a fresh bare process, the member's journal
    again and the per-partition logs of earlier builds (persistence.Log) holding
-   the same records in the same batches. Targets: the member's rate >= 0.5x
-   Redis's; the journal's >= 1.0x the per-partition logs' (bare vs bare).
+   the same records in the same batches; a bare process's CPU seconds include a
+   full collection after recovery, so that neither layout defers its collector's
+   cost. A member's start from the same journal (Durability.recover(): the
+   recovery and the load into the store) is measured the same way. Targets: the
+   member's rate >= 0.5x Redis's; the journal's >= 1.0x the per-partition logs'
+   (bare vs bare).
 3. A snapshot of a member holding about 1 GB (1M x 1 KB; --snapshot-mb to
    shrink): how long it takes, and the p99 write latency of 16 writers before
    and while it runs.
@@ -182,6 +186,7 @@ def recovery(console: Console, redis_bin: str | None, records: int, tmp: Path) -
         "mb_s": disk / seconds / 1e6,
     }
     out["grid journal (bare process)"] = _bare_recovery("Journal", data)
+    out["grid member start (bare process)"] = _bare_start(data)
     legacy = tmp / "recovery-legacy"
     _write_legacy(records, legacy)
     out["per-partition logs (bare process)"] = _bare_recovery("Log", legacy)
@@ -258,17 +263,57 @@ def _write_legacy(records: int, data: Path) -> None:
 def _bare_recovery(kind: str, data: Path) -> dict[str, float]:
     """persistence.Journal or .Log recovering `data` in a fresh process with nothing
     else running in it: the same method for both layouts (a member also starts its
-    servers' threads meanwhile, and a warm heap would flatter either)."""
+    servers' threads meanwhile, and a warm heap would flatter either). The CPU
+    seconds include a full collection afterwards: each turns the cyclic GC off
+    while it recovers, and what it leaves to the collector is part of its cost."""
     disk = _dir_bytes(data)
     code = (
-        "import sys, time, persistence\n"
+        "import gc, sys, time, persistence\n"
         "with getattr(persistence, sys.argv[1]).open(persistence.Config(sys.argv[2])) as x:\n"
         "    cpu = time.process_time()\n"
         "    _, r = x.recover(int(time.time() * 1000))\n"
-        "print(r.records_loaded, r.duration_s, time.process_time() - cpu)\n"
+        "    gc.collect()\n"
+        "    cpu = time.process_time() - cpu\n"
+        "print(r.records_loaded, r.duration_s, cpu)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, kind, str(data)], capture_output=True, text=True, check=True
+    )
+    loaded, seconds, cpu = out.stdout.split()
+    return {
+        "records": int(loaded),
+        "seconds": float(seconds),
+        "records_s": int(loaded) / float(seconds),
+        "mb_s": disk / float(seconds) / 1e6,
+        "cpu_s": float(cpu),
+    }
+
+
+def _bare_start(data: Path) -> dict[str, float]:
+    """What a member does with its data_dir at start (grid/store/durability.py:
+    recover the journal, load the store), in a fresh process, measured as
+    _bare_recovery measures the journal alone."""
+    disk = _dir_bytes(data)
+    code = (
+        "import gc, os, random, sys, time\n"
+        "from grid import logs\n"
+        "from grid.config import Config\n"
+        "from grid.store import Store\n"
+        "from grid.store.durability import Durability\n"
+        "logs.configure('warning')\n"
+        "config = Config(data_dir=sys.argv[1], fsync='never')\n"
+        "clock = lambda: int(time.time() * 1000)\n"
+        "store = Store(config, member_id=1, clock=clock, rng=random.Random(1))\n"
+        "d = Durability(config, store, clock)\n"
+        "cpu = time.process_time()\n"
+        "d.recover()\n"
+        "gc.collect()\n"
+        "cpu = time.process_time() - cpu\n"
+        "print(d.entries_recovered, d.start_s, cpu, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(data)], capture_output=True, text=True, check=True
     )
     loaded, seconds, cpu = out.stdout.split()
     return {
