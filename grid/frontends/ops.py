@@ -10,6 +10,14 @@ A command of a foreign protocol (RESP now, memcached later) becomes one of:
 - a coroutine, for a command that needs the answer of one operation to choose the
   next (a compare-and-set loop, a scan over partitions): it calls `Runner.call`
   as often as it needs; the connection runs nothing after it until it is done.
+- a `KeyPlan`: the one-key GET or PUT of the commonest commands (GET, SET, a
+  memcached get or set). The same as a Plan of one operation, but it is its own
+  operation, result and reply slot: the connection runs a run of them through
+  `GridService.run_keys`, which calls the store as the batch executor does, with no
+  protobuf message built unless the batch must wait (forwarding, fsync, sync
+  backups). A command's cost is mostly per-object Python work, and this path makes
+  one object per command where a Plan makes five (op, request copy, result, reply,
+  closure).
 - bytes: a reply that needs no data (PING, CLIENT GETNAME).
 
 Any member serves any key: operations for partitions it does not own come back
@@ -45,6 +53,62 @@ class Plan:
         self.data: bytes | None = None
 
 
+class KeyPlan:
+    """One GET or PUT of one key in the front end's map, run without protobuf messages.
+
+    The executor fills in the result as it fills a pb.Result: `status` (pb.Status),
+    `error`, and for a GET that found the key `value` and `version_ts`; then
+    `finish(plan)` makes the reply (`ctx` is what it needs from the command, usually
+    the connection). Like a Plan, it is its own reply slot (`data`)."""
+
+    __slots__ = ("code", "condition", "ctx", "data", "error", "expire_at", "finish", "key",
+                 "status", "value", "version_ts")  # fmt: skip
+
+    def __init__(
+        self,
+        code: int,
+        key: bytes,
+        value: bytes,
+        ctx: Any,
+        finish: Callable[[KeyPlan], bytes],
+        expire_at: int = 0,
+        condition: int = 0,
+    ) -> None:
+        self.code = code
+        self.key = key
+        self.value = value
+        self.ctx = ctx
+        self.finish = finish
+        self.expire_at = expire_at
+        """Absolute expiry in ms of a PUT (0: none), as pb.Op.expire_at_ms."""
+        self.condition = condition
+        """A PUT's pb.Condition (0: always)."""
+        self.data: bytes | None = None
+        self.status = 0
+        self.error = ""
+        self.version_ts = 0
+
+    def to_op(self, map_name: str) -> pb.Op:
+        """The same operation as a protobuf message (for forwarding and waits)."""
+        if self.code == pb.GET:
+            return pb.Op(code=pb.GET, map=map_name, key=self.key)
+        return pb.Op(code=pb.PUT, map=map_name, key=self.key, value=self.value,
+                     expire_at_ms=self.expire_at, condition=self.condition)  # fmt: skip
+
+    def to_result(self) -> pb.Result:
+        if self.code == pb.GET and self.status == pb.OK:
+            return pb.Result(value=self.value, version_ts=self.version_ts)
+        return pb.Result(status=self.status, error=self.error)  # type: ignore[arg-type]
+
+    def take(self, r: pb.Result) -> None:
+        """The result of the operation as run elsewhere (forwarded) or failed later."""
+        self.status = r.status
+        self.error = r.error
+        if self.code == pb.GET and r.status == pb.OK:
+            self.value = r.value
+            self.version_ts = r.version_ts
+
+
 class Close:
     """A reply after which the connection closes (QUIT, a protocol error)."""
 
@@ -54,7 +118,7 @@ class Close:
         self.data = data
 
 
-Reply = bytes | Plan | Close | Awaitable[bytes]
+Reply = bytes | Plan | KeyPlan | Close | Awaitable[bytes]
 
 
 class Runner:
@@ -64,6 +128,7 @@ class Runner:
         self.service = service
         config = service.config
         self.max_ops = config.max_batch_ops
+        self.map_name = map_name
         sync = config.sync_backups_by_map().get(map_name, config.sync_backups)
         self.waits_before_forwarding = bool(config.data_dir and config.fsync == "always") or (
             sync > 0
@@ -88,6 +153,11 @@ class Runner:
         if reply.status != pb.OK:  # a whole-batch refusal: every op gets its status
             return _failed(len(request.ops), reply.status, reply.error), None
         return reply.results, later
+
+    def run_keys(self, plans: list[KeyPlan]) -> Later | None:
+        """Run a batch of KeyPlans now, filling in their results (complete once `later`,
+        if any, is awaited)."""
+        return self.service.run_keys(self.map_name, plans)
 
     async def call(self, ops: Sequence[pb.Op]) -> list[pb.Result]:
         """Run operations and wait for everything their replies wait for (fsync, sync
