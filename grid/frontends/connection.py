@@ -142,7 +142,7 @@ class FrontendConnection(asyncio.Protocol):
         self._reading_paused = False
         self._paused_for_writes = False
         self._timer: asyncio.TimerHandle | None = None
-        self._placed = False  # the member had a partition table when this last looked
+        self._placed = False  # the member has a partition table (once it has, for good)
 
     # ---- what a protocol supplies -------------------------------------------------------------
     def parse(self, data: bytes) -> list[Any]:
@@ -235,8 +235,10 @@ class FrontendConnection(asyncio.Protocol):
         keys: list[KeyPlan] = []  # or the KeyPlans gathered into it
         queue, slots, dispatch = self.queue, self.slots, self.dispatch
         max_ops = self.runner.max_ops
+        if not self._placed:
+            self._placed = self.runner.placed()
         while queue and self.busy is None:
-            if not self._placed and not self.runner.placed():
+            if not self._placed:
                 self.busy = asyncio.get_running_loop().create_task(self._until_placed())
                 break
             item = queue.popleft()
@@ -249,15 +251,15 @@ class FrontendConnection(asyncio.Protocol):
                     log.exception("front-end command failed", protocol=self.listener.protocol)
                     reply = self.internal_error(e)
             kind = type(reply)
-            if kind is KeyPlan:
+            if kind is KeyPlan:  # (no cast() here: a call a command, on the hottest path)
                 if ops:
                     self._run(ops, plans)
                     ops, plans = [], []
                 elif len(keys) >= max_ops:
                     self._run_keys(keys)
                     keys = []
-                keys.append(cast(KeyPlan, reply))
-                slots.append(cast(KeyPlan, reply))
+                keys.append(reply)  # type: ignore[arg-type]
+                slots.append(reply)  # type: ignore[arg-type]
             elif kind is Plan:
                 if keys:
                     self._run_keys(keys)
