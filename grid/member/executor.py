@@ -139,16 +139,19 @@ class BatchExecutor:
         full = self.config.max_message_bytes - REPLY_HEADROOM
         budget = full
         store = self.store
-        read, write = store.read, store.write
+        read, write, unpack = store.read, store.write, HEAD.unpack_from
+        get, not_found = pb.GET, pb.NOT_FOUND
+        rmap = store.maps.get(map_name)  # looked up once; a PUT creates it if need be
         writes = False
         with store.lock:
             now = store.clock()
             for plan in plans:
                 try:
-                    if plan.code == pb.GET:
-                        blob = read(self._read_map(map_name), plan.key, now)
+                    if plan.code == get:
+                        m = rmap if rmap is not None else self._read_map(map_name)
+                        blob = read(m, plan.key, now)
                         if blob is None:
-                            plan.status = pb.NOT_FOUND
+                            plan.status = not_found
                             continue
                         value = value_of(blob)
                         if len(value) > budget and budget < full:  # (_spend, inlined)
@@ -157,12 +160,14 @@ class BatchExecutor:
                             continue
                         budget -= len(value) + 16
                         plan.value = value
-                        plan.version_ts = HEAD.unpack_from(blob)[0]
+                        plan.version_ts = unpack(blob)[0]
                     else:
                         writes = True
+                        if rmap is None:
+                            rmap = store.map(map_name)
                         at = plan.expire_at
-                        write(store.map(map_name), plan.key, plan.value, now,
-                              max(1, at - now) if at else 0, 0, plan.condition)  # fmt: skip
+                        write(rmap, plan.key, plan.value, now, max(1, at - now) if at else 0, 0,
+                              plan.condition)  # fmt: skip
                 except GridError as e:
                     plan.status = e.status
                     plan.error = e.message

@@ -208,6 +208,8 @@ class RespParser:
                 break
             out.append(parts[i + 2 : end : 2])
             i = end
+        if i > last:  # all of it up to the final CR LF (the commonest: a whole pipeline)
+            return len(buf) - len(parts[-1])
         return sum(map(len, parts[:i])) + 2 * i if i else 0
 
     def _fast_bounded(self, buf: bytes, out: list[list[bytes]]) -> int:
