@@ -17,7 +17,7 @@ from grid.config import Config
 from grid.errors import GridError, InvalidArgument, Status
 from grid.store import Store
 from grid.store.durability import DISK_FULL_WRITE, Durability
-from grid.store.entry import HEAD, value_len, value_of
+from grid.store.entry import HEAD, HEAD_SIZE, SLOT_AT, VHEAD_SIZE, value_len, value_of
 from grid.store.recordmap import RecordMap
 from proto import grid_pb2 as pb
 
@@ -145,7 +145,7 @@ class BatchExecutor:
         writes = False
         with store.lock:
             now = store.clock()
-            for plan in plans:
+            for plan in plans:  # (entry.value_of written out, as store.read inlines its checks)
                 try:
                     if plan.code == get:
                         m = rmap if rmap is not None else self._read_map(map_name)
@@ -153,7 +153,7 @@ class BatchExecutor:
                         if blob is None:
                             plan.status = not_found
                             continue
-                        value = value_of(blob)
+                        value = blob[VHEAD_SIZE:] if blob[SLOT_AT] & 1 else blob[HEAD_SIZE:]
                         if len(value) > budget and budget < full:  # (_spend, inlined)
                             plan.status = pb.UNAVAILABLE
                             plan.error = REPLY_FULL
