@@ -429,7 +429,7 @@ class FrontendConnection(asyncio.Protocol):
         slots = self.slots
         out = []
         while slots and slots[0].data is not None:
-            out.append(cast(bytes, slots.popleft().data))
+            out.append(slots.popleft().data)
         t = self.transport
         if t is None:
             return
