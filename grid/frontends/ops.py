@@ -93,17 +93,25 @@ class KeyPlan:
         if condition:
             self.condition = condition
 
-    def to_op(self, map_name: str) -> pb.Op:
-        """The same operation as a protobuf message (for forwarding and waits)."""
+    def fill(self, op: pb.Op, r: pb.Result, map_name: str) -> None:
+        """The same operation and its result so far as protobuf messages (for forwarding
+        and waits): set in place, as messages added to a batch are (no copy)."""
+        op.code = self.code  # type: ignore[assignment]
+        op.map = map_name
+        op.key = self.key
         if self.code == pb.GET:
-            return pb.Op(code=pb.GET, map=map_name, key=self.key)
-        return pb.Op(code=pb.PUT, map=map_name, key=self.key, value=self.value,
-                     expire_at_ms=self.expire_at, condition=self.condition)  # fmt: skip
-
-    def to_result(self) -> pb.Result:
-        if self.code == pb.GET and self.status == pb.OK:
-            return pb.Result(value=self.value, version_ts=self.version_ts)
-        return pb.Result(status=self.status, error=self.error)  # type: ignore[arg-type]
+            if self.status == pb.OK:
+                r.value = self.value
+                r.version_ts = self.version_ts
+                return
+        else:
+            op.value = self.value
+            if self.expire_at:
+                op.expire_at_ms = self.expire_at
+            if self.condition:
+                op.condition = self.condition  # type: ignore[assignment]
+        r.status = self.status  # type: ignore[assignment]
+        r.error = self.error
 
     def take(self, r: pb.Result) -> None:
         """The result of the operation as run elsewhere (forwarded) or failed later."""

@@ -288,11 +288,20 @@ class GridService:
         durable = token and executor.durability is not None and executor.durability.holds_replies
         if not (elsewhere or durable or sync[1]):
             seconds = time.perf_counter() - started
-            if plans and self.latency.count(plans[0].code, map_name, seconds):
-                self.latency.slow(plans[0].code, map_name, plans[0].key, len(plans), seconds)
+            self._observe_keys(map_name, plans, seconds)
             return None
-        request = pb.BatchRequest(ops=[p.to_op(map_name) for p in plans])
-        reply = pb.BatchReply(results=[p.to_result() for p in plans])
+        # Only forwarding to wait for: the message needs only the ops to forward (the
+        # forwarder looks at nothing else); a wait on the log or backups (which _finish
+        # makes whenever the batch has a token) may fail any write, so it takes them all.
+        if sync[1] or (token and executor.durability is not None):
+            waits = plans
+        else:
+            waits = [p for p in plans if p.status == pb.NOT_OWNER]
+        request = pb.BatchRequest()
+        reply = pb.BatchReply()
+        ops, results = request.ops, reply.results
+        for plan in waits:
+            plan.fill(ops.add(), results.add(), map_name)
         if cluster is not None:
             reply.table_version = cluster.routing.version
 
@@ -300,11 +309,16 @@ class GridService:
             try:
                 await self._finish(reply, request, token, sync, elsewhere)
             finally:
-                self.latency.observe(request, time.perf_counter() - started)
-            for plan, r in zip(plans, reply.results, strict=True):
+                self._observe_keys(map_name, plans, time.perf_counter() - started)
+            for plan, r in zip(waits, results, strict=True):
                 plan.take(r)
 
         return timed
+
+    def _observe_keys(self, map_name: str, plans: list[KeyPlan], seconds: float) -> None:
+        """`latency.observe` for a batch of KeyPlans."""
+        if plans and self.latency.count(plans[0].code, map_name, seconds):
+            self.latency.slow(plans[0].code, map_name, plans[0].key, len(plans), seconds)
 
     def end_idle_streams(self) -> None:
         """For shutdown: streams waiting for input end now; busy ones after their reply."""
