@@ -84,7 +84,7 @@ def store(c: MemcachedConnection, req: Request) -> Reply:
         return R.BAD_FORMAT
     assert req.data is not None
     value = req.data
-    at = expire_at(line.exptime)
+    at = expire_at(line.exptime) if line.exptime else 0
     condition = CONDITIONS.get(name)
     if condition is not None:
         if at == EXPIRED:  # nothing is written; the answer is what the write would say
