@@ -8,6 +8,12 @@ requests, one at a time: memcslap does not pipeline) against a member started wi
 alternating trials so that drift of the machine hits both sides alike, and prints
 the best and median operations per second of each and the ratio. The figures in
 docs/benchmarks.md ("memcached (issue 15)") come from this.
+
+    python -m grid.bench.memcached --in-process 1000 --only get [-P 16]
+
+feeds 1000 reads of P pipelined gets (or sets of 3 bytes) to a memcached
+connection in this process (grid/bench/inprocess.py) and prints the CPU time per
+command; under callgrind at two counts, the instructions per command.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import subprocess
 import tempfile
 import time
 
+from grid.bench import inprocess
 from grid.harness.cluster import LocalCluster, free_port, migration_state
 
 _LINE = re.compile(r"Time to (set|get)\s+(\d+) keys by\s+\d+ threads:\s+([\d.]+) seconds")
@@ -38,13 +45,30 @@ def run_memcslap(binary: str, address: str, test: str, threads: int, n: int) -> 
     raise RuntimeError(f"memcslap printed no '{test}' time:\n{out}")
 
 
+def in_process(reads: int, only: str, pipeline: int) -> None:
+    from grid.frontends.memcached.server import MemcachedServer
+
+    keys = [b"key:%012d" % i for i in range(pipeline)]
+    sets = b"".join(b"set %b 0 0 3\r\nxxx\r\n" % k for k in keys)
+    gets = b"".join(b"get %b\r\n" % k for k in keys)
+    tests = [(name, data, pipeline) for name, data in (("set", sets), ("get", gets))
+             if only in ("", name)]  # fmt: skip
+    inprocess.run(MemcachedServer, tests, reads, prime=sets)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=1, help="grid members [1]")
     parser.add_argument("--trials", type=int, default=3, help="trials per side [3]")
     parser.add_argument("-c", type=int, default=4, help="memcslap threads [4]")
     parser.add_argument("-e", type=int, default=10_000, help="requests per thread [10000]")
+    parser.add_argument("--in-process", type=int, metavar="READS", help="see the module doc")
+    parser.add_argument("--only", choices=("get", "set"), default="", help="with --in-process")
+    parser.add_argument("-P", type=int, default=16, help="pipelined, with --in-process [16]")
     args = parser.parse_args(argv)
+    if args.in_process:
+        in_process(args.in_process, args.only, args.P)
+        return 0
     slap, server = shutil.which("memcslap"), shutil.which("memcached")
     if slap is None or server is None:
         raise SystemExit("needs memcslap and memcached (Debian: libmemcached-tools, memcached)")

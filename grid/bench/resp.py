@@ -21,7 +21,6 @@ per command, a figure this machine's noise does not move.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import shutil
 import statistics
@@ -29,6 +28,7 @@ import subprocess
 import tempfile
 import time
 
+from grid.bench import inprocess
 from grid.bench.redis_side import RedisServer, find_redis_server
 from grid.harness.cluster import LocalCluster, migration_state
 
@@ -43,60 +43,19 @@ def run_benchmark(binary: str, address: str, n: int, pipeline: int) -> dict[str,
     return {k: float(v) for k, v in re.findall(r"(SET|GET): ([\d.]+) requests per second", out)}
 
 
-class _Transport:
-    """Enough of an asyncio transport for a connection fed by hand."""
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def in_process(reads: int, only: str) -> None:
-    from grid.config import Config
     from grid.frontends.resp.server import RespServer
-    from grid.member.server import GridService
-    from grid.store import Store
 
     def request(*args: bytes) -> bytes:
         return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
-    async def run() -> None:
-        config = Config()
-        service = GridService(Store(config, 1), config, "bench", "")
-        server = RespServer(service, config)
-        conn = server.listener.factory(server.listener)
-        conn.connection_made(_Transport())  # type: ignore[arg-type]
-        keys = [b"key:%012d" % i for i in range(16)]
-        sets = b"".join(request(b"SET", k, b"xxx") for k in keys)
-        gets = b"".join(request(b"GET", k) for k in keys)
-        conn.data_received(sets)
-        for name, data in (("set", sets), ("get", gets)):
-            if only not in ("", name):
-                continue
-            started = time.process_time()
-            for _ in range(reads):
-                conn.data_received(data)
-            spent = time.process_time() - started
-            print(f"{name}: {spent / reads / 16 * 1e6:.2f} us of CPU a command")
-
-    asyncio.run(run())
+    keys = [b"key:%012d" % i for i in range(16)]
+    sets = b"".join(request(b"SET", k, b"xxx") for k in keys)
+    gets = b"".join(request(b"GET", k) for k in keys)
+    tests = [
+        (name, data, 16) for name, data in (("set", sets), ("get", gets)) if only in ("", name)
+    ]
+    inprocess.run(RespServer, tests, reads, prime=sets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ does not read its replies, or has more than `MAX_HELD` waiting, is not read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import socket
 import ssl
@@ -40,7 +41,7 @@ from typing import Any, cast
 
 from grid import logs
 from grid.config import Config
-from grid.frontends.ops import Close, Plan, Reply, Runner
+from grid.frontends.ops import Close, KeyPlan, Plan, Reply, Runner
 from grid.wire.tls_gate import gated
 from proto import grid_pb2 as pb
 
@@ -132,7 +133,7 @@ class FrontendConnection(asyncio.Protocol):
         self.peer = ""
         self.last_active = time.monotonic()
         """When the client last sent something (memcached's `stats conns`)."""
-        self.slots: deque[Slot | Plan] = deque()
+        self.slots: deque[Slot | Plan | KeyPlan] = deque()
         self.queue: deque[Any] = deque()  # requests parsed, not yet dispatched
         self.busy: asyncio.Task[None] | None = None  # a coroutine command running alone
         self.held: set[asyncio.Task[None]] = set()  # batches waiting on `later`
@@ -141,7 +142,7 @@ class FrontendConnection(asyncio.Protocol):
         self._reading_paused = False
         self._paused_for_writes = False
         self._timer: asyncio.TimerHandle | None = None
-        self._placed = False  # the member had a partition table when this last looked
+        self._placed = False  # the member has a partition table (once it has, for good)
 
     # ---- what a protocol supplies -------------------------------------------------------------
     def parse(self, data: bytes) -> list[Any]:
@@ -225,13 +226,19 @@ class FrontendConnection(asyncio.Protocol):
 
     # ---- requests to replies -----------------------------------------------------------------
     def _drain(self) -> None:
-        """Dispatch queued requests until one must run alone; write what is ready."""
+        """Dispatch queued requests until one must run alone; write what is ready.
+
+        Consecutive Plans run as one batch, consecutive KeyPlans as another: a run of
+        one kind ends where the other kind begins, as at max_batch_ops."""
         ops: list[pb.Op] = []  # of the plans gathered into the next batch
         plans: list[Plan] = []
+        keys: list[KeyPlan] = []  # or the KeyPlans gathered into it
         queue, slots, dispatch = self.queue, self.slots, self.dispatch
         max_ops = self.runner.max_ops
+        if not self._placed:
+            self._placed = self.runner.placed()
         while queue and self.busy is None:
-            if not self._placed and not self.runner.placed():
+            if not self._placed:
                 self.busy = asyncio.get_running_loop().create_task(self._until_placed())
                 break
             item = queue.popleft()
@@ -244,7 +251,19 @@ class FrontendConnection(asyncio.Protocol):
                     log.exception("front-end command failed", protocol=self.listener.protocol)
                     reply = self.internal_error(e)
             kind = type(reply)
-            if kind is Plan:
+            if kind is KeyPlan:  # (no cast() here: a call a command, on the hottest path)
+                if ops:
+                    self._run(ops, plans)
+                    ops, plans = [], []
+                elif len(keys) >= max_ops:
+                    self._run_keys(keys)
+                    keys = []
+                keys.append(reply)  # type: ignore[arg-type]
+                slots.append(reply)  # type: ignore[arg-type]
+            elif kind is Plan:
+                if keys:
+                    self._run_keys(keys)
+                    keys = []
                 plan = cast(Plan, reply)
                 if len(ops) + len(plan.ops) > max_ops and ops:
                     self._run(ops, plans)
@@ -262,6 +281,9 @@ class FrontendConnection(asyncio.Protocol):
                 if ops:
                     self._run(ops, plans)
                     ops, plans = [], []
+                if keys:
+                    self._run_keys(keys)
+                    keys = []
                 slot = Slot()
                 slots.append(slot)
                 self.busy = asyncio.get_running_loop().create_task(
@@ -269,6 +291,8 @@ class FrontendConnection(asyncio.Protocol):
                 )
         if ops:
             self._run(ops, plans)
+        elif keys:
+            self._run_keys(keys)
         self._flush()
         self._update_reading()
 
@@ -280,20 +304,51 @@ class FrontendConnection(asyncio.Protocol):
             if later is None:
                 self._finish(results, plans)
                 return
-            task = asyncio.get_running_loop().create_task(self._later(results, plans, later))
+            task = asyncio.get_running_loop().create_task(
+                self._later(plans, later, functools.partial(self._finish, results, plans))
+            )
+        self.held.add(task)
+        task.add_done_callback(self._released)
+
+    def _run_keys(self, keys: list[KeyPlan]) -> None:
+        if self.held and self.runner.waits_before_forwarding:  # see the module doc
+            task = asyncio.get_running_loop().create_task(self._after(list(self.held), [], keys))
+        else:
+            later = self.runner.run_keys(keys)
+            if later is None:
+                self._finish_keys(keys)
+                return
+            task = asyncio.get_running_loop().create_task(
+                self._later(keys, later, functools.partial(self._finish_keys, keys))
+            )
         self.held.add(task)
         task.add_done_callback(self._released)
 
     async def _after(
-        self, before: list[asyncio.Task[None]], ops: list[pb.Op], plans: list[Plan]
+        self, before: list[asyncio.Task[None]], ops: list[pb.Op], plans: Sequence[Plan | KeyPlan]
     ) -> None:
+        """Run a batch (of Plans with their `ops`, or of KeyPlans) once `before` is done."""
         await asyncio.gather(*before, return_exceptions=True)
-        results, later = self.runner.run(pb.BatchRequest(ops=ops))
+        if ops:
+            results, later = self.runner.run(pb.BatchRequest(ops=ops))
+            done = functools.partial(self._finish, results, cast(list[Plan], plans))
+        else:
+            keys = cast(list[KeyPlan], plans)
+            later = self.runner.run_keys(keys)
+            done = functools.partial(self._finish_keys, keys)
         if later is None:
-            self._finish(results, plans)
+            done()
             self._flush()
         else:
-            await self._later(results, plans, later)
+            await self._later(plans, later, done)
+
+    def _finish_keys(self, keys: list[KeyPlan]) -> None:
+        for plan in keys:
+            try:
+                plan.data = plan.finish(plan)
+            except Exception as e:
+                log.exception("front-end reply failed", protocol=self.listener.protocol)
+                plan.data = self.internal_error(e)
 
     def _finish(self, results: Sequence[pb.Result], plans: list[Plan]) -> None:
         at = 0
@@ -324,10 +379,11 @@ class FrontendConnection(asyncio.Protocol):
 
     async def _later(
         self,
-        results: Sequence[pb.Result],
-        plans: list[Plan],
+        plans: Sequence[Plan | KeyPlan],
         later: Callable[[], Awaitable[None]],
+        done: Callable[[], None],
     ) -> None:
+        """Wait for what a batch's replies wait for, then make them (`done`)."""
         try:
             await later()
         except Exception as e:  # a bug in a wait must not lose the replies
@@ -335,7 +391,7 @@ class FrontendConnection(asyncio.Protocol):
             for plan in plans:
                 plan.data = self.internal_error(e)
         else:
-            self._finish(results, plans)
+            done()
         self._flush()
 
     async def _alone(self, command: Awaitable[bytes], slot: Slot) -> None:
@@ -373,7 +429,7 @@ class FrontendConnection(asyncio.Protocol):
         slots = self.slots
         out = []
         while slots and slots[0].data is not None:
-            out.append(cast(bytes, slots.popleft().data))
+            out.append(slots.popleft().data)
         t = self.transport
         if t is None:
             return

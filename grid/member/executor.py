@@ -17,7 +17,7 @@ from grid.config import Config
 from grid.errors import GridError, InvalidArgument, Status
 from grid.store import Store
 from grid.store.durability import DISK_FULL_WRITE, Durability
-from grid.store.entry import HEAD, value_len, value_of
+from grid.store.entry import HEAD, HEAD_SIZE, SLOT_AT, VHEAD_SIZE, value_len, value_of
 from grid.store.recordmap import RecordMap
 from proto import grid_pb2 as pb
 
@@ -125,6 +125,65 @@ class BatchExecutor:
                 if self.durability.write_failed:
                     fail_writes(ops, results, DISK_FULL_WRITE)
         return reply
+
+    def run_keys(self, map_name: str, plans: Sequence[Any]) -> None:
+        """`execute` for the front ends' one-key GETs and PUTs (grid/frontends/ops.py
+        KeyPlan): the same store calls, checks and counters, with each result written
+        into its plan instead of a pb.Result (a plan's status starts as OK). The caller
+        keeps it to max_batch_ops."""
+        self.requests += 1
+        self.misrouted = 0
+        self.fanout = False
+        self.from_backup = False
+        self.operations += len(plans)
+        full = self.config.max_message_bytes - REPLY_HEADROOM
+        budget = full
+        store = self.store
+        read, write, unpack = store.read, store.write, HEAD.unpack_from
+        get, not_found = pb.GET, pb.NOT_FOUND
+        rmap = store.maps.get(map_name)  # looked up once; a PUT creates it if need be
+        writes = False
+        with store.lock:
+            now = store.clock()
+            for plan in plans:  # (entry.value_of written out, as store.read inlines its checks)
+                try:
+                    if plan.code == get:
+                        m = rmap if rmap is not None else self._read_map(map_name)
+                        blob = read(m, plan.key, now)
+                        if blob is None:
+                            plan.status = not_found
+                            continue
+                        value = blob[VHEAD_SIZE:] if blob[SLOT_AT] & 1 else blob[HEAD_SIZE:]
+                        if len(value) > budget and budget < full:  # (_spend, inlined)
+                            plan.status = pb.UNAVAILABLE
+                            plan.error = REPLY_FULL
+                            continue
+                        budget -= len(value) + 16
+                        plan.value = value
+                        plan.version_ts = unpack(blob)[0]
+                    else:
+                        writes = True
+                        if rmap is None:
+                            rmap = store.map(map_name)
+                        at = plan.expire_at
+                        write(rmap, plan.key, plan.value, now, max(1, at - now) if at else 0, 0,
+                              plan.condition)  # fmt: skip
+                except GridError as e:
+                    plan.status = e.status
+                    plan.error = e.message
+                    if e.status == Status.NOT_OWNER:
+                        self.misrouted += 1
+                except Exception as e:  # a bug: answer this op, keep serving the others
+                    log.exception("operation failed", code=plan.code, map=map_name)
+                    plan.status = pb.UNAVAILABLE
+                    plan.error = f"internal error: {type(e).__name__}: {e}"
+            if self.durability is not None:
+                self.last_token = self.durability.flush()
+                if self.durability.write_failed and writes:
+                    for plan in plans:
+                        if plan.code != pb.GET and plan.status == pb.OK:
+                            plan.status = pb.UNAVAILABLE
+                            plan.error = DISK_FULL_WRITE
 
     def _spend(self, size: int) -> bool:
         """Charge a result's payload to this reply; False if it no longer fits."""

@@ -70,14 +70,19 @@ class Latencies:
         if not ops:
             return
         first = ops[0]
-        key = (first.code, first.map)
+        if self.count(first.code, first.map, seconds):
+            self.slow(first.code, first.map, first.key, len(ops), seconds)
+
+    def count(self, code: int, map_name: str, seconds: float) -> bool:
+        """Count a batch by its first op's code and map; True if it was slow (the caller
+        then logs it with `slow`)."""
+        key = (code, map_name)
         counts = self.counts.get(key)
         if counts is None:
             key, counts = self._series(key)
         counts[bisect_left(BUCKETS_S, seconds)] += 1
         self.sums[key] = self.sums.get(key, 0.0) + seconds
-        if self.slow_s and seconds > self.slow_s:
-            self._slow(first, len(ops), seconds)
+        return bool(self.slow_s) and seconds > self.slow_s
 
     def _series(self, key: tuple[int, str]) -> tuple[tuple[int, str], list[int]]:
         """The series for a key seen for the first time: its own, or past MAX_SERIES the
@@ -90,7 +95,7 @@ class Latencies:
         counts = self.counts[key] = [0] * (len(BUCKETS_S) + 1)
         return key, counts
 
-    def _slow(self, op: pb.Op, n: int, seconds: float) -> None:
+    def slow(self, code: int, map_name: str, key: bytes, n: int, seconds: float) -> None:
         now = time.monotonic()
         if now - self._slow_window >= 1.0:
             if self._slow_left_out:
@@ -103,9 +108,9 @@ class Latencies:
         self.slow_logged += 1
         log.warning(
             "slow batch",
-            op=op_name(op.code),
-            map=op.map,
-            key_hash=f"{xxhash.xxh3_64_intdigest(op.key):016x}" if op.key else "",
+            op=op_name(code),
+            map=map_name,
+            key_hash=f"{xxhash.xxh3_64_intdigest(key):016x}" if key else "",
             ops=n,
             ms=round(seconds * 1000, 2),
         )

@@ -14,7 +14,7 @@ import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -31,6 +31,9 @@ from grid.wire.frames import PROTOCOL
 from partitioning import partition_of
 from persistence import PersistenceError
 from proto import grid_pb2 as pb
+
+if TYPE_CHECKING:
+    from grid.frontends.ops import KeyPlan
 
 log = logs.get("grid.member.server")
 Sync = tuple[dict[int, tuple[int, int]], tuple[tuple[int, int], ...]]
@@ -111,15 +114,18 @@ class GridService:
         meet every map's requirement."""
         if not self._sync_any or self.cluster is None:
             return {}, ()
+        return self._sync_of({op.map for op in request.ops if op.code in WRITES})
+
+    def _sync_of(self, written: set[str]) -> Sync:
+        """`_sync_for`, from the names of the maps the batch wrote."""
         needs: set[tuple[int, int]] = set()
         of = self.cluster.replicator.map_backups.of
-        for op in request.ops:
-            if op.code in WRITES:
-                want = self._sync_maps.get(op.map, self._sync_default)
-                if want:
-                    held = of(op.map)
-                    if min(want, held):
-                        needs.add((min(want, held), held))
+        for name in written:
+            want = self._sync_maps.get(name, self._sync_default)
+            if want:
+                held = of(name)
+                if min(want, held):
+                    needs.add((min(want, held), held))
         if not needs:
             return {}, ()
         touched = self.cluster.replicator.take_touched()
@@ -260,6 +266,59 @@ class GridService:
         if elsewhere or durable or sync[1]:
             return reply, functools.partial(self._finish, reply, request, token, sync, elsewhere)
         return reply, None
+
+    def run_keys(self, map_name: str, plans: list[KeyPlan]) -> Callable[[], Awaitable[None]] | None:
+        """`run` for the front ends' one-key GETs and PUTs (grid/frontends/ops.py
+        KeyPlan), with their results written into the plans: the same executor checks,
+        waits, forwarding and latency series, and no protobuf message unless the batch
+        must wait (then it is made once, for `_finish`, and its results copied back)."""
+        started = time.perf_counter()
+        executor = self.executor
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.coordinator.stalled()  # a member back from a pause fences first
+            if self._sync_any:
+                cluster.replicator.take_touched()  # only this batch's changes count
+        executor.run_keys(map_name, plans)
+        token = executor.last_token
+        sync: Sync = ({}, ())
+        if self._sync_any and cluster is not None and any(p.code == pb.PUT for p in plans):
+            sync = self._sync_of({map_name})
+        elsewhere = bool(executor.misrouted) and cluster is not None
+        durable = token and executor.durability is not None and executor.durability.holds_replies
+        if not (elsewhere or durable or sync[1]):
+            seconds = time.perf_counter() - started
+            self._observe_keys(map_name, plans, seconds)
+            return None
+        # Only forwarding to wait for: the message needs only the ops to forward (the
+        # forwarder looks at nothing else); a wait on the log or backups (which _finish
+        # makes whenever the batch has a token) may fail any write, so it takes them all.
+        if sync[1] or (token and executor.durability is not None):
+            waits = plans
+        else:
+            waits = [p for p in plans if p.status == pb.NOT_OWNER]
+        request = pb.BatchRequest()
+        reply = pb.BatchReply()
+        ops, results = request.ops, reply.results
+        for plan in waits:
+            plan.fill(ops.add(), results.add(), map_name)
+        if cluster is not None:
+            reply.table_version = cluster.routing.version
+
+        async def timed() -> None:
+            try:
+                await self._finish(reply, request, token, sync, elsewhere)
+            finally:
+                self._observe_keys(map_name, plans, time.perf_counter() - started)
+            for plan, r in zip(waits, results, strict=True):
+                plan.take(r)
+
+        return timed
+
+    def _observe_keys(self, map_name: str, plans: list[KeyPlan], seconds: float) -> None:
+        """`latency.observe` for a batch of KeyPlans."""
+        if plans and self.latency.count(plans[0].code, map_name, seconds):
+            self.latency.slow(plans[0].code, map_name, plans[0].key, len(plans), seconds)
 
     def end_idle_streams(self) -> None:
         """For shutdown: streams waiting for input end now; busy ones after their reply."""

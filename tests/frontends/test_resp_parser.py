@@ -210,3 +210,17 @@ def test_the_fast_path_answers_as_the_full_parser(
     fast, slow = RespParser(limit, 4 * limit, 3), SlowOnly(limit, 4 * limit, 3)
     assert fast.feed(stream) == slow.feed(stream)
     assert fast.error == slow.error
+
+
+@given(TRICKY, st.binary(max_size=20), st.lists(st.integers(0, 200), max_size=6))
+def test_the_unbounded_fast_path_answers_as_the_full_parser(
+    sent: list[list[bytes]], tail: bytes, points: list[int]
+) -> None:
+    """With a member's limits (no request of small arguments can reach one), the fast path
+    counts no bytes: it must still take exactly the requests the full parser takes."""
+    stream = b"".join(multibulk(a) for a in sent) + tail
+    fast, slow = RespParser(1 << 24, 1 << 26), SlowOnly(1 << 24, 1 << 26)
+    assert fast.unbounded
+    assert feed_all(fast, cut(stream, points)) == feed_all(slow, cut(stream, points))
+    assert fast.error == slow.error
+    assert fast.partial == slow.partial

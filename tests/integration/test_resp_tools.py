@@ -11,12 +11,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from grid.harness.cluster import LocalCluster
 from tests import needs
+from tests.integration.memcached_support import RawMemcache
 from tests.integration.resp_support import RawResp, encode
 from tests.integration.support import wait_partitions_settled
 
@@ -196,3 +198,35 @@ def test_pipelines_keep_their_order_where_replies_wait_for_backups(
         raw.close()
     finally:
         cluster.stop(grace=5)
+
+
+def test_pipelined_gets_and_sets_right_where_batches_forward_and_wait(
+    no_grid_env: None, tmp_path: Path
+) -> None:
+    """GET and SET (and memcached's get and set) run without protobuf messages unless their
+    batch must wait; here every batch waits for its fsync and its sync backup and forwards
+    two thirds of its keys, so each reply comes back through that path: all must be right,
+    in order, each GET seeing the SET before it."""
+    (tmp_path / "logs").mkdir()
+    args = ["--sync-backups", "1", "--fsync", "always"]
+    with LocalCluster(0, resp=True, memcached=True, member_args=args,
+                      log_dir=tmp_path / "logs") as cluster:  # fmt: skip
+        for i in range(3):
+            cluster.start_member(i, ["--data-dir", str(tmp_path / f"data-{i + 1}")])
+        for mp in cluster.members:
+            cluster.wait_ready(mp)
+        wait_partitions_settled(cluster.addresses, timeout=30)
+        raw = RawResp(cluster.members[0].resp_address)
+        n = 200
+        raw.send(
+            b"".join(encode("SET", f"k{i}", f"v{i}") + encode("GET", f"k{i}") for i in range(n))
+        )
+        for i in range(n):
+            assert raw.reply() == b"+OK\r\n"
+            assert raw.reply() == b"$%d\r\n%b\r\n" % (len(f"v{i}"), f"v{i}".encode())
+        raw.close()
+        mc = RawMemcache(cluster.members[0].memcached_address)
+        mc.send(b"".join(b"set m%d 7 0 2\r\nv%d\r\nget m%d\r\n" % (i, i % 10, i) for i in range(n)))
+        for i in range(n):
+            assert mc.until(b"END\r\n") == b"STORED\r\nVALUE m%d 7 2\r\nv%d\r\n" % (i, i % 10)
+        mc.close()

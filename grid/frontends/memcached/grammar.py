@@ -66,9 +66,15 @@ def store_line(args: list[bytes]) -> StoreLine | None:
     key = args[1]
     if len(key) > KEY_MAX:
         return None
-    flags, exptime, length = unsigned(args[2]), number(args[3]), number(args[4])
-    if flags is None or exptime is None or length is None or length < 0:
-        return None
+    a, b, c = args[2], args[3], args[4]
+    if a.isdigit() and b.isdigit() and c.isdigit():  # the common line, without three calls
+        flags, exptime, length = int(a), int(b), int(c)
+        if flags > UINT64_MAX:
+            return None
+    else:
+        flags, exptime, length = unsigned(a), number(b), number(c)
+        if flags is None or exptime is None or length is None or length < 0:
+            return None
     unique = 0
     if cas:
         u = unsigned(args[5])

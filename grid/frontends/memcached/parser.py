@@ -71,13 +71,14 @@ class Request:
 class MemcacheParser:
     """Feed it bytes as they arrive; it returns the whole requests among them."""
 
-    __slots__ = ("_block", "_head", "_line", "_rest", "_skip", "error", "max_block",
-                 "max_item", "max_line", "need")  # fmt: skip
+    __slots__ = ("_block", "_head", "_line", "_rest", "_short", "_skip", "error",
+                 "max_block", "max_item", "max_line", "need")  # fmt: skip
 
     def __init__(self, max_item: int, max_block: int, max_line: int = MAX_LINE) -> None:
         self.max_item = max_item
         self.max_block = max_block
         self.max_line = max_line
+        self._short = min(max_line, max_block)  # a line this long is within either limit
         self.error: str | None = None
         """Set once the stream broke the protocol: the error line to answer."""
         self.need = 0
@@ -160,7 +161,7 @@ class MemcacheParser:
                 if n - pos > self._line_limit(buf, pos):
                     self.error = "CLIENT_ERROR line too long"
                 return pos
-            if nl - pos > self._line_limit(buf, pos):
+            if nl - pos > self._short and nl - pos > self._line_limit(buf, pos):
                 self.error = "CLIENT_ERROR line too long"
                 return pos
             end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl

@@ -8,7 +8,12 @@ NOT_OWNER/UNAVAILABLE (an owner unreachable, a partition moving) say to retry.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from proto import grid_pb2 as pb
+
+if TYPE_CHECKING:
+    from grid.frontends.ops import KeyPlan
 
 ERROR = b"ERROR\r\n"
 STORED = b"STORED\r\n"
@@ -33,7 +38,7 @@ def failed(r: pb.Result) -> bool:
     return r.status not in (pb.OK, pb.NOT_FOUND, pb.CAS_FAILED)
 
 
-def result_error(r: pb.Result) -> bytes:
+def result_error(r: pb.Result | KeyPlan) -> bytes:
     """The SERVER_ERROR for a grid result that is not an answer."""
     status = r.status
     if status == pb.OUT_OF_MEMORY:

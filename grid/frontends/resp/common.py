@@ -11,10 +11,14 @@ moving) are -TRYAGAIN, the code Redis Cluster uses for "retry this shortly".
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from grid.frontends.resp.parser import parse_ll
 from grid.frontends.resp.replies import error
 from proto import grid_pb2 as pb
+
+if TYPE_CHECKING:
+    from grid.frontends.ops import KeyPlan
 
 SYNTAX = error("ERR syntax error")
 NOT_INTEGER = error("ERR value is not an integer or out of range")
@@ -47,7 +51,7 @@ def int_arg(arg: bytes) -> int | None:
     return parse_ll(arg)
 
 
-def result_error(r: pb.Result) -> bytes:
+def result_error(r: pb.Result | KeyPlan) -> bytes:
     """The Redis error for a grid result that is not an answer."""
     status = r.status
     if status == pb.OUT_OF_MEMORY:

@@ -38,6 +38,13 @@ INT64_MAX = (1 << 63) - 1
 _SMALL = {b"%d" % i: i for i in range(4096)}
 """Header numbers up to 4095 by their text: one dict lookup instead of a parse, for the
 lengths nearly every request carries."""
+_COUNTS = {b"*%d" % i: i for i in range(1, 4096)}
+_BULKS = {b"$%d" % i: i for i in range(4096)}
+"""Multibulk and bulk headers of the fast path, with their marks: no slicing to look up."""
+_FAST_REQUEST_MAX = 7 + 4095 * (7 + 4095 + 2)
+"""The most bytes a request of the fast path can take (4,095 arguments of 4,095 bytes):
+below `max_request` and with `max_bulk` and `max_args` at 4,095 or more, the fast path
+need not count bytes against the limits."""
 _BLANK = b" \t\n\r\v\f"  # isspace(): skipped between words, and after a closing quote
 _WORD_END = b" \t\n\r"  # what ends an unquoted word (not \v or \f: sdssplitargs)
 _SLOW = (b'"', b"'", b"\v", b"\f")
@@ -126,7 +133,7 @@ class RespParser:
     """Feed it bytes as they arrive; it returns the whole requests among them."""
 
     __slots__ = ("_args", "_left", "_rest", "_size", "error", "max_args", "max_bulk",
-                 "max_request", "need")  # fmt: skip
+                 "max_request", "need", "unbounded")  # fmt: skip
 
     def __init__(self, max_bulk: int, max_request: int, max_args: int = MAX_ARGS) -> None:
         self.max_bulk = max_bulk
@@ -140,6 +147,8 @@ class RespParser:
         self._args: list[bytes] | None = None  # the multibulk being assembled
         self._left = 0  # its bulks still to come
         self._size = 0  # its bytes so far
+        self.unbounded = min(max_bulk, max_args) >= 4095 and max_request >= _FAST_REQUEST_MAX
+        """No request the fast path takes can reach a limit (see _FAST_REQUEST_MAX)."""
 
     @property
     def partial(self) -> bool:
@@ -177,7 +186,34 @@ class RespParser:
         lengths under 4096) with no CR LF inside them, cut by one `split`. Stops at the
         first request that is anything else (or unfinished) and returns where; `_parse`
         goes on from there, so the two agree on every stream (the split tests hold them
-        to it)."""
+        to it). An argument holding CR LF is cut in two by the split, so the part after
+        its header is shorter than the header says and the check stops there."""
+        if not self.unbounded:
+            return self._fast_bounded(buf, out)
+        parts = buf.split(b"\r\n")
+        last = len(parts) - 2  # the last part is what follows the final CR LF
+        counts, bulks = _COUNTS.get, _BULKS.get
+        i = 0
+        while i <= last:
+            count = counts(parts[i])
+            if count is None:
+                break
+            end = i + 1 + 2 * count
+            if end > last + 1:
+                break
+            k = i + 1
+            while k < end and bulks(parts[k]) == len(parts[k + 1]):
+                k += 2
+            if k < end:
+                break
+            out.append(parts[i + 2 : end : 2])
+            i = end
+        if i > last:  # all of it up to the final CR LF (the commonest: a whole pipeline)
+            return len(buf) - len(parts[-1])
+        return sum(map(len, parts[:i])) + 2 * i if i else 0
+
+    def _fast_bounded(self, buf: bytes, out: list[list[bytes]]) -> int:
+        """`_fast` where a request it takes could reach a limit: it counts each one."""
         parts = buf.split(b"\r\n")
         last = len(parts) - 2  # the last part is what follows the final CR LF
         small = _SMALL.get

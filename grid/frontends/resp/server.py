@@ -42,6 +42,9 @@ log = logs.get("grid.frontends.resp")
 BY_SPELLING = {**COMMANDS, **{name.upper(): cmd for name, cmd in COMMANDS.items()}}
 """The table under the two spellings clients send (redis-py upper case, redis-benchmark
 and redis-cli as typed): most commands are found without lower-casing their name."""
+PLAIN = {spelling: cmd for spelling, cmd in BY_SPELLING.items() if not cmd.subcommands}
+"""The commands without subcommands, which `dispatch` hands over after the arity check
+when the client is authenticated and not subscribed."""
 
 
 class RespServer:
@@ -137,6 +140,16 @@ class RespConnection(FrontendConnection):
         return error(f"ERR internal error in grid: {type(e).__name__}: {e}")
 
     def dispatch(self, args: list[bytes]) -> Reply:
+        cmd = PLAIN.get(args[0])
+        if cmd is not None and self.authenticated and not self.channels and not self.patterns:
+            arity = cmd.arity  # what nearly every command is: `_dispatch`'s checks all pass
+            if (len(args) == arity) if arity > 0 else (len(args) >= -arity):
+                self.last_command = cmd.name
+                return cmd.handler(self, args)
+        return self._dispatch(args)
+
+    def _dispatch(self, args: list[bytes]) -> Reply:
+        """The command's checks, in Redis's order, each with its error."""
         cmd = BY_SPELLING.get(args[0])
         if cmd is None:
             name = args[0].lower()

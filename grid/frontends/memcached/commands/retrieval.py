@@ -15,8 +15,10 @@ from grid.frontends.memcached.grammar import key_ok, number
 from grid.frontends.memcached.items import unpack
 from grid.frontends.memcached.keyspace import EXPIRED, expire_at
 from grid.frontends.memcached.parser import Request
-from grid.frontends.ops import Plan, Reply
+from grid.frontends.ops import KeyPlan, Plan, Reply
 from proto import grid_pb2 as pb
+
+OK_STATUS, NOT_FOUND = pb.OK, pb.NOT_FOUND
 
 if TYPE_CHECKING:
     from grid.frontends.memcached.server import MemcachedConnection
@@ -44,6 +46,28 @@ def _values(
     return b"".join(out)
 
 
+def _one(p: KeyPlan) -> bytes:
+    """The reply to a get of one key (the commonest), from its KeyPlan; `_values` for one."""
+    status = p.status
+    if status == OK_STATUS:
+        p.ctx.stats.get_hits += 1
+        flags, value = unpack(p.value)
+        return b"VALUE %b %d %d\r\n%b\r\nEND\r\n" % (p.key, flags, len(value), value)
+    if status == NOT_FOUND:
+        p.ctx.stats.get_misses += 1
+        return R.END
+    return R.result_error(p)
+
+
+def _one_with_cas(p: KeyPlan) -> bytes:
+    if p.status == OK_STATUS:
+        p.ctx.stats.get_hits += 1
+        flags, value = unpack(p.value)
+        return b"VALUE %b %d %d %d\r\n%b\r\nEND\r\n" % (p.key, flags, len(value),
+                                                         p.version_ts, value)  # fmt: skip
+    return _one(p)
+
+
 def _plan(c: MemcachedConnection, ops: list[pb.Op], finish: object) -> Reply:
     if len(ops) > c.runner.max_ops:
         return _call(c, ops, finish)
@@ -65,8 +89,7 @@ def get(c: MemcachedConnection, req: Request) -> Reply:
     m = c.map
     with_cas = args[0] == b"gets"
     if len(keys) == 1:
-        key = keys[0]
-        return Plan([pb.Op(code=pb.GET, map=m, key=key)], lambda rs: _values(c, keys, with_cas, rs))
+        return KeyPlan(pb.GET, keys[0], b"", c, _one_with_cas if with_cas else _one)
     ops = [pb.Op(code=pb.GET, map=m, key=k) for k in keys]
     return _plan(c, ops, lambda rs: _values(c, keys, with_cas, rs))
 

@@ -18,13 +18,14 @@ from grid.frontends.memcached.grammar import KEY_MAX, key_ok
 from grid.frontends.memcached.items import pack
 from grid.frontends.memcached.keyspace import EXPIRED, Item, delete_over, expire_at, rmw, write_over
 from grid.frontends.memcached.parser import BAD_CHUNK, TOO_LARGE, Request
-from grid.frontends.ops import Plan, Reply
+from grid.frontends.ops import KeyPlan, Plan, Reply
 from proto import grid_pb2 as pb
 
 if TYPE_CHECKING:
     from grid.frontends.memcached.server import MemcachedConnection
 
 ARGS = {b"set": 5, b"add": 5, b"replace": 5, b"append": 5, b"prepend": 5, b"cas": 6}
+OK_STATUS, NOT_FOUND, CAS_FAILED = pb.OK, pb.NOT_FOUND, pb.CAS_FAILED
 CONDITIONS = {b"set": 0, b"add": pb.IF_ABSENT, b"replace": pb.IF_PRESENT}
 
 
@@ -46,19 +47,21 @@ def key_line(args: Sequence[bytes]) -> tuple[bytes, bytes, bool] | bytes:
     return key, args[2], len(args) == 4 and args[3] == b"noreply"
 
 
-def _finish(ok: bytes, lost: bytes, noreply: bool, c: MemcachedConnection) -> object:
-    def finish(rs: Sequence[pb.Result]) -> bytes:
-        r = rs[0]
-        if r.status == pb.OK:
-            c.stats.total_items += 1
-            return quiet(ok, noreply)
-        if r.status == pb.CAS_FAILED:
-            return quiet(lost, noreply)
-        if r.status == pb.NOT_FOUND:
-            return quiet(lost, noreply)
-        return quiet(R.result_error(r), noreply)
+def _stored(p: KeyPlan) -> bytes:
+    """The reply to a set, add or replace (`ctx`: the connection): a lost condition
+    (add of a present key, replace of an absent one) is NOT_STORED."""
+    status = p.status
+    if status == OK_STATUS:
+        p.ctx.stats.total_items += 1
+        return R.STORED
+    if status in (CAS_FAILED, NOT_FOUND):
+        return R.NOT_STORED
+    return R.result_error(p)
 
-    return finish
+
+def _stored_quietly(p: KeyPlan) -> bytes:
+    _stored(p)
+    return b""
 
 
 def store(c: MemcachedConnection, req: Request) -> Reply:
@@ -81,14 +84,13 @@ def store(c: MemcachedConnection, req: Request) -> Reply:
         return R.BAD_FORMAT
     assert req.data is not None
     value = req.data
-    at = expire_at(line.exptime)
+    at = expire_at(line.exptime) if line.exptime else 0
     condition = CONDITIONS.get(name)
     if condition is not None:
         if at == EXPIRED:  # nothing is written; the answer is what the write would say
             return _expired(c, name, key, noreply)
-        op = pb.Op(code=pb.PUT, map=m, key=key, value=pack(line.flags, value), expire_at_ms=at,
-                   condition=condition)  # fmt: skip
-        return Plan([op], _finish(R.STORED, R.NOT_STORED, noreply, c))  # type: ignore[arg-type]
+        return KeyPlan(pb.PUT, key, pack(line.flags, value), c,
+                       _stored_quietly if noreply else _stored, at, condition)  # fmt: skip
     if name == b"cas":
         return _cas(c, key, line.flags, value, at, line.cas, noreply)
     return _concat(c, key, value, name == b"append", noreply)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from grid.frontends.ops import Plan, Reply
+from grid.frontends.ops import KeyPlan, Plan, Reply
 from grid.frontends.resp.common import (
     NOT_INTEGER,
     SYNTAX,
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 INT64_MAX = (1 << 63) - 1
 EMPTY_BULK = b"$0\r\n\r\n"
+OK_STATUS, NOT_FOUND, CAS_FAILED = pb.OK, pb.NOT_FOUND, pb.CAS_FAILED
 NX, XX, GET_OLD, KEEPTTL, PERSIST = 1, 2, 4, 8, 16
 EX, PX, EXAT, PXAT = 32, 64, 128, 256
 EXPIRES = EX | PX | EXAT | PXAT
@@ -120,33 +121,33 @@ def parse_extended(args: list[bytes], start: int, for_set: bool) -> Extended | b
     return Extended(flags, 0, expire)
 
 
-def _bulk_or_null(c: RespConnection, r: pb.Result) -> bytes:
-    if r.status == pb.OK:
-        v = r.value
+def _bulk_or_null(p: KeyPlan) -> bytes:
+    status = p.status
+    if status == OK_STATUS:
+        v = p.value
         return b"$%d\r\n%b\r\n" % (len(v), v)
-    if r.status == pb.NOT_FOUND:
-        return c.enc.null
-    return result_error(r)
+    if status == NOT_FOUND:
+        return p.ctx.enc.null  # type: ignore[no-any-return]
+    return result_error(p)
 
 
 # ---- GET, SET -------------------------------------------------------------------------------
 def get(c: RespConnection, args: list[bytes]) -> Reply:
-    return Plan([pb.Op(code=GET, map=c.map, key=args[1])], lambda rs: _bulk_or_null(c, rs[0]))
+    return KeyPlan(GET, args[1], b"", c, _bulk_or_null)
 
 
-def _ok_or_null(c: RespConnection, rs: Sequence[pb.Result]) -> bytes:
-    r = rs[0]
-    if r.status == pb.OK:
+def _ok_or_null(p: KeyPlan) -> bytes:
+    status = p.status
+    if status == OK_STATUS:
         return OK
-    if r.status == pb.CAS_FAILED:
-        return c.enc.null
-    return result_error(r)
+    if status == CAS_FAILED:
+        return p.ctx.enc.null  # type: ignore[no-any-return]
+    return result_error(p)
 
 
 def set_(c: RespConnection, args: list[bytes]) -> Reply:
     if len(args) == 3:  # the plain SET, the one that matters for speed
-        op = pb.Op(code=PUT, map=c.map, key=args[1], value=args[2])
-        return Plan([op], lambda rs: _ok_or_null(c, rs))
+        return KeyPlan(PUT, args[1], args[2], c, _ok_or_null)
     opts = parse_extended(args, 3, True)
     if isinstance(opts, bytes):
         return opts
@@ -161,8 +162,7 @@ def _set(c: RespConnection, key: bytes, value: bytes, opts: Extended) -> Reply:
     at = opts.at
     if not flags & (GET_OLD | KEEPTTL) and not (at and at <= now_ms()):
         condition = IF_ABSENT if flags & NX else IF_PRESENT if flags & XX else 0
-        op = pb.Op(code=PUT, map=m, key=key, value=value, expire_at_ms=at, condition=condition)
-        return Plan([op], lambda rs: _ok_or_null(c, rs))
+        return KeyPlan(PUT, key, value, c, _ok_or_null, at, condition)
 
     def step(cur: Current) -> tuple[list[pb.Op], bytes]:
         old = cur.value
