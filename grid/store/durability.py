@@ -160,6 +160,12 @@ class Durability:
         self.flush()
         self.report = report
         self.entries_recovered = loaded
+        if store.restored_over_limit:
+            log.warning("recovered data exceeds max_memory and eviction_policy frees "
+                        "nothing: loaded all of it; writes are refused until it is under",
+                        entries_over=store.restored_over_limit, used=store.used,
+                        max_memory=store.max_memory,
+                        eviction_policy=store.config.eviction_policy)  # fmt: skip
         self.start_s = time.perf_counter() - t0
         log.info(
             "recovery done",

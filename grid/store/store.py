@@ -105,6 +105,7 @@ class Store:
         self.config = config
         self.partitions = config.partitions
         self.max_memory = config.max_memory
+        self.restored_over_limit = 0  # entries `restore` loaded past max_memory
         self.max_key = config.max_key_bytes
         self.max_value = config.max_value_bytes
         self.clock = clock
@@ -773,9 +774,19 @@ class Store:
 
         Not reported to the sink: it is already on disk. Memory is reserved like any
         write, so a data directory bigger than max_memory is cut down by the policy.
+        A policy that frees nothing (noeviction, volatile-ttl with no TTLs) loads it all the
+        same, over the limit, as Redis loads a dataset bigger than maxmemory: a member
+        that refused to start would serve nothing, and what it holds is acknowledged
+        data. Writes are then refused (OutOfMemory) until deletes or expiries bring it
+        under; `restored_over_limit` counts these entries for the recovery's log.
         """
         p = partition_of(key, self.partitions)
-        self._insert(rmap, p, key, value, ts, member, expire_at, max_idle, now)
+        size = entry_size(key, value, bool(expire_at or max_idle))
+        try:
+            self._reserve(size, now, None)
+        except OutOfMemory:
+            self.restored_over_limit += 1
+        self._write(rmap, p, key, None, value, ts, member, expire_at, max_idle, now, _CLOCK)
         self.hlc.observe(ts)
 
     def _insert(
