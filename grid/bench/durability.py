@@ -266,7 +266,6 @@ def _bare_recovery(kind: str, data: Path) -> dict[str, float]:
     servers' threads meanwhile, and a warm heap would flatter either). The CPU
     seconds include a full collection afterwards: each turns the cyclic GC off
     while it recovers, and what it leaves to the collector is part of its cost."""
-    disk = _dir_bytes(data)
     code = (
         "import gc, sys, time, persistence\n"
         "with getattr(persistence, sys.argv[1]).open(persistence.Config(sys.argv[2])) as x:\n"
@@ -276,24 +275,13 @@ def _bare_recovery(kind: str, data: Path) -> dict[str, float]:
         "    cpu = time.process_time() - cpu\n"
         "print(r.records_loaded, r.duration_s, cpu)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, kind, str(data)], capture_output=True, text=True, check=True
-    )
-    loaded, seconds, cpu = out.stdout.split()
-    return {
-        "records": int(loaded),
-        "seconds": float(seconds),
-        "records_s": int(loaded) / float(seconds),
-        "mb_s": disk / float(seconds) / 1e6,
-        "cpu_s": float(cpu),
-    }
+    return _timed_in_fresh_process(code, [kind, str(data)], _dir_bytes(data))
 
 
 def _bare_start(data: Path) -> dict[str, float]:
     """What a member does with its data_dir at start (grid/store/durability.py:
     recover the journal, load the store), in a fresh process, measured as
     _bare_recovery measures the journal alone."""
-    disk = _dir_bytes(data)
     code = (
         "import gc, os, random, sys, time\n"
         "from grid import logs\n"
@@ -312,8 +300,13 @@ def _bare_start(data: Path) -> dict[str, float]:
         "print(d.entries_recovered, d.start_s, cpu, flush=True)\n"
         "os._exit(0)\n"
     )
+    return _timed_in_fresh_process(code, [str(data)], _dir_bytes(data))
+
+
+def _timed_in_fresh_process(code: str, args: list[str], disk: int) -> dict[str, float]:
+    """Run `code` (it prints records, seconds and CPU seconds) in a fresh interpreter."""
     out = subprocess.run(
-        [sys.executable, "-c", code, str(data)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
     )
     loaded, seconds, cpu = out.stdout.split()
     return {

@@ -61,6 +61,41 @@ def read_all(m: Any, want: dict[str, int]) -> tuple[int, list[str]]:
     return errors, bad
 
 
+def written_then_killed(cluster: LocalCluster) -> tuple[Any, Any, dict[str, int]]:
+    """KEYS keys written through member-1 and on their backups, then member-3 killed
+    (SIGKILL): (member-1, member-3, what was written)."""
+    seed = cluster.members[0]
+    want = {f"k{i}": i for i in range(KEYS)}
+    with grid.Client(seed.address, timeout=10) as client:
+        client.map("m").put_many(want)
+    wait_replicated(cluster.addresses)
+    victim = cluster.members[2]
+    cluster.kill(victim)  # SIGKILL
+    victim.process.wait(10)
+    return seed, victim, want
+
+
+def read_while_settling(
+    cluster: LocalCluster, address: str, victim: Any, want: dict[str, int]
+) -> tuple[int, int]:
+    """Read every key over and over (bounded by SETTLE_S) until a round reads all of
+    them, the victim said it lacks copies and the partitions settled; a read that misses
+    fails the test. (rounds, failed batches)."""
+    rounds = errors = 0
+    with grid.Client(address, timeout=10) as client:
+        m = client.map("m")
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:  # bounded: reads while it settles
+            failed, bad = read_all(m, want)
+            rounds += 1
+            errors += failed
+            assert not bad, f"read {len(bad)} keys missing or wrong: {bad[:5]}"
+            seen = LACKING in victim.log_tail(10_000)
+            if failed == 0 and seen and partitions_settled(cluster.addresses):
+                break
+    return rounds, errors
+
+
 def test_a_quick_restart_without_data_serves_no_empty_copy(
     no_grid_env: None, tmp_path: Path
 ) -> None:
@@ -71,31 +106,12 @@ def test_a_quick_restart_without_data_serves_no_empty_copy(
         for mp in cluster.members:
             cluster.wait_ready(mp)
         wait_partitions_settled(cluster.addresses, timeout=30)
-        seed = cluster.members[0]
-        want = {f"k{i}": i for i in range(KEYS)}
-        with grid.Client(seed.address, timeout=10) as client:
-            client.map("m").put_many(want)
-        wait_replicated(cluster.addresses)
-
-        victim = cluster.members[2]
-        cluster.kill(victim)  # SIGKILL
-        victim.process.wait(10)
+        seed, victim, want = written_then_killed(cluster)
         shutil.rmtree(tmp_path / "data-3")
         victim = cluster.restart(victim)
         cluster.wait_ready(victim)
 
-        rounds = errors = 0
-        with grid.Client(seed.address, timeout=10) as client:
-            m = client.map("m")
-            deadline = time.monotonic() + SETTLE_S
-            while time.monotonic() < deadline:  # bounded: reads while it settles
-                failed, bad = read_all(m, want)
-                rounds += 1
-                errors += failed
-                assert not bad, f"read {len(bad)} keys missing or wrong: {bad[:5]}"
-                seen = LACKING in victim.log_tail(10_000)
-                if failed == 0 and seen and partitions_settled(cluster.addresses):
-                    break
+        rounds, errors = read_while_settling(cluster, seed.address, victim, want)
         logs = "".join(mp.log_tail(10_000) for mp in cluster.members)
         assert LACKING in victim.log_tail(10_000), "the restart was not quicker than detection"
         assert FAILED_OVER in logs
@@ -115,33 +131,19 @@ def test_a_quick_restart_without_data_in_a_cluster_unchanged_since_its_birth(
 ) -> None:
     """The same restart in a cluster whose table never changed since its first one: the
     members born together (min_cluster_size 3: the first table waits for all three),
-    no data dirs. Epoch 1 tells a member with no data that no copy exists anywhere yet;
-    the restarted member, finding the others already holding a table when it first
-    asks, knows it joined a running cluster (`Ownership.others_hold`). Before that it
-    installed the birth table and served its primaries from its empty store (the
-    simulator, 3 members without data dirs, seed 39)."""
+    no data dirs. Epoch 1 tells a member with no data that no copy exists anywhere yet,
+    but only a member born with the table may take it so (`Ownership.born`: asked by
+    the coordinator before it made the table); the restarted member was not, and lacks
+    its places. Before that it installed the birth table and served its primaries from
+    its empty store (the simulator, 3 members without data dirs, seed 39)."""
     (tmp_path / "logs").mkdir()
     args = ["--backups", "1", "--min-cluster-size", "3"]
     with LocalCluster(3, member_args=args, log_dir=tmp_path / "logs") as cluster:
         wait_partitions_settled(cluster.addresses, timeout=30)
         table = table_of(cluster.members[0].address)
         assert table is not None and len(table.members) == 3 and table.epoch == 1
-        seed = cluster.members[0]
-        want = {f"k{i}": i for i in range(KEYS)}
-        with grid.Client(seed.address, timeout=10) as client:
-            client.map("m").put_many(want)
-        wait_replicated(cluster.addresses)
-        victim = cluster.members[2]
-        cluster.kill(victim)  # SIGKILL, and back at once with nothing
-        victim.process.wait(10)
+        seed, victim, want = written_then_killed(cluster)  # and back at once, empty
         victim = cluster.restart(victim)
         cluster.wait_ready(victim)
-        with grid.Client(seed.address, timeout=10) as client:
-            m = client.map("m")
-            deadline = time.monotonic() + SETTLE_S
-            while time.monotonic() < deadline:  # bounded: reads while it settles
-                failed, bad = read_all(m, want)
-                assert not bad, f"read {len(bad)} keys missing or wrong: {bad[:5]}"
-                if failed == 0 and partitions_settled(cluster.addresses):
-                    break
+        read_while_settling(cluster, seed.address, victim, want)
         assert LACKING in victim.log_tail(10_000), "the restart was not quicker than detection"

@@ -29,20 +29,23 @@ def open_store(data_dir: Path, clock: Clock, **options: object) -> tuple[Store, 
     return store, durability
 
 
+def written(data_dir: Path, clock: Clock) -> int:
+    """KEYS entries of 100 bytes written to a data dir with no bound: the store's use."""
+    store, durability = open_store(data_dir, clock)
+    with store.lock:
+        for i in range(KEYS):
+            store.write(store.map("m"), b"k%d" % i, b"v" * 100, store.clock())
+        durability.flush()
+    asyncio.run(durability.close())
+    return store.used
+
+
 @pytest.mark.parametrize("policy", ["noeviction", "volatile-ttl"])
 def test_a_data_dir_over_max_memory_loads_whole_and_refuses_writes(
     tmp_path: Path, policy: str
 ) -> None:
     clock = Clock()
-    store, durability = open_store(tmp_path, clock)
-    with store.lock:
-        for i in range(KEYS):
-            store.write(store.map("m"), b"k%d" % i, b"v" * 100, store.clock())
-        durability.flush()
-    used = store.used
-    asyncio.run(durability.close())
-
-    limit = used // 2
+    limit = written(tmp_path, clock) // 2
     again, durability = open_store(tmp_path, clock, max_memory=limit, eviction_policy=policy)
     try:
         assert again.restored_over_limit > 0 and again.used > limit
@@ -61,15 +64,9 @@ def test_a_data_dir_over_max_memory_loads_whole_and_refuses_writes(
 
 def test_a_policy_that_evicts_cuts_the_data_dir_down_to_max_memory(tmp_path: Path) -> None:
     clock = Clock()
-    store, durability = open_store(tmp_path, clock)
-    with store.lock:
-        for i in range(KEYS):
-            store.write(store.map("m"), b"k%d" % i, b"v" * 100, store.clock())
-        durability.flush()
-    used = store.used
-    asyncio.run(durability.close())
-    again, durability = open_store(tmp_path, clock, max_memory=used // 2)
+    limit = written(tmp_path, clock) // 2
+    again, durability = open_store(tmp_path, clock, max_memory=limit)
     try:
-        assert again.restored_over_limit == 0 and again.used <= used // 2
+        assert again.restored_over_limit == 0 and again.used <= limit
     finally:
         asyncio.run(durability.close())
