@@ -432,10 +432,12 @@ class SimMember:
     def sight(self) -> tuple[int, int]:
         """(members seen alive, members known and never departed), this one included:
         grid/member/placement/coordinator.py's `sight`."""
-        live, known, _ = self._sight_of()
-        return live, known
+        live, known = self._sight_of()
+        return live, len(known)
 
-    def _sight_of(self) -> tuple[int, int, tuple[str, ...]]:
+    def _sight_of(self) -> tuple[int, tuple[str, ...]]:
+        """(members alive or suspect, the names `known_members` counts), cached until
+        the next membership event."""
         if self._sight is None:
             members = self.w.cluster.node(self.name).members()
             live = sum(1 for m in members if m.state <= MemberState.SUSPECT)
@@ -444,7 +446,7 @@ class SimMember:
             seeds = self.w.cluster.node(self.name).seeds
             names = known_members(self.name, known, saved, seeds)
             self._sight = (live, tuple(sorted(names)))
-        return self._sight[0], len(self._sight[1]), self._sight[1]
+        return self._sight
 
     def on_member(self, kind: str, member: str) -> None:
         """A membership event of this member's node."""
@@ -523,7 +525,7 @@ class SimMember:
         """table.json: the table in use and the hand-offs no table settled yet."""
         table = self.ownership.table
         if table is not None:
-            _, _, known = self._sight_of()
+            _, known = self._sight_of()
             self.w.saved[self.name] = Saved(table, dict(self.ownership.moved), known)
 
     def follow_table(self) -> None:
